@@ -1,0 +1,110 @@
+/**
+ * The agent of one node: it works the node's queue, runs storage drivers and reports outcomes.
+ * In embedded mode it runs inside `esnap serve` and reports straight to the TaskService; in
+ * cluster mode the same class runs in `esnap agent` with a reporter that sends results onward.
+ */
+import type { Logger } from '../app-context.js';
+import type { QueueMessage, TaskQueue } from '../queue/queue.js';
+import type { StorageDriver } from '../storage/driver.js';
+import { StorageError } from '../storage/driver.js';
+import type { TaskOutcome } from '../tasks/task.service.js';
+import type { AgentPayload, CreateData, ListData, ListedSnapshot } from './payloads.js';
+
+export interface AgentReporter {
+  /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
+  started(taskId: string): Promise<boolean>;
+  finished(taskId: string, outcome: TaskOutcome): Promise<void>;
+}
+
+export function failure(message: string, returncode = 1): TaskOutcome {
+  return { returncode, message, detail: `Got bad return code (${returncode}). Error: ${message}` };
+}
+
+export class Agent {
+  constructor(
+    readonly node: string,
+    private readonly drivers: ReadonlyMap<string, StorageDriver>,
+    private readonly queue: TaskQueue,
+    private readonly reporter: AgentReporter,
+    private readonly log: Logger,
+  ) {}
+
+  async start(concurrency = 4): Promise<void> {
+    for (const d of this.drivers.values()) await d.init();
+    await this.queue.work(this.node, (msg) => this.handle(msg), { concurrency });
+  }
+
+  async storageStats(): Promise<Map<string, { size: number; free: number } | null>> {
+    const out = new Map<string, { size: number; free: number } | null>();
+    for (const [name, d] of this.drivers) {
+      try {
+        out.set(name, await d.stats());
+      } catch (err) {
+        this.log.warn({ err, storage: name }, 'storage stats failed');
+        out.set(name, null);
+      }
+    }
+    return out;
+  }
+
+  async handle(msg: QueueMessage): Promise<void> {
+    if (!(await this.reporter.started(msg.taskId))) return;
+    let outcome: TaskOutcome;
+    try {
+      outcome = await this.run(msg.payload as AgentPayload);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      if (!(err instanceof StorageError)) this.log.error({ err, taskId: msg.taskId }, 'agent operation failed');
+      outcome = failure(message);
+    }
+    await this.reporter.finished(msg.taskId, outcome);
+  }
+
+  #driver(storage: string): StorageDriver {
+    const d = this.drivers.get(storage);
+    if (!d) throw new StorageError('backend', `Storage ${storage} does not exist on node ${this.node}`);
+    return d;
+  }
+
+  async run(p: AgentPayload): Promise<TaskOutcome> {
+    switch (p.op) {
+      case 'create': {
+        const info = await this.#driver(p.storage).create(p.disk, p.id, { name: p.name });
+        const data: CreateData = { size: info.size, created: info.created.toISOString() };
+        return { returncode: 0, message: 'Snapshot successfully created', detail: '', data };
+      }
+      case 'destroy':
+        await this.#driver(p.storage).destroy(p.disk, p.ids);
+        return { returncode: 0, message: 'Snapshots successfully deleted', detail: '' };
+      case 'rollback': {
+        const d = this.#driver(p.storage);
+        if (p.target) await d.restore(p.disk, p.id, p.target);
+        else await d.rollback(p.disk, p.id);
+        return { returncode: 0, message: 'Snapshot successfully restored', detail: '' };
+      }
+      case 'list': {
+        const d = this.#driver(p.storage);
+        const data: ListData = {};
+        for (const disk of p.disks) {
+          if (!(await d.diskExists(disk))) {
+            data[disk.path] = null;
+            continue;
+          }
+          const snaps = await d.list(disk);
+          data[disk.path] = snaps.map(
+            (s): ListedSnapshot => ({ id: s.id, created: s.created.toISOString(), size: s.size, name: s.name ?? null }),
+          );
+        }
+        return { returncode: 0, message: 'Snapshots successfully synced', data };
+      }
+      case 'disk_create':
+        await this.#driver(p.storage).createDisk(p.disk);
+        return { returncode: 0, message: 'Disk successfully created', detail: '' };
+      case 'disk_delete':
+        for (const item of p.items) await this.#driver(item.storage).deleteDisk(item.disk);
+        return { returncode: 0, message: 'Disk successfully deleted', detail: '' };
+      case 'noop':
+        return { returncode: 0, message: 'OK', detail: '' };
+    }
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * What every feature service gets: the database, the clock and the task machinery. Built once by
+ * the composition root (`src/bin`) or by a test; nothing here reads the environment.
+ */
+import type { Kysely } from 'kysely';
+import type { Database } from './db/schema.js';
+import type { DbKind } from './db/dialect.js';
+import type { TaskService } from './tasks/task.service.js';
+import type { TaskEvents } from './tasks/task.events.js';
+
+export interface Clock {
+  now(): Date;
+}
+
+export const systemClock: Clock = { now: () => new Date() };
+
+export interface Logger {
+  info(obj: unknown, msg?: string): void;
+  warn(obj: unknown, msg?: string): void;
+  error(obj: unknown, msg?: string): void;
+}
+
+export interface AppSettings {
+  readonly streamTimeoutS: number;
+  /** Name of the node whose agent runs in this process, if any. */
+  readonly localNode: string | null;
+}
+
+export interface AppContext {
+  readonly db: Kysely<Database>;
+  readonly dbKind: DbKind;
+  readonly clock: Clock;
+  readonly tasks: TaskService;
+  readonly events: TaskEvents;
+  readonly settings: AppSettings;
+  readonly log: Logger;
+}
+
+export const SYSTEM_USER_ID = 7;
+export const SYSTEM_USERNAME = '_system';
+export const DEFAULT_DC = 'main';
+
+export function isoNow(clock: Clock): string {
+  return clock.now().toISOString();
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+/**
+ * `esnap` — the composition root: reads the configuration, wires the runtime, listens and
+ * handles signals. `esnap serve` starts the API server (with its local agent by default).
+ */
+import { loadConfig, ConfigError } from '../config.js';
+import { createRuntime } from '../runtime.js';
+import type { Logger } from '../app-context.js';
+
+const USAGE = `usage: esnap <command>
+
+commands:
+  serve     start the API server (and its local agent) — configured by ESNAP_* variables
+  help      show this text
+`;
+
+function consoleLogger(): Logger {
+  const line = (level: string, obj: unknown, msg?: string): void => {
+    const rec: Record<string, unknown> = { time: new Date().toISOString(), level };
+    if (msg) rec['msg'] = msg;
+    if (obj instanceof Error) rec['err'] = obj.message;
+    else if (obj && typeof obj === 'object') {
+      for (const [k, v] of Object.entries(obj)) rec[k] = v instanceof Error ? (v.stack ?? v.message) : v;
+    } else if (obj !== undefined) rec['msg'] = String(obj);
+    process.stderr.write(`${JSON.stringify(rec)}\n`);
+  };
+  return {
+    info: (o, m) => line('info', o, m),
+    warn: (o, m) => line('warn', o, m),
+    error: (o, m) => line('error', o, m),
+  };
+}
+
+async function serve(): Promise<void> {
+  const config = loadConfig();
+  const log = consoleLogger();
+  const runtime = await createRuntime({
+    databaseUrl: config.databaseUrl,
+    adminApiKey: config.adminApiKey,
+    node: config.node,
+    storages: config.storages,
+    localAgent: config.localAgent,
+    streamTimeoutS: config.streamTimeoutS,
+    log,
+  });
+  if (runtime.printedKey) {
+    process.stdout.write(
+      `\nBootstrap admin created. API key for user "admin" (shown once, store it now):\n\n  ${runtime.printedKey}\n\n` +
+        `Use it as:  curl -H 'ES-API-KEY: ${runtime.printedKey}' http://${config.listen.host}:${config.listen.port}/api/vm/\n\n`,
+    );
+  }
+  const address = await runtime.app.listen({ host: config.listen.host, port: config.listen.port });
+  log.info({ address, node: config.node, database: config.databaseUrl.replace(/\/\/[^@]*@/, '//***@') }, 'esnap listening');
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    const timer = setTimeout(() => process.exit(1), config.stopGraceS * 1000);
+    timer.unref();
+    runtime.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const cmd = argv[0];
+  switch (cmd) {
+    case 'serve':
+      await serve();
+      return -1; // keeps running
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return cmd === undefined ? 1 : 0;
+    default:
+      process.stderr.write(`esnap: unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
+      return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) process.stderr.write(`esnap: configuration error: ${err.message}\n`);
+    else process.stderr.write(`esnap: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,63 @@
+/**
+ * Chooses the Kysely dialect once, from the database URL: `sqlite:<path>` (embedded default,
+ * better-sqlite3) or `postgres://…` (node-postgres pool).
+ */
+import { Kysely, PostgresAdapter, PostgresDialect, SqliteDialect, CamelCasePlugin } from 'kysely';
+import SQLite from 'better-sqlite3';
+import pg from 'pg';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Database } from './schema.js';
+
+void CamelCasePlugin;
+
+// node-postgres returns int8 as strings; every bigint esnap stores (sizes) fits in a double.
+pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
+
+export type DbKind = 'sqlite' | 'postgres';
+
+export interface OpenedDb {
+  readonly db: Kysely<Database>;
+  readonly kind: DbKind;
+  /** For PostgreSQL: the schema (search_path) used, when one was given. */
+  readonly url: string;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function isPostgres(db: Kysely<any>): boolean {
+  return db.getExecutor().adapter instanceof PostgresAdapter;
+}
+
+export function dbKindOf(url: string): DbKind {
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return 'postgres';
+  if (url.startsWith('sqlite:')) return 'sqlite';
+  throw new Error(`ESNAP_DATABASE_URL must start with sqlite: or postgres:// (got ${JSON.stringify(url)})`);
+}
+
+/**
+ * Opens the database. For PostgreSQL, `searchPath` puts every table in that schema (tests use a
+ * schema per test file; production uses the default).
+ */
+export function openDatabase(url: string, opts: { searchPath?: string; poolSize?: number } = {}): OpenedDb {
+  const kind = dbKindOf(url);
+  if (kind === 'sqlite') {
+    const file = url.slice('sqlite:'.length);
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    const sqlite = new SQLite(file);
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('synchronous = NORMAL');
+    sqlite.pragma('busy_timeout = 5000');
+    sqlite.pragma('foreign_keys = OFF');
+    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    return { db, kind, url };
+  }
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: opts.poolSize ?? 10,
+    ...(opts.searchPath ? { options: `-c search_path=${opts.searchPath}` } : {}),
+  });
+  // An idle client that loses its connection must not crash the process; the pool replaces it.
+  pool.on('error', () => undefined);
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return { db, kind, url };
+}

@@ -1,0 +1,3 @@
+import type { ViewDef } from '../http/view.js';
+
+export const defineViews: ViewDef[] = [];

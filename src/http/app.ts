@@ -1,0 +1,85 @@
+/**
+ * buildApp: the Fastify application with every view, the JSON parser of Danube's contract and the
+ * one error handler. It never listens; `src/bin` does.
+ */
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { AppContext } from '../app-context.js';
+import { ApiError, FailureError } from '../domain/errors.js';
+import { registerViews, type ViewDef, type ViewRequest } from './view.js';
+import { dummyTaskId, sendJson } from './envelope.js';
+
+export const BODY_LIMIT = 1024 * 1024;
+
+export interface BuildOptions {
+  readonly views: readonly ViewDef[];
+  /** Extra routes outside the view system (openapi, health). */
+  readonly extra?: (app: FastifyInstance) => void;
+  readonly logger?: boolean;
+}
+
+export async function buildApp(ctx: AppContext, opts: BuildOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit: BODY_LIMIT,
+    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: false, maxParamLength: 200 },
+    return503OnClosing: true,
+  });
+
+  app.removeAllContentTypeParsers();
+  // JSON is the only parser (spec 3.1); `application/json; indent=4` included.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') {
+      done(null, undefined);
+      return;
+    }
+    try {
+      done(null, JSON.parse(text) as unknown);
+    } catch (err) {
+      done(new ApiError(400, `JSON parse error - ${(err as Error).message}`), undefined);
+    }
+  });
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body, done) => {
+    const len = Buffer.isBuffer(body) ? body.length : String(body).length;
+    if (len === 0) {
+      done(null, undefined);
+      return;
+    }
+    const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim();
+    done(new ApiError(415, `Unsupported media type "${type}" in request.`), undefined);
+  });
+
+  app.setNotFoundHandler(async (request, reply) => {
+    await sendJson(reply, request, 404, { detail: 'Not found' });
+  });
+
+  app.setErrorHandler(async (error: FastifyError | Error, request, reply) => {
+    const viewCtx = (request as FastifyRequest & { esnapView?: { vreq: ViewRequest; view: ViewDef } }).esnapView;
+    if (error instanceof FailureError) {
+      const taskId = dummyTaskId(viewCtx?.view ?? null, viewCtx?.vreq ?? null);
+      await sendJson(reply, request, error.status, { status: 'FAILURE', result: error.result, task_id: taskId }, { es_task_id: taskId });
+      return;
+    }
+    if (error instanceof ApiError) {
+      await sendJson(reply, request, error.status, { detail: error.detail }, { ...error.headers, es_task_id: '' });
+      return;
+    }
+    const fe = error as FastifyError;
+    if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      await sendJson(reply, request, 413, { detail: 'Request body is too large.' });
+      return;
+    }
+    if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+      await sendJson(reply, request, fe.statusCode, { detail: fe.message });
+      return;
+    }
+    // Internals never reach the client.
+    ctx.log.error({ err: error, url: request.url, method: request.method }, 'request failed');
+    await sendJson(reply, request, 500, { detail: 'Internal server error' });
+  });
+
+  registerViews(app, ctx, opts.views);
+  opts.extra?.(app);
+  await app.ready();
+  return app;
+}

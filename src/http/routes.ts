@@ -1,0 +1,27 @@
+/** Every view and task kind of the API, gathered in one place for the app builder. */
+import type { FastifyInstance } from 'fastify';
+import type { AppContext } from '../app-context.js';
+import type { ViewDef } from './view.js';
+import { accountViews } from '../accounts/account.routes.js';
+import { nodeViews } from '../nodes/node.routes.js';
+import { vmViews, registerVmKinds } from '../vms/vm.routes.js';
+import { defineViews } from '../definitions/define.routes.js';
+import { snapshotViews } from '../snapshots/snapshot.routes.js';
+import { registerSnapshotKinds } from '../snapshots/snapshot.kinds.js';
+import { taskViews } from '../tasks/task.routes.js';
+import { openapiRoute } from './openapi.js';
+
+export function allViews(): ViewDef[] {
+  return [...accountViews, ...nodeViews, ...vmViews, ...defineViews, ...snapshotViews, ...taskViews];
+}
+
+export function registerTaskKinds(ctx: AppContext): void {
+  registerSnapshotKinds(ctx);
+  registerVmKinds(ctx);
+}
+
+export function extraRoutes(ctx: AppContext): (app: FastifyInstance) => void {
+  return (app) => {
+    openapiRoute(app, ctx, allViews());
+  };
+}

@@ -1,0 +1,100 @@
+/**
+ * Completion of snapshot tasks: what each outcome does to the rows (spec 7A.1), in the one
+ * completion transaction of TaskService.complete. Failure, cancel and crash repair take the same
+ * failure branch.
+ */
+import type { AppContext } from '../app-context.js';
+import type { CreateData, ListData } from '../agent/payloads.js';
+import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.service.js';
+import { SNAP_OK, deleteSnapshots, setStatus } from './snapshot.repository.js';
+import type { CreateContext, DeleteContext } from './snapshot.service.js';
+import { revertNotready, type RollbackContext } from './snapshot.rollback.js';
+import { applySync, syncResultMessage, type SyncContext } from './snapshot.sync.js';
+import { runRetention } from './snapshot.retention.js';
+
+function failed(outcome: TaskOutcome): TaskResult {
+  return {
+    returncode: outcome.returncode,
+    message: outcome.message,
+    detail: outcome.detail ?? `Got bad return code (${outcome.returncode}). Error: ${outcome.message}`,
+  };
+}
+
+export function registerSnapshotKinds(ctx: AppContext): void {
+  ctx.tasks.registerKind<CreateContext>('snapshot_create', {
+    async complete(trx, _task, c, outcome) {
+      const now = ctx.clock.now().toISOString();
+      if (outcome.returncode !== 0) {
+        await deleteSnapshots(trx, [c.snapshotId]);
+        return { result: failed(outcome) };
+      }
+      const data = (outcome.data ?? {}) as Partial<CreateData> & { freezeFailed?: boolean };
+      let message = outcome.message;
+      const freezeFailed = c.fsfreeze && (data.freezeFailed === true || /freeze failed/.test(outcome.detail ?? ''));
+      if (freezeFailed) message += ' (filesystem freeze failed)';
+      await trx
+        .updateTable('snapshot')
+        .set({
+          status: SNAP_OK,
+          status_change: now,
+          changed: now,
+          size: data.size ?? null,
+          ...(freezeFailed ? { fsfreeze: 0 } : {}),
+        })
+        .where('id', '=', c.snapshotId)
+        .execute();
+      const result: TaskResult = { returncode: 0, message, detail: outcome.detail ?? '' };
+      if (c.defineId === null) return { result };
+      const defineId = c.defineId;
+      return { result, after: () => runRetention(ctx, defineId) };
+    },
+  });
+
+  ctx.tasks.registerKind<DeleteContext>('snapshot_delete', {
+    async complete(trx, _task, c, outcome) {
+      if (outcome.returncode !== 0) {
+        await setStatus(trx, c.snapshotIds, SNAP_OK, ctx.clock.now().toISOString());
+        return { result: failed(outcome) };
+      }
+      await deleteSnapshots(trx, c.snapshotIds);
+      return {
+        result: {
+          returncode: 0,
+          message: c.bulk ? 'Snapshots successfully deleted' : 'Snapshot successfully deleted',
+          detail: c.bulk ? c.detail : '',
+        },
+      };
+    },
+  });
+
+  ctx.tasks.registerKind<RollbackContext>('snapshot_rollback', {
+    async complete(trx, _task, c, outcome) {
+      const now = ctx.clock.now().toISOString();
+      await setStatus(trx, [c.snapshotId], SNAP_OK, now);
+      for (const uuid of new Set([c.targetVm, c.sourceVm])) {
+        const vm = await trx.selectFrom('vm').select('status').where('uuid', '=', uuid).executeTakeFirst();
+        if (vm) await trx.updateTable('vm').set({ status: revertNotready(vm.status), changed: now }).where('uuid', '=', uuid).execute();
+      }
+      if (outcome.returncode !== 0) return { result: failed(outcome) };
+      // Rows of snapshots that storage destroyed go too; on keep-newer drivers they stay.
+      if (c.force && !c.keepsNewer) {
+        const snap = await trx.selectFrom('snapshot').select(['disk_real_id']).where('id', '=', c.snapshotId).executeTakeFirst();
+        let q = trx.deleteFrom('snapshot').where('vm_uuid', '=', c.targetVm).where('disk_real_id', '=', c.targetDiskRealId);
+        if (c.sameVm && snap) q = q.where('id', '>', c.snapshotId);
+        await q.execute();
+      }
+      return { result: { returncode: 0, message: 'Snapshot successfully restored', detail: outcome.detail ?? '' } };
+    },
+  });
+
+  const syncHandler: KindHandler<SyncContext> = {
+    async complete(trx, task, c, outcome) {
+      if (outcome.returncode !== 0) return { result: failed(outcome) };
+      const { lost, found } = await applySync(trx, task, c, (outcome.data ?? {}) as ListData, ctx.clock.now().toISOString());
+      // Danube's success result for sync has no `detail` key.
+      return { result: { returncode: 0, message: syncResultMessage(lost, found) } };
+    },
+  };
+  ctx.tasks.registerKind<SyncContext>('snapshot_sync', syncHandler);
+  ctx.tasks.registerKind<SyncContext>('snapshot_node_sync', syncHandler);
+}

@@ -1,0 +1,203 @@
+/** HTTP views of snapshots (spec 4.4, 4.5, 4.7): lookups and check order here, rules in the services. */
+import type { ViewDef, ViewRequest, ViewResult } from '../http/view.js';
+import { apiError } from '../domain/errors.js';
+import { parseBool, parseIntField } from '../domain/validate.js';
+import { parseOrderBy } from '../http/order-by.js';
+import { requireSuperAdmin } from '../http/auth.js';
+import {
+  findVm,
+  vmDisks,
+  resolveDisk,
+  requireNodeOnline,
+  requireOperational,
+  requireSnapshotsEnabled,
+} from '../vms/vm.lookup.js';
+import { findNode, findStorage } from '../nodes/node.repository.js';
+import { findSnapshot, listSnapshots, type ListFilter, type SortField } from './snapshot.repository.js';
+import { snapshotObject } from './snapshot.output.js';
+import { loadStorageAndNode, type DiskTarget } from './snapshot.context.js';
+import { bulkDelete, createSnapshot, deleteSnapshot, updateSnapshotFields } from './snapshot.service.js';
+import { rollbackSnapshot } from './snapshot.rollback.js';
+import { submitNodeSync, submitVmSync } from './snapshot.sync.js';
+import type { VmDiskRow } from '../db/schema.js';
+
+const PATH_SEGMENT_RE = /^[A-Za-z0-9._-]+$/;
+const SORT_FIELDS: readonly SortField[] = ['name', 'disk_id', 'size', 'created', 'hostname'];
+
+function pathParam(req: ViewRequest, name: string): string {
+  const v = req.params[name] ?? '';
+  // Danube's URL patterns only match these characters; anything else is an unknown URL.
+  if (!PATH_SEGMENT_RE.test(v)) throw apiError('notFound');
+  return v;
+}
+
+/** Module switch, VM lookup (with the node check for the methods that need it) and disk. */
+async function target(req: ViewRequest, opts: { nodeCheck: boolean; diskDefault?: boolean }): Promise<DiskTarget> {
+  requireSnapshotsEnabled(req.caller);
+  const vm = await findVm(req.app.db, req.caller, pathParam(req, 'hostname_or_uuid'));
+  req.ownerId = vm.owner_id;
+  const disks = await vmDisks(req.app.db, vm.uuid);
+  if (opts.nodeCheck) {
+    const node = await req.app.db.selectFrom('node').selectAll().where('id', '=', vm.node_id).executeTakeFirstOrThrow();
+    requireNodeOnline(node);
+  }
+  const disk = resolveDisk(disks, req.data['disk_id']);
+  const { storage, node } = await loadStorageAndNode(req.app.db, disk);
+  return { vm, disks, disk, diskArrayId: disks.indexOf(disk) + 1, storage, node };
+}
+
+function listFilter(req: ViewRequest, base: ListFilter, disks: readonly VmDiskRow[] | null): ListFilter {
+  const f: ListFilter = { ...base };
+  const type = req.data['type'];
+  if (type !== undefined && type !== '' && type !== null) {
+    const n = parseIntField(type);
+    if (n !== 1 && n !== 2) throw apiError('invalidSnapshotType');
+    f.type = n;
+  }
+  if (typeof req.data['define'] === 'string') f.define = req.data['define'];
+  if (req.data['disk_id'] !== undefined && disks) f.diskRealId = resolveDisk(disks, req.data['disk_id']).real_id;
+  return f;
+}
+
+function wantsObjects(req: ViewRequest): boolean {
+  return parseBool(req.data['full'] ?? false) || parseBool(req.data['extended'] ?? false);
+}
+
+function taskOrSync(r: { kind: 'task'; taskId: string } | { kind: 'sync'; result: unknown }): ViewResult {
+  return r.kind === 'task' ? { type: 'task', taskId: r.taskId } : { type: 'sync', result: r.result };
+}
+
+const vmSnapshotList: ViewDef = {
+  path: '/vm/:hostname_or_uuid/snapshot',
+  name: 'vm_snapshot_list',
+  description: "List (GET), synchronize (PUT) or delete (DELETE) snapshots of a VM's disk.",
+  dcBound: true,
+  methods: {
+    async GET(req) {
+      requireSnapshotsEnabled(req.caller);
+      const vm = await findVm(req.app.db, req.caller, pathParam(req, 'hostname_or_uuid'));
+      req.ownerId = vm.owner_id;
+      const disks = await vmDisks(req.app.db, vm.uuid);
+      const filter = listFilter(req, { vmUuid: vm.uuid }, disks);
+      const sort = parseOrderBy(req.data['order_by'], SORT_FIELDS, '-created');
+      const rows = await listSnapshots(req.app.db, filter, sort);
+      const result = wantsObjects(req) ? rows.map((r) => snapshotObject(r, disks)) : rows.map((r) => r.name);
+      return { type: 'sync', result };
+    },
+    async PUT(req) {
+      const t = await target(req, { nodeCheck: true });
+      requireOperational(t.vm);
+      return { type: 'task', taskId: await submitVmSync(req.app, req.caller, t) };
+    },
+    async DELETE(req) {
+      const t = await target(req, { nodeCheck: true });
+      const names = req.data['snapnames'];
+      if (!Array.isArray(names) || names.length === 0) throw apiError('invalidSnapnames');
+      // The VM status check comes after the name matching (spec 4.4 order); bulkDelete does both.
+      return taskOrSync(await bulkDelete(req.app, req.caller, t, names));
+    },
+  },
+};
+
+const vmSnapshot: ViewDef = {
+  path: '/vm/:hostname_or_uuid/snapshot/:snapname',
+  name: 'vm_snapshot',
+  description: 'Show (GET), create (POST), roll back, restore or update the note of (PUT), or delete (DELETE) a snapshot.',
+  dcBound: true,
+  methods: {
+    async GET(req) {
+      const t = await target(req, { nodeCheck: false });
+      const snap = await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, pathParam(req, 'snapname'));
+      if (!snap) throw apiError('snapshotNotFound');
+      return { type: 'sync', result: snapshotObject(snap, t.disks) };
+    },
+    async POST(req) {
+      const t = await target(req, { nodeCheck: true });
+      const name = pathParam(req, 'snapname');
+      if (await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, name)) throw apiError('snapshotExists');
+      requireOperational(t.vm);
+      const taskId = await createSnapshot(req.app, req.caller, t, {
+        name,
+        note: req.data['note'],
+        fsfreeze: req.data['fsfreeze'],
+        diskIdRaw: req.data['disk_id'],
+      });
+      return { type: 'task', taskId };
+    },
+    async PUT(req) {
+      const t = await target(req, { nodeCheck: false });
+      const snap = await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, pathParam(req, 'snapname'));
+      if (!snap) throw apiError('snapshotNotFound');
+      if ('note' in req.data || 'pinned' in req.data) {
+        await updateSnapshotFields(req.app, snap, req.data);
+        const fresh = await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, snap.name);
+        return { type: 'sync', result: snapshotObject(fresh!, t.disks) };
+      }
+      return { type: 'task', taskId: await rollbackSnapshot(req.app, req.caller, t, snap, req.data) };
+    },
+    async DELETE(req) {
+      const t = await target(req, { nodeCheck: true });
+      const snap = await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, pathParam(req, 'snapname'));
+      if (!snap) throw apiError('snapshotNotFound');
+      requireOperational(t.vm);
+      return taskOrSync(await deleteSnapshot(req.app, req.caller, t, snap));
+    },
+  },
+};
+
+const nodeStorageSnapshot: ViewDef = {
+  path: '/node/:hostname/storage/:zpool/snapshot',
+  name: 'node_vm_snapshot_list',
+  description: 'List (GET) or synchronize (PUT) the snapshots on a node storage.',
+  dcBound: false,
+  methods: {
+    async GET(req) {
+      requireSuperAdmin(req.caller);
+      const { storage } = await nodeStorage(req);
+      const filter: ListFilter = { storageId: storage.id };
+      if (typeof req.data['vm'] === 'string') filter.hostname = req.data['vm'];
+      const f = listFilter(req, filter, null);
+      const sort = parseOrderBy(req.data['order_by'], SORT_FIELDS, '-created');
+      let rows = await listSnapshots(req.app.db, f, sort);
+      const diskCache = new Map<string, VmDiskRow[]>();
+      const disksOf = async (uuid: string): Promise<VmDiskRow[]> => {
+        let d = diskCache.get(uuid);
+        if (!d) {
+          d = await vmDisks(req.app.db, uuid);
+          diskCache.set(uuid, d);
+        }
+        return d;
+      };
+      if (req.data['disk_id'] !== undefined) {
+        // esnap filters by the array disk id of each snapshot's VM (Danube answered 500 here).
+        const n = parseIntField(req.data['disk_id']);
+        if (n === null || n < 1) throw apiError('invalidDiskId');
+        const kept = [];
+        for (const r of rows) {
+          const disks = await disksOf(r.vm_uuid);
+          if (disks[n - 1]?.real_id === r.disk_real_id) kept.push(r);
+        }
+        rows = kept;
+      }
+      if (!wantsObjects(req)) return { type: 'sync', result: rows.map((r) => r.name) };
+      const out = [];
+      for (const r of rows) out.push(snapshotObject(r, await disksOf(r.vm_uuid)));
+      return { type: 'sync', result: out };
+    },
+    async PUT(req) {
+      requireSuperAdmin(req.caller);
+      const { node, storage } = await nodeStorage(req);
+      requireNodeOnline(node);
+      return { type: 'task', taskId: await submitNodeSync(req.app, req.caller, node, storage) };
+    },
+  },
+};
+
+async function nodeStorage(req: ViewRequest) {
+  const node = await findNode(req.app.db, req.params['hostname'] ?? '');
+  const storage = node ? await findStorage(req.app.db, node.id, req.params['zpool'] ?? '') : undefined;
+  if (!node || !storage) throw apiError('storageNotFound');
+  return { node, storage };
+}
+
+export const snapshotViews: ViewDef[] = [vmSnapshotList, vmSnapshot, nodeStorageSnapshot];

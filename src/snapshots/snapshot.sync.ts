@@ -1,0 +1,184 @@
+/**
+ * Sync of snapshot rows with storage: per VM disk (PUT /vm/<vm>/snapshot), per node storage
+ * (PUT /node/<n>/storage/<s>/snapshot), and after crash repair. The agent lists; the completion
+ * applies the pure plan of src/domain/sync.ts.
+ */
+import type { Transaction } from 'kysely';
+import type { AppContext } from '../app-context.js';
+import type { Caller } from '../http/auth.js';
+import type { Database, NodeRow, NodeStorageRow, TaskRow } from '../db/schema.js';
+import { planSync, syncMessage, type SyncListed } from '../domain/sync.js';
+import type { AgentPayload, ListData } from '../agent/payloads.js';
+import { logDetail } from '../tasks/task-log.js';
+import type { TaskType } from '../domain/taskid.js';
+import { hasPendingSnapshotTask, zfsName } from './snapshot.repository.js';
+import { diskLockKey, diskRef, loadStorageAndNode, logObject, systemCaller, type DiskTarget } from './snapshot.context.js';
+import { vmDisks } from '../vms/vm.lookup.js';
+
+export interface SyncDisk {
+  readonly vmUuid: string;
+  readonly realId: number;
+  readonly path: string;
+}
+
+export interface SyncContext {
+  readonly storageId: number;
+  readonly disks: SyncDisk[];
+  /** VM-level sync recreates rows for unknown es-/as- snapshots; node-level does not (spec 10.4). */
+  readonly recreate: boolean;
+}
+
+export async function submitVmSync(ctx: AppContext, caller: Caller, t: DiskTarget, type: TaskType = 'e'): Promise<string> {
+  return ctx.tasks.submit<SyncContext>({
+    kind: 'snapshot_sync',
+    type,
+    userId: caller.user.id,
+    username: caller.user.username,
+    ownerId: t.vm.owner_id,
+    dcId: t.vm.dc_id,
+    dcBound: true,
+    vmUuid: t.vm.uuid,
+    node: { id: t.node.id, hostname: t.node.hostname },
+    locks: [diskLockKey(t.vm.uuid, t.disk.real_id)],
+    apiview: { view: 'vm_snapshot_list', method: 'PUT', hostname: t.vm.hostname, disk_id: t.diskArrayId },
+    log: { msg: "Synchronize snapshots of server's disk", detail: logDetail([['disk_id', t.diskArrayId]]), object: logObject(t.vm) },
+    prepare: async () => {
+      const payload: AgentPayload = { op: 'list', storage: t.storage.name, disks: [diskRef(t.vm, t.disk)] };
+      return { payload, context: { storageId: t.storage.id, disks: [{ vmUuid: t.vm.uuid, realId: t.disk.real_id, path: t.disk.path }], recreate: true } };
+    },
+  });
+}
+
+export async function submitNodeSync(ctx: AppContext, caller: Caller, node: NodeRow, storage: NodeStorageRow): Promise<string> {
+  const disks = await ctx.db.selectFrom('vm_disk').selectAll().where('storage_id', '=', storage.id).orderBy('id').execute();
+  return ctx.tasks.submit<SyncContext>({
+    kind: 'snapshot_node_sync',
+    type: 'e',
+    userId: caller.user.id,
+    username: caller.user.username,
+    ownerId: caller.user.id,
+    dcId: caller.dc.id,
+    dcBound: false,
+    vmUuid: null,
+    node: { id: node.id, hostname: node.hostname },
+    locks: [`node_vm_snapshot_list ${storage.id}`],
+    apiview: { view: 'node_vm_snapshot_list', method: 'PUT', hostname: node.hostname, zpool: storage.name },
+    log: {
+      msg: 'Synchronize server snapshots on node storage',
+      detail: '',
+      object: { type: 'nodestorage', name: `${storage.name}@${node.hostname}`, alias: storage.name, pk: String(storage.id) },
+    },
+    prepare: async () => {
+      const payload: AgentPayload = { op: 'list', storage: storage.name, disks: disks.map((d) => ({ path: d.path })) };
+      return {
+        payload,
+        context: { storageId: storage.id, disks: disks.map((d) => ({ vmUuid: d.vm_uuid, realId: d.real_id, path: d.path })), recreate: false },
+      };
+    },
+  });
+}
+
+/** Applies a listing to the rows of each disk; returns the lost and found counts. */
+export async function applySync(
+  trx: Transaction<Database>,
+  task: TaskRow,
+  c: SyncContext,
+  data: ListData,
+  now: string,
+): Promise<{ lost: number; found: number }> {
+  let lost = 0;
+  let found = 0;
+  for (const d of c.disks) {
+    const listed: SyncListed[] | null | undefined = data[d.path];
+    // A disk whose image is gone has no snapshots either: its rows become lost.
+    const snaps = listed ?? [];
+    const rows = await trx
+      .selectFrom('snapshot')
+      .select(['id', 'type', 'status', 'size'])
+      .where('vm_uuid', '=', d.vmUuid)
+      .where('disk_real_id', '=', d.realId)
+      .execute();
+    const pending = await hasPendingSnapshotTask(trx, d.vmUuid, task.id);
+    const plan = planSync(
+      rows.map((r) => ({ id: r.id, backendId: zfsName(r), status: r.status, size: r.size === null ? null : Number(r.size) })),
+      snaps,
+      pending,
+    );
+    for (const u of plan.updates) {
+      await trx
+        .updateTable('snapshot')
+        .set({
+          ...(u.status !== undefined ? { status: u.status, status_change: now } : {}),
+          ...(u.size !== undefined ? { size: u.size } : {}),
+          changed: now,
+        })
+        .where('id', '=', u.id)
+        .execute();
+    }
+    lost += plan.lost;
+    if (!c.recreate) continue;
+    for (const f of plan.found) {
+      const clash = await trx
+        .selectFrom('snapshot')
+        .select('id')
+        .where((eb) =>
+          eb.or([eb('id', '=', f.id), eb.and([eb('vm_uuid', '=', d.vmUuid), eb('disk_real_id', '=', d.realId), eb('name', '=', f.name)])]),
+        )
+        .executeTakeFirst();
+      if (clash) continue; // an id or name collision is skipped, as in Danube
+      await trx
+        .insertInto('snapshot')
+        .values({
+          id: f.id,
+          vm_uuid: d.vmUuid,
+          define_id: null,
+          name: f.name,
+          type: f.type,
+          status: 1,
+          storage_id: c.storageId,
+          size: f.size,
+          note: 'Found by snapshot sync',
+          fsfreeze: 0,
+          pinned: 0,
+          disk_real_id: d.realId,
+          status_change: now,
+          created: f.created,
+          changed: now,
+        })
+        .execute();
+      found++;
+    }
+  }
+  return { lost, found };
+}
+
+export function syncResultMessage(lost: number, found: number): string {
+  return syncMessage(lost, found);
+}
+
+/**
+ * After crash repair, the disks of the tasks that were cut off are re-synced, so rows match what
+ * storage holds (a create that finished on storage is found again; a destroy that finished is lost).
+ */
+export async function resyncAfterRepair(ctx: AppContext, failed: readonly TaskRow[]): Promise<void> {
+  const seen = new Set<string>();
+  for (const task of failed) {
+    if (!task.vm_uuid || !task.kind.startsWith('snapshot_')) continue;
+    const vm = await ctx.db.selectFrom('vm').selectAll().where('uuid', '=', task.vm_uuid).executeTakeFirst();
+    if (!vm) continue;
+    const disks = await vmDisks(ctx.db, vm.uuid);
+    const payload = JSON.parse(task.payload) as { disk?: { path?: string }; target?: { path?: string } };
+    const paths = new Set([payload.disk?.path, payload.target?.path].filter((p): p is string => typeof p === 'string'));
+    for (const [i, disk] of disks.entries()) {
+      if (!paths.has(disk.path) || seen.has(`${vm.uuid}/${disk.real_id}`)) continue;
+      seen.add(`${vm.uuid}/${disk.real_id}`);
+      const { storage, node } = await loadStorageAndNode(ctx.db, disk);
+      const caller = await systemCaller(ctx, vm.dc_id);
+      try {
+        await submitVmSync(ctx, caller, { vm, disks, disk, diskArrayId: i + 1, storage, node }, 'i');
+      } catch (err) {
+        ctx.log.error({ err, vm: vm.hostname }, 'repair sync could not start');
+      }
+    }
+  }
+}

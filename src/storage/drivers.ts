@@ -1,0 +1,45 @@
+/**
+ * Builds a storage driver from one entry of the storage configuration (`ESNAP_STORAGES`). The
+ * configuration has already been validated in shape; this checks what each driver needs.
+ *
+ * Example:
+ *   const driver = createDriver({ name: 'default', driver: 'file', root: '/var/lib/esnap/storage' }, runner);
+ *   await driver.init();
+ */
+import type { StorageDriver } from './driver.js';
+import { FileDriver } from './file/file.driver.js';
+import type { CommandRunner } from './runner.js';
+
+export interface StorageConfig {
+  readonly name: string;
+  readonly driver: string;
+  /** Folder of the storage (file, qcow2, btrfs). */
+  readonly root?: string;
+  /** Parent dataset (zfs). */
+  readonly dataset?: string;
+}
+
+type Factory = (cfg: StorageConfig, runner: CommandRunner) => StorageDriver;
+
+/** One entry per backend; a new driver is one line here plus its folder. */
+const FACTORIES: Readonly<Record<string, Factory>> = Object.freeze({
+  file: (cfg, runner) => new FileDriver({ root: requireField(cfg, 'root'), runner }),
+});
+
+export function createDriver(cfg: StorageConfig, runner: CommandRunner): StorageDriver {
+  const factory = Object.hasOwn(FACTORIES, cfg.driver) ? FACTORIES[cfg.driver] : undefined;
+  if (!factory) {
+    throw new Error(
+      `Storage ${JSON.stringify(cfg.name)}: unknown driver ${JSON.stringify(cfg.driver)} (known: ${Object.keys(FACTORIES).join(', ')})`,
+    );
+  }
+  return factory(cfg, runner);
+}
+
+function requireField(cfg: StorageConfig, field: 'root' | 'dataset'): string {
+  const value = cfg[field];
+  if (typeof value !== 'string' || value === '') {
+    throw new Error(`Storage ${JSON.stringify(cfg.name)}: driver ${JSON.stringify(cfg.driver)} needs "${field}"`);
+  }
+  return value;
+}

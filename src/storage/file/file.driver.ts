@@ -1,0 +1,426 @@
+/**
+ * The `file` driver: a disk is a raw image file `<root>/<disk.path>`; snapshot `<id>` of it is the
+ * file `<root>/.snapshots/<disk.path>/<id>` (a reflink clone where the filesystem can, else a sparse
+ * copy) plus a side-car `<id>.json` holding `{name, created}`.
+ *
+ * Crash safety: a snapshot exists exactly when its image file exists under its final name. The
+ * side-car is published first and the image last (a no-clobber hard link of a fully written,
+ * fsynced temporary), so list() never reports a half snapshot. Temporaries are dot-named
+ * (never a valid id, never listed) and init() removes them.
+ *
+ * Rollback and restore rewrite the target IN PLACE (same inode), so hard links, ownership, labels and
+ * anything holding the path keep pointing at the disk. This is not atomic: if it fails half way
+ * (ENOSPC on the copy path) the target must be rolled back again; the snapshot itself is untouched.
+ *
+ * Size semantics (`SnapshotInfo.size`): always the snapshot image's allocated bytes
+ * (`st_blocks * 512`). For a sparse copy that is exactly its footprint. For a reflink clone it is an
+ * UPPER BOUND: the bytes no longer shared with the disk would be the honest number, but Linux only
+ * exposes sharing per extent through FIEMAP (an ioctl Node cannot issue) or tools with
+ * human-formatted output (filefrag, xfs_bmap), and btrfs's exclusive bytes need quota groups. So a
+ * fresh clone reports the disk's allocated size although it costs almost nothing.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants as fsConstants, type Dirent, type Stats } from 'node:fs';
+import { copyFile, link, mkdir, open, readdir, readFile, realpath, rename, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
+import {
+  assertDiskPath,
+  assertSnapshotId,
+  StorageError,
+  type DiskRef,
+  type DriverCapabilities,
+  type SnapshotInfo,
+  type SnapshotMeta,
+  type StorageDriver,
+  type StorageStats,
+} from '../driver.js';
+import type { CommandRunner } from '../runner.js';
+
+export interface FileDriverOptions {
+  readonly root: string;
+  readonly runner: CommandRunner;
+  /** Longest a `cp` of one disk may take; a copy of a large disk on slow storage takes hours. */
+  readonly copyTimeoutMs?: number;
+}
+
+const SNAPSHOT_DIR = '.snapshots';
+const SIDECAR_EXT = '.json';
+/** `.<name>.tmp-<hex>`: the leading dot keeps temporaries out of list() and away from valid ids. */
+const TEMP_RE = /^\..+\.tmp-[0-9a-f]{12}$/;
+/** errno codes of FICLONE meaning "this filesystem (pair) cannot reflink", not "something broke". */
+const CANNOT_CLONE = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOTTY', 'ENOSYS']);
+
+interface DiskPaths {
+  readonly image: string;
+  readonly snapDir: string;
+}
+
+interface Sidecar {
+  readonly name: string | null;
+  readonly created: Date | null;
+}
+
+export class FileDriver implements StorageDriver {
+  readonly kind = 'file';
+  readonly capabilities: DriverCapabilities = Object.freeze({ rollbackKeepsNewer: true, batchDestroy: true });
+  private readonly root: string;
+  private readonly runner: CommandRunner;
+  private readonly copyTimeoutMs: number;
+  private realRoot: string | undefined;
+
+  constructor(opts: FileDriverOptions) {
+    this.root = resolve(opts.root);
+    this.runner = opts.runner;
+    this.copyTimeoutMs = opts.copyTimeoutMs ?? 6 * 3600_000;
+  }
+
+  async init(): Promise<void> {
+    const snapshots = join(this.root, SNAPSHOT_DIR);
+    await mkdir(snapshots, { recursive: true }).catch((err: unknown) => fail(err, 'cannot create the storage folders'));
+    this.realRoot = await realpath(this.root);
+    await removeLeftovers(snapshots).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
+  }
+
+  async stats(): Promise<StorageStats> {
+    const s = await statfs(this.root).catch((err: unknown) => fail(err, 'cannot read storage usage'));
+    // bavail, not bfree: the root-reserved blocks are not ours to promise to snapshots.
+    return { size: s.blocks * s.bsize, free: s.bavail * s.bsize };
+  }
+
+  async diskExists(disk: DiskRef): Promise<boolean> {
+    assertDiskPath(disk.path);
+    const { image } = await this.paths(disk);
+    return (await statOrNull(image))?.isFile() ?? false;
+  }
+
+  async createDisk(disk: DiskRef): Promise<void> {
+    assertDiskPath(disk.path);
+    const size = disk.sizeBytes;
+    if (size === undefined || !Number.isSafeInteger(size) || size < 0) {
+      throw new StorageError('backend', `createDisk needs a whole, non-negative sizeBytes, got ${String(size)}`);
+    }
+    const { image } = await this.paths(disk);
+    try {
+      await mkdir(dirname(image), { recursive: true });
+      const fh = await open(image, 'wx');
+      try {
+        await fh.truncate(size); // sparse: no data blocks are written
+      } catch (err) {
+        await fh.close();
+        await unlinkQuiet(image);
+        throw err;
+      }
+      await fh.close();
+    } catch (err) {
+      if (code(err) !== 'EEXIST') fail(err, `cannot create disk ${disk.path}`);
+      if (!(await statOrNull(image))?.isFile()) throw new StorageError('backend', `${disk.path} exists and is not a file`);
+    }
+  }
+
+  async deleteDisk(disk: DiskRef): Promise<void> {
+    assertDiskPath(disk.path);
+    const { image, snapDir } = await this.paths(disk);
+    try {
+      // Snapshots first: a crash in between leaves a disk without snapshots, and a retry finishes.
+      // Only files go: sub-folders are the snapshot folders of disks below a folder of that name.
+      for (const entry of await readdirOrEmpty(snapDir)) {
+        if (!entry.isDirectory()) await unlinkQuiet(join(snapDir, entry.name));
+      }
+      await rmdir(snapDir).catch(() => undefined); // still holds other disks' folders, or never existed
+      // EISDIR: the path is a folder of other disks, not a disk; nothing of this disk is left.
+      await unlink(image).catch((err: unknown) => {
+        if (!['ENOENT', 'ENOTDIR', 'EISDIR'].includes(code(err) ?? '')) throw err;
+      });
+    } catch (err) {
+      fail(err, `cannot delete disk ${disk.path}`);
+    }
+  }
+
+  async create(disk: DiskRef, id: string, meta: SnapshotMeta): Promise<SnapshotInfo> {
+    assertDiskPath(disk.path);
+    assertSnapshotId(id);
+    const { image, snapDir } = await this.paths(disk);
+    await this.requireDisk(image, disk);
+    const final = join(snapDir, id);
+    const sidecar = final + SIDECAR_EXT;
+    if (await statOrNull(final)) throw new StorageError('snapshot_exists', `Snapshot ${id} of ${disk.path} exists`);
+
+    const created = new Date();
+    const tmpImage = join(snapDir, tempName(id));
+    const tmpSidecar = join(snapDir, tempName(id + SIDECAR_EXT));
+    let linked = false;
+    let lostRace = false;
+    try {
+      await mkdir(snapDir, { recursive: true });
+      // A side-car without an image is a leftover of a crashed create; replacing it is correct.
+      await writeDurably(tmpSidecar, JSON.stringify({ name: meta.name, created: created.toISOString() }));
+      await rename(tmpSidecar, sidecar);
+      await this.cloneOrCopy(image, tmpImage);
+      await fsyncPath(tmpImage);
+      try {
+        await link(tmpImage, final); // unlike rename, never replaces a snapshot published meanwhile
+      } catch (err) {
+        if (code(err) !== 'EEXIST') throw err;
+        lostRace = true;
+        throw new StorageError('snapshot_exists', `Snapshot ${id} of ${disk.path} exists`);
+      }
+      linked = true;
+      await unlink(tmpImage);
+      await fsyncPath(snapDir);
+      const st = await stat(final);
+      return { id, created, size: allocated(st), name: meta.name };
+    } catch (err) {
+      const leftovers = [tmpImage, tmpSidecar, ...(linked ? [final] : [])];
+      // After a lost race the side-car belongs to the snapshot that won; leave it.
+      if (!lostRace) leftovers.push(sidecar);
+      await Promise.all(leftovers.map(cleanUp));
+      fail(err, `cannot create snapshot ${id} of ${disk.path}`);
+    }
+  }
+
+  async destroy(disk: DiskRef, ids: readonly string[]): Promise<void> {
+    assertDiskPath(disk.path);
+    ids.forEach(assertSnapshotId);
+    const { snapDir } = await this.paths(disk);
+    // Image before side-car: once the image is gone list() no longer reports the snapshot.
+    const results = await Promise.allSettled(
+      ids.map(async (id) => {
+        await unlinkQuiet(join(snapDir, id));
+        await unlinkQuiet(join(snapDir, id + SIDECAR_EXT));
+      }),
+    );
+    const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    if (errors.length > 0) {
+      throw new StorageError('backend', `cannot destroy snapshots of ${disk.path}`, { cause: new AggregateError(errors) });
+    }
+  }
+
+  async rollback(disk: DiskRef, id: string): Promise<void> {
+    assertDiskPath(disk.path);
+    assertSnapshotId(id);
+    const { image, snapDir } = await this.paths(disk);
+    await this.requireDisk(image, disk);
+    const snapshot = await this.requireSnapshot(snapDir, id, disk);
+    await this.rewriteInPlace(snapshot.path, image);
+  }
+
+  async restore(src: DiskRef, id: string, dst: DiskRef): Promise<void> {
+    assertDiskPath(src.path);
+    assertDiskPath(dst.path);
+    assertSnapshotId(id);
+    const { snapDir } = await this.paths(src);
+    const { image: target } = await this.paths(dst);
+    const snapshot = await this.requireSnapshot(snapDir, id, src);
+    const targetStat = await this.requireDisk(target, dst);
+    if (targetStat.size !== snapshot.stat.size) {
+      throw new StorageError(
+        'size_mismatch',
+        `Disk ${dst.path} has ${targetStat.size} bytes, snapshot ${id} of ${src.path} has ${snapshot.stat.size}`,
+      );
+    }
+    await this.rewriteInPlace(snapshot.path, target);
+  }
+
+  async list(disk: DiskRef): Promise<SnapshotInfo[]> {
+    assertDiskPath(disk.path);
+    const { image, snapDir } = await this.paths(disk);
+    // A missing disk is an error, not an empty list: an unmounted storage must not read as
+    // "every snapshot is gone" to the sync that compares this list with the database.
+    await this.requireDisk(image, disk);
+    const entries = (await readdirOrEmpty(snapDir)).filter(
+      (e) => e.isFile() && !e.name.startsWith('.') && !e.name.endsWith(SIDECAR_EXT),
+    );
+    const found = await Promise.all(entries.map((e) => readSnapshot(snapDir, e.name)));
+    const infos = found.filter((s): s is SnapshotInfo => s !== null);
+    return infos.sort((a, b) => a.created.getTime() - b.created.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** Resolves a validated disk path and makes sure neither location leaves the root through a symlink. */
+  private async paths(disk: DiskRef): Promise<DiskPaths> {
+    const image = join(this.root, disk.path);
+    const snapDir = join(this.root, SNAPSHOT_DIR, disk.path);
+    const realRoot = await this.getRealRoot();
+    for (const p of [image, snapDir]) {
+      const real = await realpathOfExisting(p);
+      if (real !== realRoot && !real.startsWith(realRoot + sep)) {
+        throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} leads outside the storage root`);
+      }
+    }
+    return { image, snapDir };
+  }
+
+  private async getRealRoot(): Promise<string> {
+    this.realRoot ??= await realpath(this.root).catch((err: unknown) => fail(err, `storage root ${this.root} is not usable`));
+    return this.realRoot;
+  }
+
+  private async requireDisk(image: string, disk: DiskRef): Promise<Stats> {
+    const st = await statOrNull(image);
+    if (!st?.isFile()) throw new StorageError('disk_missing', `Disk ${disk.path} does not exist`);
+    return st;
+  }
+
+  private async requireSnapshot(snapDir: string, id: string, disk: DiskRef): Promise<{ path: string; stat: Stats }> {
+    const path = join(snapDir, id);
+    const st = await statOrNull(path);
+    if (!st?.isFile()) throw new StorageError('snapshot_missing', `Snapshot ${id} of ${disk.path} does not exist`);
+    return { path, stat: st };
+  }
+
+  /** Reflink when the filesystem can (instant, shares extents), else a sparse copy through `cp`. */
+  private async cloneOrCopy(src: string, dst: string): Promise<void> {
+    try {
+      await copyFile(src, dst, fsConstants.COPYFILE_FICLONE_FORCE);
+      return;
+    } catch (err) {
+      if (!CANNOT_CLONE.has(code(err) ?? '')) throw err;
+    }
+    await this.cp(['cp', '--sparse=always', '--reflink=never', '--', src, dst]);
+  }
+
+  /**
+   * Overwrites `dst` with `src`, keeping dst's inode. Not fs.copyFile: on any failure libuv UNLINKS
+   * the destination (it would delete the disk), and its fallback copy writes holes out as zeros.
+   * `cp` opens an existing destination with O_TRUNC, clones with FICLONE when it can
+   * (--reflink=auto) and otherwise writes a sparse copy.
+   */
+  private async rewriteInPlace(src: string, dst: string): Promise<void> {
+    const before = await stat(dst).catch((err: unknown) => fail(err, `cannot stat ${dst}`));
+    await this.cp(['cp', '--sparse=always', '--reflink=auto', '--', src, dst]);
+    const after = await stat(dst).catch((err: unknown) => fail(err, `cannot stat ${dst}`));
+    if (after.ino !== before.ino || after.dev !== before.dev) {
+      throw new StorageError('backend', `cp replaced ${dst} instead of rewriting it in place`);
+    }
+    await fsyncPath(dst).catch((err: unknown) => fail(err, `cannot flush ${dst}`));
+  }
+
+  /** Runs cp and turns its failure into a typed error; the only place cp's stderr is read. */
+  private async cp(argv: readonly string[]): Promise<void> {
+    // LC_ALL=C keeps strerror texts stable, so "No space left on device" can be recognised.
+    const result = await this.runner
+      .run(argv, { timeoutMs: this.copyTimeoutMs, env: { LC_ALL: 'C' } })
+      .catch((err: unknown) => fail(err, 'cp could not run'));
+    if (result.code === 0) return;
+    const detail = result.stderr.trim() || `exit code ${result.code}`;
+    if (/No space left on device|Disk quota exceeded/.test(result.stderr)) {
+      throw new StorageError('no_space', `Not enough space: ${detail}`);
+    }
+    throw new StorageError('backend', `cp failed (exit ${result.code}): ${detail}`);
+  }
+}
+
+async function readSnapshot(snapDir: string, id: string): Promise<SnapshotInfo | null> {
+  const st = await statOrNull(join(snapDir, id));
+  if (!st) return null; // destroyed while we listed
+  const side = await readSidecar(join(snapDir, id + SIDECAR_EXT));
+  return { id, created: side.created ?? st.mtime, size: allocated(st), name: side.name };
+}
+
+/** A missing or unreadable side-car (a snapshot somebody copied in by hand) is not an error. */
+async function readSidecar(path: string): Promise<Sidecar> {
+  try {
+    const data: unknown = JSON.parse(await readFile(path, 'utf8'));
+    if (typeof data !== 'object' || data === null) return { name: null, created: null };
+    const { name, created } = data as Record<string, unknown>;
+    const date = typeof created === 'string' ? new Date(created) : null;
+    return { name: typeof name === 'string' ? name : null, created: date && !Number.isNaN(date.getTime()) ? date : null };
+  } catch {
+    return { name: null, created: null };
+  }
+}
+
+/** init(): drop temporaries and side-cars without an image, both left by a crashed create. */
+async function removeLeftovers(dir: string): Promise<void> {
+  const entries = await readdirOrEmpty(dir);
+  const names = new Set(entries.map((e) => e.name));
+  for (const e of entries) {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) await removeLeftovers(path);
+    else if (TEMP_RE.test(e.name)) await unlinkQuiet(path);
+    else if (e.name.endsWith(SIDECAR_EXT) && !names.has(e.name.slice(0, -SIDECAR_EXT.length))) await unlinkQuiet(path);
+  }
+}
+
+function allocated(st: Stats): number {
+  return st.blocks * 512;
+}
+
+function tempName(base: string): string {
+  return `.${base}.tmp-${randomBytes(6).toString('hex')}`;
+}
+
+async function writeDurably(path: string, data: string): Promise<void> {
+  const fh = await open(path, 'wx');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** fsync of a file or a folder (the latter makes a rename or link in it durable). */
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** realpath of the deepest part of `path` that exists; the missing rest is plain validated names. */
+async function realpathOfExisting(path: string): Promise<string> {
+  for (let p = path; ; p = dirname(p)) {
+    try {
+      return await realpath(p);
+    } catch (err) {
+      const c = code(err);
+      if ((c !== 'ENOENT' && c !== 'ENOTDIR') || dirname(p) === p) fail(err, `cannot resolve ${path}`);
+    }
+  }
+}
+
+async function statOrNull(path: string): Promise<Stats | null> {
+  try {
+    return await stat(path);
+  } catch (err) {
+    if (code(err) === 'ENOENT' || code(err) === 'ENOTDIR') return null;
+    fail(err, `cannot stat ${path}`);
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<Dirent[]> {
+  try {
+    return await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (code(err) === 'ENOENT' || code(err) === 'ENOTDIR') return [];
+    fail(err, `cannot read ${dir}`);
+  }
+}
+
+async function unlinkQuiet(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (err) {
+    if (code(err) !== 'ENOENT' && code(err) !== 'ENOTDIR') throw err;
+  }
+}
+
+/** Cleanup after a failure that is already being reported; whatever stays, init() removes. */
+async function cleanUp(path: string): Promise<void> {
+  await unlink(path).catch(() => undefined);
+}
+
+function code(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
+}
+
+/** The one translation of errno failures into StorageError; a StorageError passes through as is. */
+function fail(err: unknown, what: string): never {
+  if (err instanceof StorageError) throw err;
+  const c = code(err);
+  const message = err instanceof Error ? err.message : String(err);
+  if (c === 'ENOSPC' || c === 'EDQUOT') throw new StorageError('no_space', `${what}: ${message}`, { cause: err });
+  throw new StorageError('backend', `${what}: ${message}`, { cause: err });
+}

@@ -1,0 +1,172 @@
+/**
+ * The one place in esnap that spawns processes (see `runner.ts`). Always an argument array with
+ * `shell: false`, so no argument is ever interpreted by a shell; drivers get exit codes and text
+ * back and turn them into typed errors themselves.
+ *
+ * Example:
+ *   const runner = new NodeCommandRunner({ onRun: ({ argv, code, durationMs }) => log.debug({ argv, code, durationMs }) });
+ *   const { code, stdout } = await runner.run(['qemu-img', 'info', '--output=json', '-U', path], { timeoutMs: 30_000 });
+ */
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import type { CommandRunner, RunOptions, RunResult } from './runner.js';
+
+/** What the `onRun` hook sees for every run, finished or failed. */
+export interface RunInfo {
+  readonly argv: readonly string[];
+  /** Exit code (128 + signal number when killed by a signal); null when the process never exited on its own. */
+  readonly code: number | null;
+  readonly durationMs: number;
+  /** Set when the run failed (spawn error, timeout, abort) instead of exiting. */
+  readonly error?: Error;
+}
+
+export interface NodeCommandRunnerOptions {
+  /** Called once per run, for logging and metrics. A throwing hook never fails the run. */
+  readonly onRun?: (info: RunInfo) => void;
+  /** Cap on captured stdout and on captured stderr, each; bytes beyond it are read and dropped. */
+  readonly maxOutputBytes?: number;
+  /** Timeout when a run does not pass `timeoutMs`. */
+  readonly defaultTimeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 10 * 60_000;
+const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
+
+/** Collects a stream's bytes up to a cap; decoding happens once at the end so UTF-8 never splits. */
+class Capture {
+  private readonly chunks: Buffer[] = [];
+  private bytes = 0;
+  constructor(private readonly cap: number) {}
+  push(chunk: Buffer): void {
+    const room = this.cap - this.bytes;
+    if (room <= 0) return;
+    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    this.chunks.push(kept);
+    this.bytes += kept.length;
+  }
+  text(): string {
+    return Buffer.concat(this.chunks).toString('utf8');
+  }
+}
+
+function show(argv: readonly string[]): string {
+  return argv.map((a) => JSON.stringify(a)).join(' ');
+}
+
+function signalCode(signal: NodeJS.Signals | null): number {
+  const n = signal ? osConstants.signals[signal] : undefined;
+  return 128 + (n ?? 0);
+}
+
+export class NodeCommandRunner implements CommandRunner {
+  private readonly onRun: ((info: RunInfo) => void) | undefined;
+  private readonly maxOutputBytes: number;
+  private readonly defaultTimeoutMs: number;
+
+  constructor(opts: NodeCommandRunnerOptions = {}) {
+    this.onRun = opts.onRun;
+    this.maxOutputBytes = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
+    this.defaultTimeoutMs = opts.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+    const [command, ...args] = argv;
+    if (command === undefined || command === '') {
+      return Promise.reject(new TypeError('NodeCommandRunner.run needs a non-empty argv'));
+    }
+    const started = performance.now();
+    const elapsed = (): number => Math.round(performance.now() - started);
+    const { signal } = options;
+    if (signal?.aborted) {
+      const error = abortError(argv, signal);
+      this.report({ argv, code: null, durationMs: 0, error });
+      return Promise.reject(error);
+    }
+
+    return new Promise<RunResult>((resolve, reject) => {
+      const hasInput = options.input !== undefined;
+      const child = spawn(command, args, {
+        shell: false,
+        // Extra variables are layered over ours, so a caller adding LC_ALL keeps PATH.
+        env: options.env ? { ...process.env, ...options.env } : process.env,
+        // No input means stdin is /dev/null: a command that reads stdin sees EOF instead of hanging.
+        stdio: [hasInput ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+        windowsHide: true,
+      });
+      const stdout = new Capture(this.maxOutputBytes);
+      const stderr = new Capture(this.maxOutputBytes);
+      child.stdout?.on('data', (c: Buffer) => stdout.push(c));
+      child.stderr?.on('data', (c: Buffer) => stderr.push(c));
+
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      /** Set when we killed the child; the run then fails with this error once it has exited. */
+      let killedWith: Error | undefined;
+
+      const finish = (code: number | null, error?: Error): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        const durationMs = elapsed();
+        this.report(error ? { argv, code, durationMs, error } : { argv, code, durationMs });
+        if (error) reject(error);
+        else resolve({ code: code ?? 0, stdout: stdout.text(), stderr: stderr.text(), durationMs });
+      };
+
+      const kill = (error: Error): void => {
+        if (settled || killedWith) return;
+        killedWith = error;
+        child.kill('SIGKILL');
+      };
+
+      const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
+      timer = setTimeout(
+        () => kill(new Error(`Command timed out after ${timeoutMs} ms and was killed: ${show(argv)}`)),
+        timeoutMs,
+      );
+      const onAbort = (): void => kill(abortError(argv, signal));
+      signal?.addEventListener('abort', onAbort, { once: true });
+
+      child.on('error', (err) => {
+        // Spawn failures (ENOENT, EACCES) land here; the errno stays reachable through `cause`.
+        finish(null, new Error(`Cannot run ${show(argv)}: ${err.message}`, { cause: err }));
+      });
+      // After a kill, settle on 'exit': a grandchild holding our pipes open must not delay the failure.
+      child.on('exit', () => {
+        if (killedWith) finish(null, killedWith);
+      });
+      // Normally settle on 'close', when stdout and stderr are fully read.
+      child.on('close', (code, sig) => {
+        if (killedWith) finish(null, killedWith);
+        else finish(code ?? signalCode(sig));
+      });
+
+      if (hasInput && child.stdin) {
+        // A command may exit without reading its input; EPIPE then is not the run's failure.
+        child.stdin.on('error', () => undefined);
+        child.stdin.end(options.input);
+      }
+    });
+  }
+
+  private report(info: RunInfo): void {
+    if (!this.onRun) return;
+    try {
+      this.onRun(info);
+    } catch (err) {
+      // Logging must never fail a snapshot; the hook's failure is still surfaced as a warning.
+      process.emitWarning(`NodeCommandRunner onRun hook threw: ${String(err)}`);
+    }
+  }
+}
+
+function abortError(argv: readonly string[], signal: AbortSignal | undefined): Error {
+  const error = new Error(`Command aborted: ${show(argv)}`, { cause: signal?.reason });
+  error.name = 'AbortError';
+  return error;
+}
+
+/** A runner without hooks, for composition roots and tests that need no logging. */
+export const defaultRunner: CommandRunner = new NodeCommandRunner();

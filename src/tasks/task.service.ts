@@ -1,0 +1,280 @@
+/**
+ * Tasks: submission (row + log + locks in one transaction, then the queue), the one completion
+ * path for success, failure, cancel and crash repair, and the status that clients read.
+ *
+ * Every asynchronous operation is a `kind` with a handler registered by its feature; the handler
+ * applies the operation's database effects for an outcome inside the completion transaction.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Kysely, Transaction } from 'kysely';
+import type { Clock, Logger } from '../app-context.js';
+import type { Database, TaskRow } from '../db/schema.js';
+import { FailureError, LOCK_FAILED } from '../domain/errors.js';
+import { makeTaskId, isDummyTaskId, type TaskType } from '../domain/taskid.js';
+import type { TaskQueue } from '../queue/queue.js';
+import type { TaskEvents } from './task.events.js';
+import { writeLog, type LogObject } from './task-log.js';
+
+export interface TaskResult {
+  readonly returncode: number;
+  readonly message: string;
+  readonly detail?: string;
+}
+
+/** What an agent reports for a task: the Danube result plus driver data (sizes, listings). */
+export interface TaskOutcome extends TaskResult {
+  readonly data?: unknown;
+}
+
+export type TaskState = 'PENDING' | 'STARTED' | 'SUCCESS' | 'FAILURE' | 'REVOKED';
+
+export interface TaskSpec<C = unknown> {
+  readonly kind: string;
+  readonly type: TaskType;
+  readonly userId: number;
+  readonly username: string;
+  readonly ownerId: number;
+  readonly dcId: number;
+  readonly dcBound: boolean;
+  readonly vmUuid: string | null;
+  readonly node: { readonly id: number; readonly hostname: string };
+  readonly locks: readonly string[];
+  readonly apiview: Record<string, unknown>;
+  readonly log: { readonly msg: string; readonly detail: string; readonly object: LogObject };
+  /**
+   * Database changes made with the task, in its transaction (a pending row, status changes); it
+   * returns the agent's payload and the completion's context.
+   */
+  readonly prepare: (trx: Transaction<Database>, taskId: string) => Promise<{ payload: unknown; context: C }>;
+}
+
+export interface KindHandler<C = unknown> {
+  /**
+   * Applies the outcome inside the completion transaction. `outcome.returncode === 0` is success;
+   * anything else (failure, cancel, crash) must undo the submission's changes. Returns the final
+   * result the client sees (it may rewrite the message) and an optional step run after commit.
+   */
+  complete(
+    trx: Transaction<Database>,
+    task: TaskRow,
+    context: C,
+    outcome: TaskOutcome,
+  ): Promise<{ result: TaskResult; after?: () => Promise<void> }>;
+}
+
+export interface TaskStatus {
+  readonly done: boolean;
+  readonly httpStatus: number;
+  readonly body: { task_id: string; status: string; result: unknown };
+}
+
+const FINAL_STATES = new Set(['SUCCESS', 'FAILURE', 'REVOKED']);
+
+export function stateHttpStatus(state: string): number {
+  switch (state) {
+    case 'SUCCESS':
+      return 200;
+    case 'FAILURE':
+      return 400;
+    case 'REVOKED':
+      return 410;
+    default:
+      return 201;
+  }
+}
+
+class LockBusy extends Error {}
+
+export class TaskService {
+  readonly #handlers = new Map<string, KindHandler<never>>();
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly queue: TaskQueue,
+    private readonly events: TaskEvents,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  registerKind<C>(kind: string, handler: KindHandler<C>): void {
+    this.#handlers.set(kind, handler as KindHandler<never>);
+  }
+
+  /**
+   * Creates a task: in one transaction the caller's `prepare` changes, the task row, the PENDING
+   * task-log entry and the locks; then the task goes to its node's queue. A held lock rolls it all
+   * back and answers 400 `Task did not acquire lock`.
+   */
+  async submit<C>(spec: TaskSpec<C>): Promise<string> {
+    if (!this.#handlers.has(spec.kind)) throw new Error(`no completion handler for task kind ${spec.kind}`);
+    const taskId = makeTaskId(
+      { userId: spec.userId, type: spec.type, ownerId: spec.ownerId, dcBound: spec.dcBound, dcId: spec.dcId },
+      randomUUID(),
+    );
+    const now = this.clock.now().toISOString();
+    let payload: unknown;
+    try {
+      await this.db.transaction().execute(async (trx) => {
+        for (const key of spec.locks) {
+          const res = await trx
+            .insertInto('task_lock')
+            .values({ key, task_id: taskId, created: now })
+            .onConflict((oc) => oc.column('key').doNothing())
+            .executeTakeFirst();
+          if (Number(res.numInsertedOrUpdatedRows ?? 0) === 0) throw new LockBusy();
+        }
+        const prepared = await spec.prepare(trx, taskId);
+        payload = prepared.payload;
+        await trx
+          .insertInto('task')
+          .values({
+            id: taskId,
+            type: spec.type,
+            kind: spec.kind,
+            user_id: spec.userId,
+            owner_id: spec.ownerId,
+            dc_id: spec.dcId,
+            vm_uuid: spec.vmUuid,
+            node_id: spec.node.id,
+            node: spec.node.hostname,
+            payload: JSON.stringify(prepared.payload),
+            context: JSON.stringify(prepared.context),
+            apiview: JSON.stringify({ ...spec.apiview, time: now.replace('Z', '+00:00') }),
+            state: 'PENDING',
+            result: null,
+            log_msg: spec.log.msg,
+            log_detail: spec.log.detail,
+            created: now,
+            started: null,
+            finished: null,
+          })
+          .execute();
+        await writeLog(trx, {
+          time: now,
+          taskId,
+          taskType: spec.type,
+          status: 'PENDING',
+          userId: spec.userId,
+          username: spec.username,
+          ownerId: spec.ownerId,
+          dcId: spec.dcId,
+          msg: spec.log.msg,
+          detail: spec.log.detail,
+          object: spec.log.object,
+        });
+      });
+    } catch (err) {
+      if (err instanceof LockBusy) throw new FailureError(LOCK_FAILED);
+      throw err;
+    }
+    await this.queue.send(spec.node.hostname, { taskId, kind: spec.kind, payload });
+    return taskId;
+  }
+
+  /** PENDING → STARTED, once; false when the task was cancelled, finished or taken already. */
+  async markStarted(taskId: string): Promise<boolean> {
+    const res = await this.db
+      .updateTable('task')
+      .set({ state: 'STARTED', started: this.clock.now().toISOString() })
+      .where('id', '=', taskId)
+      .where('state', '=', 'PENDING')
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+
+  /**
+   * The one completion path: success, failure, cancel (`revoked`) and crash repair all come here.
+   * Idempotent: a task that already ended is left alone.
+   */
+  async complete(taskId: string, outcome: TaskOutcome, opts: { revoked?: boolean } = {}): Promise<void> {
+    let after: (() => Promise<void>) | undefined;
+    let finished = false;
+    await this.db.transaction().execute(async (trx) => {
+      const task = await trx.selectFrom('task').selectAll().where('id', '=', taskId).executeTakeFirst();
+      if (!task || FINAL_STATES.has(task.state)) return;
+      const handler = this.#handlers.get(task.kind) as KindHandler<unknown> | undefined;
+      if (!handler) throw new Error(`no completion handler for task kind ${task.kind}`);
+      const context: unknown = JSON.parse(task.context);
+      const done = await handler.complete(trx, task, context, outcome);
+      after = done.after;
+      const state: TaskState = opts.revoked ? 'REVOKED' : outcome.returncode === 0 ? 'SUCCESS' : 'FAILURE';
+      const result = opts.revoked ? 'terminated' : done.result;
+      const now = this.clock.now().toISOString();
+      const claimed = await trx
+        .updateTable('task')
+        .set({ state, result: JSON.stringify(result), finished: now })
+        .where('id', '=', taskId)
+        .where('state', 'in', ['PENDING', 'STARTED'])
+        .executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) !== 1) throw new Error(`task ${taskId} ended twice`);
+      await trx.deleteFrom('task_lock').where('task_id', '=', taskId).execute();
+      const detail = typeof result === 'string' ? result : (result.detail ?? result.message);
+      await trx
+        .updateTable('task_log')
+        .set({ status: state, time: now, detail: task.log_detail + (state === 'SUCCESS' ? '' : detail ? `. Error: ${detail}` : '') })
+        .where('task_id', '=', taskId)
+        .execute();
+      finished = true;
+    });
+    if (!finished) return;
+    this.events.notify(taskId);
+    if (after) {
+      try {
+        await after();
+      } catch (err) {
+        this.log.error({ err, taskId }, 'step after task completion failed');
+      }
+    }
+  }
+
+  async get(taskId: string): Promise<TaskRow | undefined> {
+    return this.db.selectFrom('task').selectAll().where('id', '=', taskId).executeTakeFirst();
+  }
+
+  /** What `GET /task/<id>/status` answers; unknown and dummy ids are 404 `Task does not exist (anymore)`. */
+  async statusOf(taskId: string): Promise<TaskStatus> {
+    const task = isDummyTaskId(taskId) ? undefined : await this.get(taskId);
+    if (!task) {
+      return { done: true, httpStatus: 404, body: { detail: 'Task does not exist (anymore)' } as never };
+    }
+    const done = FINAL_STATES.has(task.state);
+    return {
+      done,
+      httpStatus: stateHttpStatus(task.state),
+      body: { task_id: task.id, status: task.state, result: task.result === null ? null : (JSON.parse(task.result) as unknown) },
+    };
+  }
+
+  /** Cancels a task that no agent has started: the failure cleanup runs and it ends REVOKED. */
+  async cancel(taskId: string): Promise<boolean> {
+    const task = await this.get(taskId);
+    if (!task || task.state !== 'PENDING') return false;
+    await this.complete(taskId, { returncode: 1, message: 'terminated', detail: 'terminated' }, { revoked: true });
+    const after = await this.get(taskId);
+    return after?.state === 'REVOKED';
+  }
+
+  /**
+   * Start-up repair for a node whose agent runs in this process: tasks it had started are failed
+   * with the failure cleanup (their storage state is unknown; the caller re-syncs their disks),
+   * and tasks still pending are sent to the queue again.
+   */
+  async recover(node: string): Promise<{ failed: TaskRow[]; resent: number }> {
+    const failed = await this.db.selectFrom('task').selectAll().where('node', '=', node).where('state', '=', 'STARTED').execute();
+    for (const task of failed) {
+      const message = 'Task was interrupted (the agent stopped while it ran)';
+      await this.complete(task.id, { returncode: 1, message, detail: `Got bad return code (1). Error: ${message}` });
+    }
+    const pending = await this.db
+      .selectFrom('task')
+      .select(['id', 'kind', 'payload'])
+      .where('node', '=', node)
+      .where('state', '=', 'PENDING')
+      .orderBy('created')
+      .execute();
+    for (const t of pending) {
+      await this.queue.send(node, { taskId: t.id, kind: t.kind, payload: JSON.parse(t.payload) as unknown });
+    }
+    return { failed, resent: pending.length };
+  }
+}
