@@ -53,7 +53,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const opened = openDatabase(opts.databaseUrl, opts.searchPath ? { searchPath: opts.searchPath } : {});
   const db = opened.db;
   try {
-    await migrateToLatest(db);
+    await migrateToLatest(db, opened.schema ? { schema: opened.schema } : {});
     const { printedKey } = await bootstrap(db, clock, opts.adminApiKey);
     const queue = new InProcessQueue({ onError: (err, msg) => log.error({ err, taskId: msg.taskId }, 'queue handler failed') });
     const events = new LocalTaskEvents();

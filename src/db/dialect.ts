@@ -19,8 +19,9 @@ export type DbKind = 'sqlite' | 'postgres';
 export interface OpenedDb {
   readonly db: Kysely<Database>;
   readonly kind: DbKind;
-  /** For PostgreSQL: the schema (search_path) used, when one was given. */
   readonly url: string;
+  /** For PostgreSQL: the schema (search_path) used, when one was given. */
+  readonly schema?: string;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -59,5 +60,17 @@ export function openDatabase(url: string, opts: { searchPath?: string; poolSize?
   // An idle client that loses its connection must not crash the process; the pool replaces it.
   pool.on('error', () => undefined);
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-  return { db, kind, url };
+  const schema = opts.searchPath ?? searchPathOf(url);
+  return { db, kind, url, ...(schema ? { schema } : {}) };
+}
+
+/** The schema named by `?options=-c search_path=<s>` in a PostgreSQL URL, if any. */
+function searchPathOf(url: string): string | undefined {
+  try {
+    const options = new URL(url).searchParams.get('options') ?? '';
+    const m = /(?:^|\s)-c\s*search_path=([A-Za-z_][A-Za-z0-9_]*)/.exec(options);
+    return m?.[1];
+  } catch {
+    return undefined;
+  }
 }

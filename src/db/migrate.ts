@@ -16,8 +16,15 @@ class StaticProvider implements MigrationProvider {
 export const knownMigrations: readonly string[] = Object.keys(migrations);
 
 /** Brings the schema up to date; throws when the database holds a migration this build does not know. */
-export async function migrateToLatest(db: Kysely<Database>): Promise<void> {
-  const migrator = new Migrator({ db, provider: new StaticProvider(), allowUnorderedMigrations: false });
+export async function migrateToLatest(db: Kysely<Database>, opts: { schema?: string } = {}): Promise<void> {
+  // With a schema of its own (PostgreSQL tests, or an operator's choice), the migration
+  // bookkeeping tables live in it too; otherwise Kysely finds another schema's lock table.
+  const migrator = new Migrator({
+    db,
+    provider: new StaticProvider(),
+    allowUnorderedMigrations: false,
+    ...(opts.schema ? { migrationTableSchema: opts.schema } : {}),
+  });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');

@@ -1,6 +1,6 @@
 /** HTTP views of snapshots (spec 4.4, 4.5, 4.7): lookups and check order here, rules in the services. */
 import type { ViewDef, ViewRequest, ViewResult } from '../http/view.js';
-import { apiError } from '../domain/errors.js';
+import { apiError, validationFailed } from '../domain/errors.js';
 import { parseBool, parseIntField } from '../domain/validate.js';
 import { parseOrderBy } from '../http/order-by.js';
 import { requireSuperAdmin } from '../http/auth.js';
@@ -116,6 +116,7 @@ const vmSnapshot: ViewDef = {
       const name = pathParam(req, 'snapname');
       if (await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, name)) throw apiError('snapshotExists');
       requireOperational(t.vm);
+      if (req.invalidBody) throw validationFailed({ non_field_errors: ['Invalid data'] });
       const taskId = await createSnapshot(req.app, req.caller, t, {
         name,
         note: req.data['note'],
@@ -128,6 +129,7 @@ const vmSnapshot: ViewDef = {
       const t = await target(req, { nodeCheck: false });
       const snap = await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, pathParam(req, 'snapname'));
       if (!snap) throw apiError('snapshotNotFound');
+      if (req.invalidBody) throw validationFailed({ non_field_errors: ['Invalid data'] });
       if ('note' in req.data || 'pinned' in req.data) {
         await updateSnapshotFields(req.app, snap, req.data);
         const fresh = await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, snap.name);
