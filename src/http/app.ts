@@ -2,7 +2,7 @@
  * buildApp: the Fastify application with every view, the JSON parser of Danube's contract and the
  * one error handler. It never listens; `src/bin` does.
  */
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AppContext } from '../app-context.js';
 import { ApiError, FailureError } from '../domain/errors.js';
 import { registerViews, type ViewDef, type ViewRequest } from './view.js';
@@ -21,7 +21,16 @@ export async function buildApp(ctx: AppContext, opts: BuildOptions): Promise<Fas
   const app = Fastify({
     logger: opts.logger ?? false,
     bodyLimit: BODY_LIMIT,
-    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: false, maxParamLength: 200 },
+    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: false, maxParamLength: 1024 },
+    // URLs the router cannot even parse (bad encoding, absurdly long segments) are unknown URLs.
+    frameworkErrors: (error, request, reply) => {
+      const status = error.code === 'FST_ERR_BAD_URL' ? 400 : 404;
+      void (reply as unknown as FastifyReply)
+        .code(status)
+        .type('application/json')
+        .send(JSON.stringify({ detail: status === 404 ? 'Not found' : 'Malformed URL' }));
+      void request;
+    },
     return503OnClosing: true,
   });
 
