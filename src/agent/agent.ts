@@ -8,7 +8,7 @@ import type { QueueMessage, TaskQueue } from '../queue/queue.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { StorageError } from '../storage/driver.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
-import type { AgentPayload, CreateData, ListData, ListedSnapshot } from './payloads.js';
+import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, ListData, ListedSnapshot } from './payloads.js';
 
 export interface AgentReporter {
   /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
@@ -66,11 +66,36 @@ export class Agent {
     return d;
   }
 
+  /**
+   * Creates every item's snapshot; when one fails, the ones already made are destroyed again, so
+   * a multi-disk snapshot exists on all disks or on none.
+   */
+  async #createAll(items: readonly CreateItem[]): Promise<CreatedSnapshot[]> {
+    const made: CreateItem[] = [];
+    const out: CreatedSnapshot[] = [];
+    try {
+      for (const item of items) {
+        const info = await this.#driver(item.storage).create(item.disk, item.id, { name: item.name });
+        made.push(item);
+        out.push({ size: info.size, created: info.created.toISOString() });
+      }
+      return out;
+    } catch (err) {
+      for (const item of made.reverse()) {
+        try {
+          await this.#driver(item.storage).destroy(item.disk, [item.id]);
+        } catch (undoErr) {
+          this.log.error({ err: undoErr, id: item.id }, 'could not undo a partial multi-disk snapshot');
+        }
+      }
+      throw err;
+    }
+  }
+
   async run(p: AgentPayload): Promise<TaskOutcome> {
     switch (p.op) {
       case 'create': {
-        const info = await this.#driver(p.storage).create(p.disk, p.id, { name: p.name });
-        const data: CreateData = { size: info.size, created: info.created.toISOString() };
+        const data: CreateData = { items: await this.#createAll(p.items) };
         return { returncode: 0, message: 'Snapshot successfully created', detail: '', data };
       }
       case 'destroy':

@@ -10,7 +10,8 @@ export interface StorageDisk {
 }
 
 export type AgentPayload =
-  | { readonly op: 'create'; readonly storage: string; readonly disk: DiskRef; readonly id: string; readonly name: string }
+  /** One snapshot per item; with several items (disk_id "all") all are made or none. */
+  | { readonly op: 'create'; readonly items: readonly CreateItem[] }
   | { readonly op: 'destroy'; readonly storage: string; readonly disk: DiskRef; readonly ids: readonly string[] }
   | {
       readonly op: 'rollback';
@@ -25,6 +26,13 @@ export type AgentPayload =
   | { readonly op: 'disk_delete'; readonly items: readonly StorageDisk[] }
   | { readonly op: 'noop' };
 
+export interface CreateItem {
+  readonly storage: string;
+  readonly disk: DiskRef;
+  readonly id: string;
+  readonly name: string;
+}
+
 export interface ListedSnapshot {
   readonly id: string;
   readonly created: string;
@@ -35,7 +43,12 @@ export interface ListedSnapshot {
 /** `list` data: per disk path, the snapshots found, or null when the disk itself is missing. */
 export type ListData = Record<string, ListedSnapshot[] | null>;
 
-export interface CreateData {
+export interface CreatedSnapshot {
   readonly size: number | null;
   readonly created: string;
+}
+
+/** `create` data: one entry per item, in the payload's order. */
+export interface CreateData {
+  readonly items: readonly CreatedSnapshot[];
 }

@@ -25,25 +25,29 @@ export function registerSnapshotKinds(ctx: AppContext): void {
     async complete(trx, _task, c, outcome) {
       const now = ctx.clock.now().toISOString();
       if (outcome.returncode !== 0) {
-        await deleteSnapshots(trx, [c.snapshotId]);
+        await deleteSnapshots(trx, c.snapshotIds);
         return { result: failed(outcome) };
       }
       const data = (outcome.data ?? {}) as Partial<CreateData> & { freezeFailed?: boolean };
       let message = outcome.message;
       const freezeFailed = c.fsfreeze && (data.freezeFailed === true || /freeze failed/.test(outcome.detail ?? ''));
       if (freezeFailed) message += ' (filesystem freeze failed)';
-      await trx
-        .updateTable('snapshot')
-        .set({
-          status: SNAP_OK,
-          status_change: now,
-          changed: now,
-          size: data.size ?? null,
-          ...(freezeFailed ? { fsfreeze: 0 } : {}),
-        })
-        .where('id', '=', c.snapshotId)
-        .execute();
-      const result: TaskResult = { returncode: 0, message, detail: outcome.detail ?? '' };
+      for (const [i, id] of c.snapshotIds.entries()) {
+        await trx
+          .updateTable('snapshot')
+          .set({
+            status: SNAP_OK,
+            status_change: now,
+            changed: now,
+            size: data.items?.[i]?.size ?? null,
+            ...(freezeFailed ? { fsfreeze: 0 } : {}),
+          })
+          .where('id', '=', id)
+          .execute();
+      }
+      // A snapshot of every disk names each disk in its result.
+      const detail = c.snapshotIds.length > 1 ? `disk_ids=${c.diskArrayIds.join(',')}` : (outcome.detail ?? '');
+      const result: TaskResult = { returncode: 0, message, detail };
       if (c.defineId === null) return { result };
       const defineId = c.defineId;
       return { result, after: () => runRetention(ctx, defineId) };

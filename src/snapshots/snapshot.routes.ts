@@ -46,6 +46,23 @@ async function target(req: ViewRequest, opts: { nodeCheck: boolean; diskDefault?
   return { vm, disks, disk, diskArrayId: disks.indexOf(disk) + 1, storage, node };
 }
 
+/** Every disk of the VM as targets; a VM without disks has no valid disk_id (412). */
+async function allDisks(req: ViewRequest): Promise<DiskTarget[]> {
+  requireSnapshotsEnabled(req.caller);
+  const vm = await findVm(req.app.db, req.caller, pathParam(req, 'hostname_or_uuid'));
+  req.ownerId = vm.owner_id;
+  const node = await req.app.db.selectFrom('node').selectAll().where('id', '=', vm.node_id).executeTakeFirstOrThrow();
+  requireNodeOnline(node);
+  const disks = await vmDisks(req.app.db, vm.uuid);
+  if (disks.length === 0) throw apiError('invalidDiskId');
+  const out: DiskTarget[] = [];
+  for (const [i, disk] of disks.entries()) {
+    const sn = await loadStorageAndNode(req.app.db, disk);
+    out.push({ vm, disks, disk, diskArrayId: i + 1, ...sn });
+  }
+  return out;
+}
+
 function listFilter(req: ViewRequest, base: ListFilter, disks: readonly VmDiskRow[] | null): ListFilter {
   const f: ListFilter = { ...base };
   const type = req.data['type'];
@@ -112,12 +129,15 @@ const vmSnapshot: ViewDef = {
       return { type: 'sync', result: snapshotObject(snap, t.disks) };
     },
     async POST(req) {
-      const t = await target(req, { nodeCheck: true });
+      // esnap's `disk_id: "all"`: every disk of the VM under one name, in one task.
+      const all = req.data['disk_id'] === 'all';
+      const targets = all ? await allDisks(req) : [await target(req, { nodeCheck: true })];
+      const t = targets[0]!;
       const name = pathParam(req, 'snapname');
-      if (await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, name)) throw apiError('snapshotExists');
+      for (const x of targets) if (await findSnapshot(req.app.db, x.vm.uuid, x.disk.real_id, name)) throw apiError('snapshotExists');
       requireOperational(t.vm);
       if (req.invalidBody) throw validationFailed({ non_field_errors: ['Invalid data'] });
-      const taskId = await createSnapshot(req.app, req.caller, t, {
+      const taskId = await createSnapshot(req.app, req.caller, targets, {
         name,
         note: req.data['note'],
         fsfreeze: req.data['fsfreeze'],

@@ -26,18 +26,18 @@ import {
   type SnapshotView,
 } from './snapshot.repository.js';
 import { diskLockKey, diskRef, logObject, type DiskTarget } from './snapshot.context.js';
-import type { AgentPayload } from '../agent/payloads.js';
+import type { AgentPayload, CreateItem } from '../agent/payloads.js';
 import { requireOperational } from '../vms/vm.lookup.js';
 
 const MB = 1024 * 1024;
 
 export interface CreateContext {
-  readonly snapshotId: number;
+  /** One row per disk, in the payload's item order. */
+  readonly snapshotIds: number[];
+  readonly diskArrayIds: number[];
   readonly defineId: number | null;
   readonly fsfreeze: boolean;
   readonly name: string;
-  readonly diskArrayId: number;
-  readonly diskRealId: number;
   readonly vmUuid: string;
 }
 
@@ -62,11 +62,21 @@ export interface CreateInput {
   readonly defineId?: number | null;
 }
 
-/** POST /vm/<vm>/snapshot/<name>: everything after the lookups (spec 4.5 steps 1–10). */
-export async function createSnapshot(ctx: AppContext, caller: Caller, t: DiskTarget, input: CreateInput): Promise<string> {
+/**
+ * POST /vm/<vm>/snapshot/<name>: everything after the lookups (spec 4.5 steps 1–10). `targets`
+ * holds one disk, or every disk of the VM for esnap's `disk_id: "all"` (one task, all or none).
+ */
+export async function createSnapshot(
+  ctx: AppContext,
+  caller: Caller,
+  targets: readonly DiskTarget[],
+  input: CreateInput,
+): Promise<string> {
+  const t = targets[0]!;
+  const vm = t.vm;
   const auto = input.defineId !== undefined && input.defineId !== null;
   const fields = validateFields(
-    { name: input.name, note: input.note, disk_id: input.diskIdRaw },
+    { name: input.name, note: input.note, disk_id: targets.length > 1 ? undefined : input.diskIdRaw },
     {
       name: { kind: 'string', required: true, min: 1, max: 24, pattern: NAME_RE },
       note: NOTE_RULE,
@@ -76,74 +86,75 @@ export async function createSnapshot(ctx: AppContext, caller: Caller, t: DiskTar
   if (!fields.ok) throw validationFailed(fields.errors);
   const note = (fields.value.note as string | undefined) ?? '';
   // fsfreeze applies only to VMs with a guest-agent socket; elsewhere it is silently ignored.
-  const fsfreeze = parseBool(input.fsfreeze ?? false) && t.vm.qga_socket !== null;
+  const fsfreeze = parseBool(input.fsfreeze ?? false) && vm.qga_socket !== null;
 
   const type = auto ? TYPE_AUTO : TYPE_MANUAL;
-  const limit = auto ? t.vm.snapshot_limit_auto : t.vm.snapshot_limit_manual;
-  if (limit !== null && (await countByType(ctx.db, t.vm.uuid, type)) >= limit) throw apiError('snapshotLimit');
+  const limit = auto ? vm.snapshot_limit_auto : vm.snapshot_limit_manual;
+  // The count limit counts the snapshots about to be made, as Danube's GUI does for "all disks".
+  if (limit !== null && (await countByType(ctx.db, vm.uuid, type)) + targets.length > limit) throw apiError('snapshotLimit');
   await checkSizeQuotas(ctx, caller, t);
 
   const now = ctx.clock.now().toISOString();
+  const diskIdLog: unknown = targets.length > 1 ? 'all' : t.diskArrayId;
   return ctx.tasks.submit<CreateContext>({
     kind: 'snapshot_create',
     type: auto ? 'a' : 'e',
     userId: caller.user.id,
     username: caller.user.username,
-    ownerId: t.vm.owner_id,
-    dcId: t.vm.dc_id,
+    ownerId: vm.owner_id,
+    dcId: vm.dc_id,
     dcBound: true,
-    vmUuid: t.vm.uuid,
+    vmUuid: vm.uuid,
     node: { id: t.node.id, hostname: t.node.hostname },
-    locks: [diskLockKey(t.vm.uuid, t.disk.real_id)],
-    apiview: { view: 'vm_snapshot', method: 'POST', hostname: t.vm.hostname, disk_id: t.diskArrayId, snapname: input.name },
+    locks: targets.map((x) => diskLockKey(vm.uuid, x.disk.real_id)),
+    apiview: { view: 'vm_snapshot', method: 'POST', hostname: vm.hostname, disk_id: diskIdLog, snapname: input.name },
     log: {
       msg: "Create snapshot of server's disk",
       detail: logDetail([
         ['snapname', input.name],
-        ['disk_id', t.diskArrayId],
+        ['disk_id', diskIdLog],
         ['type', type],
         ['fsfreeze', fsfreeze],
       ]),
-      object: logObject(t.vm),
+      object: logObject(vm),
     },
     prepare: async (trx) => {
-      const row = await trx
-        .insertInto('snapshot')
-        .values({
-          vm_uuid: t.vm.uuid,
-          define_id: input.defineId ?? null,
-          name: input.name,
-          type,
-          status: SNAP_PENDING,
-          storage_id: t.storage.id,
-          size: null,
-          note,
-          fsfreeze: fsfreeze ? 1 : 0,
-          pinned: 0,
-          disk_real_id: t.disk.real_id,
-          status_change: now,
-          created: now,
-          changed: now,
-        })
-        .returning(['id', 'type'])
-        .executeTakeFirstOrThrow();
-      const payload: AgentPayload = {
-        op: 'create',
-        storage: t.storage.name,
-        disk: diskRef(t.vm, t.disk),
-        id: zfsName(row),
-        name: input.name,
-      };
+      const items: CreateItem[] = [];
+      const ids: number[] = [];
+      for (const x of targets) {
+        const row = await trx
+          .insertInto('snapshot')
+          .values({
+            vm_uuid: vm.uuid,
+            define_id: input.defineId ?? null,
+            name: input.name,
+            type,
+            status: SNAP_PENDING,
+            storage_id: x.storage.id,
+            size: null,
+            note,
+            fsfreeze: fsfreeze ? 1 : 0,
+            pinned: 0,
+            disk_real_id: x.disk.real_id,
+            status_change: now,
+            created: now,
+            changed: now,
+          })
+          .returning(['id', 'type'])
+          .executeTakeFirstOrThrow();
+        ids.push(row.id);
+        items.push({ storage: x.storage.name, disk: diskRef(vm, x.disk), id: zfsName(row), name: input.name });
+      }
+      const payload: AgentPayload = { op: 'create', items };
       return {
         payload,
         context: {
-          snapshotId: row.id,
+          snapshotIds: ids,
+          diskArrayIds: targets.map((x) => x.diskArrayId),
           defineId: input.defineId ?? null,
           fsfreeze,
           name: input.name,
-          diskArrayId: t.diskArrayId,
-          diskRealId: t.disk.real_id,
-          vmUuid: t.vm.uuid,
+          vmUuid: vm.uuid,
         },
       };
     },

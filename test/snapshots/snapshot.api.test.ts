@@ -92,6 +92,35 @@ forEachDb('snapshot API', (kind) => {
     });
   });
 
+  describe('all disks at once', () => {
+    it('snapshots every disk under one name in one task, and refuses a name used on any disk', async () => {
+      const r = await s.stream('POST', '/api/vm/web01/snapshot/everything', { body: { disk_id: 'all', note: 'both' } });
+      expect(r.finalStatus).toBe(200);
+      expect(r.final).toMatchObject({ result: { returncode: 0, message: 'Snapshot successfully created', detail: 'disk_ids=1,2' } });
+      for (const d of ['1', '2']) {
+        const g = await s.req('GET', '/api/vm/web01/snapshot/everything', { query: { disk_id: d } });
+        expect(g.body.result).toMatchObject({ name: 'everything', disk_id: Number(d), status: 1, note: 'both' });
+      }
+      expect((await s.req('POST', '/api/vm/web01/snapshot/streamed', { body: { disk_id: 'all' } })).body).toEqual({ detail: 'Snapshot already exists' });
+      expect((await s.req('POST', '/api/vm/web01/snapshot/x', { body: { disk_id: 'any' } })).body).toEqual({ detail: 'Invalid disk_id' });
+      await s.stream('DELETE', '/api/vm/web01/snapshot', { body: { snapnames: ['everything'], disk_id: 1 } });
+      await s.stream('DELETE', '/api/vm/web01/snapshot', { body: { snapnames: ['everything'], disk_id: 2 } });
+    });
+
+    it('makes all or none: a failure on one disk removes the snapshot made on the other', async () => {
+      const v = await makeVm(s, 'twodisk', { disks: [1, 1] });
+      const { rm, readdir } = await import('node:fs/promises');
+      await rm(v.diskPaths[1]!);
+      const r = await s.stream('POST', '/api/vm/twodisk/snapshot/partial', { body: { disk_id: 'all' } });
+      expect(r.finalStatus).toBe(400);
+      expect(r.final).toMatchObject({ status: 'FAILURE', result: { returncode: 1 } });
+      const rows = await s.runtime.ctx.db.selectFrom('snapshot').select('id').where('vm_uuid', '=', v.uuid).execute();
+      expect(rows).toEqual([]);
+      const left = await readdir(`${s.storageRoot}/storage/.snapshots/${v.uuid}-disk0`).catch(() => []);
+      expect(left.filter((f) => !f.startsWith('.'))).toEqual([]);
+    });
+  });
+
   describe('list', () => {
     it('lists names by default and objects with full, newest first', async () => {
       const r = await s.req('GET', '/api/vm/web01/snapshot');
