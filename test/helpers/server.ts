@@ -63,6 +63,8 @@ export interface ServerOptions {
   node?: string;
   clock?: Clock;
   streamTimeoutS?: number;
+  /** Run the local agent (default true). */
+  localAgent?: boolean;
   /** Reuse a database from an earlier server (restart tests). */
   reuse?: { databaseUrl: string; searchPath?: string; storageRoot: string };
 }
@@ -98,7 +100,7 @@ export async function startTestServer(kind: TestDb, opts: ServerOptions = {}): P
     adminApiKey: ADMIN_KEY,
     node,
     storages,
-    localAgent: true,
+    localAgent: opts.localAgent ?? true,
     streamTimeoutS: opts.streamTimeoutS ?? 60,
     ...(opts.clock ? { clock: opts.clock } : {}),
   });
