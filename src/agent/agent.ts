@@ -95,7 +95,13 @@ export class Agent {
   async run(p: AgentPayload): Promise<TaskOutcome> {
     switch (p.op) {
       case 'create': {
-        const data: CreateData = { items: await this.#createAll(p.items) };
+        if (p.freeze) {
+          // The guest agent client is not wired in yet: the snapshot is still taken, and reported
+          // as not application-consistent, exactly as a failed freeze is.
+          const data: CreateData = { items: await this.#createAll(p.items), frozen: false, freezeError: 'guest agent freeze is not available' };
+          return { returncode: 0, message: 'Snapshot successfully created', detail: 'Filesystem freeze failed (guest agent freeze is not available)', data };
+        }
+        const data: CreateData = { items: await this.#createAll(p.items), frozen: false };
         return { returncode: 0, message: 'Snapshot successfully created', detail: '', data };
       }
       case 'destroy':

@@ -11,7 +11,12 @@ export interface StorageDisk {
 
 export type AgentPayload =
   /** One snapshot per item; with several items (disk_id "all") all are made or none. */
-  | { readonly op: 'create'; readonly items: readonly CreateItem[] }
+  | {
+      readonly op: 'create';
+      readonly items: readonly CreateItem[];
+      /** Freeze the guest's filesystems through its guest agent around the snapshots. */
+      readonly freeze?: { readonly socket: string };
+    }
   | { readonly op: 'destroy'; readonly storage: string; readonly disk: DiskRef; readonly ids: readonly string[] }
   | {
       readonly op: 'rollback';
@@ -48,7 +53,9 @@ export interface CreatedSnapshot {
   readonly created: string;
 }
 
-/** `create` data: one entry per item, in the payload's order. */
+/** `create` data: one entry per item, in the payload's order, and whether the guest was frozen. */
 export interface CreateData {
   readonly items: readonly CreatedSnapshot[];
+  readonly frozen: boolean;
+  readonly freezeError?: string | null;
 }

@@ -28,9 +28,10 @@ export function registerSnapshotKinds(ctx: AppContext): void {
         await deleteSnapshots(trx, c.snapshotIds);
         return { result: failed(outcome) };
       }
-      const data = (outcome.data ?? {}) as Partial<CreateData> & { freezeFailed?: boolean };
+      const data = (outcome.data ?? {}) as Partial<CreateData>;
       let message = outcome.message;
-      const freezeFailed = c.fsfreeze && (data.freezeFailed === true || /freeze failed/.test(outcome.detail ?? ''));
+      // Only a freeze the agent confirms makes a snapshot application-consistent.
+      const freezeFailed = c.fsfreeze && c.freezeAsked && data.frozen !== true;
       if (freezeFailed) message += ' (filesystem freeze failed)';
       for (const [i, id] of c.snapshotIds.entries()) {
         await trx

@@ -27,7 +27,7 @@ import {
 } from './snapshot.repository.js';
 import { diskLockKey, diskRef, logObject, type DiskTarget } from './snapshot.context.js';
 import type { AgentPayload, CreateItem } from '../agent/payloads.js';
-import { requireOperational } from '../vms/vm.lookup.js';
+import { requireOperational, VM_STOPPED } from '../vms/vm.lookup.js';
 
 const MB = 1024 * 1024;
 
@@ -37,6 +37,8 @@ export interface CreateContext {
   readonly diskArrayIds: number[];
   readonly defineId: number | null;
   readonly fsfreeze: boolean;
+  /** Whether the agent was asked to freeze (a stopped VM is consistent without it). */
+  readonly freezeAsked: boolean;
   readonly name: string;
   readonly vmUuid: string;
 }
@@ -145,7 +147,10 @@ export async function createSnapshot(
         ids.push(row.id);
         items.push({ storage: x.storage.name, disk: diskRef(vm, x.disk), id: zfsName(row), name: input.name });
       }
-      const payload: AgentPayload = { op: 'create', items };
+      // Danube passes the guest-agent socket only when the VM is not stopped (a stopped VM is
+      // consistent anyway, and still flagged).
+      const freeze = fsfreeze && vm.status !== VM_STOPPED && vm.qga_socket ? { socket: vm.qga_socket } : undefined;
+      const payload: AgentPayload = { op: 'create', items, ...(freeze ? { freeze } : {}) };
       return {
         payload,
         context: {
@@ -153,6 +158,7 @@ export async function createSnapshot(
           diskArrayIds: targets.map((x) => x.diskArrayId),
           defineId: input.defineId ?? null,
           fsfreeze,
+          freezeAsked: freeze !== undefined,
           name: input.name,
           vmUuid: vm.uuid,
         },

@@ -280,3 +280,30 @@ async function waitTask(s: TestServer, taskId: string): Promise<{ status: number
   }
   throw new Error('task did not finish');
 }
+
+forEachDb('fsfreeze flag', (kind) => {
+  let s: TestServer & { cleanup(): Promise<void> };
+  beforeAll(async () => {
+    s = await withServer(kind);
+  });
+  afterAll(async () => s.cleanup());
+
+  it('ignores fsfreeze without a guest agent socket, and flags a stopped VM with one as consistent', async () => {
+    await makeVm(s, 'noqga');
+    const a = await s.stream('POST', '/api/vm/noqga/snapshot/f1', { body: { fsfreeze: true } });
+    expect(a.final).toMatchObject({ result: { message: 'Snapshot successfully created' } });
+    expect((await s.req('GET', '/api/vm/noqga/snapshot/f1')).body.result.fsfreeze).toBe(false);
+    await makeVm(s, 'stoppedqga', { qga: '/run/esnap-test/none.sock' });
+    const b = await s.stream('POST', '/api/vm/stoppedqga/snapshot/f1', { body: { fsfreeze: 'true' } });
+    expect(b.final).toMatchObject({ result: { message: 'Snapshot successfully created' } });
+    expect((await s.req('GET', '/api/vm/stoppedqga/snapshot/f1')).body.result.fsfreeze).toBe(true);
+  });
+
+  it('reports a running VM whose guest could not be frozen as not application-consistent', async () => {
+    await makeVm(s, 'runningqga', { qga: '/run/esnap-test/missing.sock', status: 2 });
+    const r = await s.stream('POST', '/api/vm/runningqga/snapshot/f1', { body: { fsfreeze: true } });
+    expect(r.finalStatus).toBe(200);
+    expect(r.final).toMatchObject({ result: { returncode: 0, message: 'Snapshot successfully created (filesystem freeze failed)' } });
+    expect((await s.req('GET', '/api/vm/runningqga/snapshot/f1')).body.result.fsfreeze).toBe(false);
+  });
+});
