@@ -131,3 +131,30 @@ forEachDb('restart keeps pending tasks', (kind) => {
     }
   });
 });
+
+forEachDb('ES-STREAM timeout', (kind) => {
+  it('keeps the stream alive with spaces and ends with a proper 201 status line at the timeout', async () => {
+    const s = await withServer(kind, { streamTimeoutS: 2.5 });
+    try {
+      await vmOnIdleNode(s, 'idle02');
+      const t0 = Date.now();
+      const r = await s.req('POST', '/api/vm/idle02/snapshot/slow/', { body: {}, headers: { 'ES-STREAM': 'es' } });
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(2400);
+      expect(r.status).toBe(201);
+      expect(r.headers['es_stream']).toBe('True');
+      const m = /^( +)201\n(.*)$/s.exec(r.text);
+      expect(m, r.text).not.toBeNull();
+      expect(m![1]!.length).toBeGreaterThanOrEqual(2);
+      const body = JSON.parse(m![2]!);
+      expect(body).toEqual({ task_id: r.headers['es_task_id'], status: 'PENDING', result: null });
+      // Any other ES-STREAM value streams without the status line.
+      await s.req('PUT', `/api/task/${r.headers['es_task_id']}/cancel/`, { body: {} });
+      const other = await s.req('POST', '/api/vm/idle02/snapshot/slow2/', { body: {}, headers: { 'ES-STREAM': 'yes' } });
+      expect(other.headers['es_stream']).toBe('True');
+      expect(/^ +\{/.test(other.text), other.text).toBe(true);
+      expect(JSON.parse(other.text)).toMatchObject({ status: 'PENDING', result: null });
+    } finally {
+      await s.cleanup();
+    }
+  }, 30_000);
+});
