@@ -8,6 +8,7 @@ import type { QueueMessage, TaskQueue } from '../queue/queue.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { StorageError } from '../storage/driver.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
+import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
 import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, ListData, ListedSnapshot } from './payloads.js';
 
 export interface AgentReporter {
@@ -27,6 +28,7 @@ export class Agent {
     private readonly queue: TaskQueue,
     private readonly reporter: AgentReporter,
     private readonly log: Logger,
+    private readonly opts: { freezeLimitMs?: number } = {},
   ) {}
 
   async start(concurrency = 4): Promise<void> {
@@ -96,10 +98,15 @@ export class Agent {
     switch (p.op) {
       case 'create': {
         if (p.freeze) {
-          // The guest agent client is not wired in yet: the snapshot is still taken, and reported
-          // as not application-consistent, exactly as a failed freeze is.
-          const data: CreateData = { items: await this.#createAll(p.items), frozen: false, freezeError: 'guest agent freeze is not available' };
-          return { returncode: 0, message: 'Snapshot successfully created', detail: 'Filesystem freeze failed (guest agent freeze is not available)', data };
+          // Sync, freeze, snapshot, always thaw (with a hard limit on how long the guest stays
+          // frozen). A failed freeze still takes the snapshot; it is just not consistent.
+          const frozen = await withFreeze(
+            { socket: p.freeze.socket, limitMs: this.opts.freezeLimitMs ?? DEFAULT_FREEZE_LIMIT_MS, log: this.log },
+            () => this.#createAll(p.items),
+          );
+          const data: CreateData = { items: frozen.value, frozen: frozen.frozen, freezeError: frozen.error };
+          const detail = frozen.error ? `msg='${frozen.error}'` : '';
+          return { returncode: 0, message: 'Snapshot successfully created', detail, data };
         }
         const data: CreateData = { items: await this.#createAll(p.items), frozen: false };
         return { returncode: 0, message: 'Snapshot successfully created', detail: '', data };
