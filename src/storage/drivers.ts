@@ -8,6 +8,7 @@
  */
 import type { StorageDriver } from './driver.js';
 import { FileDriver } from './file/file.driver.js';
+import { ZfsDriver } from './zfs/zfs.driver.js';
 import type { CommandRunner } from './runner.js';
 
 export interface StorageConfig {
@@ -24,6 +25,7 @@ type Factory = (cfg: StorageConfig, runner: CommandRunner) => StorageDriver;
 /** One entry per backend; a new driver is one line here plus its folder. */
 const FACTORIES: Readonly<Record<string, Factory>> = Object.freeze({
   file: (cfg, runner) => new FileDriver({ root: requireField(cfg, 'root'), runner }),
+  zfs: (cfg, runner) => new ZfsDriver({ dataset: requireField(cfg, 'dataset'), runner }),
 });
 
 export function createDriver(cfg: StorageConfig, runner: CommandRunner): StorageDriver {

@@ -6,10 +6,12 @@
  * Example:
  *   const runner = new NodeCommandRunner({ onRun: ({ argv, code, durationMs }) => log.debug({ argv, code, durationMs }) });
  *   const { code, stdout } = await runner.run(['qemu-img', 'info', '--output=json', '-U', path], { timeoutMs: 30_000 });
+ *   const { producer, consumer } = await runner.pipe(['zfs', 'send', 'tank/a@es-1'], ['zfs', 'recv', 'tank/b']);
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
-import type { CommandRunner, RunOptions, RunResult } from './runner.js';
+import { pipeline } from 'node:stream';
+import type { CommandRunner, PipeOptions, PipeResult, RunOptions, RunResult } from './runner.js';
 
 /** What the `onRun` hook sees for every run, finished or failed. */
 export interface RunInfo {
@@ -151,6 +153,79 @@ export class NodeCommandRunner implements CommandRunner {
     });
   }
 
+  pipe(producer: readonly string[], consumer: readonly string[], options: PipeOptions = {}): Promise<PipeResult> {
+    const [pCommand, ...pArgs] = producer;
+    const [cCommand, ...cArgs] = consumer;
+    if (!pCommand || !cCommand) return Promise.reject(new TypeError('NodeCommandRunner.pipe needs two non-empty argvs'));
+    const started = performance.now();
+    const elapsed = (): number => Math.round(performance.now() - started);
+    const { signal } = options;
+    if (signal?.aborted) {
+      const error = abortError([...producer, '|', ...consumer], signal);
+      for (const argv of [producer, consumer]) this.report({ argv, code: null, durationMs: 0, error });
+      return Promise.reject(error);
+    }
+
+    const env = options.env ? { ...process.env, ...options.env } : process.env;
+    const prod = spawn(pCommand, pArgs, { shell: false, env, stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
+    const cons = spawn(cCommand, cArgs, { shell: false, env, stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true });
+    // pipeline() destroys the producer's stdout when the consumer's stdin fails (consumer gone), so
+    // the producer gets EPIPE on its next write instead of blocking on a full pipe forever.
+    if (prod.stdout && cons.stdin) pipeline(prod.stdout, cons.stdin, () => undefined);
+
+    /** Set when we killed both; each run then fails with this error once its process has exited. */
+    let killedWith: Error | undefined;
+    const kill = (error: Error): void => {
+      if (killedWith) return;
+      killedWith = error;
+      for (const child of [prod, cons]) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    };
+    const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
+    const timer = setTimeout(
+      () => kill(new Error(`Command timed out after ${timeoutMs} ms and was killed: ${show(producer)} | ${show(consumer)}`)),
+      timeoutMs,
+    );
+    const onAbort = (): void => kill(abortError([...producer, '|', ...consumer], signal));
+    signal?.addEventListener('abort', onAbort, { once: true });
+
+    const watch = (child: ChildProcess, argv: readonly string[], captureStdout: boolean): Promise<Outcome> =>
+      new Promise((resolve) => {
+        const stdout = new Capture(captureStdout ? this.maxOutputBytes : 0);
+        const stderr = new Capture(this.maxOutputBytes);
+        if (captureStdout) child.stdout?.on('data', (c: Buffer) => stdout.push(c));
+        child.stderr?.on('data', (c: Buffer) => stderr.push(c));
+        let settled = false;
+        const settle = (code: number | null, error?: Error): void => {
+          if (settled) return;
+          settled = true;
+          resolve({ argv, code, error, result: { code: code ?? 0, stdout: stdout.text(), stderr: stderr.text(), durationMs: elapsed() } });
+        };
+        child.on('error', (err) => {
+          const error = new Error(`Cannot run ${show(argv)}: ${err.message}`, { cause: err });
+          kill(error); // the other half of the pipe is useless without this one
+          settle(null, error);
+        });
+        child.on('exit', () => {
+          if (killedWith) settle(null, killedWith);
+        });
+        child.on('close', (code, sig) => {
+          if (killedWith) settle(null, killedWith);
+          else settle(code ?? signalCode(sig));
+        });
+      });
+
+    return Promise.all([watch(prod, producer, false), watch(cons, consumer, true)]).then(([p, c]) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      for (const o of [p, c]) {
+        this.report(o.error ? { argv: o.argv, code: o.code, durationMs: o.result.durationMs, error: o.error } : { argv: o.argv, code: o.code, durationMs: o.result.durationMs });
+      }
+      const error = p.error ?? c.error;
+      if (error) throw error;
+      return { producer: p.result, consumer: c.result };
+    });
+  }
+
   private report(info: RunInfo): void {
     if (!this.onRun) return;
     try {
@@ -160,6 +235,13 @@ export class NodeCommandRunner implements CommandRunner {
       process.emitWarning(`NodeCommandRunner onRun hook threw: ${String(err)}`);
     }
   }
+}
+
+interface Outcome {
+  readonly argv: readonly string[];
+  readonly code: number | null;
+  readonly error: Error | undefined;
+  readonly result: RunResult;
 }
 
 function abortError(argv: readonly string[], signal: AbortSignal | undefined): Error {

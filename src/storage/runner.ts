@@ -18,7 +18,23 @@ export interface RunResult {
   readonly durationMs: number;
 }
 
+/** Options of a pipe: like a run's, without stdin (the consumer reads the producer's stdout). */
+export type PipeOptions = Omit<RunOptions, 'input'>;
+
+export interface PipeResult {
+  /** The producer's result; its `stdout` is always empty (it went to the consumer). */
+  readonly producer: RunResult;
+  readonly consumer: RunResult;
+}
+
 export interface CommandRunner {
   /** Runs `argv[0]` with the rest as arguments; resolves with the exit code (non-zero is not an error). */
   run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
+  /**
+   * `producer | consumer` without a shell (e.g. `zfs send … | zfs recv …`): resolves once both have
+   * exited, with both exit codes; the timeout and the abort signal kill both. When the consumer
+   * exits early the producer's stdout is closed, so it ends with EPIPE/SIGPIPE as in a shell pipe.
+   * Optional: runners that cannot stream between processes leave it out.
+   */
+  pipe?(producer: readonly string[], consumer: readonly string[], options?: PipeOptions): Promise<PipeResult>;
 }

@@ -1,0 +1,443 @@
+/**
+ * The `zfs` driver (Danube's node tool, spec 11.1): a disk is the dataset `<dataset>/<disk.path>`
+ * whose image is the raw file `disk.img` in the dataset's mountpoint (zfs-fuse has no zvols); a
+ * snapshot is `<disk dataset>@<id>` carrying `es:snapname` (the user's name) and `es:created`
+ * (epoch ms: zfs `creation` has whole seconds, too coarse to order snapshots taken in one second).
+ *
+ * Rollback is `zfs rollback -r`: newer snapshots are DESTROYED (rollbackKeepsNewer: false). Restore
+ * follows `esbackup snap-restore` (spec 11.2): the target is renamed aside, `zfs send | zfs recv`
+ * recreates it, then the old target and the received snapshot are destroyed, so the target ends
+ * with no snapshots. A failure renames the original back; a crash in between is repaired by the
+ * next init() (the aside name is reserved: no disk path may end like it).
+ *
+ * Differences between zfs implementations come from one table (zfs.capabilities.ts), detected
+ * once in init(). Every command goes through `zfs()`, which retries "dataset is busy" (zfs-fuse
+ * says so for a moment after a dataset was used) and turns stderr into typed errors.
+ *
+ * Example:
+ *   const driver = new ZfsDriver({ dataset: 'tank/vms', runner });
+ *   await driver.init();
+ *   await driver.createDisk({ path: 'web01-disk0', sizeBytes: 10 * 2 ** 30 });
+ *   await driver.create({ path: 'web01-disk0' }, 'es-1', { name: 'before-upgrade' });
+ */
+import { open, stat, unlink } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  assertDiskPath,
+  assertSnapshotId,
+  StorageError,
+  type DiskRef,
+  type DriverCapabilities,
+  type SnapshotInfo,
+  type SnapshotMeta,
+  type StorageDriver,
+  type StorageStats,
+} from '../driver.js';
+import type { CommandRunner, RunResult } from '../runner.js';
+import {
+  destroyCommands,
+  detectCapabilities,
+  listCommand,
+  parseList,
+  PROP_CREATED,
+  PROP_SNAPNAME,
+  snapshotCommands,
+  type ZfsCapabilities,
+} from './zfs.capabilities.js';
+import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
+
+export interface ZfsDriverOptions {
+  /** The storage's parent dataset, e.g. `tank/vms`; disks are datasets below it. */
+  readonly dataset: string;
+  readonly runner: CommandRunner;
+  /** Use this table instead of probing the installed zfs (an operator pinning it, a test of the OpenZFS paths). */
+  readonly capabilities?: ZfsCapabilities;
+  /** Waits between retries of a command refused with "dataset is busy"; its length is the retry count. */
+  readonly busyRetryDelaysMs?: readonly number[];
+  /** Longest one zfs command may take. */
+  readonly timeoutMs?: number;
+  /** Longest a restore's `zfs send | zfs recv` may take (a large disk takes hours). */
+  readonly restoreTimeoutMs?: number;
+}
+
+/** The disk's bytes inside its dataset. */
+export const IMAGE_NAME = 'disk.img';
+/** `<disk>-esnap-restore-<ms>`: the target of a restore while its replacement is received. */
+const ASIDE_RE = /-esnap-restore-(\d{13})$/;
+const ASIDE_SUFFIX_MAX = '-esnap-restore-'.length + 13;
+/** ZFS_MAX_DATASET_NAME_LEN (256) minus the NUL, `@` and the longest id (`es-` + 18 digits). */
+const MAX_DATASET = 255 - 1 - 21 - ASIDE_SUFFIX_MAX;
+/** A storage dataset: `pool[/child…]`, components of the characters every zfs accepts. */
+const DATASET_RE = /^[A-Za-z][A-Za-z0-9_.:-]*(?:\/[A-Za-z0-9_.:-]+)*$/;
+const DEFAULT_BUSY_DELAYS = [50, 100, 200, 400, 800, 1600];
+/** Seconds' worth of difference tolerated between `es:created` and zfs `creation` (busy retries). */
+const CREATED_SLACK_MS = 10_000;
+
+export class ZfsDriver implements StorageDriver {
+  readonly kind = 'zfs';
+  readonly dataset: string;
+  private readonly runner: CommandRunner;
+  private readonly busyDelays: readonly number[];
+  private readonly timeoutMs: number;
+  private readonly restoreTimeoutMs: number;
+  private caps: ZfsCapabilities | undefined;
+  private initializing: Promise<void> | undefined;
+
+  constructor(opts: ZfsDriverOptions) {
+    if (!DATASET_RE.test(opts.dataset) || opts.dataset.length > MAX_DATASET - 2) {
+      throw new StorageError('invalid_name', `Invalid storage dataset: ${JSON.stringify(opts.dataset)}`);
+    }
+    this.dataset = opts.dataset;
+    this.runner = opts.runner;
+    this.caps = opts.capabilities;
+    this.busyDelays = opts.busyRetryDelaysMs ?? DEFAULT_BUSY_DELAYS;
+    this.timeoutMs = opts.timeoutMs ?? 5 * 60_000;
+    this.restoreTimeoutMs = opts.restoreTimeoutMs ?? 12 * 3600_000;
+  }
+
+  /** Known once init() has run: until then batchDestroy is reported conservatively as false. */
+  get capabilities(): DriverCapabilities {
+    return { rollbackKeepsNewer: false, batchDestroy: this.caps?.commaDestroy ?? false };
+  }
+
+  /** The table init() detected (or the one passed in). */
+  get zfsCapabilities(): ZfsCapabilities {
+    if (!this.caps) throw new StorageError('backend', 'ZfsDriver.init() has not run');
+    return this.caps;
+  }
+
+  init(): Promise<void> {
+    // Once per instance; a failed init (daemon down) may be retried.
+    this.initializing ??= this.doInit().catch((err: unknown) => {
+      this.initializing = undefined;
+      throw err;
+    });
+    return this.initializing;
+  }
+
+  private async doInit(): Promise<void> {
+    await this.zfs(['zfs', 'get', '-Hp', '-o', 'value', 'type', this.dataset]);
+    this.caps ??= await detectCapabilities((argv) => this.runZfs(argv), this.dataset);
+    await this.repairRestores();
+  }
+
+  async stats(): Promise<StorageStats> {
+    const props = await this.getProps(this.dataset, ['used', 'available']);
+    const used = Number(props.get('used'));
+    const free = Number(props.get('available'));
+    if (!Number.isSafeInteger(used) || !Number.isSafeInteger(free)) throw new StorageError('backend', `zfs gave no sizes for ${this.dataset}`);
+    return { size: used + free, free };
+  }
+
+  async diskExists(disk: DiskRef): Promise<boolean> {
+    const ds = this.diskDataset(disk);
+    const image = await this.imagePath(ds).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
+    return image !== null && ((await stat(image).catch(() => null))?.isFile() ?? false);
+  }
+
+  /** Where the disk's bytes are (what a VM or the tests open); the dataset must be mounted. */
+  async imagePathOf(disk: DiskRef): Promise<string> {
+    return this.imagePath(this.diskDataset(disk));
+  }
+
+  async createDisk(disk: DiskRef): Promise<void> {
+    const ds = this.diskDataset(disk);
+    const size = disk.sizeBytes;
+    if (size === undefined || !Number.isSafeInteger(size) || size < 0) {
+      throw new StorageError('backend', `createDisk needs a whole, non-negative sizeBytes, got ${String(size)}`);
+    }
+    // Datasets from the storage down to the disk; the missing ones are created top-down, and
+    // destroyed again (newest first) if the disk cannot be completed: no half disk stays behind.
+    const parts = disk.path.split('/');
+    const chain = parts.map((_, i) => `${this.dataset}/${parts.slice(0, i + 1).join('/')}`);
+    const listArgv = ['zfs', 'list', '-H', '-o', 'name', ...chain];
+    const listed = await this.runZfs(listArgv);
+    // Exit 1 with "does not exist" for the missing ones is the expected answer; anything else is not.
+    if (listed.code !== 0 && !isMissing(zfsError(listArgv, listed))) throw zfsError(listArgv, listed);
+    const existing = new Set(listed.stdout.split('\n'));
+    const made: string[] = [];
+    try {
+      for (const name of chain.filter((n) => !existing.has(n))) {
+        await this.zfs(['zfs', 'create', name]).catch((err: unknown) => {
+          if (!(err instanceof ZfsError && err.reason === 'exists')) throw err; // created meanwhile: fine
+        });
+        made.unshift(name);
+      }
+      const image = await this.imagePath(ds);
+      const fh = await open(image, 'wx').catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? null : Promise.reject(err)));
+      if (fh === null) {
+        if (!(await stat(image)).isFile()) throw new StorageError('backend', `${image} exists and is not a file`);
+        return;
+      }
+      try {
+        await fh.truncate(size); // sparse: no data blocks are written
+        await fh.close();
+      } catch (err) {
+        await fh.close().catch(() => undefined);
+        await unlink(image).catch(() => undefined);
+        throw err;
+      }
+    } catch (err) {
+      for (const name of made) await this.zfs(['zfs', 'destroy', '-r', name]).catch(() => undefined);
+      throw asStorageError(err, `cannot create disk ${disk.path}`);
+    }
+  }
+
+  async deleteDisk(disk: DiskRef): Promise<void> {
+    const ds = this.diskDataset(disk);
+    const children = await this.childDatasets(ds);
+    if (children === null) return; // already gone: a retried delete succeeds
+    if (children.length === 0) {
+      await this.zfs(['zfs', 'destroy', '-r', ds]);
+      return;
+    }
+    // The dataset also holds other disks: remove only what belongs to this one.
+    const ids = (await this.list(disk)).map((s) => s.id);
+    await this.destroy(disk, ids);
+    await unlink(await this.imagePath(ds)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw asStorageError(err, `cannot delete disk ${disk.path}`);
+    });
+  }
+
+  async create(disk: DiskRef, id: string, meta: SnapshotMeta): Promise<SnapshotInfo> {
+    return (await this.createMany([disk], id, meta))[0]!;
+  }
+
+  /**
+   * The same snapshot id on several disks of this storage, all or none: one atomic `zfs snapshot`
+   * where the installed zfs takes several (capability multiSnapshot), else one call per disk and,
+   * when one fails, the snapshots already made are destroyed before the error is raised.
+   */
+  async createMany(disks: readonly DiskRef[], id: string, meta: SnapshotMeta): Promise<SnapshotInfo[]> {
+    const datasets = disks.map((d) => this.diskDataset(d));
+    assertSnapshotId(id);
+    assertSnapName(meta.name);
+    if (new Set(datasets).size !== datasets.length) throw new StorageError('invalid_name', 'The same disk is listed twice');
+    if (datasets.length === 0) return [];
+    const created = new Date();
+    const props = [`${PROP_SNAPNAME}=${meta.name}`, `${PROP_CREATED}=${created.getTime()}`];
+    const made: string[] = [];
+    try {
+      for (const { argv, snapshots } of snapshotCommands(this.zfsCapabilities, datasets, id, props)) {
+        await this.zfs(argv);
+        made.push(...snapshots);
+      }
+    } catch (err) {
+      const undo = await Promise.allSettled(made.map((snap) => this.zfs(['zfs', 'destroy', snap])));
+      const left = made.filter((_, i) => undo[i]?.status === 'rejected');
+      if (left.length > 0 && err instanceof StorageError) {
+        throw new StorageError(err.code, `${err.message}; could not remove ${left.join(', ')} again`, { cause: err });
+      }
+      throw err;
+    }
+    const snaps = datasets.map((d) => `${d}@${id}`);
+    const sizes = await this.zfs(['zfs', 'get', '-Hp', '-o', 'name,value', this.zfsCapabilities.sizeProperty, ...snaps]);
+    const byName = new Map<string, string>();
+    for (const line of sizes.stdout.split('\n')) {
+      const [name = '', value = ''] = line.split('\t');
+      byName.set(name, value);
+    }
+    return snaps.map((snap) => ({ id, created, size: toSize(byName.get(snap)), name: meta.name }));
+  }
+
+  async destroy(disk: DiskRef, ids: readonly string[]): Promise<void> {
+    const ds = this.diskDataset(disk);
+    ids.forEach(assertSnapshotId);
+    for (const argv of destroyCommands(this.zfsCapabilities, ds, [...new Set(ids)])) {
+      await this.zfs(argv).catch((err: unknown) => {
+        // Snapshots (or a whole disk) that are not there are already destroyed.
+        if (!(err instanceof ZfsError && err.reason === 'missing')) throw err;
+      });
+    }
+  }
+
+  async rollback(disk: DiskRef, id: string): Promise<void> {
+    const ds = this.diskDataset(disk);
+    assertSnapshotId(id);
+    await this.zfs(['zfs', 'rollback', '-r', `${ds}@${id}`]).catch((err: unknown) => this.whichMissing(err, ds));
+  }
+
+  async list(disk: DiskRef): Promise<SnapshotInfo[]> {
+    const ds = this.diskDataset(disk);
+    const caps = this.zfsCapabilities;
+    const out = await this.zfs(listCommand(caps, ds));
+    // In creation order (txg), each time is es:created where it is plausible, else zfs's whole
+    // second, never earlier than the snapshot before it: a snapshot made outside esnap in the same
+    // second as an esnap one must not appear to predate it.
+    let floor = 0;
+    return parseList(caps, ds, out.stdout)
+      .sort((a, b) => a.txg - b.txg)
+      .map((row) => {
+        const seconds = row.creation * 1000;
+        const precise = row.createdMs !== null && row.createdMs >= seconds - CREATED_SLACK_MS && row.createdMs < seconds + 1000;
+        const ms = precise ? row.createdMs! : Math.min(Math.max(seconds, floor), seconds + 999);
+        floor = Math.max(floor, ms);
+        return { id: row.id, created: new Date(ms), size: row.size, name: row.snapname };
+      })
+      .sort((a, b) => a.created.getTime() - b.created.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  async restore(src: DiskRef, id: string, dst: DiskRef): Promise<void> {
+    const srcDs = this.diskDataset(src);
+    const dstDs = this.diskDataset(dst);
+    assertSnapshotId(id);
+    if (srcDs === dstDs) throw new StorageError('backend', 'Restore into the disk itself: use rollback');
+    const pipe = this.runner.pipe?.bind(this.runner);
+    if (!pipe) throw new StorageError('backend', 'This command runner cannot pipe zfs send into zfs recv');
+
+    // Everything is checked before anything changes.
+    await this.zfs(['zfs', 'get', '-Hp', '-o', 'value', 'type', `${srcDs}@${id}`]).catch((err: unknown) => this.whichMissing(err, srcDs));
+    const children = await this.childDatasets(dstDs);
+    if (children === null) throw new StorageError('disk_missing', `Disk ${dst.path} does not exist`);
+    if (children.length > 0) throw new StorageError('backend', `Disk ${dst.path} holds other datasets; restore would drop them`);
+    const dstSize = await this.imageSize(dstDs);
+    const srcSize = await this.imageSize(srcDs);
+    if (srcSize !== dstSize) throw new StorageError('size_mismatch', `${src.path} has ${srcSize} bytes, ${dst.path} ${dstSize}`);
+
+    const aside = `${dstDs}-esnap-restore-${Date.now()}`;
+    // zfs-fuse renames only unmounted datasets; unmounting also fails (busy) while a VM holds the image.
+    await this.zfs(['zfs', 'umount', dstDs]);
+    await this.zfs(['zfs', 'rename', dstDs, aside]).catch(async (err: unknown) => {
+      await this.zfs(['zfs', 'mount', dstDs]).catch(() => undefined);
+      throw err;
+    });
+    try {
+      const send = ['zfs', 'send', `${srcDs}@${id}`];
+      const recv = ['zfs', 'recv', dstDs];
+      const { producer, consumer } = await pipe(send, recv, { timeoutMs: this.restoreTimeoutMs, env: { LC_ALL: 'C' } });
+      if (consumer.code !== 0 || producer.code !== 0) {
+        throw zfsError(consumer.code !== 0 ? recv : send, {
+          code: consumer.code || producer.code,
+          stderr: `${consumer.stderr}\n${producer.stderr}`,
+        });
+      }
+      const got = await this.imageSize(dstDs);
+      if (got !== dstSize) throw new StorageError('size_mismatch', `Snapshot ${id} of ${src.path} holds ${got} bytes, ${dst.path} ${dstSize}`);
+    } catch (err) {
+      const failure = asStorageError(err, `cannot restore ${src.path}@${id} into ${dst.path}`);
+      await this.putBack(dstDs, aside).catch((undo: unknown) => {
+        // The original is safe under the aside name; the next init() puts it back.
+        throw new StorageError(failure.code, `${failure.message}; putting ${dstDs} back failed too (it is at ${aside})`, {
+          cause: new AggregateError([failure, undo]),
+        });
+      });
+      throw failure;
+    }
+    // The target now holds the snapshot's data: drop the received snapshot and the old target.
+    await this.zfs(['zfs', 'destroy', `${dstDs}@${id}`]);
+    // Only garbage is left if this fails, and the next init() removes it: the restore is done.
+    await this.zfs(['zfs', 'destroy', '-r', aside]).catch(() => undefined);
+  }
+
+  /** Undoes a restore half way: the received dataset goes, the original comes back under its name. */
+  private async putBack(dstDs: string, aside: string): Promise<void> {
+    const received = await this.childDatasets(dstDs);
+    if (received !== null) await this.zfs(['zfs', 'destroy', '-r', dstDs]);
+    await this.zfs(['zfs', 'rename', aside, dstDs]);
+    await this.zfs(['zfs', 'mount', dstDs]).catch((err: unknown) => {
+      if (!(err instanceof ZfsError && err.reason === 'already_mounted')) throw err;
+    });
+  }
+
+  /** After a crash in the middle of a restore: finish it or undo it, whichever is safe. */
+  private async repairRestores(): Promise<void> {
+    const out = await this.zfs(['zfs', 'list', '-H', '-o', 'name', '-r', '-t', 'filesystem', this.dataset]);
+    const names = new Set(out.stdout.split('\n').filter((n) => n !== ''));
+    for (const aside of names) {
+      const m = ASIDE_RE.exec(aside);
+      if (!m) continue;
+      const dstDs = aside.slice(0, m.index);
+      // zfs recv creates the target only once the stream is complete, so a target that exists is
+      // whole and the original aside is garbage; a missing target means the original goes back.
+      if (names.has(dstDs)) {
+        await this.zfs(['zfs', 'destroy', '-r', aside]);
+      } else {
+        await this.putBack(dstDs, aside);
+        names.add(dstDs); // a second aside copy of the same disk is garbage now
+      }
+    }
+  }
+
+  // ---- helpers ----
+
+  /** `<storage>/<disk.path>`, checked against esnap's path rules and zfs's name rules. */
+  private diskDataset(disk: DiskRef): string {
+    assertDiskPath(disk.path);
+    const ds = `${this.dataset}/${disk.path}`;
+    if (ds.length > MAX_DATASET || disk.path.split('/').some((p) => ASIDE_RE.test(p))) {
+      throw new StorageError('invalid_name', `Invalid disk path for zfs: ${JSON.stringify(disk.path)}`);
+    }
+    return ds;
+  }
+
+  /** Runs one zfs command, retrying while zfs says the dataset is busy; throws a ZfsError on failure. */
+  private async zfs(argv: readonly string[]): Promise<RunResult> {
+    for (let attempt = 0; ; attempt++) {
+      const r = await this.runZfs(argv);
+      if (r.code === 0) return r;
+      const err = zfsError(argv, r);
+      const delay = this.busyDelays[attempt];
+      if (err.reason !== 'busy' || delay === undefined) throw err;
+      await sleep(delay);
+    }
+  }
+
+  /** One run, exit code returned as is. LC_ALL=C: the error translator reads English text. */
+  private runZfs(argv: readonly string[]): Promise<RunResult> {
+    return this.runner.run(argv, { timeoutMs: this.timeoutMs, env: { LC_ALL: 'C' } });
+  }
+
+  private async getProps(name: string, props: readonly string[]): Promise<Map<string, string>> {
+    const out = await this.zfs(['zfs', 'get', '-Hp', '-o', 'property,value', props.join(','), name]);
+    return new Map(out.stdout.split('\n').filter((l) => l !== '').map((l) => l.split('\t', 2) as [string, string]));
+  }
+
+  private async imagePath(ds: string): Promise<string> {
+    const props = await this.getProps(ds, ['mountpoint', 'mounted']);
+    const mountpoint = props.get('mountpoint') ?? '';
+    if (!isAbsolute(mountpoint)) throw new StorageError('backend', `Dataset ${ds} has no mountpoint (${mountpoint || 'none'})`);
+    if (props.get('mounted') !== 'yes') throw new StorageError('backend', `Dataset ${ds} is not mounted (after a zfs restart: zfs mount -a)`);
+    return join(mountpoint, IMAGE_NAME);
+  }
+
+  private async imageSize(ds: string): Promise<number> {
+    const image = await this.imagePath(ds);
+    const st = await stat(image).catch((err: unknown) => {
+      throw new StorageError('disk_missing', `Dataset ${ds} holds no ${IMAGE_NAME}`, { cause: err });
+    });
+    return st.size;
+  }
+
+  /** Child filesystems of `ds` ([] for a plain disk), or null when `ds` does not exist. */
+  private async childDatasets(ds: string): Promise<string[] | null> {
+    try {
+      const out = await this.zfs(['zfs', 'list', '-H', '-o', 'name', '-r', '-d', '1', '-t', 'filesystem,volume', ds]);
+      return out.stdout.split('\n').filter((n) => n !== '' && n !== ds);
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+  }
+
+  /** zfs says `<ds>@<id>` does not exist whether the snapshot or the whole disk is missing; tell which. */
+  private async whichMissing(err: unknown, ds: string): Promise<never> {
+    if (err instanceof ZfsError && err.code === 'snapshot_missing' && (await this.childDatasets(ds)) === null) {
+      throw new StorageError('disk_missing', `Disk dataset ${ds} does not exist`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+/** The user's name goes into a property printed one per line, tab-separated: no control characters. */
+function assertSnapName(name: string): void {
+  // eslint-disable-next-line no-control-regex
+  if (typeof name !== 'string' || name.length > 1000 || /[\u0000-\u001f\u007f]/.test(name)) {
+    throw new StorageError('invalid_name', `Invalid snapshot name: ${JSON.stringify(name)}`);
+  }
+}
+
+function toSize(value: string | undefined): number | null {
+  const n = Number(value);
+  return value !== undefined && Number.isSafeInteger(n) ? n : null;
+}
