@@ -1,0 +1,403 @@
+/**
+ * The `btrfs` driver: a disk is a subvolume `<root>/<disk.path>` holding the raw image `disk.img`;
+ * snapshot `<id>` of it is the read-only subvolume `<root>/.snapshots/<disk.path>/<id>` plus a
+ * side-car `<id>.json` with `{name, created}` (btrfs has no user properties).
+ *
+ * Crash safety:
+ * - create: the side-car is written (temporary, fsync, rename) BEFORE the snapshot, and a snapshot
+ *   appears whole when btrfs commits it, so a listed snapshot always has its side-car. A side-car
+ *   without a snapshot is a crashed create; init() removes it.
+ * - rollback/restore swap a writable snapshot in, in four steps, with fixed names next to the disk:
+ *     1. `btrfs subvolume snapshot <snap> <dir>/.<name>.esnap-new`
+ *     2. rename `<dir>/<name>`             → `<dir>/.<name>.esnap-old`
+ *     3. rename `<dir>/.<name>.esnap-new`  → `<dir>/<name>`
+ *     4. `btrfs subvolume delete --commit-after <dir>/.<name>.esnap-old` (the commit makes 2-3 durable)
+ *   Only between 2 and 3 is nothing at the path; recovery (init(), and every later swap of that disk)
+ *   puts `.esnap-old` back when the path is empty, then deletes whatever `.esnap-new`/`.esnap-old`
+ *   is left. So after a crash at any point the disk is the old one (crash before 3) or the new one.
+ *   Linux has an atomic exchange (renameat2 RENAME_EXCHANGE), but Node cannot call it.
+ * - The disk's inode and subvolume id change with a swap: anything holding the old disk open (a
+ *   running VM) keeps the old one. The agent refuses rollback and restore while the VM runs.
+ *
+ * Size (`SnapshotInfo.size`): the snapshot subvolume's exclusive bytes from its quota group when
+ * quotas are on and consistent (exact as of the last transaction commit), else null.
+ */
+import type { Stats } from 'node:fs';
+import { mkdir, open, rename, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import {
+  assertDiskPath,
+  assertSnapshotId,
+  StorageError,
+  type DiskRef,
+  type DriverCapabilities,
+  type SnapshotInfo,
+  type SnapshotMeta,
+  type StorageDriver,
+  type StorageStats,
+} from '../driver.js';
+import type { CommandRunner, RunResult } from '../runner.js';
+import { btrfsError, type BtrfsContext } from './btrfs.errors.js';
+import {
+  code,
+  fail,
+  filterAsync,
+  isSubvolume,
+  lstatOrNull,
+  lstatSyncOrNull,
+  readdirOrEmpty,
+  readSnapshotSync,
+  removeStaleSidecars,
+  SIDECAR_EXT,
+  SIDECAR_TMP_RE,
+  unlinkQuiet,
+  writeAtomically,
+} from './btrfs.fs.js';
+import { QgroupReader } from './btrfs.qgroups.js';
+
+export interface BtrfsDriverOptions {
+  readonly root: string;
+  readonly runner: CommandRunner;
+  /** Longest one btrfs command may run (a snapshot waits for a transaction commit). */
+  readonly commandTimeoutMs?: number;
+}
+
+const SNAPSHOT_DIR = '.snapshots';
+const IMAGE = 'disk.img';
+const BTRFS_SUPER_MAGIC = 0x9123683e;
+/** Leftovers of a swap; the leading dot keeps them apart from disk names (DISK_PATH_RE forbids it). */
+const SWAP_RE = /^\.(.+)\.esnap-(new|old)$/;
+/** NAME_MAX is 255; `.<name>.esnap-old` must still fit. */
+const MAX_SEGMENT_BYTES = 240;
+/** Snapshots list() reads between two yields to the event loop. */
+const LIST_CHUNK = 100;
+/** argv stays far below ARG_MAX; more paths than this are deleted in several calls. */
+const DELETE_BATCH = 1000;
+
+interface SwapPaths {
+  readonly subvol: string;
+  readonly newPath: string;
+  readonly oldPath: string;
+}
+
+interface DiskPaths extends SwapPaths {
+  readonly image: string;
+  readonly snapDir: string;
+}
+
+export class BtrfsDriver implements StorageDriver {
+  readonly kind = 'btrfs';
+  readonly capabilities: DriverCapabilities = Object.freeze({ rollbackKeepsNewer: true, batchDestroy: true });
+  private readonly root: string;
+  private readonly runner: CommandRunner;
+  private readonly timeoutMs: number;
+  private readonly qgroups: QgroupReader;
+
+  constructor(opts: BtrfsDriverOptions) {
+    this.root = resolve(opts.root);
+    this.runner = opts.runner;
+    this.timeoutMs = opts.commandTimeoutMs ?? 5 * 60_000;
+    this.qgroups = new QgroupReader(this.runner, this.root, this.timeoutMs);
+  }
+
+  /**
+   * Checks the root is on btrfs, then repairs what a crash can leave: swap leftovers next to disks
+   * (the old disk goes back when its path is empty; the rest is deleted), side-car temporaries, and
+   * side-cars whose snapshot was never made or was already destroyed.
+   */
+  async init(): Promise<void> {
+    const snapshots = join(this.root, SNAPSHOT_DIR);
+    await mkdir(snapshots, { recursive: true }).catch((err: unknown) => fail(err, 'cannot create the storage folders'));
+    const fs = await statfs(this.root).catch((err: unknown) => fail(err, `cannot read storage ${this.root}`));
+    if (fs.type !== BTRFS_SUPER_MAGIC) throw new StorageError('backend', `Storage root ${this.root} is not on a btrfs filesystem`);
+    this.qgroups.reset();
+    await this.recoverSwaps(this.root);
+    await removeStaleSidecars(snapshots).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
+  }
+
+  async stats(): Promise<StorageStats> {
+    const s = await statfs(this.root).catch((err: unknown) => fail(err, 'cannot read storage usage'));
+    // bavail, not bfree: the root-reserved blocks are not ours to promise to snapshots.
+    return { size: s.blocks * s.bsize, free: s.bavail * s.bsize };
+  }
+
+  async diskExists(disk: DiskRef): Promise<boolean> {
+    const p = await this.paths(disk);
+    return (await this.diskStat(p)) !== null;
+  }
+
+  async createDisk(disk: DiskRef): Promise<void> {
+    assertDiskPath(disk.path);
+    const size = disk.sizeBytes;
+    if (size === undefined || !Number.isSafeInteger(size) || size < 0) {
+      throw new StorageError('backend', `createDisk needs a whole, non-negative sizeBytes, got ${String(size)}`);
+    }
+    const p = await this.paths(disk);
+    const st = await lstatOrNull(p.subvol);
+    if (st === null) {
+      await mkdir(dirname(p.subvol), { recursive: true }).catch((err: unknown) => fail(err, `cannot create disk ${disk.path}`));
+      await this.btrfs(['btrfs', 'subvolume', 'create', p.subvol]);
+    } else if (!isSubvolume(st)) {
+      throw new StorageError('backend', `${disk.path} exists and is not a disk subvolume`);
+    }
+    // A subvolume without an image is a createDisk that crashed half way: finish it.
+    try {
+      const fh = await open(p.image, 'wx');
+      await fh.truncate(size).finally(() => fh.close()); // sparse: no data blocks are written
+    } catch (err) {
+      if (code(err) !== 'EEXIST') {
+        await unlink(p.image).catch(() => undefined);
+        fail(err, `cannot create disk ${disk.path}`);
+      }
+      if (!(await lstatOrNull(p.image))?.isFile()) throw new StorageError('backend', `${p.image} exists and is not a file`);
+    }
+  }
+
+  /** Snapshots, swap leftovers and the disk go in ONE delete (snapshots first), committed. */
+  async deleteDisk(disk: DiskRef): Promise<void> {
+    const p = await this.paths(disk);
+    const snapshots = (await this.snapshotEntries(p.snapDir)).map((name) => join(p.snapDir, name));
+    const own = await filterAsync([p.newPath, p.oldPath, p.subvol], async (path) => isSubvolume(await lstatOrNull(path)));
+    await this.deleteSubvolumes([...snapshots, ...own], { commit: true });
+    try {
+      for (const name of await readdirOrEmpty(p.snapDir)) {
+        if (name.endsWith(SIDECAR_EXT) || SIDECAR_TMP_RE.test(name)) await unlinkQuiet(join(p.snapDir, name));
+      }
+      // Still holds the folders of disks below this path (not ours), or never existed.
+      await rmdir(p.snapDir).catch(() => undefined);
+    } catch (err) {
+      fail(err, `cannot delete disk ${disk.path}`);
+    }
+  }
+
+  async create(disk: DiskRef, id: string, meta: SnapshotMeta): Promise<SnapshotInfo> {
+    assertDiskPath(disk.path);
+    assertSnapshotId(id);
+    const p = await this.paths(disk);
+    await this.requireDisk(p, disk);
+    const final = join(p.snapDir, id);
+    // Checked first because btrfs snapshots INTO an existing folder instead of failing; the per-disk
+    // task lock keeps a second create of the same disk from racing this check.
+    if ((await lstatOrNull(final)) !== null) throw new StorageError('snapshot_exists', `Snapshot ${id} of ${disk.path} exists`);
+    const created = new Date();
+    const sidecar = final + SIDECAR_EXT;
+    try {
+      await mkdir(p.snapDir, { recursive: true });
+      // A side-car without a snapshot is a leftover of a crashed create; replacing it is correct.
+      await writeAtomically(sidecar, JSON.stringify({ name: meta.name, created: created.toISOString() }));
+    } catch (err) {
+      fail(err, `cannot create snapshot ${id} of ${disk.path}`);
+    }
+    try {
+      await this.btrfs(['btrfs', 'subvolume', 'snapshot', '-r', p.subvol, final], { missing: 'disk_missing', exists: 'snapshot_exists' });
+    } catch (err) {
+      await unlink(sidecar).catch(() => undefined);
+      throw err;
+    }
+    const sizes = await this.qgroups.exclusiveBytes([final], true);
+    return { id, created, size: sizes?.get(final) ?? null, name: meta.name };
+  }
+
+  async destroy(disk: DiskRef, ids: readonly string[]): Promise<void> {
+    assertDiskPath(disk.path);
+    ids.forEach(assertSnapshotId);
+    const p = await this.paths(disk);
+    const unique = [...new Set(ids)];
+    // Synchronous lstat, as in list(): a hundred thread-pool round trips cost more than the delete.
+    const present = unique.filter((id) => isSubvolume(lstatSyncOrNull(join(p.snapDir, id))));
+    await this.deleteSubvolumes(present.map((id) => join(p.snapDir, id)), { commit: false });
+    // After the subvolumes: a side-car alone is never listed, and init() removes it.
+    await Promise.all(unique.map((id) => unlinkQuiet(join(p.snapDir, id + SIDECAR_EXT)))).catch((err: unknown) =>
+      fail(err, `cannot remove side-cars of ${disk.path}`),
+    );
+  }
+
+  async rollback(disk: DiskRef, id: string): Promise<void> {
+    assertDiskPath(disk.path);
+    assertSnapshotId(id);
+    const p = await this.paths(disk);
+    await this.requireDisk(p, disk);
+    const snapshot = await this.requireSnapshot(p, id, disk);
+    await this.swapIn(p, snapshot);
+  }
+
+  async restore(src: DiskRef, id: string, dst: DiskRef): Promise<void> {
+    assertDiskPath(src.path);
+    assertDiskPath(dst.path);
+    assertSnapshotId(id);
+    const ps = await this.paths(src);
+    const pd = await this.paths(dst);
+    const snapshot = await this.requireSnapshot(ps, id, src);
+    const target = await this.requireDisk(pd, dst);
+    const source = await stat(join(snapshot, IMAGE)).catch((err: unknown) => fail(err, `snapshot ${id} of ${src.path} has no image`));
+    if (source.size !== target.size) {
+      throw new StorageError('size_mismatch', `Disk ${dst.path} has ${target.size} bytes, snapshot ${id} of ${src.path} has ${source.size}`);
+    }
+    await this.swapIn(pd, snapshot);
+  }
+
+  async list(disk: DiskRef): Promise<SnapshotInfo[]> {
+    const p = await this.paths(disk);
+    // A missing disk is an error, not []: an unmounted storage must not read as "all snapshots gone".
+    await this.requireDisk(p, disk);
+    const names = await readdirOrEmpty(p.snapDir).catch((err: unknown) => fail(err, `cannot read ${p.snapDir}`));
+    const sidecars = new Set(names.filter((n) => n.endsWith(SIDECAR_EXT)));
+    const candidates = names.filter((n) => !n.startsWith('.') && !n.endsWith(SIDECAR_EXT));
+    // The qgroup process (when quotas are on) runs while the side-cars are read; never rejects.
+    const sizes =
+      candidates.length > 0
+        ? this.qgroups.exclusiveBytes(candidates.map((n) => join(p.snapDir, n)), false).catch(() => null)
+        : Promise.resolve(null);
+    const infos: SnapshotInfo[] = [];
+    for (let i = 0; i < candidates.length; i += LIST_CHUNK) {
+      if (i > 0) await yieldToEventLoop();
+      for (const name of candidates.slice(i, i + LIST_CHUNK)) {
+        const info = readSnapshotSync(p.snapDir, name, sidecars.has(name + SIDECAR_EXT));
+        if (info) infos.push(info);
+      }
+    }
+    const bytes = await sizes;
+    return infos
+      .map((s) => ({ ...s, size: bytes?.get(join(p.snapDir, s.id)) ?? null }))
+      .sort((a, b) => a.created.getTime() - b.created.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** Steps 1-4 of the header; on a failure before step 3 the old disk stays (or goes back) in place. */
+  private async swapIn(p: DiskPaths, snapshot: string): Promise<void> {
+    await this.recoverSwap(p);
+    await this.btrfs(['btrfs', 'subvolume', 'snapshot', snapshot, p.newPath], { missing: 'snapshot_missing' });
+    try {
+      await rename(p.subvol, p.oldPath);
+    } catch (err) {
+      await this.deleteSubvolumes([p.newPath], { commit: false }).catch(() => undefined);
+      fail(err, `cannot move ${p.subvol} aside`);
+    }
+    try {
+      await rename(p.newPath, p.subvol);
+    } catch (err) {
+      await rename(p.oldPath, p.subvol).catch(() => undefined); // else the next recovery does it
+      await this.deleteSubvolumes([p.newPath], { commit: false }).catch(() => undefined);
+      fail(err, `cannot move the new disk into ${p.subvol}`);
+    }
+    // The new disk is in place: a failed clean-up only leaves `.esnap-old` for recovery to delete.
+    await this.deleteSubvolumes([p.oldPath], { commit: true }).catch((err: unknown) =>
+      process.emitWarning(`btrfs: ${p.oldPath} was left behind, init() deletes it: ${String(err)}`),
+    );
+  }
+
+  /** Puts the old disk back when a swap stopped between its renames, then deletes the leftovers. */
+  private async recoverSwap(p: SwapPaths): Promise<void> {
+    if ((await lstatOrNull(p.subvol)) === null && isSubvolume(await lstatOrNull(p.oldPath))) {
+      await rename(p.oldPath, p.subvol).catch((err: unknown) => fail(err, `cannot move ${p.oldPath} back`));
+    }
+    const leftovers = await filterAsync([p.newPath, p.oldPath], async (path) => isSubvolume(await lstatOrNull(path)));
+    await this.deleteSubvolumes(leftovers, { commit: true });
+  }
+
+  /** Walks the plain folders of the storage (not disks, not .snapshots) for swap leftovers. */
+  private async recoverSwaps(dir: string): Promise<void> {
+    const names = await readdirOrEmpty(dir).catch((err: unknown) => fail(err, `cannot read ${dir}`));
+    const seen = new Set<string>();
+    for (const name of names) {
+      const path = join(dir, name);
+      const swap = SWAP_RE.exec(name);
+      if (swap) {
+        if (seen.has(swap[1]!)) continue;
+        seen.add(swap[1]!);
+        await this.recoverSwap(swapPaths(join(dir, swap[1]!)));
+        continue;
+      }
+      if (dir === this.root && name === SNAPSHOT_DIR) continue;
+      const st = await lstatOrNull(path);
+      if (st?.isDirectory() && !isSubvolume(st)) await this.recoverSwaps(path);
+    }
+  }
+
+  private async deleteSubvolumes(paths: readonly string[], opts: { commit: boolean }): Promise<void> {
+    for (let i = 0; i < paths.length; i += DELETE_BATCH) {
+      const batch = paths.slice(i, i + DELETE_BATCH);
+      const argv = ['btrfs', 'subvolume', 'delete', ...(opts.commit ? ['--commit-after'] : []), ...batch];
+      const result = await this.run(argv);
+      if (result.code === 0) continue;
+      // btrfs goes on after a failed path; what matters is whether any of ours is still there
+      // (one may have gone meanwhile, which is what the caller wanted).
+      const left = await filterAsync(batch, async (path) => (await lstatOrNull(path)) !== null);
+      if (left.length > 0) throw btrfsError(argv, result);
+    }
+  }
+
+  private async btrfs(argv: readonly string[], ctx: BtrfsContext = {}): Promise<RunResult> {
+    const result = await this.run(argv);
+    if (result.code !== 0) throw btrfsError(argv, result, ctx);
+    return result;
+  }
+
+  private async run(argv: readonly string[]): Promise<RunResult> {
+    // LC_ALL=C keeps strerror texts stable for btrfs.errors.ts.
+    return this.runner.run(argv, { env: { LC_ALL: 'C' }, timeoutMs: this.timeoutMs }).catch((err: unknown) => fail(err, 'btrfs could not run'));
+  }
+
+  /**
+   * Validates a disk path and resolves its locations. No folder on the way may be a symlink (the
+   * path would leave the storage) or a subvolume (a disk inside a disk cannot be deleted alone).
+   */
+  private async paths(disk: DiskRef): Promise<DiskPaths> {
+    assertDiskPath(disk.path);
+    const segments = disk.path.split('/');
+    if (segments.some((s) => Buffer.byteLength(s) > MAX_SEGMENT_BYTES)) {
+      throw new StorageError('invalid_name', `Invalid disk path: ${JSON.stringify(disk.path)} (a name is over ${MAX_SEGMENT_BYTES} bytes)`);
+    }
+    await this.checkChain(this.root, segments.slice(0, -1), disk, true);
+    await this.checkChain(join(this.root, SNAPSHOT_DIR), segments, disk, false);
+    const subvol = join(this.root, ...segments);
+    const last = await lstatOrNull(subvol);
+    if (last?.isSymbolicLink()) throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} is a symlink`);
+    return { ...swapPaths(subvol), image: join(subvol, IMAGE), snapDir: join(this.root, SNAPSHOT_DIR, ...segments) };
+  }
+
+  private async checkChain(base: string, segments: readonly string[], disk: DiskRef, disks: boolean): Promise<void> {
+    let path = base;
+    for (const segment of segments) {
+      path = join(path, segment);
+      const st = await lstatOrNull(path);
+      if (st === null) return; // the rest does not exist yet
+      if (st.isSymbolicLink()) throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} leads outside the storage root`);
+      if (disks && isSubvolume(st)) throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} is inside another disk`);
+      if (!st.isDirectory()) throw new StorageError('backend', `${path} is not a folder`);
+    }
+  }
+
+  /** The image's stat when the disk exists (a subvolume holding a disk.img file), else null. */
+  private async diskStat(p: DiskPaths): Promise<Stats | null> {
+    if (!isSubvolume(await lstatOrNull(p.subvol))) return null;
+    const image = await lstatOrNull(p.image);
+    return image?.isFile() ? image : null;
+  }
+
+  private async requireDisk(p: DiskPaths, disk: DiskRef): Promise<Stats> {
+    const st = await this.diskStat(p);
+    if (st === null) throw new StorageError('disk_missing', `Disk ${disk.path} does not exist`);
+    return st;
+  }
+
+  private async requireSnapshot(p: DiskPaths, id: string, disk: DiskRef): Promise<string> {
+    const path = join(p.snapDir, id);
+    if (!isSubvolume(await lstatOrNull(path))) throw new StorageError('snapshot_missing', `Snapshot ${id} of ${disk.path} does not exist`);
+    return path;
+  }
+
+  /** Names in a snapshot folder that are snapshots: subvolumes, not dot-named. */
+  private async snapshotEntries(snapDir: string): Promise<string[]> {
+    const names = (await readdirOrEmpty(snapDir).catch((err: unknown) => fail(err, `cannot read ${snapDir}`))).filter(
+      (n) => !n.startsWith('.') && !n.endsWith(SIDECAR_EXT),
+    );
+    return filterAsync(names, async (name) => isSubvolume(await lstatOrNull(join(snapDir, name))));
+  }
+}
+
+function swapPaths(subvol: string): SwapPaths {
+  const dir = dirname(subvol);
+  const name = subvol.slice(dir.length + 1);
+  return { subvol, newPath: join(dir, `.${name}.esnap-new`), oldPath: join(dir, `.${name}.esnap-old`) };
+}
