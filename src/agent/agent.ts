@@ -5,7 +5,10 @@
  */
 import type { Logger } from '../app-context.js';
 import type { QueueMessage, TaskQueue } from '../queue/queue.js';
-import type { StorageDriver } from '../storage/driver.js';
+import type { DiskRef, StorageDriver } from '../storage/driver.js';
+import type { CommandRunner } from '../storage/runner.js';
+import { defaultRunner } from '../storage/node-runner.js';
+import { assertDiskNotInUse } from '../storage/in-use.js';
 import { StorageError } from '../storage/driver.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
 import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
@@ -15,6 +18,13 @@ export interface AgentReporter {
   /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
   started(taskId: string): Promise<boolean>;
   finished(taskId: string, outcome: TaskOutcome): Promise<void>;
+}
+
+function causedByMissingTool(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+  }
+  return false;
 }
 
 export function failure(message: string, returncode = 1): TaskOutcome {
@@ -28,8 +38,34 @@ export class Agent {
     private readonly queue: TaskQueue,
     private readonly reporter: AgentReporter,
     private readonly log: Logger,
-    private readonly opts: { freezeLimitMs?: number } = {},
+    private readonly opts: { freezeLimitMs?: number; runner?: CommandRunner } = {},
   ) {}
+
+  #warnedNoProbe = false;
+
+  /**
+   * The first step of a rollback or restore: nothing may run on the disk being rewritten, whatever
+   * status was recorded — a QEMU answering on the VM's QMP socket, or QEMU's lock on the image.
+   * Without qemu-utils on the node no lock can be probed; that is logged once and the QMP check
+   * alone decides.
+   */
+  async #assertNotInUse(driver: StorageDriver, disk: DiskRef): Promise<void> {
+    const image = await driver.imageOf(disk);
+    try {
+      await assertDiskNotInUse({
+        imagePath: image.path,
+        format: image.format,
+        qmpSocket: disk.qmpSocket ?? null,
+        runner: this.opts.runner ?? defaultRunner,
+      });
+    } catch (err) {
+      if (!causedByMissingTool(err)) throw err;
+      if (!this.#warnedNoProbe) {
+        this.#warnedNoProbe = true;
+        this.log.warn({ err }, 'qemu-io/qemu-img not installed: rollbacks cannot check QEMU image locks');
+      }
+    }
+  }
 
   async start(concurrency = 4): Promise<void> {
     for (const d of this.drivers.values()) await d.init();
@@ -116,6 +152,7 @@ export class Agent {
         return { returncode: 0, message: 'Snapshots successfully deleted', detail: '' };
       case 'rollback': {
         const d = this.#driver(p.storage);
+        await this.#assertNotInUse(d, p.target ?? p.disk);
         if (p.target) await d.restore(p.disk, p.id, p.target);
         else await d.rollback(p.disk, p.id);
         return { returncode: 0, message: 'Snapshot successfully restored', detail: '' };

@@ -64,6 +64,11 @@ export interface StorageDriver {
   list(disk: DiskRef): Promise<SnapshotInfo[]>;
   /** Write snapshot `id` of `src` into `dst` (a disk of the same size on the same storage). */
   restore(src: DiskRef, id: string, dst: DiskRef): Promise<void>;
+  /**
+   * The image file a hypervisor would open for this disk, for the "is the VM really stopped"
+   * check before a rollback or restore. Path validated like every other operation's.
+   */
+  imageOf(disk: DiskRef): Promise<{ readonly path: string; readonly format: 'raw' | 'qcow2' }>;
 }
 
 /** Errors a driver raises, translated once from the backend's own error text or errno. */

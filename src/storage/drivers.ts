@@ -10,6 +10,7 @@ import type { StorageDriver } from './driver.js';
 import { FileDriver } from './file/file.driver.js';
 import { ZfsDriver } from './zfs/zfs.driver.js';
 import { BtrfsDriver } from './btrfs/btrfs.driver.js';
+import { Qcow2Driver } from './qcow2/qcow2.driver.js';
 import type { CommandRunner } from './runner.js';
 
 export interface StorageConfig {
@@ -28,6 +29,7 @@ const FACTORIES: Readonly<Record<string, Factory>> = Object.freeze({
   file: (cfg, runner) => new FileDriver({ root: requireField(cfg, 'root'), runner }),
   zfs: (cfg, runner) => new ZfsDriver({ dataset: requireField(cfg, 'dataset'), runner }),
   btrfs: (cfg, runner) => new BtrfsDriver({ root: requireField(cfg, 'root'), runner }),
+  qcow2: (cfg, runner) => new Qcow2Driver({ root: requireField(cfg, 'root'), runner }),
 });
 
 export function createDriver(cfg: StorageConfig, runner: CommandRunner): StorageDriver {

@@ -3,7 +3,11 @@
  * restored), delete, and sync finding a snapshot removed behind esnap's back as lost.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { open, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { qcow2IO } from '../storage/qcow2.helpers.js';
+import type { DiskIO } from '../storage/driver-contract.js';
+import { qemuUnavailable } from '../platform/qemu.js';
 import { join } from 'node:path';
 import { withServer, type TestServer } from '../helpers/server.js';
 import { makeLoopFs, loopFsUnavailable, type LoopFs } from '../platform/loopfs.js';
@@ -17,7 +21,14 @@ const runner = new NodeCommandRunner();
 interface Backend {
   readonly name: string;
   unavailable(): Promise<string | null>;
-  setup(): Promise<{ storage: StorageConfig; image(path: string): Promise<string>; removeBehindBack(path: string, id: string): Promise<void>; cleanup(): Promise<void> }>;
+  setup(): Promise<{
+    storage: StorageConfig;
+    image(path: string): Promise<string>;
+    /** Guest-visible bytes, for formats that are not raw (qcow2 through qemu-io). */
+    io?: DiskIO;
+    removeBehindBack(path: string, id: string): Promise<void>;
+    cleanup(): Promise<void>;
+  }>;
 }
 
 async function must(argv: string[]): Promise<void> {
@@ -55,6 +66,20 @@ const BACKENDS: Backend[] = [
         image: async (path) => join(root, path, 'disk.img'),
         removeBehindBack: (path, id) => must(['btrfs', 'subvolume', 'delete', join(root, '.snapshots', path, id)]),
         cleanup: () => fs.cleanup(),
+      };
+    },
+  },
+  {
+    name: 'qcow2',
+    unavailable: qemuUnavailable,
+    async setup() {
+      const root = await mkdtemp(join(tmpdir(), 'esnap-qcow2-api-'));
+      return {
+        storage: { name: 'default', driver: 'qcow2', root },
+        image: async (path) => join(root, path),
+        io: qcow2IO(root),
+        removeBehindBack: (path, id) => must(['qemu-img', 'snapshot', '-d', id, join(root, path)]),
+        cleanup: () => rm(root, { recursive: true, force: true }),
       };
     },
   },
@@ -98,12 +123,14 @@ for (const backend of BACKENDS) {
     });
 
     async function writeDisk(text: string): Promise<void> {
+      if (env.io) return env.io.write({ path, sizeBytes: 8 * 1024 * 1024 }, 0, Buffer.from(text));
       const fh = await open(await env.image(path), 'r+');
       await fh.write(Buffer.from(text), 0, text.length, 0);
       await fh.sync();
       await fh.close();
     }
     async function readDisk(n: number): Promise<string> {
+      if (env.io) return (await env.io.read({ path, sizeBytes: 8 * 1024 * 1024 }, 0, n)).toString();
       const fh = await open(await env.image(path), 'r');
       const buf = Buffer.alloc(n);
       await fh.read(buf, 0, n, 0);

@@ -122,6 +122,10 @@ export class BtrfsDriver implements StorageDriver {
     return { size: s.blocks * s.bsize, free: s.bavail * s.bsize };
   }
 
+  async imageOf(disk: DiskRef): Promise<{ path: string; format: 'raw' }> {
+    return { path: (await this.paths(disk)).image, format: 'raw' };
+  }
+
   async diskExists(disk: DiskRef): Promise<boolean> {
     const p = await this.paths(disk);
     return (await this.diskStat(p)) !== null;

@@ -87,6 +87,10 @@ export class FileDriver implements StorageDriver {
     return { size: s.blocks * s.bsize, free: s.bavail * s.bsize };
   }
 
+  async imageOf(disk: DiskRef): Promise<{ path: string; format: 'raw' }> {
+    return { path: (await this.paths(disk)).image, format: 'raw' };
+  }
+
   async diskExists(disk: DiskRef): Promise<boolean> {
     assertDiskPath(disk.path);
     const { image } = await this.paths(disk);

@@ -141,6 +141,10 @@ export class ZfsDriver implements StorageDriver {
     return this.imagePath(this.diskDataset(disk));
   }
 
+  async imageOf(disk: DiskRef): Promise<{ path: string; format: 'raw' }> {
+    return { path: await this.imagePathOf(disk), format: 'raw' };
+  }
+
   async createDisk(disk: DiskRef): Promise<void> {
     const ds = this.diskDataset(disk);
     const size = disk.sizeBytes;

@@ -1,0 +1,389 @@
+/**
+ * The `qcow2` driver: a disk is the qcow2 image `<root>/<disk.path>`; a snapshot is an internal
+ * qcow2 snapshot whose tag is the snapshot id; the user-visible name lives in a side-car
+ * (qcow2.names.ts). Sizes are null: qcow2 does not say what one internal snapshot costs.
+ *
+ * Two paths, chosen per call:
+ * - live: the VM's QMP socket answers and its QEMU has the image attached: create and destroy go
+ *   through QEMU (qcow2.live.ts). Rollback is refused (`VM is not stopped`).
+ * - offline: otherwise, qemu-img. Writes never use -U, so qemu-img takes QEMU's image lock: a VM
+ *   holding the image without a usable QMP socket makes them fail cleanly with `busy` instead of
+ *   corrupting the image. Listing reads with -U (the snapshot table is written synchronously).
+ *
+ * qemu-img accepts duplicate tags (a second `-c es-1` makes another snapshot `es-1`), so create
+ * checks uniqueness itself; destroy removes every snapshot carrying a destroyed tag.
+ *
+ * Rollback (`snapshot -a`) and restore (`convert -n` into the existing target) keep every internal
+ * snapshot of the target: rollbackKeepsNewer. A restore that fails half way (no space) leaves the
+ * target's active layer partly written; its snapshots are untouched and the restore can be rerun.
+ *
+ * Destroy of several snapshots on a stopped VM runs in ONE qemu-storage-daemon process (QMP on
+ * stdin) when that program exists (Debian: qemu-system-common); batchDestroy says whether it does,
+ * detected by init(). A running VM's snapshots are destroyed over its one QMP connection.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Stats } from 'node:fs';
+import { link, mkdir, readdir, realpath, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import {
+  assertDiskPath,
+  assertSnapshotId,
+  StorageError,
+  type DiskRef,
+  type DriverCapabilities,
+  type SnapshotInfo,
+  type SnapshotMeta,
+  type StorageDriver,
+  type StorageStats,
+} from '../driver.js';
+import { assertDiskNotInUse } from '../in-use.js';
+import type { CommandRunner, RunResult } from '../runner.js';
+import { qemuToolError, qmpError } from './qcow2.errors.js';
+import { argv, batchInput, parseBatchOutput, parseInfo, QEMU_IMG, QEMU_STORAGE_DAEMON, type QcowInfo } from './qcow2.image.js';
+import { openLive, type LiveDisk } from './qcow2.live.js';
+import { META_DIR, NAMES_TEMP_RE, namesDir, readNames, removeNames, updateNames } from './qcow2.names.js';
+
+export interface Qcow2DriverOptions {
+  readonly root: string;
+  readonly runner: CommandRunner;
+  /** Longest a restore (a full copy of the disk) may take. */
+  readonly copyTimeoutMs?: number;
+  /** Limit for one metadata command (qemu-img snapshot/info, one QMP command). */
+  readonly commandTimeoutMs?: number;
+  /** Limit for reaching a VM's QMP socket (connect, greeting, capabilities). */
+  readonly qmpTimeoutMs?: number;
+}
+
+const CAPS_SINGLE: DriverCapabilities = Object.freeze({ rollbackKeepsNewer: true, batchDestroy: false });
+const CAPS_BATCH: DriverCapabilities = Object.freeze({ rollbackKeepsNewer: true, batchDestroy: true });
+
+interface DiskPaths {
+  readonly image: string;
+  readonly meta: string;
+}
+
+export class Qcow2Driver implements StorageDriver {
+  readonly kind = 'qcow2';
+  private readonly root: string;
+  private readonly runner: CommandRunner;
+  private readonly copyTimeoutMs: number;
+  private readonly commandTimeoutMs: number;
+  private readonly qmpTimeoutMs: number;
+  private realRoot: string | undefined;
+  /** Resolved by init(): whether qemu-storage-daemon runs here. */
+  private daemon = false;
+
+  constructor(opts: Qcow2DriverOptions) {
+    this.root = resolve(opts.root);
+    this.runner = opts.runner;
+    this.copyTimeoutMs = opts.copyTimeoutMs ?? 6 * 3600_000;
+    this.commandTimeoutMs = opts.commandTimeoutMs ?? 10 * 60_000;
+    this.qmpTimeoutMs = opts.qmpTimeoutMs ?? 5_000;
+  }
+
+  get capabilities(): DriverCapabilities {
+    return this.daemon ? CAPS_BATCH : CAPS_SINGLE;
+  }
+
+  async init(): Promise<void> {
+    await mkdir(join(this.root, META_DIR), { recursive: true }).catch((err: unknown) => fail(err, 'cannot create the storage folders'));
+    this.realRoot = await realpath(this.root).catch((err: unknown) => fail(err, `storage root ${this.root} is not usable`));
+    await removeTemporaries(join(this.root, META_DIR)).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
+    const img = await this.runner.run([QEMU_IMG, '--version'], { timeoutMs: 30_000 }).catch((err: unknown) => fail(err, 'qemu-img cannot run (apt-get install qemu-utils)'));
+    if (img.code !== 0) throw new StorageError('backend', `qemu-img --version failed: ${img.stderr.trim()}`);
+    const daemon = await this.runner.run([QEMU_STORAGE_DAEMON, '--version'], { timeoutMs: 30_000 }).catch(() => null);
+    this.daemon = daemon?.code === 0;
+  }
+
+  async stats(): Promise<StorageStats> {
+    const s = await statfs(this.root).catch((err: unknown) => fail(err, 'cannot read storage usage'));
+    return { size: s.blocks * s.bsize, free: s.bavail * s.bsize };
+  }
+
+  async imageOf(disk: DiskRef): Promise<{ path: string; format: 'qcow2' }> {
+    return { path: (await this.paths(disk)).image, format: 'qcow2' };
+  }
+
+  async diskExists(disk: DiskRef): Promise<boolean> {
+    assertDiskPath(disk.path);
+    const { image } = await this.paths(disk);
+    return (await statOrNull(image))?.isFile() ?? false;
+  }
+
+  async createDisk(disk: DiskRef): Promise<void> {
+    assertDiskPath(disk.path);
+    const size = disk.sizeBytes;
+    // qemu-img rounds a size up to 512 bytes; a silently larger disk would break restore's size check.
+    if (size === undefined || !Number.isSafeInteger(size) || size < 0 || size % 512 !== 0) {
+      throw new StorageError('backend', `createDisk needs a whole, non-negative sizeBytes that is a multiple of 512, got ${String(size)}`);
+    }
+    const { image, meta } = await this.paths(disk);
+    if (await statOrNull(image)) return this.requireFile(image, disk);
+    // Made under a temporary name and linked into place: qemu-img create would truncate an image
+    // that appeared meanwhile, link() never replaces one. The temporary sits next to the image (the
+    // folder may be another filesystem than the root); its dot name is no valid disk path. Only a
+    // crash right here can leave it behind, and nothing ever reads it.
+    const tmp = join(dirname(image), `.${basename(image)}.tmp-${randomBytes(6).toString('hex')}`);
+    try {
+      await mkdir(dirname(image), { recursive: true });
+      await this.tool(argv.create(tmp, size), `cannot create disk ${disk.path}`);
+      await link(tmp, image).then(
+        () => removeNames(meta), // names of an earlier disk of that path must not come back
+        (err: unknown) => {
+          if (code(err) !== 'EEXIST') throw err;
+        },
+      );
+    } catch (err) {
+      fail(err, `cannot create disk ${disk.path}`);
+    } finally {
+      await unlink(tmp).catch(() => undefined);
+    }
+    await this.requireFile(image, disk);
+  }
+
+  async deleteDisk(disk: DiskRef): Promise<void> {
+    assertDiskPath(disk.path);
+    const { image, meta } = await this.paths(disk);
+    try {
+      // Image first: its snapshots go with it. A crash before the side-car goes leaves only labels
+      // that createDisk clears.
+      await unlink(image).catch((err: unknown) => {
+        if (!['ENOENT', 'ENOTDIR', 'EISDIR'].includes(code(err) ?? '')) throw err;
+      });
+      await removeNames(meta);
+      await rmdir(meta).catch(() => undefined); // holds other disks' folders, or never existed
+    } catch (err) {
+      fail(err, `cannot delete disk ${disk.path}`);
+    }
+  }
+
+  async create(disk: DiskRef, id: string, meta: SnapshotMeta): Promise<SnapshotInfo> {
+    assertDiskPath(disk.path);
+    assertSnapshotId(id);
+    const p = await this.paths(disk);
+    await this.requireDisk(p.image, disk);
+    const live = await this.live(disk, p.image);
+    try {
+      const existing = live ? live.snapshots : (await this.info(p.image, disk)).snapshots;
+      if (existing.some((s) => s.name === id)) throw new StorageError('snapshot_exists', `Snapshot ${id} of ${disk.path} exists`);
+      const created = new Date();
+      // The name is stored while the snapshot is taken: its fsync would otherwise add a tenth to
+      // every create. Whichever half fails, the other is taken back, so a failed create leaves
+      // neither; a crash in between leaves at most a label without a tag or a tag without a label
+      // (listed with name null, like a snapshot made outside esnap).
+      const what = `cannot create snapshot ${id} of ${disk.path}`;
+      const [named, taken] = await Promise.allSettled([
+        updateNames(p.meta, (n) => n.set(id, meta.name)),
+        live
+          ? live.qmp.execute('blockdev-snapshot-internal-sync', { device: live.device, name: id }, { timeoutMs: this.commandTimeoutMs })
+          : this.tool(argv.snapshotCreate(p.image, id), what),
+      ]);
+      if (taken.status === 'rejected') {
+        if (named.status === 'fulfilled') await updateNames(p.meta, (n) => n.delete(id)).catch(() => undefined);
+        throw live ? qmpError(taken.reason, `${what} in the running VM`) : taken.reason;
+      }
+      if (named.status === 'rejected') {
+        const undo = live
+          ? live.qmp.execute('blockdev-snapshot-delete-internal-sync', { device: live.device, name: id }, { timeoutMs: this.commandTimeoutMs })
+          : this.tool(argv.snapshotDelete(p.image, id), what);
+        await undo.catch(() => undefined);
+        fail(named.reason, `${what}: cannot store its name`);
+      }
+      return { id, created, size: null, name: meta.name };
+    } finally {
+      await live?.qmp.close();
+    }
+  }
+
+  async destroy(disk: DiskRef, ids: readonly string[]): Promise<void> {
+    assertDiskPath(disk.path);
+    ids.forEach(assertSnapshotId);
+    if (ids.length === 0) return;
+    const p = await this.paths(disk);
+    await this.requireDisk(p.image, disk);
+    const wanted = new Set(ids);
+    const live = await this.live(disk, p.image);
+    try {
+      const existing = live ? live.snapshots : (await this.info(p.image, disk)).snapshots;
+      // One entry per snapshot, not per tag: duplicate tags made outside esnap all go.
+      const doomed = existing.map((s) => s.name).filter((n) => wanted.has(n));
+      if (live) await this.destroyLive(live, doomed, disk);
+      else if (doomed.length > 1 && this.daemon) await this.destroyBatch(p.image, doomed, disk);
+      else for (const id of doomed) await this.tool(argv.snapshotDelete(p.image, id), `cannot destroy snapshot ${id} of ${disk.path}`);
+    } finally {
+      await live?.qmp.close();
+    }
+    await updateNames(p.meta, (n) => ids.forEach((id) => n.delete(id))).catch(() => undefined);
+  }
+
+  async rollback(disk: DiskRef, id: string): Promise<void> {
+    assertDiskPath(disk.path);
+    assertSnapshotId(id);
+    const { image } = await this.paths(disk);
+    await this.requireDisk(image, disk);
+    await assertDiskNotInUse({ imagePath: image, format: 'qcow2', qmpSocket: disk.qmpSocket, runner: this.runner, qmpTimeoutMs: this.qmpTimeoutMs });
+    await this.requireSnapshot(await this.info(image, disk), id, disk);
+    await this.tool(argv.snapshotApply(image, id), `cannot roll ${disk.path} back to ${id}`);
+  }
+
+  async restore(src: DiskRef, id: string, dst: DiskRef): Promise<void> {
+    assertDiskPath(src.path);
+    assertDiskPath(dst.path);
+    assertSnapshotId(id);
+    const from = await this.paths(src);
+    const to = await this.paths(dst);
+    await this.requireDisk(from.image, src);
+    await assertDiskNotInUse({ imagePath: to.image, format: 'qcow2', qmpSocket: dst.qmpSocket, runner: this.runner, qmpTimeoutMs: this.qmpTimeoutMs });
+    const srcInfo = await this.info(from.image, src);
+    await this.requireSnapshot(srcInfo, id, src);
+    await this.requireDisk(to.image, dst);
+    if ((await realpath(from.image)) === (await realpath(to.image))) {
+      // convert -U -n from an image into itself would read what it overwrites.
+      await this.tool(argv.snapshotApply(to.image, id), `cannot roll ${dst.path} back to ${id}`);
+      return;
+    }
+    const dstInfo = await this.info(to.image, dst);
+    if (dstInfo.virtualSize !== srcInfo.virtualSize) {
+      throw new StorageError(
+        'size_mismatch',
+        `Disk ${dst.path} has ${dstInfo.virtualSize} bytes, snapshot ${id} of ${src.path} has ${srcInfo.virtualSize}`,
+      );
+    }
+    await this.tool(argv.restore(from.image, id, to.image), `cannot restore ${id} of ${src.path} into ${dst.path}`, this.copyTimeoutMs);
+  }
+
+  async list(disk: DiskRef): Promise<SnapshotInfo[]> {
+    assertDiskPath(disk.path);
+    const p = await this.paths(disk);
+    await this.requireDisk(p.image, disk);
+    const [info, names] = await Promise.all([this.info(p.image, disk), readNames(p.meta)]);
+    return info.snapshots
+      .map((s): SnapshotInfo => ({ id: s.name, created: s.created, size: null, name: names.get(s.name) ?? null }))
+      .sort((a, b) => a.created.getTime() - b.created.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** The live path when the VM's QEMU answers and has the image; null for the offline path. */
+  private async live(disk: DiskRef, image: string): Promise<LiveDisk | null> {
+    if (!disk.qmpSocket) return null;
+    return openLive(disk.qmpSocket, image, this.qmpTimeoutMs);
+  }
+
+  private async destroyLive(live: LiveDisk, ids: readonly string[], disk: DiskRef): Promise<void> {
+    for (const id of ids) {
+      try {
+        await live.qmp.execute('blockdev-snapshot-delete-internal-sync', { device: live.device, name: id }, { timeoutMs: this.commandTimeoutMs });
+      } catch (err) {
+        const e = qmpError(err, `cannot destroy snapshot ${id} of ${disk.path} in the running VM`);
+        if (e.code !== 'snapshot_missing') throw e; // gone meanwhile: what destroy wanted
+      }
+    }
+  }
+
+  /** All deletions in one qemu-storage-daemon: one open of the image instead of one per snapshot. */
+  private async destroyBatch(image: string, ids: readonly string[], disk: DiskRef): Promise<void> {
+    const commands = ids.map((name) => ({ execute: 'blockdev-snapshot-delete-internal-sync', arguments: { device: 'esnap', name } }));
+    const what = `cannot destroy snapshots of ${disk.path}`;
+    const r = await this.run(argv.storageDaemon(image, 'esnap'), what, this.commandTimeoutMs, batchInput(commands));
+    if (r.code !== 0) throw qemuToolError(r, what);
+    const answers = parseBatchOutput(r.stdout);
+    ids.forEach((id, i) => {
+      const a = answers.get(i);
+      if (!a) throw new StorageError('backend', `${what}: qemu-storage-daemon gave no answer for ${id}`);
+      if (!a.ok) {
+        const e = qemuToolError({ code: 1, stderr: a.desc }, `cannot destroy snapshot ${id} of ${disk.path}`);
+        if (e.code !== 'snapshot_missing') throw e;
+      }
+    });
+  }
+
+  private async info(image: string, disk: DiskRef): Promise<QcowInfo> {
+    const r = await this.tool(argv.info(image), `cannot read disk ${disk.path}`);
+    return parseInfo(r.stdout, disk.path);
+  }
+
+  /** Runs a qemu tool; a non-zero exit becomes the translated StorageError. */
+  private async tool(args: readonly string[], what: string, timeoutMs = this.commandTimeoutMs): Promise<RunResult> {
+    const r = await this.run(args, what, timeoutMs);
+    if (r.code !== 0) throw qemuToolError(r, what);
+    return r;
+  }
+
+  private async run(args: readonly string[], what: string, timeoutMs: number, input?: string): Promise<RunResult> {
+    // LC_ALL=C: the strerror parts of QEMU's messages ("No space left on device") are glibc's.
+    return this.runner
+      .run(args, { timeoutMs, env: { LC_ALL: 'C' }, ...(input === undefined ? {} : { input }) })
+      .catch((err: unknown) => fail(err, what));
+  }
+
+  /** Resolves a validated disk path; neither the image nor its side-car folder may leave the root. */
+  private async paths(disk: DiskRef): Promise<DiskPaths> {
+    const image = join(this.root, disk.path);
+    const meta = namesDir(this.root, disk.path);
+    this.realRoot ??= await realpath(this.root).catch((err: unknown) => fail(err, `storage root ${this.root} is not usable`));
+    for (const p of [image, meta]) {
+      const real = await realpathOfExisting(p);
+      if (real !== this.realRoot && !real.startsWith(this.realRoot + sep)) {
+        throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} leads outside the storage root`);
+      }
+    }
+    return { image, meta };
+  }
+
+  private async requireDisk(image: string, disk: DiskRef): Promise<Stats> {
+    const st = await statOrNull(image);
+    if (!st?.isFile()) throw new StorageError('disk_missing', `Disk ${disk.path} does not exist`);
+    return st;
+  }
+
+  private async requireFile(image: string, disk: DiskRef): Promise<void> {
+    if (!(await statOrNull(image))?.isFile()) throw new StorageError('backend', `${disk.path} exists and is not a file`);
+  }
+
+  private requireSnapshot(info: QcowInfo, id: string, disk: DiskRef): Promise<void> {
+    if (info.snapshots.some((s) => s.name === id)) return Promise.resolve();
+    return Promise.reject(new StorageError('snapshot_missing', `Snapshot ${id} of ${disk.path} does not exist`));
+  }
+}
+
+/** init(): temporaries of side-car writes cut short by a crash. */
+async function removeTemporaries(dir: string): Promise<void> {
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) await removeTemporaries(path);
+    else if (NAMES_TEMP_RE.test(e.name)) await unlink(path).catch(() => undefined);
+  }
+}
+
+/** realpath of the deepest part of `path` that exists; the missing rest is plain validated names. */
+async function realpathOfExisting(path: string): Promise<string> {
+  for (let p = path; ; p = dirname(p)) {
+    try {
+      return await realpath(p);
+    } catch (err) {
+      const c = code(err);
+      if ((c !== 'ENOENT' && c !== 'ENOTDIR') || dirname(p) === p) fail(err, `cannot resolve ${path}`);
+    }
+  }
+}
+
+async function statOrNull(path: string): Promise<Stats | null> {
+  try {
+    return await stat(path);
+  } catch (err) {
+    if (code(err) === 'ENOENT' || code(err) === 'ENOTDIR') return null;
+    fail(err, `cannot stat ${path}`);
+  }
+}
+
+function code(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
+}
+
+/** errno failures (and runner failures: timeouts, spawn errors) as StorageError; StorageErrors pass. */
+function fail(err: unknown, what: string): never {
+  if (err instanceof StorageError) throw err;
+  const c = code(err);
+  const message = err instanceof Error ? err.message : String(err);
+  if (c === 'ENOSPC' || c === 'EDQUOT') throw new StorageError('no_space', `${what}: ${message}`, { cause: err });
+  throw new StorageError('backend', `${what}: ${message}`, { cause: err });
+}
