@@ -18,13 +18,13 @@ export const SIDECAR_EXT = '.json';
 export const SIDECAR_TMP_RE = /^\..+\.tmp-[0-9a-f]{12}$/;
 
 /** Temporary, fsync, rename: the final name only ever holds a complete, durable side-car. */
-export async function writeAtomically(path: string, data: string): Promise<void> {
+export async function writeAtomically(path: string, data: string, opts: { sync?: boolean } = {}): Promise<void> {
   const tmp = join(dirname(path), `.${path.slice(dirname(path).length + 1)}.tmp-${randomBytes(6).toString('hex')}`);
   try {
     const fh = await open(tmp, 'wx');
     try {
       await fh.writeFile(data);
-      await fh.sync();
+      if (opts.sync ?? true) await fh.sync();
     } finally {
       await fh.close();
     }
