@@ -20,6 +20,10 @@ export interface Config {
   readonly agentDeadlineS: number;
   readonly scheduleRetryS: number;
   readonly stopGraceS: number;
+  /** ESNAP_ALERT_WEBHOOK: URL receiving alerts as JSON POSTs, or null. */
+  readonly alertWebhook: string | null;
+  /** ESNAP_METRICS_PUBLIC: serve /metrics without authentication. */
+  readonly metricsPublic: boolean;
 }
 
 export class ConfigError extends Error {
@@ -42,6 +46,18 @@ function parseSeconds(name: string, v: string | undefined, dflt: number): number
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${name} must be a positive number of seconds (got ${JSON.stringify(v)})`);
   return n;
+}
+
+function parseUrl(name: string, v: string | undefined): string | null {
+  if (v === undefined || v === '') return null;
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new ConfigError(`${name} must be an http(s) URL (got ${JSON.stringify(v)})`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(`${name} must be an http(s) URL (got ${JSON.stringify(v)})`);
+  return v;
 }
 
 function parseFlag(name: string, v: string | undefined, dflt: boolean): boolean {
@@ -124,5 +140,7 @@ export function loadConfig(env: Env = process.env): Config {
     agentDeadlineS: parseSeconds('ESNAP_AGENT_DEADLINE_S', get('ESNAP_AGENT_DEADLINE_S'), 120),
     scheduleRetryS: parseSeconds('ESNAP_SCHEDULE_RETRY_S', get('ESNAP_SCHEDULE_RETRY_S'), 300),
     stopGraceS: parseSeconds('ESNAP_STOP_GRACE_S', get('ESNAP_STOP_GRACE_S'), 30),
+    alertWebhook: parseUrl('ESNAP_ALERT_WEBHOOK', get('ESNAP_ALERT_WEBHOOK')),
+    metricsPublic: parseFlag('ESNAP_METRICS_PUBLIC', get('ESNAP_METRICS_PUBLIC'), false),
   });
 }

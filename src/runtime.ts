@@ -20,6 +20,12 @@ import type { CommandRunner } from './storage/runner.js';
 import { NodeCommandRunner } from './storage/node-runner.js';
 import { registerNode } from './nodes/node.repository.js';
 import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
+import { AlertSink } from './alerts/alert.sink.js';
+import { Metrics } from './metrics/metrics.js';
+import { Scheduler } from './scheduler/scheduler.js';
+import { RetryPool } from './scheduler/retry.js';
+import { attachAutomation, DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services.js';
+import { automationListener } from './scheduler/completion.js';
 
 export interface RuntimeOptions {
   readonly databaseUrl: string;
@@ -34,12 +40,23 @@ export interface RuntimeOptions {
   readonly log?: Logger;
   readonly runner?: CommandRunner;
   readonly httpLogger?: boolean;
+  /** Run the scheduler loop in this process (default true). The Scheduler exists either way. */
+  readonly scheduler?: boolean;
+  /** How long a scheduled run or a prune waits for a held disk lock (ESNAP_SCHEDULE_RETRY_S). */
+  readonly scheduleRetryS?: number;
+  /** URL that receives alerts as JSON POSTs (ESNAP_ALERT_WEBHOOK). */
+  readonly alertWebhook?: string | null;
+  /** Serve /metrics without authentication (ESNAP_METRICS_PUBLIC). */
+  readonly metricsPublic?: boolean;
 }
 
 export interface Runtime {
   readonly ctx: AppContext;
   readonly app: FastifyInstance;
   readonly agent: Agent | null;
+  readonly scheduler: Scheduler;
+  readonly metrics: Metrics;
+  readonly alerts: AlertSink;
   /** The bootstrap admin's API key when this start generated it (print it once). */
   readonly printedKey: string | null;
   close(): Promise<void>;
@@ -68,6 +85,13 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       settings: { streamTimeoutS: opts.streamTimeoutS ?? 3600, localNode: opts.localAgent ? opts.node : null },
     };
     registerTaskKinds(ctx);
+    const metrics = new Metrics(ctx, queue);
+    const alerts = new AlertSink({ clock, log, webhook: opts.alertWebhook ?? null, observer: metrics });
+    const automation = { alerts, observer: metrics, retries: new RetryPool(), retryS: opts.scheduleRetryS ?? DEFAULT_SCHEDULE_RETRY_S };
+    attachAutomation(ctx, automation);
+    tasks.addListener(automationListener(automation));
+    tasks.addListener(metrics.listener());
+    const scheduler = new Scheduler(ctx, automation);
     let agent: Agent | null = null;
     if (opts.localAgent) {
       const runner = opts.runner ?? new NodeCommandRunner();
@@ -93,15 +117,29 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       await agent.start();
       await resyncAfterRepair(ctx, failed);
     }
-    const app = await buildApp(ctx, { views: allViews(), extra: extraRoutes(ctx), logger: opts.httpLogger ?? false });
+    const app = await buildApp(ctx, {
+      views: allViews(),
+      extra: extraRoutes(ctx, { metrics, metricsPublic: opts.metricsPublic ?? false }),
+      logger: opts.httpLogger ?? false,
+    });
+    // After crash repair, so the first tick (the catch-up of missed slots) sees a clean state.
+    if (opts.scheduler ?? true) scheduler.start();
     return {
       ctx,
       app,
       agent,
+      scheduler,
+      metrics,
+      alerts,
       printedKey,
       async close() {
+        // The scheduler first: no new runs while the rest shuts down.
+        await scheduler.stop();
         await app.close();
         await queue.stop();
+        // Completions drained by the queue's stop may have started prune waits: end them too.
+        await automation.retries.stop();
+        await alerts.stop();
         await db.destroy();
       },
     };

@@ -41,6 +41,9 @@ async function serve(): Promise<void> {
     storages: config.storages,
     localAgent: config.localAgent,
     streamTimeoutS: config.streamTimeoutS,
+    scheduleRetryS: config.scheduleRetryS,
+    alertWebhook: config.alertWebhook,
+    metricsPublic: config.metricsPublic,
     log,
   });
   if (runtime.printedKey) {

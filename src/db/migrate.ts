@@ -1,10 +1,12 @@
 import { Migrator, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import type { Database } from './schema.js';
 import * as m0001 from './migrations/0001_initial.js';
+import * as m0002 from './migrations/0002_scheduler.js';
 
 /** Every migration, in order. Migrations only go forward. */
 const migrations: Record<string, Migration> = {
   '0001_initial': m0001,
+  '0002_scheduler': m0002,
 };
 
 class StaticProvider implements MigrationProvider {

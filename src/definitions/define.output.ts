@@ -1,9 +1,11 @@
 /**
  * The snapshot definition object (spec 5.2), keys in the order Danube emits them, with esnap's
- * optional fields appended after `fsfreeze` and the extended `snapshots` count last.
+ * optional fields appended after `fsfreeze`; extended mode adds the `snapshots` count and then
+ * esnap's monitoring fields (`next_run`, `last_run`, `last_success`, `last_error`).
  */
 import type { VmDiskRow } from '../db/schema.js';
 import { arrayDiskId } from '../vms/vm.lookup.js';
+import { formatDanubeTime } from '../domain/time.js';
 import type { DefineListRow } from './define.repository.js';
 
 export interface DefineObject {
@@ -20,6 +22,18 @@ export interface DefineObject {
   catchup: boolean;
   retention_days: number | null;
   snapshots?: number;
+  /** Next scheduled slot (null: paused, or a schedule that never fires). */
+  next_run?: string | null;
+  /** When the definition last started a run. */
+  last_run?: string | null;
+  /** When an automatic snapshot of it last succeeded. */
+  last_success?: string | null;
+  /** Why its last run failed; null once a run succeeds. */
+  last_error?: string | null;
+}
+
+function time(v: string | null): string | null {
+  return v === null ? null : formatDanubeTime(new Date(v));
 }
 
 /**
@@ -42,7 +56,13 @@ export function defineObject(row: DefineListRow, disks: readonly VmDiskRow[], ex
     catchup: row.catchup === 1,
     retention_days: row.retention_days,
   };
-  if (extended) obj.snapshots = row.snapshots ?? 0;
+  if (extended) {
+    obj.snapshots = row.snapshots ?? 0;
+    obj.next_run = time(row.next_run);
+    obj.last_run = time(row.last_run);
+    obj.last_success = time(row.last_success);
+    obj.last_error = row.last_error;
+  }
   return obj;
 }
 

@@ -190,7 +190,7 @@ function retentionBounds(caller: Caller): { min: number; max: number } {
 }
 
 /** The updatable fields, in output order (field errors keep it). */
-function updatableRules(caller: Caller, vm: VmRow) {
+export function updatableRules(caller: Caller, vm: VmRow) {
   const { min, max } = retentionBounds(caller);
   return {
     desc: { kind: 'string', max: 128, forbidden: NOTE_FORBIDDEN, nullAsEmpty: true },
@@ -204,7 +204,7 @@ function updatableRules(caller: Caller, vm: VmRow) {
   } as const satisfies Record<string, Rule>;
 }
 
-interface DefineValues {
+export interface DefineValues {
   name?: string;
   disk_id?: number;
   desc?: string;
@@ -221,7 +221,7 @@ interface DefineValues {
  * Runs the rules over the input, plus what the generic rules cannot say: an empty or null `tz` is
  * not a zone, and a null or empty `retention_days` means "no age limit". Errors keep rule order.
  */
-function validateDefine(input: Record<string, unknown>, rules: Record<string, Rule>, partial: boolean): DefineValues {
+export function validateDefine(input: Record<string, unknown>, rules: Record<string, Rule>, partial: boolean): DefineValues {
   const own = (k: string): boolean => Object.prototype.hasOwnProperty.call(input, k);
   const rest: Record<string, unknown> = { ...input };
   const extra: FieldErrors = {};

@@ -10,6 +10,9 @@ import { snapshotViews } from '../snapshots/snapshot.routes.js';
 import { registerSnapshotKinds } from '../snapshots/snapshot.kinds.js';
 import { taskViews } from '../tasks/task.routes.js';
 import { openapiRoute } from './openapi.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { metricsRoute } from '../metrics/metrics.route.js';
+import { uiRoute } from './ui.js';
 
 export function allViews(): ViewDef[] {
   return [...accountViews, ...nodeViews, ...vmViews, ...defineViews, ...snapshotViews, ...taskViews];
@@ -20,8 +23,14 @@ export function registerTaskKinds(ctx: AppContext): void {
   registerVmKinds(ctx);
 }
 
-export function extraRoutes(ctx: AppContext): (app: FastifyInstance) => void {
+export function extraRoutes(
+  ctx: AppContext,
+  opts: { metrics?: Metrics; metricsPublic?: boolean } = {},
+): (app: FastifyInstance) => void {
   return (app) => {
     openapiRoute(app, ctx, allViews());
+    if (opts.metrics) metricsRoute(app, ctx, opts.metrics, { public: opts.metricsPublic ?? false });
+    // Last: the web UI's static files at `/` (its wildcard never shadows /api).
+    uiRoute(app);
   };
 }

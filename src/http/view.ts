@@ -47,6 +47,13 @@ export interface ViewDef {
   readonly methods: Partial<Record<Method, Handler>>;
 }
 
+function containsNul(v: unknown, depth = 0): boolean {
+  if (typeof v === 'string') return v.includes('\u0000');
+  if (depth > 32 || v === null || typeof v !== 'object') return false;
+  const entries = Array.isArray(v) ? v : Object.entries(v).flat();
+  return entries.some((x) => containsNul(x, depth + 1));
+}
+
 function allowHeader(view: ViewDef): string {
   return [...Object.keys(view.methods), 'OPTIONS'].join(', ');
 }
@@ -82,6 +89,8 @@ async function dispatch(ctx: AppContext, view: ViewDef, request: FastifyRequest,
   const rawData: unknown = method === 'GET' ? request.query : request.body;
   const invalidBody = rawData !== undefined && rawData !== null && (typeof rawData !== 'object' || Array.isArray(rawData));
   const data = !invalidBody && rawData && typeof rawData === 'object' ? (rawData as Record<string, unknown>) : {};
+  // PostgreSQL text cannot hold NUL; refuse it once here instead of letting a query fail deep down.
+  if (containsNul(params) || containsNul(data)) throw new ApiError(400, 'Invalid data: NUL characters are not allowed.');
   const caller = view.public ? null : await authenticate(ctx, request);
   const dcName = view.dcBound ? (typeof data['dc'] === 'string' && data['dc'] !== '' ? data['dc'] : params['dcPrefix']) : undefined;
   const resolved = caller ? await resolveDc(ctx, caller, dcName, view.dcBound) : null;

@@ -45,7 +45,15 @@ export class InProcessQueue implements TaskQueue {
     this.#pump(q);
   }
 
-  depth(node: string): number {
+  async withdraw(node: string, taskId: string): Promise<boolean> {
+    // A message already taken is past this point; the agent's conditional PENDING→STARTED claim
+    // (TaskService.markStarted) then keeps a cancelled task from running.
+    const q = this.#nodes.get(node);
+    if (q) q.items = q.items.filter((m) => m.taskId !== taskId);
+    return true;
+  }
+
+  async depth(node: string): Promise<number> {
     return this.#nodes.get(node)?.items.length ?? 0;
   }
 

@@ -17,6 +17,11 @@ export interface TaskQueue {
   work(node: string, handler: QueueHandler, opts?: { concurrency?: number }): Promise<void>;
   /** Stops taking messages and waits for the ones in flight. */
   stop(): Promise<void>;
+  /**
+   * Takes back a message no worker has taken yet, so it never runs (cancel, deadline). True when
+   * it will not be delivered; false when a worker already has it.
+   */
+  withdraw(node: string, taskId: string): Promise<boolean>;
   /** Messages sent but not yet taken, per node (for metrics and tests). */
-  depth(node: string): number;
+  depth(node: string): Promise<number>;
 }

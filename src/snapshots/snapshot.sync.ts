@@ -167,8 +167,10 @@ export async function resyncAfterRepair(ctx: AppContext, failed: readonly TaskRo
     const vm = await ctx.db.selectFrom('vm').selectAll().where('uuid', '=', task.vm_uuid).executeTakeFirst();
     if (!vm) continue;
     const disks = await vmDisks(ctx.db, vm.uuid);
-    const payload = JSON.parse(task.payload) as { disk?: { path?: string }; target?: { path?: string } };
-    const paths = new Set([payload.disk?.path, payload.target?.path].filter((p): p is string => typeof p === 'string'));
+    // A create names its disks in `items` (one per disk); the other operations in `disk`/`target`.
+    const payload = JSON.parse(task.payload) as { disk?: { path?: string }; target?: { path?: string }; items?: Array<{ disk?: { path?: string } }> };
+    const named = [payload.disk?.path, payload.target?.path, ...(payload.items ?? []).map((i) => i.disk?.path)];
+    const paths = new Set(named.filter((p): p is string => typeof p === 'string'));
     for (const [i, disk] of disks.entries()) {
       if (!paths.has(disk.path) || seen.has(`${vm.uuid}/${disk.real_id}`)) continue;
       seen.add(`${vm.uuid}/${disk.real_id}`);

@@ -36,4 +36,9 @@ export class LocalTaskEvents implements TaskEvents {
     if (!set) return;
     for (const done of [...set]) done();
   }
+
+  /** Wakes every waiter (they re-read the task's state): used when notifications may have been missed. */
+  wakeAll(): void {
+    for (const taskId of [...this.#waiters.keys()]) this.notify(taskId);
+  }
 }

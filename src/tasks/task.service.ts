@@ -6,7 +6,7 @@
  * applies the operation's database effects for an outcome inside the completion transaction.
  */
 import { randomUUID } from 'node:crypto';
-import type { Kysely, Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Clock, Logger } from '../app-context.js';
 import type { Database, TaskRow } from '../db/schema.js';
 import { FailureError, LOCK_FAILED } from '../domain/errors.js';
@@ -62,6 +62,27 @@ export interface KindHandler<C = unknown> {
   ): Promise<{ result: TaskResult; after?: () => Promise<void> }>;
 }
 
+/** A task that has just ended, as completion listeners see it (state, result and finished set). */
+export interface CompletionEvent {
+  readonly task: TaskRow;
+  readonly state: TaskState;
+  readonly result: TaskResult | string;
+}
+
+/**
+ * Observers of every task completion (the scheduler's bookkeeping, alerts, metrics), so features
+ * can follow outcomes without editing each kind's handler.
+ */
+export interface CompletionListener {
+  /**
+   * Runs inside the completion transaction, after the final state is written, under a savepoint:
+   * an error here is logged and undone without failing the completion.
+   */
+  inTransaction?(trx: Transaction<Database>, event: CompletionEvent): Promise<void>;
+  /** Runs after commit, before waiters are woken; errors are logged. Keep it quick. */
+  committed?(event: CompletionEvent): void | Promise<void>;
+}
+
 export interface TaskStatus {
   readonly done: boolean;
   readonly httpStatus: number;
@@ -87,6 +108,7 @@ class LockBusy extends Error {}
 
 export class TaskService {
   readonly #handlers = new Map<string, KindHandler<never>>();
+  readonly #listeners: CompletionListener[] = [];
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -98,6 +120,10 @@ export class TaskService {
 
   registerKind<C>(kind: string, handler: KindHandler<C>): void {
     this.#handlers.set(kind, handler as KindHandler<never>);
+  }
+
+  addListener(listener: CompletionListener): void {
+    this.#listeners.push(listener);
   }
 
   /**
@@ -189,6 +215,7 @@ export class TaskService {
   async complete(taskId: string, outcome: TaskOutcome, opts: { revoked?: boolean } = {}): Promise<void> {
     let after: (() => Promise<void>) | undefined;
     let finished = false;
+    let event: CompletionEvent | undefined;
     await this.db.transaction().execute(async (trx) => {
       const task = await trx.selectFrom('task').selectAll().where('id', '=', taskId).executeTakeFirst();
       if (!task || FINAL_STATES.has(task.state)) return;
@@ -214,9 +241,29 @@ export class TaskService {
         .set({ status: state, time: now, detail: task.log_detail + (state === 'SUCCESS' ? '' : detail ? `. Error: ${detail}` : '') })
         .where('task_id', '=', taskId)
         .execute();
+      event = { task: { ...task, state, result: JSON.stringify(result), finished: now }, state, result };
+      for (const l of this.#listeners) {
+        if (!l.inTransaction) continue;
+        await sql`SAVEPOINT esnap_listener`.execute(trx);
+        try {
+          await l.inTransaction(trx, event);
+          await sql`RELEASE SAVEPOINT esnap_listener`.execute(trx);
+        } catch (err) {
+          await sql`ROLLBACK TO SAVEPOINT esnap_listener`.execute(trx);
+          await sql`RELEASE SAVEPOINT esnap_listener`.execute(trx);
+          this.log.error({ err, taskId }, 'completion listener failed');
+        }
+      }
       finished = true;
     });
     if (!finished) return;
+    for (const l of this.#listeners) {
+      try {
+        await l.committed?.(event!);
+      } catch (err) {
+        this.log.error({ err, taskId }, 'completion listener failed');
+      }
+    }
     this.events.notify(taskId);
     if (after) {
       try {

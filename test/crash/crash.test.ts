@@ -78,7 +78,8 @@ forEachDb('crash repair', (kind) => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'esnap-crash-'));
-    env = { ESNAP_DATA_DIR: dir, ESNAP_ADMIN_API_KEY: ADMIN_KEY, ESNAP_NODE: 'crashnode' };
+    // The server's own agent (on PostgreSQL it is off unless asked for).
+    env = { ESNAP_DATA_DIR: dir, ESNAP_ADMIN_API_KEY: ADMIN_KEY, ESNAP_NODE: 'crashnode', ESNAP_LOCAL_AGENT: '1' };
     if (kind === 'postgres') {
       schema = `crash_${randomBytes(5).toString('hex')}`;
       const c = new pg.Client({ connectionString: PG_URL });

@@ -257,6 +257,8 @@ describe('definitions: module file', () => {
       '/vm/define/snapshot',
       '/vm/:hostname_or_uuid/define/snapshot',
       '/vm/:hostname_or_uuid/define/snapshot/:snapdef',
+      '/vm/:hostname_or_uuid/define/snapshot/:snapdef/run',
+      '/vm/:hostname_or_uuid/define/snapshot/:snapdef/preview',
     ]);
     for (const v of defineViews) {
       expect(v.dcBound).toBe(true);

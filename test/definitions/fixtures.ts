@@ -154,7 +154,7 @@ export const DEFINE_KEYS = [
   'catchup',
   'retention_days',
 ];
-export const EXTENDED_KEYS = [...DEFINE_KEYS, 'snapshots'];
+export const EXTENDED_KEYS = [...DEFINE_KEYS, 'snapshots', 'next_run', 'last_run', 'last_success', 'last_error'];
 
 /** A dummy task id of user 1 acting on an object of `owner` in DC `dc`. */
 export function dummyIdRe(user: number, owner: number, dc: number): RegExp {

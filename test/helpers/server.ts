@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe } from 'vitest';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
-import type { Clock } from '../../src/app-context.js';
+import type { Clock, Logger } from '../../src/app-context.js';
 import type { StorageConfig } from '../../src/storage/drivers.js';
 
 export type TestDb = 'sqlite' | 'postgres';
@@ -65,6 +65,15 @@ export interface ServerOptions {
   streamTimeoutS?: number;
   /** Run the local agent (default true). */
   localAgent?: boolean;
+  /**
+   * Run the scheduler loop (default false here: test servers use the wall clock, and a loop would
+   * fire definitions that tests create at whatever minute the suite happens to run).
+   */
+  scheduler?: boolean;
+  scheduleRetryS?: number;
+  alertWebhook?: string;
+  metricsPublic?: boolean;
+  log?: Logger;
   /** Reuse a database from an earlier server (restart tests). */
   reuse?: { databaseUrl: string; searchPath?: string; storageRoot: string };
 }
@@ -103,6 +112,11 @@ export async function startTestServer(kind: TestDb, opts: ServerOptions = {}): P
     localAgent: opts.localAgent ?? true,
     streamTimeoutS: opts.streamTimeoutS ?? 60,
     ...(opts.clock ? { clock: opts.clock } : {}),
+    scheduler: opts.scheduler ?? false,
+    ...(opts.scheduleRetryS !== undefined ? { scheduleRetryS: opts.scheduleRetryS } : {}),
+    ...(opts.alertWebhook !== undefined ? { alertWebhook: opts.alertWebhook } : {}),
+    ...(opts.metricsPublic !== undefined ? { metricsPublic: opts.metricsPublic } : {}),
+    ...(opts.log ? { log: opts.log } : {}),
   });
   const address = await runtime.app.listen({ host: '127.0.0.1', port: 0 });
   const url = address.replace(/\/$/, '');

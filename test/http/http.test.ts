@@ -105,3 +105,24 @@ forEachDb('HTTP conventions', (kind) => {
     }
   });
 });
+
+forEachDb('NUL characters', (kind) => {
+  let s: TestServer & { cleanup(): Promise<void> };
+  beforeAll(async () => {
+    s = await withServer(kind);
+    await makeVm(s, 'web01');
+  });
+  afterAll(async () => s.cleanup());
+
+  it('refuses NUL in parameters, bodies and paths with 400 instead of failing in the database', async () => {
+    for (const r of [
+      await s.req('GET', '/api/vm/web01/snapshot/', { query: { define: 'a\u0000b' } }),
+      await s.req('POST', '/api/vm/web01/snapshot/x/', { body: { dc: '\u0000' } }),
+      await s.req('POST', '/api/vm/web01/snapshot/x/', { body: { snapnames: [{ a: 'b\u0000' }] } }),
+      await s.req('GET', '/api/vm/web%00/define/'),
+    ]) {
+      expect(r.status).toBe(400);
+      expect(r.body).toEqual({ detail: 'Invalid data: NUL characters are not allowed.' });
+    }
+  });
+});

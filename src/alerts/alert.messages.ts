@@ -1,0 +1,99 @@
+/**
+ * The alerts of automatic snapshots: Danube's monitoring messages (spec 8.1, 8.4, 8.5), word for
+ * word, plus esnap's "definition stale". Monitoring rules match on these texts.
+ */
+
+export type AlertPriority = 'ERROR' | 'WARNING';
+
+export type AlertType =
+  | 'snapshot_start_failed' // 8.1
+  | 'retention_start_failed' // 8.4
+  | 'snapshot_create_failed' // 8.5
+  | 'snapshot_delete_failed' // 8.5
+  | 'freeze_failed' // 8.5
+  | 'definition_stale'; // esnap
+
+export interface Alert {
+  readonly type: AlertType;
+  readonly priority: AlertPriority;
+  readonly message: string;
+  readonly hostname: string;
+  /** Array disk id (1-based). */
+  readonly disk_id: number;
+  readonly define: string | null;
+  readonly snapnames: readonly string[];
+}
+
+export const alerts = {
+  /** 8.1: the scheduled create did not start (not sent for 423, which only logs a warning). */
+  startFailed(hostname: string, diskId: number, define: string): Alert {
+    return {
+      type: 'snapshot_start_failed',
+      priority: 'ERROR',
+      message: `Automatic snapshot ${hostname}/disk-${diskId}@${define} failed to start.`,
+      hostname,
+      disk_id: diskId,
+      define,
+      snapnames: [],
+    };
+  },
+  /** 8.4: the retention delete did not start. */
+  retentionFailed(hostname: string, diskId: number, define: string | null, snapnames: readonly string[]): Alert {
+    return {
+      type: 'retention_start_failed',
+      priority: 'ERROR',
+      message: `Automatic deletion of old snapshots ${hostname}/disk-${diskId} failed to start.`,
+      hostname,
+      disk_id: diskId,
+      define,
+      snapnames,
+    };
+  },
+  /** 8.5: the task of an automatic snapshot failed. */
+  createFailed(hostname: string, diskId: number, name: string, define: string | null): Alert {
+    return {
+      type: 'snapshot_create_failed',
+      priority: 'ERROR',
+      message: `Automatic snapshot ${name} of server ${hostname}@disk-${diskId} could not be created.`,
+      hostname,
+      disk_id: diskId,
+      define,
+      snapnames: [name],
+    };
+  },
+  deleteFailed(hostname: string, diskId: number, name: string, define: string | null): Alert {
+    return {
+      type: 'snapshot_delete_failed',
+      priority: 'ERROR',
+      message: `Automatic snapshot ${name} of server ${hostname}@disk-${diskId} could not be deleted.`,
+      hostname,
+      disk_id: diskId,
+      define,
+      snapnames: [name],
+    };
+  },
+  freezeFailed(hostname: string, diskId: number, name: string, define: string | null): Alert {
+    return {
+      type: 'freeze_failed',
+      priority: 'WARNING',
+      message: `Snapshot ${name} of server ${hostname}@disk-${diskId} was created, but filesystem freeze failed.`,
+      hostname,
+      disk_id: diskId,
+      define,
+      snapnames: [name],
+    };
+  },
+  /** esnap: no automatic snapshot of the definition succeeded within two periods. */
+  stale(hostname: string, diskId: number, define: string, lastSuccess: string | null): Alert {
+    const since = lastSuccess === null ? 'never succeeded' : `last success ${lastSuccess}`;
+    return {
+      type: 'definition_stale',
+      priority: 'ERROR',
+      message: `Snapshot definition ${hostname}/disk-${diskId}@${define} is stale (${since}).`,
+      hostname,
+      disk_id: diskId,
+      define,
+      snapnames: [],
+    };
+  },
+} as const;

@@ -1,0 +1,107 @@
+/**
+ * End-to-end helpers: Debian's Chromium driven through playwright-core (no browser download),
+ * headless with a fresh profile per suite, pages that record every console error, page error and
+ * failed request so tests can assert that the app stays clean, and screenshots as artefacts.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { ADMIN_KEY } from '../helpers/server.js';
+
+export const CHROMIUM = process.env['ESNAP_CHROMIUM'] ?? '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+export const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'ui');
+
+/** Builds the UI when its sources changed (a no-op otherwise); the server serves dist/ui. */
+export function ensureUiBuilt(): void {
+  execFileSync(process.execPath, ['ui/build.mjs'], { stdio: 'inherit' });
+}
+
+export interface Browser {
+  readonly context: BrowserContext;
+  close(): Promise<void>;
+}
+
+/** Chromium with a fresh profile (`--user-data-dir` of a new temp folder, removed on close). */
+export async function launchBrowser(): Promise<Browser> {
+  const profile = await mkdtemp(join(tmpdir(), 'esnap-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1400, height: 900 },
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface WatchedPage {
+  readonly page: Page;
+  /** Console errors, uncaught page errors and failed requests, in order. */
+  readonly problems: string[];
+  /** Forgets what was recorded (after a step that fails on purpose). */
+  reset(): void;
+}
+
+export async function openPage(b: Browser, url: string): Promise<WatchedPage> {
+  const page = await b.context.newPage();
+  const problems: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('requestfailed', (r) => problems.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText ?? ''}`));
+  page.on('response', (r) => {
+    if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`);
+  });
+  page.setDefaultTimeout(10_000);
+  await page.goto(url);
+  return { page, problems, reset: () => void problems.splice(0) };
+}
+
+export async function signInWithKey(page: Page, key = ADMIN_KEY): Promise<void> {
+  await page.getByLabel('API key', { exact: true }).fill(key);
+  await page.getByLabel('API key', { exact: true }).press('Enter');
+  await page.getByRole('button', { name: 'Sign out' }).waitFor();
+}
+
+export async function screenshot(page: Page, name: string): Promise<void> {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+/** The snapshot row of `name` on `disk` (with that status: ok, pending, rollback, lost). */
+export function row(page: Page, name: string, disk = 1, status?: string) {
+  const st = status ? `[data-status="${status}"]` : '';
+  return page.locator(`table[data-testid="snapshots"] tbody tr[data-name="${name}"][data-disk="${disk}"]${st}`);
+}
+
+/** Form controls without an accessible name (label, aria-label, aria-labelledby, or button text). */
+export async function unlabelled(page: Page): Promise<string[]> {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('input, select, textarea, button')]
+      .filter((el) => {
+        const e = el as HTMLInputElement;
+        if (e.type === 'hidden') return false;
+        const named = (e.labels?.length ?? 0) > 0 || e.getAttribute('aria-label') || e.getAttribute('aria-labelledby');
+        return !named && !(el.tagName === 'BUTTON' && (el.textContent ?? '').trim() !== '');
+      })
+      .map((el) => el.outerHTML.slice(0, 120)),
+  );
+}

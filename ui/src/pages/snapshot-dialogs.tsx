@@ -1,0 +1,313 @@
+/**
+ * The snapshot dialogs: create, rollback, restore into another VM's disk, delete (one or the
+ * selection). Each one checks what it can before sending, shows the API's answer when the server
+ * refuses, and closes once the server has accepted the task; the task's end is the page's notice.
+ */
+import { useEffect, useState } from 'preact/hooks';
+import { getResult, seg } from '../api.js';
+import type { Act } from '../actions.js';
+import { Dialog, ErrorText } from '../components.js';
+import { formatMb } from '../format.js';
+import type { Disk, Snapshot, Vm } from '../types.js';
+import type { VmData } from './vm.js';
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const NOTE_FORBIDDEN = /[<>%$&;'"]/;
+
+/** Danube's GUI checks before sending (spec 13), with the API's field messages for the rest. */
+export function checkCreate(
+  data: VmData,
+  input: { name: string; diskId: number; all: boolean; note: string },
+): Record<string, string> {
+  const errors: Record<string, string> = {};
+  const { name, note } = input;
+  if (name === '') errors['name'] = 'This field is required.';
+  else if (name.length > 24) errors['name'] = `Ensure this value has at most 24 characters (it has ${name.length}).`;
+  else if (!NAME_RE.test(name)) errors['name'] = 'Invalid value.';
+  else {
+    const targets = input.all ? data.disks.map((d) => d.disk_id) : [input.diskId];
+    if (data.snapshots.some((s) => s.name === name && targets.includes(s.disk_id))) errors['name'] = 'Snapshot name is already used';
+    const limit = data.vm.snapshot_limit_manual;
+    const manual = data.snapshots.filter((s) => s.type === 2).length;
+    if (limit !== null && manual + targets.length > limit) errors['name'] = 'Snapshot limit reached';
+  }
+  if (note.length > 128) errors['note'] = `Ensure this value has at most 128 characters (it has ${note.length}).`;
+  else if (NOTE_FORBIDDEN.test(note)) errors['note'] = 'Invalid value.';
+  return errors;
+}
+
+function FieldError({ id, text }: { id: string; text: string | undefined }) {
+  return text ? (
+    <span id={id} class="field-error" role="alert">
+      {text}
+    </span>
+  ) : null;
+}
+
+interface Props {
+  data: VmData;
+  act: Act;
+  onClose: () => void;
+}
+
+function useSubmit(onClose: () => void): [string | null, boolean, (fn: (accepted: () => void) => Promise<unknown>) => Promise<void>] {
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (fn: (accepted: () => void) => Promise<unknown>): Promise<void> => {
+    setBusy(true);
+    setError(null);
+    let closed = false;
+    try {
+      await fn(() => {
+        closed = true;
+        onClose();
+      });
+      if (!closed) onClose();
+    } catch (err) {
+      if (!closed) setError((err as Error).message);
+    } finally {
+      if (!closed) setBusy(false);
+    }
+  };
+  return [error, busy, submit];
+}
+
+export function CreateDialog({ data, act, onClose }: Props) {
+  const [name, setName] = useState('');
+  const [diskId, setDiskId] = useState(data.disks[0]?.disk_id ?? 1);
+  const [all, setAll] = useState(false);
+  const [freeze, setFreeze] = useState(false);
+  const [note, setNote] = useState('');
+  const [checked, setChecked] = useState<Record<string, string>>({});
+  const [error, busy, submit] = useSubmit(onClose);
+  return (
+    <Dialog title="Create snapshot" onClose={onClose}>
+      <form
+        noValidate
+        onSubmit={(e) => {
+          e.preventDefault();
+          const errs = checkCreate(data, { name, diskId, all, note });
+          setChecked(errs);
+          if (Object.keys(errs).length > 0) return;
+          const body = { disk_id: all ? 'all' : diskId, fsfreeze: freeze, note };
+          void submit((accepted) =>
+            act(`Create snapshot ${name}`, 'POST', `vm/${seg(data.vm.hostname)}/snapshot/${seg(name)}`, body, { onAccepted: accepted }),
+          );
+        }}
+      >
+        <ErrorText error={error} />
+        <label>
+          Name
+          <input
+            name="name"
+            placeholder="backup1"
+            value={name}
+            maxLength={64}
+            aria-invalid={checked['name'] ? 'true' : undefined}
+            aria-describedby="create-name-error"
+            onInput={(e) => setName(e.currentTarget.value)}
+          />
+        </label>
+        <FieldError id="create-name-error" text={checked['name']} />
+        <label>
+          Disk
+          <select name="disk_id" value={diskId} disabled={all} onChange={(e) => setDiskId(Number(e.currentTarget.value))}>
+            {data.disks.map((d) => (
+              <option key={d.disk_id} value={d.disk_id}>
+                disk {d.disk_id} ({formatMb(d.size)})
+              </option>
+            ))}
+          </select>
+        </label>
+        <label class="check">
+          <input type="checkbox" name="all" checked={all} onChange={(e) => setAll(e.currentTarget.checked)} /> All disks (one snapshot per disk, same name)
+        </label>
+        <label class="check">
+          <input type="checkbox" name="fsfreeze" checked={freeze} onChange={(e) => setFreeze(e.currentTarget.checked)} /> Freeze filesystem (needs a running guest agent)
+        </label>
+        <label>
+          Note
+          <input name="note" value={note} aria-invalid={checked['note'] ? 'true' : undefined} aria-describedby="create-note-error" onInput={(e) => setNote(e.currentTarget.value)} />
+        </label>
+        <FieldError id="create-note-error" text={checked['note']} />
+        <div class="buttons">
+          <button type="submit" disabled={busy}>
+            Create
+          </button>
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+export function RollbackDialog({ data, snap, act, onClose }: Props & { snap: Snapshot }) {
+  const newest = data.snapshots.filter((s) => s.disk_id === snap.disk_id).every((s) => s.id <= snap.id);
+  const [force, setForce] = useState(false);
+  const [error, busy, submit] = useSubmit(onClose);
+  const running = data.vm.status !== 'stopped';
+  return (
+    <Dialog title={`Roll back disk ${snap.disk_id} to ${snap.name}`} onClose={onClose}>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          void submit((accepted) =>
+            act(`Rollback to ${snap.name}`, 'PUT', `vm/${seg(data.vm.hostname)}/snapshot/${seg(snap.name)}`, { disk_id: snap.disk_id, force: newest ? false : force }, { onAccepted: accepted }),
+          );
+        }}
+      >
+        <p class="warning" role="note">
+          <strong>Warning:</strong> disk {snap.disk_id} of {data.vm.hostname} returns to its state of {snap.name}; everything written since is lost. The server must be
+          stopped and not locked.
+        </p>
+        {running ? (
+          <p class="error" role="alert">
+            The VM is {data.vm.status}: a rollback is refused until it is stopped.
+          </p>
+        ) : null}
+        {!newest ? (
+          <label class="check">
+            <input type="checkbox" name="force" checked={force} onChange={(e) => setForce(e.currentTarget.checked)} /> Force: roll back although newer snapshots exist (on ZFS
+            storage they are deleted)
+          </label>
+        ) : null}
+        <ErrorText error={error} />
+        <div class="buttons">
+          <button type="submit" disabled={busy || running}>
+            Roll back
+          </button>
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+export function RestoreDialog({ data, snap, act, onClose }: Props & { snap: Snapshot }) {
+  const [vms, setVms] = useState<Vm[] | null>(null);
+  const [target, setTarget] = useState('');
+  const [disks, setDisks] = useState<Disk[] | null>(null);
+  const [targetDisk, setTargetDisk] = useState(0);
+  const [force, setForce] = useState(false);
+  const [loadError, setLoadError] = useState<string | null>(null);
+  const [error, busy, submit] = useSubmit(onClose);
+  const source = data.disks.find((d) => d.disk_id === snap.disk_id);
+  useEffect(() => {
+    getResult<Vm[]>('vm', { full: true }).then(setVms, (e: Error) => setLoadError(e.message));
+  }, []);
+  useEffect(() => {
+    setDisks(null);
+    if (!target) return;
+    getResult<Disk[]>(`vm/${seg(target)}/define/disk`).then(
+      (d) => {
+        setDisks(d);
+        setTargetDisk(d.find((x) => x.size === source?.size)?.disk_id ?? d[0]?.disk_id ?? 0);
+      },
+      (e: Error) => setLoadError(e.message),
+    );
+  }, [target, source?.size]);
+  const chosen = disks?.find((d) => d.disk_id === targetDisk);
+  return (
+    <Dialog title={`Restore ${snap.name} into another server`} onClose={onClose}>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          const body = { disk_id: snap.disk_id, target_hostname_or_uuid: target, target_disk_id: targetDisk, force };
+          void submit((accepted) => act(`Restore ${snap.name} into ${target}`, 'PUT', `vm/${seg(data.vm.hostname)}/snapshot/${seg(snap.name)}`, body, { onAccepted: accepted }));
+        }}
+      >
+        <p class="warning" role="note">
+          <strong>Warning:</strong> all data on the target disk is replaced by disk {snap.disk_id} as of {snap.name}
+          {source ? ` (${formatMb(source.size)})` : ''}. The target disk must have the same size and its server must be stopped; the target disk's snapshots may be lost.
+        </p>
+        <ErrorText error={loadError} />
+        <label>
+          Target server
+          <select name="target" required value={target} onChange={(e) => setTarget(e.currentTarget.value)}>
+            <option value="">choose…</option>
+            {(vms ?? []).map((v) => (
+              <option key={v.uuid} value={v.hostname}>
+                {v.hostname} ({v.status})
+              </option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Target disk
+          <select name="target_disk_id" required disabled={!disks} value={targetDisk} onChange={(e) => setTargetDisk(Number(e.currentTarget.value))}>
+            {(disks ?? []).map((d) => (
+              <option key={d.disk_id} value={d.disk_id}>
+                disk {d.disk_id} ({formatMb(d.size)})
+              </option>
+            ))}
+          </select>
+        </label>
+        {chosen && source && chosen.size !== source.size ? (
+          <p class="warning" role="note">
+            Sizes differ: the server will refuse (Disk size mismatch).
+          </p>
+        ) : null}
+        <label class="check">
+          <input type="checkbox" name="force" checked={force} onChange={(e) => setForce(e.currentTarget.checked)} /> Force: restore although the target disk has snapshots
+        </label>
+        <ErrorText error={error} />
+        <div class="buttons">
+          <button type="submit" disabled={busy || !target || !targetDisk}>
+            Restore
+          </button>
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+export function DeleteDialog({ data, snaps, act, onClose, onDone }: Props & { snaps: Snapshot[]; onDone: () => void }) {
+  const [error, busy, submit] = useSubmit(onClose);
+  const byDisk = new Map<number, string[]>();
+  for (const s of snaps) byDisk.set(s.disk_id, [...(byDisk.get(s.disk_id) ?? []), s.name]);
+  const base = `vm/${seg(data.vm.hostname)}/snapshot`;
+  return (
+    <Dialog title={snaps.length === 1 ? `Delete snapshot ${snaps[0]!.name}` : `Delete ${snaps.length} snapshots`} onClose={onClose}>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          void submit(async (accepted) => {
+            // One request per disk (the API deletes several snapshots of one disk at a time).
+            const jobs = [...byDisk].map(([disk, names], i) => {
+              const one = snaps.length === 1;
+              const label = one ? `Delete ${names[0]}` : `Delete ${names.length} snapshots of disk ${disk}`;
+              const path = one ? `${base}/${seg(names[0]!)}` : base;
+              const body = one ? { disk_id: disk } : { disk_id: disk, snapnames: names };
+              return act(label, 'DELETE', path, body, i === 0 ? { onAccepted: accepted } : {});
+            });
+            onDone();
+            // Their outcomes go to the page's notice; only the first one's refusal stays in here.
+            for (const j of jobs.slice(1)) j.catch(() => undefined);
+            await jobs[0];
+          });
+        }}
+      >
+        <p>
+          {snaps.length === 1 ? 'This snapshot is' : 'These snapshots are'} destroyed on storage:{' '}
+          {[...byDisk].map(([d, names]) => `disk ${d}: ${names.join(', ')}`).join('; ')}.
+        </p>
+        <ErrorText error={error} />
+        <div class="buttons">
+          <button type="submit" disabled={busy}>
+            Delete
+          </button>
+          <button type="button" onClick={onClose}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}

@@ -1,0 +1,99 @@
+/** A VM: its disks, snapshots and snapshot definitions, with every action the API offers. */
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import { getResult, seg } from '../api.js';
+import { makeAct, type Notice } from '../actions.js';
+import type { Identity } from '../auth.js';
+import { Badge, ErrorText, Loading } from '../components.js';
+import { formatMb } from '../format.js';
+import { useLoad } from '../hooks.js';
+import { onLinkClick } from '../router.js';
+import { waitForeign } from '../tasks.js';
+import type { Definition, Disk, Snapshot, Vm, VmStatus } from '../types.js';
+import { Snapshots } from './snapshots.js';
+import { Definitions } from './definitions.js';
+
+export interface VmData {
+  vm: Vm;
+  disks: Disk[];
+  snapshots: Snapshot[];
+  defs: Definition[];
+  status: VmStatus;
+}
+
+async function loadVm(hostname: string): Promise<VmData> {
+  const base = `vm/${seg(hostname)}`;
+  // The VM first: a 404 `VM not found` is one clear answer, not five.
+  const vm = await getResult<Vm>(`${base}/define`);
+  const [disks, snapshots, defs, status] = await Promise.all([
+    getResult<Disk[]>(`${base}/define/disk`),
+    getResult<Snapshot[]>(`${base}/snapshot`, { full: true }),
+    getResult<Definition[]>(`${base}/define/snapshot`, { full: true, extended: true }),
+    getResult<VmStatus>(`${base}/status`),
+  ]);
+  return { vm, disks, snapshots, defs, status };
+}
+
+export function NoticeLine({ notice }: { notice: Notice | null }) {
+  return (
+    <p class={`notice notice-${notice?.kind ?? 'none'}`} role="status" aria-live="polite" data-testid="notice">
+      {notice ? <Badge kind={notice.kind}>{notice.kind === 'busy' ? 'working' : notice.kind === 'ok' ? 'done' : 'failed'}</Badge> : null}{' '}
+      {notice?.text ?? ''}
+    </p>
+  );
+}
+
+export function VmPage({ hostname, who }: { hostname: string; who: Identity }) {
+  const { data, error, loading } = useLoad(() => loadVm(hostname), hostname, { hostname });
+  const [notice, setNotice] = useState<Notice | null>(null);
+  const act = useMemo(() => makeAct(hostname, setNotice), [hostname]);
+
+  // Tasks of this VM started elsewhere (scheduler, other users): follow them, reload when they end.
+  const running = data ? Object.keys(data.status.tasks).sort().join(',') : '';
+  useEffect(() => {
+    if (!running) return;
+    for (const id of running.split(',')) void waitForeign(id, hostname, `Task on ${hostname}`);
+  }, [running, hostname]);
+
+  useEffect(() => {
+    document.title = `${hostname} · esnap`;
+  }, [hostname]);
+
+  return (
+    <main id="main">
+      <nav aria-label="Breadcrumb" class="crumbs">
+        <a href="/" onClick={(e) => onLinkClick(e, '/')}>
+          Overview
+        </a>{' '}
+        › <span aria-current="page">{hostname}</span>
+      </nav>
+      <h1>{hostname}</h1>
+      <ErrorText error={error} />
+      {!data && loading ? <Loading what="the VM" /> : null}
+      {data ? (
+        <>
+          <dl class="facts">
+            <div>
+              <dt>Node</dt>
+              <dd>{data.vm.node ?? '—'}</dd>
+            </div>
+            <div>
+              <dt>Status</dt>
+              <dd data-testid="vm-status">{data.vm.status}</dd>
+            </div>
+            <div>
+              <dt>Owner</dt>
+              <dd>{data.vm.owner ?? '—'}</dd>
+            </div>
+            <div>
+              <dt>Disks</dt>
+              <dd>{data.disks.map((d) => `disk ${d.disk_id}: ${formatMb(d.size)}`).join(', ') || 'none'}</dd>
+            </div>
+          </dl>
+          <NoticeLine notice={notice} />
+          <Snapshots data={data} act={act} />
+          <Definitions data={data} act={act} who={who} />
+        </>
+      ) : null}
+    </main>
+  );
+}

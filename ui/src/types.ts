@@ -1,0 +1,84 @@
+/** Shapes of the API's objects as the app reads them. */
+export interface Vm {
+  hostname: string;
+  uuid: string;
+  alias: string;
+  node: string | null;
+  owner: string | null;
+  status: string;
+  brand: string;
+  snapshot_limit_manual: number | null;
+  snapshot_limit_auto: number | null;
+  snapshot_size_limit: number | null;
+  disks: number;
+}
+
+export interface Disk {
+  disk_id: number;
+  zpool: string | null;
+  path: string;
+  size: number;
+}
+
+export interface Snapshot {
+  hostname: string;
+  vm_uuid: string;
+  define: string | null;
+  name: string;
+  disk_id: number;
+  note: string;
+  type: number;
+  created: string;
+  status: number;
+  size: number | null;
+  id: number;
+  fsfreeze: boolean;
+  pinned: boolean;
+}
+
+export interface Definition {
+  hostname: string;
+  vm_uuid: string;
+  name: string;
+  disk_id: number;
+  desc: string;
+  active: boolean;
+  schedule: string;
+  retention: number;
+  fsfreeze: boolean;
+  tz?: string;
+  catchup?: boolean;
+  retention_days?: number | null;
+  snapshots?: number;
+  next_run?: string | null;
+  last_run?: string | null;
+  last_success?: string | null;
+  last_error?: string | null;
+}
+
+export interface NodeInfo {
+  hostname: string;
+  uuid: string;
+  status: number;
+  status_display: string;
+  last_heartbeat: string | null;
+}
+
+export interface VmStatus {
+  hostname: string;
+  status: string;
+  tasks: Record<string, Record<string, unknown>>;
+}
+
+export interface TaskLogEntry {
+  time: string;
+  task: string;
+  status: string;
+  username: string;
+  msg: string;
+  detail: string;
+  object_name: string;
+  object_alias: string;
+  object_type: string;
+  flag: number;
+}
