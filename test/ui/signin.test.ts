@@ -115,6 +115,8 @@ describe('web UI: sign-in, overview, ownership', () => {
     expect(await w.page.evaluate(() => document.activeElement?.closest('dialog') !== null)).toBe(true);
     await k.press('Escape');
     await dialog.waitFor({ state: 'detached' });
+    // Focus returns to the opener once the dialog has gone (an effect after unmount; give a loaded machine time).
+    await w.page.waitForFunction(() => document.activeElement?.textContent === 'Create snapshot', undefined, { timeout: 5_000 }).catch(() => undefined);
     expect(await w.page.evaluate(() => document.activeElement?.textContent)).toBe('Create snapshot');
     await k.press('Enter');
     await dialog.getByLabel('Name', { exact: true }).waitFor();

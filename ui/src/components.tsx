@@ -29,9 +29,12 @@ let dialogSeq = 0;
 export function Dialog(props: { title: string; onClose: () => void; children: ComponentChildren; wide?: boolean }) {
   const ref = useRef<HTMLDialogElement>(null);
   const id = useRef(`dialog-title-${++dialogSeq}`);
+  // The opener, read during the first render: by the time an effect runs, focus may already have
+  // moved (autofocus inside the dialog), and then it would "return" into the dialog being removed.
+  const opener = useRef(document.activeElement as HTMLElement | null);
   useEffect(() => {
     const d = ref.current;
-    const before = document.activeElement as HTMLElement | null;
+    const before = opener.current;
     if (d && !d.open) d.showModal();
     return () => {
       if (d?.open) d.close();
