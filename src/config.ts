@@ -18,6 +18,8 @@ export interface Config {
   readonly localAgent: boolean;
   readonly streamTimeoutS: number;
   readonly agentDeadlineS: number;
+  /** ESNAP_NODE_SILENCE_S: heartbeat silence after which a node is unreachable (cluster mode). */
+  readonly nodeSilenceS: number;
   readonly scheduleRetryS: number;
   readonly stopGraceS: number;
   /** ESNAP_ALERT_WEBHOOK: URL receiving alerts as JSON POSTs, or null. */
@@ -135,9 +137,11 @@ export function loadConfig(env: Env = process.env): Config {
     adminApiKey,
     node,
     storages: Object.freeze(storages),
-    localAgent: parseFlag('ESNAP_LOCAL_AGENT', get('ESNAP_LOCAL_AGENT'), true),
+    // PostgreSQL is cluster mode: agents run as `esnap agent` on the nodes, not in the server.
+    localAgent: parseFlag('ESNAP_LOCAL_AGENT', get('ESNAP_LOCAL_AGENT'), isSqlite),
     streamTimeoutS: parseSeconds('ESNAP_STREAM_TIMEOUT_S', get('ESNAP_STREAM_TIMEOUT_S'), 3600),
     agentDeadlineS: parseSeconds('ESNAP_AGENT_DEADLINE_S', get('ESNAP_AGENT_DEADLINE_S'), 120),
+    nodeSilenceS: parseSeconds('ESNAP_NODE_SILENCE_S', get('ESNAP_NODE_SILENCE_S'), 30),
     scheduleRetryS: parseSeconds('ESNAP_SCHEDULE_RETRY_S', get('ESNAP_SCHEDULE_RETRY_S'), 300),
     stopGraceS: parseSeconds('ESNAP_STOP_GRACE_S', get('ESNAP_STOP_GRACE_S'), 30),
     alertWebhook: parseUrl('ESNAP_ALERT_WEBHOOK', get('ESNAP_ALERT_WEBHOOK')),

@@ -9,6 +9,9 @@ import { openDatabase } from './db/dialect.js';
 import { migrateToLatest } from './db/migrate.js';
 import { bootstrap } from './accounts/bootstrap.js';
 import { InProcessQueue } from './queue/in-process.queue.js';
+import type { TaskQueue } from './queue/queue.js';
+import type { TaskEvents } from './tasks/task.events.js';
+import { ClusterTransport, DEFAULT_AGENT_DEADLINE_S, DEFAULT_NODE_SILENCE_S } from './cluster-runtime.js';
 import { LocalTaskEvents } from './tasks/task.events.js';
 import { TaskService } from './tasks/task.service.js';
 import { buildApp } from './http/app.js';
@@ -40,6 +43,10 @@ export interface RuntimeOptions {
   readonly log?: Logger;
   readonly runner?: CommandRunner;
   readonly httpLogger?: boolean;
+  /** PostgreSQL (cluster mode): a node task nobody took, or whose agent went silent, fails after this (ESNAP_AGENT_DEADLINE_S). */
+  readonly agentDeadlineS?: number;
+  /** PostgreSQL (cluster mode): heartbeat silence after which a node is unreachable (ESNAP_NODE_SILENCE_S). */
+  readonly nodeSilenceS?: number;
   /** Run the scheduler loop in this process (default true). The Scheduler exists either way. */
   readonly scheduler?: boolean;
   /** How long a scheduled run or a prune waits for a held disk lock (ESNAP_SCHEDULE_RETRY_S). */
@@ -54,6 +61,8 @@ export interface Runtime {
   readonly ctx: AppContext;
   readonly app: FastifyInstance;
   readonly agent: Agent | null;
+  /** Cluster mode's queue, wake-ups and server services (PostgreSQL); null on SQLite. */
+  readonly cluster: ClusterTransport | null;
   readonly scheduler: Scheduler;
   readonly metrics: Metrics;
   readonly alerts: AlertSink;
@@ -69,11 +78,17 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const log = opts.log ?? silentLogger;
   const opened = openDatabase(opts.databaseUrl, opts.searchPath ? { searchPath: opts.searchPath } : {});
   const db = opened.db;
+  let cluster: ClusterTransport | null = null;
   try {
     await migrateToLatest(db, opened.schema ? { schema: opened.schema } : {});
     const { printedKey } = await bootstrap(db, clock, opts.adminApiKey);
-    const queue = new InProcessQueue({ onError: (err, msg) => log.error({ err, taskId: msg.taskId }, 'queue handler failed') });
-    const events = new LocalTaskEvents();
+    // PostgreSQL is cluster mode: node tasks go through pg-boss and completions reach every server
+    // through NOTIFY. SQLite keeps the in-process queue and wake-ups.
+    const silenceS = opts.nodeSilenceS ?? DEFAULT_NODE_SILENCE_S;
+    if (opened.kind === 'postgres') cluster = await ClusterTransport.open(db, opts.databaseUrl, opened.schema, log);
+    const queue: TaskQueue =
+      cluster?.queue ?? new InProcessQueue({ onError: (err, msg) => log.error({ err, taskId: msg.taskId }, 'queue handler failed') });
+    const events: TaskEvents = cluster?.events ?? new LocalTaskEvents();
     const tasks = new TaskService(db, queue, events, clock, log);
     const ctx: AppContext = {
       db,
@@ -114,8 +129,14 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       // Crash repair before new work: tasks cut off by a crash fail with the failure cleanup, and
       // their disks are re-synced against storage so no row stays pending or rollback.
       const { failed } = await tasks.recover(opts.node);
+      // Its queue, the jobs a killed predecessor held, and its heartbeat (cluster-runtime.ts).
+      if (cluster) await cluster.prepareLocalAgent(ctx, opts.node, silenceS);
       await agent.start();
       await resyncAfterRepair(ctx, failed);
+    }
+    // Every server consumes registrations, heartbeats and results, and runs the deadline sweep.
+    if (cluster) {
+      await cluster.startServices(ctx, { agentDeadlineS: opts.agentDeadlineS ?? DEFAULT_AGENT_DEADLINE_S, nodeSilenceS: silenceS });
     }
     const app = await buildApp(ctx, {
       views: allViews(),
@@ -128,6 +149,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       ctx,
       app,
       agent,
+      cluster,
       scheduler,
       metrics,
       alerts,
@@ -136,7 +158,9 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         // The scheduler first: no new runs while the rest shuts down.
         await scheduler.stop();
         await app.close();
-        await queue.stop();
+        // The cluster transport stops its loops, then the queue (jobs in flight finish), then LISTEN.
+        if (cluster) await cluster.close();
+        else await queue.stop();
         // Completions drained by the queue's stop may have started prune waits: end them too.
         await automation.retries.stop();
         await alerts.stop();
@@ -144,6 +168,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       },
     };
   } catch (err) {
+    await cluster?.close().catch(() => undefined);
     await db.destroy();
     throw err;
   }

@@ -1,16 +1,21 @@
 #!/usr/bin/env node
 /**
  * `esnap` — the composition root: reads the configuration, wires the runtime, listens and
- * handles signals. `esnap serve` starts the API server (with its local agent by default).
+ * handles signals. `esnap serve` starts the API server (with its local agent by default on
+ * SQLite); `esnap agent` runs the agent of one node in cluster mode (PostgreSQL).
  */
 import { loadConfig, ConfigError } from '../config.js';
 import { createRuntime } from '../runtime.js';
+import { AgentRuntime } from '../agent/agent-runtime.js';
+import { bossSchemaForUrl } from '../queue/pgboss.queue.js';
 import type { Logger } from '../app-context.js';
 
 const USAGE = `usage: esnap <command>
 
 commands:
   serve     start the API server (and its local agent) — configured by ESNAP_* variables
+  agent     run this node's agent in cluster mode (ESNAP_DATABASE_URL=postgres://…, ESNAP_NODE,
+            ESNAP_STORAGES); it needs only the pg-boss schema in the database
   help      show this text
 `;
 
@@ -44,6 +49,8 @@ async function serve(): Promise<void> {
     scheduleRetryS: config.scheduleRetryS,
     alertWebhook: config.alertWebhook,
     metricsPublic: config.metricsPublic,
+    agentDeadlineS: config.agentDeadlineS,
+    nodeSilenceS: config.nodeSilenceS,
     log,
   });
   if (runtime.printedKey) {
@@ -73,12 +80,48 @@ async function serve(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+async function agent(): Promise<void> {
+  const config = loadConfig();
+  const log = consoleLogger();
+  if (!/^postgres(ql)?:\/\//.test(config.databaseUrl)) {
+    throw new ConfigError('esnap agent runs in cluster mode: ESNAP_DATABASE_URL must be a postgres:// URL');
+  }
+  const runtime = await AgentRuntime.start({
+    databaseUrl: config.databaseUrl,
+    bossSchema: bossSchemaForUrl(config.databaseUrl),
+    node: config.node,
+    storages: config.storages,
+    heartbeatS: config.nodeSilenceS / 3,
+    log,
+  });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'agent stopping');
+    const timer = setTimeout(() => process.exit(1), config.stopGraceS * 1000);
+    timer.unref();
+    runtime.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'agent stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   const cmd = argv[0];
   switch (cmd) {
     case 'serve':
       await serve();
       return -1; // keeps running
+    case 'agent':
+      await agent();
+      return -1;
     case undefined:
     case 'help':
     case '--help':

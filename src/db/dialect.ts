@@ -59,6 +59,10 @@ export function openDatabase(url: string, opts: { searchPath?: string; poolSize?
   });
   // An idle client that loses its connection must not crash the process; the pool replaces it.
   pool.on('error', () => undefined);
+  // A checked-out client between two queries of a transaction has no pool listener: when the
+  // server goes away (a PostgreSQL restart) its 'error' would be uncaught and end the process. The
+  // transaction's next query fails instead.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const schema = opts.searchPath ?? searchPathOf(url);
   return { db, kind, url, ...(schema ? { schema } : {}) };

@@ -296,6 +296,9 @@ export class TaskService {
   async cancel(taskId: string): Promise<boolean> {
     const task = await this.get(taskId);
     if (!task || task.state !== 'PENDING') return false;
+    // Take the message back first: once an agent has it (cluster mode: its job is active, perhaps
+    // before the agent's `started` arrived), the task runs and cannot be revoked.
+    if (task.node !== null && !(await this.queue.withdraw(task.node, taskId))) return false;
     await this.complete(taskId, { returncode: 1, message: 'terminated', detail: 'terminated' }, { revoked: true });
     const after = await this.get(taskId);
     return after?.state === 'REVOKED';

@@ -98,6 +98,7 @@ forEachDb('crash repair', (kind) => {
       const c = new pg.Client({ connectionString: PG_URL });
       await c.connect();
       await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await c.query(`DROP SCHEMA IF EXISTS ${schema}_pgboss CASCADE`);
       await c.end();
     }
     await rm(dir, { recursive: true, force: true });

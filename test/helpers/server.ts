@@ -92,6 +92,8 @@ async function newDatabase(kind: TestDb, dir: string): Promise<{ databaseUrl: st
       const c = new pg.Client({ connectionString: PG_URL });
       await c.connect();
       await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      // On PostgreSQL the server installs pg-boss beside it (see bossSchemaFor).
+      await c.query(`DROP SCHEMA IF EXISTS ${schema}_pgboss CASCADE`);
       await c.end();
     },
   };

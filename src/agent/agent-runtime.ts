@@ -1,0 +1,137 @@
+/**
+ * `esnap agent`: the agent of one node in cluster mode. It talks to the servers only through
+ * pg-boss (a role limited to the pg-boss schema is enough) and never reads esnap's tables:
+ *
+ * 1. Repair: jobs of its node that pg-boss still holds as `active` were taken by an agent of this
+ *    node that died (one agent per node). Each is reported as an `interrupted` failure, so a server
+ *    runs the failure cleanup and re-syncs the disks against storage, then the job is failed in
+ *    pg-boss (node jobs never retry: whether a half-done storage operation may run again is not
+ *    the queue's call).
+ * 2. Registration: a `register` message with the node's storages and their sizes; the server
+ *    records the node and creates its queue.
+ * 3. Heartbeats every `heartbeatS` seconds; the servers mark a silent node `unreachable`.
+ * 4. Work: the same Agent as embedded mode, on the node's queue, with a reporter that sends
+ *    `started` and `finished` to the results queue (retried until the database takes them).
+ *
+ * Cancel: a task can be cancelled only while its job is not yet taken; the server withdraws the
+ * job (state `created` → `cancelled`) before it revokes the task, and fetching is atomic against
+ * that, so a cancelled job never reaches an agent and a taken one is never revoked.
+ */
+import type { Logger } from '../app-context.js';
+import { PgListener } from '../db/pg-listener.js';
+import { PgBossQueue, REGISTER_QUEUE, RESULTS_QUEUE } from '../queue/pgboss.queue.js';
+import { createDriver, type StorageConfig } from '../storage/drivers.js';
+import type { StorageDriver } from '../storage/driver.js';
+import type { CommandRunner } from '../storage/runner.js';
+import { NodeCommandRunner } from '../storage/node-runner.js';
+import type { TaskOutcome } from '../tasks/task.service.js';
+import { Agent, failure, type AgentReporter } from './agent.js';
+import { Ticker } from '../tasks/ticker.js';
+import { INTERRUPTED_MESSAGE, type RegisterMessage, type ResultMessage } from './cluster.messages.js';
+
+function heartbeat(node: string): RegisterMessage {
+  return { type: 'heartbeat', node, at: new Date().toISOString() };
+}
+
+export interface AgentRuntimeOptions {
+  /** PostgreSQL URL; the role needs only the pg-boss schema. */
+  readonly databaseUrl: string;
+  /** pg-boss's schema (bossSchemaFor of esnap's schema). */
+  readonly bossSchema: string;
+  readonly node: string;
+  readonly storages: readonly StorageConfig[];
+  /** Seconds between heartbeats (a third of ESNAP_NODE_SILENCE_S). */
+  readonly heartbeatS: number;
+  readonly concurrency?: number;
+  readonly pollIntervalMs?: number;
+  readonly log: Logger;
+  readonly runner?: CommandRunner;
+}
+
+export class AgentRuntime {
+  #heartbeat: Ticker | null = null;
+  #stopped = false;
+
+  private constructor(
+    readonly agent: Agent,
+    private readonly queue: PgBossQueue,
+    private readonly listener: PgListener,
+    private readonly opts: AgentRuntimeOptions,
+  ) {}
+
+  static async start(opts: AgentRuntimeOptions): Promise<AgentRuntime> {
+    const log = opts.log;
+    const listener = new PgListener(opts.databaseUrl, log);
+    await listener.start();
+    let queue: PgBossQueue;
+    try {
+      queue = await PgBossQueue.open({
+        connectionString: opts.databaseUrl,
+        schema: opts.bossSchema,
+        role: 'agent',
+        log,
+        listener,
+        poolSize: 4,
+        ...(opts.pollIntervalMs ? { pollIntervalMs: opts.pollIntervalMs } : {}),
+      });
+    } catch (err) {
+      await listener.stop();
+      throw err;
+    }
+    const node = opts.node;
+    const send = (m: ResultMessage): Promise<void> => queue.publishReliably(RESULTS_QUEUE, m);
+    const reporter: AgentReporter = {
+      // Taking the job was the claim; the server records STARTED when this message arrives.
+      async started(taskId) {
+        await send({ type: 'started', node, taskId, at: new Date().toISOString() });
+        return true;
+      },
+      async finished(taskId, outcome: TaskOutcome) {
+        await send({ type: 'finished', node, taskId, outcome, at: new Date().toISOString() });
+      },
+    };
+    const runner = opts.runner ?? new NodeCommandRunner();
+    const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
+    const agent = new Agent(node, drivers, queue, reporter, log, { runner });
+    const rt = new AgentRuntime(agent, queue, listener, opts);
+    try {
+      for (const d of drivers.values()) await d.init();
+      await rt.#repair();
+      const stats = await agent.storageStats();
+      const storages = opts.storages.map((s) => ({ ...s, size: stats.get(s.name)?.size ?? null, free: stats.get(s.name)?.free ?? null }));
+      const register: RegisterMessage = { type: 'register', node, storages, at: new Date().toISOString() };
+      await queue.publishReliably(REGISTER_QUEUE, register);
+      // A missed heartbeat is not retried: the next one carries the same news.
+      const hb = new Ticker('heartbeat', opts.heartbeatS * 1000, () => queue.publish(REGISTER_QUEUE, heartbeat(node)), log);
+      hb.start();
+      rt.#heartbeat = hb;
+      await agent.start(opts.concurrency ?? 4);
+      log.info({ node, storages: opts.storages.map((s) => s.name) }, 'agent started');
+    } catch (err) {
+      await rt.stop();
+      throw err;
+    }
+    return rt;
+  }
+
+  /** Reports the jobs a dead agent of this node left active as interrupted, then fails them. */
+  async #repair(): Promise<void> {
+    const active = await this.queue.activeJobs(this.opts.node);
+    for (const job of active) {
+      const outcome = failure(INTERRUPTED_MESSAGE);
+      const m: ResultMessage = { type: 'finished', node: this.opts.node, taskId: job.data.taskId, outcome, interrupted: true, at: new Date().toISOString() };
+      await this.queue.publishReliably(RESULTS_QUEUE, m);
+    }
+    await this.queue.failJobs(this.opts.node, active.map((j) => j.id), INTERRUPTED_MESSAGE);
+    if (active.length > 0) this.opts.log.warn({ node: this.opts.node, jobs: active.length }, 'failed jobs interrupted by the previous agent');
+  }
+
+  /** Stops heartbeats and taking jobs, lets running jobs finish and report, then disconnects. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    await this.#heartbeat?.stop();
+    await this.queue.stop();
+    await this.listener.stop();
+  }
+}

@@ -1,0 +1,428 @@
+/**
+ * The cluster queue: pg-boss 10 on esnap's PostgreSQL, in a schema of its own. One queue per node
+ * (`esnap.node.<hostname>`), plus the queues the servers consume (`esnap.results`,
+ * `esnap.register`). Servers install pg-boss, create the queues and run its maintenance; agents
+ * start it with migration, supervision and scheduling off, so a role that may only use the pg-boss
+ * schema is enough for them.
+ *
+ * Delivery: a message's job id is derived from its task id, so sending a task twice (a restart
+ * re-sends pending tasks) inserts it once. Workers are esnap's own fetch loops, not `boss.work()`:
+ * pg-boss 10's worker waits a whole polling interval after every job, which caps a node at a few
+ * tasks a second; here a worker fetches again as soon as a slot frees, and a `NOTIFY` after each
+ * send wakes the consumers of that queue in every process. Polling remains only as the safety net
+ * for a missed notification.
+ *
+ * Failure rules: a handler that throws fails its job (node queues never retry: a task is retried or
+ * failed by esnap's own repair, see agent-runtime.ts); completing or failing a job is retried until
+ * the database answers, so a PostgreSQL restart loses nothing.
+ */
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import PgBoss from 'pg-boss';
+import type { Logger } from '../app-context.js';
+import { channelName, type PgListener } from '../db/pg-listener.js';
+import type { QueueHandler, QueueMessage, TaskQueue } from './queue.js';
+
+export const RESULTS_QUEUE = 'esnap.results';
+const SEND_ATTEMPTS = 4;
+export const REGISTER_QUEUE = 'esnap.register';
+const QUEUE_CHANNEL = 'esnap_queue';
+
+/** `esnap.node.<hostname>`; characters pg-boss or PostgreSQL would not like become `_`. */
+export function nodeQueueName(node: string): string {
+  return `esnap.node.${node.replace(/[^A-Za-z0-9._-]/g, '_')}`;
+}
+
+/** A stable job id (a UUID) for a task id: the same task sent twice is one job. */
+export function jobIdOf(taskId: string): string {
+  const h = createHash('sha1').update(`esnap-task:${taskId}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h.slice(16, 18), 16) & 0x3f) | 0x80).toString(16)}${h.slice(18, 20)}-${h.slice(20, 32)}`;
+}
+
+/** pg-boss's schema for an esnap schema: `<schema>_pgboss`, or `pgboss` for the default schema. */
+export function bossSchemaFor(esnapSchema: string | undefined | null): string {
+  return esnapSchema ? `${esnapSchema}_pgboss`.slice(0, 50) : 'pgboss';
+}
+
+/**
+ * pg-boss's schema for a database URL: an agent is given the URL with esnap's schema in
+ * `?options=-c search_path=<schema>` exactly as servers are, and so finds the same pg-boss schema.
+ */
+export function bossSchemaForUrl(url: string): string {
+  let schema: string | undefined;
+  try {
+    const options = new URL(url).searchParams.get('options') ?? '';
+    schema = /(?:^|\s)-c\s*search_path=([A-Za-z_][A-Za-z0-9_]*)/.exec(options)?.[1];
+  } catch {
+    schema = undefined;
+  }
+  return bossSchemaFor(schema);
+}
+
+/** Queue settings: node jobs never retry and never expire while a long task runs. */
+const QUEUE_SETTINGS: Readonly<Record<'node' | 'results' | 'register', Omit<PgBoss.Queue, 'name'>>> = {
+  node: { retryLimit: 0, expireInSeconds: 23 * 3600 },
+  // Results are idempotent on the server (complete() ignores a finished task), so retry freely.
+  results: { retryLimit: 10, retryDelay: 1, retryBackoff: true, expireInSeconds: 300 },
+  register: { retryLimit: 3, retryDelay: 1, expireInSeconds: 120 },
+};
+
+export interface PgBossQueueOptions {
+  readonly connectionString: string;
+  /** pg-boss's schema (see bossSchemaFor). */
+  readonly schema: string;
+  /** Servers install pg-boss and create queues; agents only use them. */
+  readonly role: 'server' | 'agent';
+  readonly log: Logger;
+  /** Wake-ups between processes; without it consumers only poll. */
+  readonly listener?: PgListener;
+  readonly pollIntervalMs?: number;
+  readonly poolSize?: number;
+}
+
+export type JobHandler = (data: unknown) => Promise<void>;
+
+export interface ConsumeOptions {
+  readonly concurrency?: number;
+  /** Delete a job once handled instead of keeping it as `completed` (heartbeats, results). */
+  readonly discard?: boolean;
+}
+
+interface Consumer {
+  readonly name: string;
+  readonly handler: JobHandler;
+  readonly concurrency: number;
+  readonly discard: boolean;
+  readonly running: Set<Promise<void>>;
+  stopping: boolean;
+  loop: Promise<void> | null;
+  kicked: boolean;
+  wake: (() => void) | null;
+}
+
+export class PgBossQueue implements TaskQueue {
+  readonly #boss: PgBoss;
+  readonly #pool: pg.Pool;
+  readonly #consumers = new Map<string, Consumer>();
+  readonly #created = new Set<string>();
+  readonly #channel: string;
+  readonly #pollMs: number;
+  #closed = false;
+
+  private constructor(private readonly opts: PgBossQueueOptions) {
+    this.#pool = new pg.Pool({ connectionString: opts.connectionString, max: opts.poolSize ?? 10 });
+    // An idle client that loses its connection must not crash the process; the pool replaces it.
+    this.#pool.on('error', (err) => opts.log.warn({ err: err.message }, 'pg-boss pool connection lost'));
+    // The same for a client in use (see db/dialect.ts): its running query fails, nothing is thrown.
+    this.#pool.on('connect', (client) => client.on('error', () => undefined));
+    const pool = this.#pool;
+    const db: PgBoss.Db = {
+      async executeSql(text: string, values?: unknown[]) {
+        // pg-boss sends its locked commands as one multi-statement string: a failure inside must not
+        // hand a connection in an aborted transaction back to the pool.
+        if (values === undefined && /^\s*BEGIN/.test(text)) {
+          const client = await pool.connect();
+          try {
+            return await client.query(text);
+          } catch (err) {
+            await client.query('ROLLBACK').catch(() => undefined);
+            throw err;
+          } finally {
+            client.release();
+          }
+        }
+        return pool.query(text, values);
+      },
+    };
+    const server = opts.role === 'server';
+    this.#boss = new PgBoss({ db, schema: opts.schema, migrate: server, supervise: server, schedule: false });
+    this.#boss.on('error', (err: unknown) => opts.log.warn({ err: err instanceof Error ? err.message : err }, 'pg-boss error'));
+    this.#channel = channelName(QUEUE_CHANNEL, opts.schema);
+    this.#pollMs = opts.pollIntervalMs ?? 2000;
+  }
+
+  /** Starts pg-boss; a server also installs or migrates its schema and creates the shared queues. */
+  static async open(opts: PgBossQueueOptions): Promise<PgBossQueue> {
+    const q = new PgBossQueue(opts);
+    try {
+      await q.#boss.start();
+      if (opts.role === 'server') {
+        await q.createQueue(RESULTS_QUEUE, 'results');
+        await q.createQueue(REGISTER_QUEUE, 'register');
+      }
+    } catch (err) {
+      await q.#pool.end().catch(() => undefined);
+      throw err;
+    }
+    opts.listener?.listen(q.#channel, (name) => q.#kick(name));
+    opts.listener?.onReconnect(() => {
+      for (const name of q.#consumers.keys()) q.#kick(name);
+    });
+    return q;
+  }
+
+  get schema(): string {
+    return this.opts.schema;
+  }
+
+  /** Creates a queue once (idempotent in pg-boss too). Servers only: it creates a table. */
+  async createQueue(name: string, kind: keyof typeof QUEUE_SETTINGS): Promise<void> {
+    if (this.#created.has(name)) return;
+    try {
+      await this.#boss.createQueue(name, { name, ...QUEUE_SETTINGS[kind] });
+    } catch (err) {
+      // Two servers creating the same queue at once: the loser's DDL fails, but the queue exists.
+      if (!(await this.#boss.getQueue(name))) throw err;
+    }
+    this.#created.add(name);
+  }
+
+  async send(node: string, msg: QueueMessage): Promise<void> {
+    const name = nodeQueueName(node);
+    // A node's queue is made when its agent registers; sending to a queue that does not exist
+    // would drop the job silently, so make sure here too.
+    if (this.opts.role === 'server') await this.createQueue(name, 'node');
+    // A job id is fixed per task, so a retry can never queue it twice; retrying covers the
+    // deadlocks pg-boss's queue DDL can cause with inserts running at the same moment.
+    const id = jobIdOf(msg.taskId);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.publish(name, msg, id);
+        return;
+      } catch (err) {
+        if (attempt >= SEND_ATTEMPTS) throw err;
+        this.opts.log.warn({ err: (err as Error).message, taskId: msg.taskId, attempt }, 'queue send failed; retrying');
+        await new Promise((r) => setTimeout(r, 50 * attempt));
+      }
+    }
+  }
+
+  /** Sends any message to a queue, then wakes its consumers here and in other processes. */
+  async publish(name: string, data: object, id?: string): Promise<void> {
+    await this.#boss.send(name, data, id ? { id } : {});
+    this.#kick(name);
+    if (this.opts.listener) {
+      await this.#pool.query('SELECT pg_notify($1, $2)', [this.#channel, name]).catch((err: unknown) => {
+        // Consumers elsewhere still find the job at their next poll.
+        this.opts.log.warn({ err: (err as Error).message }, 'queue NOTIFY failed');
+      });
+    }
+  }
+
+  /** `publish` that retries until the database takes the message or the queue closes. */
+  async publishReliably(name: string, data: object, id?: string): Promise<void> {
+    await this.#persist(() => this.publish(name, data, id), `send to ${name}`);
+  }
+
+  async work(node: string, handler: QueueHandler, opts: { concurrency?: number } = {}): Promise<void> {
+    await this.consume(nodeQueueName(node), (data) => handler(data as QueueMessage), opts);
+  }
+
+  /** Works any queue with up to `concurrency` jobs at a time. */
+  async consume(name: string, handler: JobHandler, opts: ConsumeOptions = {}): Promise<void> {
+    if (this.#closed) throw new Error('queue is stopped');
+    if (this.#consumers.has(name)) throw new Error(`queue ${name} already has a worker here`);
+    const c: Consumer = {
+      name,
+      handler,
+      concurrency: Math.max(1, opts.concurrency ?? 4),
+      discard: opts.discard ?? false,
+      running: new Set(),
+      stopping: false,
+      loop: null,
+      kicked: false,
+      wake: null,
+    };
+    this.#consumers.set(name, c);
+    c.loop = this.#loop(c);
+  }
+
+  /** Stops one consumer in this process (the queue stays open), waiting for its jobs in flight. */
+  async stopConsumer(name: string): Promise<void> {
+    const c = this.#consumers.get(name);
+    if (!c) return;
+    c.stopping = true;
+    this.#kick(name);
+    await c.loop;
+    await Promise.all([...c.running]);
+    if (this.#consumers.get(name) === c) this.#consumers.delete(name);
+  }
+
+  async withdraw(node: string, taskId: string): Promise<boolean> {
+    const s = this.opts.schema;
+    // The update waits on a row a fetch has locked and then sees it active: taken wins. A job that
+    // is missing (never sent) or already cancelled will not run either.
+    const { rows } = await this.#pool.query<{ withdrawn: string; present: string }>(
+      `WITH c AS (
+         UPDATE ${s}.job SET state = 'cancelled', completed_on = now()
+         WHERE name = $1 AND id = $2 AND state < 'active' RETURNING 1
+       )
+       SELECT (SELECT count(*) FROM c) AS withdrawn,
+              (SELECT count(*) FROM ${s}.job WHERE name = $1 AND id = $2 AND state <> 'cancelled') AS present`,
+      [nodeQueueName(node), jobIdOf(taskId)],
+    );
+    const r = rows[0]!;
+    return Number(r.withdrawn) === 1 || Number(r.present) === 0;
+  }
+
+  /** The tasks among `taskIds` that have a job on the node's queue, live or archived. */
+  async knownTasks(node: string, taskIds: readonly string[]): Promise<Set<string>> {
+    const byJob = new Map(taskIds.map((t) => [jobIdOf(t), t]));
+    const s = this.opts.schema;
+    const { rows } = await this.#pool.query<{ id: string }>(
+      `SELECT id FROM ${s}.job WHERE name = $1 AND id = ANY($2::uuid[])
+       UNION SELECT id FROM ${s}.archive WHERE name = $1 AND id = ANY($2::uuid[])`,
+      [nodeQueueName(node), [...byJob.keys()]],
+    );
+    return new Set(rows.map((r) => byJob.get(r.id)!));
+  }
+
+  /** pg-boss's state of each task's job on a node (`created`, `active`, …); absent when there is none. */
+  async jobStates(node: string, taskIds: readonly string[]): Promise<Map<string, string>> {
+    const byJob = new Map(taskIds.map((t) => [jobIdOf(t), t]));
+    const { rows } = await this.#pool.query<{ id: string; state: string }>(
+      `SELECT id, state FROM ${this.opts.schema}.job WHERE name = $1 AND id = ANY($2::uuid[])`,
+      [nodeQueueName(node), [...byJob.keys()]],
+    );
+    return new Map(rows.map((r) => [byJob.get(r.id)!, r.state]));
+  }
+
+  async depth(node: string): Promise<number> {
+    const { rows } = await this.#pool.query<{ n: string }>(
+      `SELECT count(*) AS n FROM ${this.opts.schema}.job WHERE name = $1 AND state < 'active'`,
+      [nodeQueueName(node)],
+    );
+    return Number(rows[0]!.n);
+  }
+
+  /** Jobs of a node that a worker holds as active (after a crash: the dead agent's work). */
+  async activeJobs(node: string): Promise<Array<{ id: string; data: QueueMessage }>> {
+    const { rows } = await this.#pool.query<{ id: string; data: QueueMessage }>(
+      `SELECT id, data FROM ${this.opts.schema}.job WHERE name = $1 AND state = 'active' ORDER BY started_on`,
+      [nodeQueueName(node)],
+    );
+    return rows;
+  }
+
+  /** Ends jobs as failed (never retried: node queues have no retries). */
+  async failJobs(node: string, ids: readonly string[], message: string): Promise<void> {
+    if (ids.length === 0) return;
+    for (const id of ids) await this.#persist(() => this.#boss.fail(nodeQueueName(node), id, { message }), 'fail job');
+  }
+
+  /** Hands active jobs back to the queue so they are delivered again. */
+  async requeue(node: string, ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.#pool.query(
+      `UPDATE ${this.opts.schema}.job SET state = 'retry', start_after = now() WHERE name = $1 AND id = ANY($2::uuid[]) AND state = 'active'`,
+      [nodeQueueName(node), [...ids]],
+    );
+    this.#kick(nodeQueueName(node));
+  }
+
+  /** Stops taking jobs, waits for the ones in flight (their completion is recorded), then closes. */
+  async stop(): Promise<void> {
+    if (this.#closed) return;
+    for (const c of this.#consumers.values()) {
+      c.stopping = true;
+      this.#kick(c.name);
+    }
+    for (const c of this.#consumers.values()) {
+      await c.loop;
+      await Promise.all([...c.running]);
+    }
+    this.#closed = true;
+    await this.#boss.stop({ graceful: false, close: false }).catch((err: unknown) => this.opts.log.warn({ err }, 'pg-boss stop failed'));
+    await this.#pool.end().catch(() => undefined);
+  }
+
+  #kick(name: string): void {
+    const c = this.#consumers.get(name);
+    if (!c) return;
+    c.kicked = true;
+    c.wake?.();
+  }
+
+  async #wait(c: Consumer, ms: number): Promise<void> {
+    if (c.kicked || c.stopping) {
+      c.kicked = false;
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        c.wake = null;
+        resolve();
+      }, ms);
+      c.wake = () => {
+        clearTimeout(timer);
+        c.wake = null;
+        resolve();
+      };
+    });
+    c.kicked = false;
+  }
+
+  async #loop(c: Consumer): Promise<void> {
+    while (!c.stopping) {
+      const free = c.concurrency - c.running.size;
+      let got = 0;
+      if (free > 0) {
+        // Clear the flag before fetching: a send during the fetch kicks again and is not lost.
+        c.kicked = false;
+        let jobs: PgBoss.Job<unknown>[] = [];
+        try {
+          jobs = await this.#boss.fetch<unknown>(c.name, { batchSize: free });
+        } catch (err) {
+          this.opts.log.warn({ err: (err as Error).message, queue: c.name }, 'queue fetch failed');
+        }
+        got = jobs.length;
+        for (const job of jobs) this.#run(c, job);
+      }
+      // Fetch again at once while jobs keep coming and slots are free; otherwise wait for a kick
+      // (a send, a freed slot) or the polling interval.
+      if (got > 0 && c.running.size < c.concurrency) continue;
+      await this.#wait(c, this.#pollMs);
+    }
+  }
+
+  #run(c: Consumer, job: PgBoss.Job<unknown>): void {
+    const p: Promise<void> = (async () => {
+      let error: unknown = null;
+      try {
+        await c.handler(job.data);
+      } catch (err) {
+        error = err;
+        this.opts.log.error({ err, queue: c.name, job: job.id }, 'queue handler failed');
+      }
+      await this.#persist(
+        () =>
+          error === null
+            ? c.discard
+              ? this.#boss.deleteJob(c.name, job.id)
+              : this.#boss.complete(c.name, job.id)
+            : this.#boss.fail(c.name, job.id, { message: error instanceof Error ? error.message : String(error) }),
+        'record job end',
+      );
+    })().finally(() => {
+      c.running.delete(p);
+      this.#kick(c.name);
+    });
+    c.running.add(p);
+  }
+
+  /** Retries a database step with a capped backoff until it succeeds or the queue is closed. */
+  async #persist(step: () => Promise<unknown>, what: string): Promise<void> {
+    let delay = 100;
+    for (;;) {
+      try {
+        await step();
+        return;
+      } catch (err) {
+        if (this.#closed) throw err;
+        this.opts.log.warn({ err: (err as Error).message, what }, 'queue step failed; retrying');
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(2000, delay * 2);
+      }
+    }
+  }
+}

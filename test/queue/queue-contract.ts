@@ -1,0 +1,204 @@
+/**
+ * The queue contract: what the server and agents rely on, run against every TaskQueue adapter
+ * (in-process and pg-boss). Each test uses a node of its own, so tests do not see each other's
+ * messages.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import type { QueueMessage, TaskQueue } from '../../src/queue/queue.js';
+
+export interface QueueFactory {
+  readonly name: string;
+  /** A new queue instance; instances of one factory share their backing store, if any. */
+  open(): Promise<TaskQueue>;
+  /** Messages survive stop() and a new instance (pg-boss); the in-process queue's store is the task table. */
+  readonly persistent: boolean;
+  /** withdraw() answers false once a worker has the message (pg-boss); in-process relies on the task claim. */
+  readonly exactWithdraw: boolean;
+  cleanup(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let seq = 0;
+const node = () => `contract-${process.pid}-${++seq}`;
+const msg = (taskId: string): QueueMessage => ({ taskId, kind: 'noop', payload: { op: 'noop', n: taskId } });
+
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await sleep(5);
+  }
+}
+
+export function queueContract(f: QueueFactory): void {
+  describe(`queue contract [${f.name}]`, () => {
+    const open: TaskQueue[] = [];
+    const openQueue = async () => {
+      const q = await f.open();
+      open.push(q);
+      return q;
+    };
+    afterAll(async () => {
+      for (const q of open) await q.stop();
+      await f.cleanup();
+    });
+
+    it('delivers every message once, in the order sent, with its payload', async () => {
+      const q = await openQueue();
+      const n = node();
+      const sent = Array.from({ length: 20 }, (_, i) => `t${i}`);
+      for (const id of sent) await q.send(n, msg(id));
+      const got: QueueMessage[] = [];
+      await q.work(n, async (m) => void got.push(m), { concurrency: 1 });
+      await until(() => got.length === sent.length);
+      await sleep(100);
+      expect(got.map((m) => m.taskId)).toEqual(sent);
+      expect(got[3]).toEqual(msg('t3'));
+      await q.stop();
+    });
+
+    it('runs at most `concurrency` handlers at once, and uses all of them', async () => {
+      const q = await openQueue();
+      const n = node();
+      let active = 0;
+      let peak = 0;
+      let done = 0;
+      await q.work(
+        n,
+        async () => {
+          active++;
+          peak = Math.max(peak, active);
+          await sleep(40);
+          active--;
+          done++;
+        },
+        { concurrency: 3 },
+      );
+      for (let i = 0; i < 12; i++) await q.send(n, msg(`c${i}`));
+      await until(() => done === 12);
+      expect(peak).toBe(3);
+      await q.stop();
+    });
+
+    it('stop() waits for the handlers in flight', async () => {
+      const q = await openQueue();
+      const n = node();
+      let started = false;
+      let finished = false;
+      await q.work(n, async () => {
+        started = true;
+        await sleep(300);
+        finished = true;
+      });
+      await q.send(n, msg('slow'));
+      await until(() => started);
+      await q.stop();
+      expect(finished).toBe(true);
+    });
+
+    it('depth counts messages sent and not yet taken', async () => {
+      const q = await openQueue();
+      const n = node();
+      expect(await q.depth(n)).toBe(0);
+      for (let i = 0; i < 4; i++) await q.send(n, msg(`d${i}`));
+      expect(await q.depth(n)).toBe(4);
+      let got = 0;
+      await q.work(n, async () => void got++);
+      await until(() => got === 4);
+      expect(await q.depth(n)).toBe(0);
+      await q.stop();
+    });
+
+    it('a message withdrawn before any worker takes it never runs', async () => {
+      const q = await openQueue();
+      const n = node();
+      await q.send(n, msg('keep'));
+      await q.send(n, msg('drop'));
+      expect(await q.withdraw(n, 'drop')).toBe(true);
+      const got: string[] = [];
+      await q.work(n, async (m) => void got.push(m.taskId));
+      await until(() => got.length === 1);
+      await sleep(200);
+      expect(got).toEqual(['keep']);
+      expect(await q.depth(n)).toBe(0);
+      await q.stop();
+    });
+
+    it('a handler that throws does not stop the worker', async () => {
+      const q = await openQueue();
+      const n = node();
+      const got: string[] = [];
+      await q.work(n, async (m) => {
+        got.push(m.taskId);
+        if (m.taskId === 'boom') throw new Error('handler failure');
+      });
+      await q.send(n, msg('boom'));
+      await q.send(n, msg('after'));
+      await until(() => got.length === 2);
+      expect(got.sort()).toEqual(['after', 'boom']);
+      await q.stop();
+    });
+
+    if (f.exactWithdraw) {
+      it('withdraw answers false once a worker has the message', async () => {
+        const q = await openQueue();
+        const n = node();
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        let started = false;
+        await q.work(n, async () => {
+          started = true;
+          await gate;
+        });
+        await q.send(n, msg('taken'));
+        await until(() => started);
+        expect(await q.withdraw(n, 'taken')).toBe(false);
+        release();
+        await q.stop();
+      });
+
+      it('sending the same task twice delivers it once', async () => {
+        const q = await openQueue();
+        const n = node();
+        await q.send(n, msg('twice'));
+        await q.send(n, msg('twice'));
+        expect(await q.depth(n)).toBe(1);
+        const got: string[] = [];
+        await q.work(n, async (m) => void got.push(m.taskId));
+        await until(() => got.length === 1);
+        await sleep(200);
+        expect(got).toEqual(['twice']);
+        await q.stop();
+      });
+    }
+
+    if (f.persistent) {
+      it('loses nothing across stop and a new instance: taken messages finish, the rest wait', async () => {
+        const n = node();
+        const q1 = await openQueue();
+        const sent = Array.from({ length: 10 }, (_, i) => `p${i}`);
+        for (const id of sent) await q1.send(n, msg(id));
+        const got: string[] = [];
+        await q1.work(
+          n,
+          async (m) => {
+            await sleep(30);
+            got.push(m.taskId);
+          },
+          { concurrency: 1 },
+        );
+        await until(() => got.length >= 2);
+        await q1.stop();
+        const afterStop = got.length;
+        expect(afterStop).toBeLessThan(10);
+        const q2 = await openQueue();
+        expect(await q2.depth(n)).toBe(10 - afterStop);
+        await q2.work(n, async (m) => void got.push(m.taskId), { concurrency: 2 });
+        await until(() => got.length === 10);
+        await sleep(200);
+        expect([...got].sort()).toEqual([...sent].sort());
+        await q2.stop();
+      });
+    }
+  });
+}
