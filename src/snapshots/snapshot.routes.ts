@@ -11,6 +11,7 @@ import {
   requireNodeOnline,
   requireOperational,
   requireSnapshotsEnabled,
+  vmNode,
 } from '../vms/vm.lookup.js';
 import { findNode, findStorage } from '../nodes/node.repository.js';
 import { findSnapshot, listSnapshots, type ListFilter, type SortField } from './snapshot.repository.js';
@@ -19,7 +20,7 @@ import { loadStorageAndNode, type DiskTarget } from './snapshot.context.js';
 import { bulkDelete, createSnapshot, deleteSnapshot, updateSnapshotFields } from './snapshot.service.js';
 import { rollbackSnapshot } from './snapshot.rollback.js';
 import { submitNodeSync, submitVmSync } from './snapshot.sync.js';
-import type { VmDiskRow } from '../db/schema.js';
+import type { VmDiskRow, VmRow } from '../db/schema.js';
 
 const PATH_SEGMENT_RE = /^[A-Za-z0-9._-]+$/;
 const SORT_FIELDS: readonly SortField[] = ['name', 'disk_id', 'size', 'created', 'hostname'];
@@ -31,16 +32,18 @@ function pathParam(req: ViewRequest, name: string): string {
   return v;
 }
 
-/** Module switch, VM lookup (with the node check for the methods that need it) and disk. */
-async function target(req: ViewRequest, opts: { nodeCheck: boolean; diskDefault?: boolean }): Promise<DiskTarget> {
+/** Module switch and VM lookup (with the node check for the methods that need it), then its disks. */
+async function vmOf(req: ViewRequest, opts: { nodeCheck: boolean }): Promise<{ vm: VmRow; disks: VmDiskRow[] }> {
   requireSnapshotsEnabled(req.caller);
   const vm = await findVm(req.app.db, req.caller, pathParam(req, 'hostname_or_uuid'));
   req.ownerId = vm.owner_id;
-  const disks = await vmDisks(req.app.db, vm.uuid);
-  if (opts.nodeCheck) {
-    const node = await req.app.db.selectFrom('node').selectAll().where('id', '=', vm.node_id).executeTakeFirstOrThrow();
-    requireNodeOnline(node);
-  }
+  if (opts.nodeCheck) requireNodeOnline(await vmNode(req.app.db, vm));
+  return { vm, disks: await vmDisks(req.app.db, vm.uuid) };
+}
+
+/** The VM and the disk named by `disk_id` (412 when there is none). */
+async function target(req: ViewRequest, opts: { nodeCheck: boolean }): Promise<DiskTarget> {
+  const { vm, disks } = await vmOf(req, opts);
   const disk = resolveDisk(disks, req.data['disk_id']);
   const { storage, node } = await loadStorageAndNode(req.app.db, disk);
   return { vm, disks, disk, diskArrayId: disks.indexOf(disk) + 1, storage, node };
@@ -48,12 +51,7 @@ async function target(req: ViewRequest, opts: { nodeCheck: boolean; diskDefault?
 
 /** Every disk of the VM as targets; a VM without disks has no valid disk_id (412). */
 async function allDisks(req: ViewRequest): Promise<DiskTarget[]> {
-  requireSnapshotsEnabled(req.caller);
-  const vm = await findVm(req.app.db, req.caller, pathParam(req, 'hostname_or_uuid'));
-  req.ownerId = vm.owner_id;
-  const node = await req.app.db.selectFrom('node').selectAll().where('id', '=', vm.node_id).executeTakeFirstOrThrow();
-  requireNodeOnline(node);
-  const disks = await vmDisks(req.app.db, vm.uuid);
+  const { vm, disks } = await vmOf(req, { nodeCheck: true });
   if (disks.length === 0) throw apiError('invalidDiskId');
   const out: DiskTarget[] = [];
   for (const [i, disk] of disks.entries()) {
@@ -91,10 +89,7 @@ const vmSnapshotList: ViewDef = {
   dcBound: true,
   methods: {
     async GET(req) {
-      requireSnapshotsEnabled(req.caller);
-      const vm = await findVm(req.app.db, req.caller, pathParam(req, 'hostname_or_uuid'));
-      req.ownerId = vm.owner_id;
-      const disks = await vmDisks(req.app.db, vm.uuid);
+      const { vm, disks } = await vmOf(req, { nodeCheck: false });
       const filter = listFilter(req, { vmUuid: vm.uuid }, disks);
       const sort = parseOrderBy(req.data['order_by'], SORT_FIELDS, '-created');
       const rows = await listSnapshots(req.app.db, filter, sort);
