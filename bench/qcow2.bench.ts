@@ -3,8 +3,9 @@
  * argument arrays, spawned through the same NodeCommandRunner, in the same run), on images in a
  * temp dir. Driver and bare runs alternate on twin images so both see the same snapshot counts.
  *
- * - create one snapshot (offline): driver.create vs `info -U` + `snapshot -c` (what the driver
- *   runs: uniqueness check, then create), and vs `snapshot -c` alone;
+ * - create one snapshot (offline): driver.create vs the one qemu-storage-daemon run it spawns (QEMU
+ *   checks the tag is new and creates it), vs `snapshot -c` alone (which would accept a duplicate
+ *   tag), and vs `info -U` + `snapshot -c` (the driver's path where qemu-storage-daemon is missing);
  * - create one snapshot (live, QMP to a paused QEMU): driver.create vs connect + query-block +
  *   blockdev-snapshot-internal-sync on a bare QmpClient;
  * - list 1,000 snapshots: driver.list vs `info -U --output=json` + JSON.parse;
@@ -82,23 +83,29 @@ export async function run(): Promise<void> {
     const a: DiskRef = { path: 'create-a', sizeBytes: 256 * MiB };
     const b: DiskRef = { path: 'create-b', sizeBytes: 256 * MiB };
     const c: DiskRef = { path: 'create-c', sizeBytes: 256 * MiB };
-    for (const d of [a, b, c]) {
+    const d4: DiskRef = { path: 'create-d', sizeBytes: 256 * MiB };
+    for (const d of [a, b, c, d4]) {
       await driver.createDisk(d);
       await sh(['qemu-io', '-f', 'qcow2', '-c', 'write -q -P 7 0 64M', join(dir, d.path)]);
     }
     const tDriver: number[] = [];
     const tBare: number[] = [];
     const tBareC: number[] = [];
+    const tBareD: number[] = [];
     for (let i = 1; i <= 30; i++) {
       tDriver.push(await time(() => driver.create(a, `es-${i}`, { name: `n${i}` })));
-      tBare.push(await time(async () => {
-        JSON.parse((await sh(argv.info(join(dir, b.path)))).stdout);
-        await sh(argv.snapshotCreate(join(dir, b.path), `es-${i}`));
-      }));
+      tBare.push(await time(() =>
+        sh(argv.storageDaemon(join(dir, b.path), 'esnap'), batchInput([{ execute: 'blockdev-snapshot-internal-sync', arguments: { device: 'esnap', name: `es-${i}` } }])),
+      ));
       tBareC.push(await time(() => sh(argv.snapshotCreate(join(dir, c.path), `es-${i}`))));
+      tBareD.push(await time(async () => {
+        JSON.parse((await sh(argv.info(join(dir, d4.path)))).stdout);
+        await sh(argv.snapshotCreate(join(dir, d4.path), `es-${i}`));
+      }));
     }
-    report('create one snapshot (median of 30)', 'info -U + snapshot -c', median(tDriver), median(tBare));
-    report('', 'snapshot -c alone', median(tDriver), median(tBareC));
+    report('create one snapshot (median of 30)', 'the same qemu-storage-daemon run', median(tDriver), median(tBare));
+    report('', 'snapshot -c alone (no tag check)', median(tDriver), median(tBareC));
+    report('', 'info -U + snapshot -c (old path)', median(tDriver), median(tBareD));
 
     await liveCreate(dir, driver);
 

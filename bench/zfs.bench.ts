@@ -71,7 +71,7 @@ export async function run(): Promise<void> {
       createBare.push(
         await timed(async () => {
           const props = [`es:snapname=bench ${i}`, `es:created=${Date.now()}`];
-          for (const { argv } of snapshotCommands(caps, [`${dataset}/b`], `es-${i}`, props)) await bare(argv);
+          for (const { argv } of snapshotCommands(caps, [`${dataset}/b@es-${i}`], props)) await bare(argv);
           await bare(['zfs', 'get', '-Hp', '-o', 'name,value', caps.sizeProperty, `${dataset}/b@es-${i}`]);
         }),
       );

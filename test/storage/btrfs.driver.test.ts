@@ -3,11 +3,12 @@
  * (subvolume swaps and their crash recovery, one-process batch deletes, quota-group sizes).
  */
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, mkdtemp, open, readdir, readFile, rename, rm, statfs, symlink, unlink, writeFile } from 'node:fs/promises';
+import { appendFile, lstat, mkdir, mkdtemp, open, readdir, readFile, rename, rm, statfs, symlink, unlink, writeFile } from 'node:fs/promises';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BtrfsDriver } from '../../src/storage/btrfs/btrfs.driver.js';
+import { appendIndex, parseIndex } from '../../src/storage/snapshot-index.js';
 import type { DiskRef } from '../../src/storage/driver.js';
 import { NodeCommandRunner, type RunInfo } from '../../src/storage/node-runner.js';
 import { loopFsUnavailable, makeLoopFs, type LoopFs } from '../platform/loopfs.js';
@@ -134,7 +135,7 @@ describe('btrfs driver on a loop-mounted btrfs', async () => {
     const leftovers = async (): Promise<string[]> => (await readdir(join(e().root, 'vm1'))).filter((n) => n !== 'disk0');
     const isSubvolume = async (path: string): Promise<boolean> => (await lstat(path).catch(() => null))?.ino === 256;
 
-    it('lays a disk out as a subvolume with a sparse disk.img, snapshots as read-only subvolumes with side-cars', async () => {
+    it('lays a disk out as a subvolume with a sparse disk.img, snapshots as read-only subvolumes named in the disk index', async () => {
       await e().driver.createDisk(d);
       expect(await isSubvolume(subvol())).toBe(true);
       const img = await lstat(join(subvol(), 'disk.img'));
@@ -142,11 +143,10 @@ describe('btrfs driver on a loop-mounted btrfs', async () => {
       const info = await e().driver.create(d, 'es-1', { name: 'before "upgrade" ü' });
       expect(await isSubvolume(join(snapDir(), 'es-1'))).toBe(true);
       expect((await sh('btrfs', 'property', 'get', join(snapDir(), 'es-1'), 'ro')).trim()).toBe('ro=true');
-      expect(JSON.parse(await readFile(join(snapDir(), 'es-1.json'), 'utf8'))).toEqual({
-        name: 'before "upgrade" ü',
-        created: info.created.toISOString(),
-      });
-      expect((await readdir(snapDir())).sort()).toEqual(['es-1', 'es-1.json']);
+      expect(await readFile(join(snapDir(), '.esnap-index'), 'utf8')).toBe(
+        '\n' + JSON.stringify({ id: 'es-1', name: 'before "upgrade" ü', created: info.created.toISOString() }),
+      );
+      expect((await readdir(snapDir())).sort()).toEqual(['.esnap-index', 'es-1']);
       expect(info.size).toBeNull(); // quotas are off on this filesystem
       expect(e().runs.map((r) => r.argv.slice(0, 3))).toEqual([
         ['btrfs', 'subvolume', 'create'],
@@ -196,7 +196,7 @@ describe('btrfs driver on a loop-mounted btrfs', async () => {
       expect((await readdir(join(e().root, 'vm2'))).sort()).toEqual(['disk0']);
     });
 
-    it('destroys many snapshots with one btrfs process, and runs none when none exists', async () => {
+    it('destroys many snapshots with one btrfs process, ids that do not exist included and ignored', async () => {
       await e().driver.createDisk(d);
       const ids = Array.from({ length: 40 }, (_, i) => `es-${i + 1}`);
       for (const id of ids) await e().driver.create(d, id, { name: id });
@@ -205,12 +205,21 @@ describe('btrfs driver on a loop-mounted btrfs', async () => {
       expect(e().runs).toHaveLength(1);
       const argv = e().runs[0]!.argv;
       expect(argv.slice(0, 3)).toEqual(['btrfs', 'subvolume', 'delete']);
-      expect(argv.slice(3)).toEqual(ids.slice(0, 30).map((id) => join(snapDir(), id)));
+      // The bare command: no existence check first; btrfs deletes what exists and the two missing
+      // paths make it exit non-zero, which the driver accepts once none of the paths is left.
+      expect(argv.slice(3)).toEqual([...ids.slice(0, 30), 'es-99', 'as-5'].map((id) => join(snapDir(), id)));
+      expect(e().runs[0]!.code).not.toBe(0);
       expect((await e().driver.list(d)).map((s) => s.id)).toEqual(ids.slice(30));
-      expect((await readdir(snapDir())).filter((n) => n.endsWith('.json'))).toHaveLength(10);
-      e().runs.length = 0;
-      await e().driver.destroy(d, ['es-1', 'es-99']);
-      expect(e().runs).toEqual([]);
+      // One append for the batch: the destroyed ids are tombstoned, the other ten keep their names.
+      const index = parseIndex(await readFile(join(snapDir(), '.esnap-index'), 'utf8'));
+      expect([...index.keys()]).toEqual(ids.slice(30));
+      expect((await e().driver.list(d)).map((s) => s.name)).toEqual(ids.slice(30));
+      await e().driver.destroy(d, ['es-1', 'es-99']); // all gone already: no error
+      expect((await e().driver.list(d)).map((s) => s.id)).toEqual(ids.slice(30));
+      // A folder that is not a snapshot cannot be deleted by btrfs: an error, not silence.
+      await mkdir(join(snapDir(), 'es-77'));
+      await expectStorageError(e().driver.destroy(d, ['es-31', 'es-77']), 'backend');
+      expect((await e().driver.list(d)).map((s) => s.id)).toEqual(ids.slice(31));
     });
 
     it('deleteDisk deletes the disk and its snapshots in one committed btrfs process', async () => {
@@ -317,13 +326,37 @@ describe('btrfs driver on a loop-mounted btrfs', async () => {
         expect(await leftovers()).toEqual([]);
       });
 
-      it('a crashed create leaves a side-car without a snapshot (or its temporary): never listed, removed by init()', async () => {
+      it('a create that crashed before its snapshot leaves a record that is never listed', async () => {
+        await prepare();
+        // The record is appended before `btrfs subvolume snapshot` runs; then the process died.
+        appendIndex(snapDir(), [{ id: 'es-2', name: 'never made', created: new Date() }]);
+        expect((await e().driver.list(d)).map((s) => [s.id, s.name])).toEqual([['es-1', 'target']]);
+        await e().driver.init();
+        expect((await e().driver.list(d)).map((s) => [s.id, s.name])).toEqual([['es-1', 'target']]);
+        // The id can still be taken, and then carries its new name.
+        await e().driver.create(d, 'es-2', { name: 'made' });
+        expect((await e().driver.list(d)).map((s) => [s.id, s.name])).toEqual([['es-1', 'target'], ['es-2', 'made']]);
+      });
+
+      it('a record torn by a machine crash spoils only itself: the snapshot is listed without a name', async () => {
+        await prepare();
+        await sh('btrfs', 'subvolume', 'snapshot', '-r', subvol(), join(snapDir(), 'es-2'));
+        await appendFile(join(snapDir(), '.esnap-index'), '\n{"id":"es-2","name":"cut sh'); // the write was cut short
+        await e().driver.create(d, 'es-3', { name: 'after' });
+        const listed = new Map((await e().driver.list(d)).map((s) => [s.id, s]));
+        expect([...listed.values()].map((s) => [s.id, s.name]).sort()).toEqual([['es-1', 'target'], ['es-2', null], ['es-3', 'after']]);
+        expect(Math.abs(listed.get('es-2')!.created.getTime() - Date.now())).toBeLessThan(60_000); // btrfs's own time
+      });
+
+      it('init() removes temporaries and side-cars of the old layout whose snapshot does not exist', async () => {
         await prepare();
         await writeFile(join(snapDir(), 'es-2.json'), JSON.stringify({ name: 'never made', created: new Date().toISOString() }));
         await writeFile(join(snapDir(), '.es-3.json.tmp-0123456789ab'), '{"na');
+        await writeFile(join(snapDir(), '..esnap-index.tmp-0123456789ab'), '{"esnapIndex":1');
         expect((await e().driver.list(d)).map((s) => s.id)).toEqual(['es-1']);
         await e().driver.init();
-        expect((await readdir(snapDir())).sort()).toEqual(['es-1', 'es-1.json']);
+        expect((await readdir(snapDir())).sort()).toEqual(['.esnap-index', 'es-1']);
+        expect((await e().driver.list(d)).map((s) => [s.id, s.name])).toEqual([['es-1', 'target']]);
       });
 
       it('a crashed createDisk (subvolume without image) is not a disk until createDisk finishes it', async () => {
@@ -345,6 +378,42 @@ describe('btrfs driver on a loop-mounted btrfs', async () => {
       const [s] = await e().driver.list(d);
       expect(s).toMatchObject({ id: 'manual', name: null, size: null });
       expect(Math.abs(s!.created.getTime() - before)).toBeLessThan(5000);
+    });
+
+    it('a storage of the old layout (a side-car per snapshot) lists the same before and after init() converts it', async () => {
+      // What the driver before the index made: `<id>.json` with {name, created} beside each snapshot.
+      await e().driver.createDisk(d);
+      await mkdir(snapDir(), { recursive: true });
+      const times = ['2026-01-02T03:04:05.678Z', '2026-01-02T03:04:06.001Z'];
+      for (const [i, id] of ['es-1', 'as-2'].entries()) {
+        await sh('btrfs', 'subvolume', 'snapshot', '-r', subvol(), join(snapDir(), id));
+        await writeFile(join(snapDir(), `${id}.json`), JSON.stringify({ name: `old ${i}`, created: times[i] }));
+      }
+      await writeFile(join(snapDir(), 'es-9.json'), '{"name":"broken'); // unreadable, and without a snapshot
+      const expected = [
+        { id: 'es-1', name: 'old 0', created: new Date(times[0]!), size: null },
+        { id: 'as-2', name: 'old 1', created: new Date(times[1]!), size: null },
+      ];
+      const fresh = new BtrfsDriver({ root: e().root, runner: plain });
+      expect(await fresh.list(d)).toEqual(expected); // not converted yet: the side-cars are read
+      await fresh.init();
+      expect((await readdir(snapDir())).sort()).toEqual(['.esnap-index', 'as-2', 'es-1']);
+      expect(await fresh.list(d)).toEqual(expected);
+      await fresh.create(d, 'es-3', { name: 'new' });
+      await fresh.destroy(d, ['es-1']);
+      expect((await fresh.list(d)).map((s) => [s.id, s.name])).toEqual([['as-2', 'old 1'], ['es-3', 'new']]);
+      await fresh.init(); // converting again changes nothing
+      expect((await fresh.list(d)).map((s) => [s.id, s.name])).toEqual([['as-2', 'old 1'], ['es-3', 'new']]);
+    });
+
+    it('a disk deleted and made again at the same path does not inherit the old names', async () => {
+      await e().driver.createDisk(d);
+      await e().driver.create(d, 'es-1', { name: 'old disk' });
+      await e().driver.deleteDisk(d);
+      await e().driver.createDisk(d);
+      await mkdir(snapDir(), { recursive: true });
+      await sh('btrfs', 'subvolume', 'snapshot', '-r', subvol(), join(snapDir(), 'es-1')); // same id, not esnap's
+      expect((await e().driver.list(d)).map((s) => [s.id, s.name])).toEqual([['es-1', null]]);
     });
 
     it('refuses a root that is not on btrfs', async (ctx) => {
@@ -438,7 +507,7 @@ describe('btrfs driver with quota groups', async () => {
         [['btrfs', 'qgroup', 'show'], 0],
       ]);
       expect(Number.isSafeInteger(listed[0]!.size)).toBe(true);
-      expect((await readdir(join(root, '.snapshots', 'disk0'))).sort()).toEqual(['es-1', 'es-1.json']);
+      expect((await readdir(join(root, '.snapshots', 'disk0'))).sort()).toEqual(['.esnap-index', 'es-1']);
       await unlink(join(root, 'filler'));
       await sh('btrfs', 'qgroup', 'limit', 'none', root);
       await driver.create(d, 'es-2', { name: 'two' });

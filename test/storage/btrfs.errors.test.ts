@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { btrfsError, btrfsReason, type BtrfsContext, type BtrfsReason } from '../../src/storage/btrfs/btrfs.errors.js';
 import {
-  exclusiveByPath,
+  exclusiveByName,
   mountFor,
   parseMountInfo,
   parseQgroupShow,
@@ -134,13 +134,19 @@ describe('btrfs qgroup output parsing (recorded)', () => {
     ]);
   });
 
-  it('matches paths exactly, the newest subvolume winning a shared path', () => {
+  it('matches the snapshots of one folder by name, the newest subvolume winning a shared path', () => {
     const rows = [
       { subvolid: 300, exclusive: 1, path: 'store/.snapshots/d/es-1' },
       { subvolid: 310, exclusive: 2, path: 'store/.snapshots/d/es-1' },
       { subvolid: 320, exclusive: 3, path: 'other/store/.snapshots/d/es-1' },
+      { subvolid: 330, exclusive: 4, path: 'store/.snapshots/d/sub/es-1' },
+      { subvolid: 340, exclusive: 5, path: 'store/.snapshots/d/as-2' },
+      { subvolid: 350, exclusive: 6, path: 'store/.snapshots/dd/es-3' },
     ];
-    expect(exclusiveByPath(rows, ['store/.snapshots/d/es-1', 'store/.snapshots/d/es-2'])).toEqual(new Map([['store/.snapshots/d/es-1', 2]]));
+    expect(exclusiveByName(rows, 'store/.snapshots/d/', true)).toEqual(new Map([['es-1', 2], ['as-2', 5]]));
+    // Place unknown: a suffix match, but es-1 is found under two places and is dropped.
+    expect(exclusiveByName(rows, '.snapshots/d/', false)).toEqual(new Map([['as-2', 5]]));
+    expect(exclusiveByName(rows, 'store/.snapshots/e/', true)).toEqual(new Map());
   });
 });
 

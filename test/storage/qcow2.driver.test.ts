@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { QmpCommandError } from '../../src/guest/qmp.js';
 import { StorageError, type DiskRef, type StorageErrorCode } from '../../src/storage/driver.js';
 import { qemuToolError, qmpError } from '../../src/storage/qcow2/qcow2.errors.js';
+import { parseIndex } from '../../src/storage/snapshot-index.js';
 import { platformUnavailable } from '../platform/require.js';
 import { qemuUnavailable } from '../platform/qemu.js';
 import { driverContract, expectStorageError } from './driver-contract.js';
@@ -97,19 +98,20 @@ describe('qcow2 driver, offline (qemu-img on a temp dir)', async () => {
     expect(await readdir(join(e().root, 'vm1'))).toEqual(['disk0']); // no temporary left
   });
 
-  it('keeps names in .esnap/<disk>/.names.json and lists snapshots made outside esnap with name null', async () => {
+  it('keeps names in the index .esnap/<disk>/.esnap-index and lists snapshots made outside esnap with name null', async () => {
     await e().driver.createDisk(disk);
-    await e().driver.create(disk, 'es-1', { name: 'with space "quoted" ü' });
+    const info = await e().driver.create(disk, 'es-1', { name: 'with space "quoted" ü' });
     await run(['qemu-img', 'snapshot', '-c', 'manual tag', e().image(disk)]);
-    const side = JSON.parse(await readFile(join(e().root, '.esnap', 'vm1', 'disk0', '.names.json'), 'utf8')) as unknown;
-    expect(side).toEqual({ names: { 'es-1': 'with space "quoted" ü' } });
+    expect(await readFile(join(e().root, '.esnap', 'vm1', 'disk0', '.esnap-index'), 'utf8')).toBe(
+      '\n' + JSON.stringify({ id: 'es-1', name: 'with space "quoted" ü', created: info.created.toISOString() }),
+    );
     const list = await e().driver.list(disk);
     expect(list.map((s) => [s.id, s.name, s.size])).toEqual([
       ['es-1', 'with space "quoted" ü', null],
       ['manual tag', null, null],
     ]);
-    // A broken side-car loses labels, never snapshots.
-    await writeFile(join(e().root, '.esnap', 'vm1', 'disk0', '.names.json'), '{broken');
+    // A broken index loses labels, never snapshots.
+    await writeFile(join(e().root, '.esnap', 'vm1', 'disk0', '.esnap-index'), '{broken');
     expect((await e().driver.list(disk)).map((s) => [s.id, s.name])).toEqual([['es-1', null], ['manual tag', null]]);
   });
 
@@ -151,8 +153,8 @@ describe('qcow2 driver, offline (qemu-img on a temp dir)', async () => {
     expect(e().runner.ops()).toEqual(['info']);
     expect((await e().driver.list(disk)).map((s) => [s.id, s.name])).toEqual([['es-5', 'n5'], ['es-6', 'n6']]);
     await checkImage(e().image(disk));
-    const side = JSON.parse(await readFile(join(e().root, '.esnap', 'vm1', 'disk0', '.names.json'), 'utf8')) as unknown;
-    expect(side).toEqual({ names: { 'es-5': 'n5', 'es-6': 'n6' } });
+    const index = parseIndex(await readFile(join(e().root, '.esnap', 'vm1', 'disk0', '.esnap-index'), 'utf8'));
+    expect([...index].map(([id, entry]) => [id, entry.name])).toEqual([['es-5', 'n5'], ['es-6', 'n6']]);
   });
 
   it('without qemu-storage-daemon, says so in its capabilities and destroys one by one', async () => {
@@ -209,11 +211,45 @@ describe('qcow2 driver, offline (qemu-img on a temp dir)', async () => {
   it('init removes temporaries left by a crash', async () => {
     await e().driver.createDisk(disk);
     await e().driver.create(disk, 'es-1', { name: 'one' });
-    const leftovers = [join(e().root, '.esnap', 'vm1', 'disk0', '.names.json.tmp-0123456789ab'), join(e().root, '.esnap', 'vm1', '.names.json.tmp-0123456789ab')];
+    const leftovers = [
+      join(e().root, '.esnap', 'vm1', 'disk0', '.names.json.tmp-0123456789ab'),
+      join(e().root, '.esnap', 'vm1', '.names.json.tmp-0123456789ab'),
+      join(e().root, '.esnap', 'vm1', 'disk0', '..esnap-index.tmp-0123456789ab'),
+    ];
     for (const f of leftovers) await writeFile(f, 'x');
     await e().driver.init();
     for (const f of leftovers) await expect(stat(f)).rejects.toThrow();
     expect((await e().driver.list(disk)).map((s) => s.name)).toEqual(['one']);
+  });
+
+  it('a disk named in the old layout (.names.json) lists the same before and after init() converts it', async () => {
+    await e().driver.createDisk(disk);
+    for (const id of ['es-1', 'es-2']) await run(['qemu-img', 'snapshot', '-c', id, e().image(disk)]);
+    const dir = join(e().root, '.esnap', 'vm1', 'disk0');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, '.names.json'), JSON.stringify({ names: { 'es-1': 'old one', 'es-2': 'old two', 'es-9': 'gone' } }));
+    const names = async (): Promise<string[][]> => (await e().driver.list(disk)).map((s) => [s.id, s.name ?? '-']);
+    expect(await names()).toEqual([['es-1', 'old one'], ['es-2', 'old two']]);
+    await e().driver.init();
+    expect(await readdir(dir)).toEqual(['.esnap-index']);
+    expect(await names()).toEqual([['es-1', 'old one'], ['es-2', 'old two']]);
+    await e().driver.destroy(disk, ['es-1']);
+    await e().driver.create(disk, 'es-3', { name: 'new' });
+    await e().driver.init();
+    expect(await names()).toEqual([['es-2', 'old two'], ['es-3', 'new']]);
+  });
+
+  it('a failed create leaves the index byte for byte as it was', async () => {
+    await e().driver.createDisk(disk);
+    await e().driver.create(disk, 'es-1', { name: 'one' });
+    const index = join(e().root, '.esnap', 'vm1', 'disk0', '.esnap-index');
+    const before = await readFile(index, 'utf8');
+    // A raw file where the image should be: qemu-img fails after the name was appended.
+    const other: DiskRef = { path: 'vm1/raw' };
+    await writeFile(join(e().root, 'vm1', 'raw'), Buffer.alloc(MiB));
+    await expectStorageError(e().driver.create(other, 'es-2', { name: 'never' }), 'backend');
+    await expect(stat(join(e().root, '.esnap', 'vm1', 'raw', '.esnap-index'))).rejects.toThrow();
+    expect(await readFile(index, 'utf8')).toBe(before);
   });
 
   it('refuses disk paths that leave the root through a symlink', async () => {

@@ -465,9 +465,14 @@ describe('zfs commands for the capabilities zfs-fuse lacks (OpenZFS), by argv', 
       ['zfs', 'destroy', 'p/d@es-1'],
       ['zfs', 'destroy', 'p/d@es-2'],
     ]);
-    expect(snapshotCommands({ ...OPENZFS, multiSnapshot: false }, ['p/a', 'p/b'], 'es-1', ['es:snapname=x']).map((c) => c.argv)).toEqual([
+    expect(snapshotCommands({ ...OPENZFS, multiSnapshot: false }, ['p/a@es-1', 'p/b@es-2'], ['es:snapname=x']).map((c) => c.argv)).toEqual([
       ['zfs', 'snapshot', '-o', 'es:snapname=x', 'p/a@es-1'],
-      ['zfs', 'snapshot', '-o', 'es:snapname=x', 'p/b@es-1'],
+      ['zfs', 'snapshot', '-o', 'es:snapname=x', 'p/b@es-2'],
+    ]);
+    // One call per pool: OpenZFS takes several snapshots in one call only within one pool.
+    expect(snapshotCommands(OPENZFS, ['p/a@es-1', 'q/b@es-2', 'p/c/d@es-3', 'p@es-4'], ['es:snapname=x']).map((c) => c.argv)).toEqual([
+      ['zfs', 'snapshot', '-o', 'es:snapname=x', 'p/a@es-1', 'p/c/d@es-3', 'p@es-4'],
+      ['zfs', 'snapshot', '-o', 'es:snapname=x', 'q/b@es-2'],
     ]);
   });
 });

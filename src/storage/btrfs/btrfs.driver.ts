@@ -1,12 +1,14 @@
 /**
  * The `btrfs` driver: a disk is a subvolume `<root>/<disk.path>` holding the raw image `disk.img`;
- * snapshot `<id>` of it is the read-only subvolume `<root>/.snapshots/<disk.path>/<id>` plus a
- * side-car `<id>.json` with `{name, created}` (btrfs has no user properties).
+ * snapshot `<id>` of it is the read-only subvolume `<root>/.snapshots/<disk.path>/<id>`; its user
+ * name and exact creation time are a record in the disk's index `.snapshots/<disk.path>/.esnap-index`
+ * (src/storage/snapshot-index.ts; btrfs has no user properties). Storages made with the old layout
+ * (a side-car `<id>.json` per snapshot) are converted by init(); list() still reads a side-car.
  *
  * Crash safety:
- * - create: the side-car is written (temporary, fsync, rename) BEFORE the snapshot, and a snapshot
- *   appears whole when btrfs commits it, so a listed snapshot always has its side-car. A side-car
- *   without a snapshot is a crashed create; init() removes it.
+ * - create: the index record is appended (not fsynced) BEFORE the snapshot, and a snapshot appears
+ *   whole when btrfs commits it. A crash leaves either no snapshot (a record without a folder is
+ *   never listed) or a whole one, whose name a machine crash may have lost (listed with name null).
  * - rollback/restore swap a writable snapshot in, in four steps, with fixed names next to the disk:
  *     1. `btrfs subvolume snapshot <snap> <dir>/.<name>.esnap-new`
  *     2. rename `<dir>/<name>`             → `<dir>/.<name>.esnap-old`
@@ -23,6 +25,7 @@
  * quotas are on and consistent (exact as of the last transaction commit), else null.
  */
 import type { Stats } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { mkdir, open, rename, rmdir, stat, statfs, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
@@ -48,12 +51,12 @@ import {
   lstatSyncOrNull,
   readdirOrEmpty,
   readSnapshotSync,
-  removeStaleSidecars,
   SIDECAR_EXT,
   SIDECAR_TMP_RE,
   unlinkQuiet,
-  writeAtomically,
 } from './btrfs.fs.js';
+import { appendIndex, compactIfLarge, INDEX_FILE, readIndex, undoAppend, type AppendResult } from '../snapshot-index.js';
+import { migrateSnapshotFolders } from './btrfs.index.js';
 import { QgroupReader } from './btrfs.qgroups.js';
 
 export interface BtrfsDriverOptions {
@@ -103,8 +106,8 @@ export class BtrfsDriver implements StorageDriver {
 
   /**
    * Checks the root is on btrfs, then repairs what a crash can leave: swap leftovers next to disks
-   * (the old disk goes back when its path is empty; the rest is deleted), side-car temporaries, and
-   * side-cars whose snapshot was never made or was already destroyed.
+   * (the old disk goes back when its path is empty; the rest is deleted) and temporaries; converts
+   * side-cars of the old layout into the disks' indexes (btrfs.index.ts).
    */
   async init(): Promise<void> {
     const snapshots = join(this.root, SNAPSHOT_DIR);
@@ -113,7 +116,7 @@ export class BtrfsDriver implements StorageDriver {
     if (fs.type !== BTRFS_SUPER_MAGIC) throw new StorageError('backend', `Storage root ${this.root} is not on a btrfs filesystem`);
     this.qgroups.reset();
     await this.recoverSwaps(this.root);
-    await removeStaleSidecars(snapshots).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
+    await migrateSnapshotFolders(snapshots).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
   }
 
   async stats(): Promise<StorageStats> {
@@ -123,12 +126,12 @@ export class BtrfsDriver implements StorageDriver {
   }
 
   async imageOf(disk: DiskRef): Promise<{ path: string; format: 'raw' }> {
-    return { path: (await this.paths(disk)).image, format: 'raw' };
+    return { path: this.paths(disk).image, format: 'raw' };
   }
 
   async diskExists(disk: DiskRef): Promise<boolean> {
-    const p = await this.paths(disk);
-    return (await this.diskStat(p)) !== null;
+    const p = this.paths(disk);
+    return this.diskStat(p) !== null;
   }
 
   async createDisk(disk: DiskRef): Promise<void> {
@@ -137,10 +140,12 @@ export class BtrfsDriver implements StorageDriver {
     if (size === undefined || !Number.isSafeInteger(size) || size < 0) {
       throw new StorageError('backend', `createDisk needs a whole, non-negative sizeBytes, got ${String(size)}`);
     }
-    const p = await this.paths(disk);
+    const p = this.paths(disk);
     const st = await lstatOrNull(p.subvol);
     if (st === null) {
       await mkdir(dirname(p.subvol), { recursive: true }).catch((err: unknown) => fail(err, `cannot create disk ${disk.path}`));
+      // An index left by a deleteDisk cut short must not name this disk's snapshots.
+      await unlinkQuiet(join(p.snapDir, INDEX_FILE)).catch((err: unknown) => fail(err, `cannot create disk ${disk.path}`));
       await this.btrfs(['btrfs', 'subvolume', 'create', p.subvol]);
     } else if (!isSubvolume(st)) {
       throw new StorageError('backend', `${disk.path} exists and is not a disk subvolume`);
@@ -160,13 +165,13 @@ export class BtrfsDriver implements StorageDriver {
 
   /** Snapshots, swap leftovers and the disk go in ONE delete (snapshots first), committed. */
   async deleteDisk(disk: DiskRef): Promise<void> {
-    const p = await this.paths(disk);
+    const p = this.paths(disk);
     const snapshots = (await this.snapshotEntries(p.snapDir)).map((name) => join(p.snapDir, name));
     const own = await filterAsync([p.newPath, p.oldPath, p.subvol], async (path) => isSubvolume(await lstatOrNull(path)));
     await this.deleteSubvolumes([...snapshots, ...own], { commit: true });
     try {
       for (const name of await readdirOrEmpty(p.snapDir)) {
-        if (name.endsWith(SIDECAR_EXT) || SIDECAR_TMP_RE.test(name)) await unlinkQuiet(join(p.snapDir, name));
+        if (name === INDEX_FILE || name.endsWith(SIDECAR_EXT) || SIDECAR_TMP_RE.test(name)) await unlinkQuiet(join(p.snapDir, name));
       }
       // Still holds the folders of disks below this path (not ours), or never existed.
       await rmdir(p.snapDir).catch(() => undefined);
@@ -178,53 +183,65 @@ export class BtrfsDriver implements StorageDriver {
   async create(disk: DiskRef, id: string, meta: SnapshotMeta): Promise<SnapshotInfo> {
     assertDiskPath(disk.path);
     assertSnapshotId(id);
-    const p = await this.paths(disk);
-    await this.requireDisk(p, disk);
+    const p = this.paths(disk);
+    this.requireDisk(p, disk);
     const final = join(p.snapDir, id);
     // Checked first because btrfs snapshots INTO an existing folder instead of failing; the per-disk
     // task lock keeps a second create of the same disk from racing this check.
-    if ((await lstatOrNull(final)) !== null) throw new StorageError('snapshot_exists', `Snapshot ${id} of ${disk.path} exists`);
+    if (lstatSyncOrNull(final) !== null) throw new StorageError('snapshot_exists', `Snapshot ${id} of ${disk.path} exists`);
     const created = new Date();
-    const sidecar = final + SIDECAR_EXT;
+    const what = `cannot create snapshot ${id} of ${disk.path}`;
+    let appended: AppendResult;
     try {
-      await mkdir(p.snapDir, { recursive: true });
+      mkdirSync(p.snapDir, { recursive: true });
+      // Before the snapshot: a killed process never loses the name (see the header).
+      appended = appendIndex(p.snapDir, [{ id, name: meta.name, created }]);
     } catch (err) {
-      fail(err, `cannot create snapshot ${id} of ${disk.path}`);
+      fail(err, what);
     }
-    await this.btrfs(['btrfs', 'subvolume', 'snapshot', '-r', p.subvol, final], { missing: 'disk_missing', exists: 'snapshot_exists' });
-    // The side-car comes after the snapshot and is not fsynced: the snapshot is whole either way,
-    // and a crash can at worst lose its name and exact time (list() then reports name null and
-    // btrfs's own creation time; the database keeps the name). An fsync here cost half of create.
     try {
-      await writeAtomically(sidecar, JSON.stringify({ name: meta.name, created: created.toISOString() }), { sync: false });
+      await this.btrfs(['btrfs', 'subvolume', 'snapshot', '-r', p.subvol, final], { missing: 'disk_missing', exists: 'snapshot_exists' });
     } catch (err) {
-      await this.deleteSubvolumes([final], { commit: false }).catch(() => undefined);
-      fail(err, `cannot create snapshot ${id} of ${disk.path}`);
+      // Taken back so a failed create leaves the index as it was (a record without a snapshot
+      // folder would never be listed anyway).
+      if (lstatSyncOrNull(final) === null) {
+        try {
+          undoAppend(p.snapDir, appended);
+        } catch {
+          /* see above */
+        }
+      }
+      throw err;
     }
-    const sizes = await this.qgroups.exclusiveBytes([final], true);
-    return { id, created, size: sizes?.get(final) ?? null, name: meta.name };
+    return { id, created, size: await this.qgroups.exclusiveBytesOf(final), name: meta.name };
   }
 
   async destroy(disk: DiskRef, ids: readonly string[]): Promise<void> {
     assertDiskPath(disk.path);
     ids.forEach(assertSnapshotId);
-    const p = await this.paths(disk);
+    const p = this.paths(disk);
     const unique = [...new Set(ids)];
-    // Synchronous lstat, as in list(): a hundred thread-pool round trips cost more than the delete.
-    const present = unique.filter((id) => isSubvolume(lstatSyncOrNull(join(p.snapDir, id))));
-    await this.deleteSubvolumes(present.map((id) => join(p.snapDir, id)), { commit: false });
-    // After the subvolumes: a side-car alone is never listed, and init() removes it.
-    await Promise.all(unique.map((id) => unlinkQuiet(join(p.snapDir, id + SIDECAR_EXT)))).catch((err: unknown) =>
-      fail(err, `cannot remove side-cars of ${disk.path}`),
-    );
+    if (unique.length === 0) return;
+    // No existence check first (it was a tenth of a destroy): btrfs deletes the paths that exist and
+    // complains about the others, and deleteSubvolumes then accepts the failure when none of the
+    // paths is left. The argv is exactly the bare `btrfs subvolume delete` of those paths.
+    await this.deleteSubvolumes(unique.map((id) => join(p.snapDir, id)), { commit: false });
+    // After the subvolumes: a record without a snapshot is never listed, so a crash before this
+    // line changes nothing visible; the records matter only if an id were ever taken again.
+    try {
+      const { size } = appendIndex(p.snapDir, unique.map((id) => ({ id, deleted: true as const })));
+      await compactIfLarge(p.snapDir, size, (id) => lstatSyncOrNull(join(p.snapDir, id)) !== null);
+    } catch (err) {
+      if (code(err) !== 'ENOENT') fail(err, `cannot update the snapshot index of ${disk.path}`);
+    }
   }
 
   async rollback(disk: DiskRef, id: string): Promise<void> {
     assertDiskPath(disk.path);
     assertSnapshotId(id);
-    const p = await this.paths(disk);
-    await this.requireDisk(p, disk);
-    const snapshot = await this.requireSnapshot(p, id, disk);
+    const p = this.paths(disk);
+    this.requireDisk(p, disk);
+    const snapshot = this.requireSnapshot(p, id, disk);
     await this.swapIn(p, snapshot);
   }
 
@@ -232,10 +249,10 @@ export class BtrfsDriver implements StorageDriver {
     assertDiskPath(src.path);
     assertDiskPath(dst.path);
     assertSnapshotId(id);
-    const ps = await this.paths(src);
-    const pd = await this.paths(dst);
-    const snapshot = await this.requireSnapshot(ps, id, src);
-    const target = await this.requireDisk(pd, dst);
+    const ps = this.paths(src);
+    const pd = this.paths(dst);
+    const snapshot = this.requireSnapshot(ps, id, src);
+    const target = this.requireDisk(pd, dst);
     const source = await stat(join(snapshot, IMAGE)).catch((err: unknown) => fail(err, `snapshot ${id} of ${src.path} has no image`));
     if (source.size !== target.size) {
       throw new StorageError('size_mismatch', `Disk ${dst.path} has ${target.size} bytes, snapshot ${id} of ${src.path} has ${source.size}`);
@@ -244,29 +261,33 @@ export class BtrfsDriver implements StorageDriver {
   }
 
   async list(disk: DiskRef): Promise<SnapshotInfo[]> {
-    const p = await this.paths(disk);
+    const p = this.paths(disk);
     // A missing disk is an error, not []: an unmounted storage must not read as "all snapshots gone".
-    await this.requireDisk(p, disk);
+    this.requireDisk(p, disk);
+    // The qgroup process (when quotas are on) runs while the folder and the index are read; never rejects.
+    const sizes = this.qgroups.exclusiveBytesIn(p.snapDir).catch(() => null);
     const names = await readdirOrEmpty(p.snapDir).catch((err: unknown) => fail(err, `cannot read ${p.snapDir}`));
-    const sidecars = new Set(names.filter((n) => n.endsWith(SIDECAR_EXT)));
     const candidates = names.filter((n) => !n.startsWith('.') && !n.endsWith(SIDECAR_EXT));
-    // The qgroup process (when quotas are on) runs while the side-cars are read; never rejects.
-    const sizes =
-      candidates.length > 0
-        ? this.qgroups.exclusiveBytes(candidates.map((n) => join(p.snapDir, n)), false).catch(() => null)
-        : Promise.resolve(null);
-    const infos: SnapshotInfo[] = [];
-    for (let i = 0; i < candidates.length; i += LIST_CHUNK) {
-      if (i > 0) await yieldToEventLoop();
-      for (const name of candidates.slice(i, i + LIST_CHUNK)) {
-        const info = readSnapshotSync(p.snapDir, name, sidecars.has(name + SIDECAR_EXT));
-        if (info) infos.push(info);
+    const index = readIndex(p.snapDir);
+    const sidecars = new Set(names.filter((n) => n.endsWith(SIDECAR_EXT)));
+    const found: Array<{ id: string; created: Date; name: string | null; ms: number }> = [];
+    let statted = 0;
+    for (const name of candidates) {
+      const entry = index.get(name);
+      // An indexed name is a snapshot esnap made: btrfs creates it whole, so its folder entry is
+      // enough. Anything else (made by hand, the old layout, a record lost in a crash) is checked
+      // to be a subvolume and dated by btrfs; those are few, and read in chunks between yields.
+      if (entry?.created) {
+        found.push({ id: name, created: entry.created, name: entry.name, ms: entry.created.getTime() });
+        continue;
       }
+      if (++statted % LIST_CHUNK === 0) await yieldToEventLoop();
+      const info = readSnapshotSync(p.snapDir, name, !entry && sidecars.has(name + SIDECAR_EXT));
+      if (info) found.push({ id: name, created: info.created, name: entry ? entry.name : (info.name ?? null), ms: info.created.getTime() });
     }
+    found.sort((a, b) => a.ms - b.ms || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const bytes = await sizes;
-    return infos
-      .map((s) => ({ ...s, size: bytes?.get(join(p.snapDir, s.id)) ?? null }))
-      .sort((a, b) => a.created.getTime() - b.created.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return found.map((s) => ({ id: s.id, created: s.created, size: bytes?.get(s.id) ?? null, name: s.name }));
   }
 
   /** Steps 1-4 of the header; on a failure before step 3 the old disk stays (or goes back) in place. */
@@ -347,26 +368,28 @@ export class BtrfsDriver implements StorageDriver {
   /**
    * Validates a disk path and resolves its locations. No folder on the way may be a symlink (the
    * path would leave the storage) or a subvolume (a disk inside a disk cannot be deleted alone).
+   * Synchronous, like the checks below: a handful of lstat calls on cached entries cost less than
+   * their thread-pool round trips, which were a tenth of a create.
    */
-  private async paths(disk: DiskRef): Promise<DiskPaths> {
+  private paths(disk: DiskRef): DiskPaths {
     assertDiskPath(disk.path);
     const segments = disk.path.split('/');
     if (segments.some((s) => Buffer.byteLength(s) > MAX_SEGMENT_BYTES)) {
       throw new StorageError('invalid_name', `Invalid disk path: ${JSON.stringify(disk.path)} (a name is over ${MAX_SEGMENT_BYTES} bytes)`);
     }
-    await this.checkChain(this.root, segments.slice(0, -1), disk, true);
-    await this.checkChain(join(this.root, SNAPSHOT_DIR), segments, disk, false);
+    this.checkChain(this.root, segments.slice(0, -1), disk, true);
+    this.checkChain(join(this.root, SNAPSHOT_DIR), segments, disk, false);
     const subvol = join(this.root, ...segments);
-    const last = await lstatOrNull(subvol);
+    const last = lstatSyncOrNull(subvol);
     if (last?.isSymbolicLink()) throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} is a symlink`);
     return { ...swapPaths(subvol), image: join(subvol, IMAGE), snapDir: join(this.root, SNAPSHOT_DIR, ...segments) };
   }
 
-  private async checkChain(base: string, segments: readonly string[], disk: DiskRef, disks: boolean): Promise<void> {
+  private checkChain(base: string, segments: readonly string[], disk: DiskRef, disks: boolean): void {
     let path = base;
     for (const segment of segments) {
       path = join(path, segment);
-      const st = await lstatOrNull(path);
+      const st = lstatSyncOrNull(path);
       if (st === null) return; // the rest does not exist yet
       if (st.isSymbolicLink()) throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} leads outside the storage root`);
       if (disks && isSubvolume(st)) throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} is inside another disk`);
@@ -375,21 +398,21 @@ export class BtrfsDriver implements StorageDriver {
   }
 
   /** The image's stat when the disk exists (a subvolume holding a disk.img file), else null. */
-  private async diskStat(p: DiskPaths): Promise<Stats | null> {
-    if (!isSubvolume(await lstatOrNull(p.subvol))) return null;
-    const image = await lstatOrNull(p.image);
+  private diskStat(p: DiskPaths): Stats | null {
+    if (!isSubvolume(lstatSyncOrNull(p.subvol))) return null;
+    const image = lstatSyncOrNull(p.image);
     return image?.isFile() ? image : null;
   }
 
-  private async requireDisk(p: DiskPaths, disk: DiskRef): Promise<Stats> {
-    const st = await this.diskStat(p);
+  private requireDisk(p: DiskPaths, disk: DiskRef): Stats {
+    const st = this.diskStat(p);
     if (st === null) throw new StorageError('disk_missing', `Disk ${disk.path} does not exist`);
     return st;
   }
 
-  private async requireSnapshot(p: DiskPaths, id: string, disk: DiskRef): Promise<string> {
+  private requireSnapshot(p: DiskPaths, id: string, disk: DiskRef): string {
     const path = join(p.snapDir, id);
-    if (!isSubvolume(await lstatOrNull(path))) throw new StorageError('snapshot_missing', `Snapshot ${id} of ${disk.path} does not exist`);
+    if (!isSubvolume(lstatSyncOrNull(path))) throw new StorageError('snapshot_missing', `Snapshot ${id} of ${disk.path} does not exist`);
     return path;
   }
 

@@ -1,39 +1,20 @@
 /**
- * File-system side of the btrfs driver: side-cars (`<id>.json` beside snapshot `<id>`: written
- * atomically, read back, stale ones removed), subvolume detection without a process, and the one
+ * File-system side of the btrfs driver: side-cars of the old layout (`<id>.json` beside snapshot
+ * `<id>`, read back until init() converts them), subvolume detection without a process, and the one
  * translation of errno failures into StorageError (btrfs's own stderr is translated in
  * btrfs.errors.ts).
  */
-import { randomBytes } from 'node:crypto';
 import { lstatSync, readFileSync, type Stats } from 'node:fs';
-import { lstat, open, readdir, rename, unlink } from 'node:fs/promises';
+import { lstat, readdir, unlink } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { StorageError, type SnapshotInfo } from '../driver.js';
 
 /** BTRFS_FIRST_FREE_OBJECTID: the inode number of every subvolume's top folder, and of nothing else on btrfs. */
 const SUBVOLUME_INO = 256;
 export const SIDECAR_EXT = '.json';
-/** `.<name>.tmp-<hex>`: a side-car being written; the leading dot keeps it out of list(). */
+/** `.<name>.tmp-<hex>`: a side-car (old layout) or an index compaction being written; the dot keeps it out of list(). */
 export const SIDECAR_TMP_RE = /^\..+\.tmp-[0-9a-f]{12}$/;
-
-/** Temporary, fsync, rename: the final name only ever holds a complete, durable side-car. */
-export async function writeAtomically(path: string, data: string, opts: { sync?: boolean } = {}): Promise<void> {
-  const tmp = join(dirname(path), `.${path.slice(dirname(path).length + 1)}.tmp-${randomBytes(6).toString('hex')}`);
-  try {
-    const fh = await open(tmp, 'wx');
-    try {
-      await fh.writeFile(data);
-      if (opts.sync ?? true) await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-}
 
 export function isSubvolume(st: Stats | null): st is Stats {
   return st !== null && st.isDirectory() && st.ino === SUBVOLUME_INO;
@@ -108,8 +89,8 @@ export function readSnapshotSync(snapDir: string, id: string, hasSidecar: boolea
   return { id, created, size: null, name: side.name };
 }
 
-/** A missing or unreadable side-car is not an error: the snapshot is listed without a name. */
-function readSidecarSync(path: string): { name: string | null; created: Date | null } {
+/** A missing or unreadable side-car (old layout) is not an error: the snapshot is listed without a name. */
+export function readSidecarSync(path: string): { name: string | null; created: Date | null } {
   try {
     const data: unknown = JSON.parse(readFileSync(path, 'utf8'));
     const { name, created } = (typeof data === 'object' && data !== null ? data : {}) as Record<string, unknown>;
@@ -117,21 +98,5 @@ function readSidecarSync(path: string): { name: string | null; created: Date | n
     return { name: typeof name === 'string' ? name : null, created: date && !Number.isNaN(date.getTime()) ? date : null };
   } catch {
     return { name: null, created: null };
-  }
-}
-
-/** init(): side-car temporaries, and side-cars whose snapshot does not exist, in every snapshot folder. */
-export async function removeStaleSidecars(dir: string): Promise<void> {
-  const names = await readdirOrEmpty(dir);
-  for (const name of names) {
-    const path = join(dir, name);
-    if (SIDECAR_TMP_RE.test(name)) {
-      await unlinkQuiet(path);
-    } else if (name.endsWith(SIDECAR_EXT) && !name.startsWith('.')) {
-      if (!isSubvolume(await lstatOrNull(path.slice(0, -SIDECAR_EXT.length)))) await unlinkQuiet(path);
-    } else {
-      const st = await lstatOrNull(path);
-      if (st?.isDirectory() && !isSubvolume(st)) await removeStaleSidecars(path);
-    }
   }
 }

@@ -20,8 +20,9 @@
  *
  * Example:
  *   const reader = new QgroupReader(runner, root, 60_000);
- *   const bytes = await reader.exclusiveBytes([`${root}/.snapshots/d/es-1`], false); // Map or null
+ *   const bytes = await reader.exclusiveBytesIn(`${root}/.snapshots/d`); // Map of name to bytes, or null
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { basename, posix, relative, sep } from 'node:path';
 import type { CommandRunner } from '../runner.js';
@@ -137,18 +138,31 @@ export function parseQgroupTable(stdout: string): QgroupRow[] {
 }
 
 /**
- * Exclusive bytes per wanted path. A path shared by two groups (a deleted subvolume whose group
- * was not yet dropped, and its successor) takes the newest subvolume's.
+ * Exclusive bytes of the subvolumes directly in one folder, by name. `folder` is the folder's path
+ * from the top level with a trailing slash, or, when `exact` is false (where the storage sits in
+ * its filesystem is unknown), a path suffix: then a name found under two different places is
+ * dropped rather than guessed. A path shared by two groups (a deleted subvolume whose group was not
+ * yet dropped, and its successor) takes the newest subvolume's.
  */
-export function exclusiveByPath(rows: readonly QgroupRow[], paths: readonly string[]): Map<string, number> {
-  const wanted = new Set(paths);
+export function exclusiveByName(rows: readonly QgroupRow[], folder: string, exact: boolean): Map<string, number> {
   const best = new Map<string, QgroupRow>();
+  const ambiguous = new Set<string>();
   for (const row of rows) {
-    if (!wanted.has(row.path)) continue;
-    const seen = best.get(row.path);
-    if (!seen || row.subvolid > seen.subvolid) best.set(row.path, row);
+    let at = 0;
+    if (!row.path.startsWith(folder)) {
+      if (exact) continue;
+      at = row.path.indexOf(`/${folder}`) + 1;
+      if (at === 0) continue;
+    }
+    const name = row.path.slice(at + folder.length);
+    if (name === '' || name.includes('/')) continue;
+    const seen = best.get(name);
+    if (seen && seen.path !== row.path) ambiguous.add(name);
+    if (!seen || row.subvolid > seen.subvolid) best.set(name, row);
   }
-  return new Map([...best].map(([path, row]) => [path, row.exclusive]));
+  const out = new Map<string, number>();
+  for (const [name, row] of best) if (!ambiguous.has(name)) out.set(name, row.exclusive);
+  return out;
 }
 
 /** Finds the storage's place in its filesystem; unknown parts come back null, never an error. */
@@ -170,14 +184,19 @@ async function sysfsDir(source: string): Promise<string | null> {
   return null;
 }
 
-/** Quotas as the kernel reports them now (an operator may switch them at any time). */
-export async function quotaState(sysfs: string | null): Promise<QuotaState> {
+/**
+ * Quotas as the kernel reports them now (an operator may switch them at any time). Synchronous:
+ * two sysfs reads cost microseconds, their thread-pool round trips a noticeable part of a create.
+ */
+export function quotaState(sysfs: string | null): QuotaState {
   if (sysfs === null) return 'unknown';
-  const flag = await readFile(`${sysfs}/qgroups/inconsistent`, 'utf8').catch((err: NodeJS.ErrnoException) => err);
-  if (flag instanceof Error) {
-    if (flag.code !== 'ENOENT') return 'unknown';
+  let flag: string;
+  try {
+    flag = readFileSync(`${sysfs}/qgroups/inconsistent`, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return 'unknown';
     // No qgroups folder: quotas off. A folder without the flag (an older kernel): ask btrfs.
-    return (await stat(`${sysfs}/qgroups`).then(() => true, () => false)) ? 'unknown' : 'off';
+    return existsSync(`${sysfs}/qgroups`) ? 'unknown' : 'off';
   }
   return flag.trim() === '0' ? 'on' : 'unreliable';
 }
@@ -199,16 +218,31 @@ export class QgroupReader {
     this.location = undefined;
   }
 
+  /** Exclusive bytes of one snapshot (`qgroup show -f`), or null when quotas are off or unreliable. */
+  async exclusiveBytesOf(path: string): Promise<number | null> {
+    const rows = await this.rows(['-f', path]);
+    // `-f <snapshot>` lists that snapshot's own group only; no path matching needed.
+    return rows?.length === 1 ? rows[0]!.exclusive : null;
+  }
+
   /**
-   * Exclusive bytes by snapshot path, or null when quotas are off or unreliable. `single` reads
-   * the one group of `paths[0]` (`-f`), else every group of the filesystem, matched by path.
+   * Exclusive bytes of every subvolume directly in `dir` (a folder below the root), by name, or
+   * null when quotas are off or unreliable. It needs no list of names, so list() starts the
+   * `qgroup show` process before it reads the folder.
    */
-  async exclusiveBytes(paths: readonly string[], single: boolean): Promise<Map<string, number> | null> {
+  async exclusiveBytesIn(dir: string): Promise<Map<string, number> | null> {
+    const rows = await this.rows([this.root]);
+    if (rows === null) return null;
+    const { prefix } = await this.location!;
+    const below = `${dir.slice(this.root.length + 1)}/`;
+    return prefix === null ? exclusiveByName(rows, below, false) : exclusiveByName(rows, prefix === '' ? below : `${prefix}/${below}`, true);
+  }
+
+  /** The level-0 rows `qgroup show` prints for `target`; null when quotas are off or unreliable, or on failure (warned). */
+  private async rows(target: readonly string[]): Promise<QgroupRow[] | null> {
     this.location ??= realpath(this.root).then(locate, () => ({ prefix: null, sysfs: null }));
-    const location = await this.location;
-    const state = await quotaState(location.sysfs);
-    if (state === 'off' || state === 'unreliable' || paths.length === 0) return null;
-    const target = single ? ['-f', paths[0]!] : [this.root];
+    const state = quotaState((await this.location).sysfs);
+    if (state === 'off' || state === 'unreliable') return null;
     const json = this.json ? await this.read(['btrfs', '--format', 'json', 'qgroup', 'show', '--raw', ...target], parseQgroupShow) : undefined;
     let rows = json;
     if (rows instanceof Error || rows === undefined) {
@@ -220,10 +254,7 @@ export class QgroupReader {
       process.emitWarning(`btrfs: cannot read snapshot sizes: ${failures}`);
       return null;
     }
-    if (rows === null) return null;
-    // `-f <snapshot>` lists that snapshot's own group only; no path matching needed.
-    if (single) return rows.length === 1 ? new Map([[paths[0]!, rows[0]!.exclusive]]) : null;
-    return this.match(rows, paths, location.prefix);
+    return rows;
   }
 
   /** Rows, null when btrfs says quotas are off or the numbers unreliable, an Error otherwise. */
@@ -237,25 +268,5 @@ export class QgroupReader {
     } catch (err) {
       return err instanceof Error ? err : new Error(String(err));
     }
-  }
-
-  private match(rows: readonly QgroupRow[], paths: readonly string[], prefix: string | null): Map<string, number> {
-    const below = (path: string): string => path.slice(this.root.length + 1);
-    const out = new Map<string, number>();
-    if (prefix !== null) {
-      const rel = (path: string): string => (prefix === '' ? below(path) : `${prefix}/${below(path)}`);
-      const bytes = exclusiveByPath(rows, paths.map(rel));
-      for (const path of paths) {
-        const n = bytes.get(rel(path));
-        if (n !== undefined) out.set(path, n);
-      }
-      return out;
-    }
-    // Where the root sits in the filesystem is unknown: accept a path suffix only when it is unique.
-    for (const path of paths) {
-      const hits = rows.filter((r) => r.path === below(path) || r.path.endsWith('/' + below(path)));
-      if (hits.length === 1) out.set(path, hits[0]!.exclusive);
-    }
-    return out;
   }
 }

@@ -1,7 +1,7 @@
 /**
  * The `qcow2` driver: a disk is the qcow2 image `<root>/<disk.path>`; a snapshot is an internal
- * qcow2 snapshot whose tag is the snapshot id; the user-visible name lives in a side-car
- * (qcow2.names.ts). Sizes are null: qcow2 does not say what one internal snapshot costs.
+ * qcow2 snapshot whose tag is the snapshot id; the user-visible name lives in the disk's snapshot
+ * index (qcow2.names.ts). Sizes are null: qcow2 does not say what one internal snapshot costs.
  *
  * Two paths, chosen per call:
  * - live: the VM's QMP socket answers and its QEMU has the image attached: create and destroy go
@@ -19,11 +19,14 @@
  *
  * Destroy of several snapshots on a stopped VM runs in ONE qemu-storage-daemon process (QMP on
  * stdin) when that program exists (Debian: qemu-system-common); batchDestroy says whether it does,
- * detected by init(). A running VM's snapshots are destroyed over its one QMP connection.
+ * detected by init(). A create on a stopped VM uses it too: QEMU refuses a duplicate tag itself,
+ * so one process does what `qemu-img info` + `qemu-img snapshot -c` did in two. A running VM's
+ * snapshots are created and destroyed over its one QMP connection.
  */
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { link, mkdir, readdir, realpath, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { mkdirSync, realpathSync, rmdirSync, statSync } from 'node:fs';
+import { link, mkdir, realpath, rmdir, statfs, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import {
   assertDiskPath,
@@ -41,7 +44,8 @@ import type { CommandRunner, RunResult } from '../runner.js';
 import { qemuToolError, qmpError } from './qcow2.errors.js';
 import { argv, batchInput, parseBatchOutput, parseInfo, QEMU_IMG, QEMU_STORAGE_DAEMON, type QcowInfo } from './qcow2.image.js';
 import { openLive, type LiveDisk } from './qcow2.live.js';
-import { META_DIR, NAMES_TEMP_RE, namesDir, readNames, removeNames, updateNames } from './qcow2.names.js';
+import { appendIndex, compactIfLarge, undoAppend, type AppendResult } from '../snapshot-index.js';
+import { META_DIR, migrateNames, namesDir, readNames, removeNames } from './qcow2.names.js';
 
 export interface Qcow2DriverOptions {
   readonly root: string;
@@ -88,7 +92,7 @@ export class Qcow2Driver implements StorageDriver {
   async init(): Promise<void> {
     await mkdir(join(this.root, META_DIR), { recursive: true }).catch((err: unknown) => fail(err, 'cannot create the storage folders'));
     this.realRoot = await realpath(this.root).catch((err: unknown) => fail(err, `storage root ${this.root} is not usable`));
-    await removeTemporaries(join(this.root, META_DIR)).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
+    await migrateNames(join(this.root, META_DIR)).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
     const img = await this.runner.run([QEMU_IMG, '--version'], { timeoutMs: 30_000 }).catch((err: unknown) => fail(err, 'qemu-img cannot run (apt-get install qemu-utils)'));
     if (img.code !== 0) throw new StorageError('backend', `qemu-img --version failed: ${img.stderr.trim()}`);
     const daemon = await this.runner.run([QEMU_STORAGE_DAEMON, '--version'], { timeoutMs: 30_000 }).catch(() => null);
@@ -101,13 +105,13 @@ export class Qcow2Driver implements StorageDriver {
   }
 
   async imageOf(disk: DiskRef): Promise<{ path: string; format: 'qcow2' }> {
-    return { path: (await this.paths(disk)).image, format: 'qcow2' };
+    return { path: this.paths(disk).image, format: 'qcow2' };
   }
 
   async diskExists(disk: DiskRef): Promise<boolean> {
     assertDiskPath(disk.path);
-    const { image } = await this.paths(disk);
-    return (await statOrNull(image))?.isFile() ?? false;
+    const { image } = this.paths(disk);
+    return statOrNull(image)?.isFile() ?? false;
   }
 
   async createDisk(disk: DiskRef): Promise<void> {
@@ -117,8 +121,8 @@ export class Qcow2Driver implements StorageDriver {
     if (size === undefined || !Number.isSafeInteger(size) || size < 0 || size % 512 !== 0) {
       throw new StorageError('backend', `createDisk needs a whole, non-negative sizeBytes that is a multiple of 512, got ${String(size)}`);
     }
-    const { image, meta } = await this.paths(disk);
-    if (await statOrNull(image)) return this.requireFile(image, disk);
+    const { image, meta } = this.paths(disk);
+    if (statOrNull(image)) return this.requireFile(image, disk);
     // Made under a temporary name and linked into place: qemu-img create would truncate an image
     // that appeared meanwhile, link() never replaces one. The temporary sits next to the image (the
     // folder may be another filesystem than the root); its dot name is no valid disk path. Only a
@@ -138,14 +142,14 @@ export class Qcow2Driver implements StorageDriver {
     } finally {
       await unlink(tmp).catch(() => undefined);
     }
-    await this.requireFile(image, disk);
+    this.requireFile(image, disk);
   }
 
   async deleteDisk(disk: DiskRef): Promise<void> {
     assertDiskPath(disk.path);
-    const { image, meta } = await this.paths(disk);
+    const { image, meta } = this.paths(disk);
     try {
-      // Image first: its snapshots go with it. A crash before the side-car goes leaves only labels
+      // Image first: its snapshots go with it. A crash before the names go leaves only labels
       // that createDisk clears.
       await unlink(image).catch((err: unknown) => {
         if (!['ENOENT', 'ENOTDIR', 'EISDIR'].includes(code(err) ?? '')) throw err;
@@ -160,34 +164,43 @@ export class Qcow2Driver implements StorageDriver {
   async create(disk: DiskRef, id: string, meta: SnapshotMeta): Promise<SnapshotInfo> {
     assertDiskPath(disk.path);
     assertSnapshotId(id);
-    const p = await this.paths(disk);
-    await this.requireDisk(p.image, disk);
+    const p = this.paths(disk);
+    this.requireDisk(p.image, disk);
     const live = await this.live(disk, p.image);
     try {
-      const existing = live ? live.snapshots : (await this.info(p.image, disk)).snapshots;
+      // Uniqueness (qemu-img accepts a duplicate tag): QEMU checks it itself in the live path and in
+      // qemu-storage-daemon, atomically; only plain qemu-img needs the info read first.
+      const existing = live ? live.snapshots : this.daemon ? [] : (await this.info(p.image, disk)).snapshots;
       if (existing.some((s) => s.name === id)) throw new StorageError('snapshot_exists', `Snapshot ${id} of ${disk.path} exists`);
       const created = new Date();
-      // The name is stored while the snapshot is taken: its fsync would otherwise add a tenth to
-      // every create. Whichever half fails, the other is taken back, so a failed create leaves
-      // neither; a crash in between leaves at most a label without a tag or a tag without a label
-      // (listed with name null, like a snapshot made outside esnap).
       const what = `cannot create snapshot ${id} of ${disk.path}`;
-      const [named, taken] = await Promise.allSettled([
-        updateNames(p.meta, (n) => n.set(id, meta.name)),
-        live
-          ? live.qmp.execute('blockdev-snapshot-internal-sync', { device: live.device, name: id }, { timeoutMs: this.commandTimeoutMs })
-          : this.tool(argv.snapshotCreate(p.image, id), what),
-      ]);
-      if (taken.status === 'rejected') {
-        if (named.status === 'fulfilled') await updateNames(p.meta, (n) => n.delete(id)).catch(() => undefined);
-        throw live ? qmpError(taken.reason, `${what} in the running VM`) : taken.reason;
+      // The name goes into the index BEFORE the snapshot, as one unsynced append (an fsync here
+      // cost a third of a live create): a killed process never loses it, a machine crash may (the
+      // snapshot is then listed with name null). A failed snapshot takes the append back.
+      let appended: AppendResult;
+      let madeDir: string | undefined;
+      try {
+        madeDir = mkdirSync(p.meta, { recursive: true });
+        appended = appendIndex(p.meta, [{ id, name: meta.name, created }]);
+      } catch (err) {
+        fail(err, `${what}: cannot store its name`);
       }
-      if (named.status === 'rejected') {
-        const undo = live
-          ? live.qmp.execute('blockdev-snapshot-delete-internal-sync', { device: live.device, name: id }, { timeoutMs: this.commandTimeoutMs })
-          : this.tool(argv.snapshotDelete(p.image, id), what);
-        await undo.catch(() => undefined);
-        fail(named.reason, `${what}: cannot store its name`);
+      try {
+        if (live) await live.qmp.execute('blockdev-snapshot-internal-sync', { device: live.device, name: id }, { timeoutMs: this.commandTimeoutMs });
+        else if (this.daemon) {
+          const [refused] = await this.daemonBatch(p.image, [{ execute: 'blockdev-snapshot-internal-sync', name: id }], what);
+          if (refused) throw qemuToolError({ code: 1, stderr: refused }, what);
+        }
+        else await this.tool(argv.snapshotCreate(p.image, id), what);
+      } catch (err) {
+        try {
+          undoAppend(p.meta, appended);
+          // Folders this create made go too: a failed create leaves the storage as it was.
+          for (let dir = p.meta; madeDir !== undefined && dir.startsWith(madeDir); dir = dirname(dir)) rmdirSync(dir);
+        } catch {
+          /* a record without a tag is never listed */
+        }
+        throw live ? qmpError(err, `${what} in the running VM`) : err;
       }
       return { id, created, size: null, name: meta.name };
     } finally {
@@ -199,28 +212,37 @@ export class Qcow2Driver implements StorageDriver {
     assertDiskPath(disk.path);
     ids.forEach(assertSnapshotId);
     if (ids.length === 0) return;
-    const p = await this.paths(disk);
-    await this.requireDisk(p.image, disk);
+    const p = this.paths(disk);
+    this.requireDisk(p.image, disk);
     const wanted = new Set(ids);
     const live = await this.live(disk, p.image);
+    let remaining: Set<string>;
+    let doomed: string[];
     try {
       const existing = live ? live.snapshots : (await this.info(p.image, disk)).snapshots;
       // One entry per snapshot, not per tag: duplicate tags made outside esnap all go.
-      const doomed = existing.map((s) => s.name).filter((n) => wanted.has(n));
+      doomed = existing.map((s) => s.name).filter((n) => wanted.has(n));
+      remaining = new Set(existing.map((s) => s.name).filter((n) => !wanted.has(n)));
       if (live) await this.destroyLive(live, doomed, disk);
       else if (doomed.length > 1 && this.daemon) await this.destroyBatch(p.image, doomed, disk);
       else for (const id of doomed) await this.tool(argv.snapshotDelete(p.image, id), `cannot destroy snapshot ${id} of ${disk.path}`);
     } finally {
       await live?.qmp.close();
     }
-    await updateNames(p.meta, (n) => ids.forEach((id) => n.delete(id))).catch(() => undefined);
+    // Labels only: a failure here leaves names that no tag carries, which are never listed.
+    try {
+      const { size } = appendIndex(p.meta, [...new Set(doomed)].map((id) => ({ id, deleted: true as const })));
+      if (size > 0) await compactIfLarge(p.meta, size, (id) => remaining.has(id));
+    } catch {
+      /* see above */
+    }
   }
 
   async rollback(disk: DiskRef, id: string): Promise<void> {
     assertDiskPath(disk.path);
     assertSnapshotId(id);
-    const { image } = await this.paths(disk);
-    await this.requireDisk(image, disk);
+    const { image } = this.paths(disk);
+    this.requireDisk(image, disk);
     await assertDiskNotInUse({ imagePath: image, format: 'qcow2', qmpSocket: disk.qmpSocket, runner: this.runner, qmpTimeoutMs: this.qmpTimeoutMs });
     await this.requireSnapshot(await this.info(image, disk), id, disk);
     await this.tool(argv.snapshotApply(image, id), `cannot roll ${disk.path} back to ${id}`);
@@ -230,13 +252,13 @@ export class Qcow2Driver implements StorageDriver {
     assertDiskPath(src.path);
     assertDiskPath(dst.path);
     assertSnapshotId(id);
-    const from = await this.paths(src);
-    const to = await this.paths(dst);
-    await this.requireDisk(from.image, src);
+    const from = this.paths(src);
+    const to = this.paths(dst);
+    this.requireDisk(from.image, src);
     await assertDiskNotInUse({ imagePath: to.image, format: 'qcow2', qmpSocket: dst.qmpSocket, runner: this.runner, qmpTimeoutMs: this.qmpTimeoutMs });
     const srcInfo = await this.info(from.image, src);
     await this.requireSnapshot(srcInfo, id, src);
-    await this.requireDisk(to.image, dst);
+    this.requireDisk(to.image, dst);
     if ((await realpath(from.image)) === (await realpath(to.image))) {
       // convert -U -n from an image into itself would read what it overwrites.
       await this.tool(argv.snapshotApply(to.image, id), `cannot roll ${dst.path} back to ${id}`);
@@ -254,9 +276,10 @@ export class Qcow2Driver implements StorageDriver {
 
   async list(disk: DiskRef): Promise<SnapshotInfo[]> {
     assertDiskPath(disk.path);
-    const p = await this.paths(disk);
-    await this.requireDisk(p.image, disk);
-    const [info, names] = await Promise.all([this.info(p.image, disk), readNames(p.meta)]);
+    const p = this.paths(disk);
+    this.requireDisk(p.image, disk);
+    const info = await this.info(p.image, disk);
+    const names = readNames(p.meta);
     return info.snapshots
       .map((s): SnapshotInfo => ({ id: s.name, created: s.created, size: null, name: names.get(s.name) ?? null }))
       .sort((a, b) => a.created.getTime() - b.created.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -281,19 +304,38 @@ export class Qcow2Driver implements StorageDriver {
 
   /** All deletions in one qemu-storage-daemon: one open of the image instead of one per snapshot. */
   private async destroyBatch(image: string, ids: readonly string[], disk: DiskRef): Promise<void> {
-    const commands = ids.map((name) => ({ execute: 'blockdev-snapshot-delete-internal-sync', arguments: { device: 'esnap', name } }));
-    const what = `cannot destroy snapshots of ${disk.path}`;
-    const r = await this.run(argv.storageDaemon(image, 'esnap'), what, this.commandTimeoutMs, batchInput(commands));
+    const answers = await this.daemonBatch(
+      image,
+      ids.map((name) => ({ execute: 'blockdev-snapshot-delete-internal-sync', name })),
+      `cannot destroy snapshots of ${disk.path}`,
+    );
+    answers.forEach((a, i) => {
+      if (a === null) return;
+      const e = qemuToolError({ code: 1, stderr: a }, `cannot destroy snapshot ${ids[i]} of ${disk.path}`);
+      if (e.code !== 'snapshot_missing') throw e;
+    });
+  }
+
+  /**
+   * Snapshot commands on a stopped VM's image in ONE qemu-storage-daemon (QMP on stdin), which
+   * takes QEMU's write lock like qemu-img. Returns each command's error text, null for success.
+   * A create through it also checks the tag is new, atomically (qemu-img snapshot -c does not).
+   */
+  private async daemonBatch(
+    image: string,
+    commands: ReadonlyArray<{ execute: string; name: string }>,
+    what: string,
+  ): Promise<Array<string | null>> {
+    const input = batchInput(commands.map((c) => ({ execute: c.execute, arguments: { device: 'esnap', name: c.name } })));
+    const r = await this.run(argv.storageDaemon(image, 'esnap'), what, this.commandTimeoutMs, input);
     if (r.code !== 0) throw qemuToolError(r, what);
     const answers = parseBatchOutput(r.stdout);
-    ids.forEach((id, i) => {
+    const out = commands.map((c, i) => {
       const a = answers.get(i);
-      if (!a) throw new StorageError('backend', `${what}: qemu-storage-daemon gave no answer for ${id}`);
-      if (!a.ok) {
-        const e = qemuToolError({ code: 1, stderr: a.desc }, `cannot destroy snapshot ${id} of ${disk.path}`);
-        if (e.code !== 'snapshot_missing') throw e;
-      }
+      if (!a) throw new StorageError('backend', `${what}: qemu-storage-daemon gave no answer for ${c.name}`);
+      return a.ok ? null : a.desc;
     });
+    return out;
   }
 
   private async info(image: string, disk: DiskRef): Promise<QcowInfo> {
@@ -315,13 +357,17 @@ export class Qcow2Driver implements StorageDriver {
       .catch((err: unknown) => fail(err, what));
   }
 
-  /** Resolves a validated disk path; neither the image nor its side-car folder may leave the root. */
-  private async paths(disk: DiskRef): Promise<DiskPaths> {
+  /**
+   * Resolves a validated disk path; neither the image nor its names folder may leave the root.
+   * Synchronous (realpath(3) and stat on cached entries): their thread-pool round trips were a
+   * visible part of a live create, which takes a few milliseconds.
+   */
+  private paths(disk: DiskRef): DiskPaths {
     const image = join(this.root, disk.path);
     const meta = namesDir(this.root, disk.path);
-    this.realRoot ??= await realpath(this.root).catch((err: unknown) => fail(err, `storage root ${this.root} is not usable`));
+    this.realRoot ??= realpathOrFail(this.root, `storage root ${this.root} is not usable`);
     for (const p of [image, meta]) {
-      const real = await realpathOfExisting(p);
+      const real = realpathOfExisting(p);
       if (real !== this.realRoot && !real.startsWith(this.realRoot + sep)) {
         throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} leads outside the storage root`);
       }
@@ -329,14 +375,14 @@ export class Qcow2Driver implements StorageDriver {
     return { image, meta };
   }
 
-  private async requireDisk(image: string, disk: DiskRef): Promise<Stats> {
-    const st = await statOrNull(image);
+  private requireDisk(image: string, disk: DiskRef): Stats {
+    const st = statOrNull(image);
     if (!st?.isFile()) throw new StorageError('disk_missing', `Disk ${disk.path} does not exist`);
     return st;
   }
 
-  private async requireFile(image: string, disk: DiskRef): Promise<void> {
-    if (!(await statOrNull(image))?.isFile()) throw new StorageError('backend', `${disk.path} exists and is not a file`);
+  private requireFile(image: string, disk: DiskRef): void {
+    if (!statOrNull(image)?.isFile()) throw new StorageError('backend', `${disk.path} exists and is not a file`);
   }
 
   private requireSnapshot(info: QcowInfo, id: string, disk: DiskRef): Promise<void> {
@@ -345,20 +391,19 @@ export class Qcow2Driver implements StorageDriver {
   }
 }
 
-/** init(): temporaries of side-car writes cut short by a crash. */
-async function removeTemporaries(dir: string): Promise<void> {
-  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const path = join(dir, e.name);
-    if (e.isDirectory()) await removeTemporaries(path);
-    else if (NAMES_TEMP_RE.test(e.name)) await unlink(path).catch(() => undefined);
+function realpathOrFail(path: string, what: string): string {
+  try {
+    return realpathSync.native(path);
+  } catch (err) {
+    fail(err, what);
   }
 }
 
 /** realpath of the deepest part of `path` that exists; the missing rest is plain validated names. */
-async function realpathOfExisting(path: string): Promise<string> {
+function realpathOfExisting(path: string): string {
   for (let p = path; ; p = dirname(p)) {
     try {
-      return await realpath(p);
+      return realpathSync.native(p);
     } catch (err) {
       const c = code(err);
       if ((c !== 'ENOENT' && c !== 'ENOTDIR') || dirname(p) === p) fail(err, `cannot resolve ${path}`);
@@ -366,9 +411,9 @@ async function realpathOfExisting(path: string): Promise<string> {
   }
 }
 
-async function statOrNull(path: string): Promise<Stats | null> {
+function statOrNull(path: string): Stats | null {
   try {
-    return await stat(path);
+    return statSync(path);
   } catch (err) {
     if (code(err) === 'ENOENT' || code(err) === 'ENOTDIR') return null;
     fail(err, `cannot stat ${path}`);

@@ -9,7 +9,7 @@
  * with `-drive`) is used when there is one, else the node name (`-blockdev` set-ups): both are
  * accepted by the snapshot commands; a qdev id (`vda`) is not.
  */
-import { realpath } from 'node:fs/promises';
+import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { QmpClient, QmpConnectionError } from '../../guest/qmp.js';
 import { parseSnapshot, type QcowSnapshot } from './qcow2.image.js';
@@ -48,12 +48,12 @@ export async function openLive(socket: string, imagePath: string, timeoutMs: num
   }
   try {
     const blocks = await qmp.execute<BlockInfo[]>('query-block', undefined, { timeoutMs });
-    const want = await realOrResolved(imagePath);
+    const want = realOrResolved(imagePath);
     for (const b of blocks) {
       const ins = b.inserted;
       if (!ins) continue;
       const names = [ins.file, ins.image?.filename].filter((f): f is string => typeof f === 'string' && !f.startsWith('json:'));
-      const paths = await Promise.all(names.map(realOrResolved));
+      const paths = names.map(realOrResolved);
       if (!paths.includes(want)) continue;
       const device = b.device || ins['node-name'];
       if (!device) continue;
@@ -68,6 +68,11 @@ export async function openLive(socket: string, imagePath: string, timeoutMs: num
   }
 }
 
-async function realOrResolved(path: string): Promise<string> {
-  return realpath(path).catch(() => resolve(path));
+/** Synchronous realpath(3): a few of them cost less than their thread-pool round trips. */
+function realOrResolved(path: string): string {
+  try {
+    return realpathSync.native(path);
+  } catch {
+    return resolve(path);
+  }
 }

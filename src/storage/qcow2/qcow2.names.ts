@@ -1,68 +1,76 @@
 /**
- * The side-car that keeps the user-visible snapshot names of one qcow2 image. A qcow2 tag holds the
+ * Where the qcow2 driver keeps the user-visible snapshot names of one image. A qcow2 tag holds the
  * snapshot id (`es-12`); the name cannot ride along in the tag without making ids ambiguous, so it
- * lives in `<root>/.esnap/<disk path>/.names.json` as `{"names": {"es-12": "before-upgrade"}}`.
+ * lives in the disk's snapshot index (src/storage/snapshot-index.ts) in `<root>/.esnap/<disk path>/`.
  *
  * Why there and not next to the image: disk paths may contain dots (`vm1/disk0.qcow2`), so any
  * `<image><suffix>` could be another disk's image; under `.esnap/` (a dot-folder no disk path can
- * enter) and with a dot-named file (no disk path segment starts with a dot) nothing collides.
+ * enter) and with dot-named files (no disk path segment starts with a dot) nothing collides.
  *
- * The side-car is only ever a label store: a missing or broken one means names are null, never an
- * error, and an entry without a snapshot of that tag is ignored. Writes are atomic (temporary,
- * fsync, rename); operations on one disk are serialised by the task lock, so there is one writer.
+ * The old layout was one `.names.json` per disk (`{"names": {"es-12": "before-upgrade"}}`),
+ * rewritten and fsynced by every create and destroy; it is still read (the index wins over it) and
+ * init() converts it. The names are only ever labels: a missing or broken file means names are
+ * null, never an error, and an entry without a snapshot of that tag is ignored.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { appendIndex, INDEX_FILE, INDEX_TMP_RE, readIndex, type IndexRecord } from '../snapshot-index.js';
 
 export const META_DIR = '.esnap';
-const FILE = '.names.json';
-/** Temporaries: `.names.json.tmp-<hex>` in the disk's side-car folder; init() removes leftovers. */
-export const NAMES_TEMP_RE = /^\.names\.json\.tmp-[0-9a-f]{12}$/;
+const LEGACY_FILE = '.names.json';
+/** Temporaries of the old layout's writes: `.names.json.tmp-<hex>`. */
+const LEGACY_TEMP_RE = /^\.names\.json\.tmp-[0-9a-f]{12}$/;
 
 export function namesDir(root: string, diskPath: string): string {
   return join(root, META_DIR, diskPath);
 }
 
-export async function readNames(dir: string): Promise<Map<string, string>> {
+/** Names by snapshot id: the old `.names.json` overlaid with the index (read synchronously: two small files). */
+export function readNames(dir: string): Map<string, string> {
+  const names = readLegacyNames(dir);
+  for (const [id, entry] of readIndex(dir)) {
+    if (entry.name === null) names.delete(id);
+    else names.set(id, entry.name);
+  }
+  return names;
+}
+
+/** Removes the names of a deleted disk (the folder may still hold other disks' folders). */
+export async function removeNames(dir: string): Promise<void> {
+  for (const file of [INDEX_FILE, LEGACY_FILE]) {
+    await unlink(join(dir, file)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT' && err.code !== 'ENOTDIR') throw err;
+    });
+  }
+}
+
+/**
+ * init(): in every disk folder under `.esnap/`, converts `.names.json` into the index and removes
+ * temporaries a crash left. The converted records are appended and fsynced BEFORE the old file
+ * goes, so a crash in between only converts it again.
+ */
+export async function migrateNames(dir: string): Promise<void> {
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) await migrateNames(path);
+    else if (LEGACY_TEMP_RE.test(e.name) || INDEX_TMP_RE.test(e.name)) await unlink(path).catch(() => undefined);
+  }
+  const legacy = readLegacyNames(dir);
+  if (legacy.size === 0) return;
+  const known = readIndex(dir);
+  const records: IndexRecord[] = [...legacy].filter(([id]) => !known.has(id)).map(([id, name]) => ({ id, name, created: null }));
+  appendIndex(dir, records, { sync: true });
+  await unlink(join(dir, LEGACY_FILE)).catch(() => undefined);
+}
+
+function readLegacyNames(dir: string): Map<string, string> {
   try {
-    const data: unknown = JSON.parse(await readFile(join(dir, FILE), 'utf8'));
+    const data: unknown = JSON.parse(readFileSync(join(dir, LEGACY_FILE), 'utf8'));
     const names = (data as { names?: unknown } | null)?.names;
     if (typeof names !== 'object' || names === null) return new Map();
     return new Map(Object.entries(names).filter((e): e is [string, string] => typeof e[1] === 'string'));
   } catch {
     return new Map();
   }
-}
-
-/**
- * Applies `change` to the stored names and writes them back atomically. An empty map removes the
- * file, so adding a name and taking it back (a create that failed) leaves no trace.
- */
-export async function updateNames(dir: string, change: (names: Map<string, string>) => void): Promise<void> {
-  const names = await readNames(dir);
-  change(names);
-  if (names.size === 0) return removeNames(dir);
-  await mkdir(dir, { recursive: true });
-  const tmp = join(dir, `${FILE}.tmp-${randomBytes(6).toString('hex')}`);
-  const fh = await open(tmp, 'wx');
-  try {
-    await fh.writeFile(JSON.stringify({ names: Object.fromEntries(names) }));
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, join(dir, FILE));
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-}
-
-/** Removes the side-car of a deleted disk (the folder may still hold other disks' folders). */
-export async function removeNames(dir: string): Promise<void> {
-  await unlink(join(dir, FILE)).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'ENOENT' && err.code !== 'ENOTDIR') throw err;
-  });
 }

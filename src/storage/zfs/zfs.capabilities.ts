@@ -163,12 +163,22 @@ export interface SnapshotCommand {
   readonly snapshots: string[];
 }
 
-/** Snapshot calls for the same id on several datasets: one atomic call where zfs can, else one per dataset. */
-export function snapshotCommands(caps: ZfsCapabilities, datasets: readonly string[], id: string, props: readonly string[]): SnapshotCommand[] {
+/**
+ * Snapshot calls for several `<dataset>@<name>` (each dataset its own name): one atomic call per
+ * pool where zfs takes several (OpenZFS requires one pool per call), else one call per snapshot.
+ */
+export function snapshotCommands(caps: ZfsCapabilities, snapshots: readonly string[], props: readonly string[]): SnapshotCommand[] {
   const opts = props.flatMap((p) => ['-o', p]);
-  const groups = caps.multiSnapshot ? [datasets] : datasets.map((d) => [d]);
-  return groups.map((group) => {
-    const snapshots = group.map((d) => `${d}@${id}`);
-    return { argv: ['zfs', 'snapshot', ...opts, ...snapshots], snapshots };
-  });
+  let groups: string[][];
+  if (caps.multiSnapshot) {
+    const byPool = new Map<string, string[]>();
+    for (const snap of snapshots) {
+      const pool = snap.split(/[/@]/, 1)[0]!;
+      byPool.set(pool, [...(byPool.get(pool) ?? []), snap]);
+    }
+    groups = [...byPool.values()];
+  } else {
+    groups = snapshots.map((s) => [s]);
+  }
+  return groups.map((group) => ({ argv: ['zfs', 'snapshot', ...opts, ...group], snapshots: group }));
 }

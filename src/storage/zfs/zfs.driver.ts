@@ -34,6 +34,7 @@ import {
   type StorageDriver,
   type StorageStats,
 } from '../driver.js';
+import type { AtomicSnapshotItem, AtomicSnapshots } from '../capabilities.js';
 import type { CommandRunner, RunResult } from '../runner.js';
 import {
   destroyCommands,
@@ -74,7 +75,7 @@ const DEFAULT_BUSY_DELAYS = [50, 100, 200, 400, 800, 1600];
 /** Seconds' worth of difference tolerated between `es:created` and zfs `creation` (busy retries). */
 const CREATED_SLACK_MS = 10_000;
 
-export class ZfsDriver implements StorageDriver {
+export class ZfsDriver implements StorageDriver, AtomicSnapshots {
   readonly kind = 'zfs';
   readonly dataset: string;
   private readonly runner: CommandRunner;
@@ -214,18 +215,54 @@ export class ZfsDriver implements StorageDriver {
    * when one fails, the snapshots already made are destroyed before the error is raised.
    */
   async createMany(disks: readonly DiskRef[], id: string, meta: SnapshotMeta): Promise<SnapshotInfo[]> {
-    const datasets = disks.map((d) => this.diskDataset(d));
+    const snapshots = disks.map((d) => this.snapshotName(d, id));
+    return this.snapshotAll(snapshots, meta);
+  }
+
+  /** AtomicSnapshots: disks of one pool share a key while this zfs takes several snapshots per call. */
+  atomicGroup(disk: DiskRef): string | null {
+    this.diskDataset(disk);
+    return this.caps?.multiSnapshot ? `zfs:${this.pool}` : null;
+  }
+
+  /**
+   * AtomicSnapshots: each item's own id on its disk, in ONE `zfs snapshot` call (different names
+   * per dataset are allowed; every dataset must be in one pool). The items may belong to other
+   * zfs storages of the same pool. Falls back to one call per disk, all or none, like createMany.
+   */
+  async createAtomic(items: readonly AtomicSnapshotItem[], meta: SnapshotMeta): Promise<SnapshotInfo[]> {
+    const snapshots = items.map((item) => {
+      if (!(item.driver instanceof ZfsDriver) || item.driver.pool !== this.pool) {
+        throw new StorageError('backend', `Disk ${item.disk.path} is not on zfs pool ${this.pool}`);
+      }
+      return item.driver.snapshotName(item.disk, item.id);
+    });
+    return this.snapshotAll(snapshots, meta);
+  }
+
+  /** `<disk dataset>@<id>`, both checked. */
+  snapshotName(disk: DiskRef, id: string): string {
+    const ds = this.diskDataset(disk);
     assertSnapshotId(id);
+    return `${ds}@${id}`;
+  }
+
+  private get pool(): string {
+    return this.dataset.split('/')[0]!;
+  }
+
+  private async snapshotAll(snapshots: readonly string[], meta: SnapshotMeta): Promise<SnapshotInfo[]> {
     assertSnapName(meta.name);
+    const datasets = snapshots.map((s) => s.slice(0, s.indexOf('@')));
     if (new Set(datasets).size !== datasets.length) throw new StorageError('invalid_name', 'The same disk is listed twice');
-    if (datasets.length === 0) return [];
+    if (snapshots.length === 0) return [];
     const created = new Date();
     const props = [`${PROP_SNAPNAME}=${meta.name}`, `${PROP_CREATED}=${created.getTime()}`];
     const made: string[] = [];
     try {
-      for (const { argv, snapshots } of snapshotCommands(this.zfsCapabilities, datasets, id, props)) {
+      for (const { argv, snapshots: group } of snapshotCommands(this.zfsCapabilities, snapshots, props)) {
         await this.zfs(argv);
-        made.push(...snapshots);
+        made.push(...group);
       }
     } catch (err) {
       const undo = await Promise.allSettled(made.map((snap) => this.zfs(['zfs', 'destroy', snap])));
@@ -235,14 +272,13 @@ export class ZfsDriver implements StorageDriver {
       }
       throw err;
     }
-    const snaps = datasets.map((d) => `${d}@${id}`);
-    const sizes = await this.zfs(['zfs', 'get', '-Hp', '-o', 'name,value', this.zfsCapabilities.sizeProperty, ...snaps]);
+    const sizes = await this.zfs(['zfs', 'get', '-Hp', '-o', 'name,value', this.zfsCapabilities.sizeProperty, ...snapshots]);
     const byName = new Map<string, string>();
     for (const line of sizes.stdout.split('\n')) {
       const [name = '', value = ''] = line.split('\t');
       byName.set(name, value);
     }
-    return snaps.map((snap) => ({ id, created, size: toSize(byName.get(snap)), name: meta.name }));
+    return snapshots.map((snap) => ({ id: snap.slice(snap.indexOf('@') + 1), created, size: toSize(byName.get(snap)), name: meta.name }));
   }
 
   async destroy(disk: DiskRef, ids: readonly string[]): Promise<void> {
