@@ -2,12 +2,14 @@
  * Issue 4 benchmark, on the embedded default (SQLite, in-process queue, local agent, file storage):
  * 1. 10,000 definitions due in the same minute (10,000 VMs, one 1 MiB disk each): time from the
  *    slot until every create task is queued (target < 5 s), and until every snapshot exists;
- *    baseline: the bare cost of inserting 10,000 task rows, one transaction each and all in one;
+ *    baselines: the bare cost of inserting 10,000 task rows, one transaction each and all in one;
+ *    and the submission path alone: N no-op tasks through TaskService.submit (one transaction each,
+ *    as ticks submitted before) and through submitMany (one transaction, a savepoint per task);
  * 2. the scheduler while nothing is due (the same 10,000 definitions, next runs a day away):
  *    process CPU over a minute with the loop running vs. the same minute with it stopped, and the
  *    cost of one tick that finds nothing due.
  *
- * Run: npm run build && node --expose-gc dist/bench/scheduler.bench.js [definitions]
+ * Run: npx tsc -p tsconfig.json && node --expose-gc dist/bench/scheduler.bench.js [definitions]
  */
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,6 +17,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { createRuntime, type Runtime } from '../src/runtime.js';
 import { fmt, percentile } from './lib.js';
+import type { TaskSpec } from '../src/tasks/task.service.js';
 
 const KEY = 'bench-admin-key-0123456789abcdef';
 const N = Number(process.argv[2] ?? 10_000);
@@ -83,6 +86,40 @@ async function taskRowBaseline(rt: Runtime): Promise<{ each: number; bulk: numbe
   return { each, bulk };
 }
 
+/**
+ * The submission path itself, on tasks that do nothing (no snapshot rows, a node without an
+ * agent): TaskService.submit, one transaction per task as ticks submitted before, against
+ * submitMany, one transaction with a savepoint per task as ticks submit now.
+ */
+async function submitBaseline(rt: Runtime): Promise<{ each: number; many: number }> {
+  const tasks = rt.ctx.tasks;
+  const node = await rt.ctx.db.selectFrom('node').select('id').executeTakeFirstOrThrow();
+  tasks.registerKind('bench_noop', { complete: async () => ({ result: { returncode: 0, message: '' } }) });
+  const spec = (i: number, prefix: string): TaskSpec<unknown> => ({
+    kind: 'bench_noop', type: 'a', userId: 1, username: 'admin', ownerId: 1, dcId: 1, dcBound: true, vmUuid: null,
+    node: { id: node.id, hostname: 'bench-nowhere' }, locks: [`bench ${prefix} ${i}`], apiview: { view: 'bench' },
+    log: { msg: 'bench', detail: '', object: { type: 'vm', name: 'bench', alias: 'bench', pk: 'bench' } },
+    prepare: async () => ({ payload: {}, context: {} }),
+  });
+  let t0 = performance.now();
+  for (let i = 0; i < N; i++) await tasks.submit(spec(i, 'each'));
+  const each = performance.now() - t0;
+  t0 = performance.now();
+  for (let i = 0; i < N; i += 500) {
+    const results = await tasks.submitMany(Array.from({ length: Math.min(500, N - i) }, (_, k) => spec(i + k, 'many')));
+    if (results.some((r) => !r.ok)) throw new Error('a baseline submission failed');
+  }
+  const many = performance.now() - t0;
+  const ids = (await rt.ctx.db.selectFrom('task').select('id').where('kind', '=', 'bench_noop').execute()).map((r) => r.id);
+  for (let i = 0; i < ids.length; i += 500) {
+    const chunk = ids.slice(i, i + 500);
+    await rt.ctx.db.deleteFrom('task_lock').where('task_id', 'in', chunk).execute();
+    await rt.ctx.db.deleteFrom('task_log').where('task_id', 'in', chunk).execute();
+    await rt.ctx.db.deleteFrom('task').where('id', 'in', chunk).execute();
+  }
+  return { each, many };
+}
+
 async function cpuOver(ms: number): Promise<number> {
   const before = process.cpuUsage();
   await new Promise((r) => setTimeout(r, ms));
@@ -99,6 +136,7 @@ async function main(): Promise<void> {
   });
   try {
     const baseline = await taskRowBaseline(rt);
+    const submitted = await submitBaseline(rt);
     // The slot: the first minute boundary at least 30 s away, so set-up is done before it.
     const slot = new Date(Math.ceil((Date.now() + 30_000) / MINUTE) * MINUTE);
     const t0 = performance.now();
@@ -136,6 +174,7 @@ async function main(): Promise<void> {
     console.log(`  slot → all ${N} create tasks queued: ${fmt(queued / 1000, 2)} s (tick ${fmt(tickMs / 1000, 2)} s; target < 5 s)`);
     console.log(`  slot → all ${N} snapshots exist:     ${fmt(allDone / 1000, 1)} s (agent concurrency 4, file driver)`);
     console.log(`  baseline, ${N} bare task-row inserts: ${fmt(baseline.each / 1000, 2)} s one transaction each, ${fmt(baseline.bulk / 1000, 2)} s in one transaction`);
+    console.log(`  baseline, ${N} no-op task submissions: ${fmt(submitted.each / 1000, 2)} s with submit (one transaction each, the former tick path), ${fmt(submitted.many / 1000, 2)} s with submitMany (500 per transaction, a savepoint each)`);
     console.log(`  scheduler cost per definition: ${fmt((tickMs * 1000) / N, 0)} µs (bare task row: ${fmt((baseline.each * 1000) / N, 0)} µs)`);
     console.log(`  RSS after the tick: ${fmt(rssAfterTick / 1024 / 1024, 0)} MiB`);
 

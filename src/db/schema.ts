@@ -182,6 +182,17 @@ export interface TaskLogTable {
   flag: number;
 }
 
+/** One (definition, scheduled instant) the scheduler acted on (migration 0002); see slot.repository.ts. */
+export interface ScheduleSlotTable {
+  define_id: number;
+  slot: string; // ISO instant of the scheduled time
+  source: string; // cron, catchup
+  state: string; // fired, waiting, skipped, failed
+  reason: string | null;
+  created: string;
+  changed: string;
+}
+
 export interface Database {
   dc: DcTable;
   account: UserTable;
@@ -197,6 +208,7 @@ export interface Database {
   task: TaskTable;
   task_lock: TaskLockTable;
   task_log: TaskLogTable;
+  schedule_slot: ScheduleSlotTable;
 }
 
 export type DcRow = Selectable<DcTable>;

@@ -2,7 +2,8 @@
  * One automatic snapshot run of a definition (Danube's `vm_snapshot_beat`, spec 8.1): the lookups
  * and checks of an internal `POST /vm/<vm>/snapshot/<define>-<UTC time>` as the system user, then
  * the create task; and, for a scheduled run that could not start, the FAILURE task-log entry, the
- * definition's `last_error` and the alert (a warning only for 423).
+ * definition's `last_error` and the alert (a warning only for 423); a storage below the free-space
+ * floor makes it a skipped slot instead (capacity.skip.ts).
  */
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
@@ -13,10 +14,14 @@ import type { Caller } from '../http/auth.js';
 import { ApiError, FailureError, apiError } from '../domain/errors.js';
 import { makeTaskId } from '../domain/taskid.js';
 import { writeLog } from '../tasks/task-log.js';
-import { createSnapshot } from '../snapshots/snapshot.service.js';
+import { planCreateSnapshot, type CreateContext } from '../snapshots/snapshot.service.js';
+import type { TaskSpec } from '../tasks/task.service.js';
 import { logObject, type DiskTarget } from '../snapshots/snapshot.context.js';
 import { requireNodeOnline, requireOperational, requireSnapshotsEnabled } from '../vms/vm.lookup.js';
 import { alerts } from '../alerts/alert.messages.js';
+import { StorageFullError } from '../snapshots/capacity.js';
+// A function-level import cycle (capacity.skip → snapshot.retention → run): nothing runs at load time.
+import { skipForCapacity } from './capacity.skip.js';
 import type { AutomationServices, DefineLabels } from './services.js';
 
 export const CREATE_LOG_MSG = "Create snapshot of server's disk";
@@ -103,6 +108,18 @@ export async function startRun(
   /** Whether the name is taken, when the caller already looked it up (see takenNames). */
   knownTaken?: boolean,
 ): Promise<string> {
+  return ctx.tasks.submit(await planRun(ctx, caller, t, def, name, knownTaken));
+}
+
+/** startRun's checks and the create task it would submit (a tick submits many in one transaction). */
+export async function planRun(
+  ctx: AppContext,
+  caller: Caller,
+  t: DiskTarget,
+  def: Pick<DefineRow, 'id' | 'fsfreeze'>,
+  name: string,
+  knownTaken?: boolean,
+): Promise<TaskSpec<CreateContext>> {
   const taken =
     knownTaken ??
     (await ctx.db
@@ -114,7 +131,7 @@ export async function startRun(
       .executeTakeFirst()) !== undefined;
   if (taken) throw apiError('snapshotExists');
   requireOperational(t.vm);
-  return createSnapshot(ctx, caller, [t], { name, fsfreeze: def.fsfreeze === 1, diskIdRaw: t.diskArrayId, defineId: def.id });
+  return planCreateSnapshot(ctx, caller, [t], { name, fsfreeze: def.fsfreeze === 1, diskIdRaw: t.diskArrayId, defineId: def.id });
 }
 
 /** Key of a snapshot name on a disk, as takenNames returns it. */
@@ -164,6 +181,9 @@ export interface FailedStart {
  * node that is not operational) where only a warning is logged, as in Danube.
  */
 export async function recordStartFailure(ctx: AppContext, services: AutomationServices, f: FailedStart, err: unknown): Promise<string> {
+  // A storage below the free-space floor is a skip, not a failure: no entry, no last_error, and
+  // retention runs (capacity.skip.ts). Decided here, where every scheduled start failure arrives.
+  if (err instanceof StorageFullError) return skipForCapacity(ctx, services, f, err);
   const { status, detail } = describeStartError(err);
   if (status >= 500) ctx.log.error({ err, define: f.def.name, vm: f.labels.vm }, 'automatic snapshot failed to start');
   const now = ctx.clock.now().toISOString();

@@ -6,10 +6,15 @@
  * 1. reads due definitions (`next_run <= now`) in pages and decides each one's slot with the pure
  *    `decideSlot` (the most recent due slot fires once; older ones are missed; `catchup: false`
  *    skips a late one);
- * 2. claims the slots atomically (slot.repository.ts): only the server whose claim succeeded acts;
- * 3. skips a slot whose definition still has an automatic snapshot in progress (no overlap);
- * 4. starts the runs; a run that finds the disk lock held waits in the background with backoff
- *    for up to `retryS`, then fails with the normal failure log and alert;
+ * 2. plans each run: skipped when its definition still has an automatic snapshot in progress (no
+ *    overlap), failed when a check refuses it, else the create task it will submit;
+ * 3. in one transaction, claims the slots (slot.repository.ts: only the server whose claim
+ *    succeeds acts) and submits the claimed runs' tasks (TaskService.submitManyIn, a savepoint
+ *    each), so a slot row and its task commit together or not at all; the queue messages follow
+ *    the commit;
+ * 4. reports: a run that found the disk lock held waits in the background with backoff for up to
+ *    `retryS`, then fails with the normal failure log and alert; a run that failed its checks gets
+ *    its failure entry and alert;
  * 5. returns a TickReport (tests and logs read it; metrics are fed as it goes).
  *
  * Loop rules: `start()`/`stop()` are symmetric; `stop()` waits for the tick in flight and ends
@@ -22,11 +27,14 @@ import type { DefineRow } from '../db/schema.js';
 import { formatAutoSnapshotName } from '../domain/time.js';
 import { sleeperOf, type Sleeper } from './clock.js';
 import { decideSlot, type SlotDecision } from './slot-plan.js';
-import { claimSlots, definitionsInProgress, dueDefinitions, earliestNextRun, pruneSlots, setSlotState, type ClaimRequest, type DueCursor } from './slot.repository.js';
-import { RunTargets, nameKey, recordStartFailure, startRun, takenNames } from './run.js';
+import { claimSlotsIn, definitionsInProgress, dueDefinitions, earliestNextRun, pruneSlots, setSlotState, type ClaimRequest, type DueCursor } from './slot.repository.js';
+import { RunTargets, describeStartError, nameKey, planRun, recordStartFailure, startRun, takenNames } from './run.js';
+import type { SubmitResult, TaskSpec } from '../tasks/task.service.js';
+import type { CreateContext } from '../snapshots/snapshot.service.js';
 import { isLockBusy, retryWhileLocked, WaitAborted } from './retry.js';
-import type { AutomationServices, DefineLabels } from './services.js';
+import type { AutomationServices } from './services.js';
 import { checkStale, type StaleState } from './stale.js';
+import { StorageFullError } from '../snapshots/capacity.js';
 
 const MINUTE_MS = 60_000;
 /** Woken this long after the instant it waits for, so the slot is surely due by the clock. */
@@ -55,7 +63,7 @@ export interface TickReport {
   readonly now: Date;
   /** Runs started (a create task was queued). */
   readonly fired: Array<SlotRef & { taskId: string; name: string; late: boolean }>;
-  readonly skipped: Array<SlotRef & { reason: 'overlap' | 'missed' }>;
+  readonly skipped: Array<SlotRef & { reason: 'overlap' | 'missed' | 'capacity' }>;
   /** Runs waiting for their disk lock in the background. */
   readonly waiting: SlotRef[];
   /** Runs that could not start (task-log FAILURE entry and alert written). */
@@ -186,12 +194,20 @@ export class Scheduler {
   async #handleBatch(due: readonly DefineRow[], now: Date, targets: RunTargets, report: TickReport): Promise<void> {
     const nowIso = now.toISOString();
     const decisions = new Map<number, SlotDecision>();
-    const reqs: ClaimRequest[] = [];
+    const reqs = new Map<number, ClaimRequest>();
+    // Definitions due together mostly share schedule and next run (a daily 01:00 on many VMs);
+    // the decision is pure, so it is computed once for each such group.
+    const decided = new Map<string, SlotDecision>();
     for (const d of due) {
       try {
-        const dec = decideSlot({ schedule: d.schedule, tz: d.tz, catchup: d.catchup === 1, nextRun: new Date(d.next_run!) }, now);
+        const key = `${d.schedule}\n${d.tz}\n${d.catchup}\n${d.next_run}`;
+        let dec = decided.get(key);
+        if (!dec) {
+          dec = decideSlot({ schedule: d.schedule, tz: d.tz, catchup: d.catchup === 1, nextRun: new Date(d.next_run!) }, now);
+          decided.set(key, dec);
+        }
         decisions.set(d.id, dec);
-        reqs.push({
+        reqs.set(d.id, {
           defineId: d.id,
           expectedNextRun: d.next_run!,
           nextRun: dec.nextRun?.toISOString() ?? null,
@@ -204,108 +220,156 @@ export class Scheduler {
         // A schedule the validator let through but the cron cannot run: park it, loudly.
         report.errors++;
         this.#ctx.log.error({ err, defineId: d.id, define: d.name, schedule: d.schedule, tz: d.tz }, 'definition schedule cannot be evaluated');
-        reqs.push({ defineId: d.id, expectedNextRun: d.next_run!, nextRun: null, slot: null, source: 'cron', state: 'failed', reason: null });
+        reqs.set(d.id, { defineId: d.id, expectedNextRun: d.next_run!, nextRun: null, slot: null, source: 'cron', state: 'failed', reason: null });
       }
     }
-    const won = await claimSlots(this.#ctx.db, reqs, nowIso);
-    const mine = due.filter((d) => won.has(d.id));
-    if (mine.length === 0) return;
-    await targets.load(mine);
-
-    const toFire: Array<{ def: DefineRow; slot: Date; late: boolean; labels: DefineLabels }> = [];
-    for (const def of mine) {
-      const dec = decisions.get(def.id)!;
-      const labels = targets.labels(def);
-      const ref = { defineId: def.id, define: def.name, vm: labels.vm, slot: dec.slot.toISOString() };
-      const missed = dec.missed + (dec.kind === 'skip' ? 1 : 0);
-      if (missed > 0) {
-        this.#s.observer.slotsSkipped(labels, 'missed', missed);
-        this.#ctx.log.warn({ ...ref, missed, catchup: def.catchup === 1 }, 'scheduled slots missed');
-      }
-      if (dec.kind === 'skip') report.skipped.push({ ...ref, reason: 'missed' });
-      else toFire.push({ def, slot: dec.slot, late: dec.late, labels });
+    await targets.load(due);
+    const fires = due.filter((d) => decisions.get(d.id)?.kind === 'fire');
+    // Every run is planned (overlap, checks, its task) before the claim, because the claim and
+    // the tasks commit in one transaction and reads stay outside it: SQLite has one connection,
+    // and a read through it while the transaction is open would wait for that transaction.
+    const plans = await this.#planRuns(fires, now, targets);
+    for (const [id, p] of plans) {
+      if (p.kind === 'overlap') reqs.set(id, { ...reqs.get(id)!, state: 'skipped', reason: 'overlap' });
+      else if (p.kind === 'fail') reqs.set(id, { ...reqs.get(id)!, state: 'failed', reason: describeStartError(p.err).detail });
     }
-    if (toFire.length === 0) return;
 
+    // Claim and start together: a slot row and its task commit together or not at all, and the
+    // database's claim (slot.repository.ts) decides which server does both.
+    const claimed = await this.#ctx.db.transaction().execute(async (trx) => {
+      const won = await claimSlotsIn(trx, [...reqs.values()], nowIso);
+      const ran = fires.filter((d) => won.has(d.id) && plans.get(d.id)!.kind !== 'overlap').map((d) => d.id);
+      for (let i = 0; i < ran.length; i += 500) {
+        await trx.updateTable('snapshot_define').set({ last_run: nowIso }).where('id', 'in', ran.slice(i, i + 500)).execute();
+      }
+      const starting = fires.filter((d) => won.has(d.id) && plans.get(d.id)!.kind === 'start');
+      const batch = await this.#ctx.tasks.submitManyIn(
+        trx,
+        starting.map((d) => (plans.get(d.id) as StartPlan).spec),
+      );
+      const started = new Map<number, SubmitResult>();
+      for (const [i, r] of batch.results.entries()) {
+        const def = starting[i]!;
+        started.set(def.id, r);
+        if (r.ok) continue;
+        const slot = decisions.get(def.id)!.slot.toISOString();
+        // The slot says what became of it in the claim's own commit.
+        if (isLockBusy(r.error)) await setSlotState(trx, def.id, slot, 'waiting', 'disk lock held', nowIso);
+        else await setSlotState(trx, def.id, slot, 'failed', describeStartError(r.error).detail, nowIso);
+      }
+      return { won, batch, started };
+    });
+    try {
+      await claimed.batch.send();
+    } catch (err) {
+      report.errors++;
+      this.#ctx.log.error({ err }, 'scheduled tasks were created but not all could be queued');
+    }
+
+    for (const def of due) {
+      if (!claimed.won.has(def.id)) continue;
+      const dec = decisions.get(def.id);
+      if (!dec) continue;
+      try {
+        await this.#report(def, dec, plans.get(def.id), claimed.started.get(def.id), targets, now, report);
+      } catch (err) {
+        report.errors++;
+        this.#ctx.log.error({ err, defineId: def.id, define: def.name }, 'scheduled run failed unexpectedly');
+      }
+    }
+  }
+
+  /** Decides for each due run: skipped as an overlap, failed in its checks, or its create task. */
+  async #planRuns(fires: readonly DefineRow[], now: Date, targets: RunTargets): Promise<Map<number, RunPlan>> {
+    const plans = new Map<number, RunPlan>();
+    if (fires.length === 0) return plans;
     const waitingSince = new Date(now.getTime() - (this.#s.retryS + 60) * 1000).toISOString();
     const busy = await definitionsInProgress(
       this.#ctx.db,
-      toFire.map((f) => ({ id: f.def.id, vmUuid: f.def.vm_uuid })),
+      fires.map((d) => ({ id: d.id, vmUuid: d.vm_uuid })),
       waitingSince,
     );
-    const starting: typeof toFire = [];
-    for (const f of toFire) {
-      if (!busy.has(f.def.id) && !this.#s.retries.has(runKey(f.def.id))) {
-        starting.push(f);
-        continue;
-      }
-      const slot = f.slot.toISOString();
-      await setSlotState(this.#ctx.db, f.def.id, slot, 'skipped', 'overlap', nowIso);
-      this.#s.observer.slotsSkipped(f.labels, 'overlap', 1);
-      this.#ctx.log.warn({ defineId: f.def.id, define: f.def.name, vm: f.labels.vm, slot }, 'scheduled slot skipped: the previous automatic snapshot is still in progress');
-      report.skipped.push({ defineId: f.def.id, define: f.def.name, vm: f.labels.vm, slot, reason: 'overlap' });
-    }
-    if (starting.length === 0) return;
-    for (let i = 0; i < starting.length; i += 500) {
-      const ids = starting.slice(i, i + 500).map((f) => f.def.id);
-      await this.#ctx.db.updateTable('snapshot_define').set({ last_run: nowIso }).where('id', 'in', ids).execute();
+    const starting: DefineRow[] = [];
+    for (const d of fires) {
+      if (busy.has(d.id) || this.#s.retries.has(runKey(d.id))) plans.set(d.id, { kind: 'overlap' });
+      else starting.push(d);
     }
     const name = (def: DefineRow): string => formatAutoSnapshotName(def.name, now);
     const taken = await takenNames(
       this.#ctx.db,
-      starting.map((f) => ({ vmUuid: f.def.vm_uuid, name: name(f.def) })),
+      starting.map((d) => ({ vmUuid: d.vm_uuid, name: name(d) })),
     );
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < starting.length) {
-        const f = starting[next++]!;
-        const n = name(f.def);
+        const def = starting[next++]!;
+        const n = name(def);
         try {
-          await this.#startScheduled(f.def, f.slot, f.late, f.labels, targets, now, report, n, taken.has(nameKey(f.def.vm_uuid, f.def.disk_real_id, n)));
+          const { caller, target } = targets.target(def);
+          const spec = await planRun(this.#ctx, caller, target, def, n, taken.has(nameKey(def.vm_uuid, def.disk_real_id, n)));
+          plans.set(def.id, { kind: 'start', spec, name: n });
         } catch (err) {
-          report.errors++;
-          this.#ctx.log.error({ err, defineId: f.def.id, define: f.def.name }, 'scheduled run failed unexpectedly');
+          plans.set(def.id, { kind: 'fail', err, name: n });
         }
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.#concurrency, starting.length) }, worker));
+    return plans;
   }
 
-  async #startScheduled(
+  /** After the commit: metrics, logs, the report, failure entries and alerts, and lock waits. */
+  async #report(
     def: DefineRow,
-    slot: Date,
-    late: boolean,
-    labels: DefineLabels,
+    dec: SlotDecision,
+    plan: RunPlan | undefined,
+    started: SubmitResult | undefined,
     targets: RunTargets,
     now: Date,
     report: TickReport,
-    name: string,
-    nameTaken: boolean,
   ): Promise<void> {
-    const slotIso = slot.toISOString();
+    const labels = targets.labels(def);
+    const slotIso = dec.slot.toISOString();
     const ref: SlotRef = { defineId: def.id, define: def.name, vm: labels.vm, slot: slotIso };
-    try {
-      const { caller, target } = targets.target(def);
-      const taskId = await startRun(this.#ctx, caller, target, def, name, nameTaken);
-      this.#s.observer.slotFired(labels, now.getTime() - slot.getTime());
-      report.fired.push({ ...ref, taskId, name, late });
-    } catch (err) {
-      if (isLockBusy(err)) {
-        await setSlotState(this.#ctx.db, def.id, slotIso, 'waiting', 'disk lock held', now.toISOString());
-        report.waiting.push(ref);
-        this.#ctx.log.info({ ...ref }, 'scheduled run waits for the disk lock');
-        this.#s.retries.start(runKey(def.id), (signal) => this.#waitAndRun(def.id, slot, now.getTime() + this.#s.retryS * 1000, signal));
-        return;
-      }
-      const detail = await recordStartFailure(
-        this.#ctx,
-        this.#s,
-        { def, vm: targets.vm(def), diskArrayId: targets.diskArrayId(def), name, labels },
-        err,
-      );
-      await setSlotState(this.#ctx.db, def.id, slotIso, 'failed', detail, now.toISOString());
-      report.failed.push({ ...ref, detail });
+    const missed = dec.missed + (dec.kind === 'skip' ? 1 : 0);
+    if (missed > 0) {
+      this.#s.observer.slotsSkipped(labels, 'missed', missed);
+      this.#ctx.log.warn({ ...ref, missed, catchup: def.catchup === 1 }, 'scheduled slots missed');
     }
+    if (dec.kind === 'skip' || !plan) {
+      report.skipped.push({ ...ref, reason: 'missed' });
+      return;
+    }
+    if (plan.kind === 'overlap') {
+      this.#s.observer.slotsSkipped(labels, 'overlap', 1);
+      this.#ctx.log.warn(ref, 'scheduled slot skipped: the previous automatic snapshot is still in progress');
+      report.skipped.push({ ...ref, reason: 'overlap' });
+      return;
+    }
+    const failed = plan.kind === 'fail' ? plan.err : started && !started.ok ? started.error : null;
+    if (plan.kind === 'start' && started?.ok) {
+      this.#s.observer.slotFired(labels, now.getTime() - dec.slot.getTime());
+      report.fired.push({ ...ref, taskId: started.taskId, name: plan.name, late: dec.late });
+      return;
+    }
+    if (isLockBusy(failed)) {
+      report.waiting.push(ref);
+      this.#ctx.log.info(ref, 'scheduled run waits for the disk lock');
+      this.#s.retries.start(runKey(def.id), (signal) => this.#waitAndRun(def.id, dec.slot, now.getTime() + this.#s.retryS * 1000, signal));
+      return;
+    }
+    // The slot row says `failed` already (written with the claim); the entry and alert follow,
+    // and the slot takes the reason they settle on (a capacity skip names its storage).
+    const detail = await recordStartFailure(
+      this.#ctx,
+      this.#s,
+      { def, vm: targets.vm(def), diskArrayId: targets.diskArrayId(def), name: plan.name, labels },
+      failed,
+    );
+    // A storage below the free-space floor is a skip (capacity.skip.ts), not a failure.
+    const skipped = failed instanceof StorageFullError;
+    await setSlotState(this.#ctx.db, def.id, slotIso, skipped ? 'skipped' : 'failed', detail, now.toISOString());
+    if (skipped) report.skipped.push({ ...ref, reason: 'capacity' });
+    else report.failed.push({ ...ref, detail });
   }
 
   /** The background part of "waiting instead of failing": re-read, re-check and retry until the deadline. */
@@ -353,10 +417,14 @@ export class Scheduler {
         { def: l.def, vm: l.targets.vm(l.def), diskArrayId: l.targets.diskArrayId(l.def), name: l.name, labels: l.targets.labels(l.def) },
         err,
       );
-      await setSlotState(this.#ctx.db, defineId, slotIso, 'failed', detail, nowIso);
+      await setSlotState(this.#ctx.db, defineId, slotIso, err instanceof StorageFullError ? 'skipped' : 'failed', detail, nowIso);
     }
   }
 }
+
+type StartPlan = { readonly kind: 'start'; readonly spec: TaskSpec<CreateContext>; readonly name: string };
+/** What a due run will do, decided before the claim. */
+type RunPlan = { readonly kind: 'overlap' } | StartPlan | { readonly kind: 'fail'; readonly err: unknown; readonly name: string };
 
 /** A waiting run whose definition was paused or deleted meanwhile: it does not run. */
 class Abandoned extends Error {}

@@ -16,7 +16,8 @@ export interface DefineLabels {
   readonly define: string;
 }
 
-export type SkipReason = 'overlap' | 'missed';
+/** Why slots were skipped; `capacity`: a storage below ESNAP_MIN_FREE_PERCENT (src/snapshots/capacity.ts). */
+export type SkipReason = 'overlap' | 'missed' | 'capacity';
 
 /** What the scheduler reports as it works; the metrics implement it. */
 export interface SchedulerObserver {

@@ -10,32 +10,9 @@
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { isPostgres } from '../db/dialect.js';
-import type { Database, DefineRow } from '../db/schema.js';
-
-export interface ScheduleSlotTable {
-  define_id: number;
-  slot: string;
-  source: string; // cron, catchup
-  state: string; // fired, waiting, skipped, failed
-  reason: string | null;
-  created: string;
-  changed: string;
-}
-
-/**
- * The database with the scheduler's own table (migration 0002). `src/db/schema.ts` is shared and
- * does not list it; the scheduler alone reads and writes it.
- */
-export interface SchedulerDatabase extends Database {
-  schedule_slot: ScheduleSlotTable;
-}
+import type { Database, DefineRow, ScheduleSlotTable } from '../db/schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
-type SDb = Kysely<SchedulerDatabase> | Transaction<SchedulerDatabase>;
-
-function sdb(db: Db): SDb {
-  return db as unknown as SDb;
-}
 
 export type SlotState = 'fired' | 'waiting' | 'skipped' | 'failed';
 export type SlotSource = 'cron' | 'catchup';
@@ -86,62 +63,68 @@ export interface ClaimRequest {
  * this call recorded: only those may act on it.
  */
 export async function claimSlots(db: Kysely<Database>, reqs: readonly ClaimRequest[], nowIso: string): Promise<Set<number>> {
+  return db.transaction().execute((trx) => claimSlotsIn(trx, reqs, nowIso));
+}
+
+/**
+ * claimSlots inside the caller's transaction: the scheduler submits the claimed slots' tasks in
+ * the same one, so a slot row and its task commit together or not at all.
+ */
+export async function claimSlotsIn(trx: Transaction<Database>, reqs: readonly ClaimRequest[], nowIso: string): Promise<Set<number>> {
   const sorted = [...reqs].sort((a, b) => a.defineId - b.defineId);
-  return db.transaction().execute(async (trx) => {
-    const moved: ClaimRequest[] = [];
-    // One compare-and-set statement per chunk (a statement per row made the claim of thousands
-    // of definitions slow); RETURNING names the rows whose `next_run` still held what was read.
-    for (let i = 0; i < sorted.length; i += 200) {
-      const chunk = sorted.slice(i, i + 200);
-      const byId = new Map(chunk.map((r) => [r.defineId, r]));
-      if (isPostgres(trx)) {
-        // Lock in id order first: two servers claiming overlapping chunks then queue up instead of
-        // deadlocking on rows an UPDATE would visit in plan order.
-        await trx.selectFrom('snapshot_define').select('id').where('id', 'in', [...byId.keys()]).orderBy('id').forUpdate().execute();
-      }
-      const next = sql.join(chunk.map((r) => sql`WHEN ${r.defineId} THEN ${r.nextRun}`), sql` `);
-      const expected = sql.join(chunk.map((r) => sql`WHEN ${r.defineId} THEN ${r.expectedNextRun}`), sql` `);
-      const rows = await trx
-        .updateTable('snapshot_define')
-        .set({ next_run: sql<string | null>`CASE id ${next} END` })
-        .where('id', 'in', [...byId.keys()])
-        .where('active', '=', 1)
-        .where('next_run', '=', sql<string>`CASE id ${expected} END`)
-        .returning('id')
-        .execute();
-      for (const row of rows) {
-        const r = byId.get(row.id)!;
-        if (r.slot !== null) moved.push(r);
-      }
+  const moved: ClaimRequest[] = [];
+  // One compare-and-set statement per chunk (a statement per row made the claim of thousands
+  // of definitions slow); RETURNING names the rows whose `next_run` still held what was read.
+  for (let i = 0; i < sorted.length; i += 200) {
+    const chunk = sorted.slice(i, i + 200);
+    const byId = new Map(chunk.map((r) => [r.defineId, r]));
+    if (isPostgres(trx)) {
+      // Lock in id order first: two servers claiming overlapping chunks then queue up instead of
+      // deadlocking on rows an UPDATE would visit in plan order.
+      await trx.selectFrom('snapshot_define').select('id').where('id', 'in', [...byId.keys()]).orderBy('id').forUpdate().execute();
     }
-    const won = new Set<number>();
-    // Inserted in chunks: one statement per chunk keeps the claim of thousands of slots fast.
-    for (let i = 0; i < moved.length; i += 200) {
-      const chunk = moved.slice(i, i + 200);
-      const rows = await sdb(trx)
-        .insertInto('schedule_slot')
-        .values(
-          chunk.map((r) => ({
-            define_id: r.defineId,
-            slot: r.slot!,
-            source: r.source,
-            state: r.state,
-            reason: r.reason,
-            created: nowIso,
-            changed: nowIso,
-          })),
-        )
-        .onConflict((oc) => oc.columns(['define_id', 'slot']).doNothing())
-        .returning('define_id')
-        .execute();
-      for (const row of rows) won.add(row.define_id);
+    const next = sql.join(chunk.map((r) => sql`WHEN ${r.defineId} THEN ${r.nextRun}`), sql` `);
+    const expected = sql.join(chunk.map((r) => sql`WHEN ${r.defineId} THEN ${r.expectedNextRun}`), sql` `);
+    const rows = await trx
+      .updateTable('snapshot_define')
+      .set({ next_run: sql<string | null>`CASE id ${next} END` })
+      .where('id', 'in', [...byId.keys()])
+      .where('active', '=', 1)
+      .where('next_run', '=', sql<string>`CASE id ${expected} END`)
+      .returning('id')
+      .execute();
+    for (const row of rows) {
+      const r = byId.get(row.id)!;
+      if (r.slot !== null) moved.push(r);
     }
-    return won;
-  });
+  }
+  const won = new Set<number>();
+  // Inserted in chunks: one statement per chunk keeps the claim of thousands of slots fast.
+  for (let i = 0; i < moved.length; i += 200) {
+    const chunk = moved.slice(i, i + 200);
+    const rows = await trx
+      .insertInto('schedule_slot')
+      .values(
+        chunk.map((r) => ({
+          define_id: r.defineId,
+          slot: r.slot!,
+          source: r.source,
+          state: r.state,
+          reason: r.reason,
+          created: nowIso,
+          changed: nowIso,
+        })),
+      )
+      .onConflict((oc) => oc.columns(['define_id', 'slot']).doNothing())
+      .returning('define_id')
+      .execute();
+    for (const row of rows) won.add(row.define_id);
+  }
+  return won;
 }
 
 export async function setSlotState(db: Db, defineId: number, slot: string, state: SlotState, reason: string | null, nowIso: string): Promise<void> {
-  await sdb(db)
+  await db
     .updateTable('schedule_slot')
     .set({ state, reason, changed: nowIso })
     .where('define_id', '=', defineId)
@@ -150,11 +133,11 @@ export async function setSlotState(db: Db, defineId: number, slot: string, state
 }
 
 export async function getSlot(db: Db, defineId: number, slot: string): Promise<ScheduleSlotTable | undefined> {
-  return sdb(db).selectFrom('schedule_slot').selectAll().where('define_id', '=', defineId).where('slot', '=', slot).executeTakeFirst();
+  return db.selectFrom('schedule_slot').selectAll().where('define_id', '=', defineId).where('slot', '=', slot).executeTakeFirst();
 }
 
 export async function slotsOf(db: Db, defineId: number): Promise<ScheduleSlotTable[]> {
-  return sdb(db).selectFrom('schedule_slot').selectAll().where('define_id', '=', defineId).orderBy('slot').execute();
+  return db.selectFrom('schedule_slot').selectAll().where('define_id', '=', defineId).orderBy('slot').execute();
 }
 
 /**
@@ -182,7 +165,7 @@ export async function definitionsInProgress(db: Db, defines: ReadonlyArray<{ id:
   }
   const ids = [...wanted];
   for (let i = 0; i < ids.length; i += 500) {
-    const waiting = await sdb(db)
+    const waiting = await db
       .selectFrom('schedule_slot')
       .select('define_id')
       .where('define_id', 'in', ids.slice(i, i + 500))
@@ -196,6 +179,6 @@ export async function definitionsInProgress(db: Db, defines: ReadonlyArray<{ id:
 
 /** Drops slot history older than `beforeIso`; the at-most-once guarantee only needs recent slots. */
 export async function pruneSlots(db: Db, beforeIso: string): Promise<number> {
-  const res = await sdb(db).deleteFrom('schedule_slot').where('created', '<', beforeIso).executeTakeFirst();
+  const res = await db.deleteFrom('schedule_slot').where('created', '<', beforeIso).executeTakeFirst();
   return Number(res.numDeletedRows);
 }

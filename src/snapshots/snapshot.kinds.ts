@@ -22,7 +22,7 @@ function failed(outcome: TaskOutcome): TaskResult {
 
 export function registerSnapshotKinds(ctx: AppContext): void {
   ctx.tasks.registerKind<CreateContext>('snapshot_create', {
-    async complete(trx, _task, c, outcome) {
+    async complete(trx, task, c, outcome) {
       const now = ctx.clock.now().toISOString();
       if (outcome.returncode !== 0) {
         await deleteSnapshots(trx, c.snapshotIds);
@@ -51,7 +51,8 @@ export function registerSnapshotKinds(ctx: AppContext): void {
       const result: TaskResult = { returncode: 0, message, detail };
       if (c.defineId === null) return { result };
       const defineId = c.defineId;
-      return { result, after: () => runRetention(ctx, defineId) };
+      // The create's own id names a prune failure in the task log (as Danube logs it under the beat's task).
+      return { result, after: () => runRetention(ctx, defineId, task.id) };
     },
   });
 

@@ -27,7 +27,9 @@ import {
 } from './snapshot.repository.js';
 import { diskLockKey, diskRef, logObject, type DiskTarget } from './snapshot.context.js';
 import type { AgentPayload, CreateItem } from '../agent/payloads.js';
+import type { TaskSpec } from '../tasks/task.service.js';
 import { requireOperational, VM_STOPPED } from '../vms/vm.lookup.js';
+import { assertCapacity, capacityOf } from './capacity.js';
 
 const MB = 1024 * 1024;
 
@@ -74,6 +76,19 @@ export async function createSnapshot(
   targets: readonly DiskTarget[],
   input: CreateInput,
 ): Promise<string> {
+  return ctx.tasks.submit(await planCreateSnapshot(ctx, caller, targets, input));
+}
+
+/**
+ * The checks of createSnapshot and the task it would submit, not yet submitted: the scheduler
+ * submits many in one transaction (TaskService.submitManyIn). Throws what createSnapshot throws.
+ */
+export async function planCreateSnapshot(
+  ctx: AppContext,
+  caller: Caller,
+  targets: readonly DiskTarget[],
+  input: CreateInput,
+): Promise<TaskSpec<CreateContext>> {
   const t = targets[0]!;
   const vm = t.vm;
   const auto = input.defineId !== undefined && input.defineId !== null;
@@ -95,10 +110,13 @@ export async function createSnapshot(
   // The count limit counts the snapshots about to be made, as Danube's GUI does for "all disks".
   if (limit !== null && (await countByType(ctx.db, vm.uuid, type)) + targets.length > limit) throw apiError('snapshotLimit');
   await checkSizeQuotas(ctx, caller, t);
+  // Last of the 417s: every storage the snapshot goes to must be above the free-space floor
+  // (manual, "all", run now and scheduled alike; the scheduler turns it into a skipped slot).
+  assertCapacity(capacityOf(ctx), targets.map((x) => x.storage));
 
   const now = ctx.clock.now().toISOString();
   const diskIdLog: unknown = targets.length > 1 ? 'all' : t.diskArrayId;
-  return ctx.tasks.submit<CreateContext>({
+  return {
     kind: 'snapshot_create',
     type: auto ? 'a' : 'e',
     userId: caller.user.id,
@@ -164,7 +182,7 @@ export async function createSnapshot(
         },
       };
     },
-  });
+  };
 }
 
 /** VM and DC size quotas (spec 9), on sizes read from storage; lost rows never count. */

@@ -2,7 +2,7 @@
  * The task log (spec 7.2): one entry per task, written PENDING at submission and updated in place
  * with the final status; synchronous operations write a finished entry at once.
  */
-import type { Kysely, Transaction } from 'kysely';
+import type { Insertable, Kysely, Transaction } from 'kysely';
 import type { Database } from '../db/schema.js';
 
 export interface LogObject {
@@ -37,26 +37,34 @@ export function logFlag(msg: string): number {
 }
 
 export async function writeLog(db: Kysely<Database> | Transaction<Database>, e: LogEntry): Promise<void> {
-  await db
-    .insertInto('task_log')
-    .values({
-      time: e.time,
-      task_id: e.taskId,
-      task_type: e.taskType,
-      status: e.status,
-      user_id: e.userId,
-      username: e.username,
-      owner_id: e.ownerId,
-      dc_id: e.dcId,
-      msg: e.msg,
-      detail: e.detail,
-      object_type: e.object.type,
-      object_name: e.object.name,
-      object_alias: e.object.alias,
-      object_pk: e.object.pk,
-      flag: logFlag(e.msg),
-    })
-    .execute();
+  await db.insertInto('task_log').values(logRow(e)).execute();
+}
+
+/** Many entries, a few hundred per statement (a scheduler tick logs thousands of tasks at once). */
+export async function writeLogs(db: Kysely<Database> | Transaction<Database>, entries: readonly LogEntry[]): Promise<void> {
+  for (let i = 0; i < entries.length; i += 200) {
+    await db.insertInto('task_log').values(entries.slice(i, i + 200).map(logRow)).execute();
+  }
+}
+
+function logRow(e: LogEntry): Insertable<Database['task_log']> {
+  return {
+    time: e.time,
+    task_id: e.taskId,
+    task_type: e.taskType,
+    status: e.status,
+    user_id: e.userId,
+    username: e.username,
+    owner_id: e.ownerId,
+    dc_id: e.dcId,
+    msg: e.msg,
+    detail: e.detail,
+    object_type: e.object.type,
+    object_name: e.object.name,
+    object_alias: e.object.alias,
+    object_pk: e.object.pk,
+    flag: logFlag(e.msg),
+  };
 }
 
 /** Quote a value the way Danube's task-log details do: strings in single quotes, booleans lower case. */

@@ -1,0 +1,146 @@
+/**
+ * The rows of a task submission (TaskService.submit and submitMany): the locks, the caller's
+ * `prepare` changes, the task row and its PENDING task-log entry, in that order, inside the
+ * caller's transaction. One task at a time for `submit`; in bulk for `submitMany`, where a task
+ * that fails is undone alone.
+ */
+import { sql, type Insertable, type Transaction } from 'kysely';
+import type { Database } from '../db/schema.js';
+import { FailureError, LOCK_FAILED } from '../domain/errors.js';
+import { writeLog, writeLogs, type LogEntry } from './task-log.js';
+import type { TaskSpec } from './task.service.js';
+
+class LockBusy extends Error {}
+
+/** A held lock is Danube's 400 `Task did not acquire lock`; other errors pass unchanged. */
+export function translateSubmitError(err: unknown): unknown {
+  return err instanceof LockBusy ? new FailureError(LOCK_FAILED) : err;
+}
+
+/** One task's rows; returns the agent's payload. Throws LockBusy (see translateSubmitError) or what `prepare` throws. */
+export async function insertTask<C>(trx: Transaction<Database>, spec: TaskSpec<C>, taskId: string, now: string): Promise<unknown> {
+  for (const key of spec.locks) {
+    const res = await trx
+      .insertInto('task_lock')
+      .values({ key, task_id: taskId, created: now })
+      .onConflict((oc) => oc.column('key').doNothing())
+      .executeTakeFirst();
+    if (Number(res.numInsertedOrUpdatedRows ?? 0) === 0) throw new LockBusy();
+  }
+  const prepared = await spec.prepare(trx, taskId);
+  await trx.insertInto('task').values(taskRow(spec, taskId, now, prepared)).execute();
+  await writeLog(trx, pendingLogEntry(spec, taskId, now));
+  return prepared.payload;
+}
+
+export type InsertResult = { readonly ok: true; readonly payload: unknown } | { readonly ok: false; readonly error: unknown };
+
+/**
+ * Many tasks' rows, with the statements a single task cannot make fail written in bulk: the locks
+ * of all tasks in a few statements (a task missing one of its keys fails with LOCK_FAILED and its
+ * other keys are removed), each `prepare` under its own savepoint (what it wrote is undone if it
+ * throws, and on PostgreSQL the transaction goes on after a failed statement), then the task rows
+ * and log entries of the tasks that got this far. Only an error in those last rows, which no
+ * single task causes, rejects the whole call. Results are in the order of `items`, errors already
+ * translated.
+ *
+ * One difference from inserting the tasks one by one: a key wanted by two tasks goes to the first
+ * even when that one then fails in `prepare`; the second still fails with LOCK_FAILED.
+ */
+export async function insertTasks(
+  trx: Transaction<Database>,
+  items: ReadonlyArray<{ readonly spec: TaskSpec<unknown>; readonly taskId: string }>,
+  now: string,
+): Promise<InsertResult[]> {
+  // Locks: a key already held, or taken by an earlier task of this batch, does not come back.
+  const wanted = items.flatMap(({ spec, taskId }) => spec.locks.map((key) => ({ key, task_id: taskId, created: now })));
+  const got = new Set<string>();
+  for (let i = 0; i < wanted.length; i += 500) {
+    const rows = await trx
+      .insertInto('task_lock')
+      .values(wanted.slice(i, i + 500))
+      .onConflict((oc) => oc.column('key').doNothing())
+      .returning(['key', 'task_id'])
+      .execute();
+    for (const r of rows) got.add(`${r.task_id}\n${r.key}`);
+  }
+  const results: InsertResult[] = [];
+  const undo: string[] = [];
+  const created: Array<{ spec: TaskSpec<unknown>; taskId: string; prepared: { payload: unknown; context: unknown } }> = [];
+  for (const { spec, taskId } of items) {
+    // A key named twice by one task is busy the second time, as in insertTask.
+    if (new Set(spec.locks).size !== spec.locks.length || !spec.locks.every((key) => got.has(`${taskId}\n${key}`))) {
+      results.push({ ok: false, error: translateSubmitError(new LockBusy()) });
+      undo.push(taskId);
+      continue;
+    }
+    // Same name at every level: each savepoint is released or rolled back before the next.
+    await sql`SAVEPOINT esnap_submit`.execute(trx);
+    try {
+      const prepared = await spec.prepare(trx, taskId);
+      await sql`RELEASE SAVEPOINT esnap_submit`.execute(trx);
+      created.push({ spec, taskId, prepared });
+      results.push({ ok: true, payload: prepared.payload });
+    } catch (err) {
+      await sql`ROLLBACK TO SAVEPOINT esnap_submit`.execute(trx);
+      await sql`RELEASE SAVEPOINT esnap_submit`.execute(trx);
+      results.push({ ok: false, error: translateSubmitError(err) });
+      undo.push(taskId);
+    }
+  }
+  for (let i = 0; i < undo.length; i += 500) {
+    await trx.deleteFrom('task_lock').where('task_id', 'in', undo.slice(i, i + 500)).execute();
+  }
+  for (let i = 0; i < created.length; i += 200) {
+    const chunk = created.slice(i, i + 200);
+    await trx
+      .insertInto('task')
+      .values(chunk.map((c) => taskRow(c.spec, c.taskId, now, c.prepared)))
+      .execute();
+  }
+  await writeLogs(
+    trx,
+    created.map((c) => pendingLogEntry(c.spec, c.taskId, now)),
+  );
+  return results;
+}
+
+function taskRow<C>(spec: TaskSpec<C>, taskId: string, now: string, prepared: { payload: unknown; context: C }): Insertable<Database['task']> {
+  return {
+    id: taskId,
+    type: spec.type,
+    kind: spec.kind,
+    user_id: spec.userId,
+    owner_id: spec.ownerId,
+    dc_id: spec.dcId,
+    vm_uuid: spec.vmUuid,
+    node_id: spec.node.id,
+    node: spec.node.hostname,
+    payload: JSON.stringify(prepared.payload),
+    context: JSON.stringify(prepared.context),
+    apiview: JSON.stringify({ ...spec.apiview, time: now.replace('Z', '+00:00') }),
+    state: 'PENDING',
+    result: null,
+    log_msg: spec.log.msg,
+    log_detail: spec.log.detail,
+    created: now,
+    started: null,
+    finished: null,
+  };
+}
+
+function pendingLogEntry<C>(spec: TaskSpec<C>, taskId: string, now: string): LogEntry {
+  return {
+    time: now,
+    taskId,
+    taskType: spec.type,
+    status: 'PENDING',
+    userId: spec.userId,
+    username: spec.username,
+    ownerId: spec.ownerId,
+    dcId: spec.dcId,
+    msg: spec.log.msg,
+    detail: spec.log.detail,
+    object: spec.log.object,
+  };
+}
