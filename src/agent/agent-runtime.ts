@@ -10,6 +10,8 @@
  * 2. Registration: a `register` message with the node's storages and their sizes; the server
  *    records the node and creates its queue.
  * 3. Heartbeats every `heartbeatS` seconds; the servers mark a silent node `unreachable`.
+ *    Separately, `usage` messages with the storages' size and free bytes, after tasks that change
+ *    them and every minute (src/nodes/storage.usage.ts).
  * 4. Work: the same Agent as embedded mode, on the node's queue, with a reporter that sends
  *    `started` and `finished` to the results queue (retried until the database takes them).
  *
@@ -19,15 +21,18 @@
  */
 import type { Logger } from '../app-context.js';
 import { PgListener } from '../db/pg-listener.js';
-import { PgBossQueue, REGISTER_QUEUE, RESULTS_QUEUE } from '../queue/pgboss.queue.js';
+import { nodeQueueName, PgBossQueue, REGISTER_QUEUE, RESULTS_QUEUE } from '../queue/pgboss.queue.js';
 import { createDriver, type StorageConfig } from '../storage/drivers.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { NodeCommandRunner } from '../storage/node-runner.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
 import { Agent, failure, type AgentReporter } from './agent.js';
+import { RunningTasks } from './running-tasks.js';
 import { Ticker } from '../tasks/ticker.js';
+import { startUsageRefresh } from '../nodes/storage.usage.js';
 import { INTERRUPTED_MESSAGE, type RegisterMessage, type ResultMessage } from './cluster.messages.js';
+import { AgentHealthServer, newAgentHealthState, type AgentHealthState } from './agent-health.js';
 
 function heartbeat(node: string): RegisterMessage {
   return { type: 'heartbeat', node, at: new Date().toISOString() };
@@ -46,10 +51,15 @@ export interface AgentRuntimeOptions {
   readonly pollIntervalMs?: number;
   readonly log: Logger;
   readonly runner?: CommandRunner;
+  /** Longest time a guest stays frozen (ESNAP_FREEZE_LIMIT_S, default 60). */
+  readonly freezeLimitS?: number;
+  /** Serve /healthz and /readyz here (ESNAP_AGENT_HEALTH_LISTEN); port 0 picks a free port. */
+  readonly healthListen?: { readonly host: string; readonly port: number } | null;
 }
 
 export class AgentRuntime {
   #heartbeat: Ticker | null = null;
+  #usage: Ticker | null = null;
   #stopped = false;
 
   private constructor(
@@ -57,14 +67,28 @@ export class AgentRuntime {
     private readonly queue: PgBossQueue,
     private readonly listener: PgListener,
     private readonly opts: AgentRuntimeOptions,
+    private readonly healthState: AgentHealthState,
+    /** The /healthz and /readyz server, when `healthListen` was given. */
+    readonly health: AgentHealthServer | null,
+    /** Tasks claimed and not yet reported finished (what a stop waits for). */
+    private readonly running: RunningTasks,
   ) {}
+
+  /** Tasks this agent is running (task ids). */
+  runningTasks(): string[] {
+    return this.running.ids();
+  }
 
   static async start(opts: AgentRuntimeOptions): Promise<AgentRuntime> {
     const log = opts.log;
+    // First up, last down: /healthz answers while the start waits for the database, and /readyz
+    // says what the agent has reached.
+    const healthState = newAgentHealthState();
+    const health = opts.healthListen ? await AgentHealthServer.start(opts.healthListen, healthState, log) : null;
     const listener = new PgListener(opts.databaseUrl, log);
-    await listener.start();
     let queue: PgBossQueue;
     try {
+      await listener.start();
       queue = await PgBossQueue.open({
         connectionString: opts.databaseUrl,
         schema: opts.bossSchema,
@@ -76,9 +100,11 @@ export class AgentRuntime {
       });
     } catch (err) {
       await listener.stop();
+      await health?.stop();
       throw err;
     }
     const node = opts.node;
+    healthState.ping = () => queue.depth(node);
     const send = (m: ResultMessage): Promise<void> => queue.publishReliably(RESULTS_QUEUE, m);
     const reporter: AgentReporter = {
       // Taking the job was the claim; the server records STARTED when this message arrives.
@@ -89,13 +115,20 @@ export class AgentRuntime {
       async finished(taskId, outcome: TaskOutcome) {
         await send({ type: 'finished', node, taskId, outcome, at: new Date().toISOString() });
       },
+      // Not retried, like a heartbeat: the next report carries fresher numbers (storage.usage.ts).
+      async storageUsage(usage) {
+        await queue.publish(REGISTER_QUEUE, { type: 'usage', node, storages: usage, at: new Date().toISOString() } satisfies RegisterMessage);
+      },
     };
     const runner = opts.runner ?? new NodeCommandRunner();
     const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
-    const agent = new Agent(node, drivers, queue, reporter, log, { runner });
-    const rt = new AgentRuntime(agent, queue, listener, opts);
+    const freeze = opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {};
+    const running = new RunningTasks();
+    const agent = new Agent(node, drivers, queue, running.track(reporter), log, { runner, ...freeze });
+    const rt = new AgentRuntime(agent, queue, listener, opts, healthState, health, running);
     try {
       for (const d of drivers.values()) await d.init();
+      healthState.storagesReady = true;
       await rt.#repair();
       const stats = await agent.storageStats();
       const storages = opts.storages.map((s) => ({ ...s, size: stats.get(s.name)?.size ?? null, free: stats.get(s.name)?.free ?? null }));
@@ -105,7 +138,10 @@ export class AgentRuntime {
       const hb = new Ticker('heartbeat', opts.heartbeatS * 1000, () => queue.publish(REGISTER_QUEUE, heartbeat(node)), log);
       hb.start();
       rt.#heartbeat = hb;
+      rt.#usage = startUsageRefresh(agent, log);
       await agent.start(opts.concurrency ?? 4);
+      // Ready once registered and taking work from its node's queue.
+      healthState.registered = true;
       log.info({ node, storages: opts.storages.map((s) => s.name) }, 'agent started');
     } catch (err) {
       await rt.stop();
@@ -126,12 +162,20 @@ export class AgentRuntime {
     if (active.length > 0) this.opts.log.warn({ node: this.opts.node, jobs: active.length }, 'failed jobs interrupted by the previous agent');
   }
 
-  /** Stops heartbeats and taking jobs, lets running jobs finish and report, then disconnects. */
+  /**
+   * Stops taking jobs and lets the running ones finish and report, with heartbeats still going (a
+   * draining agent is alive: silent, its node would turn unreachable partway through the grace);
+   * then stops heartbeats and disconnects. `esnap agent` bounds this by ESNAP_STOP_GRACE_S.
+   */
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    this.healthState.stopping = true;
+    await this.queue.stopConsumer(nodeQueueName(this.opts.node));
     await this.#heartbeat?.stop();
+    await this.#usage?.stop();
     await this.queue.stop();
     await this.listener.stop();
+    await this.health?.stop();
   }
 }

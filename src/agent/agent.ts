@@ -10,14 +10,19 @@ import type { CommandRunner } from '../storage/runner.js';
 import { defaultRunner } from '../storage/node-runner.js';
 import { assertDiskNotInUse } from '../storage/in-use.js';
 import { StorageError } from '../storage/driver.js';
+import { atomicSnapshots, planAtomicGroups } from '../storage/capabilities.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
 import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
+import type { StorageUsage } from '../nodes/node.repository.js';
+import { storagesTouched } from '../nodes/storage.usage.js';
 import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, ListData, ListedSnapshot } from './payloads.js';
 
 export interface AgentReporter {
   /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
   started(taskId: string): Promise<boolean>;
   finished(taskId: string, outcome: TaskOutcome): Promise<void>;
+  /** Fresh usage of this node's storages (src/nodes/storage.usage.ts says when); optional. */
+  storageUsage?(usage: readonly StorageUsage[]): Promise<void>;
 }
 
 function causedByMissingTool(err: unknown): boolean {
@@ -72,9 +77,11 @@ export class Agent {
     await this.queue.work(this.node, (msg) => this.handle(msg), { concurrency });
   }
 
-  async storageStats(): Promise<Map<string, { size: number; free: number } | null>> {
+  /** Size and free bytes of the named storages (all when omitted); null where they cannot be read. */
+  async storageStats(names?: readonly string[]): Promise<Map<string, { size: number; free: number } | null>> {
     const out = new Map<string, { size: number; free: number } | null>();
     for (const [name, d] of this.drivers) {
+      if (names && !names.includes(name)) continue;
       try {
         out.set(name, await d.stats());
       } catch (err) {
@@ -95,7 +102,24 @@ export class Agent {
       if (!(err instanceof StorageError)) this.log.error({ err, taskId: msg.taskId }, 'agent operation failed');
       outcome = failure(message);
     }
+    // Before the outcome: the usage is current by the time the task is seen to have ended.
+    await this.reportUsage(storagesTouched(msg.payload));
     await this.reporter.finished(msg.taskId, outcome);
+  }
+
+  /**
+   * Hands the usage of the named storages (all when omitted) to the reporter. Never throws: a
+   * storage that cannot be read keeps its last recorded numbers (the failure is logged).
+   */
+  async reportUsage(names?: readonly string[]): Promise<void> {
+    if (!this.reporter.storageUsage || names?.length === 0) return;
+    try {
+      const stats = await this.storageStats(names);
+      const usage = [...stats].flatMap(([name, s]) => (s ? [{ name, size: s.size, free: s.free }] : []));
+      if (usage.length > 0) await this.reporter.storageUsage(usage);
+    } catch (err) {
+      this.log.warn({ err, node: this.node }, 'storage usage report failed');
+    }
   }
 
   #driver(storage: string): StorageDriver {
@@ -106,16 +130,33 @@ export class Agent {
 
   /**
    * Creates every item's snapshot; when one fails, the ones already made are destroyed again, so
-   * a multi-disk snapshot exists on all disks or on none.
+   * a multi-disk snapshot exists on all disks or on none. Disks that one driver can snapshot in a
+   * single atomic operation (ZFS disks of one pool where zfs takes several snapshots per call) are
+   * planned into one group and taken together, at one instant; the rest one by one. The result has
+   * one entry per item, in the payload's order.
    */
   async #createAll(items: readonly CreateItem[]): Promise<CreatedSnapshot[]> {
+    const keys = items.map((item) => {
+      const key = atomicSnapshots(this.#driver(item.storage))?.atomicGroup(item.disk) ?? null;
+      return key === null ? null : `${key}\u0000${item.name}`; // one call carries one name
+    });
     const made: CreateItem[] = [];
     const out: CreatedSnapshot[] = [];
     try {
-      for (const item of items) {
-        const info = await this.#driver(item.storage).create(item.disk, item.id, { name: item.name });
-        made.push(item);
-        out.push({ size: info.size, created: info.created.toISOString() });
+      for (const group of planAtomicGroups(keys)) {
+        const first = items[group[0]!]!;
+        const driver = this.#driver(first.storage);
+        const atomic = group.length > 1 ? atomicSnapshots(driver) : null;
+        const infos = atomic
+          ? await atomic.createAtomic(
+              group.map((i) => ({ driver: this.#driver(items[i]!.storage), disk: items[i]!.disk, id: items[i]!.id })),
+              { name: first.name },
+            )
+          : [await driver.create(first.disk, first.id, { name: first.name })];
+        group.forEach((i, k) => {
+          made.push(items[i]!);
+          out[i] = { size: infos[k]!.size, created: infos[k]!.created.toISOString() };
+        });
       }
       return out;
     } catch (err) {

@@ -3,18 +3,20 @@
  * esnap's tables; these messages are their whole voice:
  *
  * - `esnap.register`: `register` when an agent starts (node, storages and their sizes), then
- *   `heartbeat` every ESNAP_NODE_SILENCE_S / 3 seconds.
+ *   `heartbeat` every ESNAP_NODE_SILENCE_S / 3 seconds, and `usage` with the storages' fresh size
+ *   and free bytes after tasks that change them and every minute (src/nodes/storage.usage.ts).
  * - `esnap.results`: `started` when the agent has taken a task's job (the job's move to `active`
  *   in pg-boss is the claim: from then on the task can no longer be withdrawn or cancelled), and
  *   `finished` with the outcome. `interrupted` marks a failure the agent reports for a job it found
  *   active at its own start: the previous agent died while running it, so its disks are re-synced.
  */
-import type { StorageReport } from '../nodes/node.repository.js';
+import type { StorageReport, StorageUsage } from '../nodes/node.repository.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
 
 export type RegisterMessage =
   | { readonly type: 'register'; readonly node: string; readonly storages: readonly StorageReport[]; readonly at: string }
-  | { readonly type: 'heartbeat'; readonly node: string; readonly at: string };
+  | { readonly type: 'heartbeat'; readonly node: string; readonly at: string }
+  | { readonly type: 'usage'; readonly node: string; readonly storages: readonly StorageUsage[]; readonly at: string };
 
 export type ResultMessage =
   | { readonly type: 'started'; readonly node: string; readonly taskId: string; readonly at: string }

@@ -11,7 +11,8 @@ export type AlertType =
   | 'snapshot_create_failed' // 8.5
   | 'snapshot_delete_failed' // 8.5
   | 'freeze_failed' // 8.5
-  | 'definition_stale'; // esnap
+  | 'definition_stale' // esnap
+  | 'storage_full'; // esnap
 
 export interface Alert {
   readonly type: AlertType;
@@ -77,6 +78,18 @@ export const alerts = {
       type: 'freeze_failed',
       priority: 'WARNING',
       message: `Snapshot ${name} of server ${hostname}@disk-${diskId} was created, but filesystem freeze failed.`,
+      hostname,
+      disk_id: diskId,
+      define,
+      snapnames: [name],
+    };
+  },
+  /** esnap: a scheduled slot was skipped because its storage is below ESNAP_MIN_FREE_PERCENT. */
+  storageFull(hostname: string, diskId: number, name: string, define: string, storage: string, minFreePercent: number): Alert {
+    return {
+      type: 'storage_full',
+      priority: 'ERROR',
+      message: `Automatic snapshot ${name} of server ${hostname}@disk-${diskId} skipped: storage ${storage} free space below ${minFreePercent}%.`,
       hostname,
       disk_id: diskId,
       define,

@@ -20,7 +20,11 @@ import { lastValue, updatableRules, validateDefine, type DefineTarget } from './
 
 const PREVIEW_RUNS = 5;
 
-/** Starts the definition's automatic snapshot now; returns the create task's id. */
+/**
+ * Starts the definition's automatic snapshot now; returns the create task's id. A user asked for
+ * it, so a storage below ESNAP_MIN_FREE_PERCENT answers 417 as a manual create does (startRun
+ * throws it), where a scheduled slot would be skipped.
+ */
 export async function runDefinitionNow(ctx: AppContext, caller: Caller, target: DefineTarget): Promise<string> {
   const def = target.define!;
   const { storage, node } = await loadStorageAndNode(ctx.db, target.disk);

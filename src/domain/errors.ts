@@ -40,6 +40,8 @@ export const API_ERRORS = {
   snapshotLimit: [417, 'VM snapshot limit reached'],
   snapshotSizeLimit: [417, 'VM snapshot size limit reached'],
   dcSizeLimit: [417, 'DC snapshot size limit reached'],
+  /** esnap: a storage of the snapshot is below ESNAP_MIN_FREE_PERCENT (src/snapshots/capacity.ts). */
+  storageFull: [417, 'Storage free space below the limit'],
   moreRecentSnapshots: [417, 'VM has more recent snapshots'],
   targetHasSnapshots: [417, 'Target VM has snapshots'],
   vmHasSnapshots: [417, 'VM has snapshots'],

@@ -36,6 +36,11 @@ export async function collectState(ctx: AppContext, queue: TaskQueue, m: Metrics
   }
   const nodes = await ctx.db.selectFrom('node').select('hostname').execute();
   const depths = await Promise.all(nodes.map(async (n) => [n.hostname, await queue.depth(n.hostname)] as const));
+  const storages = await ctx.db
+    .selectFrom('node_storage')
+    .innerJoin('node', 'node.id', 'node_storage.node_id')
+    .select(['node.hostname', 'node_storage.name', 'node_storage.size', 'node_storage.size_free'])
+    .execute();
 
   // All reads done: swap the values in one synchronous step, so a scrape never sees half of them.
   m.lastSuccess.reset();
@@ -60,4 +65,12 @@ export async function collectState(ctx: AppContext, queue: TaskQueue, m: Metrics
   for (const b of bytes.values()) m.snapshotBytes.set({ vm: b.vm, disk: b.disk }, b.total);
   m.queueDepth.reset();
   for (const [node, depth] of depths) m.queueDepth.set({ node }, depth);
+  // A storage whose agent never reported its usage has no sample rather than a made-up 0.
+  m.storageSize.reset();
+  m.storageFree.reset();
+  for (const s of storages) {
+    const l = { node: s.hostname, storage: s.name };
+    if (s.size !== null) m.storageSize.set(l, Number(s.size));
+    if (s.size_free !== null) m.storageFree.set(l, Number(s.size_free));
+  }
 }

@@ -3,7 +3,8 @@
  * - events counted as they happen in this process (slots fired and skipped, failures, task
  *   durations, tick lag, alerts); with several servers, sum them across servers;
  * - state read from the database at each scrape (last success and staleness of every definition,
- *   snapshot count and bytes per VM disk, queue depth), identical whichever server is scraped.
+ *   snapshot count and bytes per VM disk, queue depth, storage size and free bytes), identical
+ *   whichever server is scraped.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AppContext } from '../app-context.js';
@@ -44,6 +45,8 @@ export class Metrics implements SchedulerObserver, AlertObserver {
   readonly snapshots: Gauge<'vm' | 'disk' | 'status'>;
   readonly snapshotBytes: Gauge<'vm' | 'disk'>;
   readonly queueDepth: Gauge<'node'>;
+  readonly storageSize: Gauge<'node' | 'storage'>;
+  readonly storageFree: Gauge<'node' | 'storage'>;
   readonly operationDuration: Histogram<'operation' | 'result'>;
   readonly alerts: Counter<'type' | 'priority'>;
   readonly webhookFailures: Counter<'type'>;
@@ -55,7 +58,7 @@ export class Metrics implements SchedulerObserver, AlertObserver {
     this.firedTotal = new Counter({ name: 'esnap_schedule_slots_fired_total', help: 'Scheduled slots whose automatic snapshot started, per definition', labelNames: DEFINE, registers });
     this.skippedTotal = new Counter({
       name: 'esnap_schedule_slots_skipped_total',
-      help: 'Scheduled slots skipped, per definition: overlap (previous run still in progress) or missed (server down, catchup off or older missed slots)',
+      help: 'Scheduled slots skipped, per definition: overlap (previous run still in progress), missed (server down, catchup off or older missed slots) or capacity (storage below ESNAP_MIN_FREE_PERCENT)',
       labelNames: [...DEFINE, 'reason'],
       registers,
     });
@@ -74,6 +77,9 @@ export class Metrics implements SchedulerObserver, AlertObserver {
     this.snapshots = new Gauge({ name: 'esnap_snapshots', help: 'Snapshots per VM disk and status (ok, pending, rollback, lost)', labelNames: ['vm', 'disk', 'status'], registers });
     this.snapshotBytes = new Gauge({ name: 'esnap_snapshot_bytes', help: 'Bytes of the snapshots per VM disk as storage reports them (lost ones excluded)', labelNames: ['vm', 'disk'], registers });
     this.queueDepth = new Gauge({ name: 'esnap_queue_depth', help: 'Tasks sent to a node queue and not yet taken', labelNames: ['node'], registers });
+    // As the agents last reported them (after each task that changed the storage, and every minute).
+    this.storageSize = new Gauge({ name: 'esnap_storage_size_bytes', help: 'Size of a node storage in bytes, as its agent last reported it', labelNames: ['node', 'storage'], registers });
+    this.storageFree = new Gauge({ name: 'esnap_storage_free_bytes', help: 'Free bytes of a node storage (available to esnap), as its agent last reported them', labelNames: ['node', 'storage'], registers });
     this.operationDuration = new Histogram({
       name: 'esnap_snapshot_operation_duration_seconds',
       help: 'Duration of snapshot create, delete and rollback tasks, from start (or submission if never started) to completion',

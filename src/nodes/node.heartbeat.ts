@@ -8,7 +8,7 @@ import type { AppContext } from '../app-context.js';
 import type { Database } from '../db/schema.js';
 import type { RegisterMessage } from '../agent/cluster.messages.js';
 import { nodeQueueName, REGISTER_QUEUE, type PgBossQueue } from '../queue/pgboss.queue.js';
-import { NODE_ONLINE, registerNode } from './node.repository.js';
+import { NODE_ONLINE, registerNode, updateStorageUsage } from './node.repository.js';
 import { Ticker } from '../tasks/ticker.js';
 
 export const NODE_UNREACHABLE = 3;
@@ -44,7 +44,10 @@ export async function markUnreachable(db: Kysely<Database>, hostname: string, la
   return Number(res.numUpdatedRows) === 1;
 }
 
-/** Consumes registrations and heartbeats: records the node and its storages, and creates its queue. */
+/**
+ * Consumes registrations, heartbeats and storage usage: records the node and its storages, creates
+ * its queue, and keeps the storages' size and free bytes current.
+ */
 export async function consumeRegistrations(ctx: AppContext, queue: PgBossQueue): Promise<void> {
   await queue.consume(
     REGISTER_QUEUE,
@@ -55,6 +58,8 @@ export async function consumeRegistrations(ctx: AppContext, queue: PgBossQueue):
         await queue.createQueue(nodeQueueName(m.node), 'node');
         await registerNode(ctx.db, m.node, m.storages, now.toISOString());
         ctx.log.info({ node: m.node, storages: m.storages.map((s) => s.name) }, 'node registered');
+      } else if (m.type === 'usage') {
+        await updateStorageUsage(ctx.db, m.node, m.storages);
       } else {
         await touchNode(ctx.db, m.node, m.at);
       }

@@ -60,3 +60,22 @@ export async function findNode(db: Kysely<Database>, hostname: string): Promise<
 export async function findStorage(db: Kysely<Database>, nodeId: number, name: string): Promise<NodeStorageRow | undefined> {
   return db.selectFrom('node_storage').selectAll().where('node_id', '=', nodeId).where('name', '=', name).executeTakeFirst();
 }
+
+/** A storage's usage as its agent read it (bytes): `free` is what esnap may still write. */
+export interface StorageUsage {
+  readonly name: string;
+  readonly size: number;
+  readonly free: number;
+}
+
+/**
+ * Records fresh usage of a node's storages (src/nodes/storage.usage.ts says when agents send it).
+ * Storages the node never registered are ignored: registration alone creates storage rows.
+ */
+export async function updateStorageUsage(db: Kysely<Database>, hostname: string, usage: readonly StorageUsage[]): Promise<void> {
+  const node = await findNode(db, hostname);
+  if (!node) return;
+  for (const u of usage) {
+    await db.updateTable('node_storage').set({ size: u.size, size_free: u.free }).where('node_id', '=', node.id).where('name', '=', u.name).execute();
+  }
+}
