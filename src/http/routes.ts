@@ -13,6 +13,7 @@ import { openapiRoute } from './openapi.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { metricsRoute } from '../metrics/metrics.route.js';
 import { uiRoute } from './ui.js';
+import { healthRoutes } from './health.routes.js';
 
 export function allViews(): ViewDef[] {
   return [...accountViews, ...nodeViews, ...vmViews, ...defineViews, ...snapshotViews, ...taskViews];
@@ -29,6 +30,8 @@ export function extraRoutes(
 ): (app: FastifyInstance) => void {
   return (app) => {
     openapiRoute(app, ctx, allViews());
+    // Unauthenticated probes for load balancers and orchestrators.
+    healthRoutes(app, ctx);
     if (opts.metrics) metricsRoute(app, ctx, opts.metrics, { public: opts.metricsPublic ?? false });
     // Last: the web UI's static files at `/` (its wildcard never shadows /api).
     uiRoute(app);
