@@ -15,6 +15,8 @@ export interface BuildOptions {
   /** Extra routes outside the view system (openapi, health). */
   readonly extra?: (app: FastifyInstance) => void;
   readonly logger?: boolean;
+  /** PEM certificate and key: the server speaks HTTPS (HTTP/1.1, same routes). Fastify takes them only at construction. */
+  readonly https?: { readonly cert: string; readonly key: string };
 }
 
 export async function buildApp(ctx: AppContext, opts: BuildOptions): Promise<FastifyInstance> {
@@ -32,6 +34,8 @@ export async function buildApp(ctx: AppContext, opts: BuildOptions): Promise<Fas
       void request;
     },
     return503OnClosing: true,
+    // Typed as Fastify's plain-HTTP instance either way: nothing here touches the server object.
+    ...(opts.https ? { https: { cert: opts.https.cert, key: opts.https.key } } : {}),
   });
 
   app.removeAllContentTypeParsers();
