@@ -17,11 +17,17 @@ import { TaskService } from './tasks/task.service.js';
 import { buildApp } from './http/app.js';
 import { allViews, registerTaskKinds, extraRoutes } from './http/routes.js';
 import { Agent } from './agent/agent.js';
+import { RunningTasks } from './agent/running-tasks.js';
+import { closeHttp } from './http/app-stop.js';
+import { nodeQueueName } from './queue/pgboss.queue.js';
 import { createDriver, type StorageConfig } from './storage/drivers.js';
 import type { StorageDriver } from './storage/driver.js';
 import type { CommandRunner } from './storage/runner.js';
 import { NodeCommandRunner } from './storage/node-runner.js';
-import { registerNode } from './nodes/node.repository.js';
+import { registerNode, updateStorageUsage } from './nodes/node.repository.js';
+import { startUsageRefresh } from './nodes/storage.usage.js';
+import { attachCapacity, DEFAULT_MIN_FREE_PERCENT } from './snapshots/capacity.js';
+import type { Ticker } from './tasks/ticker.js';
 import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
 import { AlertSink } from './alerts/alert.sink.js';
 import { Metrics } from './metrics/metrics.js';
@@ -29,6 +35,7 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { RetryPool } from './scheduler/retry.js';
 import { attachAutomation, DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services.js';
 import { automationListener } from './scheduler/completion.js';
+import { Housekeeping, DEFAULT_TASKLOG_DAYS } from './tasks/housekeeping.js';
 
 export interface RuntimeOptions {
   readonly databaseUrl: string;
@@ -55,6 +62,14 @@ export interface RuntimeOptions {
   readonly alertWebhook?: string | null;
   /** Serve /metrics without authentication (ESNAP_METRICS_PUBLIC). */
   readonly metricsPublic?: boolean;
+  /** Longest time the local agent keeps a guest frozen (ESNAP_FREEZE_LIMIT_S, default 60). */
+  readonly freezeLimitS?: number;
+  /** Storage free-space floor for new snapshots, 0–100, 0 off (ESNAP_MIN_FREE_PERCENT; default 5). */
+  readonly minFreePercent?: number;
+  /** PEM certificate and key: the app speaks HTTPS (ESNAP_TLS_CERT / ESNAP_TLS_KEY). */
+  readonly https?: { readonly cert: string; readonly key: string } | null;
+  /** Finished tasks and task-log entries older than this many days are removed (ESNAP_TASKLOG_DAYS, default 90). */
+  readonly taskLogDays?: number;
 }
 
 export interface Runtime {
@@ -64,10 +79,20 @@ export interface Runtime {
   /** Cluster mode's queue, wake-ups and server services (PostgreSQL); null on SQLite. */
   readonly cluster: ClusterTransport | null;
   readonly scheduler: Scheduler;
+  /** Removal of old finished tasks and task-log entries (started with the server). */
+  readonly housekeeping: Housekeeping;
   readonly metrics: Metrics;
   readonly alerts: AlertSink;
   /** The bootstrap admin's API key when this start generated it (print it once). */
   readonly printedKey: string | null;
+  /** Tasks the local agent is running (claimed, end not yet recorded). */
+  runningTasks(): string[];
+  /**
+   * Stops taking work (HTTP requests answer 503, open ES-STREAMs end with the pending status, the
+   * scheduler and the local agent's queue start nothing new), waits for the running tasks, then
+   * closes the database. It has no time limit of its own: `esnap serve` gives it
+   * ESNAP_STOP_GRACE_S and exits if it has not finished by then.
+   */
   close(): Promise<void>;
 }
 
@@ -104,10 +129,12 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     const alerts = new AlertSink({ clock, log, webhook: opts.alertWebhook ?? null, observer: metrics });
     const automation = { alerts, observer: metrics, retries: new RetryPool(), retryS: opts.scheduleRetryS ?? DEFAULT_SCHEDULE_RETRY_S };
     attachAutomation(ctx, automation);
+    attachCapacity(ctx, { minFreePercent: opts.minFreePercent ?? DEFAULT_MIN_FREE_PERCENT });
     tasks.addListener(automationListener(automation));
     tasks.addListener(metrics.listener());
     const scheduler = new Scheduler(ctx, automation);
     let agent: Agent | null = null;
+    const running = new RunningTasks();
     if (opts.localAgent) {
       const runner = opts.runner ?? new NodeCommandRunner();
       const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
@@ -115,8 +142,13 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         opts.node,
         drivers,
         queue,
-        { started: (id) => tasks.markStarted(id), finished: (id, outcome) => tasks.complete(id, outcome) },
+        running.track({
+          started: (id) => tasks.markStarted(id),
+          finished: (id, outcome) => tasks.complete(id, outcome),
+          storageUsage: (usage) => updateStorageUsage(db, opts.node, usage),
+        }),
         log,
+        opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {},
       );
       for (const d of drivers.values()) await d.init();
       const stats = await agent.storageStats();
@@ -142,23 +174,39 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       views: allViews(),
       extra: extraRoutes(ctx, { metrics, metricsPublic: opts.metricsPublic ?? false }),
       logger: opts.httpLogger ?? false,
+      ...(opts.https ? { https: opts.https } : {}),
     });
+    const housekeeping = new Housekeeping(ctx, { retentionDays: opts.taskLogDays ?? DEFAULT_TASKLOG_DAYS });
     // After crash repair, so the first tick (the catch-up of missed slots) sees a clean state.
     if (opts.scheduler ?? true) scheduler.start();
+    // The local agent's periodic usage report (src/nodes/storage.usage.ts); started last, as nothing fails after it.
+    const usageRefresh: Ticker | null = agent ? startUsageRefresh(agent, log) : null;
+    housekeeping.start();
     return {
       ctx,
       app,
       agent,
       cluster,
       scheduler,
+      housekeeping,
       metrics,
       alerts,
       printedKey,
+      runningTasks: () => running.ids(),
       async close() {
-        // The scheduler first: no new runs while the rest shuts down.
-        await scheduler.stop();
-        await app.close();
-        // The cluster transport stops its loops, then the queue (jobs in flight finish), then LISTEN.
+        // Stop taking work first, all at once: the local agent takes no new task (those still
+        // queued stay PENDING and are sent again at the next start), the scheduler starts no run,
+        // HTTP answers 503 and open streams end. In cluster mode only the local agent's consumer
+        // stops here: heartbeats and the result consumers go on while its tasks drain.
+        const drained = cluster ? (agent ? cluster.queue.stopConsumer(nodeQueueName(opts.node)) : Promise.resolve()) : queue.stop();
+        const schedulerStopped = scheduler.stop();
+        await closeHttp(app, ctx);
+        await schedulerStopped;
+        await usageRefresh?.stop();
+        await housekeeping.stop();
+        // The running tasks finish and their ends are recorded.
+        await drained;
+        // The cluster transport stops its loops, then the queue, then LISTEN.
         if (cluster) await cluster.close();
         else await queue.stop();
         // Completions drained by the queue's stop may have started prune waits: end them too.

@@ -14,6 +14,8 @@ describe('configuration', () => {
     expect(c.storages).toEqual([{ name: 'default', driver: 'file', root: join(resolve('./data'), 'storage') }]);
     expect(c.localAgent).toBe(true);
     expect(c.streamTimeoutS).toBe(3600);
+    expect(c.freezeLimitS).toBe(60);
+    expect(c.stopGraceS).toBe(30);
     expect(Object.isFrozen(c)).toBe(true);
   });
 
@@ -48,5 +50,7 @@ describe('configuration', () => {
     expect(() => loadConfig({ ESNAP_LOCAL_AGENT: 'maybe' })).toThrow(/ESNAP_LOCAL_AGENT/);
     expect(() => loadConfig({ ESNAP_NODE: 'bad node' })).toThrow(/ESNAP_NODE/);
     expect(() => loadConfig({ ESNAP_CONFIG: '/nonexistent/esnap.json' })).toThrow(ConfigError);
+    expect(() => loadConfig({ ESNAP_FREEZE_LIMIT_S: '0' })).toThrow(/ESNAP_FREEZE_LIMIT_S must be a positive number of seconds/);
+    expect(loadConfig({ ESNAP_FREEZE_LIMIT_S: '2.5' }).freezeLimitS).toBe(2.5);
   });
 });

@@ -4,11 +4,15 @@
  * handles signals. `esnap serve` starts the API server (with its local agent by default on
  * SQLite); `esnap agent` runs the agent of one node in cluster mode (PostgreSQL).
  */
-import { loadConfig, ConfigError } from '../config.js';
+import { loadConfig, loadServeConfig, ConfigError } from '../config.js';
 import { createRuntime } from '../runtime.js';
 import { AgentRuntime } from '../agent/agent-runtime.js';
 import { bossSchemaForUrl } from '../queue/pgboss.queue.js';
 import type { Logger } from '../app-context.js';
+import { onStopSignals } from './graceful-stop.js';
+import { backupDatabase, BackupError, restoreInstructions } from '../db/backup.js';
+import { NewerSchemaError } from '../db/migrate.js';
+import { DatabaseConnectError, explainConnectError } from '../db/connect-error.js';
 
 const USAGE = `usage: esnap <command>
 
@@ -16,6 +20,9 @@ commands:
   serve     start the API server (and its local agent) — configured by ESNAP_* variables
   agent     run this node's agent in cluster mode (ESNAP_DATABASE_URL=postgres://…, ESNAP_NODE,
             ESNAP_STORAGES); it needs only the pg-boss schema in the database
+  db backup <file>
+            copy the SQLite database to <file> while the server runs (same settings as serve;
+            PostgreSQL: use pg_dump)
   help      show this text
 `;
 
@@ -37,7 +44,8 @@ function consoleLogger(): Logger {
 }
 
 async function serve(): Promise<void> {
-  const config = loadConfig();
+  // Includes the refusal of plain HTTP on a non-loopback address, before anything starts.
+  const config = loadServeConfig();
   const log = consoleLogger();
   const runtime = await createRuntime({
     databaseUrl: config.databaseUrl,
@@ -49,35 +57,27 @@ async function serve(): Promise<void> {
     scheduleRetryS: config.scheduleRetryS,
     alertWebhook: config.alertWebhook,
     metricsPublic: config.metricsPublic,
+    freezeLimitS: config.freezeLimitS,
+    minFreePercent: config.minFreePercent,
+    taskLogDays: config.taskLogDays,
     agentDeadlineS: config.agentDeadlineS,
     nodeSilenceS: config.nodeSilenceS,
+    https: config.https,
     log,
+  }).catch((err: unknown) => {
+    throw explainConnectError(err, config.databaseUrl);
   });
   if (runtime.printedKey) {
+    const scheme = config.https ? 'https' : 'http';
+    const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
     process.stdout.write(
       `\nBootstrap admin created. API key for user "admin" (shown once, store it now):\n\n  ${runtime.printedKey}\n\n` +
-        `Use it as:  curl -H 'ES-API-KEY: ${runtime.printedKey}' http://${config.listen.host}:${config.listen.port}/api/vm/\n\n`,
+        `Use it as:  curl -H 'ES-API-KEY: ${runtime.printedKey}' ${scheme}://${host}:${config.listen.port}/api/vm/\n\n`,
     );
   }
   const address = await runtime.app.listen({ host: config.listen.host, port: config.listen.port });
   log.info({ address, node: config.node, database: config.databaseUrl.replace(/\/\/[^@]*@/, '//***@') }, 'esnap listening');
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    const timer = setTimeout(() => process.exit(1), config.stopGraceS * 1000);
-    timer.unref();
-    runtime.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, 'stop failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  onStopSignals(runtime, { graceS: config.stopGraceS, log });
 }
 
 async function agent(): Promise<void> {
@@ -92,25 +92,25 @@ async function agent(): Promise<void> {
     node: config.node,
     storages: config.storages,
     heartbeatS: config.nodeSilenceS / 3,
+    freezeLimitS: config.freezeLimitS,
+    healthListen: config.agentHealthListen,
     log,
+  }).catch((err: unknown) => {
+    throw explainConnectError(err, config.databaseUrl);
   });
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'agent stopping');
-    const timer = setTimeout(() => process.exit(1), config.stopGraceS * 1000);
-    timer.unref();
-    runtime.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, 'agent stop failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  if (runtime.health) log.info({ address: runtime.health.address }, 'agent health checks listening');
+  onStopSignals({ runningTasks: () => runtime.runningTasks(), close: () => runtime.stop() }, { graceS: config.stopGraceS, log });
+}
+
+/** `esnap db backup <file>` (src/db/backup.ts). */
+async function db(args: readonly string[]): Promise<number> {
+  if (args[0] !== 'backup' || args.length !== 2 || !args[1]) {
+    process.stderr.write(USAGE);
+    return 1;
+  }
+  const report = await backupDatabase(loadConfig().databaseUrl, args[1]);
+  process.stdout.write(restoreInstructions(report));
+  return 0;
 }
 
 async function main(argv: readonly string[]): Promise<number> {
@@ -122,6 +122,8 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'agent':
       await agent();
       return -1;
+    case 'db':
+      return db(argv.slice(1));
     case undefined:
     case 'help':
     case '--help':
@@ -140,6 +142,8 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     if (err instanceof ConfigError) process.stderr.write(`esnap: configuration error: ${err.message}\n`);
+    else if (err instanceof BackupError || err instanceof NewerSchemaError) process.stderr.write(`esnap: ${err.message}\n`);
+    else if (err instanceof DatabaseConnectError) process.stderr.write(`esnap: ${err.message}\n`);
     else process.stderr.write(`esnap: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
   },

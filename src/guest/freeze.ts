@@ -70,6 +70,26 @@ const EMPTY_LOCK_STALE_MS = 30_000;
 
 type Resolved = Required<Omit<FreezeTimeouts, 'lockMs'>> & { lockMs: number };
 
+/** Thaws of the guests this process may have frozen, from the freeze request until thawed. */
+const mayBeFrozen = new Set<() => Promise<void>>();
+
+/**
+ * For a process that must exit now (a stop whose grace ran out): thaws every guest it may hold
+ * frozen, waiting at most `waitMs`. Exiting first would leave the guest frozen with no limit at
+ * all, since the limit's timer dies with the process. Returns how many guests it thawed or tried.
+ */
+export async function thawFrozenGuests(waitMs: number): Promise<number> {
+  const thaws = [...mayBeFrozen];
+  if (thaws.length === 0) return 0;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.allSettled(thaws.map((thaw) => thaw())),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs))),
+  ]);
+  clearTimeout(timer);
+  return thaws.length;
+}
+
 export async function withFreeze<T>(p: FreezeParams, fn: () => Promise<T>): Promise<FreezeOutcome<T>> {
   const t = resolveTimeouts(p);
   // Danube: without the socket file the snapshot is taken directly.
@@ -99,11 +119,13 @@ export async function withFreeze<T>(p: FreezeParams, fn: () => Promise<T>): Prom
         const err = await thawGuest(p, t, frozenCount);
         if (err !== null) errors.push(thawFailed(err));
       } finally {
+        mayBeFrozen.delete(thaw);
         await unlock();
       }
     })());
 
   const limitAt = Date.now() + p.limitMs;
+  mayBeFrozen.add(thaw);
   const freeze = await freezeGuest(p, t, Math.min(t.freezeMs, p.limitMs));
   if (freeze.ok) {
     frozenCount = freeze.count;
@@ -119,7 +141,10 @@ export async function withFreeze<T>(p: FreezeParams, fn: () => Promise<T>): Prom
     p.log?.warn({ socket: p.socket, error: freeze.error }, 'filesystem freeze failed; snapshot taken without it');
     // The snapshot runs unfrozen: make sure a freeze that may have half happened is undone first.
     if (freeze.mayBeFrozen) await thaw();
-    else await (thawing = unlock()); // nothing to thaw, later calls included
+    else {
+      mayBeFrozen.delete(thaw);
+      await (thawing = unlock()); // nothing to thaw, later calls included
+    }
   }
 
   let value: T;

@@ -4,10 +4,46 @@
  * and the `/task/<id>/status` JSON follow. Completion wakes the stream at once through TaskEvents;
  * the timer only paces keep-alives. After the configured timeout the stream ends with a proper
  * `201` status line and the pending JSON.
+ *
+ * A server that stops (SIGTERM) ends its open streams the same way, at once (`endStreams`): a
+ * stream may last ESNAP_STREAM_TIMEOUT_S (an hour), far past the stop's grace, and a client cut
+ * off mid-stream would see a reset instead of an answer. With the pending `201` it knows the task
+ * is still running and asks `/task/<id>/status/` later, as after a timeout.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../app-context.js';
 import { renderJson } from './envelope.js';
+
+interface OpenStreams {
+  /** Set by endStreams: a stream that starts afterwards ends at once. */
+  stopping: boolean;
+  readonly ends: Set<() => void>;
+}
+
+/** Per app (the server's context), so test servers in one process stop independently. */
+const openStreams = new WeakMap<AppContext, OpenStreams>();
+
+function streamsOf(app: AppContext): OpenStreams {
+  let s = openStreams.get(app);
+  if (!s) {
+    s = { stopping: false, ends: new Set() };
+    openStreams.set(app, s);
+  }
+  return s;
+}
+
+/**
+ * Server stop: every open ES-STREAM of this app ends now with its task's current answer (the
+ * `201` line and the pending JSON while it runs), and streams started from now on end as soon as
+ * they begin. Returns how many were open.
+ */
+export function endStreams(app: AppContext): number {
+  const s = streamsOf(app);
+  s.stopping = true;
+  const n = s.ends.size;
+  for (const end of s.ends) end();
+  return n;
+}
 
 /** Keep-alive pacing as Danube's server did: denser at first, sparser for long tasks. */
 export function keepAliveDelayMs(elapsedMs: number): number {
@@ -38,8 +74,14 @@ export async function streamTask(
   raw.flushHeaders();
   const closed = new AbortController();
   raw.on('close', () => closed.abort());
+  const streams = streamsOf(app);
+  let stopped!: () => void;
+  const stopping = new Promise<'stop'>((resolve) => (stopped = () => resolve('stop')));
+  if (streams.stopping) stopped();
+  streams.ends.add(stopped);
   const started = Date.now();
   const deadline = started + app.settings.streamTimeoutS * 1000;
+  let stop = streams.stopping;
   try {
     for (;;) {
       // Subscribe before reading the state, so a completion between the two is not missed.
@@ -50,7 +92,8 @@ export async function streamTask(
         return;
       }
       const now = Date.now();
-      if (now >= deadline) {
+      // The timeout and a server stop end the stream alike: the task runs on, the client asks later.
+      if (now >= deadline || stop) {
         finish(raw, request, 201, status.body, withStatusLine);
         return;
       }
@@ -59,14 +102,16 @@ export async function streamTask(
       const tick = new Promise<'tick'>((resolve) => {
         timer = setTimeout(() => resolve('tick'), delay);
       });
-      const what = await Promise.race([woken.then(() => 'woken' as const), tick]);
+      const what = await Promise.race([woken.then(() => 'woken' as const), tick, stopping]);
       clearTimeout(timer);
+      if (what === 'stop') stop = true;
       if (what === 'tick' && !closed.signal.aborted) raw.write(' ');
     }
   } catch (err) {
     app.log.error({ err, taskId }, 'ES-STREAM wait failed');
     if (!raw.writableEnded) raw.end();
   } finally {
+    streams.ends.delete(stopped);
     closed.abort();
   }
 }

@@ -77,6 +77,11 @@ export class InProcessQueue implements TaskQueue {
     }
   }
 
+  /**
+   * Takes nothing more from the moment it is called (a server stop calls it first, before closing
+   * HTTP); messages still queued, or sent meanwhile, stay PENDING in the task table and are sent
+   * again by the next start's recover(). Resolves once the handlers in flight have finished.
+   */
   async stop(): Promise<void> {
     this.#stopped = true;
     await Promise.all([...this.#inFlight]);
