@@ -25,8 +25,27 @@ export class NewerSchemaError extends Error {
   override readonly name = 'NewerSchemaError';
 }
 
-/** Brings the schema up to date; throws NewerSchemaError when the database is newer than this build. */
+/**
+ * Brings the schema up to date; throws NewerSchemaError when the database is newer than this build.
+ * `schema` is accepted for callers that know it; the lock and the tables follow the connection's
+ * search_path either way.
+ */
 export async function migrateToLatest(db: Kysely<Database>, _opts: { schema?: string } = {}): Promise<void> {
+  await migrateUpTo(db, knownMigrations.at(-1)!);
+}
+
+/**
+ * Migrates up to a named migration: applies it and every migration before it that is missing, and
+ * nothing after it. A database already past `target` is left as it is (migrations only go forward).
+ * The upgrade tests use it to build each migration's previous schema with the real migrations:
+ *
+ *   await migrateUpTo(db, '0001_initial'); // the schema of the first release
+ *   // … rows in the old schema …
+ *   await migrateToLatest(db);
+ */
+export async function migrateUpTo(db: Kysely<Database>, target: string): Promise<void> {
+  const last = knownMigrations.indexOf(target);
+  if (last < 0) throw new Error(`unknown migration ${JSON.stringify(target)}; this build knows ${knownMigrations.join(', ')}`);
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const anyDb = db as unknown as Kysely<any>;
   await anyDb.transaction().execute(async (trx) => {
@@ -40,13 +59,13 @@ export async function migrateToLatest(db: Kysely<Database>, _opts: { schema?: st
     const applied = new Set(
       (await trx.selectFrom('esnap_migration').select('name').execute()).map((r: { name: string }) => r.name),
     );
-    const unknown = [...applied].filter((n) => !knownMigrations.includes(n));
+    const unknown = [...applied].filter((n) => !knownMigrations.includes(n)).sort();
     if (unknown.length > 0) {
       throw new NewerSchemaError(
-        `the database was migrated by a newer esnap (unknown migrations: ${unknown.join(', ')}); this build knows up to ${knownMigrations.at(-1)} — upgrade esnap or restore a backup`,
+        `the database schema is newer than this esnap: the database has migration${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}, this build knows migrations up to ${knownMigrations.at(-1)}; upgrade esnap to the version that wrote the database (or restore a backup taken before that upgrade)`,
       );
     }
-    for (const [name, migration] of migrations) {
+    for (const [name, migration] of migrations.slice(0, last + 1)) {
       if (applied.has(name)) continue;
       try {
         await migration.up(trx);
