@@ -158,7 +158,7 @@ function column(lo: number, hi: number, max: number): fc.Arbitrary<Col> {
   };
   const n = fc.integer({ min: lo, max });
   const step = fc.integer({ min: 1, max: hi - lo + 2 });
-  const pair = fc.tuple(n, n).map(([a, b]) => (a <= b ? [a, b] : [b, a]) as const);
+  const pair = fc.tuple(n, n).map(([a, b]): [number, number] => (a <= b ? [a, b] : [b, a]));
   return fc.oneof(
     fc.constant({ text: '*', values: range(lo, hi, 1) }),
     step.map((k) => ({ text: `*/${k}`, values: range(lo, hi, k) })),

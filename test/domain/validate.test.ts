@@ -153,7 +153,10 @@ describe('validateFields: keys', () => {
   });
 
   it('does not read inherited properties', () => {
-    const rules = { constructor: { kind: 'string', required: true }, toString: { kind: 'int' } } satisfies Record<string, Rule>;
+    const rules: Record<string, Rule> = Object.fromEntries([
+      ['constructor', { kind: 'string', required: true }],
+      ['toString', { kind: 'int' }],
+    ]);
     expect(validateFields({}, rules)).toEqual({ ok: false, errors: { constructor: [msg.required] } });
   });
 });

@@ -178,7 +178,7 @@ export async function startTestServer(kind: TestDb, opts: ServerOptions = {}): P
 
 /** Starts a server and returns it with a cleanup that closes it and drops its data. */
 export async function withServer(kind: TestDb, opts: ServerOptions = {}): Promise<TestServer & { cleanup(): Promise<void> }> {
-  const s = (await startTestServer(kind, opts)) as TestServer & { destroy(): Promise<void> };
+  const s = (await startTestServer(kind, opts)) as unknown as TestServer & { destroy(): Promise<void> };
   return Object.assign(s, {
     async cleanup() {
       await s.close();
