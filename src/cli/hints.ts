@@ -64,6 +64,9 @@ export function hintsFor(c: HintContext): string[] {
       out.push("the server's TLS certificate is not trusted: set ES_CA_FILE to its CA's PEM file, or ES_SSL_VERIFY=0 to skip the check");
     } else if (code === 'EPROTO' || code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'HPE_INVALID_CONSTANT') {
       out.push(`check the scheme of ES_API_URL (${c.apiUrl}): http or https`);
+    } else if (code === 'ECONNRESET' && !c.taskId && c.apiUrl.startsWith('http:')) {
+      // An HTTPS server (esnap with ESNAP_TLS_CERT) drops a plain-text request without an answer.
+      out.push(`the server closed the connection: if it speaks HTTPS, ES_API_URL must start with https:// (it is ${c.apiUrl})`);
     } else if (c.error instanceof TimeoutError) {
       out.push(`no answer for ES_TIMEOUT=${c.timeoutS} seconds${c.taskId ? `; ${statusCommand(c.taskId)} shows the task` : ''}`);
     } else if (c.taskId) {

@@ -70,6 +70,9 @@ export async function streamTask(
     es_stream: 'True',
     es_task_id: taskId,
     es_task_response: 'true',
+    // nginx buffers proxied responses by default, which would hold back the keep-alive spaces
+    // and the final line; this header turns that off for this response only.
+    'x-accel-buffering': 'no',
   });
   raw.flushHeaders();
   const closed = new AbortController();

@@ -164,6 +164,7 @@ describe('esnap serve over HTTPS', () => {
     expect(r.stdout).toBe('');
     // The TLS server drops a plain-text request without an answer.
     expect(r.stderr).toMatch(/^ERROR: /);
+    expect(r.stderr).toContain('ES_API_URL must start with https://');
   });
 });
 

@@ -142,6 +142,7 @@ forEachDb('ES-STREAM timeout', (kind) => {
       expect(Date.now() - t0).toBeGreaterThanOrEqual(2400);
       expect(r.status).toBe(201);
       expect(r.headers['es_stream']).toBe('True');
+      expect(r.headers['x-accel-buffering']).toBe('no');
       const m = /^( +)201\n(.*)$/s.exec(r.text);
       expect(m, r.text).not.toBeNull();
       expect(m![1]!.length).toBeGreaterThanOrEqual(2);
