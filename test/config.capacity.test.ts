@@ -3,7 +3,6 @@
  * the floor off, anything else a ConfigError), and the runtime option it becomes reaches the guard.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +10,8 @@ import { loadConfig, ConfigError } from '../src/config.js';
 import { createRuntime, type Runtime } from '../src/runtime.js';
 import { makeVm } from './helpers/fixtures.js';
 import type { TestServer } from './helpers/server.js';
+import { runEsnap } from './helpers/esnap-process.js';
+import { useTempDirs } from './helpers/temp-dirs.js';
 
 const KEY = 'capacity-test-key-0123456789';
 
@@ -43,29 +44,22 @@ describe('ESNAP_MIN_FREE_PERCENT', () => {
   });
 
   it('stops `esnap serve` before it starts', async () => {
-    const proc = spawn(process.execPath, [join(process.cwd(), 'dist/src/bin/esnap.js'), 'serve'], {
-      env: { ...process.env, ESNAP_MIN_FREE_PERCENT: '150' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let err = '';
-    proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    const code = await new Promise((r) => proc.once('exit', r));
-    expect(code).toBe(1);
-    expect(err).toContain('configuration error: ESNAP_MIN_FREE_PERCENT must be a number from 0 to 100 (got "150")');
+    const r = await runEsnap(['serve'], { ESNAP_MIN_FREE_PERCENT: '150' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('configuration error: ESNAP_MIN_FREE_PERCENT must be a number from 0 to 100 (got "150")');
   });
 });
 
 describe('the runtime option minFreePercent', () => {
-  const dirs: string[] = [];
+  // Registered first, so the folders are removed after the runtimes below have closed.
+  const tempDir = useTempDirs();
   const runtimes: Runtime[] = [];
   afterAll(async () => {
     for (const r of runtimes) await r.close();
-    for (const d of dirs) await rm(d, { recursive: true, force: true });
   });
 
   async function start(minFreePercent: number): Promise<TestServer> {
-    const dir = await mkdtemp(join(tmpdir(), 'esnap-capacity-'));
-    dirs.push(dir);
+    const dir = await tempDir('esnap-capacity-');
     const runtime = await createRuntime({
       databaseUrl: `sqlite:${join(dir, 'esnap.db')}`,
       adminApiKey: KEY,

@@ -99,16 +99,9 @@ export class RunTargets {
  * operational (423), then the create task, automatic because the definition is attached.
  * Shared by scheduled runs and "run now"; throws ApiError/FailureError like the API.
  */
-export async function startRun(
-  ctx: AppContext,
-  caller: Caller,
-  t: DiskTarget,
-  def: Pick<DefineRow, 'id' | 'fsfreeze'>,
-  name: string,
-  /** Whether the name is taken, when the caller already looked it up (see takenNames). */
-  knownTaken?: boolean,
-): Promise<string> {
-  return ctx.tasks.submit(await planRun(ctx, caller, t, def, name, knownTaken));
+export async function startRun(...args: Parameters<typeof planRun>): Promise<string> {
+  const [ctx] = args;
+  return ctx.tasks.submit(await planRun(...args));
 }
 
 /** startRun's checks and the create task it would submit (a tick submits many in one transaction). */
@@ -118,6 +111,7 @@ export async function planRun(
   t: DiskTarget,
   def: Pick<DefineRow, 'id' | 'fsfreeze'>,
   name: string,
+  /** Whether the name is taken, when the caller already looked it up (see takenNames). */
   knownTaken?: boolean,
 ): Promise<TaskSpec<CreateContext>> {
   const taken =

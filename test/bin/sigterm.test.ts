@@ -14,85 +14,19 @@
  * interrupted so a server fails the task.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
-import pg from 'pg';
-import { forEachDb, PG_URL, ADMIN_KEY, testDatabases } from '../helpers/server.js';
+import { forEachDb, ADMIN_KEY, testDatabases } from '../helpers/server.js';
+import { startServe, type EsnapServe } from '../helpers/esnap-process.js';
 import { openDatabase } from '../../src/db/dialect.js';
-import { makeNodeVm, newClusterDb, spawnAgent, startClusterServer, waitNodeOnline, waitTask, type ChildAgent, type ClusterDb, type ClusterServer } from '../cluster/cluster.helpers.js';
-
-const BIN = join(process.cwd(), 'dist/src/bin/esnap.js');
-const SLOW = join(process.cwd(), 'test/cluster/slow-storage.mjs');
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-interface Child {
-  proc: ChildProcess;
-  port: number;
-  url: string;
-  log(): string;
-  exited: Promise<number | null>;
-}
-
-async function startServer(env: Record<string, string>, slowMs = 0): Promise<Child> {
-  const port = await freePort();
-  const args = [...(slowMs ? ['--import', SLOW] : []), BIN, 'serve'];
-  const proc = spawn(process.execPath, args, {
-    env: {
-      ...process.env,
-      ...env,
-      ESNAP_LISTEN: `127.0.0.1:${port}`,
-      ...(slowMs ? { ESNAP_TEST_SLOW_STORAGE_MS: String(slowMs) } : {}),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  proc.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 400; i++) {
-    if (proc.exitCode !== null) throw new Error(`server exited: ${log}`);
-    if (log.includes('esnap listening')) return { proc, port, url, log: () => log, exited };
-    await sleep(50);
-  }
-  throw new Error(`server did not start: ${log}`);
-}
-
-async function api(c: Child, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const r = await fetch(`${c.url}${path}`, {
-    method,
-    headers: { 'ES-API-KEY': ADMIN_KEY, ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  return { status: r.status, body: await r.json() };
-}
-
-async function waitFor(what: string, probe: () => Promise<boolean> | boolean, ms = 30_000, every = 20): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await probe())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(every);
-  }
-}
+import { newServeData, type ServeData } from '../helpers/serve-data.js';
+import { makeNodeVm, newClusterDb, spawnAgent, startClusterServer, waitAgentStarted, waitFor, waitNodeOnline, waitTask, type ChildAgent, type ClusterDb, type ClusterServer } from '../cluster/cluster.helpers.js';
 
 /** Waits until no task is open (the list of running tasks is empty). */
-async function waitIdle(c: Child): Promise<void> {
-  await waitFor('no open task', async () => (await api(c, 'GET', '/api/task/')).body.length === 0, 60_000, 50);
+async function waitIdle(c: EsnapServe): Promise<void> {
+  await waitFor('no open task', async () => (await c.api('GET', '/api/task/')).body.length === 0, 60_000, 50);
 }
 
 /**
@@ -100,7 +34,7 @@ async function waitIdle(c: Child): Promise<void> {
  * connection is kept alive afterwards, as Danube clients and proxies do: the server must not wait
  * for such a connection to time out (72 s) before it can stop.
  */
-function openStream(c: Child, method: string, path: string): Promise<{ res: IncomingMessage; body: Promise<string> }> {
+function openStream(c: EsnapServe, method: string, path: string): Promise<{ res: IncomingMessage; body: Promise<string> }> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(
       { host: '127.0.0.1', port: c.port, method, path, agent: new HttpAgent({ keepAlive: true }), headers: { 'ES-API-KEY': ADMIN_KEY, 'ES-STREAM': 'es', 'Content-Type': 'application/json' } },
@@ -121,30 +55,34 @@ function openStream(c: Child, method: string, path: string): Promise<{ res: Inco
 }
 
 /** A VM with a 16 MiB disk, ready for snapshots. */
-async function makeVm(c: Child, hostname: string): Promise<void> {
-  expect((await api(c, 'POST', `/api/vm/${hostname}/define/`, {})).status).toBe(201);
-  expect((await api(c, 'POST', `/api/vm/${hostname}/define/disk/1/`, { size: 16 })).status).toBe(201);
+async function makeVm(c: EsnapServe, hostname: string): Promise<void> {
+  expect((await c.api('POST', `/api/vm/${hostname}/define/`, {})).status).toBe(201);
+  expect((await c.api('POST', `/api/vm/${hostname}/define/disk/1/`, { size: 16 })).status).toBe(201);
   await waitIdle(c);
 }
 
-async function waitStarted(c: Child, taskId: string): Promise<void> {
-  await waitFor(`task ${taskId} STARTED`, async () => {
-    const st = await api(c, 'GET', `/api/task/${taskId}/status/`);
-    if (st.body.status !== 'PENDING' && st.body.status !== 'STARTED') throw new Error(`task ended too early: ${JSON.stringify(st.body)}`);
-    return st.body.status === 'STARTED';
-  });
+async function waitStarted(c: EsnapServe, taskId: string): Promise<void> {
+  await waitFor(
+    `task ${taskId} STARTED`,
+    async () => {
+      const st = await c.api('GET', `/api/task/${taskId}/status/`);
+      if (st.body.status !== 'PENDING' && st.body.status !== 'STARTED') throw new Error(`task ended too early: ${JSON.stringify(st.body)}`);
+      return st.body.status === 'STARTED';
+    },
+    30_000,
+    20,
+  );
 }
 
 forEachDb('SIGTERM', (kind) => {
+  let data: ServeData;
   let dir: string;
   let env: Record<string, string>;
-  let schema: string | null = null;
-  let server: Child | null = null;
-  const dbUrl = () => env['ESNAP_DATABASE_URL'] ?? `sqlite:${join(dir, 'esnap.db')}`;
+  let server: EsnapServe | null = null;
 
   /** The task and snapshot rows, read straight from the database while no server runs. */
   async function rows(taskId: string, snapshot: string) {
-    const opened = openDatabase(dbUrl());
+    const opened = openDatabase(data.dbUrl);
     try {
       const task = await opened.db.selectFrom('task').select(['state', 'finished']).where('id', '=', taskId).executeTakeFirst();
       const snaps = await opened.db.selectFrom('snapshot').select(['status']).where('name', '=', snapshot).execute();
@@ -155,37 +93,17 @@ forEachDb('SIGTERM', (kind) => {
   }
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'esnap-sigterm-'));
-    env = { ESNAP_DATA_DIR: dir, ESNAP_ADMIN_API_KEY: ADMIN_KEY, ESNAP_NODE: 'stopnode', ESNAP_LOCAL_AGENT: '1' };
-    if (kind === 'postgres') {
-      schema = `sigterm_${randomBytes(5).toString('hex')}`;
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`CREATE SCHEMA ${schema}`);
-      await c.end();
-      const u = new URL(PG_URL);
-      u.searchParams.set('options', `-c search_path=${schema}`);
-      env['ESNAP_DATABASE_URL'] = u.toString();
-    }
+    data = await newServeData(kind, { prefix: 'esnap-sigterm-', node: 'stopnode' });
+    ({ dir, env } = data);
   });
 
   afterAll(async () => {
-    if (server && server.proc.exitCode === null) {
-      server.proc.kill('SIGKILL');
-      await server.exited;
-    }
-    if (schema) {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await c.query(`DROP SCHEMA IF EXISTS ${schema}_pgboss CASCADE`);
-      await c.end();
-    }
-    await rm(dir, { recursive: true, force: true });
+    await server?.stop('SIGKILL');
+    await data?.cleanup();
   });
 
   it('lets the running task finish, ends the open stream with the pending status, refuses new requests, exits 0', async () => {
-    server = await startServer({ ...env, ESNAP_STOP_GRACE_S: '60' }, 500);
+    server = await startServe({ ...env, ESNAP_STOP_GRACE_S: '60' }, { slowMs: 500 });
     const s = server;
     await makeVm(s, 'stopvm');
     const stream = await openStream(s, 'POST', '/api/vm/stopvm/snapshot/during-stop/');
@@ -202,7 +120,7 @@ forEachDb('SIGTERM', (kind) => {
     expect(text.slice(0, nl)).toBe('201');
     const final = JSON.parse(text.slice(nl + 1)) as { task_id: string; status: string };
     expect(final).toMatchObject({ task_id: taskId, status: 'STARTED' });
-    expect(s.log()).toContain('stopping: waiting up to 60 s for 1 running tasks');
+    expect(s.output()).toContain('stopping: waiting up to 60 s for 1 running tasks');
 
     // A request after the signal is refused, and what it asked for never happens.
     const late = await fetch(`${s.url}/api/vm/stopvm/snapshot/after-signal/`, {
@@ -216,8 +134,8 @@ forEachDb('SIGTERM', (kind) => {
     expect([503, 'ECONNREFUSED']).toContain(late);
 
     expect(await s.exited).toBe(0);
-    expect(s.log()).toContain('stopped cleanly');
-    expect(s.log()).not.toContain('grace period over');
+    expect(s.output()).toContain('stopped cleanly');
+    expect(s.output()).not.toContain('grace period over');
     server = null;
 
     const after = await rows(taskId, 'during-stop');
@@ -228,29 +146,29 @@ forEachDb('SIGTERM', (kind) => {
     expect((await rows(taskId, 'after-signal')).snaps).toEqual([]);
 
     // Started again, the server has nothing to repair and reports the same.
-    server = await startServer(env);
-    const st = await api(server, 'GET', `/api/task/${taskId}/status/`);
+    server = await startServe(env);
+    const st = await server.api('GET', `/api/task/${taskId}/status/`);
     expect(st.status).toBe(200);
     expect(st.body.status).toBe('SUCCESS');
-    expect(server.log()).not.toContain('interrupted');
+    expect(server.output()).not.toContain('interrupted');
     server.proc.kill('SIGTERM');
     expect(await server.exited).toBe(0);
     server = null;
   }, 120_000);
 
   it('exits 1 when the grace runs out, leaving the task STARTED; the next start fails it and re-syncs', async () => {
-    server = await startServer({ ...env, ESNAP_STOP_GRACE_S: '0.5' }, 1000);
+    server = await startServe({ ...env, ESNAP_STOP_GRACE_S: '0.5' }, { slowMs: 1000 });
     const s = server;
     await makeVm(s, 'cutvm');
-    const created = await api(s, 'POST', '/api/vm/cutvm/snapshot/cut-off/', {});
+    const created = await s.api('POST', '/api/vm/cutvm/snapshot/cut-off/', {});
     expect(created.status).toBe(201);
     const taskId = created.body.task_id as string;
     await waitStarted(s, taskId);
 
     s.proc.kill('SIGTERM');
     expect(await s.exited).toBe(1);
-    expect(s.log()).toContain('stopping: waiting up to 0.5 s for 1 running tasks');
-    expect(s.log()).toContain('grace period over, exiting with 1 tasks still running');
+    expect(s.output()).toContain('stopping: waiting up to 0.5 s for 1 running tasks');
+    expect(s.output()).toContain('grace period over, exiting with 1 tasks still running');
     server = null;
 
     // Cut off: the task is still STARTED and its snapshot row pending.
@@ -258,25 +176,25 @@ forEachDb('SIGTERM', (kind) => {
     expect(during.task?.state).toBe('STARTED');
     expect(during.snaps).toEqual([{ status: 2 }]);
 
-    server = await startServer(env);
-    const st = await api(server, 'GET', `/api/task/${taskId}/status/`);
+    server = await startServe(env);
+    const st = await server.api('GET', `/api/task/${taskId}/status/`);
     expect(st.status).toBe(400);
     expect(st.body.status).toBe('FAILURE');
     expect(st.body.result.message).toBe('Task was interrupted (the agent stopped while it ran)');
     // The repair sync runs as a task of its own.
     await waitIdle(server);
-    const list = await api(server, 'GET', '/api/vm/cutvm/snapshot/?full=true');
+    const list = await server.api('GET', '/api/vm/cutvm/snapshot/?full=true');
     expect(list.status).toBe(200);
     for (const snap of list.body.result) expect(snap.status).toBe(1);
     expect(list.body.result.map((x: { name: string }) => x.name)).not.toContain('cut-off');
     // Storage holds no half snapshot: what it has matches the rows.
-    const vm = (await api(server, 'GET', '/api/vm/cutvm/define/')).body.result as { uuid: string };
+    const vm = (await server.api('GET', '/api/vm/cutvm/define/')).body.result as { uuid: string };
     const files = (await readdir(join(dir, 'storage', '.snapshots', `${vm.uuid}-disk0`)).catch(() => [] as string[])).filter(
       (f) => !f.startsWith('.') && !f.endsWith('.json'),
     );
     expect(files.sort()).toEqual(list.body.result.map((x: { id: number }) => `es-${x.id}`).sort());
     // The disk lock is free again.
-    expect((await api(server, 'POST', '/api/vm/cutvm/snapshot/after-cut/', {})).status).toBe(201);
+    expect((await server.api('POST', '/api/vm/cutvm/snapshot/after-cut/', {})).status).toBe(201);
     await waitIdle(server);
     server.proc.kill('SIGTERM');
     expect(await server.exited).toBe(0);
@@ -294,21 +212,24 @@ if (testDatabases().includes('postgres')) {
     const spec = () => ({ node: 'stopagent', root: join(dir, 'stopagent') });
 
     const startAgent = async (env: Record<string, string>, slowMs = 0): Promise<ChildAgent> => {
-      const a = await spawnAgent(db, spec(), {
-        ...(slowMs ? { preload: SLOW } : {}),
-        env: { ...env, ...(slowMs ? { ESNAP_TEST_SLOW_STORAGE_MS: String(slowMs) } : {}) },
-      });
-      await waitFor('agent start', () => {
-        if (a.proc.exitCode !== null) throw new Error(`agent exited: ${a.output()}`);
-        return a.output().includes('agent started');
-      });
+      const a = await spawnAgent(db, spec(), { slowMs, env });
+      await waitAgentStarted(a);
       await waitNodeOnline(s, 'stopagent');
       agent = a;
       return a;
     };
-    const exitCode = (a: ChildAgent): Promise<number | null> =>
-      a.proc.exitCode !== null ? Promise.resolve(a.proc.exitCode) : new Promise((r) => a.proc.once('exit', (code) => r(code)));
     const taskState = async (taskId: string) => (await s.runtime.ctx.tasks.get(taskId))?.state;
+    /** An agent with `grace` on storage slowed by `slowMs`, sent SIGTERM once its snapshot task of `hostname` has STARTED. */
+    const sigtermMidTask = async (grace: string, slowMs: number, hostname: string, snapshot: string) => {
+      const a = await startAgent({ ESNAP_STOP_GRACE_S: grace }, slowMs);
+      const vm = await makeNodeVm(s, 'stopagent', hostname, { disks: [4] });
+      const r = await s.req('POST', `/api/vm/${hostname}/snapshot/${snapshot}`, { body: {} });
+      expect(r.status).toBe(201);
+      const taskId = r.body.task_id as string;
+      await waitFor('task STARTED', async () => (await taskState(taskId)) === 'STARTED', 30_000, 20);
+      a.proc.kill('SIGTERM');
+      return { a, vm, taskId };
+    };
 
     beforeAll(async () => {
       db = await newClusterDb();
@@ -323,14 +244,8 @@ if (testDatabases().includes('postgres')) {
     });
 
     it('drains the running job, then exits 0', async () => {
-      const a = await startAgent({ ESNAP_STOP_GRACE_S: '60' }, 500);
-      await makeNodeVm(s, 'stopagent', 'agentvm', { disks: [4] });
-      const r = await s.req('POST', '/api/vm/agentvm/snapshot/drained', { body: {} });
-      expect(r.status).toBe(201);
-      const taskId = r.body.task_id as string;
-      await waitFor('task STARTED', async () => (await taskState(taskId)) === 'STARTED');
-      a.proc.kill('SIGTERM');
-      expect(await exitCode(a)).toBe(0);
+      const { a, taskId } = await sigtermMidTask('60', 500, 'agentvm', 'drained');
+      expect(await a.exited).toBe(0);
       expect(a.output()).toContain('stopping: waiting up to 60 s for 1 running tasks');
       expect(a.output()).toContain('stopped cleanly');
       const st = await waitTask(s, taskId);
@@ -339,14 +254,8 @@ if (testDatabases().includes('postgres')) {
     }, 90_000);
 
     it('cut off by the grace: exits 1 with the job active; the restarted agent has the task failed', async () => {
-      const a = await startAgent({ ESNAP_STOP_GRACE_S: '0.5' }, 1000);
-      const vm = await makeNodeVm(s, 'stopagent', 'cutvm', { disks: [4] });
-      const r = await s.req('POST', '/api/vm/cutvm/snapshot/cut', { body: {} });
-      expect(r.status).toBe(201);
-      const taskId = r.body.task_id as string;
-      await waitFor('task STARTED', async () => (await taskState(taskId)) === 'STARTED');
-      a.proc.kill('SIGTERM');
-      expect(await exitCode(a)).toBe(1);
+      const { a, vm, taskId } = await sigtermMidTask('0.5', 1000, 'cutvm', 'cut');
+      expect(await a.exited).toBe(1);
       expect(a.output()).toContain('grace period over, exiting with 1 tasks still running');
       expect(await taskState(taskId)).toBe('STARTED');
       const jobs = await db.query(`SELECT state FROM ${db.bossSchema}.job WHERE name = 'esnap.node.stopagent' AND data->>'taskId' = $1`, [taskId]);
@@ -359,7 +268,7 @@ if (testDatabases().includes('postgres')) {
       await waitFor('no open task', async () => {
         const open = await s.runtime.ctx.db.selectFrom('task').select('id').where('state', 'in', ['PENDING', 'STARTED']).execute();
         return open.length === 0;
-      });
+      }, 30_000, 20);
       // The pending row is gone (the create never finished: nothing to find on storage either).
       expect((await s.req('GET', '/api/vm/cutvm/snapshot/cut')).status).toBe(404);
       const rows = await s.runtime.ctx.db.selectFrom('snapshot').select(['name', 'status']).where('vm_uuid', '=', vm.uuid).execute();

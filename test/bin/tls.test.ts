@@ -4,69 +4,17 @@
  * the CA through ES_CA_FILE (or not). Also the refusal of plain HTTP on a non-loopback address.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeTestCa, type TestCa } from '../helpers/test-ca.js';
+import { freePort, spawnEsnap, startServe, type EsnapProcess } from '../helpers/esnap-process.js';
+import { useTempDirs } from '../helpers/temp-dirs.js';
 import { assertBuilt, makeTmp, out, runEs, type EsResult } from '../cli/es-helpers.js';
 
-const BIN = join(process.cwd(), 'dist/src/bin/esnap.js');
 const CERT_HINT = "the server's TLS certificate is not trusted: set ES_CA_FILE to its CA's PEM file, or ES_SSL_VERIFY=0 to skip the check";
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
-
-interface Served {
-  readonly proc: ChildProcess;
-  output(): string;
-  /** Resolves with the exit code once the process ends. */
-  readonly exited: Promise<number | null>;
-}
-
-/** Starts `esnap serve` on a fresh data dir; resolves once it listens, or once it exits. */
-async function serve(env: Record<string, string>): Promise<Served> {
-  const full: NodeJS.ProcessEnv = { ...process.env, ESNAP_NODE: 'testnode', ...env };
-  for (const name of ['ESNAP_ADMIN_API_KEY', 'ESNAP_DATABASE_URL', 'ESNAP_STORAGES', 'ESNAP_CONFIG', 'ESNAP_TLS_CERT', 'ESNAP_TLS_KEY', 'ESNAP_ALLOW_PLAINTEXT']) {
-    if (!(name in env)) delete full[name];
-  }
-  const proc = spawn(process.execPath, [BIN, 'serve'], { env: full, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  // 'close', not 'exit': the output is complete only once stdout and stderr have ended.
-  let closed = false;
-  const exited = new Promise<number | null>((r) =>
-    proc.once('close', (code) => {
-      closed = true;
-      r(code);
-    }),
-  );
-  const end = Date.now() + 20_000;
-  while (!out.includes('esnap listening') && !closed) {
-    if (Date.now() > end) {
-      proc.kill('SIGKILL');
-      throw new Error(`esnap serve did not start: ${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { proc, output: () => out, exited };
-}
-
-async function stop(s: Served): Promise<number | null> {
-  if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGTERM');
-  return s.exited;
-}
 
 /** A request with node:https, trusting `ca`: status and body. */
 function httpsGet(url: string, ca: string, headers: Record<string, string>): Promise<{ status: number; body: string; httpVersion: string }> {
@@ -85,7 +33,7 @@ describe('esnap serve over HTTPS', () => {
   let dir: string;
   let ca: TestCa;
   let port: number;
-  let server: Served;
+  let server: EsnapProcess;
   let key: string;
   let tmp: ReturnType<typeof makeTmp>;
   const es = (args: string[], env: Record<string, string>): Promise<EsResult> =>
@@ -97,18 +45,21 @@ describe('esnap serve over HTTPS', () => {
     tmp = makeTmp();
     ca = makeTestCa(dir);
     port = await freePort();
-    server = await serve({
-      ESNAP_DATA_DIR: join(dir, 'data'),
-      ESNAP_LISTEN: `127.0.0.1:${port}`,
-      ESNAP_TLS_CERT: ca.certFile,
-      ESNAP_TLS_KEY: ca.keyFile,
-    });
+    server = await startServe(
+      {
+        ESNAP_DATA_DIR: join(dir, 'data'),
+        ESNAP_NODE: 'testnode',
+        ESNAP_TLS_CERT: ca.certFile,
+        ESNAP_TLS_KEY: ca.keyFile,
+      },
+      { port },
+    );
     const m = /API key for user "admin"[^\n]*\n\n {2}(\S+)/.exec(server.output());
     if (!m) throw new Error(`no key printed (exit code ${server.proc.exitCode}): ${server.output()}`);
     key = m[1]!;
   }, 60_000);
   afterAll(async () => {
-    if (server) expect(await stop(server)).toBe(0);
+    if (server) expect(await server.stop()).toBe(0);
     tmp?.cleanup();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -169,16 +120,12 @@ describe('esnap serve over HTTPS', () => {
 });
 
 describe('esnap serve refuses plain HTTP off loopback', () => {
-  const dirs: string[] = [];
-  afterAll(async () => {
-    for (const d of dirs) await rm(d, { recursive: true, force: true });
-  });
+  const tempDir = useTempDirs();
 
   it('exits 1 on 0.0.0.0 without TLS, naming ESNAP_TLS_CERT and ESNAP_ALLOW_PLAINTEXT, before anything starts', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'esnap-plain-'));
-    dirs.push(dir);
+    const dir = await tempDir('esnap-plain-');
     const data = join(dir, 'data');
-    const s = await serve({ ESNAP_DATA_DIR: data, ESNAP_LISTEN: `0.0.0.0:${await freePort()}` });
+    const s = spawnEsnap(['serve'], { ESNAP_DATA_DIR: data, ESNAP_NODE: 'testnode', ESNAP_LISTEN: `0.0.0.0:${await freePort()}` });
     expect(await s.exited).toBe(1);
     expect(s.output()).toContain('esnap: configuration error: ESNAP_LISTEN 0.0.0.0:');
     expect(s.output()).toContain('ESNAP_TLS_CERT');
@@ -188,16 +135,18 @@ describe('esnap serve refuses plain HTTP off loopback', () => {
   });
 
   it('starts on 0.0.0.0 with ESNAP_ALLOW_PLAINTEXT=1', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'esnap-plain-'));
-    dirs.push(dir);
+    const dir = await tempDir('esnap-plain-');
     const port = await freePort();
-    const s = await serve({ ESNAP_DATA_DIR: join(dir, 'data'), ESNAP_LISTEN: `0.0.0.0:${port}`, ESNAP_ALLOW_PLAINTEXT: '1', ESNAP_ADMIN_API_KEY: 'plain-admin-key-0123456789' });
+    const s = await startServe(
+      { ESNAP_DATA_DIR: join(dir, 'data'), ESNAP_NODE: 'testnode', ESNAP_LISTEN: `0.0.0.0:${port}`, ESNAP_ALLOW_PLAINTEXT: '1', ESNAP_ADMIN_API_KEY: 'plain-admin-key-0123456789' },
+      { port },
+    );
     try {
       expect(s.output()).toContain('esnap listening');
       const r = await fetch(`http://127.0.0.1:${port}/api/vm/`, { headers: { 'ES-API-KEY': 'plain-admin-key-0123456789' } });
       expect(r.status).toBe(200);
     } finally {
-      expect(await stop(s)).toBe(0);
+      expect(await s.stop()).toBe(0);
     }
   });
 });

@@ -25,6 +25,7 @@ import {
   sleep,
   spawnAgent,
   startClusterServer,
+  waitAgentStarted,
   waitFor,
   waitNodeOnline,
   waitTask,
@@ -33,7 +34,6 @@ import {
   type ClusterServer,
 } from './cluster.helpers.js';
 
-const SLOW = join(process.cwd(), 'test/cluster/slow-storage.mjs');
 const SILENCE_S = 6;
 
 async function fillDisk(path: string, mb: number): Promise<void> {
@@ -72,11 +72,11 @@ describe('cluster: agent killed mid-task', () => {
   const env = { ESNAP_NODE_SILENCE_S: String(SILENCE_S) };
 
   const startAgent = async (slowMs = 0): Promise<ChildAgent> => {
-    agent = await spawnAgent(db, spec(), slowMs ? { preload: SLOW, env: { ...env, ESNAP_TEST_SLOW_STORAGE_MS: String(slowMs) } } : { env });
+    agent = await spawnAgent(db, spec(), { slowMs, env });
+    await waitAgentStarted(agent);
     await waitFor('agent registration', async () => {
-      if (agent!.proc.exitCode !== null) throw new Error(`agent exited: ${agent!.output()}`);
-      const n = await s.runtime.ctx.db.selectFrom('node').select('last_heartbeat').where('hostname', '=', 'node1').executeTakeFirst();
-      return n && agent!.output().includes('agent started');
+      if (!agent!.alive()) throw new Error(`agent exited: ${agent!.output()}`);
+      return s.runtime.ctx.db.selectFrom('node').select('last_heartbeat').where('hostname', '=', 'node1').executeTakeFirst();
     });
     return agent;
   };
@@ -174,12 +174,8 @@ describe('cluster: an agent that never answers', () => {
   const spec = () => ({ node: 'node3', root: join(dir, 'node3') });
 
   const startAgent = async (slowMs = 0): Promise<void> => {
-    const env = { ESNAP_NODE_SILENCE_S: String(SILENCE_S), ...(slowMs ? { ESNAP_TEST_SLOW_STORAGE_MS: String(slowMs) } : {}) };
-    agent = await spawnAgent(db, spec(), slowMs ? { preload: SLOW, env } : { env });
-    await waitFor('agent start', async () => {
-      if (agent!.proc.exitCode !== null) throw new Error(`agent exited: ${agent!.output()}`);
-      return agent!.output().includes('agent started');
-    });
+    agent = await spawnAgent(db, spec(), { slowMs, env: { ESNAP_NODE_SILENCE_S: String(SILENCE_S) } });
+    await waitAgentStarted(agent);
     await waitNodeOnline(s, 'node3');
   };
 

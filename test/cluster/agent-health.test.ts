@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config.js';
 import { AgentRuntime } from '../../src/agent/agent-runtime.js';
-import { PG_URL } from '../helpers/server.js';
+import { PG_URL, httpClient } from '../helpers/server.js';
+import { freePort } from '../helpers/esnap-process.js';
 import {
   newClusterDb,
   silentLogger,
@@ -23,16 +24,6 @@ import {
   type ClusterDb,
   type ClusterServer,
 } from './cluster.helpers.js';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
 /** A TCP relay to PostgreSQL that can be cut (stop listening, drop connections) and restored on the same port. */
 class Relay {
@@ -68,24 +59,8 @@ class Relay {
   }
 }
 
-interface Answer {
-  status: number;
-  text: string;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  body: any;
-}
-
-async function get(base: string, path: string, method = 'GET'): Promise<Answer> {
-  const res = await fetch(`${base}${path}`, { method });
-  const text = await res.text();
-  let body: unknown;
-  try {
-    body = text === '' ? undefined : JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
-  return { status: res.status, text, body };
-}
+/** A request without credentials. */
+const get = (base: string, path: string, method = 'GET') => httpClient(base).req(method, path, { key: null });
 
 /** Whether a new TCP connection to the port is refused (fetch could reuse a kept-alive socket). */
 async function refused(port: number): Promise<boolean> {
@@ -214,9 +189,8 @@ describe('agent /healthz and /readyz', () => {
       expect(ready.body.checks).toEqual({ database: { ok: true }, storages: { ok: true }, registration: { ok: true } });
       expect((await get(base, '/healthz')).body).toEqual({ status: 'ok' });
       await waitNodeOnline(server, 'health2');
-      const exited = new Promise<number | null>((r) => agent.proc.once('exit', (code) => r(code)));
       agent.proc.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      expect(await agent.exited).toBe(0);
       expect(await refused(port)).toBe(true);
     } catch (err) {
       throw new Error(`${(err as Error).message}\n--- esnap agent output ---\n${agent.output()}`, { cause: err });
@@ -227,11 +201,7 @@ describe('agent /healthz and /readyz', () => {
 
   it('esnap agent refuses a malformed ESNAP_AGENT_HEALTH_LISTEN', async () => {
     const agent = await spawnAgent(db, { node: 'health3', root: join(dir, 'n3') }, { env: { ESNAP_AGENT_HEALTH_LISTEN: 'nonsense' } });
-    const code = await new Promise<number | null>((r) => {
-      if (agent.proc.exitCode !== null) r(agent.proc.exitCode);
-      else agent.proc.once('exit', (c) => r(c));
-    });
-    expect(code).toBe(1);
+    expect(await agent.exited).toBe(1);
     expect(agent.output()).toContain('ESNAP_AGENT_HEALTH_LISTEN must be host:port');
   });
 });

@@ -3,20 +3,18 @@
  * agents (in-process AgentRuntimes, or real `esnap agent` child processes), all on one PostgreSQL
  * schema of their own (`t_<hex>`, pg-boss in `t_<hex>_pgboss`).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import pg from 'pg';
 import { createRuntime, silentLogger, type Runtime } from '../../src/runtime.js';
 import { AgentRuntime } from '../../src/agent/agent-runtime.js';
 import { bossSchemaFor } from '../../src/queue/pgboss.queue.js';
 import type { Logger } from '../../src/app-context.js';
-import { ADMIN_KEY, PG_URL, type Reply, type RequestOptions, type TestServer } from '../helpers/server.js';
+import { ADMIN_KEY, PG_URL, httpClient, type Reply, type TestServer } from '../helpers/server.js';
 import { makeVm, type VmFixture } from '../helpers/fixtures.js';
+import { sleep, spawnEsnap, waitOutput, type EsnapProcess } from '../helpers/esnap-process.js';
 
-export const BIN = join(process.cwd(), 'dist/src/bin/esnap.js');
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
 export async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms = 20_000, every = 25): Promise<T> {
   const end = Date.now() + ms;
@@ -101,39 +99,9 @@ export async function startClusterServer(db: ClusterDb, opts: ClusterServerOptio
   return clientFor(address.replace(/\/$/, ''), runtime);
 }
 
-/** HTTP helpers like test/helpers/server.ts's, for a server started here. */
+/** test/helpers/server.ts's HTTP helpers, for a server started here. */
 export function clientFor(url: string, runtime: Runtime, node = 'node1'): ClusterServer {
-  const req = async (method: string, path: string, o: RequestOptions = {}): Promise<Reply> => {
-    const q = o.query ? `?${new URLSearchParams(o.query).toString()}` : '';
-    const headers: Record<string, string> = { ...(o.headers ?? {}) };
-    const key = o.key === undefined ? ADMIN_KEY : o.key;
-    if (key !== null) headers['ES-API-KEY'] = key;
-    let body: string | undefined;
-    if (o.rawBody !== undefined) body = o.rawBody;
-    else if (o.body !== undefined) {
-      body = JSON.stringify(o.body);
-      headers['Content-Type'] ??= 'application/json';
-    }
-    const res = await fetch(`${url}${path}${q}`, { method, headers, ...(body !== undefined ? { body } : {}) });
-    const text = await res.text();
-    let parsed: unknown;
-    try {
-      parsed = text === '' ? undefined : JSON.parse(text);
-    } catch {
-      parsed = undefined;
-    }
-    return { status: res.status, headers: Object.fromEntries(res.headers.entries()), text, body: parsed };
-  };
-  const stream = async (method: string, path: string, o: RequestOptions = {}) => {
-    const r = await req(method, path, { ...o, headers: { ...(o.headers ?? {}), 'ES-STREAM': 'es' } });
-    const trimmed = r.text.replace(/^ +/, '');
-    const nl = trimmed.indexOf('\n');
-    const isStream = r.headers['es_stream'] === 'True';
-    const finalStatus = isStream && nl > 0 ? Number(trimmed.slice(0, nl)) : r.status;
-    const final = isStream && nl > 0 ? (JSON.parse(trimmed.slice(nl + 1)) as unknown) : r.body;
-    return { ...r, finalStatus, final };
-  };
-  return { url, runtime, storageRoot: '', node, req, stream, close: () => runtime.close() };
+  return { url, runtime, storageRoot: '', node, ...httpClient(url), close: () => runtime.close() };
 }
 
 export interface AgentSpec {
@@ -154,9 +122,8 @@ export async function startAgent(db: ClusterDb, spec: AgentSpec, opts: { heartbe
   });
 }
 
-export interface ChildAgent {
-  readonly proc: ChildProcess;
-  output(): string;
+export interface ChildAgent extends EsnapProcess {
+  /** Sends `signal` (SIGKILL by default) if the agent still runs, and waits for its end. */
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -164,36 +131,31 @@ export interface ChildAgent {
 export async function spawnAgent(
   db: ClusterDb,
   spec: AgentSpec,
-  opts: { user?: string; env?: Record<string, string>; preload?: string } = {},
+  opts: { user?: string; env?: Record<string, string>; preload?: string; slowMs?: number } = {},
 ): Promise<ChildAgent> {
   await mkdir(spec.root, { recursive: true });
-  const args = [...(opts.preload ? ['--import', opts.preload] : []), BIN, 'agent'];
-  const proc = spawn(process.execPath, args, {
-    env: {
-      ...process.env,
+  const p = spawnEsnap(
+    ['agent'],
+    {
       ESNAP_DATABASE_URL: db.agentUrl(opts.user),
       ESNAP_NODE: spec.node,
       ESNAP_STORAGES: JSON.stringify([{ name: 'default', driver: 'file', root: spec.root }]),
       ESNAP_NODE_SILENCE_S: '3',
       ...(opts.env ?? {}),
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  proc.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+    { ...(opts.preload ? { preload: opts.preload } : {}), ...(opts.slowMs ? { slowMs: opts.slowMs } : {}) },
+  );
   return {
-    proc,
-    output: () => log,
+    ...p,
     async kill(signal: NodeJS.Signals = 'SIGKILL') {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill(signal);
-      // A stopped process (SIGSTOP) acts on SIGTERM only once it runs again.
-      proc.kill('SIGCONT');
-      await exited;
+      await p.stop(signal);
     },
   };
+}
+
+/** Waits until a spawned agent says it has started (fails with its output if it exits first). */
+export async function waitAgentStarted(agent: ChildAgent, ms = 20_000): Promise<void> {
+  await waitOutput(agent, 'agent started', ms);
 }
 
 /** Waits until a server has the node registered and online (after an agent's start). */

@@ -9,13 +9,11 @@
  */
 import { platformUnavailable } from '../platform/require.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { chown, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import type { VmFixture } from '../helpers/fixtures.js';
+import { PrivatePostgres, privatePgUnavailable } from '../helpers/private-pg.js';
 import {
   makeNodeVm,
   newClusterDb,
@@ -29,66 +27,11 @@ import {
   type ClusterServer,
 } from './cluster.helpers.js';
 
-function pgBin(): string | null {
-  const base = '/usr/lib/postgresql';
-  if (!existsSync(base)) return null;
-  const versions = readdirSync(base).filter((v) => existsSync(join(base, v, 'bin', 'initdb'))).sort((x, y) => Number(y) - Number(x));
-  return versions[0] ? join(base, versions[0], 'bin') : null;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-const BIN_DIR = pgBin();
-const canRun = BIN_DIR !== null && process.getuid?.() === 0;
-const SLOW = join(process.cwd(), 'test/cluster/slow-storage.mjs');
-
-class PrivatePostgres {
-  constructor(
-    readonly dir: string,
-    readonly port: number,
-  ) {}
-  get url(): string {
-    return `postgres://postgres@127.0.0.1:${this.port}/postgres`;
-  }
-  #ctl(...args: string[]): void {
-    execFileSync('runuser', ['-u', 'postgres', '--', join(BIN_DIR!, 'pg_ctl'), '-D', join(this.dir, 'data'), ...args], { stdio: 'pipe' });
-  }
-  static async create(): Promise<PrivatePostgres> {
-    const dir = await mkdtemp(join(tmpdir(), 'esnap-pg-'));
-    await chown(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
-    execFileSync('runuser', ['-u', 'postgres', '--', join(BIN_DIR!, 'initdb'), '-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres'], { stdio: 'pipe' });
-    const pg = new PrivatePostgres(dir, await freePort());
-    pg.start();
-    return pg;
-  }
-  start(): void {
-    this.#ctl('-o', `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1`, '-l', join(this.dir, 'log'), '-w', 'start');
-  }
-  stop(): void {
-    this.#ctl('-m', 'fast', '-w', 'stop');
-  }
-  async destroy(): Promise<void> {
-    try {
-      this.stop();
-    } catch {
-      // already stopped
-    }
-    await rm(this.dir, { recursive: true, force: true });
-  }
-}
-
 describe('cluster: PostgreSQL restart under load', () => {
-  if (!canRun) {
+  const unavailable = privatePgUnavailable();
+  if (unavailable) {
     // Skips loudly elsewhere; with CI=true a missing initdb/runuser is a failure, not a skip.
-    platformUnavailable('cluster: PostgreSQL restart under load', 'needs root, runuser and the PostgreSQL server binaries (initdb, pg_ctl)');
+    platformUnavailable('cluster: PostgreSQL restart under load', unavailable);
     return;
   }
   let pgsrv: PrivatePostgres;
@@ -101,13 +44,13 @@ describe('cluster: PostgreSQL restart under load', () => {
 
   beforeAll(async () => {
     pgsrv = await PrivatePostgres.create();
-    db = await newClusterDb(pgsrv.url);
+    db = await newClusterDb(pgsrv.url());
     dir = await mkdtemp(join(tmpdir(), 'esnap-pgrestart-'));
     a = await startClusterServer(db, { nodeSilenceS: 30 });
     b = await startClusterServer(db, { nodeSilenceS: 30 });
     for (const node of ['node1', 'node2']) {
       // Slow storage keeps tasks running while the database goes away.
-      const agent = await spawnAgent(db, { node, root: join(dir, node) }, { preload: SLOW, env: { ESNAP_TEST_SLOW_STORAGE_MS: '300', ESNAP_NODE_SILENCE_S: '30' } });
+      const agent = await spawnAgent(db, { node, root: join(dir, node) }, { slowMs: 300, env: { ESNAP_NODE_SILENCE_S: '30' } });
       agents.push(agent);
       await waitNodeOnline(a, node);
     }

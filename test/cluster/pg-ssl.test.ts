@@ -10,125 +10,26 @@
  */
 import { platformUnavailable } from '../platform/require.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { chmod, chown, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { createRuntime } from '../../src/runtime.js';
 import { ADMIN_KEY } from '../helpers/server.js';
+import { runEsnap } from '../helpers/esnap-process.js';
+import { PrivatePostgres, privatePgUnavailable } from '../helpers/private-pg.js';
 import { makeTestCa, type TestCa } from '../helpers/test-ca.js';
-import {
-  BIN,
-  makeNodeVm,
-  newClusterDb,
-  spawnAgent,
-  startClusterServer,
-  waitNodeOnline,
-  type ChildAgent,
-  type ClusterDb,
-  type ClusterServer,
-} from './cluster.helpers.js';
-
-function pgBin(): string | null {
-  const base = '/usr/lib/postgresql';
-  if (!existsSync(base)) return null;
-  const versions = readdirSync(base).filter((v) => existsSync(join(base, v, 'bin', 'initdb'))).sort((x, y) => Number(y) - Number(x));
-  return versions[0] ? join(base, versions[0], 'bin') : null;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-const BIN_DIR = pgBin();
-const canRun = BIN_DIR !== null && process.getuid?.() === 0;
-
-/** A private PostgreSQL that accepts TCP only over TLS, with the test CA's server certificate. */
-class TlsPostgres {
-  constructor(
-    readonly dir: string,
-    readonly port: number,
-  ) {}
-  /** A URL on this server; `query` is appended as is (sslmode, sslrootcert, …). */
-  url(query: string): string {
-    return `postgres://postgres@127.0.0.1:${this.port}/postgres${query ? `?${query}` : ''}`;
-  }
-  static async create(ca: TestCa): Promise<TlsPostgres> {
-    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString());
-    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString());
-    const dir = await mkdtemp(join(tmpdir(), 'esnap-pgssl-'));
-    await chown(dir, uid, gid);
-    const data = join(dir, 'data');
-    execFileSync('runuser', ['-u', 'postgres', '--', join(BIN_DIR!, 'initdb'), '-D', data, '-A', 'trust', '-U', 'postgres'], { stdio: 'pipe' });
-    // PostgreSQL refuses a key file readable by others, and one it does not own.
-    for (const [src, dst] of [[ca.certFile, 'server.pem'], [ca.keyFile, 'server.key']] as const) {
-      await copyFile(src, join(dir, dst));
-      await chown(join(dir, dst), uid, gid);
-      await chmod(join(dir, dst), 0o600);
-    }
-    // Unencrypted TCP is refused, so every connection that works went through TLS.
-    await writeFile(
-      join(data, 'pg_hba.conf'),
-      'local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n',
-    );
-    const pgs = new TlsPostgres(dir, await freePort());
-    const opts = [
-      `-p ${pgs.port}`,
-      `-k ${dir}`,
-      '-c listen_addresses=127.0.0.1',
-      '-c ssl=on',
-      `-c ssl_cert_file=${join(dir, 'server.pem')}`,
-      `-c ssl_key_file=${join(dir, 'server.key')}`,
-    ].join(' ');
-    execFileSync('runuser', ['-u', 'postgres', '--', join(BIN_DIR!, 'pg_ctl'), '-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', 'start'], { stdio: 'pipe' });
-    return pgs;
-  }
-  async destroy(): Promise<void> {
-    try {
-      execFileSync('runuser', ['-u', 'postgres', '--', join(BIN_DIR!, 'pg_ctl'), '-D', join(this.dir, 'data'), '-m', 'fast', '-w', 'stop'], { stdio: 'pipe' });
-    } catch {
-      // already stopped
-    }
-    await rm(this.dir, { recursive: true, force: true });
-  }
-}
-
-/** Runs `esnap <cmd>` until it exits (or `ms` passes: then it is killed and the test fails). */
-function runEsnap(cmd: string, env: Record<string, string>, ms = 20_000): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [BIN, cmd], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    proc.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`esnap ${cmd} still ran after ${ms} ms: ${output}`));
-    }, ms);
-    // 'close', not 'exit': the output is complete only once stdout and stderr have ended.
-    proc.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
-}
+import { makeNodeVm, newClusterDb, spawnAgent, startClusterServer, waitNodeOnline, type ChildAgent, type ClusterDb, type ClusterServer } from './cluster.helpers.js';
 
 describe('cluster: PostgreSQL over TLS (sslmode in ESNAP_DATABASE_URL)', () => {
-  if (!canRun) {
-    platformUnavailable('cluster: PostgreSQL over TLS', 'needs root, runuser and the PostgreSQL server binaries (initdb, pg_ctl)');
+  const unavailable = privatePgUnavailable();
+  if (unavailable) {
+    platformUnavailable('cluster: PostgreSQL over TLS', unavailable);
     return;
   }
   let tmp: string;
   let ca: TestCa;
-  let pgs: TlsPostgres;
+  let pgs: PrivatePostgres;
   let db: ClusterDb;
   let server: ClusterServer | undefined;
   let agent: ChildAgent | undefined;
@@ -136,7 +37,7 @@ describe('cluster: PostgreSQL over TLS (sslmode in ESNAP_DATABASE_URL)', () => {
   beforeAll(async () => {
     tmp = await mkdtemp(join(tmpdir(), 'esnap-pgssl-ca-'));
     ca = makeTestCa(tmp);
-    pgs = await TlsPostgres.create(ca);
+    pgs = await PrivatePostgres.create({ tls: { certFile: ca.certFile, keyFile: ca.keyFile } });
     db = await newClusterDb(pgs.url(`sslmode=verify-full&sslrootcert=${encodeURIComponent(ca.caFile)}`));
   }, 60_000);
   afterAll(async () => {
@@ -194,7 +95,7 @@ describe('cluster: PostgreSQL over TLS (sslmode in ESNAP_DATABASE_URL)', () => {
     u.searchParams.set('sslrootcert', ca.otherCaFile);
     const wrong = u.toString();
     for (const cmd of ['serve', 'agent']) {
-      const r = await runEsnap(cmd, { ...base, ESNAP_DATABASE_URL: wrong });
+      const r = await runEsnap([cmd], { ...base, ESNAP_DATABASE_URL: wrong }, 20_000);
       expect(r.code, r.output).toBe(1);
       expect(r.output).toContain(`esnap: cannot connect to PostgreSQL at 127.0.0.1:${pgs.port}: its TLS certificate was refused (unable to verify the first certificate)`);
       expect(r.output).toContain('check sslrootcert');
@@ -202,7 +103,7 @@ describe('cluster: PostgreSQL over TLS (sslmode in ESNAP_DATABASE_URL)', () => {
       expect(r.output).not.toContain('    at ');
     }
     const missing = pgs.url(`sslmode=verify-full&sslrootcert=${encodeURIComponent(join(tmp, 'nope.pem'))}`);
-    const r = await runEsnap('agent', { ...base, ESNAP_DATABASE_URL: missing });
+    const r = await runEsnap(['agent'], { ...base, ESNAP_DATABASE_URL: missing }, 20_000);
     expect(r.code, r.output).toBe(1);
     expect(r.output).toContain(`esnap: configuration error: ESNAP_DATABASE_URL sslrootcert: cannot read ${join(tmp, 'nope.pem')}: ENOENT`);
   }, 60_000);

@@ -7,56 +7,29 @@
  * prefix of what that writer did, and a later backup holds everything an earlier one held).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import SQLite from 'better-sqlite3';
 import { PG_URL } from '../helpers/server.js';
-import { ESNAP_BIN, esnapEnv, freePort, runEsnap } from '../helpers/esnap-process.js';
+import { runEsnap, startServe, type EsnapServe } from '../helpers/esnap-process.js';
+import { useTempDirs } from '../helpers/temp-dirs.js';
 
 const KEY = 'backup-test-admin-key-0123456789';
 const NODE = 'backupnode';
 const WORKERS = 3;
 
-interface Served {
-  readonly proc: ChildProcess;
-  readonly api: string;
-  stop(): Promise<number | null>;
-}
-
-async function serve(env: Record<string, string>): Promise<Served> {
-  const port = await freePort();
-  const proc = spawn(process.execPath, [ESNAP_BIN, 'serve'], {
-    env: esnapEnv({ ESNAP_LISTEN: `127.0.0.1:${port}`, ESNAP_NODE: NODE, ESNAP_ADMIN_API_KEY: KEY, ...env }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  for (let i = 0; i < 400 && !out.includes('esnap listening'); i++) {
-    if (proc.exitCode !== null) throw new Error(`esnap serve exited: ${out}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  if (!out.includes('esnap listening')) throw new Error(`esnap serve did not start: ${out}`);
-  return {
-    proc,
-    api: `http://127.0.0.1:${port}/api`,
-    stop: () => {
-      const done = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-      proc.kill('SIGTERM');
-      return done;
-    },
-  };
+/** `esnap serve` with this file's node and admin key; resolves once it listens. */
+function serve(env: Record<string, string>): Promise<EsnapServe> {
+  return startServe({ ESNAP_NODE: NODE, ESNAP_ADMIN_API_KEY: KEY, ...env });
 }
 
 /** An API call; with `wait`, ES-STREAM holds the answer until the task ends and its final status is returned. */
-async function call(api: string, method: string, path: string, body?: unknown, wait = false): Promise<{ status: number; body: any }> {
+async function call(server: string, method: string, path: string, body?: unknown, wait = false): Promise<{ status: number; body: any }> {
   const headers: Record<string, string> = { 'ES-API-KEY': KEY };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (wait) headers['ES-STREAM'] = 'es';
-  const res = await fetch(`${api}${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  const res = await fetch(`${server}/api${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
   const text = await res.text();
   if (wait && res.headers.get('es_stream') === 'True') {
     const trimmed = text.replace(/^ +/, '');
@@ -104,18 +77,12 @@ function holds(copy: Copy, op: Op): boolean {
 }
 
 describe('esnap db backup', () => {
-  const dirs: string[] = [];
-  const servers: Served[] = [];
+  // Registered first, so the folders are removed after the servers below have stopped.
+  const tempDir = useTempDirs();
+  const servers: EsnapServe[] = [];
   afterAll(async () => {
-    for (const s of servers) if (s.proc.exitCode === null) await s.stop();
-    for (const d of dirs) await rm(d, { recursive: true, force: true });
+    for (const s of servers) await s.stop();
   });
-
-  async function tempDir(prefix: string): Promise<string> {
-    const d = await mkdtemp(join(tmpdir(), prefix));
-    dirs.push(d);
-    return d;
-  }
 
   it('copies the live database under write load; the copy restores into a new data dir with every row committed before it', async () => {
     const dataDir = await tempDir('esnap-backup-live-');
@@ -125,8 +92,8 @@ describe('esnap db backup', () => {
 
     const vms = Array.from({ length: WORKERS }, (_, i) => `bk${i}.test`);
     for (const vm of vms) {
-      expect((await call(a.api, 'POST', `/vm/${vm}/define/`, {})).status).toBe(201);
-      expect((await call(a.api, 'POST', `/vm/${vm}/define/disk/1/`, { size: 1 })).status).toBe(201);
+      expect((await call(a.url, 'POST', `/vm/${vm}/define/`, {})).status).toBe(201);
+      expect((await call(a.url, 'POST', `/vm/${vm}/define/disk/1/`, { size: 1 })).status).toBe(201);
     }
 
     // Writers: each creates a definition, then a snapshot (waiting for its task), over and over.
@@ -135,10 +102,10 @@ describe('esnap db backup', () => {
     const writer = async (w: number): Promise<void> => {
       const vm = vms[w]!;
       for (let k = 0; !stopLoad && k < 2000; k++) {
-        const d = await call(a.api, 'POST', `/vm/${vm}/define/snapshot/d${k}/`, { schedule: '0 0 1 1 *', retention: 1, disk_id: 1 });
+        const d = await call(a.url, 'POST', `/vm/${vm}/define/snapshot/d${k}/`, { schedule: '0 0 1 1 *', retention: 1, disk_id: 1 });
         if (d.status !== 201) throw new Error(`define ${vm} d${k}: ${d.status} ${JSON.stringify(d.body)}`);
         done[w]!.push({ kind: 'define', vm, name: `d${k}` });
-        const s = await call(a.api, 'POST', `/vm/${vm}/snapshot/s${k}/`, { disk_id: 1 }, true);
+        const s = await call(a.url, 'POST', `/vm/${vm}/snapshot/s${k}/`, { disk_id: 1 }, true);
         if (s.status !== 200 || s.body?.status !== 'SUCCESS') throw new Error(`snapshot ${vm} s${k}: ${s.status} ${JSON.stringify(s.body)}`);
         done[w]!.push({ kind: 'snapshot', vm, name: `s${k}` });
       }
@@ -210,15 +177,15 @@ describe('esnap db backup', () => {
       ESNAP_STORAGES: JSON.stringify([{ name: 'default', driver: 'file', root: join(dataDir, 'storage') }]),
     });
     servers.push(b);
-    const listed = await call(b.api, 'GET', '/vm/');
+    const listed = await call(b.url, 'GET', '/vm/');
     expect(listed.status).toBe(200);
     expect([...listed.body.result].sort()).toEqual([...vms].sort());
     for (const vm of vms) {
-      const defs = await call(b.api, 'GET', `/vm/${vm}/define/snapshot/`);
+      const defs = await call(b.url, 'GET', `/vm/${vm}/define/snapshot/`);
       expect(defs.status).toBe(200);
       const defNames = (defs.body.result as Array<string | { name: string }>).map((d) => (typeof d === 'string' ? d : d.name)).sort();
       expect(defNames).toEqual([...last.defines].filter((k) => k.startsWith(`${vm}/`)).map((k) => k.slice(vm.length + 1)).sort());
-      const snaps = await call(b.api, 'GET', `/vm/${vm}/snapshot/`, undefined);
+      const snaps = await call(b.url, 'GET', `/vm/${vm}/snapshot/`, undefined);
       expect(snaps.status).toBe(200);
       const snapNames = new Set((snaps.body.result as Array<string | { name: string }>).map((s) => (typeof s === 'string' ? s : s.name)));
       // Snapshots finished in the copy are served; one still pending in it was cut off by the

@@ -2,25 +2,27 @@
  * ESNAP_FREEZE_LIMIT_S reaches the freeze: a real `esnap serve` (local agent) and a real
  * `esnap agent` (cluster mode) with a limit of 0.3 s take a snapshot that lasts seconds (storage
  * slowed down by test/cluster/slow-storage.mjs) of a running VM whose guest agent is scripted on a
- * unix socket here. The guest is thawed at the configured limit while the snapshot still runs; the
- * snapshot is kept, flagged `(filesystem freeze failed)` with the limit named in the detail. With
+ * unix socket (test/helpers/fake-guest-agent.ts). The guest is thawed at the configured limit while
+ * the snapshot still runs; the snapshot is kept, flagged `(filesystem freeze failed)` with the limit named in the detail. With
  * the default of 60 s the same snapshot would stay frozen throughout and succeed plainly.
  *
  * Also: a stop (SIGTERM) whose ESNAP_STOP_GRACE_S runs out while a guest is frozen thaws it before
  * the process exits, since the limit's timer dies with the process.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ADMIN_KEY } from '../helpers/server.js';
+import { startServe, type EsnapServe } from '../helpers/esnap-process.js';
+import { FakeGuestAgent } from '../helpers/fake-guest-agent.js';
+import { useTempDirs } from '../helpers/temp-dirs.js';
 import {
   makeNodeVm,
   newClusterDb,
   spawnAgent,
   startClusterServer,
+  waitAgentStarted,
   waitFor,
   waitNodeOnline,
   waitTask,
@@ -29,116 +31,31 @@ import {
   type ClusterServer,
 } from '../cluster/cluster.helpers.js';
 
-const BIN = join(process.cwd(), 'dist/src/bin/esnap.js');
-const SLOW = join(process.cwd(), 'test/cluster/slow-storage.mjs');
-const SLOW_MS = '500';
+const SLOW_MS = 500;
 const LIMIT_S = '0.3';
 const LIMIT_DETAIL = "msg='Filesystem freeze failed (thawed at the freeze limit of 0.3 s before the snapshot finished)'";
 
-/** A guest agent that freezes and thaws on request, recording what it got and whether it is frozen. */
-class ScriptedGuestAgent {
-  readonly events: string[] = [];
-  frozen = false;
-  readonly #conns = new Set<Socket>();
-  private constructor(private readonly server: Server) {}
-
-  static async start(path: string): Promise<ScriptedGuestAgent> {
-    const server = createServer();
-    const agent = new ScriptedGuestAgent(server);
-    server.on('connection', (s) => agent.#serve(s));
-    await new Promise<void>((resolve) => server.listen(path, resolve));
-    return agent;
-  }
-
-  #serve(s: Socket): void {
-    this.#conns.add(s);
-    s.on('close', () => this.#conns.delete(s));
-    s.on('error', () => undefined);
-    let buf = '';
-    s.on('data', (chunk: Buffer) => {
-      buf += chunk.toString('latin1');
-      for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
-        // 0xFF resets qemu-ga's parser before a guest-sync.
-        const line = buf.slice(0, nl).replace(/^\xff+/, '');
-        buf = buf.slice(nl + 1);
-        const req = JSON.parse(line) as { execute: string; arguments?: { id?: number } };
-        this.events.push(req.execute);
-        let ret: unknown;
-        if (req.execute === 'guest-sync') ret = req.arguments?.id ?? 0;
-        else if (req.execute === 'guest-fsfreeze-freeze') {
-          this.frozen = true;
-          ret = 2;
-        } else if (req.execute === 'guest-fsfreeze-thaw') {
-          ret = this.frozen ? 2 : 0;
-          this.frozen = false;
-        } else ret = null;
-        s.write(`${JSON.stringify({ return: ret })}\n`);
-      }
-    });
-  }
-
-  async stop(): Promise<void> {
-    for (const c of this.#conns) c.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
-
 /** The freeze commands the guest got, without the syncs. */
-function freezeCommands(g: ScriptedGuestAgent): string[] {
+function freezeCommands(g: FakeGuestAgent): string[] {
   return g.events.filter((e) => e !== 'guest-sync');
 }
 
-interface Serve {
-  proc: ChildProcess;
-  log(): string;
-  exited: Promise<number | null>;
-  api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
-}
-
 /** `esnap serve` on slow storage, on a SQLite database in `dir`, with `env` added. */
-async function startServe(dir: string, env: Record<string, string>): Promise<Serve> {
-  const port = await new Promise<number>((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-  const url = `http://127.0.0.1:${port}`;
-  const proc = spawn(process.execPath, ['--import', SLOW, BIN, 'serve'], {
-    env: {
-      ...process.env,
+function startSlowServe(dir: string, env: Record<string, string>): Promise<EsnapServe> {
+  return startServe(
+    {
       ESNAP_DATA_DIR: join(dir, 'data'),
       ESNAP_DATABASE_URL: `sqlite:${join(dir, 'esnap.db')}`,
       ESNAP_ADMIN_API_KEY: ADMIN_KEY,
       ESNAP_NODE: 'freezenode',
-      ESNAP_LISTEN: `127.0.0.1:${port}`,
-      ESNAP_TEST_SLOW_STORAGE_MS: SLOW_MS,
       ...env,
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  proc.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-  await waitFor('esnap listening', async () => {
-    if (proc.exitCode !== null) throw new Error(`server exited: ${log}`);
-    return log.includes('esnap listening');
-  });
-  const api = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> => {
-    const r = await fetch(`${url}${path}`, {
-      method,
-      headers: { 'ES-API-KEY': ADMIN_KEY, ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: r.status, body: await r.json() };
-  };
-  return { proc, log: () => log, exited, api };
+    { slowMs: SLOW_MS },
+  );
 }
 
 /** A running VM whose guest agent listens on `socket`, with one 4 MiB disk. */
-async function makeRunningVm(s: Serve, hostname: string, socket: string): Promise<void> {
+async function makeRunningVm(s: EsnapServe, hostname: string, socket: string): Promise<void> {
   expect((await s.api('POST', `/api/vm/${hostname}/define/`, { qga_socket: socket })).status).toBe(201);
   expect((await s.api('POST', `/api/vm/${hostname}/define/disk/1/`, { size: 4 })).status).toBe(201);
   expect((await s.api('PUT', `/api/vm/${hostname}/status/start/`)).status).toBe(200);
@@ -146,29 +63,23 @@ async function makeRunningVm(s: Serve, hostname: string, socket: string): Promis
 }
 
 describe('ESNAP_FREEZE_LIMIT_S with esnap serve', () => {
-  const dirs: string[] = [];
-  const guests: ScriptedGuestAgent[] = [];
-  const servers: Serve[] = [];
-  const setUp = async (env: Record<string, string>): Promise<{ s: Serve; guest: ScriptedGuestAgent; socket: string }> => {
-    const dir = await mkdtemp(join(tmpdir(), 'esnap-flimit-'));
-    dirs.push(dir);
+  // Registered first, so the folders are removed after the servers and guests below have stopped.
+  const tempDir = useTempDirs();
+  const guests: FakeGuestAgent[] = [];
+  const servers: EsnapServe[] = [];
+  const setUp = async (env: Record<string, string>): Promise<{ s: EsnapServe; guest: FakeGuestAgent; socket: string }> => {
+    const dir = await tempDir('esnap-flimit-');
     const socket = join(dir, 'qga.sock');
-    const guest = await ScriptedGuestAgent.start(socket);
+    const guest = await FakeGuestAgent.start(socket);
     guests.push(guest);
-    const s = await startServe(dir, env);
+    const s = await startSlowServe(dir, env);
     servers.push(s);
     return { s, guest, socket };
   };
 
   afterAll(async () => {
-    for (const s of servers) {
-      if (s.proc.exitCode === null && s.proc.signalCode === null) {
-        s.proc.kill('SIGKILL');
-        await s.exited;
-      }
-    }
+    for (const s of servers) await s.stop('SIGKILL');
     for (const g of guests) await g.stop();
-    for (const d of dirs) await rm(d, { recursive: true, force: true });
   });
 
   it('thaws the guest at the configured limit while the snapshot runs, and flags the snapshot', async () => {
@@ -195,7 +106,7 @@ describe('ESNAP_FREEZE_LIMIT_S with esnap serve', () => {
     expect(freezeCommands(guest)).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
     const snap = await s.api('GET', '/api/vm/frozen/snapshot/limited/');
     expect(snap.body.result).toMatchObject({ status: 1, fsfreeze: false });
-    expect(s.log()).toContain('freeze limit reached');
+    expect(s.output()).toContain('freeze limit reached');
   }, 60_000);
 
   it('a stop whose grace runs out thaws the guest it holds frozen before exiting', async () => {
@@ -207,8 +118,8 @@ describe('ESNAP_FREEZE_LIMIT_S with esnap serve', () => {
     await waitFor('the freeze', async () => guest.frozen, 20_000);
     s.proc.kill('SIGTERM');
     expect(await s.exited).toBe(1);
-    expect(s.log()).toContain('grace period over, exiting with 1 tasks still running');
-    expect(s.log()).toContain('thawed guests still frozen before exiting');
+    expect(s.output()).toContain('grace period over, exiting with 1 tasks still running');
+    expect(s.output()).toContain('thawed guests still frozen before exiting');
     expect(freezeCommands(guest)).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
     expect(guest.frozen).toBe(false);
   }, 60_000);
@@ -219,21 +130,15 @@ describe('ESNAP_FREEZE_LIMIT_S with esnap agent (cluster)', () => {
   let dir: string;
   let s: ClusterServer;
   let agent: ChildAgent | null = null;
-  let guest: ScriptedGuestAgent;
+  let guest: FakeGuestAgent;
 
   beforeAll(async () => {
     db = await newClusterDb();
     dir = await mkdtemp(join(tmpdir(), 'esnap-flimit-agent-'));
-    guest = await ScriptedGuestAgent.start(join(dir, 'qga.sock'));
+    guest = await FakeGuestAgent.start(join(dir, 'qga.sock'));
     s = await startClusterServer(db);
-    agent = await spawnAgent(db, { node: 'fnode', root: join(dir, 'fnode') }, {
-      preload: SLOW,
-      env: { ESNAP_FREEZE_LIMIT_S: LIMIT_S, ESNAP_TEST_SLOW_STORAGE_MS: SLOW_MS },
-    });
-    await waitFor('agent start', async () => {
-      if (agent!.proc.exitCode !== null) throw new Error(`agent exited: ${agent!.output()}`);
-      return agent!.output().includes('agent started');
-    });
+    agent = await spawnAgent(db, { node: 'fnode', root: join(dir, 'fnode') }, { slowMs: SLOW_MS, env: { ESNAP_FREEZE_LIMIT_S: LIMIT_S } });
+    await waitAgentStarted(agent);
     await waitNodeOnline(s, 'fnode');
   });
 

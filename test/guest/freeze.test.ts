@@ -7,105 +7,16 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { withFreeze, type FreezeParams } from '../../src/guest/freeze.js';
-
-type Reply = { return: unknown } | { error: { class: string; desc: string } } | 'silence' | 'hangup';
-
-interface Script {
-  /** Answer to guest-sync number n (1-based, over all connections); default: the id. */
-  sync?: (n: number, id: number) => Reply;
-  freeze?: () => Reply | Promise<Reply>;
-  thaw?: () => Reply;
-  /** Lines written before each reply (stale answers, junk). */
-  noise?: string[];
-}
-
-/** A scripted guest agent: one JSON line per command, a frozen flag, a log of what it got. */
-class FakeAgent {
-  readonly events: string[] = [];
-  frozen = false;
-  /** Set when a freeze arrived while already frozen: two freezes overlapped. */
-  overlapped = false;
-  syncs = 0;
-  private readonly conns = new Set<Socket>();
-  private constructor(
-    private readonly server: Server,
-    readonly path: string,
-    public script: Script,
-  ) {}
-
-  static async start(path: string, script: Script = {}): Promise<FakeAgent> {
-    const server = createServer();
-    const agent = new FakeAgent(server, path, script);
-    server.on('connection', (s) => agent.serve(s));
-    await new Promise<void>((resolve) => server.listen(path, resolve));
-    return agent;
-  }
-
-  private serve(s: Socket): void {
-    this.conns.add(s);
-    s.on('close', () => this.conns.delete(s));
-    s.on('error', () => undefined);
-    let buf = '';
-    s.on('data', (chunk: Buffer) => {
-      buf += chunk.toString('latin1');
-      for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
-        const line = buf.slice(0, nl).replace(/^\xff+/, '');
-        buf = buf.slice(nl + 1);
-        void this.handle(s, line);
-      }
-    });
-  }
-
-  private async handle(s: Socket, line: string): Promise<void> {
-    const req = JSON.parse(line) as { execute: string; arguments?: { id?: number } };
-    this.events.push(req.execute);
-    let reply: Reply;
-    switch (req.execute) {
-      case 'guest-sync': {
-        this.syncs++;
-        const id = req.arguments?.id ?? 0;
-        reply = this.script.sync?.(this.syncs, id) ?? { return: id };
-        break;
-      }
-      case 'guest-fsfreeze-freeze':
-        if (this.frozen) this.overlapped = true;
-        reply = (await this.script.freeze?.()) ?? { return: 2 };
-        if (typeof reply === 'object' && 'return' in reply && (reply.return as number) > 0) this.frozen = true;
-        break;
-      case 'guest-fsfreeze-thaw':
-        reply = this.script.thaw?.() ?? { return: this.frozen ? 2 : 0 };
-        if (typeof reply === 'object' && 'return' in reply) this.frozen = false;
-        break;
-      case 'guest-fsfreeze-status':
-        reply = { return: this.frozen ? 'frozen' : 'thawed' };
-        break;
-      default:
-        reply = { error: { class: 'CommandNotFound', desc: `The command ${req.execute} has not been found` } };
-    }
-    if (reply === 'silence') return;
-    if (reply === 'hangup') {
-      s.destroy();
-      return;
-    }
-    for (const n of this.script.noise ?? []) s.write(`${n}\n`);
-    s.write(`${JSON.stringify(reply)}\n`);
-  }
-
-  async stop(): Promise<void> {
-    for (const c of this.conns) c.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
+import { FakeGuestAgent } from '../helpers/fake-guest-agent.js';
 
 let dir: string;
 let sock: string;
-let agent: FakeAgent | undefined;
+let agent: FakeGuestAgent | undefined;
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'esnap-freeze-'));
@@ -124,7 +35,7 @@ function params(over: Partial<FreezeParams> = {}): FreezeParams {
 
 describe('withFreeze', () => {
   it('freezes, runs the snapshot while frozen, thaws after it', async () => {
-    agent = await FakeAgent.start(sock);
+    agent = await FakeGuestAgent.start(sock);
     let frozenDuringFn: boolean | undefined;
     const r = await withFreeze(params(), async () => {
       frozenDuringFn = agent!.frozen;
@@ -151,14 +62,14 @@ describe('withFreeze', () => {
   });
 
   it('a freeze that returns 0 still takes the snapshot, unfrozen, and thaws as Danube does', async () => {
-    agent = await FakeAgent.start(sock, { freeze: () => ({ return: 0 }) });
+    agent = await FakeGuestAgent.start(sock, { freeze: () => ({ return: 0 }) });
     const r = await withFreeze(params(), async () => 'snap');
     expect(r).toEqual({ value: 'snap', frozen: false, error: 'Filesystem freeze failed (0)' });
     expect(agent.events).toEqual(['guest-sync', 'guest-fsfreeze-freeze', 'guest-sync', 'guest-fsfreeze-thaw']);
   });
 
   it('an error answer to the freeze needs no thaw', async () => {
-    agent = await FakeAgent.start(sock, {
+    agent = await FakeGuestAgent.start(sock, {
       freeze: () => ({ error: { class: 'GenericError', desc: 'failed to freeze /data: Device or resource busy' } }),
     });
     const r = await withFreeze(params(), async () => 'snap');
@@ -168,7 +79,7 @@ describe('withFreeze', () => {
   });
 
   it('a freeze that times out is thawed before the snapshot runs', async () => {
-    agent = await FakeAgent.start(sock, {
+    agent = await FakeGuestAgent.start(sock, {
       freeze: () => {
         agent!.frozen = true; // the guest froze, but the answer never comes
         return 'silence';
@@ -185,7 +96,7 @@ describe('withFreeze', () => {
   });
 
   it('thaws when the snapshot throws, and rethrows its error', async () => {
-    agent = await FakeAgent.start(sock);
+    agent = await FakeGuestAgent.start(sock);
     const boom = new Error('disk full');
     await expect(withFreeze(params(), () => Promise.reject(boom))).rejects.toBe(boom);
     expect(agent.frozen).toBe(false);
@@ -194,7 +105,7 @@ describe('withFreeze', () => {
   });
 
   it('thaws at the hard limit while the snapshot still runs; the result still counts', async () => {
-    agent = await FakeAgent.start(sock);
+    agent = await FakeGuestAgent.start(sock);
     let thawedBeforeFnEnded: boolean | undefined;
     const started = Date.now();
     const r = await withFreeze(params({ limitMs: 200 }), async () => {
@@ -214,14 +125,14 @@ describe('withFreeze', () => {
   });
 
   it('the limit also cuts a freeze that hangs', async () => {
-    agent = await FakeAgent.start(sock, { freeze: () => 'silence' });
+    agent = await FakeGuestAgent.start(sock, { freeze: () => 'silence' });
     const r = await withFreeze(params({ limitMs: 250 }), async () => 'snap');
     expect(r.error).toBe('Filesystem freeze failed (guest-fsfreeze-freeze timed out after 250 ms)');
     expect(agent.events.at(-1)).toBe('guest-fsfreeze-thaw');
   });
 
   it('reports a thaw the agent refuses, without retrying it; the snapshot was frozen', async () => {
-    agent = await FakeAgent.start(sock, { thaw: () => ({ error: { class: 'GenericError', desc: 'thaw went wrong' } }) });
+    agent = await FakeGuestAgent.start(sock, { thaw: () => ({ error: { class: 'GenericError', desc: 'thaw went wrong' } }) });
     const r = await withFreeze(params(), async () => 'snap');
     expect(r).toEqual({ value: 'snap', frozen: true, error: 'Filesystem thaw failed (thaw went wrong)' });
     expect(agent.events.filter((e) => e === 'guest-fsfreeze-thaw')).toHaveLength(1);
@@ -230,20 +141,20 @@ describe('withFreeze', () => {
 
   it('retries a thaw whose connection dropped', async () => {
     let thaws = 0;
-    agent = await FakeAgent.start(sock, { thaw: () => (++thaws === 1 ? 'hangup' : { return: 2 }) });
+    agent = await FakeGuestAgent.start(sock, { thaw: () => (++thaws === 1 ? 'hangup' : { return: 2 }) });
     const r = await withFreeze(params(), async () => 'snap');
     expect(r).toEqual({ value: 'snap', frozen: true, error: null });
     expect(thaws).toBe(2);
   });
 
   it('fewer filesystems thawed than frozen is a thaw failure', async () => {
-    agent = await FakeAgent.start(sock, { thaw: () => ({ return: 1 }) });
+    agent = await FakeGuestAgent.start(sock, { thaw: () => ({ return: 1 }) });
     const r = await withFreeze(params(), async () => 'snap');
     expect(r).toEqual({ value: 'snap', frozen: true, error: 'Filesystem thaw failed (thawed 1 of 2 filesystems)' });
   });
 
   it('skips stale lines and lost syncs until its own id comes back', async () => {
-    agent = await FakeAgent.start(sock, {
+    agent = await FakeGuestAgent.start(sock, {
       // The first two syncs of each phase are lost; junk and stale answers precede every reply.
       sync: (n, id) => (n % 3 === 0 ? { return: id } : 'silence'),
       noise: ['{"return": 12345}', '{"error": {"class": "GenericError", "desc": "JSON parse error, stray"}}', 'not json', '\xff{"return": {}}'],
@@ -254,7 +165,7 @@ describe('withFreeze', () => {
   });
 
   it('a guest that never answers the sync: snapshot unfrozen, nothing sent to thaw', async () => {
-    agent = await FakeAgent.start(sock, { sync: () => 'silence' });
+    agent = await FakeGuestAgent.start(sock, { sync: () => 'silence' });
     const r = await withFreeze(params({ timeouts: { syncMs: 16 * 20 } }), async () => 'snap');
     expect(r).toEqual({ value: 'snap', frozen: false, error: 'Filesystem freeze failed (guest-sync got no answer after 16 attempts)' });
     expect(agent.syncs).toBe(16);
@@ -272,7 +183,7 @@ describe('withFreeze', () => {
   });
 
   it('two freezes of one guest never overlap', async () => {
-    agent = await FakeAgent.start(sock, {
+    agent = await FakeGuestAgent.start(sock, {
       freeze: async () => {
         await sleep(50);
         return { return: 2 };
@@ -294,7 +205,7 @@ describe('withFreeze', () => {
   });
 
   it('breaks a lock left by a process that is gone', async () => {
-    agent = await FakeAgent.start(sock);
+    agent = await FakeGuestAgent.start(sock);
     const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid;
     await writeFile(`${sock}.lock`, `${dead}\n`);
     const r = await withFreeze(params(), async () => 'snap');
@@ -303,7 +214,7 @@ describe('withFreeze', () => {
   });
 
   it('waits for a live holder, then takes the snapshot unfrozen and leaves its lock alone', async () => {
-    agent = await FakeAgent.start(sock);
+    agent = await FakeGuestAgent.start(sock);
     await writeFile(`${sock}.lock`, `${process.ppid}\n`); // a live process that is not us
     const started = Date.now();
     const r = await withFreeze(params({ timeouts: { lockMs: 300 } }), async () => 'snap');
@@ -318,7 +229,7 @@ describe('withFreeze', () => {
   });
 
   it('a lock with our pid that this process does not hold is stale (pid reuse after a restart)', async () => {
-    agent = await FakeAgent.start(sock);
+    agent = await FakeGuestAgent.start(sock);
     await writeFile(`${sock}.lock`, `${process.pid}\n`);
     const r = await withFreeze(params(), async () => 'snap');
     expect(r.frozen).toBe(true);

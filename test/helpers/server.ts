@@ -58,6 +58,46 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/**
+ * `req` and `stream` against an esnap listening at `url` (the admin key unless told otherwise).
+ *
+ * Example: `const r = await httpClient('http://127.0.0.1:8080').req('GET', '/readyz', { key: null });`
+ */
+export function httpClient(url: string): Pick<TestServer, 'req' | 'stream'> {
+  const req = async (method: string, path: string, o: RequestOptions = {}): Promise<Reply> => {
+    const q = o.query ? `?${new URLSearchParams(o.query).toString()}` : '';
+    const headers: Record<string, string> = { ...(o.headers ?? {}) };
+    const key = o.key === undefined ? ADMIN_KEY : o.key;
+    if (key !== null) headers['ES-API-KEY'] = key;
+    let body: string | undefined;
+    if (o.rawBody !== undefined) body = o.rawBody;
+    else if (o.body !== undefined) {
+      body = JSON.stringify(o.body);
+      headers['Content-Type'] ??= 'application/json';
+    }
+    const res = await fetch(`${url}${path}${q}`, { method, headers, ...(body !== undefined ? { body } : {}) });
+    const text = await res.text();
+    let parsed: unknown = undefined;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    return { status: res.status, headers: Object.fromEntries(res.headers.entries()), text, body: parsed };
+  };
+
+  const stream = async (method: string, path: string, o: RequestOptions = {}) => {
+    const r = await req(method, path, { ...o, headers: { ...(o.headers ?? {}), 'ES-STREAM': 'es' } });
+    const trimmed = r.text.replace(/^ +/, '');
+    const nl = trimmed.indexOf('\n');
+    const isStream = r.headers['es_stream'] === 'True';
+    const finalStatus = isStream && nl > 0 ? Number(trimmed.slice(0, nl)) : r.status;
+    const final = isStream && nl > 0 ? (JSON.parse(trimmed.slice(nl + 1)) as unknown) : r.body;
+    return { ...r, finalStatus, final };
+  };
+  return { req, stream };
+}
+
 export interface ServerOptions {
   storages?: (root: string) => StorageConfig[];
   node?: string;
@@ -123,37 +163,7 @@ export async function startTestServer(kind: TestDb, opts: ServerOptions = {}): P
   const address = await runtime.app.listen({ host: '127.0.0.1', port: 0 });
   const url = address.replace(/\/$/, '');
 
-  const req = async (method: string, path: string, o: RequestOptions = {}): Promise<Reply> => {
-    const q = o.query ? `?${new URLSearchParams(o.query).toString()}` : '';
-    const headers: Record<string, string> = { ...(o.headers ?? {}) };
-    const key = o.key === undefined ? ADMIN_KEY : o.key;
-    if (key !== null) headers['ES-API-KEY'] = key;
-    let body: string | undefined;
-    if (o.rawBody !== undefined) body = o.rawBody;
-    else if (o.body !== undefined) {
-      body = JSON.stringify(o.body);
-      headers['Content-Type'] ??= 'application/json';
-    }
-    const res = await fetch(`${url}${path}${q}`, { method, headers, ...(body !== undefined ? { body } : {}) });
-    const text = await res.text();
-    let parsed: unknown = undefined;
-    try {
-      parsed = text === '' ? undefined : JSON.parse(text);
-    } catch {
-      parsed = undefined;
-    }
-    return { status: res.status, headers: Object.fromEntries(res.headers.entries()), text, body: parsed };
-  };
-
-  const stream = async (method: string, path: string, o: RequestOptions = {}) => {
-    const r = await req(method, path, { ...o, headers: { ...(o.headers ?? {}), 'ES-STREAM': 'es' } });
-    const trimmed = r.text.replace(/^ +/, '');
-    const nl = trimmed.indexOf('\n');
-    const isStream = r.headers['es_stream'] === 'True';
-    const finalStatus = isStream && nl > 0 ? Number(trimmed.slice(0, nl)) : r.status;
-    const final = isStream && nl > 0 ? (JSON.parse(trimmed.slice(nl + 1)) as unknown) : r.body;
-    return { ...r, finalStatus, final };
-  };
+  const { req, stream } = httpClient(url);
 
   return {
     url,

@@ -9,16 +9,15 @@
  * are waiting on it, then lets them go together. The schedule is yearly (1 January 00:00 UTC), so
  * the catch-up slot is the only slot in the test's lifetime and the expected counts are exact.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_KEY, testDatabases } from '../helpers/server.js';
+import { spawnEsnap, type EsnapProcess } from '../helpers/esnap-process.js';
 import type { AgentRuntime } from '../../src/agent/agent-runtime.js';
 import {
-  BIN,
   makeNodeVm,
   newClusterDb,
   startAgent,
@@ -32,34 +31,15 @@ import {
 const DEFINITIONS = 50;
 const NODE = 'eo-node';
 
-interface Served {
-  readonly proc: ChildProcess;
-  output(): string;
-}
-
-function serve(db: ClusterDb, dataDir: string): Served {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
+/** `esnap serve` on the test's schema, with its scheduler and no local agent. */
+function serve(db: ClusterDb, dataDir: string): EsnapProcess {
+  return spawnEsnap(['serve'], {
     ESNAP_DATABASE_URL: db.agentUrl(),
     ESNAP_DATA_DIR: dataDir,
     ESNAP_LISTEN: '127.0.0.1:0',
     ESNAP_ADMIN_API_KEY: ADMIN_KEY,
     ESNAP_LOCAL_AGENT: '0',
-  };
-  delete env['ESNAP_CONFIG'];
-  delete env['ESNAP_STORAGES'];
-  const proc = spawn(process.execPath, [BIN, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  return { proc, output: () => out };
-}
-
-async function stop(p: Served): Promise<number | null> {
-  if (p.proc.exitCode !== null || p.proc.signalCode !== null) return p.proc.exitCode;
-  const done = new Promise<number | null>((r) => p.proc.once('exit', (code) => r(code)));
-  p.proc.kill('SIGTERM');
-  return done;
+  });
 }
 
 describe.runIf(testDatabases().includes('postgres'))('scheduler: exactly once with two server processes on PostgreSQL', () => {
@@ -67,7 +47,7 @@ describe.runIf(testDatabases().includes('postgres'))('scheduler: exactly once wi
   let setup: ClusterServer;
   let agent: AgentRuntime;
   let dir: string;
-  const servers: Served[] = [];
+  const servers: EsnapProcess[] = [];
   const slot = new Date(Date.UTC(new Date().getUTCFullYear(), 0, 1)).toISOString();
 
   beforeAll(async () => {
@@ -88,7 +68,7 @@ describe.runIf(testDatabases().includes('postgres'))('scheduler: exactly once wi
   }, 60_000);
 
   afterAll(async () => {
-    for (const s of servers) await stop(s);
+    for (const s of servers) await s.stop();
     await agent?.stop();
     await setup?.close();
     await db?.drop();
