@@ -26,13 +26,15 @@
  * old file or the new one, both complete.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, readSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, openSync, readFileSync, readSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 export const INDEX_FILE = '.esnap-index';
 /** Below this size the index is never compacted (about 800 records). */
 const COMPACT_MIN_BYTES = 64 * 1024;
+/** Every append starts with a newline, so a file that was never compacted starts with one. */
+const LEADING_NEWLINES = /^\n+/;
 /** The header is read from the first bytes only. */
 const HEADER_BYTES = 128;
 
@@ -70,6 +72,51 @@ export function appendIndex(dir: string, records: readonly IndexRecord[], opts: 
   }
 }
 
+/** An append prepared ahead of its write (see prepareAppend). */
+export interface PendingAppend {
+  /** The compaction header's live size, for compactIfLarge (0 without a header). */
+  readonly base: number;
+  /** Writes the records in ONE write and closes the index; on failure the index is closed too. */
+  commit(): AppendResult;
+  /** Closes the index without writing. */
+  abandon(): void;
+}
+
+/**
+ * Serialises records, opens the index and reads its compaction header, leaving only the write:
+ * destroy() prepares while its delete process runs and commits after it (the records must follow
+ * the delete, see the header), so its only work after the process is one write(2). The index is
+ * opened without O_CREAT; when it does not exist, commit() creates it as appendIndex() does. The
+ * disk's one writer (the task lock) keeps the file from being replaced between the two.
+ */
+export function prepareAppend(dir: string, records: readonly IndexRecord[]): PendingAppend {
+  const text = records.map((r) => '\n' + serialize(r)).join('');
+  let fd: number | null = null;
+  try {
+    fd = openSync(indexPath(dir), constants.O_RDWR | constants.O_APPEND);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  return {
+    base: fd === null ? 0 : headerBase(fd),
+    commit(): AppendResult {
+      try {
+        if (fd === null) return appendIndex(dir, records);
+        if (text === '') return { previous: 0, size: 0 };
+        writeSync(fd, text);
+        const size = fstatSync(fd).size;
+        return { previous: size - Buffer.byteLength(text), size };
+      } finally {
+        this.abandon();
+      }
+    },
+    abandon(): void {
+      if (fd !== null) closeSync(fd);
+      fd = null;
+    },
+  };
+}
+
 /**
  * Takes an append back after the snapshot it named could not be made, so a failed create leaves
  * the index as it was (the file goes when the append made it). Only the disk's one writer (the
@@ -92,27 +139,23 @@ export function readIndex(dir: string): Map<string, IndexEntry> {
 }
 
 export function parseIndex(text: string): Map<string, IndexEntry> {
-  const lines = text.split('\n').filter((l) => l !== '');
-  // One JSON.parse of the whole log is several times faster than one per line; a torn record
-  // makes it fail, and then each line is parsed on its own.
-  let records: unknown[] | null = null;
+  // One JSON.parse of the whole log (its newlines made commas) is several times faster than one per
+  // line. A torn record, or an empty line, makes it fail (a record's own text has no newline, and no
+  // record prefix followed by "," and another record is valid JSON); then each line is parsed alone.
+  let records: unknown[];
   try {
-    records = JSON.parse(`[${lines.join(',')}]`) as unknown[];
+    records = JSON.parse(`[${text.replace(LEADING_NEWLINES, '').replaceAll('\n', ',')}]`) as unknown[];
   } catch {
-    records = null;
+    records = text.split('\n').map((line) => {
+      try {
+        return JSON.parse(line) as unknown;
+      } catch {
+        return null; // a record torn by a crash, or an empty line
+      }
+    });
   }
   const out = new Map<string, IndexEntry>();
-  for (let i = 0; i < lines.length; i++) {
-    let data: unknown;
-    if (records) {
-      data = records[i];
-    } else {
-      try {
-        data = JSON.parse(lines[i]!);
-      } catch {
-        continue; // a record torn by a crash
-      }
-    }
+  for (const data of records) {
     if (typeof data !== 'object' || data === null) continue;
     const r = data as Record<string, unknown>;
     if (typeof r.id !== 'string') continue;
@@ -132,10 +175,11 @@ export function parseIndex(text: string): Map<string, IndexEntry> {
 /**
  * Rewrites the index without its dead records once it has grown past twice its size after the last
  * compaction (and past COMPACT_MIN_BYTES): amortised, a destroy pays one small append. `exists`
- * says which ids still have a snapshot folder; records of the others are dropped too.
+ * says which ids still have a snapshot folder; records of the others are dropped too. `lastBase`
+ * is the header's live size when the caller has read it already (prepareAppend).
  */
-export async function compactIfLarge(dir: string, size: number, exists: (id: string) => boolean): Promise<boolean> {
-  if (size <= COMPACT_MIN_BYTES || size <= 2 * readBase(dir)) return false;
+export async function compactIfLarge(dir: string, size: number, exists: (id: string) => boolean, lastBase?: number): Promise<boolean> {
+  if (size <= COMPACT_MIN_BYTES || size <= 2 * (lastBase ?? readBase(dir))) return false;
   const live = [...readIndex(dir)].filter(([id]) => exists(id));
   const body = live.map(([id, e]) => '\n' + serialize({ id, name: e.name, created: e.created })).join('');
   const base = Buffer.byteLength(body);
@@ -173,6 +217,15 @@ function readBase(dir: string): number {
     return 0;
   }
   try {
+    return headerBase(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** readBase() on an open index (read from offset 0, whatever the file position). */
+function headerBase(fd: number): number {
+  try {
     const buf = Buffer.alloc(HEADER_BYTES);
     const n = readSync(fd, buf, 0, HEADER_BYTES, 0);
     const first = buf.subarray(0, n).toString('utf8').split('\n')[0] ?? '';
@@ -180,8 +233,6 @@ function readBase(dir: string): number {
     return header.esnapIndex === 1 && typeof header.base === 'number' && Number.isSafeInteger(header.base) ? header.base : 0;
   } catch {
     return 0;
-  } finally {
-    closeSync(fd);
   }
 }
 

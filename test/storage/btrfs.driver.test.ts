@@ -218,8 +218,15 @@ describe('btrfs driver on a loop-mounted btrfs', async () => {
       expect((await e().driver.list(d)).map((s) => s.id)).toEqual(ids.slice(30));
       // A folder that is not a snapshot cannot be deleted by btrfs: an error, not silence.
       await mkdir(join(snapDir(), 'es-77'));
+      const indexBefore = await readFile(join(snapDir(), '.esnap-index'), 'utf8');
       await expectStorageError(e().driver.destroy(d, ['es-31', 'es-77']), 'backend');
       expect((await e().driver.list(d)).map((s) => s.id)).toEqual(ids.slice(31));
+      // The records are written only after a delete that succeeded (the index was opened meanwhile).
+      expect(await readFile(join(snapDir(), '.esnap-index'), 'utf8')).toBe(indexBefore);
+      // Without an index (lost, or never written), a destroy writes one holding just its records.
+      await rm(join(snapDir(), '.esnap-index'));
+      await e().driver.destroy(d, ['es-32']);
+      expect(await readFile(join(snapDir(), '.esnap-index'), 'utf8')).toBe('\n{"id":"es-32","deleted":true}');
     });
 
     it('deleteDisk deletes the disk and its snapshots in one committed btrfs process', async () => {

@@ -6,7 +6,7 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { appendIndex, compactIfLarge, parseIndex, readIndex, undoAppend } from '../../src/storage/snapshot-index.js';
+import { appendIndex, compactIfLarge, parseIndex, prepareAppend, readIndex, undoAppend } from '../../src/storage/snapshot-index.js';
 
 describe('btrfs snapshot index', () => {
   let dir = '';
@@ -94,6 +94,41 @@ describe('btrfs snapshot index', () => {
     expect(await readFile(join(dir, '.esnap-index'), 'utf8')).toBe(before);
     undoAppend(dir, first);
     expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('a prepared append writes what appendIndex would, only on commit, and reads the compaction header ahead', async () => {
+    const t = new Date('2026-11-27T10:00:00.000Z');
+    const other = await mkdtemp(join(tmpdir(), 'esnap-btrfs-index-'));
+    try {
+      // No index yet: preparing creates nothing, commit creates it exactly as appendIndex does.
+      const first = prepareAppend(dir, [{ id: 'es-1', name: 'one', created: t }]);
+      expect(first.base).toBe(0);
+      expect(await readdir(dir)).toEqual([]);
+      expect(first.commit()).toEqual(appendIndex(other, [{ id: 'es-1', name: 'one', created: t }]));
+      expect(await readFile(join(dir, '.esnap-index'), 'utf8')).toBe(await readFile(join(other, '.esnap-index'), 'utf8'));
+      // An existing index: abandoned, it is untouched; committed, it has the records appended.
+      const before = await readFile(join(dir, '.esnap-index'), 'utf8');
+      prepareAppend(dir, [{ id: 'es-1', deleted: true }]).abandon();
+      expect(await readFile(join(dir, '.esnap-index'), 'utf8')).toBe(before);
+      const gone = prepareAppend(dir, [{ id: 'es-1', deleted: true }]);
+      const appended = gone.commit();
+      expect(appended).toEqual(appendIndex(other, [{ id: 'es-1', deleted: true }]));
+      expect(readIndex(dir)).toEqual(new Map());
+      undoAppend(dir, appended);
+      expect(readIndex(dir)).toEqual(new Map([['es-1', { name: 'one', created: t }]]));
+      // After a compaction, the header's live size is read at prepare time.
+      const ids = Array.from({ length: 1200 }, (_, i) => `es-${i + 2}`);
+      const { size } = appendIndex(dir, ids.map((id) => ({ id, name: `name of ${id}`, created: t })));
+      expect(await compactIfLarge(dir, size, () => true)).toBe(true);
+      const header = JSON.parse((await readFile(join(dir, '.esnap-index'), 'utf8')).split('\n')[0]!) as { base: number };
+      const compacted = prepareAppend(dir, [{ id: 'es-2', deleted: true }]);
+      expect(compacted.base).toBe(header.base);
+      compacted.commit();
+      expect(readIndex(dir).has('es-2')).toBe(false);
+      expect(readIndex(dir).size).toBe(1200);
+    } finally {
+      await rm(other, { recursive: true, force: true });
+    }
   });
 
   it('an unreadable index lists as empty instead of failing', async () => {

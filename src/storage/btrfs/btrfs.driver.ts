@@ -55,7 +55,16 @@ import {
   SIDECAR_TMP_RE,
   unlinkQuiet,
 } from './btrfs.fs.js';
-import { appendIndex, compactIfLarge, INDEX_FILE, readIndex, undoAppend, type AppendResult } from '../snapshot-index.js';
+import {
+  appendIndex,
+  compactIfLarge,
+  INDEX_FILE,
+  prepareAppend,
+  readIndex,
+  undoAppend,
+  type AppendResult,
+  type PendingAppend,
+} from '../snapshot-index.js';
 import { migrateSnapshotFolders } from './btrfs.index.js';
 import { QgroupReader } from './btrfs.qgroups.js';
 
@@ -224,13 +233,32 @@ export class BtrfsDriver implements StorageDriver {
     if (unique.length === 0) return;
     // No existence check first (it was a tenth of a destroy): btrfs deletes the paths that exist and
     // complains about the others, and deleteSubvolumes then accepts the failure when none of the
-    // paths is left. The argv is exactly the bare `btrfs subvolume delete` of those paths.
-    await this.deleteSubvolumes(unique.map((id) => join(p.snapDir, id)), { commit: false });
-    // After the subvolumes: a record without a snapshot is never listed, so a crash before this
-    // line changes nothing visible; the records matter only if an id were ever taken again.
+    // paths is left. The argv is exactly the bare `btrfs subvolume delete` of those paths (snapDir
+    // is normalised and an id has no slash, so concatenation is what join() would make).
+    const deleting = this.deleteSubvolumes(
+      unique.map((id) => `${p.snapDir}/${id}`),
+      { commit: false },
+    );
+    // The records follow the delete: a record without a snapshot is never listed, so a crash before
+    // the write changes nothing visible (the records matter only if an id were ever taken again).
+    // Everything but the write is done while btrfs runs (the process has been spawned by now).
+    let pending: PendingAppend | undefined;
+    let unprepared: unknown;
     try {
-      const { size } = appendIndex(p.snapDir, unique.map((id) => ({ id, deleted: true as const })));
-      await compactIfLarge(p.snapDir, size, (id) => lstatSyncOrNull(join(p.snapDir, id)) !== null);
+      pending = prepareAppend(p.snapDir, unique.map((id) => ({ id, deleted: true as const })));
+    } catch (err) {
+      unprepared = err; // reported after the delete, which must be awaited either way
+    }
+    try {
+      await deleting;
+    } catch (err) {
+      pending?.abandon();
+      throw err;
+    }
+    if (!pending) fail(unprepared, `cannot update the snapshot index of ${disk.path}`);
+    try {
+      const { size } = pending.commit();
+      await compactIfLarge(p.snapDir, size, (id) => lstatSyncOrNull(join(p.snapDir, id)) !== null, pending.base);
     } catch (err) {
       if (code(err) !== 'ENOENT') fail(err, `cannot update the snapshot index of ${disk.path}`);
     }

@@ -204,6 +204,8 @@ export function quotaState(sysfs: string | null): QuotaState {
 /** Reads snapshots' exclusive bytes; every failure is null (sizes are optional), with a warning. */
 export class QgroupReader {
   private location: Promise<FsLocation> | undefined;
+  /** `location` once it has resolved: later reads spawn btrfs without first waiting a turn for it. */
+  private located: FsLocation | undefined;
   private json = true;
 
   constructor(
@@ -216,6 +218,7 @@ export class QgroupReader {
   /** Forget where the filesystem was found (the storage may have been remounted). */
   reset(): void {
     this.location = undefined;
+    this.located = undefined;
   }
 
   /** Exclusive bytes of one snapshot (`qgroup show -f`), or null when quotas are off or unreliable. */
@@ -233,15 +236,14 @@ export class QgroupReader {
   async exclusiveBytesIn(dir: string): Promise<Map<string, number> | null> {
     const rows = await this.rows([this.root]);
     if (rows === null) return null;
-    const { prefix } = await this.location!;
+    const { prefix } = this.located ?? (await this.locate());
     const below = `${dir.slice(this.root.length + 1)}/`;
     return prefix === null ? exclusiveByName(rows, below, false) : exclusiveByName(rows, prefix === '' ? below : `${prefix}/${below}`, true);
   }
 
   /** The level-0 rows `qgroup show` prints for `target`; null when quotas are off or unreliable, or on failure (warned). */
   private async rows(target: readonly string[]): Promise<QgroupRow[] | null> {
-    this.location ??= realpath(this.root).then(locate, () => ({ prefix: null, sysfs: null }));
-    const state = quotaState((await this.location).sysfs);
+    const state = quotaState((this.located ?? (await this.locate())).sysfs);
     if (state === 'off' || state === 'unreliable') return null;
     const json = this.json ? await this.read(['btrfs', '--format', 'json', 'qgroup', 'show', '--raw', ...target], parseQgroupShow) : undefined;
     let rows = json;
@@ -255,6 +257,13 @@ export class QgroupReader {
       return null;
     }
     return rows;
+  }
+
+  private async locate(): Promise<FsLocation> {
+    const pending = (this.location ??= realpath(this.root).then(locate, () => ({ prefix: null, sysfs: null })));
+    const found = await pending;
+    if (this.location === pending) this.located = found; // not when reset() came meanwhile
+    return found;
   }
 
   /** Rows, null when btrfs says quotas are off or the numbers unreliable, an Error otherwise. */
