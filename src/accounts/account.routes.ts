@@ -10,7 +10,10 @@ import { isDcAdmin, requireSuperAdmin } from '../http/auth.js';
 import { apiError, FailureError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';
 import { parseBool } from '../domain/validate.js';
-import * as svc from './account.service.js';
+import * as loginSvc from './login.service.js';
+import * as userSvc from './user.service.js';
+import * as dcSvc from './dc.service.js';
+import * as dcAdminSvc from './dc-admin.service.js';
 
 function body(req: ViewRequest): Record<string, unknown> {
   if (req.invalidBody) throw new FailureError({ non_field_errors: [msg.invalidData] });
@@ -38,7 +41,7 @@ const login: ViewDef = {
   methods: {
     POST: async (req) => {
       if (req.invalidBody) return { type: 'raw', status: 400, body: { detail: msg.invalidData } };
-      const outcome = await svc.login(req.app, req.data as Record<string, unknown>, req.http.ip);
+      const outcome = await loginSvc.login(req.app, req.data as Record<string, unknown>, req.http.ip);
       return outcome.ok ? { type: 'raw', status: 200, body: outcome.body } : { type: 'raw', status: 400, body: { detail: outcome.detail } };
     },
   },
@@ -51,7 +54,7 @@ const logout: ViewDef = {
   dcBound: false,
   methods: {
     GET: async (req) => {
-      await svc.logout(req.app, req.caller.user);
+      await loginSvc.logout(req.app, req.caller.user);
       return { type: 'raw', status: 200, body: { detail: 'Bye.' } };
     },
   },
@@ -63,7 +66,7 @@ const userList: ViewDef = {
   description: 'List of usernames, or user objects with `full` (super admin).',
   dcBound: false,
   methods: {
-    GET: superAdmin(async (req) => ok(await svc.listUsers(req.app, parseBool(req.data['full'])))),
+    GET: superAdmin(async (req) => ok(await userSvc.listUsers(req.app, parseBool(req.data['full'])))),
   },
 };
 
@@ -75,15 +78,15 @@ const user: ViewDef = {
     'Fields: password and api_key (write-only), email, is_super_admin, api_access, is_active, current_dc.',
   dcBound: false,
   methods: {
-    GET: async (req) => ok(await svc.userObject(req.app, await svc.userForCaller(req.app, req.caller, param(req, 'username')))),
-    POST: superAdmin(async (req) => ok(await svc.createUser(req.app, req.caller, param(req, 'username'), body(req)), 201)),
+    GET: async (req) => ok(await userSvc.userObject(req.app, await userSvc.userForCaller(req.app, req.caller, param(req, 'username')))),
+    POST: superAdmin(async (req) => ok(await userSvc.createUser(req.app, req.caller, param(req, 'username'), body(req)), 201)),
     PUT: async (req) => {
-      const target = await svc.userForCaller(req.app, req.caller, param(req, 'username'));
-      return ok(await svc.updateUser(req.app, req.caller, target, body(req)));
+      const target = await userSvc.userForCaller(req.app, req.caller, param(req, 'username'));
+      return ok(await userSvc.updateUser(req.app, req.caller, target, body(req)));
     },
     DELETE: superAdmin(async (req) => {
-      const target = await svc.userForCaller(req.app, req.caller, param(req, 'username'));
-      await svc.deleteUser(req.app, req.caller, target);
+      const target = await userSvc.userForCaller(req.app, req.caller, param(req, 'username'));
+      await userSvc.deleteUser(req.app, req.caller, target);
       return ok(null);
     }),
   },
@@ -95,7 +98,7 @@ const dcList: ViewDef = {
   description: 'Names of the datacenters the caller can access, or objects with `full`.',
   dcBound: false,
   methods: {
-    GET: async (req) => ok(await svc.listDcs(req.app, req.caller, parseBool(req.data['full']))),
+    GET: async (req) => ok(await dcSvc.listDcs(req.app, req.caller, parseBool(req.data['full']))),
   },
 };
 
@@ -105,14 +108,14 @@ const dc: ViewDef = {
   description: 'Show a datacenter; create, update (alias, access 1 public / 3 private, owner) or delete it (super admin).',
   dcBound: false,
   methods: {
-    GET: async (req) => ok(await svc.dcObject(req.app, await svc.accessibleDc(req.app, req.caller, param(req, 'dc')))),
-    POST: superAdmin(async (req) => ok(await svc.createDc(req.app, req.caller, param(req, 'dc'), body(req)), 201)),
+    GET: async (req) => ok(await dcSvc.dcObject(req.app, await dcSvc.accessibleDc(req.app, req.caller, param(req, 'dc')))),
+    POST: superAdmin(async (req) => ok(await dcSvc.createDc(req.app, req.caller, param(req, 'dc'), body(req)), 201)),
     PUT: superAdmin(async (req) => {
-      const target = await svc.accessibleDc(req.app, req.caller, param(req, 'dc'));
-      return ok(await svc.updateDc(req.app, req.caller, target, body(req)));
+      const target = await dcSvc.accessibleDc(req.app, req.caller, param(req, 'dc'));
+      return ok(await dcSvc.updateDc(req.app, req.caller, target, body(req)));
     }),
     DELETE: superAdmin(async (req) => {
-      await svc.deleteDc(req.app, req.caller, await svc.accessibleDc(req.app, req.caller, param(req, 'dc')));
+      await dcSvc.deleteDc(req.app, req.caller, await dcSvc.accessibleDc(req.app, req.caller, param(req, 'dc')));
       return ok(null);
     }),
   },
@@ -125,13 +128,13 @@ const dcSettings: ViewDef = {
   dcBound: false,
   methods: {
     GET: async (req) => {
-      const target = await svc.accessibleDc(req.app, req.caller, param(req, 'dc'));
+      const target = await dcSvc.accessibleDc(req.app, req.caller, param(req, 'dc'));
       if (!(await isDcAdmin(req.app, req.caller.user, target))) throw apiError('permissionDenied');
-      return ok(svc.settingsObject(target));
+      return ok(dcSvc.settingsObject(target));
     },
     PUT: superAdmin(async (req) => {
-      const target = await svc.accessibleDc(req.app, req.caller, param(req, 'dc'));
-      return ok(await svc.updateSettings(req.app, req.caller, target, body(req)));
+      const target = await dcSvc.accessibleDc(req.app, req.caller, param(req, 'dc'));
+      return ok(await dcSvc.updateSettings(req.app, req.caller, target, body(req)));
     }),
   },
 };
@@ -143,8 +146,8 @@ const dcAdminList: ViewDef = {
   dcBound: false,
   methods: {
     GET: superAdmin(async (req) => {
-      const target = await svc.accessibleDc(req.app, req.caller, param(req, 'dc'));
-      return ok(await svc.dcAdminUsernames(req.app, target));
+      const target = await dcSvc.accessibleDc(req.app, req.caller, param(req, 'dc'));
+      return ok(await dcAdminSvc.dcAdminUsernames(req.app, target));
     }),
   },
 };
@@ -156,16 +159,16 @@ const dcAdmin: ViewDef = {
   dcBound: false,
   methods: {
     GET: superAdmin(async (req) => {
-      const target = await svc.accessibleDc(req.app, req.caller, param(req, 'dc'));
-      return ok(await svc.getDcAdmin(req.app, target, param(req, 'username')));
+      const target = await dcSvc.accessibleDc(req.app, req.caller, param(req, 'dc'));
+      return ok(await dcAdminSvc.getDcAdmin(req.app, target, param(req, 'username')));
     }),
     POST: superAdmin(async (req) => {
-      const target = await svc.accessibleDc(req.app, req.caller, param(req, 'dc'));
-      return ok(await svc.addDcAdmin(req.app, req.caller, target, param(req, 'username')), 201);
+      const target = await dcSvc.accessibleDc(req.app, req.caller, param(req, 'dc'));
+      return ok(await dcAdminSvc.addDcAdmin(req.app, req.caller, target, param(req, 'username')), 201);
     }),
     DELETE: superAdmin(async (req) => {
-      const target = await svc.accessibleDc(req.app, req.caller, param(req, 'dc'));
-      await svc.removeDcAdmin(req.app, req.caller, target, param(req, 'username'));
+      const target = await dcSvc.accessibleDc(req.app, req.caller, param(req, 'dc'));
+      await dcAdminSvc.removeDcAdmin(req.app, req.caller, target, param(req, 'username'));
       return ok(null);
     }),
   },

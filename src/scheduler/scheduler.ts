@@ -13,8 +13,8 @@
  *    each), so a slot row and its task commit together or not at all; the queue messages follow
  *    the commit;
  * 4. reports: a run that found the disk lock held waits in the background with backoff for up to
- *    `retryS`, then fails with the normal failure log and alert; a run that failed its checks gets
- *    its failure entry and alert;
+ *    `retryS` (scheduler.wait.ts), then fails with the normal failure log and alert; a run that
+ *    failed its checks gets its failure entry and alert;
  * 5. returns a TickReport (tests and logs read it; metrics are fed as it goes).
  *
  * Loop rules: `start()`/`stop()` are symmetric; `stop()` waits for the tick in flight and ends
@@ -28,13 +28,14 @@ import { formatAutoSnapshotName } from '../domain/time.js';
 import { sleeperOf, type Sleeper } from './clock.js';
 import { decideSlot, type SlotDecision } from './slot-plan.js';
 import { claimSlotsIn, definitionsInProgress, dueDefinitions, earliestNextRun, pruneSlots, setSlotState, type ClaimRequest, type DueCursor } from './slot.repository.js';
-import { RunTargets, describeStartError, nameKey, planRun, recordStartFailure, startRun, takenNames } from './run.js';
+import { RunTargets, describeStartError, nameKey, planRun, recordStartFailure, takenNames } from './run.js';
 import type { SubmitResult, TaskSpec } from '../tasks/task.service.js';
 import type { CreateContext } from '../snapshots/snapshot.service.js';
-import { isLockBusy, retryWhileLocked, WaitAborted } from './retry.js';
+import { isLockBusy } from './retry.js';
 import type { AutomationServices } from './services.js';
 import { checkStale, type StaleState } from './stale.js';
 import { StorageFullError } from '../snapshots/capacity.js';
+import { waitAndRun } from './scheduler.wait.js';
 
 const MINUTE_MS = 60_000;
 /** Woken this long after the instant it waits for, so the slot is surely due by the clock. */
@@ -354,7 +355,8 @@ export class Scheduler {
     if (isLockBusy(failed)) {
       report.waiting.push(ref);
       this.#ctx.log.info(ref, 'scheduled run waits for the disk lock');
-      this.#s.retries.start(runKey(def.id), (signal) => this.#waitAndRun(def.id, dec.slot, now.getTime() + this.#s.retryS * 1000, signal));
+      const run = { defineId: def.id, slot: dec.slot, deadline: now.getTime() + this.#s.retryS * 1000 };
+      this.#s.retries.start(runKey(def.id), (signal) => waitAndRun(this.#ctx, this.#s, run, signal));
       return;
     }
     // The slot row says `failed` already (written with the claim); the entry and alert follow,
@@ -371,63 +373,11 @@ export class Scheduler {
     if (skipped) report.skipped.push({ ...ref, reason: 'capacity' });
     else report.failed.push({ ...ref, detail });
   }
-
-  /** The background part of "waiting instead of failing": re-read, re-check and retry until the deadline. */
-  async #waitAndRun(defineId: number, slot: Date, deadline: number, signal: AbortSignal): Promise<void> {
-    const slotIso = slot.toISOString();
-    const clock = this.#ctx.clock;
-    let last: { def: DefineRow; targets: RunTargets; name: string } | null = null;
-    try {
-      await retryWhileLocked(
-        async () => {
-          const def = await this.#ctx.db.selectFrom('snapshot_define').selectAll().where('id', '=', defineId).executeTakeFirst();
-          if (!def || def.active !== 1) throw new Abandoned(def ? 'paused' : 'deleted');
-          const targets = new RunTargets(this.#ctx.db);
-          await targets.load([def]);
-          const now = clock.now();
-          const name = formatAutoSnapshotName(def.name, now);
-          last = { def, targets, name };
-          const { caller, target } = targets.target(def);
-          await startRun(this.#ctx, caller, target, def, name);
-          this.#s.observer.slotFired(targets.labels(def), now.getTime() - slot.getTime());
-        },
-        { clock, sleeper: this.#sleeper, deadline, signal },
-      );
-      await setSlotState(this.#ctx.db, defineId, slotIso, 'fired', null, clock.now().toISOString());
-    } catch (err) {
-      const nowIso = clock.now().toISOString();
-      if (err instanceof Abandoned) {
-        await setSlotState(this.#ctx.db, defineId, slotIso, 'skipped', err.message, nowIso);
-        return;
-      }
-      if (err instanceof WaitAborted) {
-        // The `waiting` slot row expires; no failure is reported for a shutdown.
-        this.#ctx.log.warn({ defineId, slot: slotIso }, err.message);
-        return;
-      }
-      const l = last as { def: DefineRow; targets: RunTargets; name: string } | null;
-      if (!l) {
-        this.#ctx.log.error({ err, defineId, slot: slotIso }, 'scheduled run failed while waiting for the disk lock');
-        await setSlotState(this.#ctx.db, defineId, slotIso, 'failed', err instanceof Error ? err.message : String(err), nowIso);
-        return;
-      }
-      const detail = await recordStartFailure(
-        this.#ctx,
-        this.#s,
-        { def: l.def, vm: l.targets.vm(l.def), diskArrayId: l.targets.diskArrayId(l.def), name: l.name, labels: l.targets.labels(l.def) },
-        err,
-      );
-      await setSlotState(this.#ctx.db, defineId, slotIso, err instanceof StorageFullError ? 'skipped' : 'failed', detail, nowIso);
-    }
-  }
 }
 
 type StartPlan = { readonly kind: 'start'; readonly spec: TaskSpec<CreateContext>; readonly name: string };
 /** What a due run will do, decided before the claim. */
 type RunPlan = { readonly kind: 'overlap' } | StartPlan | { readonly kind: 'fail'; readonly err: unknown; readonly name: string };
-
-/** A waiting run whose definition was paused or deleted meanwhile: it does not run. */
-class Abandoned extends Error {}
 
 function runKey(defineId: number): string {
   return `run:${defineId}`;

@@ -53,10 +53,9 @@ function sample(text: string, series: string): number | undefined {
 
 forEachDb('capacity: storage usage numbers', (kind) => {
   let s: Server;
-  let vm: VmFixture;
   beforeAll(async () => {
     s = await withServer(kind);
-    vm = await makeVm(s, 'cu1', { disks: [1] });
+    await makeVm(s, 'cu1', { disks: [1] });
   });
   afterAll(() => s.cleanup());
 
