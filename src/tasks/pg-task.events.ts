@@ -20,7 +20,7 @@ export class PgTaskEvents implements TaskEvents {
 
   constructor(
     private readonly db: Kysely<Database>,
-    private readonly listener: PgListener,
+    listener: PgListener,
     private readonly channel: string,
     private readonly log: Logger,
   ) {

@@ -10,7 +10,7 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Clock, Logger } from '../app-context.js';
 import type { Database, TaskRow } from '../db/schema.js';
 import { makeTaskId, isDummyTaskId, type TaskType } from '../domain/taskid.js';
-import type { QueueMessage, TaskQueue } from '../queue/queue.js';
+import type { TaskQueue } from '../queue/queue.js';
 import type { TaskEvents } from './task.events.js';
 import type { LogObject } from './task-log.js';
 import { insertTask, insertTasks, translateSubmitError } from './task.insert.js';
