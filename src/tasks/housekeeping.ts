@@ -32,6 +32,7 @@
  */
 import { sql } from 'kysely';
 import type { AppContext } from '../app-context.js';
+import { Ticker } from './ticker.js';
 
 export const DEFAULT_TASKLOG_DAYS = 90;
 
@@ -62,15 +63,13 @@ export interface HousekeepingReport {
 export class Housekeeping {
   readonly #ctx: AppContext;
   readonly #retentionMs: number;
-  readonly #everyMs: number;
   readonly #batchSize: number;
   readonly #pauseMs: number;
-  #stopped = true;
+  /** One pass at start() (a server that was down for a while catches up at once), then every `everyMs`. */
+  readonly #ticker: Ticker;
   /** Set by stop(): the pass in flight ends after its current batch. */
   #closing = false;
-  #loop: Promise<void> | null = null;
   #inFlight: Promise<HousekeepingReport> | null = null;
-  #wake: (() => void) | null = null;
   /** Passes completed and passes failed (each failure is logged). */
   runs = 0;
   errors = 0;
@@ -82,26 +81,23 @@ export class Housekeeping {
     }
     this.#ctx = ctx;
     this.#retentionMs = opts.retentionDays * DAY_MS;
-    this.#everyMs = opts.everyMs ?? 3600 * 1000;
     this.#batchSize = opts.batchSize ?? 500;
     this.#pauseMs = opts.pauseMs ?? 10;
+    // The ticker waits on a real timer, not the injected clock's sleep: the clock only dates the
+    // cutoff, and a test's manual clock must not see this loop among its sleepers.
+    this.#ticker = new Ticker('housekeeping', opts.everyMs ?? 3600 * 1000, () => this.#scheduledPass(), ctx.log, { immediate: true });
   }
 
-  /** Runs a pass now (a server that was down for a while catches up at once), then every `everyMs`. */
+  /** Runs a pass now, then every `everyMs`. */
   start(): void {
-    if (!this.#stopped) return;
-    this.#stopped = false;
     this.#closing = false;
-    this.#loop = this.#run();
+    this.#ticker.start();
   }
 
   /** Ends the loop; a pass in flight stops after its current batch and is awaited. */
   async stop(): Promise<void> {
-    this.#stopped = true;
     this.#closing = true;
-    this.#wake?.();
-    await this.#loop;
-    this.#loop = null;
+    await this.#ticker.stop();
     while (this.#inFlight) await this.#inFlight.catch(() => undefined);
     this.#closing = false;
   }
@@ -121,36 +117,17 @@ export class Housekeeping {
     }
   }
 
-  async #run(): Promise<void> {
-    while (!this.#stopped) {
-      try {
-        const report = await this.run();
-        this.runs++;
-        this.last = report;
-        if (report.tasks + report.logs > 0) this.#ctx.log.info({ ...report }, 'housekeeping removed old tasks and task-log entries');
-      } catch (err) {
-        this.errors++;
-        this.#ctx.log.error({ err, loop: 'housekeeping', errors: this.errors }, 'housekeeping pass failed');
-      }
-      // A real timer, not the injected clock's sleep: the clock only dates the cutoff, and a test's
-      // manual clock must not see this loop among its sleepers.
-      await this.#pause(this.#everyMs);
+  /** The loop's pass: counted and logged here under its own name, so the ticker never sees an error. */
+  async #scheduledPass(): Promise<void> {
+    try {
+      const report = await this.run();
+      this.runs++;
+      this.last = report;
+      if (report.tasks + report.logs > 0) this.#ctx.log.info({ ...report }, 'housekeeping removed old tasks and task-log entries');
+    } catch (err) {
+      this.errors++;
+      this.#ctx.log.error({ err, loop: 'housekeeping', errors: this.errors }, 'housekeeping pass failed');
     }
-  }
-
-  #pause(ms: number): Promise<void> {
-    if (this.#stopped) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.#wake = null;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      // The wait alone never keeps the process alive: the server's socket does that.
-      timer.unref();
-      this.#wake = done;
-    });
   }
 
   async #pass(): Promise<HousekeepingReport> {

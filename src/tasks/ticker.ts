@@ -1,7 +1,8 @@
 /**
  * A background loop: `tick` every `everyMs`, never overlapping the previous tick; a tick's error is
  * logged and counted, never fatal. `start`/`stop` are symmetric and `stop` waits for a tick in
- * flight.
+ * flight. With `immediate`, the first tick runs at start() instead of after the first wait (a
+ * loop whose work may be overdue, such as housekeeping after a long downtime).
  */
 import type { Logger } from '../app-context.js';
 
@@ -17,6 +18,7 @@ export class Ticker {
     private readonly everyMs: number,
     private readonly tick: () => Promise<void>,
     private readonly log: Logger,
+    private readonly opts: { readonly immediate?: boolean } = {},
   ) {}
 
   start(): void {
@@ -33,15 +35,10 @@ export class Ticker {
   }
 
   async #loop(): Promise<void> {
+    let wait = !this.opts.immediate;
     while (!this.#stopped) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, this.everyMs);
-        this.#wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.#wake = null;
+      if (wait) await this.#pause();
+      wait = true;
       if (this.#stopped) return;
       try {
         await this.tick();
@@ -51,5 +48,16 @@ export class Ticker {
         this.log.error({ err, loop: this.name, errors: this.errors }, 'background tick failed');
       }
     }
+  }
+
+  async #pause(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, this.everyMs);
+      this.#wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.#wake = null;
   }
 }
