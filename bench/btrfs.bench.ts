@@ -23,6 +23,7 @@ import type { DiskRef } from '../src/storage/driver.js';
 import { NodeCommandRunner } from '../src/storage/node-runner.js';
 import type { RunOptions } from '../src/storage/runner.js';
 import { makeLoopFs } from '../test/platform/loopfs.js';
+import { report, stats, timed } from './driver-timing.js';
 
 /** Counts every process spawned, driver and bare alike. */
 let calls = 0;
@@ -36,27 +37,6 @@ async function bare(argv: readonly string[]): Promise<string> {
   const r = await runner.run(argv, OPTS);
   if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr.trim()}`);
   return r.stdout;
-}
-
-function stats(ms: number[]): { median: number; mean: number } {
-  const sorted = [...ms].sort((a, b) => a - b);
-  return { median: sorted[Math.floor(sorted.length / 2)]!, mean: ms.reduce((a, b) => a + b, 0) / ms.length };
-}
-
-function report(label: string, driver: number[], baseline: number[], baselineLabel = 'bare'): void {
-  const d = stats(driver);
-  const b = stats(baseline);
-  const overhead = ((d.median - b.median) / b.median) * 100;
-  console.log(
-    `${label}: driver median ${d.median.toFixed(2)} ms (mean ${d.mean.toFixed(2)}), ${baselineLabel} median ${b.median.toFixed(2)} ms ` +
-      `(mean ${b.mean.toFixed(2)}), driver ${overhead >= 0 ? '+' : ''}${overhead.toFixed(1)} %`,
-  );
-}
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
 }
 
 export async function run(): Promise<void> {
@@ -109,7 +89,7 @@ export async function run(): Promise<void> {
           parse.push(performance.now() - t1);
         }
       }
-      report(label, d, b, baselineLabel);
+      report(label, d, b, { baseline: baselineLabel });
       if (json) {
         const p = stats(parse).median;
         console.log(`  (JSON.parse of the bare output alone, untimed above: median ${p.toFixed(2)} ms, ${((p / stats(b).median) * 100).toFixed(1)} % of the bare command)`);

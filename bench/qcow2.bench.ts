@@ -25,6 +25,7 @@ import { NodeCommandRunner } from '../src/storage/node-runner.js';
 import { Qcow2Driver } from '../src/storage/qcow2/qcow2.driver.js';
 import { argv, batchInput } from '../src/storage/qcow2/qcow2.image.js';
 import type { CommandRunner, RunOptions, RunResult } from '../src/storage/runner.js';
+import { timed } from './driver-timing.js';
 
 const runner = new NodeCommandRunner();
 const ENV = { LC_ALL: 'C' };
@@ -34,12 +35,6 @@ async function sh(args: readonly string[], input?: string): Promise<RunResult> {
   const r = await runner.run(args, { env: ENV, timeoutMs: 30 * 60_000, ...(input === undefined ? {} : { input }) });
   if (r.code !== 0) throw new Error(`${args.join(' ')}: ${r.stderr}`);
   return r;
-}
-
-async function time(fn: () => Promise<unknown>): Promise<number> {
-  const t = performance.now();
-  await fn();
-  return performance.now() - t;
 }
 
 function median(xs: number[]): number {
@@ -93,12 +88,12 @@ export async function run(): Promise<void> {
     const tBareC: number[] = [];
     const tBareD: number[] = [];
     for (let i = 1; i <= 30; i++) {
-      tDriver.push(await time(() => driver.create(a, `es-${i}`, { name: `n${i}` })));
-      tBare.push(await time(() =>
+      tDriver.push(await timed(() => driver.create(a, `es-${i}`, { name: `n${i}` })));
+      tBare.push(await timed(() =>
         sh(argv.storageDaemon(join(dir, b.path), 'esnap'), batchInput([{ execute: 'blockdev-snapshot-internal-sync', arguments: { device: 'esnap', name: `es-${i}` } }])),
       ));
-      tBareC.push(await time(() => sh(argv.snapshotCreate(join(dir, c.path), `es-${i}`))));
-      tBareD.push(await time(async () => {
+      tBareC.push(await timed(() => sh(argv.snapshotCreate(join(dir, c.path), `es-${i}`))));
+      tBareD.push(await timed(async () => {
         JSON.parse((await sh(argv.info(join(dir, d4.path)))).stdout);
         await sh(argv.snapshotCreate(join(dir, d4.path), `es-${i}`));
       }));
@@ -118,10 +113,10 @@ export async function run(): Promise<void> {
     const lDriver: number[] = [];
     const lBare: number[] = [];
     for (let i = 0; i < 15; i++) {
-      lDriver.push(await time(async () => {
+      lDriver.push(await timed(async () => {
         if ((await driver.list(big)).length !== 1000) throw new Error('list lost snapshots');
       }));
-      lBare.push(await time(async () => JSON.parse((await sh(argv.info(join(dir, big.path)))).stdout)));
+      lBare.push(await timed(async () => JSON.parse((await sh(argv.info(join(dir, big.path)))).stdout)));
     }
     report('list 1,000 snapshots (median of 15)', 'info -U --output=json + JSON.parse', median(lDriver), median(lBare));
 
@@ -129,17 +124,17 @@ export async function run(): Promise<void> {
     const doomed = ids.filter((_, i) => i % 10 === 0);
     const copies = ['d-driver', 'd-bare-batch', 'd-bare-single', 'd-driver-single'];
     for (const name of copies) await copyFile(join(dir, big.path), join(dir, name));
-    const dDriver = await time(() => driver.destroy({ path: 'd-driver' }, doomed));
-    const dBareBatch = await time(async () => {
+    const dDriver = await timed(() => driver.destroy({ path: 'd-driver' }, doomed));
+    const dBareBatch = await timed(async () => {
       JSON.parse((await sh(argv.info(join(dir, 'd-bare-batch')))).stdout);
       await sh(argv.storageDaemon(join(dir, 'd-bare-batch'), 'esnap'), batchInput(doomed.map((name) => ({ execute: 'blockdev-snapshot-delete-internal-sync', arguments: { device: 'esnap', name } }))));
     });
-    const dBareSingle = await time(async () => {
+    const dBareSingle = await timed(async () => {
       for (const id of doomed) await sh(argv.snapshotDelete(join(dir, 'd-bare-single'), id));
     });
     const single = new Qcow2Driver({ root: dir, runner: noDaemon });
     await single.init();
-    const dDriverSingle = await time(() => single.destroy({ path: 'd-driver-single' }, doomed));
+    const dDriverSingle = await timed(() => single.destroy({ path: 'd-driver-single' }, doomed));
     report('destroy 100 of 1,000 (batched)', 'info -U + the same daemon run', dDriver, dBareBatch);
     report('', '100 × snapshot -d (bare)', dDriver, dBareSingle);
     report('destroy 100 of 1,000 (no daemon)', '100 × snapshot -d (bare)', dDriverSingle, dBareSingle);
@@ -169,8 +164,8 @@ async function liveCreate(dir: string, driver: Qcow2Driver): Promise<void> {
     const tDriver: number[] = [];
     const tBare: number[] = [];
     for (let i = 1; i <= 30; i++) {
-      tDriver.push(await time(() => driver.create({ ...a, qmpSocket: sock }, `es-${i}`, { name: `n${i}` })));
-      tBare.push(await time(async () => {
+      tDriver.push(await timed(() => driver.create({ ...a, qmpSocket: sock }, `es-${i}`, { name: `n${i}` })));
+      tBare.push(await timed(async () => {
         const qmp = await QmpClient.connect(sock);
         await qmp.execute('query-block');
         await qmp.execute('blockdev-snapshot-internal-sync', { device: 'n1', name: `es-${i}` });

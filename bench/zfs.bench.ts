@@ -15,6 +15,7 @@ import type { RunOptions } from '../src/storage/runner.js';
 import { listCommand, snapshotCommands } from '../src/storage/zfs/zfs.capabilities.js';
 import { ZfsDriver } from '../src/storage/zfs/zfs.driver.js';
 import { makeZfsPool } from '../test/platform/zfs.js';
+import { report, timed } from './driver-timing.js';
 
 /** Counts every process the benchmark spawns (driver and bare), to show the driver adds none. */
 let calls = 0;
@@ -26,27 +27,6 @@ async function bare(argv: readonly string[]): Promise<string> {
   const r = await runner.run(argv, OPTS);
   if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr.trim()}`);
   return r.stdout;
-}
-
-function stats(ms: number[]): { median: number; mean: number } {
-  const sorted = [...ms].sort((a, b) => a - b);
-  return { median: sorted[Math.floor(sorted.length / 2)]!, mean: ms.reduce((a, b) => a + b, 0) / ms.length };
-}
-
-function report(label: string, driver: number[], baseline: number[]): void {
-  const d = stats(driver);
-  const b = stats(baseline);
-  const overhead = ((d.median - b.median) / b.median) * 100;
-  console.log(
-    `${label}: driver median ${d.median.toFixed(2)} ms (mean ${d.mean.toFixed(2)}), bare median ${b.median.toFixed(2)} ms ` +
-      `(mean ${b.mean.toFixed(2)}), overhead ${overhead >= 0 ? '+' : ''}${overhead.toFixed(1)} %`,
-  );
-}
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = performance.now();
-  await fn();
-  return performance.now() - t0;
 }
 
 export async function run(): Promise<void> {
@@ -76,7 +56,7 @@ export async function run(): Promise<void> {
         }),
       );
     }
-    report('create one snapshot (50 each)', createDriver, createBare);
+    report('create one snapshot (50 each)', createDriver, createBare, { difference: 'overhead' });
 
     // 2. list 1,000 snapshots of one disk.
     const l = disk('list');
@@ -94,7 +74,7 @@ export async function run(): Promise<void> {
       );
       listBare.push(await timed(() => bare(listCommand(caps, `${dataset}/list`))));
     }
-    report('list 1,000 snapshots (20 each)', listDriver, listBare);
+    report('list 1,000 snapshots (20 each)', listDriver, listBare, { difference: 'overhead' });
 
     // 3. destroy 100 snapshots, twice each in turns (older snapshots cost more to destroy).
     const range = (from: number) => Array.from({ length: 100 }, (_, i) => `as-${from + i}`);

@@ -14,6 +14,7 @@ import { NodeCommandRunner, type RunInfo } from '../../src/storage/node-runner.j
 import { loopFsUnavailable, makeLoopFs, type LoopFs } from '../platform/loopfs.js';
 import { platformUnavailable } from '../platform/require.js';
 import { BAD_IDS, BAD_PATHS, driverContract, expectStorageError, type DiskIO } from './driver-contract.js';
+import { rawImageIO } from './raw-image-io.js';
 
 const MiB = 1024 * 1024;
 const plain = new NodeCommandRunner();
@@ -25,25 +26,7 @@ async function sh(...argv: string[]): Promise<string> {
 }
 
 function imageIO(root: string): DiskIO {
-  const image = (d: DiskRef): string => join(root, d.path, 'disk.img');
-  return {
-    async write(disk, offset, data) {
-      const fh = await open(image(disk), 'r+');
-      try {
-        const { size } = await fh.stat();
-        if (offset + data.length > size) throw new RangeError(`write of ${data.length} at ${offset} past the end (${size})`);
-        await fh.write(data, 0, data.length, offset);
-      } finally {
-        await fh.close();
-      }
-    },
-    async read(disk, offset, length) {
-      const fh = await open(image(disk), 'r');
-      const buf = Buffer.alloc(length);
-      await fh.read(buf, 0, length, offset).finally(() => fh.close());
-      return buf;
-    },
-  };
+  return rawImageIO((d) => join(root, d.path, 'disk.img'));
 }
 
 /** Every entry under root with what a write would change; subvolumes show as `@`. */

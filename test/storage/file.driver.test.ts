@@ -17,6 +17,7 @@ import type { CommandRunner, RunOptions, RunResult } from '../../src/storage/run
 import { loopFsUnavailable, makeLoopFs, type LoopFs, type LoopFsKind } from '../platform/loopfs.js';
 import { platformUnavailable } from '../platform/require.js';
 import { driverContract, expectStorageError, type ContractTarget, type DiskIO } from './driver-contract.js';
+import { rawImageIO } from './raw-image-io.js';
 
 const MiB = 1024 * 1024;
 const runner = new NodeCommandRunner();
@@ -36,25 +37,7 @@ class RecordingRunner implements CommandRunner {
 }
 
 function fileIO(root: string): DiskIO {
-  return {
-    async write(disk, offset, data) {
-      const fh = await open(join(root, disk.path), 'r+');
-      try {
-        // Like a block device: a write past the end is a test bug, not a way to grow the disk.
-        const { size } = await fh.stat();
-        if (offset + data.length > size) throw new RangeError(`write of ${data.length} at ${offset} past the end (${size})`);
-        await fh.write(data, 0, data.length, offset);
-      } finally {
-        await fh.close();
-      }
-    },
-    async read(disk, offset, length) {
-      const fh = await open(join(root, disk.path), 'r');
-      const buf = Buffer.alloc(length);
-      await fh.read(buf, 0, length, offset).finally(() => fh.close());
-      return buf;
-    },
-  };
+  return rawImageIO((d) => join(root, d.path));
 }
 
 /** Every entry under root with what a write would change (dir mtimes left out: temporaries touch them). */

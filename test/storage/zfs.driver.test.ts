@@ -24,6 +24,7 @@ import { ZfsDriver } from '../../src/storage/zfs/zfs.driver.js';
 import { platformUnavailable } from '../platform/require.js';
 import { makeZfsPool, zfsUnavailable, type ZfsPool } from '../platform/zfs.js';
 import { BAD_IDS, BAD_PATHS, driverContract, expectStorageError, type ContractTarget, type DiskIO } from './driver-contract.js';
+import { rawImageIO } from './raw-image-io.js';
 
 const MiB = 1024 * 1024;
 const runner = new NodeCommandRunner();
@@ -59,24 +60,7 @@ async function zfsCheck(argv: string[]): Promise<string> {
 }
 
 function zfsIO(driver: ZfsDriver): DiskIO {
-  return {
-    async write(disk, offset, data) {
-      const fh = await open(await driver.imagePathOf(disk), 'r+');
-      try {
-        const { size } = await fh.stat();
-        if (offset + data.length > size) throw new RangeError(`write of ${data.length} at ${offset} past the end (${size})`);
-        await fh.write(data, 0, data.length, offset);
-      } finally {
-        await fh.close();
-      }
-    },
-    async read(disk, offset, length) {
-      const fh = await open(await driver.imagePathOf(disk), 'r');
-      const buf = Buffer.alloc(length);
-      await fh.read(buf, 0, length, offset).finally(() => fh.close());
-      return buf;
-    },
-  };
+  return rawImageIO((d) => driver.imagePathOf(d));
 }
 
 interface ZfsEnv {

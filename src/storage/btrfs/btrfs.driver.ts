@@ -40,10 +40,10 @@ import {
   type StorageDriver,
   type StorageStats,
 } from '../driver.js';
+import { code, rootStats } from '../fs-root.js';
 import type { CommandRunner, RunResult } from '../runner.js';
 import { btrfsError, type BtrfsContext } from './btrfs.errors.js';
 import {
-  code,
   fail,
   filterAsync,
   isSubvolume,
@@ -129,9 +129,7 @@ export class BtrfsDriver implements StorageDriver {
   }
 
   async stats(): Promise<StorageStats> {
-    const s = await statfs(this.root).catch((err: unknown) => fail(err, 'cannot read storage usage'));
-    // bavail, not bfree: the root-reserved blocks are not ours to promise to snapshots.
-    return { size: s.blocks * s.bsize, free: s.bavail * s.bsize };
+    return rootStats(this.root);
   }
 
   async imageOf(disk: DiskRef): Promise<{ path: string; format: 'raw' }> {

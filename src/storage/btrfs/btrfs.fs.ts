@@ -1,14 +1,15 @@
 /**
  * File-system side of the btrfs driver: side-cars of the old layout (`<id>.json` beside snapshot
- * `<id>`, read back until init() converts them), subvolume detection without a process, and the one
- * translation of errno failures into StorageError (btrfs's own stderr is translated in
- * btrfs.errors.ts).
+ * `<id>`, read back until init() converts them), subvolume detection without a process, and the
+ * errno translation of fs-root.ts with btrfs's quota EDQUOT added (btrfs's own stderr is translated
+ * in btrfs.errors.ts).
  */
 import { lstatSync, readFileSync, type Stats } from 'node:fs';
 import { lstat, readdir, unlink } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { StorageError, type SnapshotInfo } from '../driver.js';
+import { code, fail as failFs } from '../fs-root.js';
 
 /** BTRFS_FIRST_FREE_OBJECTID: the inode number of every subvolume's top folder, and of nothing else on btrfs. */
 const SUBVOLUME_INO = 256;
@@ -59,19 +60,15 @@ export async function unlinkQuiet(path: string): Promise<void> {
   });
 }
 
-export function code(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
-}
-
-/** The one translation of errno failures into StorageError; a StorageError passes through as is. */
+/** The shared translation of errno failures into StorageError (fs-root.ts), plus btrfs quota groups' EDQUOT. */
 export function fail(err: unknown, what: string): never {
-  if (err instanceof StorageError) throw err;
-  const c = code(err);
-  const message = err instanceof Error ? err.message : String(err);
   // libuv 1.46 (Node 20) has no name for EDQUOT: it arrives as "Unknown system error -122".
   const quota = typeof err === 'object' && err !== null && 'errno' in err && err.errno === -osConstants.errno.EDQUOT;
-  if (c === 'ENOSPC' || c === 'EDQUOT' || quota) throw new StorageError('no_space', `${what}: ${message}`, { cause: err });
-  throw new StorageError('backend', `${what}: ${message}`, { cause: err });
+  if (quota && !(err instanceof StorageError)) {
+    const message = err instanceof Error ? err.message : String(err);
+    throw new StorageError('no_space', `${what}: ${message}`, { cause: err });
+  }
+  return failFs(err, what);
 }
 
 /**

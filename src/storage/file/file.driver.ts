@@ -21,7 +21,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, type Dirent, type Stats } from 'node:fs';
-import { copyFile, link, mkdir, open, readdir, readFile, realpath, rename, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { copyFile, link, mkdir, open, readdir, readFile, realpath, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import {
   assertDiskPath,
@@ -34,6 +34,7 @@ import {
   type StorageDriver,
   type StorageStats,
 } from '../driver.js';
+import { code, fail, rootStats } from '../fs-root.js';
 import type { CommandRunner } from '../runner.js';
 
 export interface FileDriverOptions {
@@ -82,9 +83,7 @@ export class FileDriver implements StorageDriver {
   }
 
   async stats(): Promise<StorageStats> {
-    const s = await statfs(this.root).catch((err: unknown) => fail(err, 'cannot read storage usage'));
-    // bavail, not bfree: the root-reserved blocks are not ours to promise to snapshots.
-    return { size: s.blocks * s.bsize, free: s.bavail * s.bsize };
+    return rootStats(this.root);
   }
 
   async imageOf(disk: DiskRef): Promise<{ path: string; format: 'raw' }> {
@@ -416,15 +415,3 @@ async function cleanUp(path: string): Promise<void> {
   await unlink(path).catch(() => undefined);
 }
 
-function code(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
-}
-
-/** The one translation of errno failures into StorageError; a StorageError passes through as is. */
-function fail(err: unknown, what: string): never {
-  if (err instanceof StorageError) throw err;
-  const c = code(err);
-  const message = err instanceof Error ? err.message : String(err);
-  if (c === 'ENOSPC' || c === 'EDQUOT') throw new StorageError('no_space', `${what}: ${message}`, { cause: err });
-  throw new StorageError('backend', `${what}: ${message}`, { cause: err });
-}

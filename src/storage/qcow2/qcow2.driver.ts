@@ -26,7 +26,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { mkdirSync, realpathSync, rmdirSync, statSync } from 'node:fs';
-import { link, mkdir, realpath, rmdir, statfs, unlink } from 'node:fs/promises';
+import { link, mkdir, realpath, rmdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import {
   assertDiskPath,
@@ -39,6 +39,7 @@ import {
   type StorageDriver,
   type StorageStats,
 } from '../driver.js';
+import { code, fail, rootStats } from '../fs-root.js';
 import { assertDiskNotInUse } from '../in-use.js';
 import type { CommandRunner, RunResult } from '../runner.js';
 import { qemuToolError, qmpError } from './qcow2.errors.js';
@@ -100,8 +101,7 @@ export class Qcow2Driver implements StorageDriver {
   }
 
   async stats(): Promise<StorageStats> {
-    const s = await statfs(this.root).catch((err: unknown) => fail(err, 'cannot read storage usage'));
-    return { size: s.blocks * s.bsize, free: s.bavail * s.bsize };
+    return rootStats(this.root);
   }
 
   async imageOf(disk: DiskRef): Promise<{ path: string; format: 'qcow2' }> {
@@ -418,17 +418,4 @@ function statOrNull(path: string): Stats | null {
     if (code(err) === 'ENOENT' || code(err) === 'ENOTDIR') return null;
     fail(err, `cannot stat ${path}`);
   }
-}
-
-function code(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : undefined;
-}
-
-/** errno failures (and runner failures: timeouts, spawn errors) as StorageError; StorageErrors pass. */
-function fail(err: unknown, what: string): never {
-  if (err instanceof StorageError) throw err;
-  const c = code(err);
-  const message = err instanceof Error ? err.message : String(err);
-  if (c === 'ENOSPC' || c === 'EDQUOT') throw new StorageError('no_space', `${what}: ${message}`, { cause: err });
-  throw new StorageError('backend', `${what}: ${message}`, { cause: err });
 }
