@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { ADMIN_KEY } from '../helpers/server.js';
+import { ADMIN_KEY, type TestServer } from '../helpers/server.js';
 
 export const CHROMIUM = process.env['ESNAP_CHROMIUM'] ?? '/usr/bin/chromium';
 export const CHROMIUM_ARGS = [
@@ -104,4 +104,23 @@ export async function unlabelled(page: Page): Promise<string[]> {
       })
       .map((el) => el.outerHTML.slice(0, 120)),
   );
+}
+
+/**
+ * Holds the server's agent before each task it is handed, so the UI can be seen while a task
+ * runs; the returned function lets the held tasks go on and gives the agent back its own handler.
+ */
+export function holdAgent(s: TestServer): () => void {
+  const agent = s.runtime.agent!;
+  const original = agent.handle.bind(agent);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  agent.handle = async (msg) => {
+    await gate;
+    return original(msg);
+  };
+  return () => {
+    release();
+    agent.handle = original;
+  };
 }

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withServer, type TestServer } from '../helpers/server.js';
 import { makeVm } from '../helpers/fixtures.js';
-import { ensureUiBuilt, launchBrowser, openPage, screenshot, signInWithKey, unlabelled, type Browser, type WatchedPage } from './browser.js';
+import { ensureUiBuilt, holdAgent, launchBrowser, openPage, screenshot, signInWithKey, unlabelled, type Browser, type WatchedPage } from './browser.js';
 
 interface Def {
   name: string;
@@ -139,14 +139,7 @@ describe('web UI: snapshot definitions and tasks', () => {
   });
 
   it('follows a task started elsewhere on the Tasks page until it ends, and filters the log', async () => {
-    const agent = s.runtime.agent!;
-    const original = agent.handle.bind(agent);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    agent.handle = async (msg) => {
-      await gate;
-      return original(msg);
-    };
+    const release = holdAgent(s);
     const started = await s.req('POST', '/api/vm/web01/snapshot/elsewhere/', { body: {} });
     expect(started.status).toBe(201);
     await w.page.getByRole('link', { name: 'Tasks' }).click();
@@ -154,7 +147,6 @@ describe('web UI: snapshot definitions and tasks', () => {
     await running.getByText('vm_snapshot · POST · web01 · elsewhere · disk 1').waitFor();
     await screenshot(w.page, 'tasks');
     release();
-    agent.handle = original;
     await w.page.getByText('No task is running.').waitFor();
     const log = w.page.getByTestId('task-log');
     await log.locator('tbody tr', { hasText: "Create snapshot of server's disk" }).filter({ hasText: 'elsewhere' }).filter({ hasText: 'SUCCESS' }).first().waitFor();

@@ -8,7 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withServer, type TestServer } from '../helpers/server.js';
 import { makeVm, type VmFixture } from '../helpers/fixtures.js';
-import { ensureUiBuilt, launchBrowser, openPage, row, screenshot, signInWithKey, unlabelled, type Browser, type WatchedPage } from './browser.js';
+import { ensureUiBuilt, holdAgent, launchBrowser, openPage, row, screenshot, signInWithKey, unlabelled, type Browser, type WatchedPage } from './browser.js';
 
 const MB = 1024 * 1024;
 
@@ -46,14 +46,7 @@ describe('web UI: snapshots of a VM', () => {
   });
 
   it('creates a snapshot on all disks, shows it pending, and reports success only when the task ends, without a reload', async () => {
-    const agent = s.runtime.agent!;
-    const original = agent.handle.bind(agent);
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    agent.handle = async (msg) => {
-      await gate;
-      return original(msg);
-    };
+    const release = holdAgent(s);
     await w.page.evaluate(() => ((window as unknown as { __same: boolean }).__same = true));
     const posts: string[] = [];
     w.page.on('request', (r) => {
@@ -83,7 +76,6 @@ describe('web UI: snapshots of a VM', () => {
     await screenshot(w.page, 'vm-task-pending');
 
     release();
-    agent.handle = original;
     await notice().getByText('Create snapshot s1: Snapshot successfully created').waitFor();
     await row(w.page, 's1', 1, 'ok').waitFor();
     await row(w.page, 's1', 2, 'ok').waitFor();

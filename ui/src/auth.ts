@@ -18,13 +18,18 @@ export interface Identity {
 const KEY = 'esnap.credentials';
 const WHO = 'esnap.identity';
 
-export function loadCredentials(): Credentials | null {
+/** What was saved under `key`, or null when nothing (or nothing readable) is there. */
+function load<T>(key: string): T | null {
   try {
-    const raw = sessionStorage.getItem(KEY);
-    return raw ? (JSON.parse(raw) as Credentials) : null;
+    const raw = sessionStorage.getItem(key);
+    return raw ? (JSON.parse(raw) as T) : null;
   } catch {
     return null;
   }
+}
+
+export function loadCredentials(): Credentials | null {
+  return load<Credentials>(KEY);
 }
 
 export function saveCredentials(c: Credentials | null): void {
@@ -36,12 +41,7 @@ export function saveCredentials(c: Credentials | null): void {
 }
 
 export function loadIdentity(): Identity | null {
-  try {
-    const raw = sessionStorage.getItem(WHO);
-    return raw ? (JSON.parse(raw) as Identity) : null;
-  } catch {
-    return null;
-  }
+  return load<Identity>(WHO);
 }
 
 export function saveIdentity(who: Identity): void {

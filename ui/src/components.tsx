@@ -1,6 +1,8 @@
 /** Small shared pieces: error text, modal dialog, page header. */
 import type { ComponentChildren } from 'preact';
 import { useEffect, useRef } from 'preact/hooks';
+import { formatMb } from './format.js';
+import type { Disk } from './types.js';
 
 export function ErrorText({ error }: { error: string | null | undefined }) {
   if (!error) return null;
@@ -54,6 +56,55 @@ export function Dialog(props: { title: string; onClose: () => void; children: Co
       <h2 id={id.current}>{props.title}</h2>
       {props.children}
     </dialog>
+  );
+}
+
+/** A dialog form's footer: its submit button, then Cancel. */
+export function DialogButtons({ label, disabled, onCancel }: { label: string; disabled?: boolean; onCancel: () => void }) {
+  return (
+    <div class="buttons">
+      <button type="submit" disabled={disabled}>
+        {label}
+      </button>
+      <button type="button" onClick={onCancel}>
+        Cancel
+      </button>
+    </div>
+  );
+}
+
+/** The `<option>`s of a disk `<select>`: "disk 1 (10 GiB)", valued by disk_id. */
+export function DiskOptions({ disks }: { disks: readonly Disk[] }) {
+  return (
+    <>
+      {disks.map((d) => (
+        <option key={d.disk_id} value={d.disk_id}>
+          disk {d.disk_id} ({formatMb(d.size)})
+        </option>
+      ))}
+    </>
+  );
+}
+
+/** Plain column headers of a table's head row, in order. */
+export function ColumnHeads({ names }: { names: readonly string[] }) {
+  return (
+    <>
+      {names.map((n) => (
+        <th key={n} scope="col">
+          {n}
+        </th>
+      ))}
+    </>
+  );
+}
+
+/** The one row a table shows when it has no rows: a cell across all `cols` columns. */
+export function EmptyRow({ cols, children }: { cols: number; children: ComponentChildren }) {
+  return (
+    <tr>
+      <td colSpan={cols}>{children}</td>
+    </tr>
   );
 }
 

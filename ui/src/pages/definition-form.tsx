@@ -7,8 +7,8 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { getResult, seg } from '../api.js';
 import type { Act } from '../actions.js';
-import { Dialog, ErrorText } from '../components.js';
-import { formatInZone, formatMb, formatUtc } from '../format.js';
+import { Dialog, DialogButtons, DiskOptions, ErrorText } from '../components.js';
+import { formatInZone, formatUtc } from '../format.js';
 import { parsePreview, type Preview } from '../preview.js';
 import { nextRuns, validateCron } from '../stale.js';
 import type { Definition } from '../types.js';
@@ -238,11 +238,7 @@ export function DefinitionForm({ data, act, def, onClose }: { data: VmData; act:
             <label>
               Disk
               <select name="disk_id" value={s.diskId} disabled={def !== null} onChange={(e) => set('diskId', Number(e.currentTarget.value))}>
-                {data.disks.map((d) => (
-                  <option key={d.disk_id} value={d.disk_id}>
-                    disk {d.disk_id} ({formatMb(d.size)})
-                  </option>
-                ))}
+                <DiskOptions disks={data.disks} />
               </select>
             </label>
             <label>
@@ -282,14 +278,7 @@ export function DefinitionForm({ data, act, def, onClose }: { data: VmData; act:
           </div>
           <PreviewPanel state={s} def={def} hostname={data.vm.hostname} />
         </div>
-        <div class="buttons">
-          <button type="submit" disabled={busy}>
-            {def ? 'Save' : 'Add'}
-          </button>
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-        </div>
+        <DialogButtons label={def ? 'Save' : 'Add'} disabled={busy} onCancel={onClose} />
       </form>
     </Dialog>
   );

@@ -3,7 +3,7 @@ import { useState } from 'preact/hooks';
 import { seg } from '../api.js';
 import type { Act } from '../actions.js';
 import type { Identity } from '../auth.js';
-import { Badge, Dialog, ErrorText } from '../components.js';
+import { Badge, ColumnHeads, Dialog, DialogButtons, ErrorText } from '../components.js';
 import { formatAge, formatMb, formatUtc } from '../format.js';
 import { useNow } from '../hooks.js';
 import { staleness } from '../stale.js';
@@ -35,14 +35,7 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
         <table class="grid" aria-labelledby="defs-title" data-testid="definitions">
           <thead>
             <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Disk</th>
-              <th scope="col">Schedule</th>
-              <th scope="col">Retention</th>
-              <th scope="col">State</th>
-              <th scope="col">Last success</th>
-              <th scope="col">Description</th>
-              <th scope="col">Actions</th>
+              <ColumnHeads names={['Name', 'Disk', 'Schedule', 'Retention', 'State', 'Last success', 'Description', 'Actions']} />
             </tr>
           </thead>
           <tbody>
@@ -122,12 +115,7 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
           >
             <p>Its snapshots stay, no longer linked to a definition.</p>
             <ErrorText error={deleteError} />
-            <div class="buttons">
-              <button type="submit">Delete</button>
-              <button type="button" onClick={() => setOpen(null)}>
-                Cancel
-              </button>
-            </div>
+            <DialogButtons label="Delete" onCancel={() => setOpen(null)} />
           </form>
         </Dialog>
       ) : null}

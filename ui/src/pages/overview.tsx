@@ -1,6 +1,6 @@
 /** Overview: every VM the caller may see, with snapshot counts, sizes and schedule health; nodes. */
 import { getResult, seg } from '../api.js';
-import { Badge, ErrorText, Loading } from '../components.js';
+import { Badge, ColumnHeads, ErrorText, Loading } from '../components.js';
 import { formatAge, formatBytes, formatUtc } from '../format.js';
 import { useLoad, useNow } from '../hooks.js';
 import { onLinkClick, vmPath } from '../router.js';
@@ -125,9 +125,7 @@ export function Overview() {
             <table class="grid" aria-labelledby="nodes-title">
               <thead>
                 <tr>
-                  <th scope="col">Node</th>
-                  <th scope="col">Status</th>
-                  <th scope="col">Last heartbeat</th>
+                  <ColumnHeads names={['Node', 'Status', 'Last heartbeat']} />
                 </tr>
               </thead>
               <tbody>

@@ -6,7 +6,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { getResult, seg } from '../api.js';
 import type { Act } from '../actions.js';
-import { Dialog, ErrorText } from '../components.js';
+import { Dialog, DialogButtons, DiskOptions, ErrorText } from '../components.js';
 import { formatMb } from '../format.js';
 import type { Disk, Snapshot, Vm } from '../types.js';
 import type { VmData } from './vm.js';
@@ -112,11 +112,7 @@ export function CreateDialog({ data, act, onClose }: Props) {
         <label>
           Disk
           <select name="disk_id" value={diskId} disabled={all} onChange={(e) => setDiskId(Number(e.currentTarget.value))}>
-            {data.disks.map((d) => (
-              <option key={d.disk_id} value={d.disk_id}>
-                disk {d.disk_id} ({formatMb(d.size)})
-              </option>
-            ))}
+            <DiskOptions disks={data.disks} />
           </select>
         </label>
         <label class="check">
@@ -130,14 +126,7 @@ export function CreateDialog({ data, act, onClose }: Props) {
           <input name="note" value={note} aria-invalid={checked['note'] ? 'true' : undefined} aria-describedby="create-note-error" onInput={(e) => setNote(e.currentTarget.value)} />
         </label>
         <FieldError id="create-note-error" text={checked['note']} />
-        <div class="buttons">
-          <button type="submit" disabled={busy}>
-            Create
-          </button>
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-        </div>
+        <DialogButtons label="Create" disabled={busy} onCancel={onClose} />
       </form>
     </Dialog>
   );
@@ -174,14 +163,7 @@ export function RollbackDialog({ data, snap, act, onClose }: Props & { snap: Sna
           </label>
         ) : null}
         <ErrorText error={error} />
-        <div class="buttons">
-          <button type="submit" disabled={busy || running}>
-            Roll back
-          </button>
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-        </div>
+        <DialogButtons label="Roll back" disabled={busy || running} onCancel={onClose} />
       </form>
     </Dialog>
   );
@@ -239,11 +221,7 @@ export function RestoreDialog({ data, snap, act, onClose }: Props & { snap: Snap
         <label>
           Target disk
           <select name="target_disk_id" required disabled={!disks} value={targetDisk} onChange={(e) => setTargetDisk(Number(e.currentTarget.value))}>
-            {(disks ?? []).map((d) => (
-              <option key={d.disk_id} value={d.disk_id}>
-                disk {d.disk_id} ({formatMb(d.size)})
-              </option>
-            ))}
+            <DiskOptions disks={disks ?? []} />
           </select>
         </label>
         {chosen && source && chosen.size !== source.size ? (
@@ -255,14 +233,7 @@ export function RestoreDialog({ data, snap, act, onClose }: Props & { snap: Snap
           <input type="checkbox" name="force" checked={force} onChange={(e) => setForce(e.currentTarget.checked)} /> Force: restore although the target disk has snapshots
         </label>
         <ErrorText error={error} />
-        <div class="buttons">
-          <button type="submit" disabled={busy || !target || !targetDisk}>
-            Restore
-          </button>
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-        </div>
+        <DialogButtons label="Restore" disabled={busy || !target || !targetDisk} onCancel={onClose} />
       </form>
     </Dialog>
   );
@@ -299,14 +270,7 @@ export function DeleteDialog({ data, snaps, act, onClose, onDone }: Props & { sn
           {[...byDisk].map(([d, names]) => `disk ${d}: ${names.join(', ')}`).join('; ')}.
         </p>
         <ErrorText error={error} />
-        <div class="buttons">
-          <button type="submit" disabled={busy}>
-            Delete
-          </button>
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-        </div>
+        <DialogButtons label="Delete" disabled={busy} onCancel={onClose} />
       </form>
     </Dialog>
   );

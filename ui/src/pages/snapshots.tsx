@@ -6,7 +6,7 @@
 import { useMemo, useState } from 'preact/hooks';
 import { seg } from '../api.js';
 import type { Act } from '../actions.js';
-import { Badge } from '../components.js';
+import { Badge, ColumnHeads, EmptyRow } from '../components.js';
 import { formatBytes, formatMb, formatUtc, SNAPSHOT_STATUS, SNAPSHOT_TYPE } from '../format.js';
 import type { Snapshot } from '../types.js';
 import type { VmData } from './vm.js';
@@ -214,17 +214,11 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
             {sortHeader('created', 'Created')}
             <th scope="col">Status</th>
             {sortHeader('size', 'Size')}
-            <th scope="col">Note</th>
-            <th scope="col">Pinned</th>
-            <th scope="col">Actions</th>
+            <ColumnHeads names={['Note', 'Pinned', 'Actions']} />
           </tr>
         </thead>
         <tbody>
-          {shown.length === 0 ? (
-            <tr>
-              <td colSpan={10}>No snapshots{snapshots.length > 0 ? ' match the filters' : ''}.</td>
-            </tr>
-          ) : null}
+          {shown.length === 0 ? <EmptyRow cols={10}>No snapshots{snapshots.length > 0 ? ' match the filters' : ''}.</EmptyRow> : null}
           {shown.map((s) => {
             const size = disks.find((d) => d.disk_id === s.disk_id)?.size;
             return (

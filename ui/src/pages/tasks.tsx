@@ -1,7 +1,7 @@
 /** Tasks: what runs now (followed to its end), this tab's own tasks, and the task log with its filters. */
 import { useEffect, useState } from 'preact/hooks';
 import { parseBody, rawRequest, request, seg } from '../api.js';
-import { Badge, ErrorText, Loading } from '../components.js';
+import { Badge, ColumnHeads, EmptyRow, ErrorText, Loading } from '../components.js';
 import { on } from '../events.js';
 import { formatDuration, formatUtc } from '../format.js';
 import { useLoad, useNow } from '../hooks.js';
@@ -136,20 +136,11 @@ function TaskLog() {
           <table class="grid" aria-labelledby="log-title" data-testid="task-log">
             <thead>
               <tr>
-                <th scope="col">Time</th>
-                <th scope="col">Status</th>
-                <th scope="col">User</th>
-                <th scope="col">Message</th>
-                <th scope="col">Object</th>
-                <th scope="col">Detail</th>
+                <ColumnHeads names={['Time', 'Status', 'User', 'Message', 'Object', 'Detail']} />
               </tr>
             </thead>
             <tbody>
-              {log.data.results.length === 0 ? (
-                <tr>
-                  <td colSpan={6}>No entries.</td>
-                </tr>
-              ) : null}
+              {log.data.results.length === 0 ? <EmptyRow cols={6}>No entries.</EmptyRow> : null}
               {log.data.results.map((e) => (
                 <tr key={`${e.task}-${e.time}-${e.status}`}>
                   <td>

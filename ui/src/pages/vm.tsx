@@ -1,4 +1,5 @@
 /** A VM: its disks, snapshots and snapshot definitions, with every action the API offers. */
+import type { ComponentChildren } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { getResult, seg } from '../api.js';
 import { makeAct, type Notice } from '../actions.js';
@@ -42,6 +43,16 @@ export function NoticeLine({ notice }: { notice: Notice | null }) {
   );
 }
 
+/** One term of the VM's facts list. */
+function Fact({ term, testId, children }: { term: string; testId?: string; children: ComponentChildren }) {
+  return (
+    <div>
+      <dt>{term}</dt>
+      <dd data-testid={testId}>{children}</dd>
+    </div>
+  );
+}
+
 export function VmPage({ hostname, who }: { hostname: string; who: Identity }) {
   const { data, error, loading } = useLoad(() => loadVm(hostname), hostname, { hostname });
   const [notice, setNotice] = useState<Notice | null>(null);
@@ -72,22 +83,12 @@ export function VmPage({ hostname, who }: { hostname: string; who: Identity }) {
       {data ? (
         <>
           <dl class="facts">
-            <div>
-              <dt>Node</dt>
-              <dd>{data.vm.node ?? '—'}</dd>
-            </div>
-            <div>
-              <dt>Status</dt>
-              <dd data-testid="vm-status">{data.vm.status}</dd>
-            </div>
-            <div>
-              <dt>Owner</dt>
-              <dd>{data.vm.owner ?? '—'}</dd>
-            </div>
-            <div>
-              <dt>Disks</dt>
-              <dd>{data.disks.map((d) => `disk ${d.disk_id}: ${formatMb(d.size)}`).join(', ') || 'none'}</dd>
-            </div>
+            <Fact term="Node">{data.vm.node ?? '—'}</Fact>
+            <Fact term="Status" testId="vm-status">
+              {data.vm.status}
+            </Fact>
+            <Fact term="Owner">{data.vm.owner ?? '—'}</Fact>
+            <Fact term="Disks">{data.disks.map((d) => `disk ${d.disk_id}: ${formatMb(d.size)}`).join(', ') || 'none'}</Fact>
           </dl>
           <NoticeLine notice={notice} />
           <Snapshots data={data} act={act} />
