@@ -8,6 +8,7 @@ import type { AppContext } from '../app-context.js';
 import type { Caller } from '../http/auth.js';
 import { FailureError } from '../domain/errors.js';
 import { makeDummyTaskId } from '../domain/taskid.js';
+import { msg } from '../domain/messages.js';
 import { validateFields, type FieldErrors, type FieldValues, type Rule } from '../domain/validate.js';
 import { writeLog, type LogObject } from '../tasks/task-log.js';
 import type { Db } from './account.repository.js';
@@ -43,6 +44,18 @@ export function validateEach<T extends Record<string, Rule>>(data: Record<string
     else Object.assign(errors, r.errors);
   }
   return out;
+}
+
+/**
+ * The name a create takes from its URL (not a body field, so not a Rule): its length in characters
+ * (code points), then its pattern; both errors are listed under `field`.
+ */
+export function checkName(value: string, field: string, max: number, pattern: RegExp, errors: FieldErrors): void {
+  const found: string[] = [];
+  const length = [...value].length;
+  if (length > max) found.push(msg.maxLength(max, length));
+  if (!pattern.test(value)) found.push(msg.invalid);
+  if (found.length > 0) errors[field] = found;
 }
 
 export function fail(errors: FieldErrors): void {

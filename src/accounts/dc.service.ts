@@ -9,11 +9,10 @@ import type { DcRow, UserRow } from '../db/schema.js';
 import type { Caller } from '../http/auth.js';
 import { isDcAdmin } from '../http/auth.js';
 import { ApiError, apiError } from '../domain/errors.js';
-import { msg } from '../domain/messages.js';
 import { NAME_RE, parseBool, validateFields, type FieldErrors, type Rule } from '../domain/validate.js';
 import { logDetail, type LogObject } from '../tasks/task-log.js';
 import { DEFAULT_DC_SETTINGS, dcSettings, type DcSnapshotSettings } from './dc.settings.js';
-import { fail, logSync, notExist, validateEach } from './account.write.js';
+import { checkName, fail, logSync, notExist, validateEach } from './account.write.js';
 import * as repo from './account.repository.js';
 import type { DcObject } from './account.repository.js';
 
@@ -67,10 +66,7 @@ export function dcLog(dc: DcRow): LogObject {
 export async function createDc(ctx: AppContext, caller: Caller, name: string, data: Record<string, unknown>): Promise<DcObject> {
   if (await repo.findDc(ctx.db, name)) throw apiError('dcExists');
   const errors: FieldErrors = {};
-  const nameErrors: string[] = [];
-  if ([...name].length > 16) nameErrors.push(msg.maxLength(16, [...name].length));
-  if (!NAME_RE.test(name)) nameErrors.push(msg.invalid);
-  if (nameErrors.length > 0) errors['name'] = nameErrors;
+  checkName(name, 'name', 16, NAME_RE, errors);
   const changes = await dcChanges(ctx, data, errors);
   fail(errors);
   try {

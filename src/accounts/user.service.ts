@@ -12,11 +12,10 @@ import { DEFAULT_DC } from '../app-context.js';
 import type { UserRow } from '../db/schema.js';
 import type { Caller } from '../http/auth.js';
 import { ApiError, apiError } from '../domain/errors.js';
-import { msg } from '../domain/messages.js';
 import { validateFields, type FieldErrors, type Rule } from '../domain/validate.js';
 import { logDetail, type LogObject } from '../tasks/task-log.js';
 import { hashKey, hashPassword } from './secrets.js';
-import { fail, logSync, notExist, validateEach } from './account.write.js';
+import { checkName, fail, logSync, notExist, validateEach } from './account.write.js';
 import { canAccessDc } from './dc.service.js';
 import * as repo from './account.repository.js';
 import type { UserObject } from './account.repository.js';
@@ -122,10 +121,7 @@ function isUsableSuperAdmin(u: { is_super_admin: number; is_active: number; api_
 export async function createUser(ctx: AppContext, caller: Caller, username: string, data: Record<string, unknown>): Promise<UserObject> {
   if (await repo.findUser(ctx.db, username)) throw apiError('userExists');
   const errors: FieldErrors = {};
-  const nameErrors: string[] = [];
-  if ([...username].length > 254) nameErrors.push(msg.maxLength(254, [...username].length));
-  if (!USERNAME_RE.test(username)) nameErrors.push(msg.invalid);
-  if (nameErrors.length > 0) errors['username'] = nameErrors;
+  checkName(username, 'username', 254, USERNAME_RE, errors);
   const changes = await userChanges(ctx, caller, null, data, errors);
   fail(errors);
   const main = await repo.findDc(ctx.db, DEFAULT_DC);

@@ -25,6 +25,11 @@ export interface Alert {
   readonly snapnames: readonly string[];
 }
 
+/** An alert about one snapshot of a disk (8.5 and esnap's storage full share this body). */
+function oneSnapshot(type: AlertType, priority: AlertPriority, message: string, hostname: string, diskId: number, name: string, define: string | null): Alert {
+  return { type, priority, message, hostname, disk_id: diskId, define, snapnames: [name] };
+}
+
 export const alerts = {
   /** 8.1: the scheduled create did not start (not sent for 423, which only logs a warning). */
   startFailed(hostname: string, diskId: number, define: string): Alert {
@@ -52,49 +57,17 @@ export const alerts = {
   },
   /** 8.5: the task of an automatic snapshot failed. */
   createFailed(hostname: string, diskId: number, name: string, define: string | null): Alert {
-    return {
-      type: 'snapshot_create_failed',
-      priority: 'ERROR',
-      message: `Automatic snapshot ${name} of server ${hostname}@disk-${diskId} could not be created.`,
-      hostname,
-      disk_id: diskId,
-      define,
-      snapnames: [name],
-    };
+    return oneSnapshot('snapshot_create_failed', 'ERROR', `Automatic snapshot ${name} of server ${hostname}@disk-${diskId} could not be created.`, hostname, diskId, name, define);
   },
   deleteFailed(hostname: string, diskId: number, name: string, define: string | null): Alert {
-    return {
-      type: 'snapshot_delete_failed',
-      priority: 'ERROR',
-      message: `Automatic snapshot ${name} of server ${hostname}@disk-${diskId} could not be deleted.`,
-      hostname,
-      disk_id: diskId,
-      define,
-      snapnames: [name],
-    };
+    return oneSnapshot('snapshot_delete_failed', 'ERROR', `Automatic snapshot ${name} of server ${hostname}@disk-${diskId} could not be deleted.`, hostname, diskId, name, define);
   },
   freezeFailed(hostname: string, diskId: number, name: string, define: string | null): Alert {
-    return {
-      type: 'freeze_failed',
-      priority: 'WARNING',
-      message: `Snapshot ${name} of server ${hostname}@disk-${diskId} was created, but filesystem freeze failed.`,
-      hostname,
-      disk_id: diskId,
-      define,
-      snapnames: [name],
-    };
+    return oneSnapshot('freeze_failed', 'WARNING', `Snapshot ${name} of server ${hostname}@disk-${diskId} was created, but filesystem freeze failed.`, hostname, diskId, name, define);
   },
   /** esnap: a scheduled slot was skipped because its storage is below ESNAP_MIN_FREE_PERCENT. */
   storageFull(hostname: string, diskId: number, name: string, define: string, storage: string, minFreePercent: number): Alert {
-    return {
-      type: 'storage_full',
-      priority: 'ERROR',
-      message: `Automatic snapshot ${name} of server ${hostname}@disk-${diskId} skipped: storage ${storage} free space below ${minFreePercent}%.`,
-      hostname,
-      disk_id: diskId,
-      define,
-      snapnames: [name],
-    };
+    return oneSnapshot('storage_full', 'ERROR', `Automatic snapshot ${name} of server ${hostname}@disk-${diskId} skipped: storage ${storage} free space below ${minFreePercent}%.`, hostname, diskId, name, define);
   },
   /** esnap: no automatic snapshot of the definition succeeded within two periods. */
   stale(hostname: string, diskId: number, define: string, lastSuccess: string | null): Alert {

@@ -18,6 +18,27 @@ export interface DefinitionStatus {
   readonly stale: boolean;
 }
 
+/**
+ * The last two slots at `now` of a schedule in a zone, computed once per distinct (schedule, zone)
+ * for one read: many definitions share a schedule.
+ */
+function latestSlotsOnce(now: Date): (schedule: string, tz: string) => Date[] {
+  const cache = new Map<string, Date[]>();
+  return (schedule, tz) => {
+    const key = `${tz}\u0000${schedule}`;
+    let slots = cache.get(key);
+    if (slots === undefined) {
+      try {
+        slots = latestSlots(schedule, tz, now, 2);
+      } catch {
+        slots = []; // an unreadable schedule never fires; the tick reports it
+      }
+      cache.set(key, slots);
+    }
+    return slots;
+  };
+}
+
 /** Every definition with its labels and staleness at `now`. Slots are computed once per distinct schedule. */
 export async function definitionStatuses(db: Kysely<Database>, now: Date): Promise<DefinitionStatus[]> {
   const rows = await db
@@ -33,19 +54,10 @@ export async function definitionStatuses(db: Kysely<Database>, now: Date): Promi
     if (list) list.push(d.real_id);
     else byVm.set(d.vm_uuid, [d.real_id]);
   }
-  const slotCache = new Map<string, Date[]>();
+  const slotsOf = latestSlotsOnce(now);
   const out: DefinitionStatus[] = [];
   for (const r of rows) {
-    const key = `${r.tz}\u0000${r.schedule}`;
-    let slots = slotCache.get(key);
-    if (slots === undefined) {
-      try {
-        slots = latestSlots(r.schedule, r.tz, now, 2);
-      } catch {
-        slots = []; // an unreadable schedule never fires; the tick reports it
-      }
-      slotCache.set(key, slots);
-    }
+    const slots = slotsOf(r.schedule, r.tz);
     const active = r.active === 1;
     out.push({
       id: r.id,
@@ -71,19 +83,10 @@ export async function staleDefinitionIds(db: Kysely<Database>, now: Date): Promi
     .where('active', '=', 1)
     .where('next_run', 'is not', null)
     .execute();
-  const slotCache = new Map<string, Date[]>();
+  const slotsOf = latestSlotsOnce(now);
   const out = new Set<number>();
   for (const r of rows) {
-    const key = `${r.tz}\u0000${r.schedule}`;
-    let slots = slotCache.get(key);
-    if (slots === undefined) {
-      try {
-        slots = latestSlots(r.schedule, r.tz, now, 2);
-      } catch {
-        slots = [];
-      }
-      slotCache.set(key, slots);
-    }
+    const slots = slotsOf(r.schedule, r.tz);
     if (isStale({ active: true, schedule: r.schedule, tz: r.tz, lastSuccess: r.last_success, created: r.created }, now, slots)) out.add(r.id);
   }
   return out;
