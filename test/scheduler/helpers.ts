@@ -93,16 +93,20 @@ export function recordingLogger(): Logger & { lines: LogLine[]; messages(level?:
 }
 
 /**
- * Waits in real time until no task is pending or running, several polls in a row (a completion's
- * follow-up, the retention prune, is submitted just after the create's task has ended).
+ * Waits in real time until no task is pending or running and the local agent has no task in hand,
+ * several polls in a row. A completion's follow-up, the retention prune, is submitted just after
+ * the create's task has ended in the database, but before the agent's report of that task returns
+ * (TaskService.complete awaits it): the agent's running tasks cover that gap, however slow the
+ * machine.
  */
 export async function settle(s: TestServer, timeoutMs = 20_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   let quiet = 0;
   while (quiet < 4) {
-    const busy = await s.runtime.ctx.db.selectFrom('task').select('id').where('state', 'in', ['PENDING', 'STARTED']).execute();
+    const pending = await s.runtime.ctx.db.selectFrom('task').select('id').where('state', 'in', ['PENDING', 'STARTED']).execute();
+    const busy = [...pending.map((b) => b.id), ...s.runtime.runningTasks()];
     quiet = busy.length === 0 ? quiet + 1 : 0;
-    if (Date.now() > end) throw new Error(`tasks did not settle: ${busy.map((b) => b.id).join(', ')}`);
+    if (Date.now() > end) throw new Error(`tasks did not settle: ${[...new Set(busy)].join(', ')}`);
     await new Promise((r) => setTimeout(r, busy.length === 0 ? 15 : 5));
   }
 }
