@@ -137,6 +137,7 @@ const vmSnapshot: ViewDef = {
         note: req.data['note'],
         fsfreeze: req.data['fsfreeze'],
         diskIdRaw: req.data['disk_id'],
+        allDisks: all,
       });
       return { type: 'task', taskId };
     },

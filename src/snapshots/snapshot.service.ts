@@ -62,6 +62,8 @@ export interface CreateInput {
   readonly note?: unknown;
   readonly fsfreeze?: unknown;
   readonly diskIdRaw?: unknown;
+  /** esnap's `disk_id: "all"`: `diskIdRaw` is not a number to validate, whatever the VM's disk count. */
+  readonly allDisks?: boolean;
   /** Set for scheduled snapshots: type automatic, task type `a`. */
   readonly defineId?: number | null;
 }
@@ -93,7 +95,7 @@ export async function planCreateSnapshot(
   const vm = t.vm;
   const auto = input.defineId !== undefined && input.defineId !== null;
   const fields = validateFields(
-    { name: input.name, note: input.note, disk_id: targets.length > 1 ? undefined : input.diskIdRaw },
+    { name: input.name, note: input.note, disk_id: input.allDisks === true || targets.length > 1 ? undefined : input.diskIdRaw },
     {
       name: { kind: 'string', required: true, min: 1, max: 24, pattern: NAME_RE },
       note: NOTE_RULE,
@@ -115,7 +117,7 @@ export async function planCreateSnapshot(
   assertCapacity(capacityOf(ctx), targets.map((x) => x.storage));
 
   const now = ctx.clock.now().toISOString();
-  const diskIdLog: unknown = targets.length > 1 ? 'all' : t.diskArrayId;
+  const diskIdLog: unknown = input.allDisks === true || targets.length > 1 ? 'all' : t.diskArrayId;
   return {
     kind: 'snapshot_create',
     type: auto ? 'a' : 'e',
