@@ -12,7 +12,7 @@ import type { AppContext } from '../app-context.js';
 import type { Caller } from '../http/auth.js';
 import type { SnapshotDefineTable, VmDiskRow, VmRow } from '../db/schema.js';
 import { ApiError, FailureError, apiError } from '../domain/errors.js';
-import { cronDefaults, isValidTimeZone, nextCronRun, validateCron } from '../domain/cron.js';
+import { checkSchedule, cronDefaults, isValidTimeZone, nextCronRun } from '../domain/cron.js';
 import { makeDummyTaskId } from '../domain/taskid.js';
 import { NAME_RE, NOTE_FORBIDDEN, parseBool, validateFields, type FieldErrors, type Rule } from '../domain/validate.js';
 import { dcSettings } from '../accounts/dc.settings.js';
@@ -195,7 +195,7 @@ export function updatableRules(caller: Caller, vm: VmRow) {
   return {
     desc: { kind: 'string', max: 128, forbidden: NOTE_FORBIDDEN, nullAsEmpty: true },
     active: { kind: 'bool' },
-    schedule: { kind: 'string', required: true, max: 100, check: validateCron },
+    schedule: { kind: 'string', required: true, max: 100, check: checkSchedule },
     retention: { kind: 'int', required: true, min, max },
     ...(isHvm(vm) ? { fsfreeze: { kind: 'bool' } as const } : {}),
     tz: { kind: 'string', check: (v: string) => (isValidTimeZone(v) ? null : INVALID_TZ) },
@@ -249,7 +249,7 @@ export function validateDefine(input: Record<string, unknown>, rules: Record<str
   return values;
 }
 
-/** The next slot of an active definition; null when paused or when the schedule never fires (`0 0 31 2 *`). */
+/** The next slot of an active definition; null when paused (or for a never-firing schedule stored before checkSchedule refused them). */
 function nextRun(ctx: AppContext, active: boolean, schedule: string, tz: string): string | null {
   if (!active) return null;
   try {

@@ -57,6 +57,29 @@ export function validateCron(schedule: string): string | null {
   return null;
 }
 
+/** esnap's refusal of a valid schedule that matches no date (second-wave decisions table). */
+export const SCHEDULE_NEVER_FIRES = 'Schedule never fires.';
+
+/**
+ * validateCron, then esnap's own check that the schedule fires at all: `0 0 30 2 *` is valid
+ * cron, yet a definition with it would show active and never run. Whether a schedule ever fires
+ * does not depend on the zone (a local time skipped by DST still fires) nor on the start: the
+ * calendar repeats every 400 years, which nextCronRun searches from any instant.
+ *
+ * @example checkSchedule('0 0 30 2 *') === 'Schedule never fires.'; checkSchedule('0 0 29 2 *') === null
+ */
+export function checkSchedule(schedule: string): string | null {
+  const invalid = validateCron(schedule);
+  if (invalid !== null) return invalid;
+  try {
+    nextCronRun(schedule, new Date(Date.UTC(2000, 0, 1)));
+    return null;
+  } catch (err) {
+    if (err instanceof RangeError) return SCHEDULE_NEVER_FIRES;
+    throw err;
+  }
+}
+
 function incorrectColumn(index: number): string {
   return `Incorrect value in ${index + 1}. column.`;
 }

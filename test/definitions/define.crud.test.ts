@@ -61,10 +61,20 @@ forEachDb('definitions: create, show, update, delete', (kind) => {
     expect((await defineRow(s, vm, 'paused'))?.next_run).toBeNull();
   });
 
-  it('a schedule that never fires is accepted, as in Danube, with no next run', async () => {
-    const r = await s.req('POST', `${base}/feb31`, { body: { schedule: '0 0 31 2 *', retention: 1 } });
-    expect(r.status).toBe(201);
-    expect((await defineRow(s, vm, 'feb31'))?.next_run).toBeNull();
+  it('a schedule that never fires is refused on POST and PUT (esnap decision), leaving nothing written', async () => {
+    const r = await s.req('POST', `${base}/feb30`, { body: { schedule: '0 0 30 2 *', retention: 1 } });
+    expect(r.status).toBe(400);
+    expect(r.body).toMatchObject({ status: 'FAILURE', result: { schedule: ['Schedule never fires.'] } });
+    expect(await defineRow(s, vm, 'feb30')).toBeUndefined();
+    // Danube's syntax and range messages keep precedence; a leap day fires and is accepted.
+    expect((await s.req('POST', `${base}/feb30`, { body: { schedule: '0 0 32 2 *', retention: 1 } })).body.result).toEqual({ schedule: ['Incorrect value in 3. column.'] });
+    expect((await s.req('POST', `${base}/leap`, { body: { schedule: '0 0 29 2 *', retention: 1 } })).status).toBe(201);
+
+    const put = await s.req('PUT', `${base}/leap`, { body: { schedule: '0 0 31 4 *', desc: 'x' } });
+    expect(put.status).toBe(400);
+    expect(put.body.result).toEqual({ schedule: ['Schedule never fires.'] });
+    expect(await defineRow(s, vm, 'leap')).toMatchObject({ schedule: '0 0 29 2 *', desc: '' });
+    expect((await s.req('DELETE', `${base}/leap`)).status).toBe(200);
   });
 
   it('booleans use one rule: "false" is false, "1" is true; catchup and retention_days are stored', async () => {

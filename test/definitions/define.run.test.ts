@@ -101,7 +101,8 @@ forEachDb('definitions: run now and preview', (kind) => {
     expect((await autoSnapshots(s, vm.uuid)).map((x) => x.name)).toEqual(['daily-20260328_120100', 'daily-20260328_120200']);
 
     const never = await s.req('GET', '/api/vm/run01/define/snapshot/daily/preview/', { query: { disk_id: '2', schedule: '0 0 31 2 *' } });
-    expect(never.body.result.next_runs).toEqual([]);
+    expect(never.status).toBe(400);
+    expect(never.body.result).toEqual({ schedule: ['Schedule never fires.'] });
     clock.set('2026-05-01T00:00:00Z');
     const aged = await s.req('GET', '/api/vm/run01/define/snapshot/daily/preview/', { query: { disk_id: '2', retention: '0', retention_days: '7' } });
     expect(aged.body.result.retention_delete).toEqual(['daily-20260328_120100']);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { cronDefaults, isValidTimeZone, validateCron } from '../../src/domain/cron.js';
+import { checkSchedule, cronDefaults, isValidTimeZone, validateCron } from '../../src/domain/cron.js';
 
 const LEADING = 'Leading nor trailing spaces are allowed.';
 const SINGLE = 'Use only a single space as a column separator.';
@@ -177,5 +177,21 @@ describe('isValidTimeZone', () => {
 
   it.each(['', 'Mars/Olympus_Mons', '+01:00', '-05:00', '../etc/passwd', 'Europe/Bratislava ', ' UTC'])('%j is invalid', (tz) => {
     expect(isValidTimeZone(tz)).toBe(false);
+  });
+});
+
+describe('checkSchedule: validateCron, then esnap refuses a schedule that never fires', () => {
+  it.each(['0 0 30 2 *', '0 0 31 2 *', '0 0 31 4,6,9,11 *', '0 0 30,31 2 *'])('%j never fires', (s) => {
+    expect(validateCron(s)).toBeNull();
+    expect(checkSchedule(s)).toBe('Schedule never fires.');
+  });
+
+  it.each(['0 0 29 2 *', '0 0 31 1-12/11 *', '0 0 13 * 5', '0 0 29 2 1'])('%j fires', (s) => {
+    expect(checkSchedule(s)).toBeNull();
+  });
+
+  it('keeps Danube\'s message for what Danube refuses', () => {
+    expect(checkSchedule('0 0 30 2')).toBe(FIVE);
+    expect(checkSchedule('0 0 32 2 *')).toBe(col(3));
   });
 });
