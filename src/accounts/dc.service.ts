@@ -100,7 +100,8 @@ export async function updateDc(ctx: AppContext, caller: Caller, dc: DcRow, data:
   const row = await ctx.db.transaction().execute(async (trx) => {
     const updated = Object.keys(changes).length === 0
       ? dc
-      : await trx.updateTable('dc').set(changes).where('id', '=', dc.id).returningAll().executeTakeFirstOrThrow();
+      : await trx.updateTable('dc').set(changes).where('id', '=', dc.id).returningAll().executeTakeFirst();
+    if (!updated) throw apiError('dcNotFound'); // deleted since the lookup
     const pairs = Object.entries(changes).map(([k, v]) => (k === 'owner_id' ? (['owner', data['owner']] as const) : ([k, v] as const)));
     await logSync(trx, ctx, caller, dc.id, 'Update datacenter', logDetail(pairs), dcLog(updated));
     return updated;
@@ -163,7 +164,8 @@ export async function updateSettings(ctx: AppContext, caller: Caller, dc: DcRow,
       .set({ settings: JSON.stringify(next) })
       .where('id', '=', dc.id)
       .returningAll()
-      .executeTakeFirstOrThrow();
+      .executeTakeFirst();
+    if (!updated) throw apiError('dcNotFound'); // deleted since the lookup
     await logSync(trx, ctx, caller, dc.id, 'Update datacenter settings', logDetail(changed), dcLog(updated));
     return updated;
   });

@@ -171,7 +171,8 @@ export async function updateUser(ctx: AppContext, caller: Caller, target: UserRo
     }
     const row = Object.keys(changes).length === 0
       ? target
-      : await trx.updateTable('account').set(changes).where('id', '=', target.id).returningAll().executeTakeFirstOrThrow();
+      : await trx.updateTable('account').set(changes).where('id', '=', target.id).returningAll().executeTakeFirst();
+    if (!row) throw apiError('userNotFound'); // deleted since the lookup
     // A new password ends the sessions opened with the old one.
     if (changes.password_hash !== undefined) await repo.deleteTokens(trx, target.id);
     const dcName = changes.current_dc_id === undefined ? undefined : (await repo.findDcById(trx, changes.current_dc_id))?.name;

@@ -131,8 +131,9 @@ export async function updateDefine(
   trx: Transaction<Database>,
   id: number,
   patch: Updateable<SnapshotDefineTable>,
-): Promise<void> {
-  await trx.updateTable('snapshot_define').set(patch).where('id', '=', id).execute();
+): Promise<boolean> {
+  const res = await trx.updateTable('snapshot_define').set(patch).where('id', '=', id).executeTakeFirst();
+  return Number(res.numUpdatedRows) > 0;
 }
 
 /** Deletes a definition; its snapshots stay, unlinked (Danube's ON DELETE SET NULL). */

@@ -402,7 +402,8 @@ export async function updateDefinition(
     ...LOGGED_FIELDS.filter((k) => submitted[k] !== undefined).map((k) => [k, submitted[k]] as const),
   ];
   await ctx.db.transaction().execute(async (trx) => {
-    await updateDefine(trx, define.id, patch);
+    // Deleted since the lookup: 404, and no log entry for an update that did not happen.
+    if (!(await updateDefine(trx, define.id, patch))) throw apiError('defineNotFound');
     await writeLog(trx, logEntry(ctx, caller, vm, LOG_UPDATE, pairs));
   });
   return reread(ctx, target, define.name);

@@ -147,9 +147,12 @@ const vmSnapshot: ViewDef = {
       if (!snap) throw apiError('snapshotNotFound');
       if (req.invalidBody) throw validationFailed({ non_field_errors: ['Invalid data'] });
       if ('note' in req.data || 'pinned' in req.data) {
-        await updateSnapshotFields(req.app, snap, req.data);
-        const fresh = await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, snap.name);
-        return { type: 'sync', result: snapshotObject(fresh!, t.disks) };
+        // A DELETE may complete between any two of these statements: a row gone at the update
+        // or at the re-read is the same 404 as one gone before the request.
+        const updated = await updateSnapshotFields(req.app, snap, req.data);
+        const fresh = updated ? await findSnapshot(req.app.db, t.vm.uuid, t.disk.real_id, snap.name) : undefined;
+        if (!fresh) throw apiError('snapshotNotFound');
+        return { type: 'sync', result: snapshotObject(fresh, t.disks) };
       }
       return { type: 'task', taskId: await rollbackSnapshot(req.app, req.caller, t, snap, req.data) };
     },

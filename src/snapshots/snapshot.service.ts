@@ -349,12 +349,14 @@ async function submitDestroy(
 }
 
 /** PUT with `note` and/or `pinned`: synchronous, no VM or status checks, no task log (spec 4.5). */
-export async function updateSnapshotFields(ctx: AppContext, snap: SnapshotView, data: Readonly<Record<string, unknown>>): Promise<void> {
+/** Returns false when the row is gone (a DELETE completed since the caller read it). */
+export async function updateSnapshotFields(ctx: AppContext, snap: SnapshotView, data: Readonly<Record<string, unknown>>): Promise<boolean> {
   const fields = validateFields(data as Record<string, unknown>, { note: NOTE_RULE, pinned: { kind: 'bool' } }, { partial: true });
   if (!fields.ok) throw new FailureError(fields.errors);
   const now = ctx.clock.now().toISOString();
   const set: { note?: string; pinned?: number; changed: string } = { changed: now };
   if (fields.value.note !== undefined) set.note = fields.value.note as string;
   if (fields.value.pinned !== undefined) set.pinned = fields.value.pinned ? 1 : 0;
-  await ctx.db.updateTable('snapshot').set(set).where('id', '=', snap.id).execute();
+  const res = await ctx.db.updateTable('snapshot').set(set).where('id', '=', snap.id).executeTakeFirst();
+  return Number(res.numUpdatedRows) > 0;
 }

@@ -62,8 +62,9 @@ export async function insertVm(db: Db, row: Insertable<VmTable>): Promise<VmRow>
   return db.insertInto('vm').values(row).returningAll().executeTakeFirstOrThrow();
 }
 
-export async function updateVm(db: Db, uuid: string, set: Updateable<VmTable>): Promise<VmRow> {
-  return db.updateTable('vm').set(set).where('uuid', '=', uuid).returningAll().executeTakeFirstOrThrow();
+/** The updated row, or undefined when the VM was deleted since it was read. */
+export async function updateVm(db: Db, uuid: string, set: Updateable<VmTable>): Promise<VmRow | undefined> {
+  return db.updateTable('vm').set(set).where('uuid', '=', uuid).returningAll().executeTakeFirst();
 }
 
 /** Conditional status change (start/stop): only from one of `from`, so a racing rollback wins. */

@@ -306,9 +306,10 @@ export async function updateVm(ctx: AppContext, caller: Caller, vm: VmRow, data:
   const updated = await ctx.db.transaction().execute(async (trx) => {
     // Conditional, so a rollback that marked the VM notready meanwhile is not overwritten.
     if (statusChange && !(await repo.changeVmStatus(trx, vm.uuid, [...OPERATIONAL_VM_STATUSES], input.status!, now))) {
-      throw apiError('vmNotOperational');
+      throw await statusRefusal(trx, vm.uuid);
     }
     const row = await repo.updateVm(trx, vm.uuid, set);
+    if (!row) throw apiError('vmNotFound'); // deleted since the lookup
     await logSync(trx, ctx, caller, row, LOG_UPDATE, logDetail(input.log));
     return row;
   });
@@ -357,6 +358,11 @@ export async function deleteVm(ctx: AppContext, caller: Caller, vm: VmRow): Prom
   return { kind: 'task', taskId };
 }
 
+/** Why a conditional status change matched no row: the VM is gone (404) or in a transient state (423). */
+async function statusRefusal(trx: Transaction<Database>, uuid: string): Promise<ApiError> {
+  return (await repo.vmByUuid(trx, uuid)) ? apiError('vmNotOperational') : apiError('vmNotFound');
+}
+
 /** GET /vm/<vm>/status. */
 export async function vmStatus(ctx: AppContext, vm: VmRow): Promise<VmStatusObject> {
   return statusObject(vm, await repo.activeVmTasks(ctx.db, vm.uuid));
@@ -373,8 +379,10 @@ export async function setVmStatus(ctx: AppContext, caller: Caller, vm: VmRow, ta
   if (!OPERATIONAL_VM_STATUSES.has(vm.status)) throw apiError('vmNotOperational');
   const now = ctx.clock.now().toISOString();
   const updated = await ctx.db.transaction().execute(async (trx) => {
-    if (!(await repo.changeVmStatus(trx, vm.uuid, [...OPERATIONAL_VM_STATUSES], status, now))) throw apiError('vmNotOperational');
-    const row = (await repo.vmByUuid(trx, vm.uuid))!;
+    if (!(await repo.changeVmStatus(trx, vm.uuid, [...OPERATIONAL_VM_STATUSES], status, now))) throw await statusRefusal(trx, vm.uuid);
+    // The conditional update holds the row until the commit: a concurrent delete waits for it.
+    const row = await repo.vmByUuid(trx, vm.uuid);
+    if (!row) throw apiError('vmNotFound');
     await logSync(trx, ctx, caller, row, target === 'running' ? LOG_START : LOG_STOP, logDetail([['status', target]]));
     return row;
   });
