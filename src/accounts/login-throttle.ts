@@ -9,12 +9,15 @@
  *   `retryAfter` for a wrong one (so a legitimate user cannot be locked out by someone else);
  * - only evaluated failures are recorded: a throttled attempt is not, so the throttle ends 15
  *   minutes after the failures that caused it, as `Retry-After` promised;
- * - failures live in the database (table `login_failure`), so every server process sees them.
+ * - failures live in the database (table `login_failure`), so every server process sees them;
+ * - the check and the record are one transaction holding a lock per key, so parallel failures are
+ *   evaluated one after another: exactly LIMIT of them get through, never one more.
  *
  * The policy (`retryAfterSeconds`) is pure; the two database helpers around it are thin.
  */
-import type { Kysely } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../db/schema.js';
+import { isPostgres } from '../db/dialect.js';
 
 export const LOGIN_FAILURE_LIMIT = 10;
 export const LOGIN_FAILURE_WINDOW_MS = 15 * 60 * 1000;
@@ -49,8 +52,37 @@ export function retryAfterSeconds(
   return Math.max(1, Math.ceil((freedAt - now.getTime()) / 1000));
 }
 
+/**
+ * Checks a failed attempt against the throttle and, when it may be evaluated, records it; returns
+ * the seconds to wait (nothing recorded) or 0 (recorded). Atomic per key: on PostgreSQL a
+ * transaction-scoped advisory lock per key (taken in sorted order, so two attempts sharing keys
+ * cannot deadlock) makes concurrent attempts on a key wait for each other's count and insert;
+ * SQLite transactions are serial already. Without it, read-committed transactions all counted 9
+ * and all inserted (issue 12: 11 or 12 evaluations for a limit of 10).
+ *
+ * @example
+ * const wait = await checkAndRecordLoginFailure(db, throttleKeys('bob', '192.0.2.1'), new Date());
+ * if (wait > 0) throw throttled(wait);
+ */
+export async function checkAndRecordLoginFailure(db: Kysely<Database>, keys: readonly string[], now: Date): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    await lockKeys(trx, keys);
+    const wait = await loginRetryAfter(trx, keys, now);
+    if (wait === 0) await recordLoginFailure(trx, keys, now);
+    return wait;
+  });
+}
+
+async function lockKeys(trx: Transaction<Database>, keys: readonly string[]): Promise<void> {
+  if (!isPostgres(trx)) return;
+  // The schema is part of the lock key: servers on other schemas of one database do not contend.
+  for (const key of [...new Set(keys)].sort()) {
+    await sql`SELECT pg_advisory_xact_lock(hashtext(current_schema() || ' login_failure ' || ${key}))`.execute(trx);
+  }
+}
+
 /** Seconds the attempt must wait (the longest over its keys), or 0 when it may be evaluated. */
-export async function loginRetryAfter(db: Kysely<Database>, keys: readonly string[], now: Date): Promise<number> {
+async function loginRetryAfter(db: Kysely<Database>, keys: readonly string[], now: Date): Promise<number> {
   const cutoff = new Date(now.getTime() - LOGIN_FAILURE_WINDOW_MS).toISOString();
   const rows = await db
     .selectFrom('login_failure')
@@ -67,15 +99,13 @@ export async function loginRetryAfter(db: Kysely<Database>, keys: readonly strin
 }
 
 /** Records one failed attempt under every key and prunes failures that left the window. */
-export async function recordLoginFailure(db: Kysely<Database>, keys: readonly string[], now: Date): Promise<void> {
+async function recordLoginFailure(trx: Transaction<Database>, keys: readonly string[], now: Date): Promise<void> {
   const time = now.toISOString();
   const cutoff = new Date(now.getTime() - LOGIN_FAILURE_WINDOW_MS).toISOString();
-  await db.transaction().execute(async (trx) => {
-    // Pruning on every failure keeps the table at most one window's worth of failures.
-    await trx.deleteFrom('login_failure').where('time', '<=', cutoff).execute();
-    await trx
-      .insertInto('login_failure')
-      .values(keys.map((key) => ({ key, time })))
-      .execute();
-  });
+  // Pruning on every failure keeps the table at most one window's worth of failures.
+  await trx.deleteFrom('login_failure').where('time', '<=', cutoff).execute();
+  await trx
+    .insertInto('login_failure')
+    .values(keys.map((key) => ({ key, time })))
+    .execute();
 }

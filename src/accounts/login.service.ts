@@ -12,7 +12,7 @@ import { ApiError } from '../domain/errors.js';
 import { formatDanubeTime } from '../domain/time.js';
 import { validateFields, type FieldErrors } from '../domain/validate.js';
 import { hashKey, hashPassword, newSecret, verifyPassword } from './secrets.js';
-import { loginRetryAfter, recordLoginFailure, throttleKeys } from './login-throttle.js';
+import { checkAndRecordLoginFailure, throttleKeys } from './login-throttle.js';
 import * as repo from './account.repository.js';
 
 export const TOKEN_LIFETIME_S = 3600;
@@ -51,10 +51,8 @@ export async function login(ctx: AppContext, data: Record<string, unknown>, addr
   const valid = user?.password_hash ? await verifyPassword(password, user.password_hash) : (await verifyPassword(password, await DUMMY_HASH)) && false;
   const now = ctx.clock.now();
   if (!user || !valid || user.id === SYSTEM_USER_ID) {
-    const keys = throttleKeys(username, address);
-    const wait = await loginRetryAfter(ctx.db, keys, now);
+    const wait = await checkAndRecordLoginFailure(ctx.db, throttleKeys(username, address), now);
     if (wait > 0) throw throttled(wait);
-    await recordLoginFailure(ctx.db, keys, now);
     return { ok: false, detail: LOGIN_FAILED };
   }
   if (user.is_active !== 1) return { ok: false, detail: LOGIN_DISABLED };

@@ -195,6 +195,18 @@ forEachDb('accounts: login and authentication', (kind) => {
       for (let i = 0; i < 60; i++) expect((await s.req('GET', '/api/accounts/user/thr1/')).status).toBe(200);
     });
 
+    it('evaluates exactly 10 of 100 parallel wrong logins for one user from 100 addresses', async () => {
+      expect((await s.req('POST', '/api/accounts/user/thr3/', { body: { password: 'thr3-secret-pw' } })).status).toBe(201);
+      const answers = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => loginFrom(s, `127.0.1.${i + 1}`, { username: 'thr3', password: `wrong-${i}` })),
+      );
+      const statuses = answers.map((a) => a.status);
+      expect(statuses.filter((x) => x === 400)).toHaveLength(10);
+      expect(statuses.filter((x) => x === 429)).toHaveLength(90);
+      const recorded = await s.runtime.ctx.db.selectFrom('login_failure').select('key').where('key', '=', 'user:thr3').execute();
+      expect(recorded).toHaveLength(10);
+    });
+
     it('shares the throttle between server processes on one database', async () => {
       const info = (s as unknown as { dbInfo: { databaseUrl: string; searchPath?: string; storageRoot: string } }).dbInfo;
       const second = await startTestServer(kind, { clock, reuse: info });
