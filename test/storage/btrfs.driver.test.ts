@@ -223,8 +223,10 @@ describe('btrfs driver on a loop-mounted btrfs', async () => {
       // Snapshots first, the disk last: a crash in between leaves a disk that a retry deletes.
       expect(argv.slice(4, -1).sort()).toEqual(['as-3', 'es-1', 'es-2'].map((id) => join(snapDir(), id)));
       expect(argv.at(-1)).toBe(subvol());
-      expect(await readdir(join(e().root, 'vm1'))).toEqual([]);
+      // The folder it lay in went with it (empty now), not the storage root.
+      await expect(readdir(join(e().root, 'vm1'))).rejects.toMatchObject({ code: 'ENOENT' });
       await expect(readdir(snapDir())).rejects.toMatchObject({ code: 'ENOENT' });
+      expect(await readdir(e().root)).toContain('.snapshots');
     });
 
     it('refuses bad names before any command runs', async () => {

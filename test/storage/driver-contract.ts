@@ -26,6 +26,8 @@ export interface ContractTarget {
   readonly sizesKnown?: boolean;
   /** A description of everything on the storage, to prove a refused call changed nothing. */
   fingerprint?(): Promise<string>;
+  /** A disk may lie below another disk's path (zfs: a child dataset); elsewhere that path is taken. */
+  readonly disksNest?: boolean;
   cleanup(): Promise<void>;
 }
 
@@ -318,6 +320,38 @@ export function driverContract(label: string, setup: () => Promise<ContractTarge
       expect(await driver().list(d)).toEqual([]); // no snapshot comes back with a new disk of that name
       expect((await driver().list(other)).map((s) => s.name)).toEqual(['other']);
       await expectMarks(other, 2);
+    });
+
+    it('deleteDisk of a nested path leaves no empty folder behind, and keeps the folders other disks use', async () => {
+      const keep = await newDisk('nestdir/keep', 2);
+      const before = await target().fingerprint?.();
+      const d = await newDisk('nestdir/a/b/img', 1);
+      await driver().create(d, 'es-1', { name: 'one' });
+      await driver().deleteDisk(d);
+      expect(await driver().diskExists(d)).toBe(false);
+      expect(await target().fingerprint?.()).toEqual(before);
+      await expectMarks(keep, 2);
+      // The same path can be created again.
+      await driver().createDisk(d);
+      expect(await driver().list(d)).toEqual([]);
+    });
+
+    it('a path below another disk, or above one, is taken: one message that names nothing that is there', async () => {
+      const d = await newDisk('vm1/disk0', 1);
+      if (target().disksNest) {
+        await newDisk('vm1/disk0/x', 2); // a child dataset: both disks keep their bytes
+        await expectMarks(d, 1);
+        return;
+      }
+      const before = await state([d]);
+      for (const path of ['vm1/disk0/x', 'vm1/disk0/a/b', 'vm1']) {
+        const err = await driver().createDisk(disk(path)).then(() => null, (e: unknown) => e);
+        expect(err, path).toBeInstanceOf(StorageError);
+        expect((err as StorageError).code).toBe('invalid_name');
+        expect((err as Error).message).toBe(`Disk path ${path} is not available: it, or a folder on it, is already taken`);
+      }
+      expect(await state([d])).toEqual(before);
+      await expectMarks(d, 1);
     });
 
     it('reports storage size and free bytes', async () => {

@@ -129,7 +129,7 @@ describe('zfs driver on a zfs-fuse pool', async () => {
 
   driverContract('zfs on zfs-fuse', async (): Promise<ContractTarget> => {
     const env = await zfsEnv(p());
-    return { driver: env.driver, io: env.io, sizesKnown: true, fingerprint: () => env.fingerprint(), cleanup: () => env.cleanup() };
+    return { driver: env.driver, io: env.io, sizesKnown: true, disksNest: true, fingerprint: () => env.fingerprint(), cleanup: () => env.cleanup() };
   });
 
   describe('zfs specifics', () => {

@@ -40,7 +40,7 @@ import {
   type StorageDriver,
   type StorageStats,
 } from '../driver.js';
-import { code, rootStats } from '../fs-root.js';
+import { code, diskPathTaken, isPathTaken, removeEmptyParents, rootStats } from '../fs-root.js';
 import type { CommandRunner, RunResult } from '../runner.js';
 import { btrfsError, type BtrfsContext } from './btrfs.errors.js';
 import {
@@ -150,12 +150,23 @@ export class BtrfsDriver implements StorageDriver {
     const p = this.paths(disk);
     const st = await lstatOrNull(p.subvol);
     if (st === null) {
-      await mkdir(dirname(p.subvol), { recursive: true }).catch((err: unknown) => fail(err, `cannot create disk ${disk.path}`));
       // An index left by a deleteDisk cut short must not name this disk's snapshots.
       await unlinkQuiet(join(p.snapDir, INDEX_FILE)).catch((err: unknown) => fail(err, `cannot create disk ${disk.path}`));
-      await this.btrfs(['btrfs', 'subvolume', 'create', p.subvol]);
+      for (let attempt = 0; ; attempt++) {
+        await mkdir(dirname(p.subvol), { recursive: true }).catch((err: unknown) => {
+          if (isPathTaken(err)) throw diskPathTaken(disk.path, err);
+          fail(err, `cannot create disk ${disk.path}`);
+        });
+        try {
+          await this.btrfs(['btrfs', 'subvolume', 'create', p.subvol]);
+          break;
+        } catch (err) {
+          // A delete of another disk removed the folder, empty until now (removeEmptyParents): again, once.
+          if (attempt > 0 || (await lstatOrNull(dirname(p.subvol))) !== null) throw err;
+        }
+      }
     } else if (!isSubvolume(st)) {
-      throw new StorageError('backend', `${disk.path} exists and is not a disk subvolume`);
+      throw diskPathTaken(disk.path);
     }
     // A subvolume without an image is a createDisk that crashed half way: finish it.
     try {
@@ -166,7 +177,7 @@ export class BtrfsDriver implements StorageDriver {
         await unlink(p.image).catch(() => undefined);
         fail(err, `cannot create disk ${disk.path}`);
       }
-      if (!(await lstatOrNull(p.image))?.isFile()) throw new StorageError('backend', `${p.image} exists and is not a file`);
+      if (!(await lstatOrNull(p.image))?.isFile()) throw diskPathTaken(disk.path);
     }
   }
 
@@ -182,6 +193,8 @@ export class BtrfsDriver implements StorageDriver {
       }
       // Still holds the folders of disks below this path (not ours), or never existed.
       await rmdir(p.snapDir).catch(() => undefined);
+      await removeEmptyParents(p.snapDir, join(this.root, SNAPSHOT_DIR));
+      await removeEmptyParents(p.subvol, this.root);
     } catch (err) {
       fail(err, `cannot delete disk ${disk.path}`);
     }
@@ -418,8 +431,8 @@ export class BtrfsDriver implements StorageDriver {
       const st = lstatSyncOrNull(path);
       if (st === null) return; // the rest does not exist yet
       if (st.isSymbolicLink()) throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} leads outside the storage root`);
-      if (disks && isSubvolume(st)) throw new StorageError('invalid_name', `Disk path ${JSON.stringify(disk.path)} is inside another disk`);
-      if (!st.isDirectory()) throw new StorageError('backend', `${path} is not a folder`);
+      // Another disk's subvolume or a file on the way: the one "taken" answer, naming neither.
+      if ((disks && isSubvolume(st)) || !st.isDirectory()) throw diskPathTaken(disk.path);
     }
   }
 

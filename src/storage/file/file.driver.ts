@@ -34,7 +34,7 @@ import {
   type StorageDriver,
   type StorageStats,
 } from '../driver.js';
-import { code, fail, rootStats } from '../fs-root.js';
+import { code, diskPathTaken, fail, isPathTaken, removeEmptyParents, rootStats } from '../fs-root.js';
 import type { CommandRunner } from '../runner.js';
 
 export interface FileDriverOptions {
@@ -104,8 +104,7 @@ export class FileDriver implements StorageDriver {
     }
     const { image } = await this.paths(disk);
     try {
-      await mkdir(dirname(image), { recursive: true });
-      const fh = await open(image, 'wx');
+      const fh = await openNew(image);
       try {
         await fh.truncate(size); // sparse: no data blocks are written
       } catch (err) {
@@ -115,8 +114,10 @@ export class FileDriver implements StorageDriver {
       }
       await fh.close();
     } catch (err) {
-      if (code(err) !== 'EEXIST') fail(err, `cannot create disk ${disk.path}`);
-      if (!(await statOrNull(image))?.isFile()) throw new StorageError('backend', `${disk.path} exists and is not a file`);
+      // An image already there is adopted (a retried create); anything else in the way is "taken".
+      if (code(err) === 'EEXIST' && (await statOrNull(image))?.isFile()) return;
+      if (isPathTaken(err)) throw diskPathTaken(disk.path, err);
+      fail(err, `cannot create disk ${disk.path}`);
     }
   }
 
@@ -130,10 +131,12 @@ export class FileDriver implements StorageDriver {
         if (!entry.isDirectory()) await unlinkQuiet(join(snapDir, entry.name));
       }
       await rmdir(snapDir).catch(() => undefined); // still holds other disks' folders, or never existed
+      await removeEmptyParents(snapDir, join(this.root, SNAPSHOT_DIR));
       // EISDIR: the path is a folder of other disks, not a disk; nothing of this disk is left.
       await unlink(image).catch((err: unknown) => {
         if (!['ENOENT', 'ENOTDIR', 'EISDIR'].includes(code(err) ?? '')) throw err;
       });
+      await removeEmptyParents(image, this.root);
     } catch (err) {
       fail(err, `cannot delete disk ${disk.path}`);
     }
@@ -380,6 +383,22 @@ async function realpathOfExisting(path: string): Promise<string> {
     } catch (err) {
       const c = code(err);
       if ((c !== 'ENOENT' && c !== 'ENOTDIR') || dirname(p) === p) fail(err, `cannot resolve ${path}`);
+    }
+  }
+}
+
+/**
+ * Creates the folders of `image` and the image itself (`wx`: never an existing one). A delete of
+ * another disk removing an empty folder between the two (removeEmptyParents) makes the open fail
+ * with ENOENT: the folders are made again, once.
+ */
+async function openNew(image: string) {
+  for (let attempt = 0; ; attempt++) {
+    await mkdir(dirname(image), { recursive: true });
+    try {
+      return await open(image, 'wx');
+    } catch (err) {
+      if (code(err) !== 'ENOENT' || attempt > 0) throw err;
     }
   }
 }

@@ -39,7 +39,7 @@ import {
   type StorageDriver,
   type StorageStats,
 } from '../driver.js';
-import { code, fail, rootStats } from '../fs-root.js';
+import { code, diskPathTaken, fail, isPathTaken, removeEmptyParents, rootStats } from '../fs-root.js';
 import { assertDiskNotInUse } from '../in-use.js';
 import type { CommandRunner, RunResult } from '../runner.js';
 import { qemuToolError, qmpError } from './qcow2.errors.js';
@@ -129,8 +129,16 @@ export class Qcow2Driver implements StorageDriver {
     // crash right here can leave it behind, and nothing ever reads it.
     const tmp = join(dirname(image), `.${basename(image)}.tmp-${randomBytes(6).toString('hex')}`);
     try {
-      await mkdir(dirname(image), { recursive: true });
-      await this.tool(argv.create(tmp, size), `cannot create disk ${disk.path}`);
+      for (let attempt = 0; ; attempt++) {
+        await mkdir(dirname(image), { recursive: true });
+        try {
+          await this.tool(argv.create(tmp, size), `cannot create disk ${disk.path}`);
+          break;
+        } catch (err) {
+          // A delete of another disk removed the folder, empty until now (removeEmptyParents): again, once.
+          if (attempt > 0 || statOrNull(dirname(image))) throw err;
+        }
+      }
       await link(tmp, image).then(
         () => removeNames(meta), // names of an earlier disk of that path must not come back
         (err: unknown) => {
@@ -138,6 +146,7 @@ export class Qcow2Driver implements StorageDriver {
         },
       );
     } catch (err) {
+      if (isPathTaken(err)) throw diskPathTaken(disk.path, err);
       fail(err, `cannot create disk ${disk.path}`);
     } finally {
       await unlink(tmp).catch(() => undefined);
@@ -154,8 +163,10 @@ export class Qcow2Driver implements StorageDriver {
       await unlink(image).catch((err: unknown) => {
         if (!['ENOENT', 'ENOTDIR', 'EISDIR'].includes(code(err) ?? '')) throw err;
       });
+      await removeEmptyParents(image, this.root);
       await removeNames(meta);
       await rmdir(meta).catch(() => undefined); // holds other disks' folders, or never existed
+      await removeEmptyParents(meta, join(this.root, META_DIR));
     } catch (err) {
       fail(err, `cannot delete disk ${disk.path}`);
     }
@@ -382,7 +393,7 @@ export class Qcow2Driver implements StorageDriver {
   }
 
   private requireFile(image: string, disk: DiskRef): void {
-    if (!statOrNull(image)?.isFile()) throw new StorageError('backend', `${disk.path} exists and is not a file`);
+    if (!statOrNull(image)?.isFile()) throw diskPathTaken(disk.path);
   }
 
   private requireSnapshot(info: QcowInfo, id: string, disk: DiskRef): Promise<void> {

@@ -20,7 +20,7 @@
  *   await driver.createDisk({ path: 'web01-disk0', sizeBytes: 10 * 2 ** 30 });
  *   await driver.create({ path: 'web01-disk0' }, 'es-1', { name: 'before-upgrade' });
  */
-import { open, stat, unlink } from 'node:fs/promises';
+import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -36,6 +36,7 @@ import {
 } from '../driver.js';
 import type { AtomicSnapshotItem, AtomicSnapshots } from '../capabilities.js';
 import type { CommandRunner, RunResult } from '../runner.js';
+import { diskPathTaken } from '../fs-root.js';
 import {
   destroyCommands,
   detectCapabilities,
@@ -172,7 +173,7 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
       const image = await this.imagePath(ds);
       const fh = await open(image, 'wx').catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? null : Promise.reject(err)));
       if (fh === null) {
-        if (!(await stat(image)).isFile()) throw new StorageError('backend', `${image} exists and is not a file`);
+        if (!(await stat(image)).isFile()) throw diskPathTaken(disk.path);
         return;
       }
       try {
@@ -195,6 +196,7 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     if (children === null) return; // already gone: a retried delete succeeds
     if (children.length === 0) {
       await this.zfs(['zfs', 'destroy', '-r', ds]);
+      await this.destroyEmptyParents(ds);
       return;
     }
     // The dataset also holds other disks: remove only what belongs to this one.
@@ -450,6 +452,26 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
   }
 
   /** Child filesystems of `ds` ([] for a plain disk), or null when `ds` does not exist. */
+  /**
+   * The datasets createDisk made above a nested disk (`nestdir/a/b/img`) go with its last disk: each
+   * parent below the storage's dataset that has no child dataset, no snapshot and nothing in its
+   * folder is destroyed, nearest first; the first one still in use ends the walk. `destroy` without
+   * `-r` refuses a dataset that got a child meanwhile.
+   */
+  private async destroyEmptyParents(ds: string): Promise<void> {
+    for (let p = ds.slice(0, ds.lastIndexOf('/')); p.startsWith(`${this.dataset}/`); p = p.slice(0, p.lastIndexOf('/'))) {
+      const children = await this.childDatasets(p);
+      if (children === null) continue;
+      if (children.length > 0) return;
+      const snapshots = await this.zfs(['zfs', 'list', '-H', '-o', 'name', '-t', 'snapshot', '-d', '1', p]);
+      if (snapshots.stdout.trim() !== '') return;
+      const props = await this.getProps(p, ['mountpoint', 'mounted']);
+      const mountpoint = props.get('mountpoint') ?? '';
+      if (props.get('mounted') !== 'yes' || !isAbsolute(mountpoint) || (await readdir(mountpoint)).length > 0) return;
+      await this.zfs(['zfs', 'destroy', p]);
+    }
+  }
+
   private async childDatasets(ds: string): Promise<string[] | null> {
     try {
       const out = await this.zfs(['zfs', 'list', '-H', '-o', 'name', '-r', '-d', '1', '-t', 'filesystem,volume', ds]);
