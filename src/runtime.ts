@@ -26,6 +26,7 @@ import type { CommandRunner } from './storage/runner.js';
 import { NodeCommandRunner } from './storage/node-runner.js';
 import { registerNode, updateStorageUsage } from './nodes/node.repository.js';
 import { startUsageRefresh } from './nodes/storage.usage.js';
+import { localHeartbeat } from './nodes/node.heartbeat.js';
 import { attachCapacity, DEFAULT_MIN_FREE_PERCENT } from './snapshots/capacity.js';
 import type { Ticker } from './tasks/ticker.js';
 import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
@@ -181,6 +182,9 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     if (opts.scheduler ?? true) scheduler.start();
     // The local agent's periodic usage report (src/nodes/storage.usage.ts); started last, as nothing fails after it.
     const usageRefresh: Ticker | null = agent ? startUsageRefresh(agent, log) : null;
+    // Embedded mode's local node beats too (cluster mode's does in prepareLocalAgent): its
+    // last_heartbeat would otherwise stay at the start time, and the UI show it long silent.
+    const embeddedHeartbeat: Ticker | null = agent && !cluster ? localHeartbeat(ctx, opts.node, silenceS) : null;
     housekeeping.start();
     return {
       ctx,
@@ -203,6 +207,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         await closeHttp(app, ctx);
         await schedulerStopped;
         await usageRefresh?.stop();
+        await embeddedHeartbeat?.stop();
         await housekeeping.stop();
         // The running tasks finish and their ends are recorded.
         await drained;

@@ -111,6 +111,8 @@ export interface ServerOptions {
    */
   scheduler?: boolean;
   scheduleRetryS?: number;
+  /** Heartbeat silence of a node (its local agent beats every third of it). */
+  nodeSilenceS?: number;
   alertWebhook?: string;
   metricsPublic?: boolean;
   log?: Logger;
@@ -156,6 +158,7 @@ export async function startTestServer(kind: TestDb, opts: ServerOptions = {}): P
     ...(opts.clock ? { clock: opts.clock } : {}),
     scheduler: opts.scheduler ?? false,
     ...(opts.scheduleRetryS !== undefined ? { scheduleRetryS: opts.scheduleRetryS } : {}),
+    ...(opts.nodeSilenceS !== undefined ? { nodeSilenceS: opts.nodeSilenceS } : {}),
     ...(opts.alertWebhook !== undefined ? { alertWebhook: opts.alertWebhook } : {}),
     ...(opts.metricsPublic !== undefined ? { metricsPublic: opts.metricsPublic } : {}),
     ...(opts.log ? { log: opts.log } : {}),
