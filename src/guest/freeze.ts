@@ -31,6 +31,13 @@ import type { Logger } from '../app-context.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, QgaClient, QgaError, SYNC_ATTEMPTS, SYNC_TIMEOUT_MS } from './qga.js';
 
 export interface FreezeTimeouts {
+  /**
+   * Before the freeze, connecting and the first `guest-sync` answer together. Default
+   * GUEST_ANSWER_MS: a working qemu-ga answers in milliseconds, and a socket that never answers
+   * must give the node's agent slot back soon, not after the whole sync budget (one VM could
+   * otherwise hold every slot of its node). The freeze budget starts once the agent answered.
+   */
+  readonly answerMs?: number;
   /** Connecting to the socket, per connection. Default 5 s. */
   readonly connectMs?: number;
   /** All `guest-sync` attempts of one phase together (16 attempts). Default 30 s. */
@@ -61,6 +68,8 @@ export interface FreezeOutcome<T> {
 }
 
 export const DEFAULT_FREEZE_LIMIT_MS = 60_000;
+/** How long a guest socket may stay silent before esnap gives up on it (see FreezeTimeouts.answerMs). */
+export const GUEST_ANSWER_MS = 3_000;
 export const SOCKET_NOT_FOUND = 'guest agent socket not found';
 const THAW_ATTEMPTS = 3;
 const THAW_RETRY_DELAY_MS = 500;
@@ -170,8 +179,9 @@ async function freezeGuest(p: FreezeParams, t: Resolved, freezeMs: number): Prom
   let qga: QgaClient | null = null;
   let sent = false;
   try {
-    qga = await QgaClient.connect(p.socket, { timeoutMs: t.connectMs });
-    await qga.sync(syncOptions(t));
+    const answerBy = Date.now() + t.answerMs;
+    qga = await QgaClient.connect(p.socket, { timeoutMs: Math.min(t.connectMs, t.answerMs) });
+    await qga.sync(syncOptions(t, Math.max(1, Math.min(t.syncMs, answerBy - Date.now()))));
     sent = true;
     const count = await qga.fsfreezeFreeze({ timeoutMs: freezeMs });
     // Danube: a return value below 1 is a failure (nothing was frozen), but it still thaws.
@@ -214,8 +224,8 @@ async function thawGuest(p: FreezeParams, t: Resolved, frozenCount: number): Pro
   return last;
 }
 
-function syncOptions(t: Resolved): { attempts: number; attemptTimeoutMs: number } {
-  return { attempts: SYNC_ATTEMPTS, attemptTimeoutMs: Math.max(1, Math.ceil(t.syncMs / SYNC_ATTEMPTS)) };
+function syncOptions(t: Resolved, budgetMs = t.syncMs): { attempts: number; attemptTimeoutMs: number } {
+  return { attempts: SYNC_ATTEMPTS, attemptTimeoutMs: Math.max(1, Math.ceil(budgetMs / SYNC_ATTEMPTS)) };
 }
 
 function resolveTimeouts(p: FreezeParams): Resolved {
@@ -224,12 +234,13 @@ function resolveTimeouts(p: FreezeParams): Resolved {
   const syncMs = o.syncMs ?? SYNC_TIMEOUT_MS;
   const freezeMs = o.freezeMs ?? 120_000;
   const thawMs = o.thawMs ?? 30_000;
+  const answerMs = o.answerMs ?? GUEST_ANSWER_MS;
   // The longest another freeze of this guest can hold the lock: its freeze (within the limit) and
   // every thaw attempt, each with connect and sync.
   const lockMs =
     o.lockMs ??
-    connectMs + syncMs + p.limitMs + THAW_ATTEMPTS * (connectMs + syncMs + thawMs + THAW_RETRY_DELAY_MS) + 5_000;
-  return { connectMs, syncMs, freezeMs, thawMs, lockMs };
+    answerMs + p.limitMs + THAW_ATTEMPTS * (connectMs + syncMs + thawMs + THAW_RETRY_DELAY_MS) + 5_000;
+  return { answerMs, connectMs, syncMs, freezeMs, thawMs, lockMs };
 }
 
 // ---- the lock file -------------------------------------------------------------------------

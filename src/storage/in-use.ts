@@ -29,7 +29,8 @@ import { argv as qemuArgv } from './qcow2/qcow2.image.js';
 import type { CommandRunner } from './runner.js';
 
 export const NOT_STOPPED = 'VM is not stopped';
-const DEFAULT_QMP_TIMEOUT_MS = 5_000;
+// Short: QEMU greets at once, and a silent socket must not hold the node's agent slot for long.
+const DEFAULT_QMP_TIMEOUT_MS = 3_000;
 const PROBE_TIMEOUT_MS = 60_000;
 
 export interface DiskInUseQuery {

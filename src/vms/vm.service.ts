@@ -182,8 +182,14 @@ export async function parseDefine(
   for (const key of ['qmp_socket', 'qga_socket'] as const) {
     if (!has(input, key)) continue;
     const r = socketField(input[key]);
-    if ('errors' in r) errors[key] = r.errors;
-    else out[key] = r.value;
+    if ('errors' in r) {
+      errors[key] = r.errors;
+      continue;
+    }
+    // The node's agent connects to these sockets and talks QMP/guest-agent on them: only the super
+    // admin may point it somewhere (second-wave decision). Sending the value it has is no change.
+    if (!caller.isSuperAdmin && r.value !== (current?.[key] ?? null)) throw apiError('noPermission');
+    out[key] = r.value;
   }
 
   for (const l of LIMITS) {

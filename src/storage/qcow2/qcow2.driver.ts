@@ -83,7 +83,8 @@ export class Qcow2Driver implements StorageDriver {
     this.runner = opts.runner;
     this.copyTimeoutMs = opts.copyTimeoutMs ?? 6 * 3600_000;
     this.commandTimeoutMs = opts.commandTimeoutMs ?? 10 * 60_000;
-    this.qmpTimeoutMs = opts.qmpTimeoutMs ?? 5_000;
+    // Short: QEMU greets at once, and a silent socket must not hold the node's agent slot for long.
+    this.qmpTimeoutMs = opts.qmpTimeoutMs ?? 3_000;
   }
 
   get capabilities(): DriverCapabilities {
