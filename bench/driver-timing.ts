@@ -30,3 +30,13 @@ export function report(label: string, driver: number[], baseline: number[], labe
       `(mean ${b.mean.toFixed(2)}), ${difference} ${overhead >= 0 ? '+' : ''}${overhead.toFixed(1)} %`,
   );
 }
+
+/**
+ * Runs round `round`'s steps as a rotation starting at step `round % n`, so over the rounds each
+ * side goes first equally often: the first of back-to-back runs on one image or pool pays for cold
+ * caches and metadata that the next one finds warm. Example:
+ *   for (let i = 0; i < 30; i++) await rotated(i, [() => viaDriver(i), () => bare(i)]);
+ */
+export async function rotated(round: number, steps: ReadonlyArray<() => Promise<unknown>>): Promise<void> {
+  for (let k = 0; k < steps.length; k++) await steps[(round + k) % steps.length]!();
+}

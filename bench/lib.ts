@@ -1,5 +1,6 @@
-/** Small helpers for the benchmarks: a keep-alive HTTP load loop and percentiles. */
+/** Small helpers for the benchmarks: a keep-alive HTTP load loop (in this process or a child) and percentiles. */
 import http from 'node:http';
+import { execFile } from 'node:child_process';
 
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -43,6 +44,25 @@ export async function load(url: string, headers: Record<string, string>, seconds
   agent.destroy();
   latencies.sort((a, b) => a - b);
   return { requests: latencies.length, seconds: secs, rps: latencies.length / secs, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+}
+
+/** `load` run by bench/load-child.js in a process of its own (its CPU is not the measured server's). */
+export function loadInChild(url: string, headers: Record<string, string>, seconds: number, concurrency: number): Promise<LoadResult> {
+  const child = new URL('./load-child.js', import.meta.url).pathname;
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [child, url, String(seconds), String(concurrency), JSON.stringify(headers)], (err, stdout, stderr) => {
+      if (err) reject(new Error(`load generator failed: ${stderr || err.message}`));
+      else resolve(JSON.parse(stdout) as LoadResult);
+    });
+  });
+}
+
+/** Sums rounds of `load`: requests over seconds, and the median of the rounds' percentiles. */
+export function combine(rounds: readonly LoadResult[]): LoadResult {
+  const requests = rounds.reduce((n, r) => n + r.requests, 0);
+  const seconds = rounds.reduce((n, r) => n + r.seconds, 0);
+  const mid = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
+  return { requests, seconds, rps: requests / seconds, p50: mid(rounds.map((r) => r.p50)), p99: mid(rounds.map((r) => r.p99)) };
 }
 
 export function fmt(n: number, digits = 1): string {

@@ -25,7 +25,7 @@ import { NodeCommandRunner } from '../src/storage/node-runner.js';
 import { Qcow2Driver } from '../src/storage/qcow2/qcow2.driver.js';
 import { argv, batchInput } from '../src/storage/qcow2/qcow2.image.js';
 import type { CommandRunner, RunOptions, RunResult } from '../src/storage/runner.js';
-import { timed } from './driver-timing.js';
+import { rotated, timed } from './driver-timing.js';
 
 const runner = new NodeCommandRunner();
 const ENV = { LC_ALL: 'C' };
@@ -87,18 +87,27 @@ export async function run(): Promise<void> {
     const tBare: number[] = [];
     const tBareC: number[] = [];
     const tBareD: number[] = [];
-    for (let i = 1; i <= 30; i++) {
-      tDriver.push(await timed(() => driver.create(a, `es-${i}`, { name: `n${i}` })));
-      tBare.push(await timed(() =>
-        sh(argv.storageDaemon(join(dir, b.path), 'esnap'), batchInput([{ execute: 'blockdev-snapshot-internal-sync', arguments: { device: 'esnap', name: `es-${i}` } }])),
-      ));
-      tBareC.push(await timed(() => sh(argv.snapshotCreate(join(dir, c.path), `es-${i}`))));
-      tBareD.push(await timed(async () => {
-        JSON.parse((await sh(argv.info(join(dir, d4.path)))).stdout);
-        await sh(argv.snapshotCreate(join(dir, d4.path), `es-${i}`));
-      }));
+    // The four sides take turns going first (rotated).
+    for (let i = 1; i <= 32; i++) {
+      await rotated(i, [
+        async () => tDriver.push(await timed(() => driver.create(a, `es-${i}`, { name: `n${i}` }))),
+        async () =>
+          tBare.push(
+            await timed(() =>
+              sh(argv.storageDaemon(join(dir, b.path), 'esnap'), batchInput([{ execute: 'blockdev-snapshot-internal-sync', arguments: { device: 'esnap', name: `es-${i}` } }])),
+            ),
+          ),
+        async () => tBareC.push(await timed(() => sh(argv.snapshotCreate(join(dir, c.path), `es-${i}`)))),
+        async () =>
+          tBareD.push(
+            await timed(async () => {
+              JSON.parse((await sh(argv.info(join(dir, d4.path)))).stdout);
+              await sh(argv.snapshotCreate(join(dir, d4.path), `es-${i}`));
+            }),
+          ),
+      ]);
     }
-    report('create one snapshot (median of 30)', 'the same qemu-storage-daemon run', median(tDriver), median(tBare));
+    report('create one snapshot (median of 32)', 'the same qemu-storage-daemon run', median(tDriver), median(tBare));
     report('', 'snapshot -c alone (no tag check)', median(tDriver), median(tBareC));
     report('', 'info -U + snapshot -c (old path)', median(tDriver), median(tBareD));
 

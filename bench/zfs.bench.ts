@@ -15,7 +15,7 @@ import type { RunOptions } from '../src/storage/runner.js';
 import { listCommand, snapshotCommands } from '../src/storage/zfs/zfs.capabilities.js';
 import { ZfsDriver } from '../src/storage/zfs/zfs.driver.js';
 import { makeZfsPool } from '../test/platform/zfs.js';
-import { report, timed } from './driver-timing.js';
+import { report, rotated, timed } from './driver-timing.js';
 
 /** Counts every process the benchmark spawns (driver and bare), to show the driver adds none. */
 let calls = 0;
@@ -43,18 +43,22 @@ export async function run(): Promise<void> {
     const b = disk('b');
     for (const d of [a, b]) await driver.createDisk(d);
 
-    // 1. create one snapshot, alternating driver and bare so drift hits both equally.
+    // 1. create one snapshot, alternating driver and bare so drift hits both equally, and which
+    //    of the two goes first, so the warm second run is not always the bare one.
     const createDriver: number[] = [];
     const createBare: number[] = [];
     for (let i = 1; i <= 50; i++) {
-      createDriver.push(await timed(() => driver.create(a, `es-${i}`, { name: `bench ${i}` })));
-      createBare.push(
-        await timed(async () => {
-          const props = [`es:snapname=bench ${i}`, `es:created=${Date.now()}`];
-          for (const { argv } of snapshotCommands(caps, [`${dataset}/b@es-${i}`], props)) await bare(argv);
-          await bare(['zfs', 'get', '-Hp', '-o', 'name,value', caps.sizeProperty, `${dataset}/b@es-${i}`]);
-        }),
-      );
+      await rotated(i, [
+        async () => createDriver.push(await timed(() => driver.create(a, `es-${i}`, { name: `bench ${i}` }))),
+        async () =>
+          createBare.push(
+            await timed(async () => {
+              const props = [`es:snapname=bench ${i}`, `es:created=${Date.now()}`];
+              for (const { argv } of snapshotCommands(caps, [`${dataset}/b@es-${i}`], props)) await bare(argv);
+              await bare(['zfs', 'get', '-Hp', '-o', 'name,value', caps.sizeProperty, `${dataset}/b@es-${i}`]);
+            }),
+          ),
+      ]);
     }
     report('create one snapshot (50 each)', createDriver, createBare, { difference: 'overhead' });
 

@@ -14,7 +14,9 @@ export interface Clock {
 
 export const systemClock: Clock = { now: () => new Date() };
 
+/** esnap's view of its logger (pino in `esnap`, see src/log.ts); the levels it uses. */
 export interface Logger {
+  debug(obj: unknown, msg?: string): void;
   info(obj: unknown, msg?: string): void;
   warn(obj: unknown, msg?: string): void;
   error(obj: unknown, msg?: string): void;

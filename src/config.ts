@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { createSecureContext } from 'node:tls';
 import { join, resolve } from 'node:path';
 import type { StorageConfig } from './storage/drivers.js';
+import { LOG_LEVELS, type LogLevel } from './log.js';
 
 export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
@@ -40,6 +41,8 @@ export interface Config {
   readonly allowPlaintext: boolean;
   /** ESNAP_MIN_FREE_PERCENT: storage free-space floor for new snapshots, 0–100 (0: off). */
   readonly minFreePercent: number;
+  /** ESNAP_LOG_LEVEL: trace, debug, info (default), warn, error, fatal or silent. */
+  readonly logLevel: LogLevel;
 }
 
 /** `esnap serve`'s configuration: the PEM text of ESNAP_TLS_CERT / ESNAP_TLS_KEY, read and checked. */
@@ -98,6 +101,13 @@ function parsePercent(name: string, v: string | undefined, dflt: number): number
   const n = Number(v);
   if (!/^(\d+(\.\d+)?|\.\d+)$/.test(v.trim()) || n > 100) throw new ConfigError(`${name} must be a number from 0 to 100 (got ${JSON.stringify(v)})`);
   return n;
+}
+
+function parseLogLevel(v: string | undefined): LogLevel {
+  if (v === undefined || v === '') return 'info';
+  const level = LOG_LEVELS.find((l) => l === v.trim().toLowerCase());
+  if (!level) throw new ConfigError(`ESNAP_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')} (got ${JSON.stringify(v)})`);
+  return level;
 }
 
 function parseFlag(name: string, v: string | undefined, dflt: boolean): boolean {
@@ -256,6 +266,7 @@ export function loadConfig(env: Env = process.env): Config {
     tls: parseTls(get('ESNAP_TLS_CERT'), get('ESNAP_TLS_KEY')),
     allowPlaintext: parseFlag('ESNAP_ALLOW_PLAINTEXT', get('ESNAP_ALLOW_PLAINTEXT'), false),
     minFreePercent: parsePercent('ESNAP_MIN_FREE_PERCENT', get('ESNAP_MIN_FREE_PERCENT'), 5),
+    logLevel: parseLogLevel(get('ESNAP_LOG_LEVEL')),
   });
 }
 

@@ -2,7 +2,7 @@
  * Wiring of one esnap server process: database, tasks, queue, the app and (optionally) the local
  * agent. `src/bin/esnap.ts` builds it from the configuration; tests build it directly.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { AppContext, Clock, Logger } from './app-context.js';
 import { systemClock } from './app-context.js';
 import { openDatabase } from './db/dialect.js';
@@ -24,6 +24,7 @@ import { createDriver, type StorageConfig } from './storage/drivers.js';
 import type { StorageDriver } from './storage/driver.js';
 import type { CommandRunner } from './storage/runner.js';
 import { NodeCommandRunner } from './storage/node-runner.js';
+import { logCommands } from './log.js';
 import { registerNode, updateStorageUsage } from './nodes/node.repository.js';
 import { startUsageRefresh } from './nodes/storage.usage.js';
 import { localHeartbeat } from './nodes/node.heartbeat.js';
@@ -49,8 +50,10 @@ export interface RuntimeOptions {
   readonly streamTimeoutS?: number;
   readonly clock?: Clock;
   readonly log?: Logger;
+  /** The one command runner of the local agent and its drivers; by default one that logs each command at debug level. */
   readonly runner?: CommandRunner;
-  readonly httpLogger?: boolean;
+  /** Fastify's logger (pino; `esnap serve` passes the same one as `log`); none when omitted. */
+  readonly httpLogger?: FastifyBaseLogger;
   /** PostgreSQL (cluster mode): a node task nobody took, or whose agent went silent, fails after this (ESNAP_AGENT_DEADLINE_S). */
   readonly agentDeadlineS?: number;
   /** PostgreSQL (cluster mode): heartbeat silence after which a node is unreachable (ESNAP_NODE_SILENCE_S). */
@@ -97,7 +100,7 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export const silentLogger: Logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+export const silentLogger: Logger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
 export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
   const clock = opts.clock ?? systemClock;
@@ -137,7 +140,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     let agent: Agent | null = null;
     const running = new RunningTasks();
     if (opts.localAgent) {
-      const runner = opts.runner ?? new NodeCommandRunner();
+      const runner = opts.runner ?? new NodeCommandRunner({ onRun: logCommands(log) });
       const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
       agent = new Agent(
         opts.node,
@@ -149,7 +152,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
           storageUsage: (usage) => updateStorageUsage(db, opts.node, usage),
         }),
         log,
-        opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {},
+        { runner, ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}) },
       );
       for (const d of drivers.values()) await d.init();
       const stats = await agent.storageStats();
@@ -174,7 +177,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     const app = await buildApp(ctx, {
       views: allViews(),
       extra: extraRoutes(ctx, { metrics, metricsPublic: opts.metricsPublic ?? false }),
-      logger: opts.httpLogger ?? false,
+      ...(opts.httpLogger ? { logger: opts.httpLogger } : {}),
       ...(opts.https ? { https: opts.https } : {}),
     });
     const housekeeping = new Housekeeping(ctx, { retentionDays: opts.taskLogDays ?? DEFAULT_TASKLOG_DAYS });

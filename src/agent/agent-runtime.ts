@@ -26,6 +26,7 @@ import { createDriver, type StorageConfig } from '../storage/drivers.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { NodeCommandRunner } from '../storage/node-runner.js';
+import { logCommands } from '../log.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
 import { Agent, failure, type AgentReporter } from './agent.js';
 import { RunningTasks } from './running-tasks.js';
@@ -120,7 +121,7 @@ export class AgentRuntime {
         await queue.publish(REGISTER_QUEUE, { type: 'usage', node, storages: usage, at: new Date().toISOString() } satisfies RegisterMessage);
       },
     };
-    const runner = opts.runner ?? new NodeCommandRunner();
+    const runner = opts.runner ?? new NodeCommandRunner({ onRun: logCommands(log) });
     const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
     const freeze = opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {};
     const running = new RunningTasks();

@@ -7,7 +7,6 @@ import type { Logger } from '../app-context.js';
 import type { QueueMessage, TaskQueue } from '../queue/queue.js';
 import type { DiskRef, StorageDriver } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
-import { defaultRunner } from '../storage/node-runner.js';
 import { assertDiskNotInUse } from '../storage/in-use.js';
 import { StorageError } from '../storage/driver.js';
 import { atomicSnapshots, planAtomicGroups } from '../storage/capabilities.js';
@@ -43,7 +42,8 @@ export class Agent {
     private readonly queue: TaskQueue,
     private readonly reporter: AgentReporter,
     private readonly log: Logger,
-    private readonly opts: { freezeLimitMs?: number; runner?: CommandRunner } = {},
+    /** `runner` is the process's one command runner (its drivers' own), injected so its hook logs every command. */
+    private readonly opts: { freezeLimitMs?: number; runner: CommandRunner },
   ) {}
 
   #warnedNoProbe = false;
@@ -61,7 +61,7 @@ export class Agent {
         imagePath: image.path,
         format: image.format,
         qmpSocket: disk.qmpSocket ?? null,
-        runner: this.opts.runner ?? defaultRunner,
+        runner: this.opts.runner,
       });
     } catch (err) {
       if (!causedByMissingTool(err)) throw err;

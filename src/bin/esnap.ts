@@ -8,7 +8,8 @@ import { loadConfig, loadServeConfig, ConfigError } from '../config.js';
 import { createRuntime } from '../runtime.js';
 import { AgentRuntime } from '../agent/agent-runtime.js';
 import { bossSchemaForUrl } from '../queue/pgboss.queue.js';
-import type { Logger } from '../app-context.js';
+import type { FastifyInstance } from 'fastify';
+import { createLogger } from '../log.js';
 import { onStopSignals } from './graceful-stop.js';
 import { backupDatabase, BackupError, restoreInstructions } from '../db/backup.js';
 import { NewerSchemaError } from '../db/migrate.js';
@@ -26,27 +27,15 @@ commands:
   help      show this text
 `;
 
-function consoleLogger(): Logger {
-  const line = (level: string, obj: unknown, msg?: string): void => {
-    const rec: Record<string, unknown> = { time: new Date().toISOString(), level };
-    if (msg) rec['msg'] = msg;
-    if (obj instanceof Error) rec['err'] = obj.message;
-    else if (obj && typeof obj === 'object') {
-      for (const [k, v] of Object.entries(obj)) rec[k] = v instanceof Error ? (v.stack ?? v.message) : v;
-    } else if (obj !== undefined) rec['msg'] = String(obj);
-    process.stderr.write(`${JSON.stringify(rec)}\n`);
-  };
-  return {
-    info: (o, m) => line('info', o, m),
-    warn: (o, m) => line('warn', o, m),
-    error: (o, m) => line('error', o, m),
-  };
+function boundPort(app: FastifyInstance): number {
+  const a = app.server.address();
+  return typeof a === 'object' && a ? a.port : 0;
 }
 
 async function serve(): Promise<void> {
   // Includes the refusal of plain HTTP on a non-loopback address, before anything starts.
   const config = loadServeConfig();
-  const log = consoleLogger();
+  const log = createLogger({ level: config.logLevel });
   const runtime = await createRuntime({
     databaseUrl: config.databaseUrl,
     adminApiKey: config.adminApiKey,
@@ -64,25 +53,27 @@ async function serve(): Promise<void> {
     nodeSilenceS: config.nodeSilenceS,
     https: config.https,
     log,
+    httpLogger: log,
   }).catch((err: unknown) => {
     throw explainConnectError(err, config.databaseUrl);
   });
+  // ESNAP_LISTEN's port may be 0 (any free port): the key's example and the start-up line give the bound one.
+  const address = await runtime.app.listen({ host: config.listen.host, port: config.listen.port });
   if (runtime.printedKey) {
     const scheme = config.https ? 'https' : 'http';
     const host = config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host;
     process.stdout.write(
       `\nBootstrap admin created. API key for user "admin" (shown once, store it now):\n\n  ${runtime.printedKey}\n\n` +
-        `Use it as:  curl -H 'ES-API-KEY: ${runtime.printedKey}' ${scheme}://${host}:${config.listen.port}/api/vm/\n\n`,
+        `Use it as:  curl -H 'ES-API-KEY: ${runtime.printedKey}' ${scheme}://${host}:${boundPort(runtime.app)}/api/vm/\n\n`,
     );
   }
-  const address = await runtime.app.listen({ host: config.listen.host, port: config.listen.port });
   log.info({ address, node: config.node, database: config.databaseUrl.replace(/\/\/[^@]*@/, '//***@') }, 'esnap listening');
   onStopSignals(runtime, { graceS: config.stopGraceS, log });
 }
 
 async function agent(): Promise<void> {
   const config = loadConfig();
-  const log = consoleLogger();
+  const log = createLogger({ level: config.logLevel });
   if (!/^postgres(ql)?:\/\//.test(config.databaseUrl)) {
     throw new ConfigError('esnap agent runs in cluster mode: ESNAP_DATABASE_URL must be a postgres:// URL');
   }

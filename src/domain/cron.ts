@@ -206,6 +206,12 @@ function nextTable(values: number[], max: number): Int8Array {
 }
 
 /**
+ * Candidate steps taken by `nextCronRun` in this process: the tests bound the search's work with
+ * it (an operation count holds on a loaded machine; a time limit does not). Nothing else reads it.
+ */
+export const cronSearch = { steps: 0 };
+
+/**
  * The first instant strictly after `after` at which `schedule` fires, reading the schedule in the
  * IANA zone `tz` (default UTC, Danube's only zone). Around a DST change:
  * - a local time skipped by the clock fires once, at the first instant after the gap (the change
@@ -229,6 +235,7 @@ export function nextCronRun(schedule: string, after: Date, tz = 'UTC'): Date {
   const lastYear = new Date(w).getUTCFullYear() + 401;
 
   for (;;) {
+    cronSearch.steps++;
     if (!Number.isFinite(w)) throw new RangeError('Date out of range');
     const d = new Date(w);
     const y = d.getUTCFullYear();

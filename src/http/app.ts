@@ -2,7 +2,7 @@
  * buildApp: the Fastify application with every view, the JSON parser of Danube's contract and the
  * one error handler. It never listens; `src/bin` does.
  */
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AppContext } from '../app-context.js';
 import { ApiError, FailureError } from '../domain/errors.js';
 import { registerViews, type ViewDef, type ViewRequest } from './view.js';
@@ -14,14 +14,29 @@ export interface BuildOptions {
   readonly views: readonly ViewDef[];
   /** Extra routes outside the view system (openapi, health). */
   readonly extra?: (app: FastifyInstance) => void;
-  readonly logger?: boolean;
+  /** Fastify's own logger (pino); its per-request lines go at debug level. */
+  readonly logger?: FastifyBaseLogger;
   /** PEM certificate and key: the server speaks HTTPS (HTTP/1.1, same routes). Fastify takes them only at construction. */
   readonly https?: { readonly cert: string; readonly key: string };
 }
 
+/**
+ * Fastify's two info lines per request would bury the task lines (the audit trail) in journald:
+ * one debug line per completed request instead. Errors reach esnap's own error handler.
+ */
+class DebugRequestLog extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null, request: FastifyRequest, reply: FastifyReply): void {
+    const line = { method: request.method, url: request.url, statusCode: reply.statusCode, durationMs: Math.round(reply.elapsedTime) };
+    if (error) reply.log.warn({ ...line, err: error }, 'request errored');
+    else reply.log.debug(line, 'request');
+  }
+}
+
 export async function buildApp(ctx: AppContext, opts: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: opts.logger ?? false,
+    ...(opts.logger ? { loggerInstance: opts.logger, logController: new DebugRequestLog() } : { logger: false }),
     bodyLimit: BODY_LIMIT,
     routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: false, maxParamLength: 1024 },
     // URLs the router cannot even parse (bad encoding, absurdly long segments) are unknown URLs.

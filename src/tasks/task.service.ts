@@ -254,6 +254,7 @@ export class TaskService {
     let after: (() => Promise<void>) | undefined;
     let finished = false;
     let event: CompletionEvent | undefined;
+    let who: { username: string; object_name: string } | undefined;
     await this.db.transaction().execute(async (trx) => {
       const task = await trx.selectFrom('task').selectAll().where('id', '=', taskId).executeTakeFirst();
       if (!task || FINAL_STATES.has(task.state)) return;
@@ -273,12 +274,14 @@ export class TaskService {
         .executeTakeFirst();
       if (Number(claimed.numUpdatedRows) !== 1) throw new Error(`task ${taskId} ended twice`);
       const detail = typeof result === 'string' ? result : (result.detail ?? result.message);
-      await trx
+      const logged = await trx
         .updateTable('task_log')
         .set({ status: state, time: now, detail: task.log_detail + (state === 'SUCCESS' ? '' : detail ? `. Error: ${detail}` : '') })
         .where('task_id', '=', taskId)
-        .execute();
+        .returning(['username', 'object_name'])
+        .executeTakeFirst();
       event = { task: { ...task, state, result: JSON.stringify(result), finished: now }, state, result };
+      who = logged;
       for (const l of this.#listeners) {
         if (!l.inTransaction) continue;
         await sql`SAVEPOINT esnap_listener`.execute(trx);
@@ -298,6 +301,7 @@ export class TaskService {
       finished = true;
     });
     if (!finished) return;
+    this.#audit(event!, who);
     for (const l of this.#listeners) {
       try {
         await l.committed?.(event!);
@@ -313,6 +317,27 @@ export class TaskService {
         this.log.error({ err, taskId }, 'step after task completion failed');
       }
     }
+  }
+
+  /**
+   * The task's one line on standard output when it ends (`journalctl -u esnap` as an audit trail):
+   * info for a success, warning with the cause otherwise. `who` is its task-log entry (user name,
+   * VM host name), absent only if housekeeping removed it.
+   */
+  #audit(event: CompletionEvent, who: { username: string; object_name: string } | undefined): void {
+    const { task, state, result } = event;
+    const line = {
+      taskId: task.id,
+      user: who?.username ?? `#${task.user_id}`,
+      vm: task.vm_uuid === null ? null : (who?.object_name ?? task.vm_uuid),
+      vmUuid: task.vm_uuid,
+      operation: task.kind,
+      action: task.log_msg,
+      outcome: state,
+      durationMs: Date.parse(task.finished!) - Date.parse(task.created),
+    };
+    if (state === 'SUCCESS') this.log.info(line, 'task ended');
+    else this.log.warn({ ...line, cause: typeof result === 'string' ? result : (result.detail ?? result.message) }, 'task ended');
   }
 
   async get(taskId: string): Promise<TaskRow | undefined> {

@@ -2,23 +2,23 @@
 import { describe, expect, it } from 'vitest';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort, runEsnap, startServe } from '../helpers/esnap-process.js';
+import { runEsnap, startServe } from '../helpers/esnap-process.js';
 import { useTempDirs } from '../helpers/temp-dirs.js';
 
-/** `esnap serve` on `port` with a fresh or reused data dir and nothing else configured. */
-const serve = (dataDir: string, port: number) => startServe({ ESNAP_DATA_DIR: dataDir, ESNAP_NODE: 'testnode' }, { port });
+/** `esnap serve` on a port of its choosing with a fresh or reused data dir and nothing else configured. */
+const serve = (dataDir: string) => startServe({ ESNAP_DATA_DIR: dataDir, ESNAP_NODE: 'testnode' });
 
 describe('esnap serve', () => {
   const tempDir = useTempDirs();
 
   it('starts on a fresh data dir, prints the admin key once, and stops on SIGTERM', async () => {
     const dir = await tempDir('esnap-serve-');
-    const port = await freePort();
-    const a = await serve(dir, port);
+    const a = await serve(dir);
     const m = /API key for user "admin"[^\n]*\n\n {2}(\S+)/.exec(a.output());
     expect(m).not.toBeNull();
     const key = m![1]!;
-    const nodes = await fetch(`http://127.0.0.1:${port}/api/node/testnode/storage/?full=true`, { headers: { 'ES-API-KEY': key } });
+    expect(a.output()).toContain(`Use it as:  curl -H 'ES-API-KEY: ${key}' http://127.0.0.1:${a.port}/api/vm/`);
+    const nodes = await fetch(`${a.url}/api/node/testnode/storage/?full=true`, { headers: { 'ES-API-KEY': key } });
     expect(nodes.status).toBe(200);
     const body = (await nodes.json()) as { result: Array<{ name: string; driver: string }> };
     expect(body.result.map((s) => [s.name, s.driver])).toEqual([['default', 'file']]);
@@ -26,9 +26,9 @@ describe('esnap serve', () => {
     expect((await stat(join(dir, 'storage'))).isDirectory()).toBe(true);
     expect(await a.stop()).toBe(0);
 
-    const b = await serve(dir, port);
+    const b = await serve(dir);
     expect(b.output()).not.toContain('API key for user');
-    expect((await fetch(`http://127.0.0.1:${port}/api/vm/`, { headers: { 'ES-API-KEY': key } })).status).toBe(200);
+    expect((await fetch(`${b.url}/api/vm/`, { headers: { 'ES-API-KEY': key } })).status).toBe(200);
     expect(await b.stop()).toBe(0);
   }, 60_000);
 

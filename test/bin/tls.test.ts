@@ -10,7 +10,7 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeTestCa, type TestCa } from '../helpers/test-ca.js';
-import { freePort, spawnEsnap, startServe, type EsnapProcess } from '../helpers/esnap-process.js';
+import { spawnEsnap, startServe, type EsnapServe } from '../helpers/esnap-process.js';
 import { useTempDirs } from '../helpers/temp-dirs.js';
 import { assertBuilt, makeTmp, out, runEs, type EsResult } from '../cli/es-helpers.js';
 
@@ -33,7 +33,7 @@ describe('esnap serve over HTTPS', () => {
   let dir: string;
   let ca: TestCa;
   let port: number;
-  let server: EsnapProcess;
+  let server: EsnapServe;
   let key: string;
   let tmp: ReturnType<typeof makeTmp>;
   const es = (args: string[], env: Record<string, string>): Promise<EsResult> =>
@@ -44,16 +44,13 @@ describe('esnap serve over HTTPS', () => {
     dir = await mkdtemp(join(tmpdir(), 'esnap-tls-'));
     tmp = makeTmp();
     ca = makeTestCa(dir);
-    port = await freePort();
-    server = await startServe(
-      {
-        ESNAP_DATA_DIR: join(dir, 'data'),
-        ESNAP_NODE: 'testnode',
-        ESNAP_TLS_CERT: ca.certFile,
-        ESNAP_TLS_KEY: ca.keyFile,
-      },
-      { port },
-    );
+    server = await startServe({
+      ESNAP_DATA_DIR: join(dir, 'data'),
+      ESNAP_NODE: 'testnode',
+      ESNAP_TLS_CERT: ca.certFile,
+      ESNAP_TLS_KEY: ca.keyFile,
+    });
+    port = server.port;
     const m = /API key for user "admin"[^\n]*\n\n {2}(\S+)/.exec(server.output());
     if (!m) throw new Error(`no key printed (exit code ${server.proc.exitCode}): ${server.output()}`);
     key = m[1]!;
@@ -125,7 +122,7 @@ describe('esnap serve refuses plain HTTP off loopback', () => {
   it('exits 1 on 0.0.0.0 without TLS, naming ESNAP_TLS_CERT and ESNAP_ALLOW_PLAINTEXT, before anything starts', async () => {
     const dir = await tempDir('esnap-plain-');
     const data = join(dir, 'data');
-    const s = spawnEsnap(['serve'], { ESNAP_DATA_DIR: data, ESNAP_NODE: 'testnode', ESNAP_LISTEN: `0.0.0.0:${await freePort()}` });
+    const s = spawnEsnap(['serve'], { ESNAP_DATA_DIR: data, ESNAP_NODE: 'testnode', ESNAP_LISTEN: '0.0.0.0:0' });
     expect(await s.exited).toBe(1);
     expect(s.output()).toContain('esnap: configuration error: ESNAP_LISTEN 0.0.0.0:');
     expect(s.output()).toContain('ESNAP_TLS_CERT');
@@ -136,14 +133,16 @@ describe('esnap serve refuses plain HTTP off loopback', () => {
 
   it('starts on 0.0.0.0 with ESNAP_ALLOW_PLAINTEXT=1', async () => {
     const dir = await tempDir('esnap-plain-');
-    const port = await freePort();
-    const s = await startServe(
-      { ESNAP_DATA_DIR: join(dir, 'data'), ESNAP_NODE: 'testnode', ESNAP_LISTEN: `0.0.0.0:${port}`, ESNAP_ALLOW_PLAINTEXT: '1', ESNAP_ADMIN_API_KEY: 'plain-admin-key-0123456789' },
-      { port },
-    );
+    const s = await startServe({
+      ESNAP_DATA_DIR: join(dir, 'data'),
+      ESNAP_NODE: 'testnode',
+      ESNAP_LISTEN: '0.0.0.0:0',
+      ESNAP_ALLOW_PLAINTEXT: '1',
+      ESNAP_ADMIN_API_KEY: 'plain-admin-key-0123456789',
+    });
     try {
       expect(s.output()).toContain('esnap listening');
-      const r = await fetch(`http://127.0.0.1:${port}/api/vm/`, { headers: { 'ES-API-KEY': 'plain-admin-key-0123456789' } });
+      const r = await fetch(`http://127.0.0.1:${s.port}/api/vm/`, { headers: { 'ES-API-KEY': 'plain-admin-key-0123456789' } });
       expect(r.status).toBe(200);
     } finally {
       expect(await s.stop()).toBe(0);

@@ -6,14 +6,14 @@
  * is back.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config.js';
 import { AgentRuntime } from '../../src/agent/agent-runtime.js';
 import { PG_URL, httpClient } from '../helpers/server.js';
-import { freePort } from '../helpers/esnap-process.js';
+import { waitOutput } from '../helpers/esnap-process.js';
 import {
   newClusterDb,
   silentLogger,
@@ -29,10 +29,9 @@ import {
 class Relay {
   #server: Server | null = null;
   readonly #sockets = new Set<Socket>();
-  constructor(
-    readonly port: number,
-    private readonly target: { host: string; port: number },
-  ) {}
+  /** 0 until the first `up()`, which takes a free port; later ups reopen that same port (a restart of the relay). */
+  port = 0;
+  constructor(private readonly target: { host: string; port: number }) {}
   async up(): Promise<void> {
     const server = createServer((client) => {
       const upstream = connect(this.target.port, this.target.host);
@@ -47,6 +46,7 @@ class Relay {
       server.once('error', reject);
       server.listen(this.port, '127.0.0.1', () => resolve());
     });
+    this.port = (server.address() as AddressInfo).port;
     this.#server = server;
   }
   async down(): Promise<void> {
@@ -95,7 +95,7 @@ describe('agent /healthz and /readyz', () => {
     dir = await mkdtemp(join(tmpdir(), 'esnap-agent-health-'));
     server = await startClusterServer(db, { nodeSilenceS: 30 });
     const pgu = new URL(PG_URL);
-    relay = new Relay(await freePort(), { host: pgu.hostname, port: Number(pgu.port || 5432) });
+    relay = new Relay({ host: pgu.hostname, port: Number(pgu.port || 5432) });
     await relay.up();
     const viaRelay = new URL(PG_URL);
     viaRelay.port = String(relay.port);
@@ -174,10 +174,14 @@ describe('agent /healthz and /readyz', () => {
   }, 60_000);
 
   it('esnap agent serves them on ESNAP_AGENT_HEALTH_LISTEN and closes them on SIGTERM', async () => {
-    const port = await freePort();
-    const base = `http://127.0.0.1:${port}`;
-    const agent = await spawnAgent(db, { node: 'health2', root: join(dir, 'n2') }, { env: { ESNAP_AGENT_HEALTH_LISTEN: `127.0.0.1:${port}` } });
+    // Port 0: the agent says which port it took in its `agent health checks listening` line.
+    const agent = await spawnAgent(db, { node: 'health2', root: join(dir, 'n2') }, { env: { ESNAP_AGENT_HEALTH_LISTEN: '127.0.0.1:0' } });
     try {
+      await waitOutput(agent, 'agent health checks listening');
+      const line = agent.output().split('\n').find((l) => l.includes('agent health checks listening'))!;
+      const port = (JSON.parse(line) as { address: { port: number } }).address.port;
+      expect(port).toBeGreaterThan(0);
+      const base = `http://127.0.0.1:${port}`;
       const ready = await waitFor('agent readyz 200', async () => {
         try {
           const r = await get(base, '/readyz');

@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
 import { forEachDb, PG_URL, type TestDb } from '../helpers/server.js';
-import { freePort, runEsnap } from '../helpers/esnap-process.js';
+import { runEsnap } from '../helpers/esnap-process.js';
 import { openDatabase } from '../../src/db/dialect.js';
 import { knownMigrations, migrateToLatest, migrateUpTo } from '../../src/db/migrate.js';
 import type { Database } from '../../src/db/schema.js';
@@ -275,7 +275,7 @@ forEachDb('upgrades', (kind) => {
       if (!fresh.dir) cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
       const { code, stdout, stderr } = await runEsnap(['serve'], {
         ESNAP_DATA_DIR: dataDir,
-        ESNAP_LISTEN: `127.0.0.1:${await freePort()}`,
+        ESNAP_LISTEN: '127.0.0.1:0',
         ESNAP_NODE: 'upgradenode',
         ESNAP_ADMIN_API_KEY: 'upgrade-test-admin-key-0123456789',
         ...(fresh.searchPath ? { ESNAP_DATABASE_URL: `${fresh.url}?options=${encodeURIComponent(`-c search_path=${fresh.searchPath}`)}` } : {}),

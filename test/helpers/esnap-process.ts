@@ -111,15 +111,25 @@ export interface EsnapServe extends EsnapProcess {
   api(method: string, path: string, body?: unknown): Promise<ApiReply>;
 }
 
+/** The port in the start-up line `{"address":"http://127.0.0.1:<port>",…,"msg":"esnap listening"}`. */
+export function listeningPort(output: string): number {
+  const line = output.split('\n').find((l) => l.includes('"esnap listening"'));
+  const m = line ? /"address":"https?:\/\/[^"]*:(\d+)"/.exec(line) : null;
+  if (!m) throw new Error(`no listening address in the output: ${output}`);
+  return Number(m[1]);
+}
+
 /**
- * `esnap serve` on a free loopback port (unless `env` names ESNAP_LISTEN's port itself via
- * `opts.port`); resolves once it prints "esnap listening", fails with its output if it exits first.
+ * `esnap serve` on loopback: on `opts.port`, or on port 0 (the system picks a free one, which the
+ * start-up line reports, so no other process can take it in between); resolves once it prints
+ * "esnap listening", fails with its output if it exits first.
  */
 export async function startServe(env: Record<string, string>, opts: SpawnOptions & { port?: number } = {}): Promise<EsnapServe> {
-  const port = opts.port ?? (await freePort());
-  const p = spawnEsnap(['serve'], { ESNAP_LISTEN: `127.0.0.1:${port}`, ...env }, opts);
+  const p = spawnEsnap(['serve'], { ESNAP_LISTEN: `127.0.0.1:${opts.port ?? 0}`, ...env }, opts);
+  let port: number;
   try {
     await waitOutput(p, 'esnap listening');
+    port = listeningPort(p.output());
   } catch (err) {
     p.proc.kill('SIGKILL');
     throw err;

@@ -30,6 +30,22 @@ async function until(cond: () => boolean, ms = 10_000): Promise<void> {
   }
 }
 
+const MARK = 'end-marker';
+
+/**
+ * "Nothing else arrives", without a sleep: a marker sent last is delivered after every message
+ * sent before it (in order, the first test below), and stop() waits for the handlers in flight.
+ * Once the marker has arrived and the queue has stopped, any extra delivery of an earlier message
+ * is already in `got`. Returns what arrived before the marker. Needs concurrency 1 for the order.
+ */
+async function untilMarker(q: TaskQueue, n: string, got: string[]): Promise<string[]> {
+  await q.send(n, msg(MARK));
+  await until(() => got.includes(MARK));
+  await q.stop();
+  expect(got.at(-1)).toBe(MARK);
+  return got.slice(0, -1);
+}
+
 export function queueContract(f: QueueFactory): void {
   describe(`queue contract [${f.name}]`, () => {
     const open: TaskQueue[] = [];
@@ -49,12 +65,18 @@ export function queueContract(f: QueueFactory): void {
       const sent = Array.from({ length: 20 }, (_, i) => `t${i}`);
       for (const id of sent) await q.send(n, msg(id));
       const got: QueueMessage[] = [];
-      await q.work(n, async (m) => void got.push(m), { concurrency: 1 });
+      const ids: string[] = [];
+      await q.work(
+        n,
+        async (m) => {
+          got.push(m);
+          ids.push(m.taskId);
+        },
+        { concurrency: 1 },
+      );
       await until(() => got.length === sent.length);
-      await sleep(100);
-      expect(got.map((m) => m.taskId)).toEqual(sent);
+      expect(await untilMarker(q, n, ids)).toEqual(sent);
       expect(got[3]).toEqual(msg('t3'));
-      await q.stop();
     });
 
     it('runs at most `concurrency` handlers at once, and uses all of them', async () => {
@@ -115,13 +137,10 @@ export function queueContract(f: QueueFactory): void {
       await q.send(n, msg('keep'));
       await q.send(n, msg('drop'));
       expect(await q.withdraw(n, 'drop')).toBe(true);
+      expect(await q.depth(n)).toBe(1);
       const got: string[] = [];
-      await q.work(n, async (m) => void got.push(m.taskId));
-      await until(() => got.length === 1);
-      await sleep(200);
-      expect(got).toEqual(['keep']);
-      expect(await q.depth(n)).toBe(0);
-      await q.stop();
+      await q.work(n, async (m) => void got.push(m.taskId), { concurrency: 1 });
+      expect(await untilMarker(q, n, got)).toEqual(['keep']);
     });
 
     it('a handler that throws does not stop the worker', async () => {
@@ -164,11 +183,8 @@ export function queueContract(f: QueueFactory): void {
         await q.send(n, msg('twice'));
         expect(await q.depth(n)).toBe(1);
         const got: string[] = [];
-        await q.work(n, async (m) => void got.push(m.taskId));
-        await until(() => got.length === 1);
-        await sleep(200);
-        expect(got).toEqual(['twice']);
-        await q.stop();
+        await q.work(n, async (m) => void got.push(m.taskId), { concurrency: 1 });
+        expect(await untilMarker(q, n, got)).toEqual(['twice']);
       });
     }
 
@@ -193,11 +209,8 @@ export function queueContract(f: QueueFactory): void {
         expect(afterStop).toBeLessThan(10);
         const q2 = await openQueue();
         expect(await q2.depth(n)).toBe(10 - afterStop);
-        await q2.work(n, async (m) => void got.push(m.taskId), { concurrency: 2 });
-        await until(() => got.length === 10);
-        await sleep(200);
-        expect([...got].sort()).toEqual([...sent].sort());
-        await q2.stop();
+        await q2.work(n, async (m) => void got.push(m.taskId), { concurrency: 1 });
+        expect([...(await untilMarker(q2, n, got))].sort()).toEqual([...sent].sort());
       });
     }
   });

@@ -110,9 +110,11 @@ describe.runIf(testDatabases().includes('postgres'))('scheduler: exactly once wi
     await waitFor(
       'every automatic snapshot taken',
       async () => {
+        // All created first, then none open: read the other way round, a batch inserted between
+        // the two reads would count as created and not yet as open.
+        const created = await q.selectFrom('task').select('id').where('kind', '=', 'snapshot_create').execute();
         const open = await q.selectFrom('task').select('id').where('state', 'in', ['PENDING', 'STARTED']).execute();
-        const done = await q.selectFrom('task').select('id').where('kind', '=', 'snapshot_create').execute();
-        return open.length === 0 && done.length >= DEFINITIONS;
+        return open.length === 0 && created.length >= DEFINITIONS;
       },
       20_000,
       50,

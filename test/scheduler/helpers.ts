@@ -76,7 +76,7 @@ export class ManualClock implements SleepingClock {
 }
 
 export interface LogLine {
-  level: 'info' | 'warn' | 'error';
+  level: 'debug' | 'info' | 'warn' | 'error';
   obj: unknown;
   msg: string | undefined;
 }
@@ -85,6 +85,7 @@ export function recordingLogger(): Logger & { lines: LogLine[]; messages(level?:
   const lines: LogLine[] = [];
   return {
     lines,
+    debug: (obj, msg) => lines.push({ level: 'debug', obj, msg }),
     info: (obj, msg) => lines.push({ level: 'info', obj, msg }),
     warn: (obj, msg) => lines.push({ level: 'warn', obj, msg }),
     error: (obj, msg) => lines.push({ level: 'error', obj, msg }),

@@ -77,7 +77,7 @@ class FakeZfs implements CommandRunner {
   }
 }
 
-const silent: Logger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const silent: Logger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 const noQueue = {} as TaskQueue;
 const noReporter = { started: () => Promise.resolve(true), finished: () => Promise.resolve() };
 
@@ -90,7 +90,7 @@ async function agentWith(caps: ZfsCapabilities, zfs: FakeZfs, extra: Record<stri
   ]);
   for (const d of drivers.values()) await d.init();
   zfs.calls.length = 0;
-  return new Agent('node1', drivers, noQueue, noReporter, silent);
+  return new Agent('node1', drivers, noQueue, noReporter, silent, { runner: zfs });
 }
 
 const items = [

@@ -221,7 +221,7 @@ forEachDb('housekeeping', (kind) => {
 
   it('counts and logs a failed pass without ending the loop', async () => {
     const lines: unknown[] = [];
-    const ctx = { ...s.runtime.ctx, log: { info: () => undefined, warn: () => undefined, error: (o: unknown) => lines.push(o) }, clock: { now: () => new Date(NaN) } };
+    const ctx = { ...s.runtime.ctx, log: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: (o: unknown) => lines.push(o) }, clock: { now: () => new Date(NaN) } };
     const hk = new Housekeeping(ctx, { retentionDays: 90 });
     hk.start();
     await hk.stop();
