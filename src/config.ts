@@ -40,6 +40,8 @@ export interface Config {
   readonly allowPlaintext: boolean;
   /** ESNAP_MIN_FREE_PERCENT: storage free-space floor for new snapshots, 0–100 (0: off). */
   readonly minFreePercent: number;
+  /** ESNAP_PUBLIC_URL: the URL clients use (behind a proxy), without a trailing slash; absolute links are built from it. */
+  readonly publicUrl: string | null;
 }
 
 /** `esnap serve`'s configuration: the PEM text of ESNAP_TLS_CERT / ESNAP_TLS_KEY, read and checked. */
@@ -256,6 +258,7 @@ export function loadConfig(env: Env = process.env): Config {
     tls: parseTls(get('ESNAP_TLS_CERT'), get('ESNAP_TLS_KEY')),
     allowPlaintext: parseFlag('ESNAP_ALLOW_PLAINTEXT', get('ESNAP_ALLOW_PLAINTEXT'), false),
     minFreePercent: parsePercent('ESNAP_MIN_FREE_PERCENT', get('ESNAP_MIN_FREE_PERCENT'), 5),
+    publicUrl: parseUrl('ESNAP_PUBLIC_URL', get('ESNAP_PUBLIC_URL'))?.replace(/\/+$/, '') ?? null,
   });
 }
 

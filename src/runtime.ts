@@ -70,6 +70,8 @@ export interface RuntimeOptions {
   readonly https?: { readonly cert: string; readonly key: string } | null;
   /** Finished tasks and task-log entries older than this many days are removed (ESNAP_TASKLOG_DAYS, default 90). */
   readonly taskLogDays?: number;
+  /** The URL clients use (ESNAP_PUBLIC_URL); absolute links (task-log paging) are built from it. */
+  readonly publicUrl?: string | null;
 }
 
 export interface Runtime {
@@ -122,7 +124,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       tasks,
       events,
       log,
-      settings: { streamTimeoutS: opts.streamTimeoutS ?? 3600, localNode: opts.localAgent ? opts.node : null },
+      settings: { streamTimeoutS: opts.streamTimeoutS ?? 3600, localNode: opts.localAgent ? opts.node : null, publicUrl: opts.publicUrl ?? null },
     };
     registerTaskKinds(ctx);
     const metrics = new Metrics(ctx, queue);

@@ -106,6 +106,15 @@ export function stateHttpStatus(state: string): number {
   }
 }
 
+/** A task result object with Danube's key order (`message, returncode, detail`, then any others). */
+export function danubeResultOrder(result: unknown): unknown {
+  if (result === null || typeof result !== 'object' || Array.isArray(result)) return result;
+  const r = result as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const k of ['message', 'returncode', 'detail']) if (k in r) out[k] = r[k];
+  return Object.assign(out, r);
+}
+
 /** One task of `submitMany`: its id, or the error `submit` would have thrown for it. */
 export type SubmitResult = { readonly ok: true; readonly taskId: string } | { readonly ok: false; readonly error: unknown };
 
@@ -281,12 +290,13 @@ export class TaskService {
           if (opts.revoked) throw NOT_PENDING;
           throw new Error(`task ${taskId} ended twice`);
         }
-        const detail = typeof result === 'string' ? result : (result.detail ?? result.message);
-        await trx
-          .updateTable('task_log')
-          .set({ status: state, time: now, detail: task.log_detail + (state === 'SUCCESS' ? '' : detail ? `. Error: ${detail}` : '') })
-          .where('task_id', '=', taskId)
-          .execute();
+        // Danube's second task-log row: the PENDING one stays, this one carries the result's detail.
+        const pending = await trx.selectFrom('task_log').selectAll().where('task_id', '=', taskId).where('status', '=', 'PENDING').executeTakeFirst();
+        if (pending) {
+          const { id: _id, ...row } = pending;
+          const detail = opts.revoked ? 'revoked' : typeof result === 'string' ? result : (result.detail ?? result.message);
+          await trx.insertInto('task_log').values({ ...row, status: state, time: now, detail }).execute();
+        }
         event = { task: { ...task, state, result: JSON.stringify(result), finished: now }, state, result };
         for (const l of this.#listeners) {
           if (!l.inTransaction) continue;
@@ -338,10 +348,11 @@ export class TaskService {
       return { done: true, httpStatus: 404, body: { detail: 'Task does not exist (anymore)' } as never };
     }
     const done = FINAL_STATES.has(task.state);
+    // Key order as Danube printed these dicts: status, result, task_id; a result message, returncode, detail.
     return {
       done,
       httpStatus: stateHttpStatus(task.state),
-      body: { task_id: task.id, status: task.state, result: task.result === null ? null : (JSON.parse(task.result) as unknown) },
+      body: { status: task.state, result: task.result === null ? null : danubeResultOrder(JSON.parse(task.result) as unknown), task_id: task.id },
     };
   }
 

@@ -113,6 +113,7 @@ export interface ServerOptions {
   scheduleRetryS?: number;
   alertWebhook?: string;
   metricsPublic?: boolean;
+  publicUrl?: string;
   log?: Logger;
   /** Reuse a database from an earlier server (restart tests). */
   reuse?: { databaseUrl: string; searchPath?: string; storageRoot: string };
@@ -159,6 +160,7 @@ export async function startTestServer(kind: TestDb, opts: ServerOptions = {}): P
     ...(opts.alertWebhook !== undefined ? { alertWebhook: opts.alertWebhook } : {}),
     ...(opts.metricsPublic !== undefined ? { metricsPublic: opts.metricsPublic } : {}),
     ...(opts.log ? { log: opts.log } : {}),
+    ...(opts.publicUrl !== undefined ? { publicUrl: opts.publicUrl } : {}),
   });
   const address = await runtime.app.listen({ host: '127.0.0.1', port: 0 });
   const url = address.replace(/\/$/, '');
