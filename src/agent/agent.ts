@@ -194,9 +194,14 @@ export class Agent {
       case 'rollback': {
         const d = this.#driver(p.storage);
         await this.#assertNotInUse(d, p.target ?? p.disk);
-        if (p.target) await d.restore(p.disk, p.id, p.target);
-        else await d.rollback(p.disk, p.id);
-        return { returncode: 0, message: 'Snapshot successfully restored', detail: '' };
+        if (!p.target) {
+          await d.rollback(p.disk, p.id);
+          return { returncode: 0, message: 'Snapshot successfully restored', detail: '' };
+        }
+        // A restore's detail is what Danube's restore command reports: its return code and whole seconds.
+        const began = Date.now();
+        await d.restore(p.disk, p.id, p.target);
+        return { returncode: 0, message: 'Snapshot successfully restored', detail: `rc=0, time_elapsed=${Math.round((Date.now() - began) / 1000)}` };
       }
       case 'list': {
         const d = this.#driver(p.storage);

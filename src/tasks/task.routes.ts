@@ -5,6 +5,7 @@ import { parseTaskIdLoose, isDummyTaskId, taskLogType, type TaskIdParts } from '
 import { parseBool, parseIntField } from '../domain/validate.js';
 import { formatDanubeTime } from '../domain/time.js';
 import type { TaskLogRow } from '../db/schema.js';
+import { parseOrderBy } from '../http/order-by.js';
 
 const PAGE_SIZE = 100;
 const INVALID_PAGE = 'Invalid page.';
@@ -19,7 +20,7 @@ function pageLink(req: ViewRequest, page: number): string {
   const params = [...url.searchParams.entries()].filter(([k, v]) => k !== 'page' && v !== '');
   params.push(['page', String(page)]);
   params.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const base = req.app.settings.publicUrl ?? `${req.http.protocol}://${req.http.headers.host ?? req.http.hostname}`;
+  const base = req.app.settings.publicUrl?.replace(/\/+$/, '') ?? `${req.http.protocol}://${req.http.headers.host ?? req.http.hostname}`;
   return `${base}${url.pathname}?${new URLSearchParams(params).toString()}`;
 }
 
@@ -209,10 +210,8 @@ const taskLog: ViewDef = {
         if (Number.isNaN(t.getTime())) throw new ApiError(400, `Invalid ${key}`);
         q = q.where('time', op, t.toISOString());
       }
-      const asc = d['order_by'] === 'time';
-      if (d['order_by'] !== undefined && d['order_by'] !== 'time' && d['order_by'] !== '-time') {
-        throw new ApiError(412, 'Invalid order_by; Possible sort fields are: time');
-      }
+      // Danube's order_by (only `time`; `-time`/`+time` descending, empty the default `-time`).
+      const asc = !parseOrderBy(d['order_by'], ['time'] as const, '-time')[0]!.desc;
       q = q.orderBy('time', asc ? 'asc' : 'desc').orderBy('id', asc ? 'asc' : 'desc');
       // Danube pages only for a non-empty `page`; anything Django's paginator refuses is 404 `Invalid page.`.
       if (d['page'] === undefined || d['page'] === '') {
