@@ -152,6 +152,11 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         log,
         opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {},
       );
+      const local = agent;
+      // A running task of this node is cancelled by the agent here; others through the cluster.
+      tasks.setRunningCanceller(async (node, taskId) =>
+        node === opts.node ? local.cancel(taskId) : cluster ? cluster.canceller.cancel(node, taskId) : 'unknown',
+      );
       for (const d of drivers.values()) await d.init();
       const stats = await agent.storageStats();
       await registerNode(
@@ -167,6 +172,10 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       if (cluster) await cluster.prepareLocalAgent(ctx, opts.node, silenceS);
       await agent.start();
       await resyncAfterRepair(ctx, failed);
+    }
+    if (!agent && cluster) {
+      const c = cluster;
+      tasks.setRunningCanceller((node, taskId) => c.canceller.cancel(node, taskId));
     }
     // Every server consumes registrations, heartbeats and results, and runs the deadline sweep.
     if (cluster) {

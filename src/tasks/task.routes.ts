@@ -149,7 +149,7 @@ const taskDone: ViewDef = {
 const taskCancel: ViewDef = {
   path: '/task/:task_id/cancel',
   name: 'task_cancel',
-  description: 'Cancel a task that has not started yet.',
+  description: 'Cancel a task: a pending one is revoked, a running one stopped and undone (406 past its point of no return).',
   dcBound: false,
   methods: {
     async PUT(req) {

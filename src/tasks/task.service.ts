@@ -24,7 +24,18 @@ export interface TaskResult {
 /** What an agent reports for a task: the Danube result plus driver data (sizes, listings). */
 export interface TaskOutcome extends TaskResult {
   readonly data?: unknown;
+  /** The agent stopped the task on a cancel and undid it: it ends REVOKED (from STARTED too). */
+  readonly cancelled?: boolean;
 }
+
+/**
+ * Asks the agent of `node` to stop a task it runs: `cancelled` (it will report the task revoked),
+ * `committed` (past its point of no return: it finishes), `unknown` (no agent there runs it).
+ */
+export type RunningCanceller = (node: string, taskId: string) => Promise<'cancelled' | 'committed' | 'unknown'>;
+
+/** How long a cancel waits for a stopped task to end before it answers with the status (Danube sleeps 1 s). */
+const CANCEL_WAIT_MS = 5000;
 
 export type TaskState = 'PENDING' | 'STARTED' | 'SUCCESS' | 'FAILURE' | 'REVOKED';
 
@@ -128,6 +139,7 @@ export interface SubmittedBatch {
 export class TaskService {
   readonly #handlers = new Map<string, KindHandler<never>>();
   readonly #listeners: CompletionListener[] = [];
+  #canceller: RunningCanceller | null = null;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -275,8 +287,9 @@ export class TaskService {
         const context: unknown = JSON.parse(task.context);
         const done = await handler.complete(trx, task, context, outcome);
         after = done.after;
-        const state: TaskState = opts.revoked ? 'REVOKED' : outcome.returncode === 0 ? 'SUCCESS' : 'FAILURE';
-        const result = opts.revoked ? 'terminated' : done.result;
+        const revoked = opts.revoked === true || outcome.cancelled === true;
+        const state: TaskState = revoked ? 'REVOKED' : outcome.returncode === 0 ? 'SUCCESS' : 'FAILURE';
+        const result = revoked ? 'terminated' : done.result;
         const now = this.clock.now().toISOString();
         // A cancel revokes only a task no agent has claimed, decided in this one statement: a claim
         // that lands after the read above leaves no row to update, and the whole cleanup rolls back.
@@ -294,7 +307,7 @@ export class TaskService {
         const pending = await trx.selectFrom('task_log').selectAll().where('task_id', '=', taskId).where('status', '=', 'PENDING').executeTakeFirst();
         if (pending) {
           const { id: _id, ...row } = pending;
-          const detail = opts.revoked ? 'revoked' : typeof result === 'string' ? result : (result.detail ?? result.message);
+          const detail = opts.revoked ? 'revoked' : outcome.cancelled ? 'terminated' : typeof result === 'string' ? result : (result.detail ?? result.message);
           await trx.insertInto('task_log').values({ ...row, status: state, time: now, detail }).execute();
         }
         event = { task: { ...task, state, result: JSON.stringify(result), finished: now }, state, result };
@@ -356,16 +369,46 @@ export class TaskService {
     };
   }
 
-  /** Cancels a task that no agent has started: the failure cleanup runs and it ends REVOKED. */
+  /** The way to reach agents that run tasks (the local agent, or cluster messaging). */
+  setRunningCanceller(canceller: RunningCanceller): void {
+    this.#canceller = canceller;
+  }
+
+  /**
+   * Cancels a task. One no agent has taken is revoked here with the failure cleanup. One an agent
+   * runs is stopped by that agent, which undoes it and reports it revoked; this waits briefly for
+   * that end. False when the task cannot be cancelled: it ended, or its operation is past its point
+   * of no return (it finishes), or no agent answers for it.
+   */
   async cancel(taskId: string): Promise<boolean> {
     const task = await this.get(taskId);
-    if (!task || task.state !== 'PENDING') return false;
-    // Take the message back first: once an agent has it (cluster mode: its job is active, perhaps
-    // before the agent's `started` arrived), the task runs and cannot be revoked.
-    if (task.node !== null && !(await this.queue.withdraw(task.node, taskId))) return false;
-    await this.complete(taskId, { returncode: 1, message: 'terminated', detail: 'terminated' }, { revoked: true });
-    const after = await this.get(taskId);
-    return after?.state === 'REVOKED';
+    if (!task || (task.state !== 'PENDING' && task.state !== 'STARTED')) return false;
+    if (task.state === 'PENDING' && (task.node === null || (await this.queue.withdraw(task.node, taskId)))) {
+      // Revoked only if still PENDING at the final update (complete()); a claim that won the race
+      // makes it a running task, cancelled below through its agent.
+      await this.complete(taskId, { returncode: 1, message: 'terminated', detail: 'terminated' }, { revoked: true });
+      const after = await this.get(taskId);
+      if (!after || after.state !== 'STARTED') return after?.state === 'REVOKED';
+    }
+    if (task.node === null || !this.#canceller) return false;
+    if ((await this.#canceller(task.node, taskId)) !== 'cancelled') return false;
+    await this.#waitForEnd(taskId, CANCEL_WAIT_MS);
+    return true;
+  }
+
+  async #waitForEnd(taskId: string, ms: number): Promise<void> {
+    const limit = new AbortController();
+    const timer = setTimeout(() => limit.abort(), ms);
+    try {
+      while (!limit.signal.aborted) {
+        const woken = this.events.next(taskId, limit.signal);
+        const t = await this.get(taskId);
+        if (!t || FINAL_STATES.has(t.state)) return;
+        await woken;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
