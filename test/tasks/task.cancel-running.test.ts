@@ -12,29 +12,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { forEachDb, withServer, type TestServer } from '../helpers/server.js';
 import { makeVm, type VmFixture } from '../helpers/fixtures.js';
-import { NodeCommandRunner } from '../../src/storage/node-runner.js';
-import type { CommandRunner, RunOptions, RunResult } from '../../src/storage/runner.js';
-
-/** Real commands; while `slowCopyS` is set, every `cp` is preceded by a real `sleep` of that long. */
-class SlowCopyRunner implements CommandRunner {
-  readonly #inner = new NodeCommandRunner();
-  slowCopyS = 0;
-  sleeping = 0;
-
-  async run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
-    if (argv[0] === 'cp' && this.slowCopyS > 0) {
-      this.sleeping++;
-      try {
-        await this.#inner.run(['sleep', String(this.slowCopyS)], options).then((r) => {
-          if (r.code !== 0) throw new Error(`sleep exited ${r.code}`);
-        });
-      } finally {
-        this.sleeping--;
-      }
-    }
-    return this.#inner.run(argv, options);
-  }
-}
+import { SlowCopyRunner } from '../helpers/slow-copy-runner.js';
 
 async function until(cond: () => boolean, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
