@@ -139,6 +139,8 @@ export class Agent {
           outcome = failure(message);
         }
       }
+      // A cancel from here on is too late: the outcome stands (406, the task finishes).
+      scope.end();
       // Before the outcome: the usage is current by the time the task is seen to have ended.
       await this.reportUsage(storagesTouched(msg.payload));
       await this.reporter.finished(msg.taskId, outcome);

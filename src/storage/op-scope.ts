@@ -53,6 +53,11 @@ export class OpScope {
     return 'cancelled';
   }
 
+  /** The operation has ended: a cancel from now on is refused (the outcome is being reported). */
+  end(): void {
+    this.#committed = true;
+  }
+
   /** Marks the point of no return; throws OperationCancelled when a cancel came first. */
   commit(): void {
     if (this.cancelled) throw new OperationCancelled();
