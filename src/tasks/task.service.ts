@@ -169,169 +169,168 @@ export class TaskService {
     let payload: unknown;
     try {
       await this.db.transaction().execute(async (trx) => {
-          payload = await insertTask(trx, spec, taskId, now);
-        });
-      } catch (err) {
-        throw translateSubmitError(err);
-      }
-      await this.queue.send(spec.node.hostname, { taskId, kind: spec.kind, payload });
-      return taskId;
-    }
-
-    /**
-     * Creates many tasks in one transaction: a task that fails (its lock is held, its `prepare`
-     * throws or the database refuses a statement of it) is undone alone, with exactly the error
-     * `submit` would throw, and the others are created; the messages are sent after the commit.
-     * One transaction instead of one per task is what lets a scheduler tick queue thousands of runs
-     * in seconds.
-     *
-     * @example
-     * const results = await tasks.submitMany([specA, specB]);
-     * // [{ ok: true, taskId: '…' }, { ok: false, error: FailureError(LOCK_FAILED) }]
-     */
-    async submitMany(specs: readonly TaskSpec<unknown>[]): Promise<readonly SubmitResult[]> {
-      const batch = await this.db.transaction().execute((trx) => this.submitManyIn(trx, specs));
-      await batch.send();
-      return batch.results;
-    }
-
-    /**
-     * `submitMany` inside the caller's transaction, so other changes commit with the tasks or not
-     * at all (the scheduler's slot claims). Nothing is sent: the caller calls `send()` once the
-     * transaction has committed, never before (an agent must not see a task that may roll back).
-     *
-     * The rows are those of `submit`, partly written in bulk (task.insert.ts says how, and the one
-     * case where the outcome differs from submitting the tasks in turn).
-     */
-    async submitManyIn(trx: Transaction<Database>, specs: readonly TaskSpec<unknown>[]): Promise<SubmittedBatch> {
-      const now = this.clock.now().toISOString();
-      const results: Array<SubmitResult | null> = specs.map(() => null);
-      const ids = specs.map((spec, i) => {
-        try {
-          this.#requireKind(spec);
-          return this.#newId(spec);
-        } catch (error) {
-          results[i] = { ok: false, error };
-          return null;
-        }
-      });
-
-      const items = specs.flatMap((spec, i) => (ids[i] ? [{ spec, taskId: ids[i]! }] : []));
-      const inserted = await insertTasks(trx, items, now);
-      const created: Array<{ i: number; taskId: string; payload: unknown }> = [];
-      let k = 0;
-      for (const [i, id] of ids.entries()) {
-        if (!id) continue;
-        const r = inserted[k++]!;
-        if (r.ok) created.push({ i, taskId: id, payload: r.payload });
-        else results[i] = { ok: false, error: r.error };
-      }
-      const messages = created.map((c) => ({ node: specs[c.i]!.node.hostname, msg: { taskId: c.taskId, kind: specs[c.i]!.kind, payload: c.payload } }));
-      for (const c of created) results[c.i] = { ok: true, taskId: c.taskId };
-      let sent = false;
-      return {
-        results: results as SubmitResult[],
-        send: async () => {
-          if (sent) return;
-          sent = true;
-          // Every message is tried; a task whose send failed stays PENDING, as after a failed
-          // `submit` (the embedded agent's start-up recovery re-sends it; in cluster mode the agent
-          // deadline fails it with the failure cleanup).
-          const errors: unknown[] = [];
-          for (const m of messages) {
-            try {
-              await this.queue.send(m.node, m.msg);
-            } catch (err) {
-              errors.push(err);
-            }
-          }
-          if (errors.length > 0) throw new AggregateError(errors, `${errors.length} of ${messages.length} task messages could not be sent`);
-        },
-      };
-    }
-
-    #requireKind(spec: TaskSpec<unknown>): void {
-      if (!this.#handlers.has(spec.kind)) throw new Error(`no completion handler for task kind ${spec.kind}`);
-    }
-
-    #newId(spec: TaskSpec<unknown>): string {
-      return makeTaskId({ userId: spec.userId, type: spec.type, ownerId: spec.ownerId, dcBound: spec.dcBound, dcId: spec.dcId }, randomUUID());
-    }
-
-    /** PENDING → STARTED, once; false when the task was cancelled, finished or taken already. */
-    async markStarted(taskId: string): Promise<boolean> {
-      const res = await this.db
-        .updateTable('task')
-        .set({ state: 'STARTED', started: this.clock.now().toISOString() })
-        .where('id', '=', taskId)
-        .where('state', '=', 'PENDING')
-        .executeTakeFirst();
-      return Number(res.numUpdatedRows) === 1;
-    }
-
-    /**
-     * The one completion path: success, failure, cancel (`revoked`) and crash repair all come here.
-     * Idempotent: a task that already ended is left alone. `revoked` applies only to a task still
-     * PENDING (checked in the final update itself); otherwise nothing changes.
-     */
-    async complete(taskId: string, outcome: TaskOutcome, opts: { revoked?: boolean } = {}): Promise<void> {
-      let after: (() => Promise<void>) | undefined;
-      let finished = false;
-      let event: CompletionEvent | undefined;
-      try {
-        await this.db.transaction().execute(async (trx) => {
-        const task = await trx.selectFrom('task').selectAll().where('id', '=', taskId).executeTakeFirst();
-        if (!task || FINAL_STATES.has(task.state) || (opts.revoked && task.state !== 'PENDING')) return;
-        const handler = this.#handlers.get(task.kind) as KindHandler<unknown> | undefined;
-        if (!handler) throw new Error(`no completion handler for task kind ${task.kind}`);
-        const context: unknown = JSON.parse(task.context);
-        const done = await handler.complete(trx, task, context, outcome);
-        after = done.after;
-        const revoked = opts.revoked === true || outcome.cancelled === true;
-        const state: TaskState = revoked ? 'REVOKED' : outcome.returncode === 0 ? 'SUCCESS' : 'FAILURE';
-        const result = revoked ? 'terminated' : done.result;
-        const now = this.clock.now().toISOString();
-        // A cancel revokes only a task no agent has claimed, decided in this one statement: a claim
-        // that lands after the read above leaves no row to update, and the whole cleanup rolls back.
-        const claimed = await trx
-          .updateTable('task')
-          .set({ state, result: JSON.stringify(result), finished: now })
-          .where('id', '=', taskId)
-          .where('state', 'in', opts.revoked ? ['PENDING'] : ['PENDING', 'STARTED'])
-          .executeTakeFirst();
-        if (Number(claimed.numUpdatedRows) !== 1) {
-          if (opts.revoked) throw NOT_PENDING;
-          throw new Error(`task ${taskId} ended twice`);
-        }
-        // Danube's second task-log row: the PENDING one stays, this one carries the result's detail.
-        const pending = await trx.selectFrom('task_log').selectAll().where('task_id', '=', taskId).where('status', '=', 'PENDING').executeTakeFirst();
-        if (pending) {
-          const { id: _id, ...row } = pending;
-          const detail = opts.revoked ? 'revoked' : outcome.cancelled ? 'terminated' : typeof result === 'string' ? result : (result.detail ?? result.message);
-          await trx.insertInto('task_log').values({ ...row, status: state, time: now, detail }).execute();
-        }
-        event = { task: { ...task, state, result: JSON.stringify(result), finished: now }, state, result };
-        for (const l of this.#listeners) {
-          if (!l.inTransaction) continue;
-          await sql`SAVEPOINT esnap_listener`.execute(trx);
-          try {
-            await l.inTransaction(trx, event);
-            await sql`RELEASE SAVEPOINT esnap_listener`.execute(trx);
-          } catch (err) {
-            await sql`ROLLBACK TO SAVEPOINT esnap_listener`.execute(trx);
-            await sql`RELEASE SAVEPOINT esnap_listener`.execute(trx);
-            this.log.error({ err, taskId }, 'completion listener failed');
-          }
-        }
-        // The locks go last, after the listeners' definition updates: a scheduler tick locks
-        // definitions and then inserts disk locks in one transaction (PostgreSQL), so the same order
-        // here keeps the two from deadlocking.
-        await trx.deleteFrom('task_lock').where('task_id', '=', taskId).execute();
-        finished = true;
+        payload = await insertTask(trx, spec, taskId, now);
       });
     } catch (err) {
-      if (err !== NOT_PENDING) throw err;
+      throw translateSubmitError(err);
     }
+    await this.queue.send(spec.node.hostname, { taskId, kind: spec.kind, payload });
+    return taskId;
+  }
+
+  /**
+   * Creates many tasks in one transaction: a task that fails (its lock is held, its `prepare`
+   * throws or the database refuses a statement of it) is undone alone, with exactly the error
+   * `submit` would throw, and the others are created; the messages are sent after the commit.
+   * One transaction instead of one per task is what lets a scheduler tick queue thousands of runs
+   * in seconds.
+   *
+   * @example
+   * const results = await tasks.submitMany([specA, specB]);
+   * // [{ ok: true, taskId: '…' }, { ok: false, error: FailureError(LOCK_FAILED) }]
+   */
+  async submitMany(specs: readonly TaskSpec<unknown>[]): Promise<readonly SubmitResult[]> {
+    const batch = await this.db.transaction().execute((trx) => this.submitManyIn(trx, specs));
+    await batch.send();
+    return batch.results;
+  }
+
+  /**
+   * `submitMany` inside the caller's transaction, so other changes commit with the tasks or not
+   * at all (the scheduler's slot claims). Nothing is sent: the caller calls `send()` once the
+   * transaction has committed, never before (an agent must not see a task that may roll back).
+   *
+   * The rows are those of `submit`, partly written in bulk (task.insert.ts says how, and the one
+   * case where the outcome differs from submitting the tasks in turn).
+   */
+  async submitManyIn(trx: Transaction<Database>, specs: readonly TaskSpec<unknown>[]): Promise<SubmittedBatch> {
+    const now = this.clock.now().toISOString();
+    const results: Array<SubmitResult | null> = specs.map(() => null);
+    const ids = specs.map((spec, i) => {
+      try {
+        this.#requireKind(spec);
+        return this.#newId(spec);
+      } catch (error) {
+        results[i] = { ok: false, error };
+        return null;
+      }
+    });
+
+    const items = specs.flatMap((spec, i) => (ids[i] ? [{ spec, taskId: ids[i]! }] : []));
+    const inserted = await insertTasks(trx, items, now);
+    const created: Array<{ i: number; taskId: string; payload: unknown }> = [];
+    let k = 0;
+    for (const [i, id] of ids.entries()) {
+      if (!id) continue;
+      const r = inserted[k++]!;
+      if (r.ok) created.push({ i, taskId: id, payload: r.payload });
+      else results[i] = { ok: false, error: r.error };
+    }
+    const messages = created.map((c) => ({ node: specs[c.i]!.node.hostname, msg: { taskId: c.taskId, kind: specs[c.i]!.kind, payload: c.payload } }));
+    for (const c of created) results[c.i] = { ok: true, taskId: c.taskId };
+    let sent = false;
+    return {
+      results: results as SubmitResult[],
+      send: async () => {
+        if (sent) return;
+        sent = true;
+        // Every message is tried; a task whose send failed stays PENDING, as after a failed
+        // `submit` (the embedded agent's start-up recovery re-sends it; in cluster mode the agent
+        // deadline fails it with the failure cleanup).
+        const errors: unknown[] = [];
+        for (const m of messages) {
+          try {
+            await this.queue.send(m.node, m.msg);
+          } catch (err) {
+            errors.push(err);
+          }
+        }
+        if (errors.length > 0) throw new AggregateError(errors, `${errors.length} of ${messages.length} task messages could not be sent`);
+      },
+    };
+  }
+
+  #requireKind(spec: TaskSpec<unknown>): void {
+    if (!this.#handlers.has(spec.kind)) throw new Error(`no completion handler for task kind ${spec.kind}`);
+  }
+
+  #newId(spec: TaskSpec<unknown>): string {
+    return makeTaskId({ userId: spec.userId, type: spec.type, ownerId: spec.ownerId, dcBound: spec.dcBound, dcId: spec.dcId }, randomUUID());
+  }
+
+  /** PENDING → STARTED, once; false when the task was cancelled, finished or taken already. */
+  async markStarted(taskId: string): Promise<boolean> {
+    const res = await this.db
+      .updateTable('task')
+      .set({ state: 'STARTED', started: this.clock.now().toISOString() })
+      .where('id', '=', taskId)
+      .where('state', '=', 'PENDING')
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
+  }
+
+  /**
+   * The one completion path: success, failure, cancel (`revoked`) and crash repair all come here.
+   * Idempotent: a task that already ended is left alone. `revoked` applies only to a task still
+   * PENDING (checked in the final update itself); otherwise nothing changes.
+   */
+  async complete(taskId: string, outcome: TaskOutcome, opts: { revoked?: boolean } = {}): Promise<void> {
+    let after: (() => Promise<void>) | undefined;
+    let finished = false;
+    let event: CompletionEvent | undefined;
+    await this.db.transaction().execute(async (trx) => {
+      const task = await trx.selectFrom('task').selectAll().where('id', '=', taskId).executeTakeFirst();
+      if (!task || FINAL_STATES.has(task.state) || (opts.revoked && task.state !== 'PENDING')) return;
+      const handler = this.#handlers.get(task.kind) as KindHandler<unknown> | undefined;
+      if (!handler) throw new Error(`no completion handler for task kind ${task.kind}`);
+      const context: unknown = JSON.parse(task.context);
+      const done = await handler.complete(trx, task, context, outcome);
+      after = done.after;
+      const revoked = opts.revoked === true || outcome.cancelled === true;
+      const state: TaskState = revoked ? 'REVOKED' : outcome.returncode === 0 ? 'SUCCESS' : 'FAILURE';
+      const result = revoked ? 'terminated' : done.result;
+      const now = this.clock.now().toISOString();
+      // A cancel revokes only a task no agent has claimed, decided in this one statement: a claim
+      // that lands after the read above leaves no row to update, and the whole cleanup rolls back.
+      const claimed = await trx
+        .updateTable('task')
+        .set({ state, result: JSON.stringify(result), finished: now })
+        .where('id', '=', taskId)
+        .where('state', 'in', opts.revoked ? ['PENDING'] : ['PENDING', 'STARTED'])
+        .executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) !== 1) {
+        if (opts.revoked) throw NOT_PENDING;
+        throw new Error(`task ${taskId} ended twice`);
+      }
+      // Danube's second task-log row: the PENDING one stays, this one carries the result's detail.
+      const pending = await trx.selectFrom('task_log').selectAll().where('task_id', '=', taskId).where('status', '=', 'PENDING').executeTakeFirst();
+      if (pending) {
+        const { id: _id, ...row } = pending;
+        const detail = opts.revoked ? 'revoked' : outcome.cancelled ? 'terminated' : typeof result === 'string' ? result : (result.detail ?? result.message);
+        await trx.insertInto('task_log').values({ ...row, status: state, time: now, detail }).execute();
+      }
+      event = { task: { ...task, state, result: JSON.stringify(result), finished: now }, state, result };
+      for (const l of this.#listeners) {
+        if (!l.inTransaction) continue;
+        await sql`SAVEPOINT esnap_listener`.execute(trx);
+        try {
+          await l.inTransaction(trx, event);
+          await sql`RELEASE SAVEPOINT esnap_listener`.execute(trx);
+        } catch (err) {
+          await sql`ROLLBACK TO SAVEPOINT esnap_listener`.execute(trx);
+          await sql`RELEASE SAVEPOINT esnap_listener`.execute(trx);
+          this.log.error({ err, taskId }, 'completion listener failed');
+        }
+      }
+      // The locks go last, after the listeners' definition updates: a scheduler tick locks
+      // definitions and then inserts disk locks in one transaction (PostgreSQL), so the same order
+      // here keeps the two from deadlocking.
+      await trx.deleteFrom('task_lock').where('task_id', '=', taskId).execute();
+      finished = true;
+    }).catch((err: unknown) => {
+      // A revoke that lost the race with a claim changed nothing (see the final update above).
+      if (err !== NOT_PENDING) throw err;
+    });
     if (!finished) return;
     for (const l of this.#listeners) {
       try {
