@@ -26,6 +26,8 @@ export interface AppSettings {
   readonly streamTimeoutS: number;
   /** Name of the node whose agent runs in this process, if any. */
   readonly localNode: string | null;
+  /** ESNAP_PUBLIC_URL (no trailing slash): base of absolute links; null builds them from the request. */
+  readonly publicUrl?: string | null;
 }
 
 export interface AppContext {

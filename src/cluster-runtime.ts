@@ -13,6 +13,7 @@ import { PgTaskEvents, TASK_CHANNEL } from './tasks/pg-task.events.js';
 import { consumeRegistrations, localHeartbeat } from './nodes/node.heartbeat.js';
 import { consumeResults } from './tasks/result.consumer.js';
 import { ClusterSweep } from './tasks/deadline.sweep.js';
+import { ClusterCanceller } from './agent/cluster.cancel.js';
 
 export interface ClusterOptions {
   readonly agentDeadlineS: number;
@@ -30,6 +31,8 @@ export class ClusterTransport {
     readonly queue: PgBossQueue,
     readonly events: PgTaskEvents,
     private readonly listener: PgListener,
+    /** Cancels of running tasks, sent to the agents by NOTIFY (agent/cluster.cancel.ts). */
+    readonly canceller: ClusterCanceller,
   ) {}
 
   /** Connects the LISTEN client and pg-boss (installing its schema, `<esnap schema>_pgboss`). */
@@ -46,7 +49,7 @@ export class ClusterTransport {
         ...(opts.pollIntervalMs ? { pollIntervalMs: opts.pollIntervalMs } : {}),
       });
       const events = new PgTaskEvents(db, listener, channelName(TASK_CHANNEL, schema), log);
-      return new ClusterTransport(queue, events, listener);
+      return new ClusterTransport(queue, events, listener, new ClusterCanceller(listener, queue));
     } catch (err) {
       await listener.stop();
       throw err;

@@ -43,6 +43,8 @@ export interface Config {
   readonly minFreePercent: number;
   /** ESNAP_LOG_LEVEL: trace, debug, info (default), warn, error, fatal or silent. */
   readonly logLevel: LogLevel;
+  /** ESNAP_PUBLIC_URL: the URL clients use (behind a proxy), without a trailing slash; absolute links are built from it. */
+  readonly publicUrl: string | null;
 }
 
 /** `esnap serve`'s configuration: the PEM text of ESNAP_TLS_CERT / ESNAP_TLS_KEY, read and checked. */
@@ -267,6 +269,7 @@ export function loadConfig(env: Env = process.env): Config {
     allowPlaintext: parseFlag('ESNAP_ALLOW_PLAINTEXT', get('ESNAP_ALLOW_PLAINTEXT'), false),
     minFreePercent: parsePercent('ESNAP_MIN_FREE_PERCENT', get('ESNAP_MIN_FREE_PERCENT'), 5),
     logLevel: parseLogLevel(get('ESNAP_LOG_LEVEL')),
+    publicUrl: parseUrl('ESNAP_PUBLIC_URL', get('ESNAP_PUBLIC_URL'))?.replace(/\/+$/, '') ?? null,
   });
 }
 

@@ -74,6 +74,8 @@ export interface RuntimeOptions {
   readonly https?: { readonly cert: string; readonly key: string } | null;
   /** Finished tasks and task-log entries older than this many days are removed (ESNAP_TASKLOG_DAYS, default 90). */
   readonly taskLogDays?: number;
+  /** The URL clients use (ESNAP_PUBLIC_URL); absolute links (task-log paging) are built from it. */
+  readonly publicUrl?: string | null;
 }
 
 export interface Runtime {
@@ -126,7 +128,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       tasks,
       events,
       log,
-      settings: { streamTimeoutS: opts.streamTimeoutS ?? 3600, localNode: opts.localAgent ? opts.node : null },
+      settings: { streamTimeoutS: opts.streamTimeoutS ?? 3600, localNode: opts.localAgent ? opts.node : null, publicUrl: opts.publicUrl ?? null },
     };
     registerTaskKinds(ctx);
     const metrics = new Metrics(ctx, queue);
@@ -154,6 +156,11 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         log,
         { runner, ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}) },
       );
+      const local = agent;
+      // A running task of this node is cancelled by the agent here; others through the cluster.
+      tasks.setRunningCanceller(async (node, taskId) =>
+        node === opts.node ? local.cancel(taskId) : cluster ? cluster.canceller.cancel(node, taskId) : 'unknown',
+      );
       for (const d of drivers.values()) await d.init();
       const stats = await agent.storageStats();
       await registerNode(
@@ -169,6 +176,10 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       if (cluster) await cluster.prepareLocalAgent(ctx, opts.node, silenceS);
       await agent.start();
       await resyncAfterRepair(ctx, failed);
+    }
+    if (!agent && cluster) {
+      const c = cluster;
+      tasks.setRunningCanceller((node, taskId) => c.canceller.cancel(node, taskId));
     }
     // Every server consumes registrations, heartbeats and results, and runs the deadline sweep.
     if (cluster) {

@@ -15,9 +15,10 @@
  * 4. Work: the same Agent as embedded mode, on the node's queue, with a reporter that sends
  *    `started` and `finished` to the results queue (retried until the database takes them).
  *
- * Cancel: a task can be cancelled only while its job is not yet taken; the server withdraws the
- * job (state `created` → `cancelled`) before it revokes the task, and fetching is atomic against
- * that, so a cancelled job never reaches an agent and a taken one is never revoked.
+ * Cancel: while its job is not yet taken, the server withdraws the job (state `created` →
+ * `cancelled`) and revokes the task; fetching is atomic against that. A taken job's task is
+ * cancelled through this agent (NOTIFY, cluster.cancel.ts): it stops the operation, undoes it and
+ * reports it revoked, unless the operation is past its point of no return.
  */
 import type { Logger } from '../app-context.js';
 import { PgListener } from '../db/pg-listener.js';
@@ -34,6 +35,7 @@ import { Ticker } from '../tasks/ticker.js';
 import { startUsageRefresh } from '../nodes/storage.usage.js';
 import { INTERRUPTED_MESSAGE, type RegisterMessage, type ResultMessage } from './cluster.messages.js';
 import { AgentHealthServer, newAgentHealthState, type AgentHealthState } from './agent-health.js';
+import { listenForCancels } from './cluster.cancel.js';
 
 function heartbeat(node: string): RegisterMessage {
   return { type: 'heartbeat', node, at: new Date().toISOString() };
@@ -140,6 +142,7 @@ export class AgentRuntime {
       hb.start();
       rt.#heartbeat = hb;
       rt.#usage = startUsageRefresh(agent, log);
+      listenForCancels(listener, queue, node, (taskId) => agent.cancel(taskId), log);
       await agent.start(opts.concurrency ?? 4);
       // Ready once registered and taking work from its node's queue.
       healthState.registered = true;

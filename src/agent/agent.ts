@@ -9,6 +9,7 @@ import type { DiskRef, StorageDriver } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { assertDiskNotInUse } from '../storage/in-use.js';
 import { StorageError } from '../storage/driver.js';
+import { currentSignal, OperationCancelled, OpScope, outsideScope, pointOfNoReturn, runInScope, type CancelAnswer } from '../storage/op-scope.js';
 import { atomicSnapshots, planAtomicGroups } from '../storage/capabilities.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
 import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
@@ -35,6 +36,18 @@ export function failure(message: string, returncode = 1): TaskOutcome {
   return { returncode, message, detail: `Got bad return code (${returncode}). Error: ${message}` };
 }
 
+/** What an agent reports for a task it stopped on a cancel: storage is as before the task. */
+export const CANCELLED_OUTCOME: TaskOutcome = { returncode: 1, message: 'terminated', detail: 'terminated', cancelled: true };
+
+/**
+ * Whether a driver declares the point of no return of its rollbacks and restores itself
+ * (`pointOfNoReturn()` before its atomic switch, see op-scope.ts). Drivers that do not are
+ * committed before the call: their rewrite in place cannot be undone, so a cancel then answers 406.
+ */
+export interface CancellableRollback {
+  readonly cancellableRollback?: boolean;
+}
+
 export class Agent {
   constructor(
     readonly node: string,
@@ -47,6 +60,21 @@ export class Agent {
   ) {}
 
   #warnedNoProbe = false;
+  /** The scope of each task this agent has taken, from before its claim until its end is reported. */
+  readonly #scopes = new Map<string, OpScope>();
+
+  /**
+   * A cancel of a task this agent runs: `cancelled` when its operation is being stopped (the
+   * agent then undoes it and reports the task revoked), `committed` when it is past its point of
+   * no return and will finish, `unknown` when this agent does not run it.
+   */
+  cancel(taskId: string): CancelAnswer | 'unknown' {
+    const scope = this.#scopes.get(taskId);
+    if (!scope) return 'unknown';
+    const answer = scope.cancel();
+    if (answer === 'cancelled') this.log.info({ taskId, node: this.node }, 'cancelling a running task');
+    return answer;
+  }
 
   /**
    * The first step of a rollback or restore: nothing may run on the disk being rewritten, whatever
@@ -93,18 +121,32 @@ export class Agent {
   }
 
   async handle(msg: QueueMessage): Promise<void> {
-    if (!(await this.reporter.started(msg.taskId))) return;
-    let outcome: TaskOutcome;
+    // The scope exists before the claim: a cancel that arrives while the claim is recorded finds it.
+    const scope = new OpScope();
+    this.#scopes.set(msg.taskId, scope);
     try {
-      outcome = await this.run(msg.payload as AgentPayload);
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      if (!(err instanceof StorageError)) this.log.error({ err, taskId: msg.taskId }, 'agent operation failed');
-      outcome = failure(message);
+      if (!(await this.reporter.started(msg.taskId))) return;
+      let outcome: TaskOutcome;
+      try {
+        outcome = await runInScope(scope, () => this.run(msg.payload as AgentPayload));
+        // An operation that ended well although it was cancelled has been undone by run().
+        if (scope.cancelled && !scope.committed) outcome = CANCELLED_OUTCOME;
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        if (scope.cancelled && !scope.committed) outcome = CANCELLED_OUTCOME;
+        else {
+          if (!(err instanceof StorageError)) this.log.error({ err, taskId: msg.taskId }, 'agent operation failed');
+          outcome = failure(message);
+        }
+      }
+      // A cancel from here on is too late: the outcome stands (406, the task finishes).
+      scope.end();
+      // Before the outcome: the usage is current by the time the task is seen to have ended.
+      await this.reportUsage(storagesTouched(msg.payload));
+      await this.reporter.finished(msg.taskId, outcome);
+    } finally {
+      this.#scopes.delete(msg.taskId);
     }
-    // Before the outcome: the usage is current by the time the task is seen to have ended.
-    await this.reportUsage(storagesTouched(msg.payload));
-    await this.reporter.finished(msg.taskId, outcome);
   }
 
   /**
@@ -136,14 +178,18 @@ export class Agent {
    * one entry per item, in the payload's order.
    */
   async #createAll(items: readonly CreateItem[]): Promise<CreatedSnapshot[]> {
+    const signal = currentSignal();
     const keys = items.map((item) => {
       const key = atomicSnapshots(this.#driver(item.storage))?.atomicGroup(item.disk) ?? null;
       return key === null ? null : `${key}\u0000${item.name}`; // one call carries one name
     });
     const made: CreateItem[] = [];
     const out: CreatedSnapshot[] = [];
+    let inProgress: readonly number[] = [];
     try {
       for (const group of planAtomicGroups(keys)) {
+        if (signal?.aborted) throw new OperationCancelled();
+        inProgress = group;
         const first = items[group[0]!]!;
         const driver = this.#driver(first.storage);
         const atomic = group.length > 1 ? atomicSnapshots(driver) : null;
@@ -157,12 +203,19 @@ export class Agent {
           made.push(items[i]!);
           out[i] = { size: infos[k]!.size, created: infos[k]!.created.toISOString() };
         });
+        inProgress = [];
       }
+      // A cancel that the driver did not notice (an in-process step) still undoes the snapshots.
+      if (signal?.aborted) throw new OperationCancelled();
       return out;
     } catch (err) {
+      // A cancel killed the driver mid-call: what it left of the snapshot in progress goes too
+      // (its id is this task's own, new one; destroy ignores ids that do not exist).
+      const cancelled = signal?.aborted === true && !(err instanceof StorageError && err.code === 'snapshot_exists');
+      if (cancelled) for (const i of inProgress) made.push(items[i]!);
       for (const item of made.reverse()) {
         try {
-          await this.#driver(item.storage).destroy(item.disk, [item.id]);
+          await outsideScope(() => this.#driver(item.storage).destroy(item.disk, [item.id]));
         } catch (undoErr) {
           this.log.error({ err: undoErr, id: item.id }, 'could not undo a partial multi-disk snapshot');
         }
@@ -189,14 +242,24 @@ export class Agent {
         return { returncode: 0, message: 'Snapshot successfully created', detail: '', data };
       }
       case 'destroy':
+        // A destroy cannot be undone: from its start a cancel answers 406.
+        pointOfNoReturn();
         await this.#driver(p.storage).destroy(p.disk, p.ids);
         return { returncode: 0, message: 'Snapshots successfully deleted', detail: '' };
       case 'rollback': {
         const d = this.#driver(p.storage);
         await this.#assertNotInUse(d, p.target ?? p.disk);
-        if (p.target) await d.restore(p.disk, p.id, p.target);
-        else await d.rollback(p.disk, p.id);
-        return { returncode: 0, message: 'Snapshot successfully restored', detail: '' };
+        // Until here nothing changed. A driver that writes aside declares its own point of no
+        // return (its atomic switch); for the others it is now, before the rewrite in place.
+        if (!(d as CancellableRollback).cancellableRollback) pointOfNoReturn();
+        if (!p.target) {
+          await d.rollback(p.disk, p.id);
+          return { returncode: 0, message: 'Snapshot successfully restored', detail: '' };
+        }
+        // A restore's detail is what Danube's restore command reports: its return code and whole seconds.
+        const began = Date.now();
+        await d.restore(p.disk, p.id, p.target);
+        return { returncode: 0, message: 'Snapshot successfully restored', detail: `rc=0, time_elapsed=${Math.round((Date.now() - began) / 1000)}` };
       }
       case 'list': {
         const d = this.#driver(p.storage);
@@ -214,9 +277,11 @@ export class Agent {
         return { returncode: 0, message: 'Snapshots successfully synced', data };
       }
       case 'disk_create':
+        pointOfNoReturn();
         await this.#driver(p.storage).createDisk(p.disk);
         return { returncode: 0, message: 'Disk successfully created', detail: '' };
       case 'disk_delete':
+        pointOfNoReturn();
         for (const item of p.items) await this.#driver(item.storage).deleteDisk(item.disk);
         return { returncode: 0, message: 'Disk successfully deleted', detail: '' };
       case 'noop':

@@ -49,6 +49,7 @@ async function serve(): Promise<void> {
     freezeLimitS: config.freezeLimitS,
     minFreePercent: config.minFreePercent,
     taskLogDays: config.taskLogDays,
+    publicUrl: config.publicUrl,
     agentDeadlineS: config.agentDeadlineS,
     nodeSilenceS: config.nodeSilenceS,
     https: config.https,

@@ -62,10 +62,11 @@ function definitionDiskMax(vm: VmRow): number {
 // ---------------------------------------------------------------------------------------------
 // Lists (4.1, 4.2)
 
+// In the order Danube's 412 message lists them.
 const ORDER_FIELDS: Readonly<Record<string, SortColumn>> = {
+  hostname: 'vm.hostname',
   name: 'd.name',
   disk_id: 'd.disk_real_id',
-  hostname: 'vm.hostname',
   created: 'd.id',
 };
 const DEFAULT_ORDER: readonly SortTerm[] = [
@@ -79,8 +80,8 @@ export function lastValue(v: unknown): unknown {
 }
 
 /**
- * Danube's `order_by`: comma-separated fields, each optionally prefixed by `-` (descending) or
- * `+`; empty or absent means the default; an unknown field is 412.
+ * Danube's `order_by`: comma-separated fields, each optionally prefixed by `-` or `+` (both
+ * descending, as in Danube); empty or absent means the default; an unknown field is 412.
  *
  * @example parseOrderBy('-name,hostname') // [{column:'d.name',desc:true},{column:'vm.hostname',desc:false}]
  */
@@ -90,8 +91,8 @@ export function parseOrderBy(raw: unknown): SortTerm[] {
   const terms: SortTerm[] = [];
   for (const part of String(v).split(',')) {
     let f = part.trim();
-    const desc = f.startsWith('-');
-    if (desc || f.startsWith('+')) f = f.slice(1);
+    const desc = f.startsWith('-') || f.startsWith('+');
+    if (desc) f = f.slice(1);
     const column = Object.prototype.hasOwnProperty.call(ORDER_FIELDS, f) ? ORDER_FIELDS[f] : undefined;
     if (column === undefined) {
       throw new ApiError(412, `Invalid order_by; Possible sort fields are: ${Object.keys(ORDER_FIELDS).join(', ')}`);
@@ -238,7 +239,11 @@ export function validateDefine(input: Record<string, unknown>, rules: Record<str
   const errors: FieldErrors = r.ok ? {} : r.errors;
   if (!r.ok || Object.keys(extra).length > 0) {
     const ordered: FieldErrors = {};
-    for (const k of Object.keys(rules)) {
+    // Rule order, except that Danube printed `retention` before `schedule`.
+    const keys = Object.keys(rules);
+    const [si, ri] = [keys.indexOf('schedule'), keys.indexOf('retention')];
+    if (si >= 0 && ri > si) keys.splice(si, 0, ...keys.splice(ri, 1));
+    for (const k of keys) {
       const e = errors[k] ?? extra[k];
       if (e) ordered[k] = e;
     }

@@ -73,3 +73,31 @@ export function isDummyTaskId(id: string): boolean {
   // Danube hashes the user id as written in the id.
   return m !== null && m[6] === dummyMark(m[1] as string);
 }
+
+const LOOSE_PREFIX_RE = /^(\d+)([a-zA-Z]+)(\d+)([a-zA-Z]+)(\d+)$/;
+
+/**
+ * The parts of an id as Danube's permission checks see it (`is_valid_task_id`): five groups with
+ * suffix lengths 8, 4, 4, 4 of any characters, and a valid prefix. `1e1d1-ZZZZZZZZ-ZZZZ-ZZZZ-ZZZZ`
+ * passes here (and is then an unknown task, 404), not in parseTaskId.
+ */
+export function parseTaskIdLoose(id: string): TaskIdParts | null {
+  const parts = id.split('-');
+  if (parts.length !== 5 || parts.slice(1).map((p) => p.length).join() !== '8,4,4,4') return null;
+  const m = LOOSE_PREFIX_RE.exec(parts[0]!);
+  if (m === null || !'emiadf'.includes(m[2]!) || m[2]!.length !== 1 || (m[4] !== 'd' && m[4] !== 'u')) return null;
+  const [userId, ownerId, dcId] = [Number(m[1]), Number(m[3]), Number(m[5])];
+  if (!Number.isSafeInteger(userId) || !Number.isSafeInteger(ownerId) || !Number.isSafeInteger(dcId)) return null;
+  return { userId, type: m[2] as TaskType, ownerId, dcBound: m[4] === 'd', dcId };
+}
+
+/**
+ * Danube's integer task type of the task log, `'%d%02d' % (tg, tt)` with tt the index in
+ * (dummy, exec, auto, mgmt, internal, error) and tg 1 outside a DC: 1 exec, 0 dummy, 2 automatic;
+ * 101, 100, 102 for DC-unbound tasks. Null for an id that is not well formed.
+ */
+export function taskLogType(id: string): number | null {
+  const p = parseTaskIdLoose(id);
+  if (!p) return null;
+  return (p.dcBound ? 0 : 100) + 'deamif'.indexOf(p.type);
+}

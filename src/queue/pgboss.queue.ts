@@ -209,6 +209,11 @@ export class PgBossQueue implements TaskQueue {
     }
   }
 
+  /** A NOTIFY on esnap's pool (cancel requests and answers between servers and agents). */
+  async notify(channel: string, payload: string): Promise<void> {
+    await this.#pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
+  }
+
   /** `publish` that retries until the database takes the message or the queue closes. */
   async publishReliably(name: string, data: object, id?: string): Promise<void> {
     await this.#persist(() => this.publish(name, data, id), `send to ${name}`);

@@ -23,7 +23,8 @@ import { submitNodeSync, submitVmSync } from './snapshot.sync.js';
 import type { VmDiskRow, VmRow } from '../db/schema.js';
 
 const PATH_SEGMENT_RE = /^[A-Za-z0-9._-]+$/;
-const SORT_FIELDS: readonly SortField[] = ['name', 'disk_id', 'size', 'created', 'hostname'];
+// In the order Danube's 412 message lists them.
+const SORT_FIELDS: readonly SortField[] = ['hostname', 'created', 'name', 'disk_id', 'size'];
 
 function pathParam(req: ViewRequest, name: string): string {
   const v = req.params[name] ?? '';
@@ -69,7 +70,8 @@ function listFilter(req: ViewRequest, base: ListFilter, disks: readonly VmDiskRo
     if (n !== 1 && n !== 2) throw apiError('invalidSnapshotType');
     f.type = n;
   }
-  if (typeof req.data['define'] === 'string') f.define = req.data['define'];
+  // Danube: an empty `define` is no filter; an empty `disk_id` is still 412 `Invalid disk_id`.
+  if (typeof req.data['define'] === 'string' && req.data['define'] !== '') f.define = req.data['define'];
   if (req.data['disk_id'] !== undefined && disks) f.diskRealId = resolveDisk(disks, req.data['disk_id']).real_id;
   return f;
 }
@@ -176,7 +178,7 @@ const nodeStorageSnapshot: ViewDef = {
       requireSuperAdmin(req.caller);
       const { storage } = await nodeStorage(req);
       const filter: ListFilter = { storageId: storage.id };
-      if (typeof req.data['vm'] === 'string') filter.hostname = req.data['vm'];
+      if (typeof req.data['vm'] === 'string' && req.data['vm'] !== '') filter.hostname = req.data['vm'];
       const f = listFilter(req, filter, null);
       const sort = parseOrderBy(req.data['order_by'], SORT_FIELDS, '-created');
       let rows = await listSnapshots(req.app.db, f, sort);

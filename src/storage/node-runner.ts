@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { pipeline } from 'node:stream';
 import type { CommandRunner, PipeOptions, PipeResult, RunOptions, RunResult } from './runner.js';
+import { withScopeSignal } from './op-scope.js';
 
 /** What the `onRun` hook sees for every run, finished or failed. */
 export interface RunInfo {
@@ -79,7 +80,8 @@ export class NodeCommandRunner implements CommandRunner {
     }
     const started = performance.now();
     const elapsed = (): number => Math.round(performance.now() - started);
-    const { signal } = options;
+    // A running agent task's cancel kills its commands too (op-scope.ts).
+    const signal = withScopeSignal(options.signal);
     if (signal?.aborted) {
       const error = abortError(argv, signal);
       this.report({ argv, code: null, durationMs: 0, error });
@@ -159,7 +161,8 @@ export class NodeCommandRunner implements CommandRunner {
     if (!pCommand || !cCommand) return Promise.reject(new TypeError('NodeCommandRunner.pipe needs two non-empty argvs'));
     const started = performance.now();
     const elapsed = (): number => Math.round(performance.now() - started);
-    const { signal } = options;
+    // A running agent task's cancel kills its commands too (op-scope.ts).
+    const signal = withScopeSignal(options.signal);
     if (signal?.aborted) {
       const error = abortError([...producer, '|', ...consumer], signal);
       for (const argv of [producer, consumer]) this.report({ argv, code: null, durationMs: 0, error });

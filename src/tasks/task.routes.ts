@@ -1,23 +1,67 @@
 /** Task endpoints (spec 7.2): pending tasks, status, done, cancel and the task log. */
 import type { ViewDef, ViewRequest } from '../http/view.js';
 import { ApiError, apiError } from '../domain/errors.js';
-import { parseTaskId, isDummyTaskId } from '../domain/taskid.js';
+import { parseTaskIdLoose, isDummyTaskId, taskLogType, type TaskIdParts } from '../domain/taskid.js';
 import { parseBool, parseIntField } from '../domain/validate.js';
 import { formatDanubeTime } from '../domain/time.js';
 import type { TaskLogRow } from '../db/schema.js';
+import { parseOrderBy } from '../http/order-by.js';
 
 const PAGE_SIZE = 100;
+const INVALID_PAGE = 'Invalid page.';
 
-/** UserTask permission: a well-formed id, and Admin in its DC or its creator or owner. */
+/**
+ * An absolute link to another page of this request: ESNAP_PUBLIC_URL, else the request's scheme and
+ * Host, then the path and the query with `page` replaced; keys sorted and blank values dropped,
+ * as Danube's `replace_query_param` does.
+ */
+function pageLink(req: ViewRequest, page: number): string {
+  const url = new URL(req.http.url, 'http://x');
+  const params = [...url.searchParams.entries()].filter(([k, v]) => k !== 'page' && v !== '');
+  params.push(['page', String(page)]);
+  params.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const base = req.app.settings.publicUrl?.replace(/\/+$/, '') ?? `${req.http.protocol}://${req.http.headers.host ?? req.http.hostname}`;
+  return `${base}${url.pathname}?${new URLSearchParams(params).toString()}`;
+}
+
+/** Whether the caller is Admin in the DC the task id names (Danube's `is_admin(dc)`; the DC must exist). */
+async function isAdminOfTaskDc(req: ViewRequest, parsed: TaskIdParts): Promise<boolean> {
+  const dc = await req.app.db.selectFrom('dc').selectAll().where('id', '=', parsed.dcId).executeTakeFirst();
+  if (!dc) return false;
+  return req.caller.user.is_super_admin === 1 || dc.owner_id === req.caller.user.id || (await isAdminIn(req, dc.id));
+}
+
+/**
+ * UserTask permission: an id Danube's `is_valid_task_id` accepts (group lengths only), and Admin in
+ * its DC or its creator or owner; else 403 `Permission denied`.
+ */
 async function userTask(req: ViewRequest): Promise<string> {
   const id = req.params['task_id'] ?? '';
-  const parsed = parseTaskId(id);
+  const parsed = parseTaskIdLoose(id);
   if (!parsed) throw apiError('permissionDenied');
   const { user } = req.caller;
   if (user.is_super_admin || parsed.userId === user.id || parsed.ownerId === user.id) return id;
-  const dc = await req.app.db.selectFrom('dc').selectAll().where('id', '=', parsed.dcId).executeTakeFirst();
-  if (dc && (dc.owner_id === user.id || (await isAdminIn(req, dc.id)))) return id;
+  if (await isAdminOfTaskDc(req, parsed)) return id;
   throw apiError('permissionDenied');
+}
+
+/** TaskCreator permission: Admin in the id's DC, or the task's creator; else 403 `Permission denied`. */
+async function taskCreator(req: ViewRequest): Promise<{ id: string; admin: boolean }> {
+  const id = req.params['task_id'] ?? '';
+  const parsed = parseTaskIdLoose(id);
+  if (!parsed) throw apiError('permissionDenied');
+  const admin = await isAdminOfTaskDc(req, parsed);
+  if (admin || parsed.userId === req.caller.user.id) return { id, admin };
+  throw apiError('permissionDenied');
+}
+
+/** The pending task's apiview with Danube's key order (`task_id` first), then any other keys. */
+const DETAIL_ORDER = ['task_id', 'hostname', 'snapname', 'disk_id', 'time', 'method', 'view'];
+function pendingDetails(apiview: Record<string, unknown>, taskId: string): Record<string, unknown> {
+  const all: Record<string, unknown> = { ...apiview, task_id: taskId };
+  const out: Record<string, unknown> = {};
+  for (const k of DETAIL_ORDER) if (k in all) out[k] = all[k];
+  return Object.assign(out, all);
 }
 
 async function isAdminIn(req: ViewRequest, dcId: number): Promise<boolean> {
@@ -62,7 +106,7 @@ const taskDetail: ViewDef = {
       if (!task || !['PENDING', 'STARTED'].includes(task.state) || task.dc_id !== req.caller.dc.id) {
         throw apiError('taskNotFound');
       }
-      return { type: 'raw', status: 200, body: { ...(JSON.parse(task.apiview) as object), task_id: task.id } };
+      return { type: 'raw', status: 200, body: pendingDetails(JSON.parse(task.apiview) as Record<string, unknown>, task.id) };
     },
   },
 };
@@ -97,7 +141,7 @@ const taskDone: ViewDef = {
   methods: {
     async GET(req) {
       const st = await statusView(req);
-      return { type: 'raw', status: st.httpStatus, body: { task_id: st.body.task_id, done: st.done } };
+      return { type: 'raw', status: st.httpStatus, body: { done: st.done, task_id: st.body.task_id } };
     },
   },
 };
@@ -105,15 +149,15 @@ const taskDone: ViewDef = {
 const taskCancel: ViewDef = {
   path: '/task/:task_id/cancel',
   name: 'task_cancel',
-  description: 'Cancel a task that has not started yet.',
+  description: 'Cancel a task: a pending one is revoked, a running one stopped and undone (406 past its point of no return).',
   dcBound: false,
   methods: {
     async PUT(req) {
-      const id = req.params['task_id'] ?? '';
-      const parsed = parseTaskId(id);
-      // TaskCreator: only whoever created the task (or a super admin) may cancel it.
-      if (!parsed || isDummyTaskId(id)) throw apiError('taskCannotCancel');
-      if (parsed.userId !== req.caller.user.id && !req.caller.isSuperAdmin) throw apiError('taskCannotCancel');
+      const { id, admin } = await taskCreator(req);
+      // Danube: only a task in the caller's pending list (admins: every pending task of the DC).
+      const task = isDummyTaskId(id) ? undefined : await req.app.tasks.get(id);
+      const listed = task && (task.state === 'PENDING' || task.state === 'STARTED') && (admin || task.owner_id === req.caller.user.id);
+      if (!listed) throw apiError('taskCannotCancel');
       if (!(await req.app.tasks.cancel(id))) throw apiError('taskCannotCancel');
       const st = await req.app.tasks.statusOf(id);
       return { type: 'raw', status: st.httpStatus, body: st.body };
@@ -134,7 +178,7 @@ function logEntry(e: TaskLogRow, cached: boolean): Record<string, unknown> {
     object_alias: e.object_alias,
     object_type: e.object_type,
     flag: e.flag,
-    ...(cached ? { task_type: e.task_type } : {}),
+    ...(cached ? { task_type: taskLogType(e.task_id) ?? 0 } : {}),
   };
 }
 
@@ -154,7 +198,10 @@ const taskLog: ViewDef = {
       if (typeof d['status'] === 'string' && d['status'] !== '') q = q.where('status', '=', d['status']);
       if (typeof d['object_type'] === 'string' && d['object_type'] !== '') q = q.where('object_type', '=', d['object_type']);
       if (typeof d['object_name'] === 'string' && d['object_name'] !== '') q = q.where('object_name', '=', d['object_name']);
-      if (d['show_running'] !== undefined && parseBool(d['show_running'])) q = q.where('status', '=', 'PENDING');
+      if (d['show_running'] !== undefined && parseBool(d['show_running'])) {
+        // Tasks still pending or running (Danube: in the pending list), by their PENDING row.
+        q = q.where('status', '=', 'PENDING').where('task_id', 'in', (eb) => eb.selectFrom('task').select('task.id').where('state', 'in', ['PENDING', 'STARTED']));
+      }
       if (d['hide_auto'] !== undefined && parseBool(d['hide_auto'])) q = q.where('task_type', '!=', 'a');
       for (const [key, op] of [['date_from', '>='], ['date_to', '<=']] as const) {
         const v = d[key];
@@ -163,33 +210,32 @@ const taskLog: ViewDef = {
         if (Number.isNaN(t.getTime())) throw new ApiError(400, `Invalid ${key}`);
         q = q.where('time', op, t.toISOString());
       }
-      const asc = d['order_by'] === 'time';
-      if (d['order_by'] !== undefined && d['order_by'] !== 'time' && d['order_by'] !== '-time') {
-        throw new ApiError(412, 'Invalid order_by; Possible sort fields are: time');
-      }
+      // Danube's order_by (only `time`; `-time`/`+time` descending, empty the default `-time`).
+      const asc = !parseOrderBy(d['order_by'], ['time'] as const, '-time')[0]!.desc;
       q = q.orderBy('time', asc ? 'asc' : 'desc').orderBy('id', asc ? 'asc' : 'desc');
-      if (d['page'] === undefined) {
+      // Danube pages only for a non-empty `page`; anything Django's paginator refuses is 404 `Invalid page.`.
+      if (d['page'] === undefined || d['page'] === '') {
         const rows = await q.limit(10).execute();
         return { type: 'raw', status: 200, body: { results: rows.map((r) => logEntry(r, true)) } };
       }
       const page = parseIntField(d['page']);
-      if (page === null || page < 1) throw apiError('notFound');
+      if (page === null || page < 1) throw new ApiError(404, INVALID_PAGE);
       const countRow = await q
         .clearSelect()
         .clearOrderBy()
         .select((eb) => eb.fn.countAll<number>().as('n'))
         .executeTakeFirstOrThrow();
       const count = Number(countRow.n);
-      if (page > 1 && (page - 1) * PAGE_SIZE >= count) throw apiError('notFound');
+      if (page > 1 && (page - 1) * PAGE_SIZE >= count) throw new ApiError(404, INVALID_PAGE);
       const rows = await q.limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE).execute();
-      const base = `/api/task/log/?page=`;
       return {
         type: 'raw',
         status: 200,
         body: {
           count,
-          next: page * PAGE_SIZE < count ? `${base}${page + 1}` : null,
-          previous: page > 1 ? `${base}${page - 1}` : null,
+          next: page * PAGE_SIZE < count ? pageLink(req, page + 1) : null,
+          // Danube's paginator quirk, kept: no link back to page 1 (page 2's `previous` is null).
+          previous: page > 2 ? pageLink(req, page - 1) : null,
           results: rows.map((r) => logEntry(r, false)),
         },
       };

@@ -24,7 +24,18 @@ export interface TaskResult {
 /** What an agent reports for a task: the Danube result plus driver data (sizes, listings). */
 export interface TaskOutcome extends TaskResult {
   readonly data?: unknown;
+  /** The agent stopped the task on a cancel and undid it: it ends REVOKED (from STARTED too). */
+  readonly cancelled?: boolean;
 }
+
+/**
+ * Asks the agent of `node` to stop a task it runs: `cancelled` (it will report the task revoked),
+ * `committed` (past its point of no return: it finishes), `unknown` (no agent there runs it).
+ */
+export type RunningCanceller = (node: string, taskId: string) => Promise<'cancelled' | 'committed' | 'unknown'>;
+
+/** How long a cancel waits for a stopped task to end before it answers with the status (Danube sleeps 1 s). */
+const CANCEL_WAIT_MS = 5000;
 
 export type TaskState = 'PENDING' | 'STARTED' | 'SUCCESS' | 'FAILURE' | 'REVOKED';
 
@@ -90,6 +101,8 @@ export interface TaskStatus {
 }
 
 const FINAL_STATES = new Set(['SUCCESS', 'FAILURE', 'REVOKED']);
+/** Thrown inside a revoking completion whose task was claimed meanwhile: rolls it back. */
+const NOT_PENDING = new Error('task is no longer pending');
 
 export function stateHttpStatus(state: string): number {
   switch (state) {
@@ -102,6 +115,15 @@ export function stateHttpStatus(state: string): number {
     default:
       return 201;
   }
+}
+
+/** A task result object with Danube's key order (`message, returncode, detail`, then any others). */
+export function danubeResultOrder(result: unknown): unknown {
+  if (result === null || typeof result !== 'object' || Array.isArray(result)) return result;
+  const r = result as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const k of ['message', 'returncode', 'detail']) if (k in r) out[k] = r[k];
+  return Object.assign(out, r);
 }
 
 /** One task of `submitMany`: its id, or the error `submit` would have thrown for it. */
@@ -117,6 +139,7 @@ export interface SubmittedBatch {
 export class TaskService {
   readonly #handlers = new Map<string, KindHandler<never>>();
   readonly #listeners: CompletionListener[] = [];
+  #canceller: RunningCanceller | null = null;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -248,7 +271,8 @@ export class TaskService {
 
   /**
    * The one completion path: success, failure, cancel (`revoked`) and crash repair all come here.
-   * Idempotent: a task that already ended is left alone.
+   * Idempotent: a task that already ended is left alone. `revoked` applies only to a task still
+   * PENDING (checked in the final update itself); otherwise nothing changes.
    */
   async complete(taskId: string, outcome: TaskOutcome, opts: { revoked?: boolean } = {}): Promise<void> {
     let after: (() => Promise<void>) | undefined;
@@ -257,31 +281,37 @@ export class TaskService {
     let who: { username: string; object_name: string } | undefined;
     await this.db.transaction().execute(async (trx) => {
       const task = await trx.selectFrom('task').selectAll().where('id', '=', taskId).executeTakeFirst();
-      if (!task || FINAL_STATES.has(task.state)) return;
+      if (!task || FINAL_STATES.has(task.state) || (opts.revoked && task.state !== 'PENDING')) return;
       const handler = this.#handlers.get(task.kind) as KindHandler<unknown> | undefined;
       if (!handler) throw new Error(`no completion handler for task kind ${task.kind}`);
       const context: unknown = JSON.parse(task.context);
       const done = await handler.complete(trx, task, context, outcome);
       after = done.after;
-      const state: TaskState = opts.revoked ? 'REVOKED' : outcome.returncode === 0 ? 'SUCCESS' : 'FAILURE';
-      const result = opts.revoked ? 'terminated' : done.result;
+      const revoked = opts.revoked === true || outcome.cancelled === true;
+      const state: TaskState = revoked ? 'REVOKED' : outcome.returncode === 0 ? 'SUCCESS' : 'FAILURE';
+      const result = revoked ? 'terminated' : done.result;
       const now = this.clock.now().toISOString();
+      // A cancel revokes only a task no agent has claimed, decided in this one statement: a claim
+      // that lands after the read above leaves no row to update, and the whole cleanup rolls back.
       const claimed = await trx
         .updateTable('task')
         .set({ state, result: JSON.stringify(result), finished: now })
         .where('id', '=', taskId)
-        .where('state', 'in', ['PENDING', 'STARTED'])
+        .where('state', 'in', opts.revoked ? ['PENDING'] : ['PENDING', 'STARTED'])
         .executeTakeFirst();
-      if (Number(claimed.numUpdatedRows) !== 1) throw new Error(`task ${taskId} ended twice`);
-      const detail = typeof result === 'string' ? result : (result.detail ?? result.message);
-      const logged = await trx
-        .updateTable('task_log')
-        .set({ status: state, time: now, detail: task.log_detail + (state === 'SUCCESS' ? '' : detail ? `. Error: ${detail}` : '') })
-        .where('task_id', '=', taskId)
-        .returning(['username', 'object_name'])
-        .executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) !== 1) {
+        if (opts.revoked) throw NOT_PENDING;
+        throw new Error(`task ${taskId} ended twice`);
+      }
+      // Danube's second task-log row: the PENDING one stays, this one carries the result's detail.
+      const pending = await trx.selectFrom('task_log').selectAll().where('task_id', '=', taskId).where('status', '=', 'PENDING').executeTakeFirst();
+      if (pending) {
+        const { id: _id, ...row } = pending;
+        const detail = opts.revoked ? 'revoked' : outcome.cancelled ? 'terminated' : typeof result === 'string' ? result : (result.detail ?? result.message);
+        await trx.insertInto('task_log').values({ ...row, status: state, time: now, detail }).execute();
+        who = { username: pending.username, object_name: pending.object_name };
+      }
       event = { task: { ...task, state, result: JSON.stringify(result), finished: now }, state, result };
-      who = logged;
       for (const l of this.#listeners) {
         if (!l.inTransaction) continue;
         await sql`SAVEPOINT esnap_listener`.execute(trx);
@@ -299,6 +329,9 @@ export class TaskService {
       // here keeps the two from deadlocking.
       await trx.deleteFrom('task_lock').where('task_id', '=', taskId).execute();
       finished = true;
+    }).catch((err: unknown) => {
+      // A revoke that lost the race with a claim changed nothing (see the final update above).
+      if (err !== NOT_PENDING) throw err;
     });
     if (!finished) return;
     this.#audit(event!, who);
@@ -351,23 +384,54 @@ export class TaskService {
       return { done: true, httpStatus: 404, body: { detail: 'Task does not exist (anymore)' } as never };
     }
     const done = FINAL_STATES.has(task.state);
+    // Key order as Danube printed these dicts: status, result, task_id; a result message, returncode, detail.
     return {
       done,
       httpStatus: stateHttpStatus(task.state),
-      body: { task_id: task.id, status: task.state, result: task.result === null ? null : (JSON.parse(task.result) as unknown) },
+      body: { status: task.state, result: task.result === null ? null : danubeResultOrder(JSON.parse(task.result) as unknown), task_id: task.id },
     };
   }
 
-  /** Cancels a task that no agent has started: the failure cleanup runs and it ends REVOKED. */
+  /** The way to reach agents that run tasks (the local agent, or cluster messaging). */
+  setRunningCanceller(canceller: RunningCanceller): void {
+    this.#canceller = canceller;
+  }
+
+  /**
+   * Cancels a task. One no agent has taken is revoked here with the failure cleanup. One an agent
+   * runs is stopped by that agent, which undoes it and reports it revoked; this waits briefly for
+   * that end. False when the task cannot be cancelled: it ended, or its operation is past its point
+   * of no return (it finishes), or no agent answers for it.
+   */
   async cancel(taskId: string): Promise<boolean> {
     const task = await this.get(taskId);
-    if (!task || task.state !== 'PENDING') return false;
-    // Take the message back first: once an agent has it (cluster mode: its job is active, perhaps
-    // before the agent's `started` arrived), the task runs and cannot be revoked.
-    if (task.node !== null && !(await this.queue.withdraw(task.node, taskId))) return false;
-    await this.complete(taskId, { returncode: 1, message: 'terminated', detail: 'terminated' }, { revoked: true });
-    const after = await this.get(taskId);
-    return after?.state === 'REVOKED';
+    if (!task || (task.state !== 'PENDING' && task.state !== 'STARTED')) return false;
+    if (task.state === 'PENDING' && (task.node === null || (await this.queue.withdraw(task.node, taskId)))) {
+      // Revoked only if still PENDING at the final update (complete()); a claim that won the race
+      // makes it a running task, cancelled below through its agent.
+      await this.complete(taskId, { returncode: 1, message: 'terminated', detail: 'terminated' }, { revoked: true });
+      const after = await this.get(taskId);
+      if (!after || after.state !== 'STARTED') return after?.state === 'REVOKED';
+    }
+    if (task.node === null || !this.#canceller) return false;
+    if ((await this.#canceller(task.node, taskId)) !== 'cancelled') return false;
+    await this.#waitForEnd(taskId, CANCEL_WAIT_MS);
+    return true;
+  }
+
+  async #waitForEnd(taskId: string, ms: number): Promise<void> {
+    const limit = new AbortController();
+    const timer = setTimeout(() => limit.abort(), ms);
+    try {
+      while (!limit.signal.aborted) {
+        const woken = this.events.next(taskId, limit.signal);
+        const t = await this.get(taskId);
+        if (!t || FINAL_STATES.has(t.state)) return;
+        await woken;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

@@ -55,7 +55,16 @@ export async function vmDisks(db: Kysely<Database>, vmUuid: string): Promise<VmD
 
 /** Array disk id (1-based) → disk row; 412 `Invalid disk_id` otherwise. `undefined` means the default 1. */
 export function resolveDisk(disks: readonly VmDiskRow[], raw: unknown, dflt = 1): VmDiskRow {
-  const n = raw === undefined ? dflt : parseIntField(raw);
+  // Danube's `int(disk_id)`: a JSON number is truncated (1.5 names disk 1; a create then refuses
+  // 1.5 in its field check), a boolean is 0 or 1; strings must be whole numbers.
+  const n =
+    raw === undefined
+      ? dflt
+      : typeof raw === 'number' && Number.isFinite(raw)
+        ? Math.trunc(raw) + 0
+        : typeof raw === 'boolean'
+          ? Number(raw)
+          : parseIntField(raw);
   if (n === null || n < 1 || n > disks.length) throw apiError('invalidDiskId');
   return disks[n - 1]!;
 }

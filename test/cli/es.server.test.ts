@@ -273,6 +273,23 @@ describe('es against a real esnap server', () => {
       expect(grid.stdout).toMatch(/^\+-+\+-+\+\n\| hostname +\| web01 +\|\n/);
     });
 
+    it('prints the task log: two rows per task, integer task_type, absolute paging links', async () => {
+      const cached = out(await es(['get', '/task/log']));
+      expect(cached.status).toBe(200);
+      const first = cached.text.results[0];
+      expect(Object.keys(first)).toEqual(['time', 'task', 'status', 'username', 'msg', 'detail', 'object_name', 'object_alias', 'object_type', 'flag', 'task_type']);
+      expect(typeof first.task_type).toBe('number');
+      const csv = await es(['get', '/task/log', '--csv']);
+      const lines = csv.stdout.split('\r\n');
+      expect(lines[0]).toBe('time;task;status;username;msg;detail;object_name;object_alias;object_type;flag;task_type');
+      const ended = lines.slice(1, -1).map((l) => l.split(';')).filter((f) => f[1] === first.task);
+      expect(ended.map((f) => f[2])).toEqual([first.status, 'PENDING']);
+      expect(ended.every((f) => /^[0-9]+$/.test(f[10]!))).toBe(true);
+      const paged = out(await es(['get', '/task/log', '-page', '1']));
+      expect(Object.keys(paged.text)).toEqual(['count', 'next', 'previous', 'results']);
+      expect(paged.text.previous).toBeNull();
+    });
+
     it('an error is printed as its detail row, with the same exit code', async () => {
       const r = await es(['get', '/vm/nope/snapshot', '--csv']);
       expect(r.code).toBe(1);

@@ -10,6 +10,7 @@ import { createRuntime, silentLogger, type Runtime } from '../../src/runtime.js'
 import { AgentRuntime } from '../../src/agent/agent-runtime.js';
 import { bossSchemaFor } from '../../src/queue/pgboss.queue.js';
 import type { Logger } from '../../src/app-context.js';
+import type { CommandRunner } from '../../src/storage/runner.js';
 import { ADMIN_KEY, PG_URL, httpClient, type Reply, type TestServer } from '../helpers/server.js';
 import { makeVm, type VmFixture } from '../helpers/fixtures.js';
 import { sleep, spawnEsnap, waitOutput, type EsnapProcess } from '../helpers/esnap-process.js';
@@ -110,7 +111,7 @@ export interface AgentSpec {
   readonly root: string;
 }
 
-export async function startAgent(db: ClusterDb, spec: AgentSpec, opts: { heartbeatS?: number; log?: Logger } = {}): Promise<AgentRuntime> {
+export async function startAgent(db: ClusterDb, spec: AgentSpec, opts: { heartbeatS?: number; log?: Logger; runner?: CommandRunner } = {}): Promise<AgentRuntime> {
   await mkdir(spec.root, { recursive: true });
   return AgentRuntime.start({
     databaseUrl: db.agentUrl(),
@@ -119,6 +120,7 @@ export async function startAgent(db: ClusterDb, spec: AgentSpec, opts: { heartbe
     storages: [{ name: 'default', driver: 'file', root: spec.root }],
     heartbeatS: opts.heartbeatS ?? 1,
     log: opts.log ?? silentLogger,
+    ...(opts.runner ? { runner: opts.runner } : {}),
   });
 }
 

@@ -62,14 +62,16 @@ forEachDb('definitions: lists', (kind) => {
     expect((await s.req('GET', all, { query: { full: '0' } })).body.result).toEqual(['zulu', 'mid', 'alpha', 'alpha']);
   });
 
-  it('order_by takes name, disk_id, hostname, created with - or +', async () => {
+  it('order_by takes name, disk_id, hostname, created with - or + (both descending, as Danube)', async () => {
     const order = async (order_by: string) =>
       pairs((await s.req('GET', all, { query: { full: 'true', order_by } })).body.result);
     expect(await order('name,hostname')).toEqual(['b.test/alpha', 'c.test/alpha', 'b.test/mid', 'a.test/zulu']);
     expect(await order('-name,-hostname')).toEqual(['a.test/zulu', 'b.test/mid', 'c.test/alpha', 'b.test/alpha']);
     expect(await order('created')).toEqual(['b.test/alpha', 'a.test/zulu', 'b.test/mid', 'c.test/alpha']);
     expect(await order('-disk_id,created')).toEqual(['b.test/mid', 'b.test/alpha', 'a.test/zulu', 'c.test/alpha']);
-    expect(await order('+hostname, -created')).toEqual(['a.test/zulu', 'b.test/mid', 'b.test/alpha', 'c.test/alpha']);
+    expect(await order('+hostname, -created')).toEqual(['c.test/alpha', 'b.test/mid', 'b.test/alpha', 'a.test/zulu']);
+    // A literal + in a query string is a space: ascending.
+    expect(await order(' hostname, -created')).toEqual(['a.test/zulu', 'b.test/mid', 'b.test/alpha', 'c.test/alpha']);
     expect((await s.req('GET', all, { query: { order_by: 'name' } })).body.result).toEqual(['alpha', 'alpha', 'mid', 'zulu']);
   });
 
@@ -77,7 +79,7 @@ forEachDb('definitions: lists', (kind) => {
     for (const order_by of ['size', 'name,', 'hostname,-', '--name', 'id']) {
       const r = await s.req('GET', all, { query: { order_by } });
       expect(r.status, order_by).toBe(412);
-      expect(r.body).toEqual({ detail: 'Invalid order_by; Possible sort fields are: name, disk_id, hostname, created' });
+      expect(r.body).toEqual({ detail: 'Invalid order_by; Possible sort fields are: hostname, name, disk_id, created' });
     }
     const v = await s.req('GET', '/api/vm/b.test/define/snapshot', { query: { order_by: 'bogus' } });
     expect(v.status).toBe(412);

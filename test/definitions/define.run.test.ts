@@ -120,7 +120,7 @@ forEachDb('definitions: run now and preview', (kind) => {
       tz: ['Invalid time zone.'],
       retention_days: ['Ensure this value is greater than or equal to 1.'],
     });
-    expect(Object.keys(r.body.result)).toEqual(['schedule', 'retention', 'tz', 'retention_days']);
+    expect(Object.keys(r.body.result)).toEqual(['retention', 'schedule', 'tz', 'retention_days']);
   });
 
   it('preview is for VM owners and admins; others do not see the VM', async () => {

@@ -31,7 +31,8 @@ forEachDb('definitions: validation', (kind) => {
 
   it('schedule and retention are required for names that are not predefined', async () => {
     const e = await failure('custom', {});
-    expect(Object.keys(e)).toEqual(['schedule', 'retention']);
+    // Danube printed retention before schedule.
+    expect(Object.keys(e)).toEqual(['retention', 'schedule']);
     expect(e).toEqual({ schedule: ['This field is required.'], retention: ['This field is required.'] });
     expect(await failure('custom', { schedule: '', retention: null })).toEqual({
       schedule: ['This field is required.'],
@@ -103,7 +104,7 @@ forEachDb('definitions: validation', (kind) => {
     expect(r.body.result).toMatchObject({ tz: 'America/New_York', retention_days: null, catchup: false });
   });
 
-  it('several field errors come together, in field order', async () => {
+  it('several field errors come together, in field order (retention before schedule, as Danube)', async () => {
     const e = await failure('toolongname', {
       disk_id: 2,
       desc: '<',
@@ -112,7 +113,7 @@ forEachDb('definitions: validation', (kind) => {
       tz: 'Nowhere/Town',
       retention_days: 0,
     });
-    expect(Object.keys(e)).toEqual(['name', 'desc', 'schedule', 'retention', 'tz', 'retention_days']);
+    expect(Object.keys(e)).toEqual(['name', 'desc', 'retention', 'schedule', 'tz', 'retention_days']);
   });
 
   it('PUT validates what it gets; required fields cannot be emptied', async () => {

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { isDummyTaskId, makeDummyTaskId, makeTaskId, parseTaskId, type TaskType } from '../../src/domain/taskid.js';
+import { isDummyTaskId, makeDummyTaskId, makeTaskId, parseTaskId, parseTaskIdLoose, taskLogType, type TaskType } from '../../src/domain/taskid.js';
 
 const UUID = '6c2e0f4a-1b2c-4d3e-8f9a-0123456789ab';
 
@@ -100,5 +100,24 @@ describe('isDummyTaskId', () => {
         expect(isDummyTaskId(id)).toBe(uuid.startsWith(mark));
       }),
     );
+  });
+});
+
+describe("Danube's task-log task_type and its id check", () => {
+  it("builds '%d%02d' from the DC-unbound flag and the type", () => {
+    expect(taskLogType('1e1d1-6c2e0f4a-1b2c-4d3e-8f9a')).toBe(1);
+    expect(taskLogType('1d1d1-6f75849b-1b2c-4d3e-8f9a')).toBe(0);
+    expect(taskLogType('7a1d1-6c2e0f4a-1b2c-4d3e-8f9a')).toBe(2);
+    expect(taskLogType('1e1u1-6c2e0f4a-1b2c-4d3e-8f9a')).toBe(101);
+    expect(taskLogType('1d1u1-6f75849b-1b2c-4d3e-8f9a')).toBe(100);
+    expect(taskLogType('7a1u1-6c2e0f4a-1b2c-4d3e-8f9a')).toBe(102);
+    expect(taskLogType('garbage')).toBeNull();
+  });
+
+  it('accepts any characters of the right group lengths, as is_valid_task_id does', () => {
+    expect(parseTaskIdLoose('1e1d1-ZZZZZZZZ-ZZZZ-ZZZZ-ZZZZ')).toEqual({ userId: 1, type: 'e', ownerId: 1, dcBound: true, dcId: 1 });
+    for (const bad of ['1e1d1-ZZZZZZZ-ZZZZ-ZZZZ-ZZZZ', '1x1d1-ZZZZZZZZ-ZZZZ-ZZZZ-ZZZZ', '1e1q1-ZZZZZZZZ-ZZZZ-ZZZZ-ZZZZ', '1ee1d1-ZZZZZZZZ-ZZZZ-ZZZZ-ZZZZ', '1e1-ZZZZZZZZ-ZZZZ-ZZZZ-ZZZZ']) {
+      expect(parseTaskIdLoose(bad), bad).toBeNull();
+    }
   });
 });

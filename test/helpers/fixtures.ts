@@ -95,3 +95,29 @@ export async function makeUser(
     .executeTakeFirstOrThrow();
   return { id: row.id, key };
 }
+
+/** A VM on a node that has no agent: its tasks stay PENDING until cancelled. */
+export async function vmOnIdleNode(s: TestServer, hostname: string): Promise<void> {
+  const db = s.runtime.ctx.db;
+  const now = new Date().toISOString();
+  const node = await db
+    .insertInto('node')
+    .values({ hostname: `idle-${hostname}`, uuid: randomUUID(), status: 2, last_heartbeat: now, created: now })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  const storage = await db
+    .insertInto('node_storage')
+    .values({ node_id: node.id, name: 'default', driver: 'file', config: '{"root":"/nonexistent"}', size: null, size_free: null, created: now })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  const uuid = randomUUID();
+  await db
+    .insertInto('vm')
+    .values({
+      uuid, hostname, alias: hostname, dc_id: 1, owner_id: 1, node_id: node.id, brand: 'kvm', status: 1, status_change: now,
+      qmp_socket: null, qga_socket: null, snapshot_limit_manual: null, snapshot_limit_auto: null, snapshot_size_limit: null,
+      snapshot_size_percent_limit: null, created: now, changed: now,
+    })
+    .execute();
+  await db.insertInto('vm_disk').values({ vm_uuid: uuid, real_id: 0, storage_id: storage.id, path: `${uuid}-disk0`, size_mb: 1, created: now }).execute();
+}

@@ -12,6 +12,7 @@ import { describe } from 'vitest';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
 import type { Clock, Logger } from '../../src/app-context.js';
 import type { StorageConfig } from '../../src/storage/drivers.js';
+import type { CommandRunner } from '../../src/storage/runner.js';
 
 export type TestDb = 'sqlite' | 'postgres';
 
@@ -115,6 +116,9 @@ export interface ServerOptions {
   nodeSilenceS?: number;
   alertWebhook?: string;
   metricsPublic?: boolean;
+  publicUrl?: string;
+  /** The command runner of the local agent's drivers (tests that slow a command down). */
+  runner?: CommandRunner;
   log?: Logger;
   /** Reuse a database from an earlier server (restart tests). */
   reuse?: { databaseUrl: string; searchPath?: string; storageRoot: string };
@@ -162,6 +166,8 @@ export async function startTestServer(kind: TestDb, opts: ServerOptions = {}): P
     ...(opts.alertWebhook !== undefined ? { alertWebhook: opts.alertWebhook } : {}),
     ...(opts.metricsPublic !== undefined ? { metricsPublic: opts.metricsPublic } : {}),
     ...(opts.log ? { log: opts.log } : {}),
+    ...(opts.publicUrl !== undefined ? { publicUrl: opts.publicUrl } : {}),
+    ...(opts.runner ? { runner: opts.runner } : {}),
   });
   const address = await runtime.app.listen({ host: '127.0.0.1', port: 0 });
   const url = address.replace(/\/$/, '');

@@ -6,5 +6,6 @@ queueContract({
   open: async () => new InProcessQueue(),
   persistent: false,
   exactWithdraw: false,
+  db: 'sqlite',
   cleanup: async () => undefined,
 });

@@ -19,6 +19,7 @@ queueContract({
   },
   persistent: true,
   exactWithdraw: true,
+  db: 'postgres',
   async cleanup() {
     for (const l of listeners) await l.stop();
     const c = new pg.Client({ connectionString: PG_URL });

@@ -4,7 +4,13 @@
  * messages.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
 import type { QueueMessage, TaskQueue } from '../../src/queue/queue.js';
+import { SYSTEM_USER_ID, SYSTEM_USERNAME, systemClock } from '../../src/app-context.js';
+import { LocalTaskEvents } from '../../src/tasks/task.events.js';
+import { TaskService, type TaskOutcome } from '../../src/tasks/task.service.js';
+import { silentLogger } from '../../src/runtime.js';
+import { withServer, type TestDb } from '../helpers/server.js';
 
 export interface QueueFactory {
   readonly name: string;
@@ -14,6 +20,8 @@ export interface QueueFactory {
   readonly persistent: boolean;
   /** withdraw() answers false once a worker has the message (pg-boss); in-process relies on the task claim. */
   readonly exactWithdraw: boolean;
+  /** The database the queue is used with (tasks, locks): SQLite in embedded mode, PostgreSQL with pg-boss. */
+  readonly db: TestDb;
   cleanup(): Promise<void>;
 }
 
@@ -156,6 +164,78 @@ export function queueContract(f: QueueFactory): void {
       await until(() => got.length === 2);
       expect(got.sort()).toEqual(['after', 'boom']);
       await q.stop();
+    });
+
+    it('a cancel racing an agent claim never revokes the claimed task (TaskService on this queue)', async () => {
+      // The agent claims the task between the cancel's read of PENDING and its completion: the
+      // wrapped withdraw lets the worker take and claim the message first, then withdraws.
+      const s = await withServer(f.db, { localAgent: false });
+      try {
+        const db = s.runtime.ctx.db;
+        const n = node();
+        const now = new Date().toISOString();
+        const nodeId = (
+          await db.insertInto('node').values({ hostname: n, uuid: randomUUID(), status: 2, last_heartbeat: now, created: now }).returning('id').executeTakeFirstOrThrow()
+        ).id;
+        const q = await openQueue();
+        let claimed = false;
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        const outcomes: TaskOutcome[] = [];
+        const racing: TaskQueue = {
+          send: (nd, m) => q.send(nd, m),
+          work: (nd, h, o) => q.work(nd, h, o),
+          stop: () => q.stop(),
+          depth: (nd) => q.depth(nd),
+          async withdraw(nd, taskId) {
+            await q.work(nd, async (m) => {
+              if (!(await tasks.markStarted(m.taskId))) return;
+              claimed = true;
+              await gate;
+              await tasks.complete(m.taskId, { returncode: 0, message: 'done', detail: '' });
+            });
+            await until(() => claimed);
+            return q.withdraw(nd, taskId);
+          },
+        };
+        const tasks = new TaskService(db, racing, new LocalTaskEvents(), systemClock, silentLogger);
+        tasks.registerKind('contract_race', {
+          complete: async (_trx, _task, _ctx, outcome) => {
+            outcomes.push(outcome);
+            return { result: { returncode: outcome.returncode, message: outcome.message } };
+          },
+        });
+        const lock = `contract race ${n}`;
+        const taskId = await tasks.submit({
+          kind: 'contract_race',
+          type: 'e',
+          userId: SYSTEM_USER_ID,
+          username: SYSTEM_USERNAME,
+          ownerId: 1,
+          dcId: 1,
+          dcBound: true,
+          vmUuid: null,
+          node: { id: nodeId, hostname: n },
+          locks: [lock],
+          apiview: { view: 'contract' },
+          log: { msg: 'Contract race', detail: '', object: { type: 'vm', name: n, alias: n, pk: n } },
+          prepare: async () => ({ payload: { op: 'noop' }, context: {} }),
+        });
+
+        expect(await tasks.cancel(taskId)).toBe(false);
+        // The claimed task runs on: still STARTED, its lock held, no cleanup ran.
+        expect((await tasks.get(taskId))?.state).toBe('STARTED');
+        expect(await db.selectFrom('task_lock').select('key').where('key', '=', lock).execute()).toHaveLength(1);
+        expect(outcomes).toEqual([]);
+        release();
+        await until(() => outcomes.length > 0);
+        await sleep(50);
+        expect((await tasks.get(taskId))?.state).toBe('SUCCESS');
+        expect(outcomes.map((o) => o.returncode)).toEqual([0]);
+        await q.stop();
+      } finally {
+        await s.cleanup();
+      }
     });
 
     if (f.exactWithdraw) {

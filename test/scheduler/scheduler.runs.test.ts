@@ -49,9 +49,13 @@ forEachDb('scheduler: Danube runs', (kind) => {
     expect(snaps[0]).toMatchObject({ name: 'hourly-20260105_100000', type: 1, status: 1, define_id: def.id, disk_real_id: 1, fsfreeze: 0 });
     const task = await s.runtime.ctx.db.selectFrom('task').selectAll().where('id', '=', r.fired[0]!.taskId).executeTakeFirstOrThrow();
     expect({ type: task.type, user: task.user_id, state: task.state, kind: task.kind }).toEqual({ type: 'a', user: 7, state: 'SUCCESS', kind: 'snapshot_create' });
-    const entry = await s.runtime.ctx.db.selectFrom('task_log').selectAll().where('task_id', '=', task.id).executeTakeFirstOrThrow();
-    expect(entry).toMatchObject({ username: '_system', status: 'SUCCESS', msg: "Create snapshot of server's disk", task_type: 'a' });
-    expect(entry.detail).toBe("snapname='hourly-20260105_100000', disk_id=2, type=1, fsfreeze=false");
+    // Two task-log rows, as Danube: PENDING with the request's detail, then the result's ("" for a create).
+    const entries = await s.runtime.ctx.db.selectFrom('task_log').selectAll().where('task_id', '=', task.id).orderBy('id').execute();
+    for (const entry of entries) expect(entry).toMatchObject({ username: '_system', msg: "Create snapshot of server's disk", task_type: 'a' });
+    expect(entries.map((e) => [e.status, e.detail])).toEqual([
+      ['PENDING', "snapname='hourly-20260105_100000', disk_id=2, type=1, fsfreeze=false"],
+      ['SUCCESS', ''],
+    ]);
 
     const row = await defineByName(s, web.uuid, 'hourly');
     expect(row).toMatchObject({ next_run: '2026-01-05T11:00:00.000Z', last_run: '2026-01-05T10:00:00.000Z', last_error: null });

@@ -134,7 +134,7 @@ forEachDb('snapshot API', (kind) => {
       expect((await s.req('GET', '/api/vm/web01/snapshot', { query: { full: 'false', extended: 'false' } })).body.result).toEqual(['streamed', 'first']);
       const bad = await s.req('GET', '/api/vm/web01/snapshot', { query: { order_by: 'bogus' } });
       expect(bad.status).toBe(412);
-      expect(bad.body.detail).toBe('Invalid order_by; Possible sort fields are: name, disk_id, size, created, hostname');
+      expect(bad.body.detail).toBe('Invalid order_by; Possible sort fields are: hostname, created, name, disk_id, size');
     });
   });
 

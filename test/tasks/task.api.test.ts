@@ -1,33 +1,6 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { randomUUID } from 'node:crypto';
 import { forEachDb, withServer, startTestServer, type TestServer } from '../helpers/server.js';
-import { makeUser, makeVm } from '../helpers/fixtures.js';
-
-/** A VM on a node that has no agent: its tasks stay PENDING until cancelled. */
-async function vmOnIdleNode(s: TestServer, hostname: string): Promise<void> {
-  const db = s.runtime.ctx.db;
-  const now = new Date().toISOString();
-  const node = await db
-    .insertInto('node')
-    .values({ hostname: `idle-${hostname}`, uuid: randomUUID(), status: 2, last_heartbeat: now, created: now })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  const storage = await db
-    .insertInto('node_storage')
-    .values({ node_id: node.id, name: 'default', driver: 'file', config: '{"root":"/nonexistent"}', size: null, size_free: null, created: now })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  const uuid = randomUUID();
-  await db
-    .insertInto('vm')
-    .values({
-      uuid, hostname, alias: hostname, dc_id: 1, owner_id: 1, node_id: node.id, brand: 'kvm', status: 1, status_change: now,
-      qmp_socket: null, qga_socket: null, snapshot_limit_manual: null, snapshot_limit_auto: null, snapshot_size_limit: null,
-      snapshot_size_percent_limit: null, created: now, changed: now,
-    })
-    .execute();
-  await db.insertInto('vm_disk').values({ vm_uuid: uuid, real_id: 0, storage_id: storage.id, path: `${uuid}-disk0`, size_mb: 1, created: now }).execute();
-}
+import { makeUser, makeVm, vmOnIdleNode } from '../helpers/fixtures.js';
 
 forEachDb('task API', (kind) => {
   let s: TestServer & { cleanup(): Promise<void> };
@@ -84,8 +57,11 @@ forEachDb('task API', (kind) => {
     expect(all.status).toBe(200);
     expect(all.body.results.length).toBeGreaterThan(0);
     expect(Object.keys(all.body.results[0])).toEqual(['time', 'task', 'status', 'username', 'msg', 'detail', 'object_name', 'object_alias', 'object_type', 'flag', 'task_type']);
+    // Two rows per task, as Danube: PENDING with the request's detail, then SUCCESS with the result's ("" for a create).
     const created = all.body.results.find((e: { detail: string }) => e.detail.includes("snapname='mine'"));
-    expect(created).toMatchObject({ status: 'SUCCESS', msg: "Create snapshot of server's disk", object_type: 'vm', object_name: 'web01', flag: 1 });
+    expect(created).toMatchObject({ status: 'PENDING', msg: "Create snapshot of server's disk", object_type: 'vm', object_name: 'web01', flag: 1, task_type: 1 });
+    const ended = all.body.results.filter((e: { task: string }) => e.task === created.task);
+    expect(ended.map((e: { status: string; detail: string }) => [e.status, e.detail])).toEqual([['SUCCESS', ''], ['PENDING', created.detail]]);
     const revoked = await s.req('GET', '/api/task/log/', { query: { status: 'REVOKED' } });
     expect(revoked.body.results.every((e: { status: string }) => e.status === 'REVOKED')).toBe(true);
     expect(revoked.body.results.length).toBeGreaterThanOrEqual(1);
@@ -124,7 +100,7 @@ forEachDb('restart keeps pending tasks', (kind) => {
       expect(rows).toHaveLength(1);
       expect(rows[0]!.status).toBe(1);
       const log = await third.runtime.ctx.db.selectFrom('task_log').selectAll().where('task_id', '=', r.body.task_id).execute();
-      expect(log.map((e) => e.status)).toEqual(['SUCCESS']);
+      expect(log.sort((a, b) => a.id - b.id).map((e) => e.status)).toEqual(['PENDING', 'SUCCESS']);
     } finally {
       await third.close();
       await third.destroy();

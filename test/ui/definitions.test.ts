@@ -149,7 +149,9 @@ describe('web UI: snapshot definitions and tasks', () => {
     release();
     await w.page.getByText('No task is running.').waitFor();
     const log = w.page.getByTestId('task-log');
-    await log.locator('tbody tr', { hasText: "Create snapshot of server's disk" }).filter({ hasText: 'elsewhere' }).filter({ hasText: 'SUCCESS' }).first().waitFor();
+    // Two rows per task, as Danube: PENDING with the request's detail, then SUCCESS with the result's.
+    await log.locator('tbody tr', { hasText: "Create snapshot of server's disk" }).filter({ hasText: 'elsewhere' }).filter({ hasText: 'PENDING' }).first().waitFor();
+    await log.locator('tbody tr', { hasText: "Create snapshot of server's disk" }).filter({ hasText: 'SUCCESS' }).first().waitFor();
 
     await w.page.getByLabel('Status').selectOption('FAILURE');
     await w.page.getByRole('button', { name: 'Apply filters' }).click();

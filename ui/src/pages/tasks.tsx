@@ -158,7 +158,8 @@ function TaskLog() {
             </tbody>
           </table>
           <nav class="pager" aria-label="Task log pages">
-            <button type="button" disabled={!log.data.previous} onClick={() => setPage(page - 1)}>
+            {/* Not `previous`: like Danube's, it is null on page 2 although page 1 exists. */}
+            <button type="button" disabled={page <= 1} onClick={() => setPage(page - 1)}>
               Previous page
             </button>
             <span>
