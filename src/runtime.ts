@@ -23,7 +23,7 @@ import { nodeQueueName } from './queue/pgboss.queue.js';
 import { createDriver, type StorageConfig } from './storage/drivers.js';
 import type { StorageDriver } from './storage/driver.js';
 import type { CommandRunner } from './storage/runner.js';
-import { NodeCommandRunner } from './storage/node-runner.js';
+import { agentRunner } from './storage/agent-runner.js';
 import { registerNode, updateStorageUsage } from './nodes/node.repository.js';
 import { startUsageRefresh } from './nodes/storage.usage.js';
 import { attachCapacity, DEFAULT_MIN_FREE_PERCENT } from './snapshots/capacity.js';
@@ -70,6 +70,8 @@ export interface RuntimeOptions {
   readonly https?: { readonly cert: string; readonly key: string } | null;
   /** Finished tasks and task-log entries older than this many days are removed (ESNAP_TASKLOG_DAYS, default 90). */
   readonly taskLogDays?: number;
+  /** Folder recording the local agent's storage commands, so a restart ends those a crash left (storage/agent-runner.ts). */
+  readonly childRecordsDir?: string;
 }
 
 export interface Runtime {
@@ -136,7 +138,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     let agent: Agent | null = null;
     const running = new RunningTasks();
     if (opts.localAgent) {
-      const runner = opts.runner ?? new NodeCommandRunner();
+      const runner = opts.runner ?? (await agentRunner(opts.childRecordsDir, log));
       const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
       agent = new Agent(
         opts.node,
@@ -148,7 +150,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
           storageUsage: (usage) => updateStorageUsage(db, opts.node, usage),
         }),
         log,
-        opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {},
+        { runner, ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}) },
       );
       for (const d of drivers.values()) await d.init();
       const stats = await agent.storageStats();

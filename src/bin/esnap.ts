@@ -10,6 +10,8 @@ import { AgentRuntime } from '../agent/agent-runtime.js';
 import { bossSchemaForUrl } from '../queue/pgboss.queue.js';
 import type { Logger } from '../app-context.js';
 import { onStopSignals } from './graceful-stop.js';
+import { join } from 'node:path';
+import { CHILDREN_SUBDIR } from '../storage/agent-runner.js';
 import { backupDatabase, BackupError, restoreInstructions } from '../db/backup.js';
 import { NewerSchemaError } from '../db/migrate.js';
 import { DatabaseConnectError, explainConnectError } from '../db/connect-error.js';
@@ -63,6 +65,7 @@ async function serve(): Promise<void> {
     agentDeadlineS: config.agentDeadlineS,
     nodeSilenceS: config.nodeSilenceS,
     https: config.https,
+    childRecordsDir: join(config.dataDir, CHILDREN_SUBDIR),
     log,
   }).catch((err: unknown) => {
     throw explainConnectError(err, config.databaseUrl);
@@ -94,6 +97,7 @@ async function agent(): Promise<void> {
     heartbeatS: config.nodeSilenceS / 3,
     freezeLimitS: config.freezeLimitS,
     healthListen: config.agentHealthListen,
+    childRecordsDir: join(config.dataDir, CHILDREN_SUBDIR),
     log,
   }).catch((err: unknown) => {
     throw explainConnectError(err, config.databaseUrl);
