@@ -14,8 +14,9 @@
  * checks uniqueness itself; destroy removes every snapshot carrying a destroyed tag.
  *
  * Rollback (`snapshot -a`) and restore (`convert -n` into the existing target) keep every internal
- * snapshot of the target: rollbackKeepsNewer. A restore that fails half way (no space) leaves the
- * target's active layer partly written; its snapshots are untouched and the restore can be rerun.
+ * snapshot of the target: rollbackKeepsNewer. Rollback switches the active L1 table in one small
+ * write. A restore rewrites the active layer, so it is bracketed by an undo snapshot and journaled
+ * (qcow2.restore.ts): killed or failed half way, the target gets its old content back.
  *
  * Destroy of several snapshots on a stopped VM runs in ONE qemu-storage-daemon process (QMP on
  * stdin) when that program exists (Debian: qemu-system-common); batchDestroy says whether it does,
@@ -47,6 +48,8 @@ import { argv, batchInput, parseBatchOutput, parseInfo, QEMU_IMG, QEMU_STORAGE_D
 import { openLive, type LiveDisk } from './qcow2.live.js';
 import { appendIndex, compactIfLarge, undoAppend, type AppendResult } from '../snapshot-index.js';
 import { META_DIR, migrateNames, namesDir, readNames, removeNames } from './qcow2.names.js';
+import { Journal } from '../journal.js';
+import { recoverRestores, restoreWithUndo, UNDO_TAG, type QcowTools } from './qcow2.restore.js';
 
 export interface Qcow2DriverOptions {
   readonly root: string;
@@ -77,6 +80,12 @@ export class Qcow2Driver implements StorageDriver {
   private realRoot: string | undefined;
   /** Resolved by init(): whether qemu-storage-daemon runs here. */
   private daemon = false;
+  /** Restores in flight (qcow2.restore.ts); `.esnap/.journal` is no disk's names folder. */
+  private readonly journal: Journal;
+  private readonly tools: QcowTools = {
+    tool: (args, what, timeoutMs) => this.tool(args, what, timeoutMs),
+    info: (image) => this.info(image, { path: image }),
+  };
 
   constructor(opts: Qcow2DriverOptions) {
     this.root = resolve(opts.root);
@@ -84,6 +93,7 @@ export class Qcow2Driver implements StorageDriver {
     this.copyTimeoutMs = opts.copyTimeoutMs ?? 6 * 3600_000;
     this.commandTimeoutMs = opts.commandTimeoutMs ?? 10 * 60_000;
     this.qmpTimeoutMs = opts.qmpTimeoutMs ?? 5_000;
+    this.journal = new Journal(join(this.root, META_DIR, '.journal'));
   }
 
   get capabilities(): DriverCapabilities {
@@ -98,6 +108,8 @@ export class Qcow2Driver implements StorageDriver {
     if (img.code !== 0) throw new StorageError('backend', `qemu-img --version failed: ${img.stderr.trim()}`);
     const daemon = await this.runner.run([QEMU_STORAGE_DAEMON, '--version'], { timeoutMs: 30_000 }).catch(() => null);
     this.daemon = daemon?.code === 0;
+    // Before the disks take any task (the agent ends a killed predecessor's qemu-img first).
+    await recoverRestores(this.tools, this.root, this.journal).catch((err: unknown) => fail(err, 'cannot undo a restore cut off by a crash'));
   }
 
   async stats(): Promise<StorageStats> {
@@ -271,7 +283,8 @@ export class Qcow2Driver implements StorageDriver {
         `Disk ${dst.path} has ${dstInfo.virtualSize} bytes, snapshot ${id} of ${src.path} has ${srcInfo.virtualSize}`,
       );
     }
-    await this.tool(argv.restore(from.image, id, to.image), `cannot restore ${id} of ${src.path} into ${dst.path}`, this.copyTimeoutMs);
+    const what = `cannot restore ${id} of ${src.path} into ${dst.path}`;
+    await restoreWithUndo(this.tools, { root: this.root, journal: this.journal, source: from.image, id, target: to.image, what, copyTimeoutMs: this.copyTimeoutMs });
   }
 
   async list(disk: DiskRef): Promise<SnapshotInfo[]> {
@@ -281,6 +294,7 @@ export class Qcow2Driver implements StorageDriver {
     const info = await this.info(p.image, disk);
     const names = readNames(p.meta);
     return info.snapshots
+      .filter((s) => s.name !== UNDO_TAG) // a restore's undo point is not a snapshot of the disk
       .map((s): SnapshotInfo => ({ id: s.name, created: s.created, size: null, name: names.get(s.name) ?? null }))
       .sort((a, b) => a.created.getTime() - b.created.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
