@@ -24,6 +24,7 @@ import { createDriver, type StorageConfig } from './storage/drivers.js';
 import type { StorageDriver } from './storage/driver.js';
 import type { CommandRunner } from './storage/runner.js';
 import { agentRunner } from './storage/agent-runner.js';
+import { flagDamagedAtStart } from './vms/disk.damage.js';
 import { registerNode, updateStorageUsage } from './nodes/node.repository.js';
 import { startUsageRefresh } from './nodes/storage.usage.js';
 import { attachCapacity, DEFAULT_MIN_FREE_PERCENT } from './snapshots/capacity.js';
@@ -160,6 +161,9 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         opts.storages.map((s) => ({ ...s, size: stats.get(s.name)?.size ?? null, free: stats.get(s.name)?.free ?? null })),
         clock.now().toISOString(),
       );
+      // The drivers have finished or undone what a crash cut off; an image still missing or cut
+      // off is flagged before any task can snapshot it (src/vms/disk.damage.ts).
+      await flagDamagedAtStart(db, opts.node, drivers, log);
       // Crash repair before new work: tasks cut off by a crash fail with the failure cleanup, and
       // their disks are re-synced against storage so no row stays pending or rollback.
       const { failed } = await tasks.recover(opts.node);

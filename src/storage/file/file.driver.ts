@@ -27,6 +27,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import {
   assertDiskPath,
   assertSnapshotId,
+  rawImageDamage,
   StorageError,
   type DiskRef,
   type DriverCapabilities,
@@ -98,6 +99,11 @@ export class FileDriver implements StorageDriver {
     assertDiskPath(disk.path);
     const { image } = await this.paths(disk);
     return (await statOrNull(image))?.isFile() ?? false;
+  }
+
+  async imageDamage(disk: DiskRef): Promise<string | null> {
+    assertDiskPath(disk.path);
+    return rawImageDamage(await statOrNull((await this.paths(disk)).image), disk);
   }
 
   async createDisk(disk: DiskRef): Promise<void> {

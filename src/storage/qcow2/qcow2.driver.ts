@@ -32,6 +32,9 @@ import { basename, dirname, join, resolve, sep } from 'node:path';
 import {
   assertDiskPath,
   assertSnapshotId,
+  IMAGE_CORRUPT,
+  IMAGE_MISSING,
+  IMAGE_SHORT,
   StorageError,
   type DiskRef,
   type DriverCapabilities,
@@ -124,6 +127,27 @@ export class Qcow2Driver implements StorageDriver {
     assertDiskPath(disk.path);
     const { image } = this.paths(disk);
     return statOrNull(image)?.isFile() ?? false;
+  }
+
+  /**
+   * Missing, unreadable or smaller than the disk; `thorough` adds `qemu-img check`, which finds
+   * clusters past the end of a truncated file. A running VM's lock makes the check fail: then only
+   * the header counts (the image is in use, so it cannot be missing).
+   */
+  async imageDamage(disk: DiskRef, opts: { thorough?: boolean } = {}): Promise<string | null> {
+    assertDiskPath(disk.path);
+    const { image } = this.paths(disk);
+    if (!statOrNull(image)?.isFile()) return IMAGE_MISSING;
+    const info = await this.info(image, disk).catch((err: unknown) => {
+      if (err instanceof StorageError && err.code === 'busy') return 'busy' as const;
+      return null;
+    });
+    if (info === null) return IMAGE_CORRUPT;
+    if (info !== 'busy' && disk.sizeBytes !== undefined && info.virtualSize < disk.sizeBytes) return IMAGE_SHORT;
+    if (!opts.thorough) return null;
+    const r = await this.run(argv.check(image), `cannot check disk ${disk.path}`, this.copyTimeoutMs);
+    // Exit 2: corruptions; 3: only leaked clusters (harmless, e.g. after a killed qemu-img).
+    return r.code === 2 && /"corruptions":\s*[1-9]/.test(r.stdout) ? IMAGE_CORRUPT : null;
   }
 
   async createDisk(disk: DiskRef): Promise<void> {
