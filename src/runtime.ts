@@ -23,8 +23,8 @@ import { nodeQueueName } from './queue/pgboss.queue.js';
 import { createDriver, type StorageConfig } from './storage/drivers.js';
 import type { StorageDriver } from './storage/driver.js';
 import type { CommandRunner } from './storage/runner.js';
-import { NodeCommandRunner } from './storage/node-runner.js';
-import { logCommands } from './log.js';
+import { agentRunner } from './storage/agent-runner.js';
+import { flagDamagedAtStart } from './vms/disk.damage.js';
 import { registerNode, updateStorageUsage } from './nodes/node.repository.js';
 import { startUsageRefresh } from './nodes/storage.usage.js';
 import { localHeartbeat } from './nodes/node.heartbeat.js';
@@ -76,6 +76,8 @@ export interface RuntimeOptions {
   readonly taskLogDays?: number;
   /** The URL clients use (ESNAP_PUBLIC_URL); absolute links (task-log paging) are built from it. */
   readonly publicUrl?: string | null;
+  /** Folder recording the local agent's storage commands, so a restart ends those a crash left (storage/agent-runner.ts). */
+  readonly childRecordsDir?: string;
 }
 
 export interface Runtime {
@@ -142,7 +144,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     let agent: Agent | null = null;
     const running = new RunningTasks();
     if (opts.localAgent) {
-      const runner = opts.runner ?? new NodeCommandRunner({ onRun: logCommands(log) });
+      const runner = opts.runner ?? (await agentRunner(opts.childRecordsDir, log));
       const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
       agent = new Agent(
         opts.node,
@@ -169,6 +171,9 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         opts.storages.map((s) => ({ ...s, size: stats.get(s.name)?.size ?? null, free: stats.get(s.name)?.free ?? null })),
         clock.now().toISOString(),
       );
+      // The drivers have finished or undone what a crash cut off; an image still missing or cut
+      // off is flagged before any task can snapshot it (src/vms/disk.damage.ts).
+      await flagDamagedAtStart(db, opts.node, drivers, log);
       // Crash repair before new work: tasks cut off by a crash fail with the failure cleanup, and
       // their disks are re-synced against storage so no row stays pending or rollback.
       const { failed } = await tasks.recover(opts.node);

@@ -26,8 +26,7 @@ import { nodeQueueName, PgBossQueue, REGISTER_QUEUE, RESULTS_QUEUE } from '../qu
 import { createDriver, type StorageConfig } from '../storage/drivers.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
-import { NodeCommandRunner } from '../storage/node-runner.js';
-import { logCommands } from '../log.js';
+import { agentRunner } from '../storage/agent-runner.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
 import { Agent, failure, type AgentReporter } from './agent.js';
 import { RunningTasks } from './running-tasks.js';
@@ -58,6 +57,8 @@ export interface AgentRuntimeOptions {
   readonly freezeLimitS?: number;
   /** Serve /healthz and /readyz here (ESNAP_AGENT_HEALTH_LISTEN); port 0 picks a free port. */
   readonly healthListen?: { readonly host: string; readonly port: number } | null;
+  /** Folder recording storage commands, so a restart ends those a crash left (storage/agent-runner.ts). */
+  readonly childRecordsDir?: string;
 }
 
 export class AgentRuntime {
@@ -123,7 +124,7 @@ export class AgentRuntime {
         await queue.publish(REGISTER_QUEUE, { type: 'usage', node, storages: usage, at: new Date().toISOString() } satisfies RegisterMessage);
       },
     };
-    const runner = opts.runner ?? new NodeCommandRunner({ onRun: logCommands(log) });
+    const runner = opts.runner ?? (await agentRunner(opts.childRecordsDir, log));
     const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
     const freeze = opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {};
     const running = new RunningTasks();

@@ -15,7 +15,8 @@ import type { TaskOutcome } from '../tasks/task.service.js';
 import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
 import type { StorageUsage } from '../nodes/node.repository.js';
 import { storagesTouched } from '../nodes/storage.usage.js';
-import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, ListData, ListedSnapshot } from './payloads.js';
+import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, DamageData, ListedSnapshot, ListResult } from './payloads.js';
+import { DISK_DAMAGED } from '../domain/errors.js';
 
 export interface AgentReporter {
   /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
@@ -227,6 +228,17 @@ export class Agent {
   async run(p: AgentPayload): Promise<TaskOutcome> {
     switch (p.op) {
       case 'create': {
+        // A missing or cut-off image is never snapshotted: the server flags the disk (cheap checks
+        // only, a create must stay fast; syncs and start-up run the thorough ones).
+        const damage: Record<string, string> = {};
+        for (const item of p.items) {
+          const why = await this.#driver(item.storage).imageDamage(item.disk);
+          if (why !== null) damage[item.disk.path] = why;
+        }
+        if (Object.keys(damage).length > 0) {
+          const outcome = failure(DISK_DAMAGED);
+          return { ...outcome, detail: `${outcome.detail} (${Object.values(damage).join(', ')})`, data: { damage } satisfies DamageData };
+        }
         if (p.freeze) {
           // Sync, freeze, snapshot, always thaw (with a hard limit on how long the guest stays
           // frozen). A failed freeze still takes the snapshot; it is just not consistent.
@@ -263,14 +275,16 @@ export class Agent {
       }
       case 'list': {
         const d = this.#driver(p.storage);
-        const data: ListData = {};
+        const data: ListResult = { snapshots: {}, damage: {} };
         for (const disk of p.disks) {
+          const why = await d.imageDamage(disk, { thorough: true });
+          data.damage[disk.path] = why;
           if (!(await d.diskExists(disk))) {
-            data[disk.path] = null;
+            data.snapshots[disk.path] = null;
             continue;
           }
           const snaps = await d.list(disk);
-          data[disk.path] = snaps.map(
+          data.snapshots[disk.path] = snaps.map(
             (s): ListedSnapshot => ({ id: s.id, created: s.created.toISOString(), size: s.size, name: s.name ?? null }),
           );
         }

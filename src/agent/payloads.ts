@@ -45,8 +45,19 @@ export interface ListedSnapshot {
   readonly name: string | null;
 }
 
-/** `list` data: per disk path, the snapshots found, or null when the disk itself is missing. */
+/** Per disk path, the snapshots found, or null when the disk itself is missing. */
 export type ListData = Record<string, ListedSnapshot[] | null>;
+
+/** `list` data: the snapshots, and per disk path why its image is damaged (null: whole). */
+export interface ListResult {
+  readonly snapshots: ListData;
+  readonly damage: Record<string, string | null>;
+}
+
+/** Data of a create refused because an image is damaged: the disk paths and why. */
+export interface DamageData {
+  readonly damage: Record<string, string>;
+}
 
 export interface CreatedSnapshot {
   readonly size: number | null;

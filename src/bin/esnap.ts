@@ -11,6 +11,8 @@ import { bossSchemaForUrl } from '../queue/pgboss.queue.js';
 import type { FastifyInstance } from 'fastify';
 import { createLogger } from '../log.js';
 import { onStopSignals } from './graceful-stop.js';
+import { join } from 'node:path';
+import { CHILDREN_SUBDIR } from '../storage/agent-runner.js';
 import { backupDatabase, BackupError, restoreInstructions } from '../db/backup.js';
 import { NewerSchemaError } from '../db/migrate.js';
 import { DatabaseConnectError, explainConnectError } from '../db/connect-error.js';
@@ -53,6 +55,7 @@ async function serve(): Promise<void> {
     agentDeadlineS: config.agentDeadlineS,
     nodeSilenceS: config.nodeSilenceS,
     https: config.https,
+    childRecordsDir: join(config.dataDir, CHILDREN_SUBDIR),
     log,
     httpLogger: log,
   }).catch((err: unknown) => {
@@ -86,6 +89,7 @@ async function agent(): Promise<void> {
     heartbeatS: config.nodeSilenceS / 3,
     freezeLimitS: config.freezeLimitS,
     healthListen: config.agentHealthListen,
+    childRecordsDir: join(config.dataDir, CHILDREN_SUBDIR),
     log,
   }).catch((err: unknown) => {
     throw explainConnectError(err, config.databaseUrl);

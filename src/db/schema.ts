@@ -94,6 +94,8 @@ export interface VmDiskTable {
   path: string;
   size_mb: number;
   created: string;
+  /** Why the image cannot be trusted (missing, cut off), null when whole: new snapshots are refused. */
+  damaged: Generated<string | null>;
 }
 
 export interface SnapshotTable {

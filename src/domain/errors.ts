@@ -4,6 +4,9 @@
  */
 import type { FieldErrors } from './validate.js';
 
+/** The refusal of a new snapshot of a disk flagged damaged; also the agent's failure message. */
+export const DISK_DAMAGED = 'Disk image is damaged';
+
 export const API_ERRORS = {
   authMissing: [403, 'Authentication credentials were not provided.'],
   invalidApiKey: [403, 'Invalid API key'],
@@ -42,6 +45,8 @@ export const API_ERRORS = {
   dcSizeLimit: [417, 'DC snapshot size limit reached'],
   /** esnap: a storage of the snapshot is below ESNAP_MIN_FREE_PERCENT (src/snapshots/capacity.ts). */
   storageFull: [417, 'Storage free space below the limit'],
+  /** esnap: the disk's image is missing or cut off (a crash, or a change behind esnap's back); src/vms/disk.damage.ts. */
+  diskDamaged: [417, DISK_DAMAGED],
   moreRecentSnapshots: [417, 'VM has more recent snapshots'],
   targetHasSnapshots: [417, 'Target VM has snapshots'],
   vmHasSnapshots: [417, 'VM has snapshots'],

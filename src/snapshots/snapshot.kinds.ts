@@ -4,7 +4,8 @@
  * failure branch.
  */
 import type { AppContext } from '../app-context.js';
-import type { CreateData, ListData } from '../agent/payloads.js';
+import type { CreateData, DamageData, ListResult } from '../agent/payloads.js';
+import { clearDamage, setDamageByPath } from '../vms/disk.damage.js';
 import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.service.js';
 import { SNAP_OK, deleteSnapshots, setStatus } from './snapshot.repository.js';
 import type { CreateContext, DeleteContext } from './snapshot.service.js';
@@ -26,6 +27,9 @@ export function registerSnapshotKinds(ctx: AppContext): void {
       const now = ctx.clock.now().toISOString();
       if (outcome.returncode !== 0) {
         await deleteSnapshots(trx, c.snapshotIds);
+        // The agent refused a damaged image: the disk is flagged, later creates get 417.
+        const damage = (outcome.data as Partial<DamageData> | undefined)?.damage ?? {};
+        for (const [path, why] of Object.entries(damage)) await setDamageByPath(trx, c.vmUuid, path, why);
         return { result: failed(outcome) };
       }
       const data = (outcome.data ?? {}) as Partial<CreateData>;
@@ -82,6 +86,8 @@ export function registerSnapshotKinds(ctx: AppContext): void {
         if (vm) await trx.updateTable('vm').set({ status: revertNotready(vm.status), changed: now }).where('uuid', '=', uuid).execute();
       }
       if (outcome.returncode !== 0) return { result: failed(outcome) };
+      // The disk now holds the snapshot's content, whole: a damaged flag no longer applies.
+      await clearDamage(trx, c.targetVm, c.targetDiskRealId);
       // Rows of snapshots that storage destroyed go too; on keep-newer drivers they stay.
       if (c.force && !c.keepsNewer) {
         const snap = await trx.selectFrom('snapshot').select(['disk_real_id']).where('id', '=', c.snapshotId).executeTakeFirst();
@@ -96,7 +102,7 @@ export function registerSnapshotKinds(ctx: AppContext): void {
   const syncHandler: KindHandler<SyncContext> = {
     async complete(trx, task, c, outcome) {
       if (outcome.returncode !== 0) return { result: failed(outcome) };
-      const { lost, found } = await applySync(trx, task, c, (outcome.data ?? {}) as ListData, ctx.clock.now().toISOString());
+      const { lost, found } = await applySync(trx, task, c, (outcome.data ?? {}) as Partial<ListResult>, ctx.clock.now().toISOString());
       // Danube's success result for sync has no `detail` key.
       return { result: { returncode: 0, message: syncResultMessage(lost, found) } };
     },

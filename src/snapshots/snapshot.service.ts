@@ -107,6 +107,9 @@ export async function planCreateSnapshot(
   // fsfreeze applies only to VMs with a guest-agent socket; elsewhere it is silently ignored.
   const fsfreeze = parseBool(input.fsfreeze ?? false) && vm.qga_socket !== null;
 
+  // A snapshot of a missing or cut-off image would later restore the breakage (src/vms/disk.damage.ts).
+  if (targets.some((x) => x.disk.damaged !== null)) throw apiError('diskDamaged');
+
   const type = auto ? TYPE_AUTO : TYPE_MANUAL;
   const limit = auto ? vm.snapshot_limit_auto : vm.snapshot_limit_manual;
   // The count limit counts the snapshots about to be made, as Danube's GUI does for "all disks".

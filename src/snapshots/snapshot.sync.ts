@@ -8,7 +8,8 @@ import type { AppContext } from '../app-context.js';
 import type { Caller } from '../http/auth.js';
 import type { Database, NodeRow, NodeStorageRow, TaskRow } from '../db/schema.js';
 import { planSync, syncMessage, type SyncListed } from '../domain/sync.js';
-import type { AgentPayload, ListData } from '../agent/payloads.js';
+import type { AgentPayload, ListData, ListResult } from '../agent/payloads.js';
+import { setDamageByPath } from '../vms/disk.damage.js';
 import { logDetail } from '../tasks/task-log.js';
 import type { TaskType } from '../domain/taskid.js';
 import { hasPendingSnapshotTask, zfsName } from './snapshot.repository.js';
@@ -83,12 +84,16 @@ export async function applySync(
   trx: Transaction<Database>,
   task: TaskRow,
   c: SyncContext,
-  data: ListData,
+  result: Partial<ListResult>,
   now: string,
 ): Promise<{ lost: number; found: number }> {
   let lost = 0;
   let found = 0;
+  const data: ListData = result.snapshots ?? {};
   for (const d of c.disks) {
+    // The image's state, as found: flags a damaged disk, clears a disk found whole again.
+    const damage = result.damage?.[d.path];
+    if (damage !== undefined) await setDamageByPath(trx, d.vmUuid, d.path, damage);
     const listed: SyncListed[] | null | undefined = data[d.path];
     // A disk whose image is gone has no snapshots either: its rows become lost.
     const snaps = listed ?? [];

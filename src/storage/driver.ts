@@ -53,6 +53,12 @@ export interface StorageDriver {
   stats(): Promise<StorageStats>;
   /** Whether the disk's image exists. */
   diskExists(disk: DiskRef): Promise<boolean>;
+  /**
+   * Why the disk's image cannot be trusted (missing, shorter than `disk.sizeBytes`, or, with
+   * `thorough`, metadata the format's own check finds cut off), or null when it is whole. The
+   * server flags such a disk damaged and refuses new snapshots of it (src/vms/disk.damage.ts).
+   */
+  imageDamage(disk: DiskRef, opts?: { readonly thorough?: boolean }): Promise<string | null>;
   /** Create the disk image (a sparse file for `file`) of `disk.sizeBytes`; no-op when it exists. */
   createDisk(disk: DiskRef): Promise<void>;
   /** Remove the disk image and every snapshot of it. */
@@ -107,4 +113,16 @@ export function assertDiskPath(path: string): void {
   if (path.length > 255 || !DISK_PATH_RE.test(path)) {
     throw new StorageError('invalid_name', `Invalid disk path: ${JSON.stringify(path)}`);
   }
+}
+
+/** Damage reasons the drivers report (stored as the disk's `damaged` text). */
+export const IMAGE_MISSING = 'image is missing';
+export const IMAGE_SHORT = 'image is shorter than the disk';
+export const IMAGE_CORRUPT = 'image metadata is cut off or corrupt';
+
+/** A raw image's damage from its stat (null: no such file). */
+export function rawImageDamage(st: { size: number; isFile(): boolean } | null, disk: DiskRef): string | null {
+  if (!st?.isFile()) return IMAGE_MISSING;
+  if (disk.sizeBytes !== undefined && st.size < disk.sizeBytes) return IMAGE_SHORT;
+  return null;
 }

@@ -13,6 +13,7 @@ import { constants as osConstants } from 'node:os';
 import { pipeline } from 'node:stream';
 import type { CommandRunner, PipeOptions, PipeResult, RunOptions, RunResult } from './runner.js';
 import { withScopeSignal } from './op-scope.js';
+import type { ChildRecords } from './child-records.js';
 
 /** What the `onRun` hook sees for every run, finished or failed. */
 export interface RunInfo {
@@ -31,6 +32,11 @@ export interface NodeCommandRunnerOptions {
   readonly maxOutputBytes?: number;
   /** Timeout when a run does not pass `timeoutMs`. */
   readonly defaultTimeoutMs?: number;
+  /**
+   * Where commands are recorded so that a restarted agent can end those its killed predecessor
+   * left running (child-records.ts). With it, every command runs in a process group of its own.
+   */
+  readonly records?: ChildRecords;
 }
 
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
@@ -66,11 +72,42 @@ export class NodeCommandRunner implements CommandRunner {
   private readonly onRun: ((info: RunInfo) => void) | undefined;
   private readonly maxOutputBytes: number;
   private readonly defaultTimeoutMs: number;
+  private readonly records: ChildRecords | undefined;
 
   constructor(opts: NodeCommandRunnerOptions = {}) {
     this.onRun = opts.onRun;
     this.maxOutputBytes = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
     this.defaultTimeoutMs = opts.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.records = opts.records;
+  }
+
+  /**
+   * The one spawn of esnap. With records, the child leads a process group of its own (a kill of
+   * the agent's group must not decide when it stops: the next agent's start-up does, see
+   * child-records.ts) and is recorded until it exits; a kill then takes its whole group.
+   */
+  private spawnChild(command: string, args: readonly string[], env: NodeJS.ProcessEnv, stdio: ['pipe' | 'ignore', 'pipe', 'pipe']): ChildProcess {
+    const records = this.records;
+    const child = spawn(command, args, { shell: false, env, stdio, windowsHide: true, detached: records !== undefined });
+    if (records && child.pid !== undefined) {
+      const pid = child.pid;
+      records.add(pid);
+      child.once('exit', () => records.remove(pid));
+    }
+    return child;
+  }
+
+  /** SIGKILL to the child, and to its group when it has one of its own. */
+  private killChild(child: ChildProcess): void {
+    if (this.records && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+        return;
+      } catch {
+        /* group gone: fall back to the process */
+      }
+    }
+    child.kill('SIGKILL');
   }
 
   run(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
@@ -90,14 +127,14 @@ export class NodeCommandRunner implements CommandRunner {
 
     return new Promise<RunResult>((resolve, reject) => {
       const hasInput = options.input !== undefined;
-      const child = spawn(command, args, {
-        shell: false,
+      const child = this.spawnChild(
+        command,
+        args,
         // Extra variables are layered over ours, so a caller adding LC_ALL keeps PATH.
-        env: options.env ? { ...process.env, ...options.env } : process.env,
+        options.env ? { ...process.env, ...options.env } : process.env,
         // No input means stdin is /dev/null: a command that reads stdin sees EOF instead of hanging.
-        stdio: [hasInput ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-        windowsHide: true,
-      });
+        [hasInput ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      );
       const stdout = new Capture(this.maxOutputBytes);
       const stderr = new Capture(this.maxOutputBytes);
       child.stdout?.on('data', (c: Buffer) => stdout.push(c));
@@ -122,7 +159,7 @@ export class NodeCommandRunner implements CommandRunner {
       const kill = (error: Error): void => {
         if (settled || killedWith) return;
         killedWith = error;
-        child.kill('SIGKILL');
+        this.killChild(child);
       };
 
       const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
@@ -170,8 +207,8 @@ export class NodeCommandRunner implements CommandRunner {
     }
 
     const env = options.env ? { ...process.env, ...options.env } : process.env;
-    const prod = spawn(pCommand, pArgs, { shell: false, env, stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
-    const cons = spawn(cCommand, cArgs, { shell: false, env, stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true });
+    const prod = this.spawnChild(pCommand, pArgs, env, ['ignore', 'pipe', 'pipe']);
+    const cons = this.spawnChild(cCommand, cArgs, env, ['pipe', 'pipe', 'pipe']);
     // pipeline() destroys the producer's stdout when the consumer's stdin fails (consumer gone), so
     // the producer gets EPIPE on its next write instead of blocking on a full pipe forever.
     if (prod.stdout && cons.stdin) pipeline(prod.stdout, cons.stdin, () => undefined);
@@ -181,7 +218,7 @@ export class NodeCommandRunner implements CommandRunner {
     const kill = (error: Error): void => {
       if (killedWith) return;
       killedWith = error;
-      for (const child of [prod, cons]) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      for (const child of [prod, cons]) if (child.exitCode === null && child.signalCode === null) this.killChild(child);
     };
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
     const timer = setTimeout(

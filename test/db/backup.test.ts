@@ -146,7 +146,7 @@ describe('esnap db backup', () => {
     for (const run of runs) {
       const copy = readCopy(run.file);
       expect(copy.integrity).toEqual(['ok']);
-      expect(copy.migrations).toEqual(['0001_initial', '0002_scheduler']);
+      expect(copy.migrations).toEqual(['0001_initial', '0002_scheduler', '0003_crash_safety']);
       for (const [w, ops] of done.entries()) {
         // Every operation answered before the backup started is in the copy; a finished snapshot is ok (1).
         for (const op of run.before[w]!) {

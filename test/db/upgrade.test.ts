@@ -148,6 +148,20 @@ const steps: Record<string, Step> = {
       expect((await slotsOf(db, daily)).map((r) => [r.slot, r.state])).toContainEqual([PAST, 'fired']);
     },
   },
+  '0003_crash_safety': {
+    // Disks from before were never checked: they start whole.
+    newColumns: { vm_disk: { damaged: null } },
+    newTables: {},
+    async seed(db) {
+      const disk = (await db.selectFrom('vm_disk').select('id').orderBy('id').executeTakeFirstOrThrow()) as { id: number };
+      await db.updateTable('vm_disk').set({ damaged: 'image is missing' }).where('id', '=', disk.id).execute();
+    },
+    async verify(db) {
+      const flags = (await db.selectFrom('vm_disk').select('damaged').orderBy('id').execute()).map((r) => r.damaged);
+      // Seeded on the newest schema only: then the first disk carries its flag, else none does.
+      expect(flags.slice(1).every((f) => f === null)).toBe(true);
+    },
+  },
 };
 
 /** The tables of the connection's schema (PostgreSQL: its search_path) and their columns, in order. */

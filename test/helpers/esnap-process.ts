@@ -40,6 +40,8 @@ export interface SpawnOptions {
   preload?: string;
   /** With a preload of SLOW_STORAGE: how long each slowed storage step waits. */
   slowMs?: number;
+  /** Run in a process group of its own, so that `killGroup()` hits it and everything it started in that group. */
+  group?: boolean;
 }
 
 export interface EsnapProcess {
@@ -54,6 +56,8 @@ export interface EsnapProcess {
   alive(): boolean;
   /** Sends `signal` if the process still runs, and waits for its end. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** SIGKILL to the process group (needs `group: true`), as a crash or `kill -9 -<pgid>` would; waits for the process's end. */
+  killGroup(): Promise<number | null>;
 }
 
 /** Starts `esnap <args>` with `env` (on top of esnapEnv); does not wait for anything. */
@@ -61,7 +65,7 @@ export function spawnEsnap(args: readonly string[], env: Record<string, string>,
   const preload = opts.preload ?? (opts.slowMs ? SLOW_STORAGE : undefined);
   const argv = [...(preload ? ['--import', preload] : []), ESNAP_BIN, ...args];
   const slow: Record<string, string> = opts.slowMs ? { ESNAP_TEST_SLOW_STORAGE_MS: String(opts.slowMs) } : {};
-  const proc = spawn(process.execPath, argv, { env: esnapEnv({ ...env, ...slow }), stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, argv, { env: esnapEnv({ ...env, ...slow }), stdio: ['ignore', 'pipe', 'pipe'], detached: opts.group ?? false });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -77,6 +81,15 @@ export function spawnEsnap(args: readonly string[], env: Record<string, string>,
         proc.kill(signal);
         // A stopped process (SIGSTOP) acts on SIGTERM only once it runs again.
         if (signal !== 'SIGKILL') proc.kill('SIGCONT');
+      }
+      return exited;
+    },
+    killGroup() {
+      if (!opts.group) throw new Error('killGroup() needs spawnEsnap(…, { group: true })');
+      try {
+        process.kill(-proc.pid!, 'SIGKILL');
+      } catch {
+        /* already gone */
       }
       return exited;
     },

@@ -254,6 +254,15 @@ export function driverContract(label: string, setup: () => Promise<ContractTarge
       await expectMarks(d, 1);
     });
 
+    it('reports a whole image as undamaged, a missing one and one smaller than its disk as damaged', async () => {
+      const d = await newDisk('vm1/disk0', 1);
+      expect(await driver().imageDamage(d)).toBeNull();
+      expect(await driver().imageDamage(d, { thorough: true })).toBeNull();
+      // The same image measured against a disk defined larger reads as cut off.
+      expect(await driver().imageDamage({ ...d, sizeBytes: (d.sizeBytes ?? 0) * 2 })).not.toBeNull();
+      expect(await driver().imageDamage(disk('vm9/disk0'))).not.toBeNull();
+    });
+
     it('reports a missing disk and creates nothing for it', async () => {
       const d = await newDisk('d', 1);
       const missing = disk('vm9/disk0');

@@ -4,7 +4,7 @@
  * reflink that is filled up until snapshots fail with no_space.
  */
 import { constants as fsConstants } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, open, readdir, readFile, rm, stat, statfs, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, open, readdir, readFile, rm, stat, statfs, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -153,11 +153,12 @@ function fileSpecifics(label: string, parent: () => string, path: 'reflink' | 'c
       if (path === 'reflink') expect(rollbackUsed).toBeLessThan(size / 16);
     });
 
-    it('rewrites the disk in place on rollback and restore (same inode, same mode)', async () => {
+    it('switches the disk atomically on rollback and restore (new inode, same mode, nothing left aside)', async () => {
       const src: DiskRef = { path: 'a', sizeBytes: 4 * MiB };
       const dst: DiskRef = { path: 'b', sizeBytes: 4 * MiB };
       await e().driver.createDisk(src);
       await e().driver.createDisk(dst);
+      await chmod(imagePath(dst), 0o640);
       await fillWithData(imagePath(src), MiB);
       await e().driver.create(src, 'es-1', { name: 'one' });
       await fillWithData(imagePath(src), 2 * MiB);
@@ -166,9 +167,28 @@ function fileSpecifics(label: string, parent: () => string, path: 'reflink' | 'c
       await e().driver.restore(src, 'es-1', dst);
       for (const [d, before] of [[src, srcBefore], [dst, dstBefore]] as const) {
         const after = await stat(imagePath(d));
-        expect([after.ino, after.mode, after.size]).toEqual([before.ino, before.mode, before.size]);
+        // rename(2) put a new file in place: never a truncated or half-written old one.
+        expect(after.ino).not.toBe(before.ino);
+        expect([after.mode, after.uid, after.gid, after.size]).toEqual([before.mode, before.uid, before.gid, before.size]);
         expect(await sha256(imagePath(d))).toBe(await sha256(join(snapDir(src), 'es-1')));
       }
+      expect((await readdir(e().root)).filter((n) => n.includes('.tmp-'))).toEqual([]);
+      expect(await readdir(join(e().root, '.esnap-journal'))).toEqual([]);
+    });
+
+    it('init removes the temporary of a rollback a crash cut off, leaving the old image', async () => {
+      const d: DiskRef = { path: 'c', sizeBytes: MiB };
+      await e().driver.createDisk(d);
+      await fillWithData(imagePath(d), MiB);
+      const before = await sha256(imagePath(d));
+      const temp = '.c.tmp-0123456789ab';
+      await writeFile(join(e().root, temp), 'half a copy');
+      await mkdir(join(e().root, '.esnap-journal'), { recursive: true });
+      await writeFile(join(e().root, '.esnap-journal', 'abcdef012345.json'), JSON.stringify({ op: 'file-switch', temp }));
+      await e().driver.init();
+      expect(await readdir(e().root)).not.toContain(temp);
+      expect(await readdir(join(e().root, '.esnap-journal'))).toEqual([]);
+      expect(await sha256(imagePath(d))).toBe(before);
     });
 
     it('keeps the name and creation time in a side-car and reports allocated bytes as size', async () => {

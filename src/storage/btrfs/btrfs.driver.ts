@@ -32,6 +32,7 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import {
   assertDiskPath,
   assertSnapshotId,
+  rawImageDamage,
   StorageError,
   type DiskRef,
   type DriverCapabilities,
@@ -139,6 +140,10 @@ export class BtrfsDriver implements StorageDriver {
   async diskExists(disk: DiskRef): Promise<boolean> {
     const p = this.paths(disk);
     return this.diskStat(p) !== null;
+  }
+
+  async imageDamage(disk: DiskRef): Promise<string | null> {
+    return rawImageDamage(this.diskStat(this.paths(disk)), disk);
   }
 
   async createDisk(disk: DiskRef): Promise<void> {

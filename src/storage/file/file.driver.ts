@@ -8,9 +8,9 @@
  * fsynced temporary), so list() never reports a half snapshot. Temporaries are dot-named
  * (never a valid id, never listed) and init() removes them.
  *
- * Rollback and restore rewrite the target IN PLACE (same inode), so hard links, ownership, labels and
- * anything holding the path keep pointing at the disk. This is not atomic: if it fails half way
- * (ENOSPC on the copy path) the target must be rolled back again; the snapshot itself is untouched.
+ * Rollback and restore copy the snapshot aside and switch it in with rename(2), journaled, so a
+ * crash at any instant leaves the disk old or new (file.switch.ts); init() removes what a crash
+ * left. Without reflinks this needs room for a second copy of the disk while it runs.
  *
  * Size semantics (`SnapshotInfo.size`): always the snapshot image's allocated bytes
  * (`st_blocks * 512`). For a sparse copy that is exactly its footprint. For a reflink clone it is an
@@ -19,13 +19,15 @@
  * human-formatted output (filefrag, xfs_bmap), and btrfs's exclusive bytes need quota groups. So a
  * fresh clone reports the disk's allocated size although it costs almost nothing.
  */
-import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, type Dirent, type Stats } from 'node:fs';
 import { copyFile, link, mkdir, open, readdir, readFile, realpath, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { fsyncPath, Journal, writeDurably } from '../journal.js';
+import { recoverSwitches, switchInCopy, TEMP_RE, tempName } from './file.switch.js';
 import { dirname, join, resolve, sep } from 'node:path';
 import {
   assertDiskPath,
   assertSnapshotId,
+  rawImageDamage,
   StorageError,
   type DiskRef,
   type DriverCapabilities,
@@ -46,8 +48,8 @@ export interface FileDriverOptions {
 
 const SNAPSHOT_DIR = '.snapshots';
 const SIDECAR_EXT = '.json';
-/** `.<name>.tmp-<hex>`: the leading dot keeps temporaries out of list() and away from valid ids. */
-const TEMP_RE = /^\..+\.tmp-[0-9a-f]{12}$/;
+/** Journal of rollbacks and restores in flight; a dot name is no disk path. */
+const JOURNAL_DIR = '.esnap-journal';
 /** errno codes of FICLONE meaning "this filesystem (pair) cannot reflink", not "something broke". */
 const CANNOT_CLONE = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOTTY', 'ENOSYS']);
 
@@ -68,9 +70,11 @@ export class FileDriver implements StorageDriver {
   private readonly runner: CommandRunner;
   private readonly copyTimeoutMs: number;
   private realRoot: string | undefined;
+  private readonly journal: Journal;
 
   constructor(opts: FileDriverOptions) {
     this.root = resolve(opts.root);
+    this.journal = new Journal(join(this.root, JOURNAL_DIR));
     this.runner = opts.runner;
     this.copyTimeoutMs = opts.copyTimeoutMs ?? 6 * 3600_000;
   }
@@ -80,6 +84,7 @@ export class FileDriver implements StorageDriver {
     await mkdir(snapshots, { recursive: true }).catch((err: unknown) => fail(err, 'cannot create the storage folders'));
     this.realRoot = await realpath(this.root);
     await removeLeftovers(snapshots).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
+    await recoverSwitches(this.root, this.journal).catch((err: unknown) => fail(err, 'cannot recover a rollback cut off by a crash'));
   }
 
   async stats(): Promise<StorageStats> {
@@ -94,6 +99,11 @@ export class FileDriver implements StorageDriver {
     assertDiskPath(disk.path);
     const { image } = await this.paths(disk);
     return (await statOrNull(image))?.isFile() ?? false;
+  }
+
+  async imageDamage(disk: DiskRef): Promise<string | null> {
+    assertDiskPath(disk.path);
+    return rawImageDamage(await statOrNull((await this.paths(disk)).image), disk);
   }
 
   async createDisk(disk: DiskRef): Promise<void> {
@@ -207,7 +217,7 @@ export class FileDriver implements StorageDriver {
     const { image, snapDir } = await this.paths(disk);
     await this.requireDisk(image, disk);
     const snapshot = await this.requireSnapshot(snapDir, id, disk);
-    await this.rewriteInPlace(snapshot.path, image);
+    await this.switchIn(snapshot.path, image);
   }
 
   async restore(src: DiskRef, id: string, dst: DiskRef): Promise<void> {
@@ -224,7 +234,7 @@ export class FileDriver implements StorageDriver {
         `Disk ${dst.path} has ${targetStat.size} bytes, snapshot ${id} of ${src.path} has ${snapshot.stat.size}`,
       );
     }
-    await this.rewriteInPlace(snapshot.path, target);
+    await this.switchIn(snapshot.path, target);
   }
 
   async list(disk: DiskRef): Promise<SnapshotInfo[]> {
@@ -284,20 +294,9 @@ export class FileDriver implements StorageDriver {
     await this.cp(['cp', '--sparse=always', '--reflink=never', '--', src, dst]);
   }
 
-  /**
-   * Overwrites `dst` with `src`, keeping dst's inode. Not fs.copyFile: on any failure libuv UNLINKS
-   * the destination (it would delete the disk), and its fallback copy writes holes out as zeros.
-   * `cp` opens an existing destination with O_TRUNC, clones with FICLONE when it can
-   * (--reflink=auto) and otherwise writes a sparse copy.
-   */
-  private async rewriteInPlace(src: string, dst: string): Promise<void> {
-    const before = await stat(dst).catch((err: unknown) => fail(err, `cannot stat ${dst}`));
-    await this.cp(['cp', '--sparse=always', '--reflink=auto', '--', src, dst]);
-    const after = await stat(dst).catch((err: unknown) => fail(err, `cannot stat ${dst}`));
-    if (after.ino !== before.ino || after.dev !== before.dev) {
-      throw new StorageError('backend', `cp replaced ${dst} instead of rewriting it in place`);
-    }
-    await fsyncPath(dst).catch((err: unknown) => fail(err, `cannot flush ${dst}`));
+  /** The image gets the snapshot's content, atomically (file.switch.ts); the VM is stopped. */
+  private async switchIn(snapshot: string, image: string): Promise<void> {
+    await switchInCopy({ root: this.root, journal: this.journal, image, source: snapshot, copy: (src, dst) => this.cloneOrCopy(src, dst) });
   }
 
   /** Runs cp and turns its failure into a typed error; the only place cp's stderr is read. */
@@ -349,30 +348,6 @@ async function removeLeftovers(dir: string): Promise<void> {
 
 function allocated(st: Stats): number {
   return st.blocks * 512;
-}
-
-function tempName(base: string): string {
-  return `.${base}.tmp-${randomBytes(6).toString('hex')}`;
-}
-
-async function writeDurably(path: string, data: string): Promise<void> {
-  const fh = await open(path, 'wx');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** fsync of a file or a folder (the latter makes a rename or link in it durable). */
-async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /** realpath of the deepest part of `path` that exists; the missing rest is plain validated names. */

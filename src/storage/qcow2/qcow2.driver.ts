@@ -14,8 +14,9 @@
  * checks uniqueness itself; destroy removes every snapshot carrying a destroyed tag.
  *
  * Rollback (`snapshot -a`) and restore (`convert -n` into the existing target) keep every internal
- * snapshot of the target: rollbackKeepsNewer. A restore that fails half way (no space) leaves the
- * target's active layer partly written; its snapshots are untouched and the restore can be rerun.
+ * snapshot of the target: rollbackKeepsNewer. Rollback switches the active L1 table in one small
+ * write. A restore rewrites the active layer, so it is bracketed by an undo snapshot and journaled
+ * (qcow2.restore.ts): killed or failed half way, the target gets its old content back.
  *
  * Destroy of several snapshots on a stopped VM runs in ONE qemu-storage-daemon process (QMP on
  * stdin) when that program exists (Debian: qemu-system-common); batchDestroy says whether it does,
@@ -31,6 +32,9 @@ import { basename, dirname, join, resolve, sep } from 'node:path';
 import {
   assertDiskPath,
   assertSnapshotId,
+  IMAGE_CORRUPT,
+  IMAGE_MISSING,
+  IMAGE_SHORT,
   StorageError,
   type DiskRef,
   type DriverCapabilities,
@@ -47,6 +51,8 @@ import { argv, batchInput, parseBatchOutput, parseInfo, QEMU_IMG, QEMU_STORAGE_D
 import { openLive, type LiveDisk } from './qcow2.live.js';
 import { appendIndex, compactIfLarge, undoAppend, type AppendResult } from '../snapshot-index.js';
 import { META_DIR, migrateNames, namesDir, readNames, removeNames } from './qcow2.names.js';
+import { Journal } from '../journal.js';
+import { recoverRestores, restoreWithUndo, UNDO_TAG, type QcowTools } from './qcow2.restore.js';
 
 export interface Qcow2DriverOptions {
   readonly root: string;
@@ -77,6 +83,12 @@ export class Qcow2Driver implements StorageDriver {
   private realRoot: string | undefined;
   /** Resolved by init(): whether qemu-storage-daemon runs here. */
   private daemon = false;
+  /** Restores in flight (qcow2.restore.ts); `.esnap/.journal` is no disk's names folder. */
+  private readonly journal: Journal;
+  private readonly tools: QcowTools = {
+    tool: (args, what, timeoutMs) => this.tool(args, what, timeoutMs),
+    info: (image) => this.info(image, { path: image }),
+  };
 
   constructor(opts: Qcow2DriverOptions) {
     this.root = resolve(opts.root);
@@ -85,6 +97,7 @@ export class Qcow2Driver implements StorageDriver {
     this.commandTimeoutMs = opts.commandTimeoutMs ?? 10 * 60_000;
     // Short: QEMU greets at once, and a silent socket must not hold the node's agent slot for long.
     this.qmpTimeoutMs = opts.qmpTimeoutMs ?? 3_000;
+    this.journal = new Journal(join(this.root, META_DIR, '.journal'));
   }
 
   get capabilities(): DriverCapabilities {
@@ -99,6 +112,8 @@ export class Qcow2Driver implements StorageDriver {
     if (img.code !== 0) throw new StorageError('backend', `qemu-img --version failed: ${img.stderr.trim()}`);
     const daemon = await this.runner.run([QEMU_STORAGE_DAEMON, '--version'], { timeoutMs: 30_000 }).catch(() => null);
     this.daemon = daemon?.code === 0;
+    // Before the disks take any task (the agent ends a killed predecessor's qemu-img first).
+    await recoverRestores(this.tools, this.root, this.journal).catch((err: unknown) => fail(err, 'cannot undo a restore cut off by a crash'));
   }
 
   async stats(): Promise<StorageStats> {
@@ -113,6 +128,27 @@ export class Qcow2Driver implements StorageDriver {
     assertDiskPath(disk.path);
     const { image } = this.paths(disk);
     return statOrNull(image)?.isFile() ?? false;
+  }
+
+  /**
+   * Missing, unreadable or smaller than the disk; `thorough` adds `qemu-img check`, which finds
+   * clusters past the end of a truncated file. A running VM's lock makes the check fail: then only
+   * the header counts (the image is in use, so it cannot be missing).
+   */
+  async imageDamage(disk: DiskRef, opts: { thorough?: boolean } = {}): Promise<string | null> {
+    assertDiskPath(disk.path);
+    const { image } = this.paths(disk);
+    if (!statOrNull(image)?.isFile()) return IMAGE_MISSING;
+    const info = await this.info(image, disk).catch((err: unknown) => {
+      if (err instanceof StorageError && err.code === 'busy') return 'busy' as const;
+      return null;
+    });
+    if (info === null) return IMAGE_CORRUPT;
+    if (info !== 'busy' && disk.sizeBytes !== undefined && info.virtualSize < disk.sizeBytes) return IMAGE_SHORT;
+    if (!opts.thorough) return null;
+    const r = await this.run(argv.check(image), `cannot check disk ${disk.path}`, this.copyTimeoutMs);
+    // Exit 2: corruptions; 3: only leaked clusters (harmless, e.g. after a killed qemu-img).
+    return r.code === 2 && /"corruptions":\s*[1-9]/.test(r.stdout) ? IMAGE_CORRUPT : null;
   }
 
   async createDisk(disk: DiskRef): Promise<void> {
@@ -283,7 +319,8 @@ export class Qcow2Driver implements StorageDriver {
         `Disk ${dst.path} has ${dstInfo.virtualSize} bytes, snapshot ${id} of ${src.path} has ${srcInfo.virtualSize}`,
       );
     }
-    await this.tool(argv.restore(from.image, id, to.image), `cannot restore ${id} of ${src.path} into ${dst.path}`, this.copyTimeoutMs);
+    const what = `cannot restore ${id} of ${src.path} into ${dst.path}`;
+    await restoreWithUndo(this.tools, { root: this.root, journal: this.journal, source: from.image, id, target: to.image, what, copyTimeoutMs: this.copyTimeoutMs });
   }
 
   async list(disk: DiskRef): Promise<SnapshotInfo[]> {
@@ -293,6 +330,7 @@ export class Qcow2Driver implements StorageDriver {
     const info = await this.info(p.image, disk);
     const names = readNames(p.meta);
     return info.snapshots
+      .filter((s) => s.name !== UNDO_TAG) // a restore's undo point is not a snapshot of the disk
       .map((s): SnapshotInfo => ({ id: s.name, created: s.created, size: null, name: names.get(s.name) ?? null }))
       .sort((a, b) => a.created.getTime() - b.created.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }

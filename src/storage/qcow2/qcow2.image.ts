@@ -43,6 +43,8 @@ export const argv = {
   /** In-use probes (see storage/in-use.ts): they must take QEMU's lock, so never -U. Neither writes. */
   lockProbeQcow2: (abs: string): string[] => [QEMU_IMG, 'info', '--output=json', '-f', 'qcow2', abs],
   lockProbeRaw: (abs: string): string[] => [QEMU_IO, '-f', 'raw', '-c', 'quit', abs],
+  /** Metadata consistency (no -U: a running VM's lock makes it fail instead of reading a moving image). */
+  check: (abs: string): string[] => [QEMU_IMG, 'check', '--output=json', '-f', 'qcow2', abs],
   create: (abs: string, bytes: number): string[] => [QEMU_IMG, 'create', '-q', '-f', 'qcow2', abs, String(bytes)],
   // Without -U: qemu-img takes QEMU's write lock and fails cleanly while a VM has the image open.
   snapshotCreate: (abs: string, id: string): string[] => [QEMU_IMG, 'snapshot', '-c', id, qcow2Spec(abs)],

@@ -26,6 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   assertDiskPath,
   assertSnapshotId,
+  rawImageDamage,
   StorageError,
   type DiskRef,
   type DriverCapabilities,
@@ -136,6 +137,12 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     const ds = this.diskDataset(disk);
     const image = await this.imagePath(ds).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
     return image !== null && ((await stat(image).catch(() => null))?.isFile() ?? false);
+  }
+
+  async imageDamage(disk: DiskRef): Promise<string | null> {
+    const ds = this.diskDataset(disk);
+    const image = await this.imagePath(ds).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
+    return rawImageDamage(image === null ? null : await stat(image).catch(() => null), disk);
   }
 
   /** Where the disk's bytes are (what a VM or the tests open); the dataset must be mounted. */
