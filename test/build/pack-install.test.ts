@@ -7,25 +7,21 @@
  * again would take minutes).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { esnapEnv } from '../helpers/esnap-process.js';
 import { ADMIN_KEY } from '../helpers/server.js';
+import { startPrebuiltMirror, type PrebuiltMirror } from '../helpers/sqlite-prebuilt.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-const SQLITE_DIR = join(ROOT, 'node_modules', 'better-sqlite3');
-const SQLITE_VERSION = (JSON.parse(readFileSync(join(SQLITE_DIR, 'package.json'), 'utf8')) as { version: string }).version;
 
 let dir: string;
-let mirror: Server;
-const mirrorRequests: string[] = [];
+let mirror: PrebuiltMirror;
 
-/** Runs a command to its end without blocking this process (the binary mirror below answers from it). */
+/** Runs a command to its end without blocking this process (the binary mirror answers from it). */
 function run(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env, cwd = dir): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -40,23 +36,11 @@ function run(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = proc
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'esnap-pack-'));
-  // prebuild-install's layout: <host>/v<version>/better-sqlite3-v<version>-node-v<abi>-linux-x64.tar.gz
-  const prebuilt = join(dir, 'mirror', `v${SQLITE_VERSION}`);
-  mkdirSync(prebuilt, { recursive: true });
-  const file = `better-sqlite3-v${SQLITE_VERSION}-node-v${process.versions.modules}-${process.platform}-${process.arch}.tar.gz`;
-  const tar = await run('tar', ['-czf', join(prebuilt, file), '-C', SQLITE_DIR, 'build/Release/better_sqlite3.node']);
-  expect(tar.code, tar.stderr).toBe(0);
-  mirror = createServer((req, res) => {
-    mirrorRequests.push(req.url ?? '');
-    const path = join(dir, 'mirror', ...(req.url ?? '').split('/').filter((s) => s !== '' && s !== '..'));
-    if (!existsSync(path)) return void res.writeHead(404).end();
-    res.writeHead(200, { 'Content-Type': 'application/gzip' }).end(readFileSync(path));
-  });
-  await new Promise<void>((r) => mirror.listen(0, '127.0.0.1', r));
+  mirror = await startPrebuiltMirror();
 });
 
 afterAll(async () => {
-  await new Promise<void>((r) => (mirror ? mirror.close(() => r()) : r()));
+  await mirror?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -75,12 +59,12 @@ describe('npm pack, then npm install -g of the tarball', () => {
 
   it('installs into an empty prefix with the runtime dependencies only, quietly', { timeout: 120_000 }, async () => {
     prefix = join(dir, 'prefix');
-    const env = { ...process.env, npm_config_better_sqlite3_binary_host: `http://127.0.0.1:${(mirror.address() as AddressInfo).port}` };
+    const env = { ...process.env, ...mirror.env };
     const r = await run('npm', ['install', '-g', '--prefix', prefix, '--allow-scripts=better-sqlite3', '--prefer-offline', '--no-audit', '--no-fund', tarball], env);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/EBADENGINE|install-scripts/);
     // The install script ran and took the prebuilt binary.
-    expect(mirrorRequests).toEqual([expect.stringMatching(/better-sqlite3-v.*\.tar\.gz$/)]);
+    expect(mirror.requests).toEqual([expect.stringMatching(/better-sqlite3-v.*\.tar\.gz$/)]);
     const modules = readdirSync(join(prefix, 'lib', 'node_modules', 'esnap', 'node_modules'));
     expect(modules).toEqual(expect.arrayContaining(['better-sqlite3', 'fastify', 'pg-boss']));
     expect(modules.filter((m) => ['typescript', 'vite', 'vitest', 'preact', 'playwright-core', 'fast-check', '@types'].includes(m))).toEqual([]);
