@@ -78,6 +78,15 @@ describe('README blocks selection', () => {
   });
 });
 
+describe('README references', () => {
+  it('points at nothing outside the repository and links the architecture that is in it', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    expect(readme.match(/\.\.\/shared\/|shared\/design\.md/g)).toBeNull();
+    expect(readme).toContain('](docs/architecture.md)');
+    expect(readFileSync(join(ROOT, 'docs', 'architecture.md'), 'utf8')).toMatch(/^# esnap architecture\n/);
+  });
+});
+
 describe('README first hour, run as written', () => {
   let dir: string;
   let mirror: PrebuiltMirror;
