@@ -100,11 +100,15 @@ async function lock() {
 const force = process.argv.includes('--force');
 const hash = inputHash();
 const isCurrent = () => existsSync(join(outDir, 'index.html')) && existsSync(stampFile) && readFileSync(stampFile, 'utf8').trim() === hash;
-if (isCurrent() && !force) process.exit(0);
+const upToDate = () => {
+  console.log('ui build: dist/ui is up to date');
+  process.exit(0);
+};
+if (isCurrent() && !force) upToDate();
 await lock();
 process.on('exit', () => rmSync(lockFile, { force: true }));
 // Another process may have built it while this one waited.
-if (isCurrent() && !force) process.exit(0);
+if (isCurrent() && !force) upToDate();
 
 const started = Date.now();
 run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(uiDir, 'tsconfig.json')]);
