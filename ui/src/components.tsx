@@ -2,14 +2,14 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useRef } from 'preact/hooks';
 import { formatMb } from './format.js';
+import { Icon } from './icons.js';
 import type { Disk } from './types.js';
 
 export function ErrorText({ error }: { error: string | null | undefined }) {
   if (!error) return null;
   return (
     <p class="error" role="alert">
-      <span aria-hidden="true">⚠ </span>
-      {error}
+      <Icon name="warn" /> {error}
     </p>
   );
 }
@@ -110,11 +110,9 @@ export function EmptyRow({ cols, children }: { cols: number; children: Component
 
 /** A status word with a symbol, so colour is never the only signal. */
 export function Badge({ kind, children }: { kind: 'ok' | 'warn' | 'bad' | 'busy' | 'info'; children: ComponentChildren }) {
-  const symbol = { ok: '✓', warn: '!', bad: '✗', busy: '⟳', info: 'i' }[kind];
   return (
     <span class={`badge badge-${kind}`}>
-      <span aria-hidden="true">{symbol} </span>
-      {children}
+      <Icon name={kind} /> {children}
     </span>
   );
 }

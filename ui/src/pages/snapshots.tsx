@@ -6,6 +6,7 @@
 import { useMemo, useState } from 'preact/hooks';
 import { seg } from '../api.js';
 import type { Act } from '../actions.js';
+import { Icon } from '../icons.js';
 import { Badge, ColumnHeads, EmptyRow } from '../components.js';
 import { formatBytes, formatMb, formatUtc, SNAPSHOT_STATUS, SNAPSHOT_TYPE } from '../format.js';
 import type { Snapshot } from '../types.js';
@@ -48,7 +49,7 @@ function StatusCell({ s }: { s: Snapshot }) {
       {s.fsfreeze ? (
         <span class="flag" title="Taken with the guest's filesystems frozen">
           {' '}
-          <span aria-hidden="true">❄</span> frozen
+          <Icon name="snow" /> frozen
         </span>
       ) : null}
     </>
@@ -150,7 +151,8 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
     <th scope="col" aria-sort={sort.key === key ? (sort.desc ? 'descending' : 'ascending') : 'none'}>
       <button type="button" class="sort" onClick={() => setSort({ key, desc: sort.key === key ? !sort.desc : key === 'created' })}>
         {label}
-        <span aria-hidden="true">{sort.key === key ? (sort.desc ? ' ▼' : ' ▲') : ' ↕'}</span>
+        {' '}
+        <Icon name={sort.key === key ? (sort.desc ? 'down' : 'up') : 'sort'} />
       </button>
     </th>
   );
@@ -176,7 +178,7 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
   );
 
   return (
-    <section aria-labelledby="snapshots-title">
+    <section id="snapshots" aria-labelledby="snapshots-title">
       <h2 id="snapshots-title">Snapshots</h2>
       <div class="toolbar">
         <button type="button" onClick={() => setDialog({ kind: 'create' })}>
@@ -202,7 +204,8 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
         ])}
         {filterSelect('f-define', 'Definition', define, setDefine, [['-', '(none)'], ...defNames.map((d): [string, string] => [d, d])])}
       </div>
-      <table class="grid snapshots" aria-labelledby="snapshots-title" data-testid="snapshots">
+      <div class="scroll" tabIndex={0} role="region" aria-labelledby="snapshots-title">
+<table class="grid snapshots" aria-labelledby="snapshots-title" data-testid="snapshots">
         <thead>
           <tr>
             <th scope="col">
@@ -254,7 +257,7 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
                 <td>
                   {s.pinned ? (
                     <span>
-                      <span aria-hidden="true">📌 </span>pinned
+                      <Icon name="pin" /> pinned
                     </span>
                   ) : (
                     <span class="muted">no</span>
@@ -307,6 +310,7 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
           </tr>
         </tfoot>
       </table>
+</div>
       <nav class="pager" aria-label="Snapshot pages">
         <button type="button" disabled={current === 0} onClick={() => setPage(current - 1)}>
           Previous page

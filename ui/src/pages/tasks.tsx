@@ -133,7 +133,8 @@ function TaskLog() {
       {!log.data && log.loading ? <Loading what="the task log" /> : null}
       {log.data ? (
         <>
-          <table class="grid" aria-labelledby="log-title" data-testid="task-log">
+          <div class="scroll" tabIndex={0} role="region" aria-labelledby="log-title">
+<table class="grid" aria-labelledby="log-title" data-testid="task-log">
             <thead>
               <tr>
                 <ColumnHeads names={['Time', 'Status', 'User', 'Message', 'Object', 'Detail']} />
@@ -157,6 +158,7 @@ function TaskLog() {
               ))}
             </tbody>
           </table>
+</div>
           <nav class="pager" aria-label="Task log pages">
             <button type="button" disabled={!log.data.previous} onClick={() => setPage(page - 1)}>
               Previous page

@@ -69,6 +69,12 @@ export function VmPage({ hostname, who }: { hostname: string; who: Identity }) {
     document.title = `${hostname} · esnap`;
   }, [hostname]);
 
+  // A link from the overview's problems names a section (#definitions, #snapshots): show it once loaded.
+  const loaded = data !== null;
+  useEffect(() => {
+    if (loaded && location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView();
+  }, [loaded]);
+
   return (
     <main id="main">
       <nav aria-label="Breadcrumb" class="crumbs">
