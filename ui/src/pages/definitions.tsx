@@ -81,11 +81,12 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
                     >
                       {d.active ? 'Pause' : 'Resume'}
                     </button>
-                    <button type="button" aria-label={`Run definition ${d.name} now`} onClick={() => void act(`Run ${d.name} now`, 'POST', `${path(d)}/run`, { disk_id: d.disk_id }).catch(ignore)}>
+                    <button type="button" aria-label={`Run now: definition ${d.name}`} onClick={() => void act(`Run ${d.name} now`, 'POST', `${path(d)}/run`, { disk_id: d.disk_id }).catch(ignore)}>
                       Run now
                     </button>
                     <button
                       type="button"
+                      class="danger"
                       aria-label={`Delete definition ${d.name}`}
                       onClick={() => {
                         setDeleteError(null);
@@ -119,7 +120,7 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
           >
             <p>Its snapshots stay, no longer linked to a definition.</p>
             <ErrorText error={deleteError} />
-            <DialogButtons label="Delete" onCancel={() => setOpen(null)} />
+            <DialogButtons label="Delete" danger onCancel={() => setOpen(null)} />
           </form>
         </Dialog>
       ) : null}
