@@ -16,7 +16,7 @@ export const VMS = 1000;
 export const SNAPSHOTS_PER_VM = 50;
 export const DEFINITIONS_PER_VM = 2;
 
-async function seed(rt: Runtime): Promise<void> {
+export async function seed(rt: Runtime): Promise<void> {
   const db = rt.ctx.db;
   const node = await db.selectFrom('node').selectAll().executeTakeFirstOrThrow();
   const storage = await db.selectFrom('node_storage').selectAll().executeTakeFirstOrThrow();
@@ -65,8 +65,10 @@ async function once(ctx: BrowserContext, url: string): Promise<number> {
   await page.waitForSelector('main[data-ready="overview"]', { timeout: 30_000 });
   const ms = await page.evaluate(() => (window as unknown as { __overviewReady?: number }).__overviewReady ?? performance.now());
   const rows = await page.locator('tr[data-vm]').count();
+  const range = await page.getByTestId('vm-range').innerText();
   const problems = await page.locator('[data-testid="problems"] li').count();
-  if (rows < VMS || problems === 0) throw new Error(`overview incomplete: ${rows} VM rows, ${problems} problems`);
+  // The table shows its first page of VMs; the pager counts them all.
+  if (rows === 0 || !range.endsWith(`of ${VMS + 1}`) || problems === 0) throw new Error(`overview incomplete: ${rows} VM rows (${range}), ${problems} problems`);
   await page.close();
   return ms;
 }
@@ -82,7 +84,7 @@ export async function benchOverview(rt: Runtime, ctx: BrowserContext, url: strin
   await seed(rt);
   const seeded = Date.now() - t0;
   const api = Date.now();
-  for (const p of ['overview/problems', 'overview/vm', 'overview/node']) await (await fetch(`${url}/api/${p}/`, { headers: { 'ES-API-KEY': 'bench-admin-key-0123456789abcdef' } })).text();
+  for (const p of ['overview']) await (await fetch(`${url}/api/${p}/`, { headers: { 'ES-API-KEY': 'bench-admin-key-0123456789abcdef' } })).text();
   const apiMs = Date.now() - api;
   const cold = await once(ctx, `${url}/`);
   const warm: number[] = [];
@@ -90,7 +92,7 @@ export async function benchOverview(rt: Runtime, ctx: BrowserContext, url: strin
   warm.sort((a, b) => a - b);
   const js = firstPageJsGzip();
   console.log(`web UI, overview with ${VMS} VMs, ${VMS * SNAPSHOTS_PER_VM} snapshots, ${VMS * DEFINITIONS_PER_VM} definitions (seeded in ${fmt(seeded)} ms):`);
-  console.log(`  the three overview requests in sequence from Node: ${fmt(apiMs)} ms`);
-  console.log(`  navigation → data marker (problems, ${VMS} VM rows, nodes rendered): cold ${fmt(cold)} ms; warm median ${fmt(percentile(warm, 50))} ms, p90 ${fmt(percentile(warm, 90))} ms (target < 1000 ms)`);
+  console.log(`  the overview request (GET /api/overview/) from Node: ${fmt(apiMs)} ms`);
+  console.log(`  navigation → data marker (problems, first page of the VM table, nodes rendered): cold ${fmt(cold)} ms; warm median ${fmt(percentile(warm, 50))} ms, p90 ${fmt(percentile(warm, 90))} ms (target < 1000 ms)`);
   console.log(`  JavaScript of the first page, gzipped: ${fmt(js.bytes / 1024)} KiB (${js.files.join(', ')}) (target < 100 KB)`);
 }

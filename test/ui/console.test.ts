@@ -107,6 +107,9 @@ describe('web UI: operations console', () => {
     expect(await vms.locator('tr[data-vm="web01"]').getAttribute('data-protection')).toBe('ok');
     expect(await vms.locator('tr[data-vm="run01"]').getAttribute('data-protection')).toBe('none');
     expect(await vms.locator('tr[data-vm="web01"]').innerText()).toContain('(1 lost)');
+    await w.page.getByLabel(/Only VMs needing attention/).check();
+    expect(await vms.locator('tr[data-vm]').evaluateAll((trs) => trs.map((t) => t.getAttribute('data-vm')))).toEqual(['db01', 'run01', 'web01']);
+    await w.page.getByLabel(/Only VMs needing attention/).uncheck();
     const bar = w.page.getByTestId('storage-bar').first();
     expect(await bar.getAttribute('data-low')).toBe('true');
     expect(await bar.getByTestId('floor-mark').getAttribute('style')).toContain('left: 95%');

@@ -105,12 +105,21 @@ forEachDb('overview endpoints', (kind) => {
     expect((await s.req('GET', '/api/overview/vm/nope/timeline/')).status).toBe(404);
   });
 
+  it('answers all three in one request, the same as the three', async () => {
+    const all = await s.req('GET', '/api/overview/');
+    expect(all.status).toBe(200);
+    expect(all.body.result.problems).toEqual((await s.req('GET', '/api/overview/problems/')).body.result);
+    expect(all.body.result.vms).toEqual((await s.req('GET', '/api/overview/vm/')).body.result);
+    expect(all.body.result.nodes).toEqual((await s.req('GET', '/api/overview/node/')).body.result);
+    expect((await s.req('GET', '/api/overview/', { key: user.key })).body.result.vms.map((v: { hostname: string }) => v.hostname)).toEqual(['olga01']);
+  });
+
   it('needs credentials and is described in the OpenAPI document', async () => {
-    for (const p of ['/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/good01/timeline/']) {
+    for (const p of ['/api/overview/', '/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/good01/timeline/']) {
       expect((await s.req('GET', p, { key: null })).status).toBe(403);
     }
     const doc = (await s.req('GET', '/api/openapi.json')).body as { paths: Record<string, unknown> };
-    for (const p of ['/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/{hostname_or_uuid}/timeline/', '/api/dc/{dcPrefix}/overview/problems/']) {
+    for (const p of ['/api/overview/', '/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/{hostname_or_uuid}/timeline/', '/api/dc/{dcPrefix}/overview/problems/']) {
       expect(doc.paths[p], p).toBeDefined();
     }
   });

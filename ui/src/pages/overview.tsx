@@ -4,6 +4,7 @@
  * (esnap's /overview endpoints), whatever the number of VMs. `main[data-ready="overview"]` is set
  * once the data is rendered (the benchmark and tests wait for it).
  */
+import { useState } from 'preact/hooks';
 import { getResult } from '../api.js';
 import { Badge, ErrorText, Loading } from '../components.js';
 import { BytesChart, StorageBar } from '../charts.js';
@@ -12,14 +13,13 @@ import { useLoad, useNow } from '../hooks.js';
 import { onLinkClick, vmPath } from '../router.js';
 import type { NodesOverview, Problem, VmSummary } from '../types.js';
 
-async function loadOverview(): Promise<{ problems: Problem[]; vms: VmSummary[]; nodes: NodesOverview }> {
-  const [problems, vms, nodes] = await Promise.all([
-    getResult<Problem[]>('overview/problems'),
-    getResult<VmSummary[]>('overview/vm'),
-    getResult<NodesOverview>('overview/node'),
-  ]);
-  return { problems, vms, nodes };
+/** One request: the server computes the VM summaries once for the problems and the table. */
+function loadOverview(): Promise<{ problems: Problem[]; vms: VmSummary[]; nodes: NodesOverview }> {
+  return getResult('overview');
 }
+
+/** VM rows per page: a thousand rows would cost the first paint more than they help (problems come first anyway). */
+export const VM_PAGE = 100;
 
 const storageAnchor = (node: string, storage: string): string => `storage-${node}-${storage}`;
 
@@ -114,10 +114,29 @@ function VmRow({ v, now }: { v: VmSummary; now: number }) {
 }
 
 function Vms({ vms, now }: { vms: VmSummary[]; now: number }) {
+  const [attention, setAttention] = useState(false);
+  const [page, setPage] = useState(0);
+  const list = attention ? vms.filter((v) => v.protection !== 'ok' || v.snapshots_lost > 0) : vms;
+  const pages = Math.max(1, Math.ceil(list.length / VM_PAGE));
+  const current = Math.min(page, pages - 1);
+  const shown = list.slice(current * VM_PAGE, (current + 1) * VM_PAGE);
   return (
     <section aria-labelledby="vms-title">
       <h2 id="vms-title">Virtual machines</h2>
-      {vms.length === 0 ? (
+      <div class="toolbar">
+        <label class="check">
+          <input
+            type="checkbox"
+            checked={attention}
+            onChange={(e) => {
+              setAttention(e.currentTarget.checked);
+              setPage(0);
+            }}
+          />{' '}
+          Only VMs needing attention (not on schedule or with lost snapshots)
+        </label>
+      </div>
+      {list.length === 0 ? (
         <p>No VMs to show.</p>
       ) : (
         <div class="scroll" tabIndex={0} role="region" aria-labelledby="vms-title">
@@ -132,13 +151,26 @@ function Vms({ vms, now }: { vms: VmSummary[]; now: number }) {
               </tr>
             </thead>
             <tbody>
-              {vms.map((v) => (
+              {shown.map((v) => (
                 <VmRow key={v.hostname} v={v} now={now} />
               ))}
             </tbody>
           </table>
         </div>
       )}
+      {pages > 1 ? (
+        <nav class="pager" aria-label="VM pages">
+          <button type="button" disabled={current === 0} onClick={() => setPage(current - 1)}>
+            Previous page
+          </button>
+          <span data-testid="vm-range">
+            VMs {current * VM_PAGE + 1}–{current * VM_PAGE + shown.length} of {list.length}
+          </span>
+          <button type="button" disabled={current >= pages - 1} onClick={() => setPage(current + 1)}>
+            Next page
+          </button>
+        </nav>
+      ) : null}
     </section>
   );
 }
