@@ -4,12 +4,15 @@
  * failed request so tests can assert that the app stays clean, and screenshots as artefacts.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { ADMIN_KEY, type TestServer } from '../helpers/server.js';
+
+const require = createRequire(import.meta.url);
 
 export const CHROMIUM = process.env['ESNAP_CHROMIUM'] ?? '/usr/bin/chromium';
 export const CHROMIUM_ARGS = [
@@ -21,7 +24,8 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
   '--no-first-run',
 ];
-export const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'ui');
+/** Screenshots are test artefacts in a temporary folder, never in the repository (ESNAP_UI_ARTIFACTS to choose). */
+export const ARTIFACTS = process.env['ESNAP_UI_ARTIFACTS'] ?? join(tmpdir(), 'esnap-ui-artifacts');
 
 /** Builds the UI when its sources changed (a no-op otherwise); the server serves dist/ui. */
 export function ensureUiBuilt(): void {
@@ -123,4 +127,25 @@ export function holdAgent(s: TestServer): () => void {
     release();
     agent.handle = original;
   };
+}
+
+/**
+ * axe-core's serious and critical violations on the page as it is now (the script is injected
+ * from node_modules, never fetched), as `rule: target` lines.
+ */
+export async function axeViolations(page: Page): Promise<string[]> {
+  const source = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+  // Evaluated through the debugging protocol: the app's CSP (script-src 'self') refuses inline script tags.
+  if (!(await page.evaluate(() => 'axe' in window))) await page.evaluate(source);
+  const violations = await page.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run(ctx: Document, opts: unknown): Promise<{ violations: { id: string; impact: string | null; nodes: { target: unknown[] }[] }[] }> } }).axe;
+    const r = await axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.map((n) => JSON.stringify(n.target)) }));
+  });
+  return violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').flatMap((v) => v.targets.map((t) => `${v.id} (${v.impact}): ${t}`));
+}
+
+/** True when the page scrolls sideways (wider content than the viewport). */
+export async function scrollsSideways(page: Page): Promise<boolean> {
+  return page.evaluate(() => document.documentElement.scrollWidth > document.documentElement.clientWidth + 1);
 }

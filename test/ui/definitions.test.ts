@@ -119,7 +119,7 @@ describe('web UI: snapshot definitions and tasks', () => {
     await defRow('daily').getByText('active').waitFor();
     expect((await defs()).find((d) => d.name === 'daily')!.active).toBe(true);
 
-    await defRow('nightly').getByRole('button', { name: 'Run definition nightly now' }).click();
+    await defRow('nightly').getByRole('button', { name: 'Run now: definition nightly' }).click();
     await notice().getByText('Run nightly now: Snapshot successfully created').waitFor();
     const made = w.page.locator('table[data-testid="snapshots"] tbody tr[data-name^="nightly-2"]');
     await made.first().waitFor();

@@ -64,14 +64,19 @@ describe('web UI: sign-in, overview, ownership', () => {
     const web01 = vms.locator('tbody tr', { hasText: 'web01' });
     const db01 = vms.locator('tbody tr', { hasText: 'db01' });
     // Node, status, snapshot count, then the health of the schedules, in words and colour.
-    expect(await web01.innerText()).toMatch(/web01\s+node1\.test\s+stopped\s+2\s+/);
-    expect(await web01.innerText()).toContain('3 days ago');
-    expect(await web01.innerText()).toContain('stale: daily');
+    expect(await web01.innerText()).toMatch(/web01\s+node1\.test\s+stopped\s+4.0 MiB, 4.0 MiB\s+2\s+/);
+    expect(await web01.innerText()).toMatch(/daily \(disk 1\): 3 days ago/);
+    expect(await web01.getAttribute('data-protection')).toBe('stale');
+    expect(await web01.innerText()).toContain('stale');
     expect(await web01.getAttribute('class')).toContain('row-stale');
     expect(await db01.innerText()).toContain('on schedule');
     expect(await db01.getAttribute('class')).not.toContain('row-stale');
-    const nodes = w.page.getByRole('table', { name: 'Nodes' });
-    expect(await nodes.innerText()).toMatch(/node1\.test\s+✓ online/);
+    const nodes = w.page.getByRole('article', { name: /node1\.test/ });
+    expect(await nodes.innerText()).toMatch(/node1\.test\s+online/);
+    // The problems panel comes first and links to where to act.
+    const problems = w.page.getByTestId('problems');
+    expect(await problems.locator('li[data-kind="definition_stale"]').innerText()).toContain('Definition daily of web01 (disk 1) is stale');
+    expect(await problems.getByRole('link', { name: 'Open the definitions of web01' }).getAttribute('href')).toBe('/vm/web01#definitions');
     await screenshot(w.page, 'overview');
     expect(await unlabelled(w.page)).toEqual([]);
 

@@ -89,6 +89,8 @@ export interface RequestOptions {
   readonly headers?: Record<string, string>;
   /** Anonymous request (login). */
   readonly anonymous?: boolean;
+  /** Checking new credentials: a 403 is the sign-in form's one message, not a sign-out. */
+  readonly signingIn?: boolean;
 }
 
 export async function rawRequest(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
@@ -121,7 +123,7 @@ export async function request<T = unknown>(method: string, path: string, opts: R
   } catch (err) {
     throw new ApiFailure(0, `The server cannot be reached (${(err as Error).message}).`, null);
   }
-  return check<T>(res, await parseBody(res), opts.anonymous);
+  return check<T>(res, await parseBody(res), opts.anonymous === true || opts.signingIn === true);
 }
 
 /** GET of a view answering Danube's envelope: the `result`. */

@@ -55,8 +55,7 @@ export function App() {
           {link('/tasks', 'Tasks', route.page === 'tasks')}
         </nav>
         <span class="who">
-          {who.username} · {who.dc}
-          {who.admin ? ' · admin' : ''}
+          {who.username} in DC {who.dc}
         </span>
         <button
           type="button"
@@ -71,7 +70,7 @@ export function App() {
           Sign out
         </button>
       </header>
-      <div class="activity" aria-label="Recent tasks">
+      <div class="activity" role="region" aria-label="Recent tasks">
         <TrackedList compact />
       </div>
       {route.page === 'overview' ? <Overview /> : null}

@@ -2,14 +2,14 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useRef } from 'preact/hooks';
 import { formatMb } from './format.js';
+import { Icon, type IconName } from './icons.js';
 import type { Disk } from './types.js';
 
 export function ErrorText({ error }: { error: string | null | undefined }) {
   if (!error) return null;
   return (
     <p class="error" role="alert">
-      <span aria-hidden="true">⚠ </span>
-      {error}
+      <Icon name="warn" /> {error}
     </p>
   );
 }
@@ -60,10 +60,10 @@ export function Dialog(props: { title: string; onClose: () => void; children: Co
 }
 
 /** A dialog form's footer: its submit button, then Cancel. */
-export function DialogButtons({ label, disabled, onCancel }: { label: string; disabled?: boolean; onCancel: () => void }) {
+export function DialogButtons({ label, disabled, onCancel, danger, reason }: { label: string; disabled?: boolean; onCancel: () => void; danger?: boolean; reason?: string }) {
   return (
     <div class="buttons">
-      <button type="submit" disabled={disabled}>
+      <button type="submit" disabled={disabled} class={danger ? 'danger' : undefined} title={reason}>
         {label}
       </button>
       <button type="button" onClick={onCancel}>
@@ -109,12 +109,10 @@ export function EmptyRow({ cols, children }: { cols: number; children: Component
 }
 
 /** A status word with a symbol, so colour is never the only signal. */
-export function Badge({ kind, children }: { kind: 'ok' | 'warn' | 'bad' | 'busy' | 'info'; children: ComponentChildren }) {
-  const symbol = { ok: '✓', warn: '!', bad: '✗', busy: '⟳', info: 'i' }[kind];
+export function Badge({ kind, children }: { kind: IconName; children: ComponentChildren }) {
   return (
     <span class={`badge badge-${kind}`}>
-      <span aria-hidden="true">{symbol} </span>
-      {children}
+      <Icon name={kind} /> {children}
     </span>
   );
 }

@@ -8,7 +8,7 @@ import { saveCredentials, saveIdentity, loadCredentials, type Credentials, type 
  * non-super-admin, so `admin` may be false for one: the API still decides every write.
  */
 async function identify(): Promise<Identity> {
-  const probe = await request('GET', 'vm');
+  const probe = await request('GET', 'vm', { signingIn: true });
   const username = probe.headers.get('es_username') ?? '';
   const dc = probe.headers.get('es_dc') ?? 'main';
   if (username === '') throw new ApiFailure(0, 'The server did not say who is signed in.', null);

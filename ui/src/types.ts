@@ -82,3 +82,42 @@ export interface TaskLogEntry {
   object_type: string;
   flag: number;
 }
+
+/** GET /api/overview/problems/ (esnap addition). */
+export interface Problem {
+  kind: string;
+  severity: 'bad' | 'warn';
+  message: string;
+  vm?: string;
+  disk_id?: number;
+  define?: string;
+  node?: string;
+  storage?: string;
+  count?: number;
+}
+
+/** GET /api/overview/vm/ (esnap addition). */
+export interface VmSummary {
+  hostname: string;
+  alias: string;
+  node: string | null;
+  status: string;
+  disks: { disk_id: number; size: number }[];
+  snapshots: number;
+  snapshots_size: number;
+  snapshots_lost: number;
+  definitions: { name: string; disk_id: number; schedule: string; tz: string; active: boolean; last_success: string | null; last_error: string | null; state: string }[];
+  protection: 'none' | 'ok' | 'stale' | 'failing';
+}
+
+/** GET /api/overview/node/ (esnap addition). */
+export interface NodesOverview {
+  min_free_percent: number;
+  nodes: {
+    hostname: string;
+    status: number;
+    status_display: string;
+    last_heartbeat: string | null;
+    storages: { name: string; driver: string; size: number | null; size_free: number | null; free_percent: number | null; below_floor: boolean; snapshot_bytes: { day: string; bytes: number }[] }[];
+  }[];
+}

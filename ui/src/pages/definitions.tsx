@@ -3,6 +3,8 @@ import { useState } from 'preact/hooks';
 import { seg } from '../api.js';
 import type { Act } from '../actions.js';
 import type { Identity } from '../auth.js';
+import { Icon } from '../icons.js';
+import { ScheduleText } from '../schedule-text.js';
 import { Badge, ColumnHeads, Dialog, DialogButtons, ErrorText } from '../components.js';
 import { formatAge, formatMb, formatUtc } from '../format.js';
 import { useNow } from '../hooks.js';
@@ -21,7 +23,7 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
   const ignore = (): undefined => undefined;
 
   return (
-    <section aria-labelledby="defs-title">
+    <section id="definitions" aria-labelledby="defs-title">
       <h2 id="defs-title">Snapshot definitions</h2>
       {!who.admin ? <p class="muted">Changing definitions needs an admin of the datacenter; the server decides.</p> : null}
       <div class="toolbar">
@@ -32,7 +34,8 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
       {data.defs.length === 0 ? (
         <p>No snapshot definitions.</p>
       ) : (
-        <table class="grid" aria-labelledby="defs-title" data-testid="definitions">
+        <div class="scroll" tabIndex={0} role="region" aria-labelledby="defs-title">
+<table class="grid" aria-labelledby="defs-title" data-testid="definitions">
           <thead>
             <tr>
               <ColumnHeads names={['Name', 'Disk', 'Schedule', 'Retention', 'State', 'Last success', 'Description', 'Actions']} />
@@ -50,7 +53,7 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
                     {disk ? <span class="muted"> ({formatMb(disk.size)})</span> : null}
                   </td>
                   <td>
-                    <code>{d.schedule}</code> <span class="muted">{d.tz ?? 'UTC'}</span>
+                    <ScheduleText schedule={d.schedule} tz={d.tz ?? 'UTC'} />
                     {d.next_run ? <div class="muted">next: {formatUtc(d.next_run)}</div> : null}
                   </td>
                   <td>
@@ -59,7 +62,7 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
                   </td>
                   <td>
                     {d.active ? <Badge kind="ok">active</Badge> : <Badge kind="warn">paused</Badge>}
-                    {d.fsfreeze ? <span class="flag"> ❄ freeze</span> : null}
+                    {d.fsfreeze ? <span class="flag"> <Icon name="snow" /> freeze</span> : null}
                   </td>
                   <td>
                     {st.lastSuccess ? <time dateTime={st.lastSuccess}>{formatAge(st.lastSuccess, now)}</time> : 'never'}{' '}
@@ -78,11 +81,12 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
                     >
                       {d.active ? 'Pause' : 'Resume'}
                     </button>
-                    <button type="button" aria-label={`Run definition ${d.name} now`} onClick={() => void act(`Run ${d.name} now`, 'POST', `${path(d)}/run`, { disk_id: d.disk_id }).catch(ignore)}>
+                    <button type="button" aria-label={`Run now: definition ${d.name}`} onClick={() => void act(`Run ${d.name} now`, 'POST', `${path(d)}/run`, { disk_id: d.disk_id }).catch(ignore)}>
                       Run now
                     </button>
                     <button
                       type="button"
+                      class="danger"
                       aria-label={`Delete definition ${d.name}`}
                       onClick={() => {
                         setDeleteError(null);
@@ -97,6 +101,7 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
             })}
           </tbody>
         </table>
+</div>
       )}
       {open?.kind === 'add' || open?.kind === 'edit' ? (
         <DefinitionForm data={data} act={act} def={open.kind === 'edit' ? open.def : null} onClose={() => setOpen(null)} />
@@ -115,7 +120,7 @@ export function Definitions({ data, act, who }: { data: VmData; act: Act; who: I
           >
             <p>Its snapshots stay, no longer linked to a definition.</p>
             <ErrorText error={deleteError} />
-            <DialogButtons label="Delete" onCancel={() => setOpen(null)} />
+            <DialogButtons label="Delete" danger onCancel={() => setOpen(null)} />
           </form>
         </Dialog>
       ) : null}

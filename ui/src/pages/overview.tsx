@@ -1,146 +1,230 @@
-/** Overview: every VM the caller may see, with snapshot counts, sizes and schedule health; nodes. */
-import { getResult, seg } from '../api.js';
-import { Badge, ColumnHeads, ErrorText, Loading } from '../components.js';
-import { formatAge, formatBytes, formatUtc } from '../format.js';
+/**
+ * Overview, the page an operator opens first: what is wrong (each problem linking to where to act),
+ * every VM's protection, nodes with storage usage against the floor. Three aggregate requests
+ * (esnap's /overview endpoints), whatever the number of VMs. `main[data-ready="overview"]` is set
+ * once the data is rendered (the benchmark and tests wait for it).
+ */
+import { useState } from 'preact/hooks';
+import { getResult } from '../api.js';
+import { Badge, ErrorText, Loading } from '../components.js';
+import { BytesChart, StorageBar } from '../charts.js';
+import { formatAge, formatBytes, formatMb, formatUtc } from '../format.js';
 import { useLoad, useNow } from '../hooks.js';
 import { onLinkClick, vmPath } from '../router.js';
-import { staleness, type Staleness } from '../stale.js';
-import type { Definition, NodeInfo, Snapshot, Vm } from '../types.js';
+import type { NodesOverview, Problem, VmSummary } from '../types.js';
 
-interface VmRow {
-  vm: Vm;
-  count: number;
-  size: number;
-  lastAuto: string | null;
-  defs: { def: Definition; st: Staleness }[];
+/** One request: the server computes the VM summaries once for the problems and the table. */
+function loadOverview(): Promise<{ problems: Problem[]; vms: VmSummary[]; nodes: NodesOverview }> {
+  return getResult('overview');
 }
 
-/** Runs `fn` over `items` with at most `limit` in flight (browsers queue beyond ~6 per server). */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
+/** VM rows per page: a thousand rows would cost the first paint more than they help (problems come first anyway). */
+export const VM_PAGE = 100;
+
+const storageAnchor = (node: string, storage: string): string => `storage-${node}-${storage}`;
+
+/** Where to act on a problem: the VM's definitions or snapshots, or the storage/node below. */
+function target(p: Problem): { href: string; label: string } {
+  if (p.vm) {
+    const section = p.kind === 'snapshot_lost' ? 'snapshots' : 'definitions';
+    return { href: `${vmPath(p.vm)}#${section}`, label: p.kind === 'snapshot_lost' ? `Open the snapshots of ${p.vm}` : `Open the definitions of ${p.vm}` };
+  }
+  if (p.storage && p.node) return { href: `#${storageAnchor(p.node, p.storage)}`, label: `Show storage ${p.storage} on ${p.node}` };
+  return { href: `#node-${p.node ?? ''}`, label: `Show node ${p.node ?? ''}` };
 }
 
-async function loadOverview(now: number): Promise<{ rows: VmRow[]; nodes: NodeInfo[] }> {
-  const [vms, nodes, defs] = await Promise.all([
-    getResult<Vm[]>('vm', { full: true }),
-    getResult<NodeInfo[]>('node', { full: true }),
-    getResult<Definition[]>('vm/define/snapshot', { full: true, extended: true }),
-  ]);
-  const snaps = await mapLimit(vms, 4, (vm) => getResult<Snapshot[]>(`vm/${seg(vm.hostname)}/snapshot`, { full: true }));
-  const rows = vms.map((vm, i): VmRow => {
-    const list = snaps[i] ?? [];
-    let size = 0;
-    let lastAuto: string | null = null;
-    for (const s of list) {
-      size += s.size ?? 0;
-      if (s.type === 1 && s.status === 1 && (lastAuto === null || s.created > lastAuto)) lastAuto = s.created;
-    }
-    const mine = defs.filter((d) => d.hostname === vm.hostname);
-    return { vm, count: list.length, size, lastAuto, defs: mine.map((def) => ({ def, st: staleness(def, list, now) })) };
-  });
-  return { rows, nodes };
-}
-
-function Health({ row, now }: { row: VmRow; now: number }) {
-  const stale = row.defs.filter((d) => d.st.stale);
-  const active = row.defs.filter((d) => d.def.active);
+function Problems({ list }: { list: Problem[] }) {
   return (
-    <span>
-      {row.lastAuto ? <time dateTime={row.lastAuto} title={formatUtc(row.lastAuto)}>{formatAge(row.lastAuto, now)}</time> : 'none'}{' '}
-      {stale.length > 0 ? (
-        <Badge kind="bad">
-          stale: {stale.map((d) => `${d.def.name} (${d.st.reason})`).join(', ')}
-        </Badge>
-      ) : active.length > 0 ? (
-        <Badge kind="ok">on schedule</Badge>
+    <section aria-labelledby="problems-title" class="panel problems" data-testid="problems">
+      <h2 id="problems-title">Problems</h2>
+      {list.length === 0 ? (
+        <p>
+          <Badge kind="ok">All clear</Badge> every definition on schedule, no lost snapshots, all nodes online, every storage above the floor.
+        </p>
       ) : (
-        <span class="muted">{row.defs.length > 0 ? '(all definitions paused)' : '(no definitions)'}</span>
+        <ul class="problem-list">
+          {list.map((p, i) => {
+            const t = target(p);
+            return (
+              <li key={i} data-kind={p.kind} class={`problem problem-${p.severity}`}>
+                <Badge kind={p.severity}>{p.severity === 'bad' ? 'problem' : 'warning'}</Badge> <span>{p.message}</span>{' '}
+                <a href={t.href} onClick={(e) => (t.href.startsWith('#') ? undefined : onLinkClick(e, t.href))}>
+                  {t.label}
+                </a>
+              </li>
+            );
+          })}
+        </ul>
       )}
-    </span>
+    </section>
   );
 }
 
-function nodeKind(status: number): 'ok' | 'warn' | 'bad' {
-  return status === 2 ? 'ok' : status === 1 ? 'warn' : 'bad';
+const PROTECTION: Record<VmSummary['protection'], { kind: 'ok' | 'bad' | 'warn' | 'info'; text: string }> = {
+  none: { kind: 'info', text: 'no definition' },
+  ok: { kind: 'ok', text: 'on schedule' },
+  stale: { kind: 'bad', text: 'stale' },
+  failing: { kind: 'bad', text: 'failing' },
+};
+
+function VmRow({ v, now }: { v: VmSummary; now: number }) {
+  const p = PROTECTION[v.protection];
+  return (
+    <tr class={v.protection === 'stale' || v.protection === 'failing' ? 'row-stale' : ''} data-vm={v.hostname} data-protection={v.protection}>
+      <th scope="row" data-label="VM">
+        <a href={vmPath(v.hostname)} onClick={(e) => onLinkClick(e, vmPath(v.hostname))}>
+          {v.hostname}
+        </a>
+        {v.alias && v.alias !== v.hostname ? <div class="muted">{v.alias}</div> : null}
+      </th>
+      <td data-label="Node">{v.node ?? '—'}</td>
+      <td data-label="Status">{v.status}</td>
+      <td data-label="Disks">{v.disks.map((d) => formatMb(d.size)).join(', ') || 'none'}</td>
+      <td class="num" data-label="Snapshots">
+        {v.snapshots}
+        {v.snapshots_lost > 0 ? <span class="error-text"> ({v.snapshots_lost} lost)</span> : null}
+      </td>
+      <td class="num" data-label="Size">
+        {formatBytes(v.snapshots_size)}
+      </td>
+      <td data-label="Last success">
+        {v.definitions.length === 0 ? (
+          <span class="muted">—</span>
+        ) : (
+          v.definitions.map((d) => (
+            <div key={`${d.disk_id}/${d.name}`}>
+              {d.name} <span class="muted">(disk {d.disk_id})</span>:{' '}
+              {d.last_success ? (
+                <time dateTime={d.last_success} title={formatUtc(d.last_success)}>
+                  {formatAge(d.last_success, now)}
+                </time>
+              ) : (
+                'never'
+              )}
+              {d.state === 'paused' ? <span class="muted"> (paused)</span> : null}
+            </div>
+          ))
+        )}
+      </td>
+      <td data-label="Protection">
+        <Badge kind={p.kind}>{p.text}</Badge>
+      </td>
+    </tr>
+  );
+}
+
+function Vms({ vms, now }: { vms: VmSummary[]; now: number }) {
+  const [attention, setAttention] = useState(false);
+  const [page, setPage] = useState(0);
+  const list = attention ? vms.filter((v) => v.protection !== 'ok' || v.snapshots_lost > 0) : vms;
+  const pages = Math.max(1, Math.ceil(list.length / VM_PAGE));
+  const current = Math.min(page, pages - 1);
+  const shown = list.slice(current * VM_PAGE, (current + 1) * VM_PAGE);
+  return (
+    <section aria-labelledby="vms-title">
+      <h2 id="vms-title">Virtual machines</h2>
+      <div class="toolbar">
+        <label class="check">
+          <input
+            type="checkbox"
+            checked={attention}
+            onChange={(e) => {
+              setAttention(e.currentTarget.checked);
+              setPage(0);
+            }}
+          />{' '}
+          Only VMs needing attention (not on schedule or with lost snapshots)
+        </label>
+      </div>
+      {list.length === 0 ? (
+        <p>No VMs to show.</p>
+      ) : (
+        <div class="scroll" tabIndex={0} role="region" aria-labelledby="vms-title">
+          <table class="grid cards" aria-labelledby="vms-title">
+            <thead>
+              <tr>
+                {['VM', 'Node', 'Status', 'Disks', 'Snapshots', 'Size', 'Last success per definition', 'Protection'].map((n) => (
+                  <th key={n} scope="col" class={n === 'Snapshots' || n === 'Size' ? 'num' : undefined}>
+                    {n}
+                  </th>
+                ))}
+              </tr>
+            </thead>
+            <tbody>
+              {shown.map((v) => (
+                <VmRow key={v.hostname} v={v} now={now} />
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {pages > 1 ? (
+        <nav class="pager" aria-label="VM pages">
+          <button type="button" disabled={current === 0} onClick={() => setPage(current - 1)}>
+            Previous page
+          </button>
+          <span data-testid="vm-range">
+            VMs {current * VM_PAGE + 1}–{current * VM_PAGE + shown.length} of {list.length}
+          </span>
+          <button type="button" disabled={current >= pages - 1} onClick={() => setPage(current + 1)}>
+            Next page
+          </button>
+        </nav>
+      ) : null}
+    </section>
+  );
+}
+
+function Nodes({ data, now }: { data: NodesOverview; now: number }) {
+  const floor = data.min_free_percent;
+  return (
+    <section aria-labelledby="nodes-title">
+      <h2 id="nodes-title">Nodes</h2>
+      <p class="hint">{floor > 0 ? `New snapshots are refused on a storage with less than ${floor} % free (the mark on each bar).` : 'No free-space floor is set.'}</p>
+      <div class="node-list">
+        {data.nodes.map((n) => (
+          <article key={n.hostname} id={`node-${n.hostname}`} class="panel node" aria-labelledby={`node-title-${n.hostname}`} data-node={n.hostname}>
+            <h3 id={`node-title-${n.hostname}`}>
+              {n.hostname} <Badge kind={n.status === 2 ? 'ok' : n.status === 1 ? 'warn' : 'bad'}>{n.status_display}</Badge>
+            </h3>
+            <p class="muted">
+              last heartbeat: {n.last_heartbeat ? <time dateTime={n.last_heartbeat}>{formatAge(n.last_heartbeat, now)}</time> : 'never'}
+            </p>
+            {n.storages.map((s) => (
+              <div key={s.name} id={storageAnchor(n.hostname, s.name)} class="storage" data-storage={s.name}>
+                <div>
+                  <strong>{s.name}</strong> <span class="muted">({s.driver})</span>{' '}
+                  {s.size !== null && s.size_free !== null ? (
+                    <span>
+                      {formatBytes(s.size_free)} free of {formatBytes(s.size)}
+                    </span>
+                  ) : null}
+                  {s.below_floor ? <Badge kind="bad">below the floor</Badge> : null}
+                </div>
+                <StorageBar size={s.size} free={s.size_free} floor={floor} label={`Storage ${s.name} on ${n.hostname}`} />
+                <BytesChart series={s.snapshot_bytes} label={`Snapshot bytes on ${s.name} (${n.hostname})`} />
+              </div>
+            ))}
+          </article>
+        ))}
+      </div>
+    </section>
+  );
 }
 
 export function Overview() {
   const now = useNow();
-  const { data, error, loading } = useLoad(() => loadOverview(Date.now()), 'overview');
+  const { data, error, loading } = useLoad(loadOverview, 'overview');
   return (
-    <main id="main">
+    <main id="main" data-ready={data ? 'overview' : undefined}>
       <h1>Overview</h1>
       <ErrorText error={error} />
-      {!data && loading ? <Loading what="VMs" /> : null}
+      {!data && loading ? <Loading what="the overview" /> : null}
       {data ? (
         <>
-          <section aria-labelledby="vms-title">
-            <h2 id="vms-title">Virtual machines</h2>
-            {data.rows.length === 0 ? (
-              <p>No VMs to show.</p>
-            ) : (
-              <table class="grid" aria-labelledby="vms-title">
-                <thead>
-                  <tr>
-                    <th scope="col">Hostname</th>
-                    <th scope="col">Node</th>
-                    <th scope="col">Status</th>
-                    <th scope="col" class="num">Snapshots</th>
-                    <th scope="col" class="num">Snapshot size</th>
-                    <th scope="col">Last automatic snapshot</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {data.rows.map((r) => (
-                    <tr key={r.vm.uuid} class={r.defs.some((d) => d.st.stale) ? 'row-stale' : ''}>
-                      <th scope="row">
-                        <a href={vmPath(r.vm.hostname)} onClick={(e) => onLinkClick(e, vmPath(r.vm.hostname))}>
-                          {r.vm.hostname}
-                        </a>
-                      </th>
-                      <td>{r.vm.node ?? '—'}</td>
-                      <td>{r.vm.status}</td>
-                      <td class="num">{r.count}</td>
-                      <td class="num">{formatBytes(r.size)}</td>
-                      <td>
-                        <Health row={r} now={now} />
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            )}
-          </section>
-          <section aria-labelledby="nodes-title">
-            <h2 id="nodes-title">Nodes</h2>
-            <table class="grid" aria-labelledby="nodes-title">
-              <thead>
-                <tr>
-                  <ColumnHeads names={['Node', 'Status', 'Last heartbeat']} />
-                </tr>
-              </thead>
-              <tbody>
-                {data.nodes.map((n) => (
-                  <tr key={n.uuid}>
-                    <th scope="row">{n.hostname}</th>
-                    <td>
-                      <Badge kind={nodeKind(n.status)}>{n.status_display}</Badge>
-                    </td>
-                    <td>{n.last_heartbeat ? <time dateTime={n.last_heartbeat}>{formatAge(n.last_heartbeat, now)}</time> : 'never'}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </section>
+          <Problems list={data.problems} />
+          <Vms vms={data.vms} now={now} />
+          <Nodes data={data.nodes} now={now} />
         </>
       ) : null}
     </main>

@@ -7,7 +7,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { getResult, seg } from '../api.js';
 import type { Act } from '../actions.js';
 import { Dialog, DialogButtons, DiskOptions, ErrorText } from '../components.js';
-import { formatMb } from '../format.js';
+import { formatMb, formatUtc } from '../format.js';
 import type { Disk, Snapshot, Vm } from '../types.js';
 import type { VmData } from './vm.js';
 
@@ -132,16 +132,42 @@ export function CreateDialog({ data, act, onClose }: Props) {
   );
 }
 
+/** The storage driver of a disk (file, qcow2, btrfs, zfs), from the node's storage; null while unknown. */
+function useDriver(node: string | null, storage: string | null | undefined): string | null {
+  const [driver, setDriver] = useState<string | null>(null);
+  useEffect(() => {
+    if (!node || !storage) return;
+    getResult<{ driver: string }>(`node/${seg(node)}/storage/${seg(storage)}`).then(
+      (s) => setDriver(s.driver),
+      () => setDriver(null),
+    );
+  }, [node, storage]);
+  return driver;
+}
+
+/**
+ * Rollback: the newer snapshots of the disk are listed with what this storage does to them (ZFS
+ * destroys them, file/qcow2/btrfs keep them); where they would be destroyed, the VM's name must be
+ * typed before the button works.
+ */
 export function RollbackDialog({ data, snap, act, onClose }: Props & { snap: Snapshot }) {
-  const newest = data.snapshots.filter((s) => s.disk_id === snap.disk_id).every((s) => s.id <= snap.id);
+  const newer = data.snapshots.filter((s) => s.disk_id === snap.disk_id && s.id > snap.id).sort((a, b) => a.id - b.id);
+  const newest = newer.length === 0;
   const [force, setForce] = useState(false);
+  const [typed, setTyped] = useState('');
   const [error, busy, submit] = useSubmit(onClose);
   const running = data.vm.status !== 'stopped';
+  const disk = data.disks.find((d) => d.disk_id === snap.disk_id);
+  const driver = useDriver(data.vm.node, disk?.zpool);
+  const destroys = !newest && driver === 'zfs';
+  const confirmed = !destroys || typed === data.vm.hostname;
+  const reason = running ? `The VM is ${data.vm.status}: stop it before a rollback` : !confirmed ? `Type ${data.vm.hostname} to confirm` : undefined;
   return (
     <Dialog title={`Roll back disk ${snap.disk_id} to ${snap.name}`} onClose={onClose}>
       <form
         onSubmit={(e) => {
           e.preventDefault();
+          if (!confirmed || running) return;
           void submit((accepted) =>
             act(`Rollback to ${snap.name}`, 'PUT', `vm/${seg(data.vm.hostname)}/snapshot/${seg(snap.name)}`, { disk_id: snap.disk_id, force: newest ? false : force }, { onAccepted: accepted }),
           );
@@ -156,14 +182,46 @@ export function RollbackDialog({ data, snap, act, onClose }: Props & { snap: Sna
             The VM is {data.vm.status}: a rollback is refused until it is stopped.
           </p>
         ) : null}
-        {!newest ? (
-          <label class="check">
-            <input type="checkbox" name="force" checked={force} onChange={(e) => setForce(e.currentTarget.checked)} /> Force: roll back although newer snapshots exist (on ZFS
-            storage they are deleted)
-          </label>
-        ) : null}
+        {newest ? (
+          <p data-testid="newer">No newer snapshots of this disk.</p>
+        ) : (
+          <div data-testid="newer" data-fate={driver === 'zfs' ? 'destroyed' : driver ? 'kept' : 'unknown'}>
+            <p>
+              {newer.length} newer snapshot{newer.length === 1 ? '' : 's'} of disk {snap.disk_id}
+              {driver ? ` on ${driver} storage ${disk?.zpool ?? ''}` : ''}:{' '}
+              <strong>
+                {driver === 'zfs'
+                  ? newer.length === 1
+                    ? 'it is destroyed by the rollback'
+                    : 'they are destroyed by the rollback'
+                  : driver
+                    ? newer.length === 1
+                      ? 'it is kept'
+                      : 'they are kept'
+                    : 'what happens to them depends on the storage'}
+              </strong>
+            </p>
+            <ul class="newer-list">
+              {newer.map((s) => (
+                <li key={s.id}>
+                  {s.name} <span class="muted">({formatUtc(s.created)})</span>
+                </li>
+              ))}
+            </ul>
+            <label class="check">
+              <input type="checkbox" name="force" checked={force} onChange={(e) => setForce(e.currentTarget.checked)} /> Force: roll back although newer snapshots exist (on ZFS
+              storage they are deleted)
+            </label>
+            {destroys ? (
+              <label>
+                Type the VM name, {data.vm.hostname}, to destroy {newer.length === 1 ? 'this snapshot' : `these ${newer.length} snapshots`}
+                <input name="confirm" autocomplete="off" value={typed} onInput={(e) => setTyped(e.currentTarget.value)} />
+              </label>
+            ) : null}
+          </div>
+        )}
         <ErrorText error={error} />
-        <DialogButtons label="Roll back" disabled={busy || running} onCancel={onClose} />
+        <DialogButtons label="Roll back" danger disabled={busy || running || !confirmed} reason={reason} onCancel={onClose} />
       </form>
     </Dialog>
   );
@@ -233,7 +291,7 @@ export function RestoreDialog({ data, snap, act, onClose }: Props & { snap: Snap
           <input type="checkbox" name="force" checked={force} onChange={(e) => setForce(e.currentTarget.checked)} /> Force: restore although the target disk has snapshots
         </label>
         <ErrorText error={error} />
-        <DialogButtons label="Restore" disabled={busy || !target || !targetDisk} onCancel={onClose} />
+        <DialogButtons label="Restore" danger disabled={busy || !target || !targetDisk} onCancel={onClose} />
       </form>
     </Dialog>
   );
@@ -270,7 +328,7 @@ export function DeleteDialog({ data, snaps, act, onClose, onDone }: Props & { sn
           {[...byDisk].map(([d, names]) => `disk ${d}: ${names.join(', ')}`).join('; ')}.
         </p>
         <ErrorText error={error} />
-        <DialogButtons label="Delete" disabled={busy} onCancel={onClose} />
+        <DialogButtons label="Delete" danger disabled={busy} onCancel={onClose} />
       </form>
     </Dialog>
   );

@@ -5,7 +5,8 @@
  */
 import { useMemo, useState } from 'preact/hooks';
 import { seg } from '../api.js';
-import type { Act } from '../actions.js';
+import { syncNotice, type Act } from '../actions.js';
+import { Icon } from '../icons.js';
 import { Badge, ColumnHeads, EmptyRow } from '../components.js';
 import { formatBytes, formatMb, formatUtc, SNAPSHOT_STATUS, SNAPSHOT_TYPE } from '../format.js';
 import type { Snapshot } from '../types.js';
@@ -48,7 +49,7 @@ function StatusCell({ s }: { s: Snapshot }) {
       {s.fsfreeze ? (
         <span class="flag" title="Taken with the guest's filesystems frozen">
           {' '}
-          <span aria-hidden="true">❄</span> frozen
+          <Icon name="snow" /> frozen
         </span>
       ) : null}
     </>
@@ -108,6 +109,31 @@ function NoteCell({ s, act, hostname }: { s: Snapshot; act: Act; hostname: strin
   );
 }
 
+/** Why an action on a snapshot cannot succeed now (the button is disabled with this as its tooltip), or null. */
+export function restoreBlock(s: Snapshot): string | null {
+  if (s.status === 4) return 'The snapshot is lost: its data is gone from storage';
+  if (locked(s)) return 'A task is running on this snapshot';
+  return null;
+}
+export function rollbackBlock(s: Snapshot, vmStatus: string): string | null {
+  return restoreBlock(s) ?? (vmStatus !== 'stopped' ? `The VM is ${vmStatus}: stop it before a rollback` : null);
+}
+export function deleteBlock(s: Snapshot): string | null {
+  if (s.pinned) return 'The snapshot is pinned: unpin it to delete it';
+  return locked(s) ? 'A task is running on this snapshot' : null;
+}
+
+/** A destructive row action: red, never primary; disabled with its reason as tooltip and description. */
+function ActionButton({ label, aria, reason, onClick }: { label: string; aria: string; reason: string | null; onClick: () => void }) {
+  return (
+    <span title={reason ?? undefined} class="action">
+      <button type="button" class="danger" disabled={reason !== null} aria-label={reason ? `${aria} (${reason})` : aria} data-reason={reason ?? undefined} onClick={onClick}>
+        {label}
+      </button>
+    </span>
+  );
+}
+
 export function Snapshots({ data, act }: { data: VmData; act: Act }) {
   const { vm, disks, snapshots } = data;
   const [disk, setDisk] = useState('');
@@ -150,7 +176,8 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
     <th scope="col" aria-sort={sort.key === key ? (sort.desc ? 'descending' : 'ascending') : 'none'}>
       <button type="button" class="sort" onClick={() => setSort({ key, desc: sort.key === key ? !sort.desc : key === 'created' })}>
         {label}
-        <span aria-hidden="true">{sort.key === key ? (sort.desc ? ' ▼' : ' ▲') : ' ↕'}</span>
+        {' '}
+        <Icon name={sort.key === key ? (sort.desc ? 'down' : 'up') : 'sort'} />
       </button>
     </th>
   );
@@ -176,19 +203,28 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
   );
 
   return (
-    <section aria-labelledby="snapshots-title">
+    <section id="snapshots" aria-labelledby="snapshots-title">
       <h2 id="snapshots-title">Snapshots</h2>
       <div class="toolbar">
         <button type="button" onClick={() => setDialog({ kind: 'create' })}>
           Create snapshot
         </button>
-        <button type="button" disabled={chosen.length === 0} onClick={() => setDialog({ kind: 'delete', snaps: chosen })}>
+        <button type="button" class="danger" disabled={chosen.length === 0} onClick={() => setDialog({ kind: 'delete', snaps: chosen })}>
           Delete selected ({chosen.length})
         </button>
         <button
           type="button"
           onClick={() => {
-            for (const d of disks) void act(`Sync of disk ${d.disk_id}`, 'PUT', base, { disk_id: d.disk_id }).catch(() => undefined);
+            // One action, one notice: every disk synced, then what was lost or found, per disk.
+            act.notify({ kind: 'busy', text: 'Sync with storage: running…' });
+            void Promise.all(
+              disks.map((d) =>
+                act(`Sync of disk ${d.disk_id}`, 'PUT', base, { disk_id: d.disk_id }, { quiet: true }).then(
+                  (outcome) => ({ disk: d.disk_id, outcome }),
+                  (err: unknown) => ({ disk: d.disk_id, outcome: err instanceof Error ? err : new Error(String(err)) }),
+                ),
+              ),
+            ).then((results) => act.notify(syncNotice(results)));
           }}
         >
           Sync with storage
@@ -202,7 +238,8 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
         ])}
         {filterSelect('f-define', 'Definition', define, setDefine, [['-', '(none)'], ...defNames.map((d): [string, string] => [d, d])])}
       </div>
-      <table class="grid snapshots" aria-labelledby="snapshots-title" data-testid="snapshots">
+      <div class="scroll" tabIndex={0} role="region" aria-labelledby="snapshots-title">
+<table class="grid snapshots" aria-labelledby="snapshots-title" data-testid="snapshots">
         <thead>
           <tr>
             <th scope="col">
@@ -254,7 +291,7 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
                 <td>
                   {s.pinned ? (
                     <span>
-                      <span aria-hidden="true">📌 </span>pinned
+                      <Icon name="pin" /> pinned
                     </span>
                   ) : (
                     <span class="muted">no</span>
@@ -273,15 +310,9 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
                   </button>
                 </td>
                 <td class="actions">
-                  <button type="button" disabled={locked(s)} aria-label={`Roll back to ${s.name} on disk ${s.disk_id}`} onClick={() => setDialog({ kind: 'rollback', snap: s })}>
-                    Rollback
-                  </button>
-                  <button type="button" disabled={locked(s)} aria-label={`Restore ${s.name} of disk ${s.disk_id} into another disk`} onClick={() => setDialog({ kind: 'restore', snap: s })}>
-                    Restore…
-                  </button>
-                  <button type="button" disabled={locked(s)} aria-label={`Delete ${s.name} on disk ${s.disk_id}`} onClick={() => setDialog({ kind: 'delete', snaps: [s] })}>
-                    Delete
-                  </button>
+                  <ActionButton label="Rollback" aria={`Roll back to ${s.name} on disk ${s.disk_id}`} reason={rollbackBlock(s, vm.status)} onClick={() => setDialog({ kind: 'rollback', snap: s })} />
+                  <ActionButton label="Restore…" aria={`Restore ${s.name} of disk ${s.disk_id} into another disk`} reason={restoreBlock(s)} onClick={() => setDialog({ kind: 'restore', snap: s })} />
+                  <ActionButton label="Delete" aria={`Delete ${s.name} on disk ${s.disk_id}`} reason={deleteBlock(s)} onClick={() => setDialog({ kind: 'delete', snaps: [s] })} />
                 </td>
               </tr>
             );
@@ -307,6 +338,7 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
           </tr>
         </tfoot>
       </table>
+</div>
       <nav class="pager" aria-label="Snapshot pages">
         <button type="button" disabled={current === 0} onClick={() => setPage(current - 1)}>
           Previous page

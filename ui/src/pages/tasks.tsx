@@ -1,5 +1,8 @@
 /** Tasks: what runs now (followed to its end), this tab's own tasks, and the task log with its filters. */
+import { Fragment } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
+import { onLinkClick, vmPath } from '../router.js';
+import { parseDetail } from '../tasklog.js';
 import { parseBody, rawRequest, request, seg } from '../api.js';
 import { Badge, ColumnHeads, EmptyRow, ErrorText, Loading } from '../components.js';
 import { on } from '../events.js';
@@ -71,6 +74,44 @@ interface Filters {
 
 const NO_FILTERS: Filters = { status: '', object_name: '', hide_auto: false, show_running: false, date_from: '', date_to: '' };
 
+/** The object of an entry: a VM links to its page. */
+function ObjectLink({ e }: { e: TaskLogEntry }) {
+  if (e.object_type === 'vm' && e.object_name) {
+    return (
+      <a href={vmPath(e.object_name)} onClick={(ev) => onLinkClick(ev, vmPath(e.object_name))}>
+        {e.object_name}
+      </a>
+    );
+  }
+  return <>{e.object_name}</>;
+}
+
+function Fields({ detail }: { detail: string }) {
+  const fields = parseDetail(detail);
+  if (fields === null) return <>{detail}</>;
+  return (
+    <dl class="fields">
+      {fields.map(([k, v], i) => (
+        <Fragment key={`${k}-${i}`}>
+          <dt>{k.replace(/_/g, ' ')}</dt>
+          <dd>{v}</dd>
+        </Fragment>
+      ))}
+    </dl>
+  );
+}
+
+/** Details as labelled fields; a failure is collapsed to its message and expands to the rest. */
+function Detail({ e }: { e: TaskLogEntry }) {
+  if (e.status !== 'FAILURE') return <Fields detail={e.detail} />;
+  return (
+    <details class="failure">
+      <summary>Failed: show why</summary>
+      <Fields detail={e.detail} />
+    </details>
+  );
+}
+
 function TaskLog() {
   const [filters, setFilters] = useState<Filters>(NO_FILTERS);
   const [draft, setDraft] = useState<Filters>(NO_FILTERS);
@@ -133,7 +174,8 @@ function TaskLog() {
       {!log.data && log.loading ? <Loading what="the task log" /> : null}
       {log.data ? (
         <>
-          <table class="grid" aria-labelledby="log-title" data-testid="task-log">
+          <div class="scroll" tabIndex={0} role="region" aria-labelledby="log-title">
+<table class="grid cards" aria-labelledby="log-title" data-testid="task-log">
             <thead>
               <tr>
                 <ColumnHeads names={['Time', 'Status', 'User', 'Message', 'Object', 'Detail']} />
@@ -142,21 +184,26 @@ function TaskLog() {
             <tbody>
               {log.data.results.length === 0 ? <EmptyRow cols={6}>No entries.</EmptyRow> : null}
               {log.data.results.map((e) => (
-                <tr key={`${e.task}-${e.time}-${e.status}`}>
-                  <td>
+                <tr key={`${e.task}-${e.time}-${e.status}`} data-status={e.status}>
+                  <td data-label="Time">
                     <time dateTime={e.time}>{formatUtc(e.time)}</time>
                   </td>
-                  <td>
+                  <td data-label="Status">
                     <Badge kind={stateKind(e.status)}>{e.status}</Badge>
                   </td>
-                  <td>{e.username}</td>
-                  <td>{e.msg}</td>
-                  <td>{e.object_name}</td>
-                  <td class="detail">{e.detail}</td>
+                  <td data-label="User">{e.username}</td>
+                  <td data-label="Message">{e.msg}</td>
+                  <td data-label="Object">
+                    <ObjectLink e={e} />
+                  </td>
+                  <td class="detail" data-label="Detail">
+                    <Detail e={e} />
+                  </td>
                 </tr>
               ))}
             </tbody>
           </table>
+</div>
           <nav class="pager" aria-label="Task log pages">
             {/* Not `previous`: like Danube's, it is null on page 2 although page 1 exists. */}
             <button type="button" disabled={page <= 1} onClick={() => setPage(page - 1)}>

@@ -11,6 +11,7 @@ import { onLinkClick } from '../router.js';
 import { waitForeign } from '../tasks.js';
 import type { Definition, Disk, Snapshot, Vm, VmStatus } from '../types.js';
 import { Snapshots } from './snapshots.js';
+import { Timeline } from './timeline.js';
 import { Definitions } from './definitions.js';
 
 export interface VmData {
@@ -34,12 +35,26 @@ async function loadVm(hostname: string): Promise<VmData> {
   return { vm, disks, snapshots, defs, status };
 }
 
-export function NoticeLine({ notice }: { notice: Notice | null }) {
+const TOAST_WORD: Record<Notice['kind'], string> = { busy: 'working', ok: 'done', warn: 'warning', bad: 'failed' };
+
+/**
+ * The outcome of the latest action as one toast: green done, amber warning, red failed, blue
+ * while working; the user dismisses it, and it stays on this page (leaving the page drops it).
+ */
+export function Toast({ notice, onDismiss }: { notice: Notice | null; onDismiss: () => void }) {
   return (
-    <p class={`notice notice-${notice?.kind ?? 'none'}`} role="status" aria-live="polite" data-testid="notice">
-      {notice ? <Badge kind={notice.kind}>{notice.kind === 'busy' ? 'working' : notice.kind === 'ok' ? 'done' : 'failed'}</Badge> : null}{' '}
-      {notice?.text ?? ''}
-    </p>
+    <div class={notice ? `toast toast-${notice.kind}` : 'sr-only'} role="status" aria-live="polite" data-testid="notice" data-kind={notice?.kind}>
+      {notice ? (
+        <>
+          <p>
+            <Badge kind={notice.kind}>{TOAST_WORD[notice.kind]}</Badge> {notice.text}
+          </p>
+          <button type="button" class="link" onClick={onDismiss} aria-label="Dismiss the notice">
+            Dismiss
+          </button>
+        </>
+      ) : null}
+    </div>
   );
 }
 
@@ -69,6 +84,12 @@ export function VmPage({ hostname, who }: { hostname: string; who: Identity }) {
     document.title = `${hostname} · esnap`;
   }, [hostname]);
 
+  // A link from the overview's problems names a section (#definitions, #snapshots): show it once loaded.
+  const loaded = data !== null;
+  useEffect(() => {
+    if (loaded && location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView();
+  }, [loaded]);
+
   return (
     <main id="main">
       <nav aria-label="Breadcrumb" class="crumbs">
@@ -90,7 +111,8 @@ export function VmPage({ hostname, who }: { hostname: string; who: Identity }) {
             <Fact term="Owner">{data.vm.owner ?? '—'}</Fact>
             <Fact term="Disks">{data.disks.map((d) => `disk ${d.disk_id}: ${formatMb(d.size)}`).join(', ') || 'none'}</Fact>
           </dl>
-          <NoticeLine notice={notice} />
+          <Toast notice={notice} onDismiss={() => setNotice(null)} />
+          <Timeline hostname={hostname} />
           <Snapshots data={data} act={act} />
           <Definitions data={data} act={act} who={who} />
         </>

@@ -1,0 +1,277 @@
+/**
+ * The aggregates the web UI's overview needs (esnap additions, issue 16), each a handful of
+ * grouped queries whatever the number of VMs: per-VM snapshot counts and sizes, every definition's
+ * protection state, nodes with their storages and the free-space floor, and the problems an
+ * operator should see first. Definition states use the scheduler's own stale rule (slot-plan.ts).
+ */
+import type { Kysely } from 'kysely';
+import type { Database, NodeStorageRow } from '../db/schema.js';
+import { VM_STATUS_NAMES } from '../vms/vm.lookup.js';
+import { nodeObject } from '../nodes/node.routes.js';
+import { formatDanubeTime } from '../domain/time.js';
+import { isStale, latestSlots } from '../scheduler/slot-plan.js';
+import { freePercent } from '../snapshots/capacity.js';
+
+/** A definition's protection state: paused, on schedule, stale (no success within two slots), failing (last run failed), or a schedule that never fires. */
+export type DefineState = 'paused' | 'ok' | 'stale' | 'failing' | 'invalid';
+/** A VM's: no active definition, all on schedule, some stale, some failing (the worst wins). */
+export type Protection = 'none' | 'ok' | 'stale' | 'failing';
+
+const time = (iso: string | null): string | null => (iso === null ? null : formatDanubeTime(new Date(iso)));
+
+export interface DefineSummary {
+  readonly name: string;
+  readonly disk_id: number;
+  readonly schedule: string;
+  readonly tz: string;
+  readonly active: boolean;
+  readonly last_success: string | null;
+  readonly last_error: string | null;
+  readonly state: DefineState;
+}
+
+export interface VmSummary {
+  readonly hostname: string;
+  readonly alias: string;
+  readonly node: string | null;
+  readonly status: string;
+  readonly disks: { disk_id: number; size: number }[];
+  readonly snapshots: number;
+  readonly snapshots_size: number;
+  readonly snapshots_lost: number;
+  readonly definitions: DefineSummary[];
+  readonly protection: Protection;
+}
+
+/** The VMs a caller sees: the DC's, only their own unless admin (as GET /vm). */
+export interface Scope {
+  readonly dcId: number;
+  readonly ownerId: number | null;
+}
+
+/** The last two slots of each distinct (schedule, zone), computed once; [] for one that never fires. */
+function slotsCache(now: Date): (schedule: string, tz: string) => Date[] | null {
+  const cache = new Map<string, Date[] | null>();
+  return (schedule, tz) => {
+    const key = `${tz}\u0000${schedule}`;
+    if (!cache.has(key)) {
+      try {
+        cache.set(key, latestSlots(schedule, tz, now, 2));
+      } catch {
+        cache.set(key, null);
+      }
+    }
+    return cache.get(key)!;
+  };
+}
+
+const WORST: Record<DefineState, number> = { paused: 0, ok: 1, stale: 2, invalid: 3, failing: 3 };
+
+export async function vmSummaries(db: Kysely<Database>, scope: Scope, now: Date): Promise<VmSummary[]> {
+  let vq = db.selectFrom('vm').leftJoin('node', 'node.id', 'vm.node_id').select(['vm.uuid', 'vm.hostname', 'vm.alias', 'vm.status', 'node.hostname as node']).where('vm.dc_id', '=', scope.dcId);
+  if (scope.ownerId !== null) vq = vq.where('vm.owner_id', '=', scope.ownerId);
+  const vms = await vq.orderBy('vm.hostname').execute();
+  if (vms.length === 0) return [];
+  const inDc = db.selectFrom('vm').select('uuid').where('dc_id', '=', scope.dcId);
+  const disks = await db.selectFrom('vm_disk').select(['vm_uuid', 'real_id', 'size_mb']).where('vm_uuid', 'in', inDc).orderBy('vm_uuid').orderBy('real_id').execute();
+  const snaps = await db
+    .selectFrom('snapshot')
+    .select(['vm_uuid', 'status', (eb) => eb.fn.countAll<number | string>().as('n'), (eb) => eb.fn.sum<number | string | null>('size').as('bytes')])
+    .where('vm_uuid', 'in', inDc)
+    .groupBy(['vm_uuid', 'status'])
+    .execute();
+  const defs = await db
+    .selectFrom('snapshot_define')
+    .select(['vm_uuid', 'name', 'disk_real_id', 'schedule', 'tz', 'active', 'last_success', 'last_error', 'created'])
+    .where('vm_uuid', 'in', inDc)
+    .orderBy('vm_uuid')
+    .orderBy('name')
+    .execute();
+
+  const diskIds = new Map<string, number[]>();
+  const disksOf = new Map<string, { disk_id: number; size: number }[]>();
+  for (const d of disks) {
+    const ids = diskIds.get(d.vm_uuid) ?? [];
+    ids.push(d.real_id);
+    diskIds.set(d.vm_uuid, ids);
+    const list = disksOf.get(d.vm_uuid) ?? [];
+    list.push({ disk_id: ids.length, size: d.size_mb });
+    disksOf.set(d.vm_uuid, list);
+  }
+  const counts = new Map<string, { n: number; bytes: number; lost: number }>();
+  for (const s of snaps) {
+    const c = counts.get(s.vm_uuid) ?? { n: 0, bytes: 0, lost: 0 };
+    c.n += Number(s.n);
+    c.bytes += Number(s.bytes ?? 0);
+    if (s.status === 4) c.lost += Number(s.n);
+    counts.set(s.vm_uuid, c);
+  }
+  const slotsOf = slotsCache(now);
+  const defsOf = new Map<string, DefineSummary[]>();
+  for (const d of defs) {
+    const active = d.active === 1;
+    const slots = slotsOf(d.schedule, d.tz);
+    let state: DefineState;
+    if (!active) state = 'paused';
+    else if (slots === null || slots.length === 0) state = 'invalid';
+    else if (d.last_error !== null) state = 'failing';
+    else state = isStale({ active, schedule: d.schedule, tz: d.tz, lastSuccess: d.last_success, created: d.created }, now, slots) ? 'stale' : 'ok';
+    const list = defsOf.get(d.vm_uuid) ?? [];
+    list.push({
+      name: d.name,
+      disk_id: (diskIds.get(d.vm_uuid) ?? []).indexOf(d.disk_real_id) + 1,
+      schedule: d.schedule,
+      tz: d.tz,
+      active,
+      last_success: time(d.last_success),
+      last_error: d.last_error,
+      state,
+    });
+    defsOf.set(d.vm_uuid, list);
+  }
+  return vms.map((v) => {
+    const c = counts.get(v.uuid) ?? { n: 0, bytes: 0, lost: 0 };
+    const list = defsOf.get(v.uuid) ?? [];
+    const worst = list.reduce((w, d) => Math.max(w, WORST[d.state]), 0);
+    const protection: Protection = worst === 0 ? 'none' : worst === 1 ? 'ok' : worst === 2 ? 'stale' : 'failing';
+    return {
+      hostname: v.hostname,
+      alias: v.alias,
+      node: v.node,
+      status: VM_STATUS_NAMES[v.status] ?? String(v.status),
+      disks: disksOf.get(v.uuid) ?? [],
+      snapshots: c.n,
+      snapshots_size: c.bytes,
+      snapshots_lost: c.lost,
+      definitions: list,
+      protection,
+    };
+  });
+}
+
+export interface StorageSummary {
+  readonly name: string;
+  readonly driver: string;
+  readonly size: number | null;
+  readonly size_free: number | null;
+  /** Free share in percent (null while the size is unknown). */
+  readonly free_percent: number | null;
+  readonly below_floor: boolean;
+  /** Bytes of the snapshots on it now, by the day they were created (UTC, last `days` days). */
+  readonly snapshot_bytes: { day: string; bytes: number }[];
+}
+
+export interface NodeSummary {
+  readonly hostname: string;
+  readonly status: number;
+  readonly status_display: string;
+  readonly last_heartbeat: string | null;
+  readonly storages: StorageSummary[];
+}
+
+/**
+ * Cumulative bytes of today's snapshot rows by creation day: esnap keeps no metric history, so the
+ * curve shows what exists now by age (deleted snapshots are gone from it).
+ */
+function dailyCumulative(rows: { day: string; bytes: number }[], now: Date, days: number): { day: string; bytes: number }[] {
+  const first = new Date(now.getTime() - (days - 1) * 86_400_000).toISOString().slice(0, 10);
+  let running = 0;
+  const perDay = new Map<string, number>();
+  for (const r of rows) {
+    if (r.day < first) running += r.bytes;
+    else perDay.set(r.day, (perDay.get(r.day) ?? 0) + r.bytes);
+  }
+  const out: { day: string; bytes: number }[] = [];
+  for (let i = days - 1; i >= 0; i--) {
+    const day = new Date(now.getTime() - i * 86_400_000).toISOString().slice(0, 10);
+    running += perDay.get(day) ?? 0;
+    out.push({ day, bytes: running });
+  }
+  return out;
+}
+
+export async function nodeSummaries(
+  db: Kysely<Database>,
+  floor: number,
+  now: Date,
+  /** Days of snapshot bytes per storage; 0 skips that (the only part that reads every snapshot row). */
+  days: number,
+): Promise<NodeSummary[]> {
+  const nodes = await db.selectFrom('node').selectAll().orderBy('hostname').execute();
+  const storages = await db.selectFrom('node_storage').selectAll().orderBy('name').execute();
+  const perDay = days === 0 ? [] : await db
+    .selectFrom('snapshot')
+    .select(['storage_id', (eb) => eb.fn<string>('substr', ['created', eb.lit(1), eb.lit(10)]).as('day'), (eb) => eb.fn.sum<number | string | null>('size').as('bytes')])
+    .groupBy(['storage_id', 'day'])
+    .execute();
+  const rowsOf = new Map<number, { day: string; bytes: number }[]>();
+  for (const r of perDay) {
+    const list = rowsOf.get(r.storage_id) ?? [];
+    list.push({ day: String(r.day), bytes: Number(r.bytes ?? 0) });
+    rowsOf.set(r.storage_id, list);
+  }
+  const storage = (s: NodeStorageRow): StorageSummary => {
+    const free = freePercent(s);
+    return {
+      name: s.name,
+      driver: s.driver,
+      size: s.size === null ? null : Number(s.size),
+      size_free: s.size_free === null ? null : Number(s.size_free),
+      free_percent: free,
+      below_floor: floor > 0 && free !== null && free < floor,
+      snapshot_bytes: days === 0 ? [] : dailyCumulative(rowsOf.get(s.id) ?? [], now, days),
+    };
+  };
+  return nodes.map((n) => ({
+    hostname: n.hostname,
+    status: n.status,
+    status_display: String(nodeObject(n)['status_display']),
+    last_heartbeat: time(n.last_heartbeat),
+    storages: storages.filter((s) => s.node_id === n.id).map(storage),
+  }));
+}
+
+export interface Problem {
+  /** definition_failing, definition_stale, schedule_invalid, snapshot_lost, node_unreachable, storage_low */
+  readonly kind: string;
+  readonly severity: 'bad' | 'warn';
+  readonly message: string;
+  readonly vm?: string;
+  readonly disk_id?: number;
+  readonly define?: string;
+  readonly node?: string;
+  readonly storage?: string;
+  readonly count?: number;
+}
+
+/** Problems first by severity, then in VM/node order; the VM list and nodes are the already-scoped summaries. */
+export function problemsOf(vms: readonly VmSummary[], nodes: readonly NodeSummary[], floor: number): Problem[] {
+  const out: Problem[] = [];
+  for (const v of vms) {
+    for (const d of v.definitions) {
+      const where = { vm: v.hostname, disk_id: d.disk_id, define: d.name };
+      if (d.state === 'failing') out.push({ kind: 'definition_failing', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) failed: ${d.last_error ?? ''}`.trim(), ...where });
+      else if (d.state === 'stale') out.push({ kind: 'definition_stale', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) is stale: no successful snapshot since ${d.last_success ?? 'it was created'}`, ...where });
+      else if (d.state === 'invalid') out.push({ kind: 'schedule_invalid', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) has a schedule that never fires: ${d.schedule}`, ...where });
+    }
+    if (v.snapshots_lost > 0) {
+      const n = v.snapshots_lost;
+      out.push({ kind: 'snapshot_lost', severity: 'bad', message: `${n} snapshot${n === 1 ? '' : 's'} of ${v.hostname} lost (gone from storage)`, vm: v.hostname, count: n });
+    }
+  }
+  for (const n of nodes) {
+    if (n.status !== 2) out.push({ kind: 'node_unreachable', severity: n.status === 1 ? 'warn' : 'bad', message: `Node ${n.hostname} is ${n.status_display}`, node: n.hostname });
+    for (const s of n.storages) {
+      if (s.below_floor) {
+        out.push({
+          kind: 'storage_low',
+          severity: 'bad',
+          message: `Storage ${s.name} on ${n.hostname} has ${(s.free_percent ?? 0).toFixed(1)} % free, below the ${floor} % floor: new snapshots are refused`,
+          node: n.hostname,
+          storage: s.name,
+        });
+      }
+    }
+  }
+  return out.sort((a, b) => (a.severity === b.severity ? 0 : a.severity === 'bad' ? -1 : 1));
+}

@@ -1,0 +1,146 @@
+/**
+ * Aggregate views for the web UI's overview (esnap additions, not in Danube's API): problems, a
+ * summary per VM, nodes with storage usage and the free-space floor, and a VM's snapshot timeline.
+ * They answer in a few grouped queries what the UI would otherwise read VM by VM. Like every view
+ * they need credentials; VM data is the caller's DC, and only their own VMs unless admin.
+ */
+import type { ViewDef, ViewRequest } from '../http/view.js';
+import { FailureError } from '../domain/errors.js';
+import { formatDanubeTime } from '../domain/time.js';
+import { parseIntField } from '../domain/validate.js';
+import { capacityOf } from '../snapshots/capacity.js';
+import { findVm, vmDisks } from '../vms/vm.lookup.js';
+import { nodeSummaries, problemsOf, vmSummaries, type Scope } from './overview.queries.js';
+
+const scopeOf = (req: ViewRequest): Scope => ({ dcId: req.caller.dc.id, ownerId: req.caller.isAdmin ? null : req.caller.user.id });
+
+/** `days` of the history views: 1–90, default `dflt`. */
+function daysOf(req: ViewRequest, dflt: number): number {
+  const raw = req.data['days'];
+  if (raw === undefined) return dflt;
+  const n = parseIntField(raw);
+  if (n === null || n < 1 || n > 90) throw new FailureError({ days: ['Ensure this value is between 1 and 90.'] });
+  return n;
+}
+
+const problems: ViewDef = {
+  path: '/overview/problems',
+  name: 'overview_problems',
+  description:
+    'esnap addition. What needs attention in the DC: failing, stale or never-firing definitions, lost snapshots (per VM), nodes not online, storages below the free-space floor.',
+  dcBound: true,
+  methods: {
+    async GET(req) {
+      const now = req.app.clock.now();
+      const floor = capacityOf(req.app).minFreePercent;
+      const [vms, nodes] = await Promise.all([vmSummaries(req.app.db, scopeOf(req), now), nodeSummaries(req.app.db, floor, now, 0)]);
+      return { type: 'sync', result: problemsOf(vms, nodes, floor) };
+    },
+  },
+};
+
+const vms: ViewDef = {
+  path: '/overview/vm',
+  name: 'overview_vm_list',
+  description:
+    'esnap addition. Every VM of the DC the caller sees with alias, disks, snapshot count, size and lost count, its definitions (state, last success) and protection: none, ok, stale or failing.',
+  dcBound: true,
+  methods: {
+    async GET(req) {
+      return { type: 'sync', result: await vmSummaries(req.app.db, scopeOf(req), req.app.clock.now()) };
+    },
+  },
+};
+
+const nodes: ViewDef = {
+  path: '/overview/node',
+  name: 'overview_node_list',
+  description:
+    "esnap addition. Nodes with their storages: size and free bytes, free percent, the free-space floor (min_free_percent), and the bytes of today's snapshots by creation day (days, default 30).",
+  dcBound: false,
+  methods: {
+    async GET(req) {
+      const floor = capacityOf(req.app).minFreePercent;
+      const list = await nodeSummaries(req.app.db, floor, req.app.clock.now(), daysOf(req, 30));
+      return { type: 'sync', result: { min_free_percent: floor, nodes: list } };
+    },
+  },
+};
+
+const timeline: ViewDef = {
+  path: '/overview/vm/:hostname_or_uuid/timeline',
+  name: 'overview_vm_timeline',
+  description:
+    "esnap addition. A VM's snapshots of the last days (days, default 7) and its definitions' skipped and failed scheduled slots, for a timeline per disk and definition.",
+  dcBound: true,
+  methods: {
+    async GET(req) {
+      const days = daysOf(req, 7);
+      const vm = await findVm(req.app.db, req.caller, req.params['hostname_or_uuid'] ?? '');
+      const now = req.app.clock.now();
+      const since = new Date(now.getTime() - days * 86_400_000).toISOString();
+      const disks = await vmDisks(req.app.db, vm.uuid);
+      const diskId = (realId: number): number => disks.findIndex((d) => d.real_id === realId) + 1;
+      const defs = await req.app.db.selectFrom('snapshot_define').select(['id', 'name', 'disk_real_id']).where('vm_uuid', '=', vm.uuid).execute();
+      const defName = new Map(defs.map((d) => [d.id, d]));
+      const snaps = await req.app.db
+        .selectFrom('snapshot')
+        .select(['name', 'disk_real_id', 'define_id', 'type', 'status', 'created', 'size'])
+        .where('vm_uuid', '=', vm.uuid)
+        .where('created', '>=', since)
+        .orderBy('created')
+        .execute();
+      const slots =
+        defs.length === 0
+          ? []
+          : await req.app.db
+              .selectFrom('schedule_slot')
+              .select(['define_id', 'slot', 'state', 'reason'])
+              .where('define_id', 'in', defs.map((d) => d.id))
+              .where('state', 'in', ['skipped', 'failed'])
+              .where('slot', '>=', since)
+              .orderBy('slot')
+              .execute();
+      return {
+        type: 'sync',
+        result: {
+          hostname: vm.hostname,
+          from: formatDanubeTime(new Date(since)),
+          to: formatDanubeTime(now),
+          snapshots: snaps.map((s) => ({
+            name: s.name,
+            disk_id: diskId(s.disk_real_id),
+            define: s.define_id === null ? null : (defName.get(s.define_id)?.name ?? null),
+            type: s.type,
+            status: s.status,
+            created: formatDanubeTime(new Date(s.created)),
+            size: s.size === null ? null : Number(s.size),
+          })),
+          runs: slots.map((r) => {
+            const d = defName.get(r.define_id);
+            return { define: d?.name ?? null, disk_id: d ? diskId(d.disk_real_id) : 0, slot: formatDanubeTime(new Date(r.slot)), state: r.state, reason: r.reason };
+          }),
+        },
+      };
+    },
+  },
+};
+
+const all: ViewDef = {
+  path: '/overview',
+  name: 'overview',
+  description:
+    'esnap addition. The three overview answers in one, computed once: {problems, vms, nodes} as GET /overview/problems/, /overview/vm/ and /overview/node/ (days, default 30) answer them.',
+  dcBound: true,
+  methods: {
+    async GET(req) {
+      const now = req.app.clock.now();
+      const floor = capacityOf(req.app).minFreePercent;
+      const vmList = await vmSummaries(req.app.db, scopeOf(req), now);
+      const nodeList = await nodeSummaries(req.app.db, floor, now, daysOf(req, 30));
+      return { type: 'sync', result: { problems: problemsOf(vmList, nodeList, floor), vms: vmList, nodes: { min_free_percent: floor, nodes: nodeList } } };
+    },
+  },
+};
+
+export const overviewViews: ViewDef[] = [all, problems, vms, nodes, timeline];

@@ -1,0 +1,279 @@
+/**
+ * The UI as an operations console (issue 16), in Chromium against a real server: after a night in
+ * which one definition failed, one snapshot was lost (found by a sync from the UI) and a storage
+ * filled up, the overview shows all three first, each linking to where to act; destructive actions
+ * are red and disabled with their reason when they cannot succeed; the rollback dialog says what
+ * happens to newer snapshots on this storage; one toast per action; the task log, timeline,
+ * schedules in words, sign-in, 400 px, axe-core and the keyboard. Screenshots go to a temp folder.
+ */
+import { readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withServer, type TestServer } from '../helpers/server.js';
+import { makeVm } from '../helpers/fixtures.js';
+import { axeViolations, ensureUiBuilt, launchBrowser, openPage, row, screenshot, scrollsSideways, signInWithKey, type Browser, type WatchedPage } from './browser.js';
+
+const HOUR = 3_600_000;
+
+describe('web UI: operations console', () => {
+  let s: TestServer & { cleanup(): Promise<void> };
+  let b: Browser;
+  let w: WatchedPage;
+  const db = () => s.runtime.ctx.db;
+  const vmUuid = (h: string) => db().selectFrom('vm').select('uuid').where('hostname', '=', h);
+  const fillStorage = async (): Promise<void> => {
+    await db().updateTable('node_storage').set({ size: 100 * 1024 ** 3, size_free: 2 * 1024 ** 3 }).execute();
+  };
+
+  beforeAll(async () => {
+    ensureUiBuilt();
+    s = await withServer('sqlite');
+    b = await launchBrowser();
+    await makeVm(s, 'web01', { disks: [4] });
+    await makeVm(s, 'db01', { disks: [4] });
+    await makeVm(s, 'run01', { disks: [4], status: 2 });
+    for (const name of ['s1', 's2', 's3']) expect((await s.stream('POST', `/api/vm/web01/snapshot/${name}/`, { body: {} })).finalStatus).toBe(200);
+    expect((await s.stream('POST', '/api/vm/run01/snapshot/r1/', { body: {} })).finalStatus).toBe(200);
+    expect((await s.req('POST', '/api/vm/db01/define/snapshot/nightly/', { body: { schedule: '30 5 * * *', tz: 'Europe/Bratislava', retention: 3 } })).status).toBe(201);
+    expect((await s.req('POST', '/api/vm/web01/define/snapshot/hourly/', { body: { schedule: '0 * * * *', retention: 3 } })).status).toBe(201);
+    const recent = new Date(Date.now() - 10 * 60_000).toISOString();
+    // Last night: db01's definition failed; web01's ran fine but one slot was skipped and one failed.
+    await db().updateTable('snapshot_define').set({ last_success: recent, created: new Date(Date.now() - 3 * 24 * HOUR).toISOString() }).execute();
+    await db().updateTable('snapshot_define').set({ last_error: 'Got bad return code (1)' }).where('vm_uuid', 'in', vmUuid('db01')).execute();
+    const hourly = await db().selectFrom('snapshot_define').select('id').where('vm_uuid', 'in', vmUuid('web01')).executeTakeFirstOrThrow();
+    for (const [h, state] of [[5, 'skipped'], [3, 'failed']] as const) {
+      await db().insertInto('schedule_slot').values({ define_id: hourly.id, slot: new Date(Date.now() - h * HOUR).toISOString(), source: 'cron', state, reason: state === 'skipped' ? 'capacity' : 'Got bad return code (1)', created: recent, changed: recent }).execute();
+    }
+    await db().updateTable('snapshot').set({ pinned: 1 }).where('name', '=', 's3').execute();
+    await db()
+      .insertInto('task_log')
+      .values({
+        time: recent, task_id: '1e1-6f1e7a4b-0001', task_type: 'e', status: 'FAILURE', user_id: 1, username: 'admin', owner_id: 1, dc_id: 1,
+        msg: 'Create snapshot', detail: "snapname='x1', disk_id=1, msg='Got bad return code (1)'", object_type: 'vm', object_name: 'db01', object_alias: 'db01', object_pk: '', flag: 0,
+      })
+      .execute();
+    w = await openPage(b, `${s.url}/`);
+    await signInWithKey(w.page);
+  });
+  afterAll(async () => {
+    await b?.close();
+    await s?.cleanup();
+  });
+
+  it('a sync that loses a snapshot is one amber toast, dismissable, not following to other pages', async () => {
+    // The image of s2 vanished from storage overnight.
+    // (the file driver keeps each snapshot as an image plus a `<id>.json` side-car naming it).
+    const snapDir = join(s.storageRoot, 'storage', '.snapshots');
+    const files = (await readdir(snapDir, { recursive: true })).map(String).filter((f) => f.endsWith('.json'));
+    const sidecar = [];
+    for (const f of files) if ((JSON.parse(await readFile(join(snapDir, f), 'utf8')) as { name: string }).name === 's2') sidecar.push(f);
+    expect(sidecar).toHaveLength(1);
+    await rm(join(snapDir, sidecar[0]!.replace(/\.json$/, '')));
+    await rm(join(snapDir, sidecar[0]!));
+
+    await w.page.goto(`${s.url}/vm/web01`);
+    await w.page.getByRole('button', { name: 'Sync with storage' }).click();
+    const toast = w.page.getByTestId('notice');
+    await toast.getByText('Sync with storage: 1 snapshot lost on disk 1').waitFor();
+    expect(await toast.getAttribute('data-kind')).toBe('warn');
+    expect(await w.page.locator('.toast').count()).toBe(1);
+    await row(w.page, 's2', 1, 'lost').waitFor();
+    await screenshot(w.page, 'console-toast-sync-lost');
+    await toast.getByRole('button', { name: 'Dismiss the notice' }).click();
+    expect(await w.page.locator('.toast').count()).toBe(0);
+
+    await w.page.getByRole('button', { name: 'Sync with storage' }).click();
+    await toast.getByText('Sync with storage: snapshots match the storage').waitFor();
+    expect(await toast.getAttribute('data-kind')).toBe('ok');
+    await w.page.getByRole('link', { name: 'Overview' }).first().click();
+    await w.page.locator('main[data-ready="overview"]').waitFor();
+    expect(await w.page.locator('.toast').count()).toBe(0);
+    expect(w.problems).toEqual([]);
+  });
+
+  it('shows the failed definition, the lost snapshot and the full storage first, each linking to where to act', async () => {
+    await fillStorage();
+    await w.page.goto(`${s.url}/`);
+    await w.page.locator('main[data-ready="overview"]').waitFor();
+    expect(await w.page.locator('header .who').innerText()).toBe('admin in DC main');
+    // The problems panel is the first thing under the heading.
+    expect(await w.page.locator('main > section').first().getAttribute('data-testid')).toBe('problems');
+    const problems = w.page.getByTestId('problems');
+    expect(await problems.locator('li[data-kind="definition_failing"]').innerText()).toContain('Definition nightly of db01 (disk 1) failed: Got bad return code (1)');
+    expect(await problems.locator('li[data-kind="snapshot_lost"]').innerText()).toContain('1 snapshot of web01 lost');
+    expect(await problems.locator('li[data-kind="storage_low"]').innerText()).toContain('2.0 % free, below the 5 % floor');
+    const vms = w.page.getByRole('table', { name: 'Virtual machines' });
+    expect(await vms.locator('tr[data-vm="db01"]').getAttribute('data-protection')).toBe('failing');
+    expect(await vms.locator('tr[data-vm="web01"]').getAttribute('data-protection')).toBe('ok');
+    expect(await vms.locator('tr[data-vm="run01"]').getAttribute('data-protection')).toBe('none');
+    expect(await vms.locator('tr[data-vm="web01"]').innerText()).toContain('(1 lost)');
+    await w.page.getByLabel(/Only VMs needing attention/).check();
+    expect(await vms.locator('tr[data-vm]').evaluateAll((trs) => trs.map((t) => t.getAttribute('data-vm')))).toEqual(['db01', 'run01', 'web01']);
+    await w.page.getByLabel(/Only VMs needing attention/).uncheck();
+    const bar = w.page.getByTestId('storage-bar').first();
+    expect(await bar.getAttribute('data-low')).toBe('true');
+    expect(await bar.getByTestId('floor-mark').getAttribute('style')).toContain('left: 95%');
+    expect(await bar.getAttribute('aria-label')).toContain('floor 5 % free');
+    expect(await w.page.getByTestId('bytes-chart').count()).toBeGreaterThan(0);
+    await screenshot(w.page, 'console-overview');
+    expect(await axeViolations(w.page)).toEqual([]);
+
+    await problems.getByRole('link', { name: 'Open the snapshots of web01' }).click();
+    await w.page.waitForURL(`${s.url}/vm/web01#snapshots`);
+    await row(w.page, 's2', 1, 'lost').waitFor();
+    await w.page.goBack();
+    await w.page.getByTestId('problems').getByRole('link', { name: 'Open the definitions of db01' }).click();
+    await w.page.waitForURL(`${s.url}/vm/db01#definitions`);
+    await w.page.getByRole('table', { name: 'Snapshot definitions' }).waitFor();
+    expect(w.problems).toEqual([]);
+  });
+
+  it('writes schedules in words beside the cron', async () => {
+    await w.page.goto(`${s.url}/vm/db01`);
+    const sched = w.page.getByRole('table', { name: 'Snapshot definitions' }).getByTestId('schedule');
+    expect(await sched.innerText()).toBe('every day at 05:30 (Europe/Bratislava) 30 5 * * *');
+    expect(await sched.getAttribute('data-error')).toBeNull();
+    await screenshot(w.page, 'console-schedule-words');
+    expect(await axeViolations(w.page)).toEqual([]);
+  });
+
+  it('styles destructive actions red and disables those that cannot succeed, with the reason', async () => {
+    await w.page.goto(`${s.url}/vm/web01`);
+    const lost = row(w.page, 's2', 1, 'lost');
+    await lost.waitFor();
+    const rollback = lost.getByRole('button', { name: /Roll back to s2/ });
+    expect(await rollback.isDisabled()).toBe(true);
+    expect(await rollback.getAttribute('data-reason')).toBe('The snapshot is lost: its data is gone from storage');
+    expect(await lost.getByRole('button', { name: /Restore s2/ }).isDisabled()).toBe(true);
+    expect(await lost.locator('span.action').first().getAttribute('title')).toBe('The snapshot is lost: its data is gone from storage');
+    const pinnedDelete = row(w.page, 's3', 1).getByRole('button', { name: /Delete s3/ });
+    expect(await pinnedDelete.isDisabled()).toBe(true);
+    expect(await pinnedDelete.getAttribute('data-reason')).toBe('The snapshot is pinned: unpin it to delete it');
+    await screenshot(w.page, 'console-disabled-actions');
+    for (const b of await w.page.locator('table[data-testid="snapshots"] td.actions button').all()) {
+      expect(await b.getAttribute('class')).toBe('danger');
+      // Red text, never the filled primary style.
+      expect(await b.evaluate((el) => getComputedStyle(el).color)).toMatch(/rgb\((192, 38, 45|255, 123, 114)\)/);
+    }
+
+    // The rollback dialog lists the newer snapshots: file storage keeps them.
+    await row(w.page, 's1', 1).getByRole('button', { name: /Roll back to s1/ }).click();
+    const dialog = w.page.getByRole('dialog', { name: 'Roll back disk 1 to s1' });
+    const newer = dialog.getByTestId('newer');
+    await newer.getByText('they are kept').waitFor();
+    expect(await newer.getAttribute('data-fate')).toBe('kept');
+    expect(await newer.locator('li').allInnerTexts()).toEqual([expect.stringMatching(/^s2 /), expect.stringMatching(/^s3 /)]);
+    expect(await dialog.getByLabel(/Type the VM name/).count()).toBe(0);
+    expect(await dialog.getByRole('button', { name: 'Roll back' }).getAttribute('class')).toBe('danger');
+    expect(await axeViolations(w.page)).toEqual([]);
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+
+    // The same storage reported as ZFS: the newer snapshots would be destroyed, so the name is asked for.
+    await db().updateTable('node_storage').set({ driver: 'zfs' }).execute();
+    try {
+      await row(w.page, 's1', 1).getByRole('button', { name: /Roll back to s1/ }).click();
+      await newer.getByText('they are destroyed by the rollback').waitFor();
+      const submit = dialog.getByRole('button', { name: 'Roll back' });
+      expect(await submit.isDisabled()).toBe(true);
+      expect(await submit.getAttribute('title')).toBe('Type web01 to confirm');
+      await dialog.getByLabel(/Type the VM name/).fill('web0');
+      expect(await submit.isDisabled()).toBe(true);
+      await dialog.getByLabel(/Type the VM name/).fill('web01');
+      expect(await submit.isDisabled()).toBe(false);
+      await screenshot(w.page, 'console-rollback-zfs');
+      await dialog.getByRole('button', { name: 'Cancel' }).click();
+    } finally {
+      await db().updateTable('node_storage').set({ driver: 'file' }).execute();
+    }
+
+    // A running VM: rollback disabled with its reason.
+    await w.page.goto(`${s.url}/vm/run01`);
+    const r1 = row(w.page, 'r1', 1).getByRole('button', { name: /Roll back to r1/ });
+    await r1.waitFor();
+    expect(await r1.isDisabled()).toBe(true);
+    expect(await r1.getAttribute('data-reason')).toBe('The VM is running: stop it before a rollback');
+    expect(w.problems).toEqual([]);
+  });
+
+  it('draws the VM’s last days with failed and skipped runs marked', async () => {
+    await w.page.goto(`${s.url}/vm/web01`);
+    const tl = w.page.getByTestId('timeline');
+    await tl.waitFor();
+    expect(await tl.locator('g[data-lane="1/hourly"] line[data-run="skipped"]').count()).toBe(1);
+    expect(await tl.locator('g[data-lane="1/hourly"] line[data-run="failed"]').count()).toBe(1);
+    expect(await tl.locator('g[data-lane="1/manual"] circle[data-status="lost"]').count()).toBe(1);
+    expect(await tl.locator('g[data-lane="1/manual"] circle[data-status="ok"]').count()).toBe(2);
+    expect(await tl.getAttribute('aria-label')).toBe('3 snapshots, 1 failed and 1 skipped scheduled runs in the last 7 days');
+    await screenshot(w.page, 'console-timeline');
+  });
+
+  it('shows the task log readably: the object links to its VM, details as fields, failures expandable', async () => {
+    await w.page.goto(`${s.url}/tasks`);
+    const log = w.page.getByTestId('task-log');
+    const failure = log.locator('tr[data-status="FAILURE"]').first();
+    await failure.waitFor();
+    expect(await failure.getByRole('link', { name: 'db01' }).getAttribute('href')).toBe('/vm/db01');
+    const details = failure.locator('details.failure');
+    expect(await details.evaluate((d) => (d as HTMLDetailsElement).open)).toBe(false);
+    await details.locator('summary').click();
+    expect(await details.locator('dt').allInnerTexts()).toEqual(['snapname', 'disk id', 'msg']);
+    expect(await details.locator('dd').allInnerTexts()).toEqual(['x1', '1', 'Got bad return code (1)']);
+    const ok = log.locator('tr[data-status="SUCCESS"]').first();
+    expect(await ok.locator('dl.fields dt').count()).toBeGreaterThan(0);
+    await screenshot(w.page, 'console-task-log');
+    expect(await axeViolations(w.page)).toEqual([]);
+    expect(w.problems).toEqual([]);
+  });
+
+  it('fits 400 px without sideways scrolling on every page', async () => {
+    await w.page.setViewportSize({ width: 400, height: 800 });
+    try {
+      for (const [path, ready] of [
+        ['/', 'main[data-ready="overview"]'],
+        ['/vm/web01', 'table[data-testid="snapshots"]'],
+        ['/tasks', 'table[data-testid="task-log"]'],
+      ] as const) {
+        await w.page.goto(`${s.url}${path}`);
+        await w.page.locator(ready).waitFor();
+        expect(await scrollsSideways(w.page), path).toBe(false);
+        await screenshot(w.page, `console-400px${path.replace(/\//g, '-')}`);
+      }
+    } finally {
+      await w.page.setViewportSize({ width: 1400, height: 900 });
+    }
+  });
+
+  it('reaches every action of the VM page from the keyboard', async () => {
+    await w.page.goto(`${s.url}/vm/web01`);
+    await row(w.page, 's1', 1).waitFor();
+    const wanted = await w.page.evaluate(() => {
+      const els = [...document.querySelectorAll('main a[href], main button:not([disabled]), main input:not([disabled]), main select:not([disabled])')];
+      els.forEach((el, i) => el.setAttribute('data-kbd', String(i)));
+      return els.length;
+    });
+    const seen = new Set<string>();
+    await w.page.locator('body').focus();
+    for (let i = 0; i < wanted + 20 && seen.size < wanted; i++) {
+      await w.page.keyboard.press('Tab');
+      const k = await w.page.evaluate(() => document.activeElement?.getAttribute('data-kbd') ?? null);
+      if (k !== null) seen.add(k);
+    }
+    expect(seen.size).toBe(wanted);
+  });
+
+  it('signs in with a wrong key showing one message; the API-key field is as wide as the others', async () => {
+    const p = await openPage(b, `${s.url}/`);
+    const user = await p.page.getByLabel('Username', { exact: true }).boundingBox();
+    const key = await p.page.getByLabel('API key', { exact: true }).boundingBox();
+    expect(Math.abs(user!.width - key!.width)).toBeLessThan(2);
+    expect(await axeViolations(p.page)).toEqual([]);
+    await p.page.getByLabel('API key', { exact: true }).fill('wrong-key');
+    await p.page.getByLabel('API key', { exact: true }).press('Enter');
+    await p.page.getByRole('alert').filter({ hasText: 'Invalid API key' }).waitFor();
+    await p.page.waitForTimeout(300);
+    expect(await p.page.getByText('Invalid API key').count()).toBe(1);
+    expect(await p.page.getByText(/Signed out/).count()).toBe(0);
+    await screenshot(p.page, 'console-signin-wrong-key');
+    await p.page.close();
+  });
+});

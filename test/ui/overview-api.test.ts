@@ -1,0 +1,126 @@
+/**
+ * The overview's aggregate endpoints (esnap additions) on both databases: problems after a night
+ * with a failing definition, a stale one, a lost snapshot, a full storage and an unreachable node;
+ * the per-VM summary and its protection states; nodes with the floor and snapshot bytes by day;
+ * a VM's timeline with skipped slots; scope (own VMs only for non-admins), credentials, OpenAPI.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { forEachDb, withServer, type TestServer } from '../helpers/server.js';
+import { makeUser, makeVm } from '../helpers/fixtures.js';
+
+const HOUR = 3_600_000;
+
+forEachDb('overview endpoints', (kind) => {
+  let s: TestServer & { cleanup(): Promise<void> };
+  let user: { id: number; key: string };
+
+  beforeAll(async () => {
+    s = await withServer(kind);
+    const db = s.runtime.ctx.db;
+    user = await makeUser(s, 'olga');
+    await makeVm(s, 'good01', { disks: [1, 1] });
+    await makeVm(s, 'fail01');
+    await makeVm(s, 'stale01');
+    await makeVm(s, 'bare01');
+    await makeVm(s, 'olga01', { ownerId: user.id });
+    const define = async (vm: string, name: string, schedule: string, disk = 1): Promise<void> => {
+      expect((await s.req('POST', `/api/vm/${vm}/define/snapshot/${name}/`, { body: { schedule, retention: 3, disk_id: disk } })).status).toBe(201);
+    };
+    await define('good01', 'daily', '0 * * * *');
+    await define('good01', 'second', '0 * * * *', 2);
+    await define('fail01', 'hourly', '0 * * * *');
+    await define('stale01', 'hourly', '0 * * * *');
+    await define('olga01', 'hourly', '0 * * * *');
+    const old = new Date(Date.now() - 5 * HOUR).toISOString();
+    const recent = new Date(Date.now() - 60_000).toISOString();
+    await db.updateTable('snapshot_define').set({ created: old, last_success: recent }).execute();
+    await db.updateTable('snapshot_define').set({ last_error: 'Got bad return code (1)' }).where('name', '=', 'hourly').where('vm_uuid', '=', db.selectFrom('vm').select('uuid').where('hostname', '=', 'fail01')).execute();
+    await db.updateTable('snapshot_define').set({ last_success: old }).where('vm_uuid', 'in', db.selectFrom('vm').select('uuid').where('hostname', 'in', ['stale01', 'olga01'])).execute();
+    // Two snapshots of good01 (one lost), one of bare01.
+    for (const [vm, name] of [['good01', 'a'], ['good01', 'b'], ['bare01', 'c']] as const) {
+      expect((await s.stream('POST', `/api/vm/${vm}/snapshot/${name}/`, { body: { disk_id: 1 } })).finalStatus).toBe(200);
+    }
+    await db.updateTable('snapshot').set({ status: 4 }).where('name', '=', 'b').execute();
+    await db.updateTable('snapshot').set({ size: 1000 }).where('name', '=', 'a').execute();
+    await db.updateTable('node_storage').set({ size: 1000_000, size_free: 10_000 }).execute();
+    await db.insertInto('node').values({ hostname: 'down.test', uuid: '00000000-0000-4000-8000-00000000d0d0', status: 3, last_heartbeat: old, created: old }).execute();
+    const def = await db.selectFrom('snapshot_define').select('id').where('vm_uuid', '=', db.selectFrom('vm').select('uuid').where('hostname', '=', 'stale01')).executeTakeFirstOrThrow();
+    await db.insertInto('schedule_slot').values({ define_id: def.id, slot: new Date(Date.now() - HOUR).toISOString(), source: 'cron', state: 'skipped', reason: 'capacity', created: recent, changed: recent }).execute();
+  });
+  afterAll(() => s?.cleanup());
+
+  it('lists the problems, worst first, each naming where to act', async () => {
+    const r = await s.req('GET', '/api/overview/problems/');
+    expect(r.status).toBe(200);
+    const list = r.body.result as { kind: string; vm?: string; define?: string; node?: string; storage?: string; count?: number; message: string; severity: string }[];
+    const kinds = list.map((p) => `${p.kind}:${p.vm ?? p.node ?? ''}${p.storage ? `/${p.storage}` : ''}`).sort();
+    expect(kinds).toEqual(
+      ['definition_failing:fail01', 'definition_stale:stale01', 'definition_stale:olga01', 'node_unreachable:down.test', 'snapshot_lost:good01', `storage_low:${s.node}/default`].sort(),
+    );
+    expect(list.find((p) => p.kind === 'definition_failing')!.message).toContain('Got bad return code (1)');
+    expect(list.find((p) => p.kind === 'snapshot_lost')).toMatchObject({ count: 1, message: '1 snapshot of good01 lost (gone from storage)' });
+    expect(list.find((p) => p.kind === 'storage_low')!.message).toContain('1.0 % free, below the 5 % floor');
+  });
+
+  it('summarises every VM with its protection state', async () => {
+    const r = await s.req('GET', '/api/overview/vm/');
+    expect(r.status).toBe(200);
+    const byName = new Map((r.body.result as { hostname: string }[]).map((v) => [v.hostname, v as Record<string, unknown>]));
+    expect([...byName.keys()]).toEqual(['bare01', 'fail01', 'good01', 'olga01', 'stale01']);
+    expect(byName.get('good01')).toMatchObject({ alias: 'good01', status: 'stopped', snapshots: 2, snapshots_lost: 1, protection: 'ok', disks: [{ disk_id: 1, size: 1 }, { disk_id: 2, size: 1 }] });
+    expect(Number(byName.get('good01')!['snapshots_size'])).toBeGreaterThanOrEqual(1000);
+    expect((byName.get('good01')!['definitions'] as { name: string; disk_id: number; state: string }[]).map((d) => `${d.name}@${d.disk_id}:${d.state}`)).toEqual(['daily@1:ok', 'second@2:ok']);
+    expect(byName.get('fail01')).toMatchObject({ protection: 'failing' });
+    expect(byName.get('stale01')).toMatchObject({ protection: 'stale' });
+    expect(byName.get('bare01')).toMatchObject({ protection: 'none', snapshots: 1, definitions: [] });
+  });
+
+  it('scopes VMs to the caller: a user sees their own VM and its problems only', async () => {
+    const vms = await s.req('GET', '/api/overview/vm/', { key: user.key });
+    expect((vms.body.result as { hostname: string }[]).map((v) => v.hostname)).toEqual(['olga01']);
+    const problems = (await s.req('GET', '/api/overview/problems/', { key: user.key })).body.result as { kind: string; vm?: string }[];
+    expect(problems.filter((p) => p.vm !== undefined).map((p) => p.vm)).toEqual(['olga01']);
+    expect((await s.req('GET', '/api/overview/vm/stale01/timeline/', { key: user.key })).status).toBe(404);
+  });
+
+  it('shows nodes with storage size, free space, the floor and snapshot bytes by day', async () => {
+    const r = await s.req('GET', '/api/overview/node/', { query: { days: '3' } });
+    expect(r.status).toBe(200);
+    expect(r.body.result.min_free_percent).toBe(5);
+    const local = (r.body.result.nodes as { hostname: string; storages: Record<string, unknown>[] }[]).find((n) => n.hostname === s.node)!;
+    expect(local.storages[0]).toMatchObject({ name: 'default', driver: 'file', size: 1000_000, size_free: 10_000, free_percent: 1, below_floor: true });
+    const series = local.storages[0]!['snapshot_bytes'] as { day: string; bytes: number }[];
+    expect(series).toHaveLength(3);
+    expect(series[2]!.day).toBe(new Date().toISOString().slice(0, 10));
+    expect(series[2]!.bytes).toBeGreaterThanOrEqual(1000);
+    expect((await s.req('GET', '/api/overview/node/', { query: { days: '0' } })).status).toBe(400);
+  });
+
+  it('gives a VM’s timeline: snapshots per disk and definition and its skipped slots', async () => {
+    const r = await s.req('GET', '/api/overview/vm/stale01/timeline/');
+    expect(r.status).toBe(200);
+    expect(r.body.result.runs).toEqual([expect.objectContaining({ define: 'hourly', disk_id: 1, state: 'skipped', reason: 'capacity' })]);
+    const g = await s.req('GET', '/api/overview/vm/good01/timeline/');
+    expect((g.body.result.snapshots as { name: string; status: number; disk_id: number }[]).map((x) => `${x.name}@${x.disk_id}:${x.status}`)).toEqual(['a@1:1', 'b@1:4']);
+    expect((await s.req('GET', '/api/overview/vm/nope/timeline/')).status).toBe(404);
+  });
+
+  it('answers all three in one request, the same as the three', async () => {
+    const all = await s.req('GET', '/api/overview/');
+    expect(all.status).toBe(200);
+    expect(all.body.result.problems).toEqual((await s.req('GET', '/api/overview/problems/')).body.result);
+    expect(all.body.result.vms).toEqual((await s.req('GET', '/api/overview/vm/')).body.result);
+    expect(all.body.result.nodes).toEqual((await s.req('GET', '/api/overview/node/')).body.result);
+    expect((await s.req('GET', '/api/overview/', { key: user.key })).body.result.vms.map((v: { hostname: string }) => v.hostname)).toEqual(['olga01']);
+  });
+
+  it('needs credentials and is described in the OpenAPI document', async () => {
+    for (const p of ['/api/overview/', '/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/good01/timeline/']) {
+      expect((await s.req('GET', p, { key: null })).status).toBe(403);
+    }
+    const doc = (await s.req('GET', '/api/openapi.json')).body as { paths: Record<string, unknown> };
+    for (const p of ['/api/overview/', '/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/{hostname_or_uuid}/timeline/', '/api/dc/{dcPrefix}/overview/problems/']) {
+      expect(doc.paths[p], p).toBeDefined();
+    }
+  });
+});

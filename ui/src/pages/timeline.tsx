@@ -1,0 +1,99 @@
+/**
+ * A VM's last days as a picture: one lane per disk and definition (manual snapshots in their own
+ * lane), a dot per snapshot (green ok, red lost, blue in progress) and a tick per failed (red) or
+ * skipped (amber) scheduled run, so a gap shows. Plain SVG from GET /overview/vm/<vm>/timeline/.
+ */
+import { getResult, seg } from '../api.js';
+import { ErrorText } from '../components.js';
+import { formatUtc } from '../format.js';
+import { useLoad } from '../hooks.js';
+
+interface TimelineData {
+  from: string;
+  to: string;
+  snapshots: { name: string; disk_id: number; define: string | null; type: number; status: number; created: string; size: number | null }[];
+  runs: { define: string | null; disk_id: number; slot: string; state: string; reason: string | null }[];
+}
+
+const STATUS_CLASS: Record<number, string> = { 1: 'tl-ok', 2: 'tl-pending', 3: 'tl-pending', 4: 'tl-lost' };
+const STATUS_WORD: Record<number, string> = { 1: 'ok', 2: 'pending', 3: 'rollback', 4: 'lost' };
+
+export function Timeline({ hostname }: { hostname: string }) {
+  const { data, error } = useLoad(() => getResult<TimelineData>(`overview/vm/${seg(hostname)}/timeline`), `timeline-${hostname}`, { hostname });
+  if (error) return <ErrorText error={error} />;
+  if (!data) return null;
+  const lanes = new Map<string, { disk: number; define: string | null }>();
+  const laneKey = (disk: number, define: string | null): string => `${disk}\u0000${define ?? ''}`;
+  for (const s of data.snapshots) lanes.set(laneKey(s.disk_id, s.define), { disk: s.disk_id, define: s.define });
+  for (const r of data.runs) lanes.set(laneKey(r.disk_id, r.define), { disk: r.disk_id, define: r.define });
+  const order = [...lanes.entries()].sort((a, b) => a[1].disk - b[1].disk || (a[1].define ?? '~').localeCompare(b[1].define ?? '~'));
+  const from = Date.parse(data.from);
+  const to = Date.parse(data.to);
+  const labelW = 150;
+  const plotW = 600;
+  const laneH = 22;
+  const h = Math.max(1, order.length) * laneH + 20;
+  const x = (iso: string): number => labelW + ((Date.parse(iso) - from) / Math.max(1, to - from)) * plotW;
+  const days = Math.round((to - from) / 86_400_000);
+  const failed = data.runs.filter((r) => r.state === 'failed').length;
+  const skipped = data.runs.filter((r) => r.state === 'skipped').length;
+  const summary = `${data.snapshots.length} snapshots, ${failed} failed and ${skipped} skipped scheduled runs in the last ${days} days`;
+  return (
+    <section id="timeline" aria-labelledby="timeline-title">
+      <h2 id="timeline-title">Last {days} days</h2>
+      {order.length === 0 ? (
+        <p class="muted">No snapshots and no missed runs in the last {days} days.</p>
+      ) : (
+        <div class="timeline" tabIndex={0} role="region" aria-labelledby="timeline-title">
+          <svg viewBox={`0 0 ${labelW + plotW + 10} ${h}`} width={labelW + plotW + 10} height={h} role="img" aria-label={summary} data-testid="timeline">
+            {Array.from({ length: days + 1 }, (_, i) => {
+              const t = new Date(from + i * 86_400_000).toISOString();
+              return <line key={i} class="tl-axis" x1={x(t)} x2={x(t)} y1={0} y2={h - 16} />;
+            })}
+            {order.map(([key, lane], i) => {
+              const y = i * laneH + laneH / 2;
+              return (
+                <g key={key} data-lane={`${lane.disk}/${lane.define ?? 'manual'}`}>
+                  <text class="tl-label" x={4} y={y + 4}>
+                    disk {lane.disk} · {lane.define ?? 'manual'}
+                  </text>
+                  <line class="tl-axis" x1={labelW} x2={labelW + plotW} y1={y} y2={y} />
+                  {data.runs
+                    .filter((r) => laneKey(r.disk_id, r.define) === key)
+                    .map((r) => (
+                      <line key={r.slot} class={r.state === 'failed' ? 'tl-failed' : 'tl-skipped'} x1={x(r.slot)} x2={x(r.slot)} y1={y - 8} y2={y + 8} data-run={r.state}>
+                        <title>
+                          {r.state} run {formatUtc(r.slot)}
+                          {r.reason ? `: ${r.reason}` : ''}
+                        </title>
+                      </line>
+                    ))}
+                  {data.snapshots
+                    .filter((s) => laneKey(s.disk_id, s.define) === key)
+                    .map((s) => (
+                      <circle key={`${s.name}-${s.created}`} class={STATUS_CLASS[s.status] ?? 'tl-pending'} cx={x(s.created)} cy={y} r={4} data-status={STATUS_WORD[s.status] ?? s.status}>
+                        <title>
+                          {s.name} ({STATUS_WORD[s.status] ?? s.status}) {formatUtc(s.created)}
+                        </title>
+                      </circle>
+                    ))}
+                </g>
+              );
+            })}
+            <text class="tl-label" x={labelW} y={h - 4}>
+              {data.from.slice(0, 10)}
+            </text>
+            <text class="tl-label" x={labelW + plotW} y={h - 4} text-anchor="end">
+              {data.to.slice(0, 10)}
+            </text>
+          </svg>
+        </div>
+      )}
+      <p class="legend">
+        <span>{summary}.</span>
+        <span>Dots: snapshots (green ok, red lost, blue in progress).</span>
+        <span>Ticks: scheduled runs that failed (red) or were skipped (amber).</span>
+      </p>
+    </section>
+  );
+}
