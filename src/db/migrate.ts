@@ -12,11 +12,13 @@ import type { Database } from './schema.js';
 import { isPostgres } from './dialect.js';
 import * as m0001 from './migrations/0001_initial.js';
 import * as m0002 from './migrations/0002_scheduler.js';
+import * as m0007 from './migrations/0007_backups.js';
 
 /** Every migration, in order. */
 const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0001_initial', m0001],
   ['0002_scheduler', m0002],
+  ['0007_backups', m0007],
 ];
 
 export const knownMigrations: readonly string[] = migrations.map(([name]) => name);

@@ -9,6 +9,7 @@ import { defineViews } from '../definitions/define.routes.js';
 import { snapshotViews } from '../snapshots/snapshot.routes.js';
 import { registerSnapshotKinds } from '../snapshots/snapshot.kinds.js';
 import { taskViews } from '../tasks/task.routes.js';
+import { backupDefineViews } from '../backups/bkpdef.routes.js';
 import { openapiRoute } from './openapi.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { metricsRoute } from '../metrics/metrics.route.js';
@@ -16,7 +17,7 @@ import { uiRoute } from './ui.js';
 import { healthRoutes } from './health.routes.js';
 
 export function allViews(): ViewDef[] {
-  return [...accountViews, ...nodeViews, ...vmViews, ...defineViews, ...snapshotViews, ...taskViews];
+  return [...accountViews, ...nodeViews, ...vmViews, ...defineViews, ...snapshotViews, ...taskViews, ...backupDefineViews];
 }
 
 export function registerTaskKinds(ctx: AppContext): void {
