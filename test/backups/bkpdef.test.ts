@@ -120,6 +120,13 @@ forEachDb('backup definitions', (kind) => {
     await setDcSettings(s, {});
   });
 
+  it("the server's own node is a backup node (embedded): a type 2 definition onto its own storage", async () => {
+    const r = await s.req('POST', '/api/vm/bk.test/define/backup/local', { body: { ...body, node: s.node, zpool: 'default' } });
+    expect(r.status).toBe(201);
+    expect(r.body.result).toMatchObject({ node: s.node, zpool: 'default', type: 2 });
+    await s.req('DELETE', '/api/vm/bk.test/define/backup/local');
+  });
+
   it('a non-admin owner reads own definitions without the node, and cannot write', async () => {
     const g = await s.req('GET', '/api/vm/bk.test/define/backup/nightly', { key: user.key });
     expect(g.status).toBe(200);
