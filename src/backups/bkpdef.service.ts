@@ -201,6 +201,8 @@ async function check(ctx: AppContext, caller: Caller, t: BkpDefTarget, input: Re
   const r = validateFields(rest, rs, { partial: !post });
   const errors: FieldErrors = r.ok ? { ...extra } : { ...r.errors, ...extra };
   const v: Record<string, unknown> = r.ok ? { ...r.value } : {};
+  // With field errors validateFields returns no values; the valid fields' values are still needed
+  // for the node/zpool/type checks, so that every error of the request is answered at once.
   if (!r.ok) for (const k of Object.keys(rs)) if (!errors[k] && own(rest, k)) v[k] = (validateFields({ [k]: rest[k] }, { [k]: rs[k]! }, { partial: true }) as { value: Record<string, unknown> }).value?.[k];
   if (bwlimitNull) v['bwlimit'] = null;
   for (const [k, choices] of [['type', TYPES], ['compression', COMPRESSIONS]] as const) {
