@@ -2,6 +2,7 @@
  * Wiring of one esnap server process: database, tasks, queue, the app and (optionally) the local
  * agent. `src/bin/esnap.ts` builds it from the configuration; tests build it directly.
  */
+import { markBackupNode } from './backups/backup-node.js';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { AppContext, Clock, Logger } from './app-context.js';
 import { systemClock } from './app-context.js';
@@ -174,6 +175,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       // The drivers have finished or undone what a crash cut off; an image still missing or cut
       // off is flagged before any task can snapshot it (src/vms/disk.damage.ts).
       await flagDamagedAtStart(db, opts.node, drivers, log);
+      await markBackupNode(db, opts.node, true); // embedded: the local node backs up to its own storages
       // Crash repair before new work: tasks cut off by a crash fail with the failure cleanup, and
       // their disks are re-synced against storage so no row stays pending or rollback.
       const { failed } = await tasks.recover(opts.node);

@@ -3,6 +3,7 @@
  * times are ISO-8601 UTC strings (sortable as text), JSON is text. That keeps every query and
  * every row identical on both engines.
  */
+import type { BackupDefineTable, BackupTable } from '../backups/backup.schema.js';
 import type { Generated, Insertable, Selectable, Updateable } from 'kysely';
 
 export interface DcTable {
@@ -53,6 +54,8 @@ export interface NodeTable {
   status: number; // 1 offline, 2 online, 3 unreachable
   last_heartbeat: string | null;
   created: string;
+  /** 1: its storages may hold backups (migration 0007). */
+  is_backup: Generated<number>;
 }
 
 export interface NodeStorageTable {
@@ -211,7 +214,11 @@ export interface Database {
   task_lock: TaskLockTable;
   task_log: TaskLogTable;
   schedule_slot: ScheduleSlotTable;
+  backup_define: BackupDefineTable;
+  backup: BackupTable;
 }
+
+export type { BackupDefineTable, BackupTable };
 
 export type DcRow = Selectable<DcTable>;
 export type UserRow = Selectable<UserTable>;

@@ -10,6 +10,7 @@ import { snapshotViews } from '../snapshots/snapshot.routes.js';
 import { registerSnapshotKinds } from '../snapshots/snapshot.kinds.js';
 import { taskViews } from '../tasks/task.routes.js';
 import { overviewViews } from '../overview/overview.routes.js';
+import { backupDefineViews } from '../backups/bkpdef.routes.js';
 import { openapiRoute } from './openapi.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { metricsRoute } from '../metrics/metrics.route.js';
@@ -17,7 +18,7 @@ import { uiRoute } from './ui.js';
 import { healthRoutes } from './health.routes.js';
 
 export function allViews(): ViewDef[] {
-  return [...accountViews, ...nodeViews, ...vmViews, ...defineViews, ...snapshotViews, ...taskViews, ...overviewViews];
+  return [...accountViews, ...nodeViews, ...vmViews, ...defineViews, ...snapshotViews, ...taskViews, ...overviewViews, ...backupDefineViews];
 }
 
 export function registerTaskKinds(ctx: AppContext): void {

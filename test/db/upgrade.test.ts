@@ -20,6 +20,7 @@ import { runEsnap } from '../helpers/esnap-process.js';
 import { openDatabase } from '../../src/db/dialect.js';
 import { knownMigrations, migrateToLatest, migrateUpTo } from '../../src/db/migrate.js';
 import type { Database } from '../../src/db/schema.js';
+import { listBkpDefNames } from '../../src/backups/bkpdef.repository.js';
 import { claimSlots, dueDefinitions, slotsOf } from '../../src/scheduler/slot.repository.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -160,6 +161,36 @@ const steps: Record<string, Step> = {
       const flags = (await db.selectFrom('vm_disk').select('damaged').orderBy('id').execute()).map((r) => r.damaged);
       // Seeded on the newest schema only: then the first disk carries its flag, else none does.
       expect(flags.slice(1).every((f) => f === null)).toBe(true);
+      },
+    },
+  '0004_backups': {
+    // Existing nodes are not backup nodes until their agent says so (ESNAP_BACKUP_NODE).
+    newColumns: { node: { is_backup: 0 } },
+    newTables: { backup_define: 0, backup: 0 },
+    async seed(db, s) {
+      const node2 = (await db.selectFrom('node').select('id').where('hostname', '=', 'node2.example').executeTakeFirstOrThrow()) as { id: number };
+      const zfs = (await db.selectFrom('node_storage').select(['id', 'name']).where('node_id', '=', node2.id).where('driver', '=', 'zfs').executeTakeFirstOrThrow()) as { id: number; name: string };
+      const vm = (await db.selectFrom('vm').select(['uuid', 'dc_id']).where('hostname', '=', 'db01.example').executeTakeFirstOrThrow()) as { uuid: string; dc_id: number };
+      await db.updateTable('node').set({ is_backup: 1 }).where('id', '=', node2.id).execute();
+      const bkpdef = await insert(db, 'backup_define', {
+        vm_uuid: vm.uuid, disk_real_id: 0, name: 'nightly', type: 1, node_id: node2.id, storage_id: zfs.id, desc: '', bwlimit: null, schedule: '0 1 * * *',
+        retention: 7, active: 1, compression: 0, fsfreeze: 0, tz: 'UTC', next_run: PAST, last_run: null, last_success: null, last_error: null, created: T0, changed: T0,
+      });
+      await insert(db, 'backup', {
+        dc_id: vm.dc_id, vm_uuid: vm.uuid, vm_hostname: 'db01.example', vm_disk_id: 1, disk_real_id: 0, disk_size_mb: 51200, define_id: bkpdef,
+        name: 'nightly-20260105_010000', status: 1, type: 1, node_id: node2.id, node_hostname: 'node2.example', storage_id: zfs.id, storage_name: zfs.name,
+        storage_driver: 'zfs', source_node_hostname: 'node2.example', source_storage_name: zfs.name, source_storage_driver: 'zfs',
+        file_path: 'backup/db01-disk0@is-1', restic_id: null, base_snapshot: 'is-1', checksum: 'ab'.repeat(32), size: 1024, time: 3, note: '', last: 1,
+        fsfreeze: 0, task_id: null, status_change: null, created: T1, changed: T1,
+      });
+      Object.assign(s, { bkpdef, bkpNode: node2.id });
+    },
+    async verify(db, s) {
+      // esnap's own query of the node's definitions works on the upgraded schema.
+      const node = s['bkpNode'] as number | undefined;
+      const id = node ?? (await db.selectFrom('node').select('id').where('hostname', '=', 'node2.example').executeTakeFirstOrThrow()).id;
+      const names = await listBkpDefNames(db, { nodeId: id }, [{ column: 'd.name', desc: false }]);
+      expect(names).toEqual(node === undefined ? [] : ['nightly']);
     },
   },
 };

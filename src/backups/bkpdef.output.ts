@@ -1,0 +1,67 @@
+/**
+ * The backup definition object, keys in the order Danube's BackupDefineSerializer declares them
+ * (hostname, vm_uuid, dc, name, disk_id, type, node, zpool, desc, bwlimit, active, schedule,
+ * retention, compression, fsfreeze), then esnap's `tz`; extended mode adds Danube's `backups`
+ * count and esnap's monitoring fields. Danube shows non-admins the node's colour instead of its
+ * hostname; esnap nodes have no colour, so non-admins get `node: null`.
+ */
+import type { VmDiskRow } from '../db/schema.js';
+import { arrayDiskId } from '../vms/vm.lookup.js';
+import { formatDanubeTime } from '../domain/time.js';
+import type { BkpDefListRow } from './bkpdef.repository.js';
+
+export interface BkpDefObject {
+  hostname: string;
+  vm_uuid: string;
+  dc: string;
+  name: string;
+  disk_id: number;
+  type: number;
+  node: string | null;
+  zpool: string;
+  desc: string;
+  bwlimit: number | null;
+  active: boolean;
+  schedule: string;
+  retention: number;
+  compression: number;
+  fsfreeze: boolean;
+  tz: string;
+  backups?: number;
+  next_run?: string | null;
+  last_run?: string | null;
+  last_success?: string | null;
+  last_error?: string | null;
+}
+
+const time = (v: string | null): string | null => (v === null ? null : formatDanubeTime(new Date(v)));
+
+export function bkpDefObject(row: BkpDefListRow, disks: readonly VmDiskRow[], extended: boolean, isAdmin: boolean): BkpDefObject {
+  const own = disks.filter((d) => d.vm_uuid === row.vm_uuid);
+  const obj: BkpDefObject = {
+    hostname: row.hostname,
+    vm_uuid: row.vm_uuid,
+    dc: row.dc_name,
+    name: row.name,
+    disk_id: arrayDiskId(own, row.disk_real_id),
+    type: row.type,
+    node: isAdmin ? row.node_hostname : null,
+    zpool: row.storage_name,
+    desc: row.desc,
+    bwlimit: row.bwlimit,
+    active: row.active === 1,
+    schedule: row.schedule,
+    retention: row.retention,
+    compression: row.compression,
+    fsfreeze: row.fsfreeze === 1,
+    tz: row.tz,
+  };
+  if (extended) {
+    obj.backups = row.backups ?? 0;
+    obj.next_run = time(row.next_run);
+    obj.last_run = time(row.last_run);
+    obj.last_success = time(row.last_success);
+    obj.last_error = row.last_error;
+  }
+  return obj;
+}
