@@ -36,6 +36,9 @@ import { RetryPool } from './scheduler/retry.js';
 import { attachAutomation, DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services.js';
 import { automationListener } from './scheduler/completion.js';
 import { Housekeeping, DEFAULT_TASKLOG_DAYS } from './tasks/housekeeping.js';
+import type { HypervisorConfig } from './config.js';
+import { startHypervisor, type HypervisorHandle } from './hypervisor/hypervisor.js';
+import { applyInventory } from './hypervisor/libvirt.rows.js';
 
 export interface RuntimeOptions {
   readonly databaseUrl: string;
@@ -70,12 +73,16 @@ export interface RuntimeOptions {
   readonly https?: { readonly cert: string; readonly key: string } | null;
   /** Finished tasks and task-log entries older than this many days are removed (ESNAP_TASKLOG_DAYS, default 90). */
   readonly taskLogDays?: number;
+  /** The local agent's hypervisor adapter (ESNAP_HYPERVISOR…); none when omitted. */
+  readonly hypervisor?: HypervisorConfig;
 }
 
 export interface Runtime {
   readonly ctx: AppContext;
   readonly app: FastifyInstance;
   readonly agent: Agent | null;
+  /** The local agent's libvirt adapter (ESNAP_HYPERVISOR=libvirt), else null. */
+  readonly hypervisor: HypervisorHandle | null;
   /** Cluster mode's queue, wake-ups and server services (PostgreSQL); null on SQLite. */
   readonly cluster: ClusterTransport | null;
   readonly scheduler: Scheduler;
@@ -134,6 +141,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     tasks.addListener(metrics.listener());
     const scheduler = new Scheduler(ctx, automation);
     let agent: Agent | null = null;
+    let hypervisor: HypervisorHandle | null = null;
     const running = new RunningTasks();
     if (opts.localAgent) {
       const runner = opts.runner ?? new NodeCommandRunner();
@@ -165,6 +173,8 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       if (cluster) await cluster.prepareLocalAgent(ctx, opts.node, silenceS);
       await agent.start();
       await resyncAfterRepair(ctx, failed);
+      const publish = async (inv: Parameters<typeof applyInventory>[1]): Promise<void> => void (await applyInventory(ctx, inv));
+      hypervisor = await startHypervisor(opts.hypervisor, { node: opts.node, storages: opts.storages, drivers, runner, log, publish });
     }
     // Every server consumes registrations, heartbeats and results, and runs the deadline sweep.
     if (cluster) {
@@ -186,6 +196,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       ctx,
       app,
       agent,
+      hypervisor,
       cluster,
       scheduler,
       housekeeping,
@@ -200,6 +211,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         // stops here: heartbeats and the result consumers go on while its tasks drain.
         const drained = cluster ? (agent ? cluster.queue.stopConsumer(nodeQueueName(opts.node)) : Promise.resolve()) : queue.stop();
         const schedulerStopped = scheduler.stop();
+        await hypervisor?.stop();
         await closeHttp(app, ctx);
         await schedulerStopped;
         await usageRefresh?.stop();

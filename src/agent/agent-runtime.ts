@@ -33,6 +33,8 @@ import { Ticker } from '../tasks/ticker.js';
 import { startUsageRefresh } from '../nodes/storage.usage.js';
 import { INTERRUPTED_MESSAGE, type RegisterMessage, type ResultMessage } from './cluster.messages.js';
 import { AgentHealthServer, newAgentHealthState, type AgentHealthState } from './agent-health.js';
+import type { HypervisorConfig } from '../config.js';
+import { startHypervisor, type HypervisorHandle } from '../hypervisor/hypervisor.js';
 
 function heartbeat(node: string): RegisterMessage {
   return { type: 'heartbeat', node, at: new Date().toISOString() };
@@ -55,11 +57,14 @@ export interface AgentRuntimeOptions {
   readonly freezeLimitS?: number;
   /** Serve /healthz and /readyz here (ESNAP_AGENT_HEALTH_LISTEN); port 0 picks a free port. */
   readonly healthListen?: { readonly host: string; readonly port: number } | null;
+  /** ESNAP_HYPERVISOR…: with libvirt, the node's domains are discovered and sent to the servers. */
+  readonly hypervisor?: HypervisorConfig;
 }
 
 export class AgentRuntime {
   #heartbeat: Ticker | null = null;
   #usage: Ticker | null = null;
+  #hypervisor: HypervisorHandle | null = null;
   #stopped = false;
 
   private constructor(
@@ -139,6 +144,15 @@ export class AgentRuntime {
       hb.start();
       rt.#heartbeat = hb;
       rt.#usage = startUsageRefresh(agent, log);
+      // After the registration: the servers apply an inventory only for a node they know.
+      rt.#hypervisor = await startHypervisor(opts.hypervisor, {
+        node,
+        storages: opts.storages,
+        drivers,
+        runner,
+        log,
+        publish: (inv) => queue.publishReliably(REGISTER_QUEUE, { type: 'domains', ...inv } satisfies RegisterMessage),
+      });
       await agent.start(opts.concurrency ?? 4);
       // Ready once registered and taking work from its node's queue.
       healthState.registered = true;
@@ -171,6 +185,7 @@ export class AgentRuntime {
     if (this.#stopped) return;
     this.#stopped = true;
     this.healthState.stopping = true;
+    await this.#hypervisor?.stop();
     await this.queue.stopConsumer(nodeQueueName(this.opts.node));
     await this.#heartbeat?.stop();
     await this.#usage?.stop();

@@ -58,6 +58,7 @@ async function serve(): Promise<void> {
     alertWebhook: config.alertWebhook,
     metricsPublic: config.metricsPublic,
     freezeLimitS: config.freezeLimitS,
+    hypervisor: config.hypervisor,
     minFreePercent: config.minFreePercent,
     taskLogDays: config.taskLogDays,
     agentDeadlineS: config.agentDeadlineS,
@@ -94,6 +95,7 @@ async function agent(): Promise<void> {
     heartbeatS: config.nodeSilenceS / 3,
     freezeLimitS: config.freezeLimitS,
     healthListen: config.agentHealthListen,
+    hypervisor: config.hypervisor,
     log,
   }).catch((err: unknown) => {
     throw explainConnectError(err, config.databaseUrl);

@@ -12,11 +12,13 @@ import type { Database } from './schema.js';
 import { isPostgres } from './dialect.js';
 import * as m0001 from './migrations/0001_initial.js';
 import * as m0002 from './migrations/0002_scheduler.js';
+import * as m0006 from './migrations/0006_libvirt.js';
 
 /** Every migration, in order. */
 const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0001_initial', m0001],
   ['0002_scheduler', m0002],
+  ['0006_libvirt', m0006],
 ];
 
 export const knownMigrations: readonly string[] = migrations.map(([name]) => name);

@@ -84,6 +84,8 @@ export interface VmTable {
   snapshot_size_percent_limit: number | null;
   created: string;
   changed: string;
+  /** 1: mirrors a libvirt domain of its node (migration 0006, src/hypervisor/). */
+  libvirt: Generated<number>;
 }
 
 export interface VmDiskTable {
@@ -94,6 +96,13 @@ export interface VmDiskTable {
   path: string;
   size_mb: number;
   created: string;
+  /** libvirt disks (migration 0006): target device and source path, which together identify the disk. */
+  libvirt_target: Generated<string | null>;
+  libvirt_source: Generated<string | null>;
+  /** 1: the disk left its domain; it keeps its snapshots until an admin deletes it. */
+  detached: Generated<number>;
+  /** Why the disk lies on no esnap storage (storage_id 0), else null. */
+  unmapped: Generated<string | null>;
 }
 
 export interface SnapshotTable {

@@ -80,7 +80,7 @@ const vmDiskList: ViewDef = {
   dcBound: true,
   methods: {
     async GET(req) {
-      return { type: 'sync', result: await listDisks(req.app, await lookup(req)) };
+      return { type: 'sync', result: await listDisks(req.app, await lookup(req), req.caller.isSuperAdmin) };
     },
   },
 };
@@ -93,7 +93,7 @@ const vmDisk: ViewDef = {
   dcBound: true,
   methods: {
     async GET(req) {
-      return { type: 'sync', result: await getDisk(req.app, await lookup(req), req.params['disk_id']) };
+      return { type: 'sync', result: await getDisk(req.app, await lookup(req), req.params['disk_id'], req.caller.isSuperAdmin) };
     },
     async POST(req): Promise<ViewResult> {
       requireAdmin(req.caller);

@@ -12,6 +12,7 @@ import { describe } from 'vitest';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
 import type { Clock, Logger } from '../../src/app-context.js';
 import type { StorageConfig } from '../../src/storage/drivers.js';
+import type { HypervisorConfig } from '../../src/config.js';
 
 export type TestDb = 'sqlite' | 'postgres';
 
@@ -114,6 +115,8 @@ export interface ServerOptions {
   alertWebhook?: string;
   metricsPublic?: boolean;
   log?: Logger;
+  /** The local agent's hypervisor adapter (ESNAP_HYPERVISOR…). */
+  hypervisor?: HypervisorConfig;
   /** Reuse a database from an earlier server (restart tests). */
   reuse?: { databaseUrl: string; searchPath?: string; storageRoot: string };
 }
@@ -159,6 +162,7 @@ export async function startTestServer(kind: TestDb, opts: ServerOptions = {}): P
     ...(opts.alertWebhook !== undefined ? { alertWebhook: opts.alertWebhook } : {}),
     ...(opts.metricsPublic !== undefined ? { metricsPublic: opts.metricsPublic } : {}),
     ...(opts.log ? { log: opts.log } : {}),
+    ...(opts.hypervisor ? { hypervisor: opts.hypervisor } : {}),
   });
   const address = await runtime.app.listen({ host: '127.0.0.1', port: 0 });
   const url = address.replace(/\/$/, '');
