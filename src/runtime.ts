@@ -37,7 +37,7 @@ import { attachAutomation, DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services
 import { automationListener } from './scheduler/completion.js';
 import { Housekeeping, DEFAULT_TASKLOG_DAYS } from './tasks/housekeeping.js';
 import type { HypervisorConfig } from './config.js';
-import { startHypervisor, type HypervisorHandle } from './hypervisor/hypervisor.js';
+import { driverExtras, startHypervisor, type HypervisorHandle } from './hypervisor/hypervisor.js';
 import { applyInventory } from './hypervisor/libvirt.rows.js';
 
 export interface RuntimeOptions {
@@ -145,7 +145,8 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     const running = new RunningTasks();
     if (opts.localAgent) {
       const runner = opts.runner ?? new NodeCommandRunner();
-      const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
+      const extras = driverExtras(opts.hypervisor, runner);
+      const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner, extras)]));
       agent = new Agent(
         opts.node,
         drivers,

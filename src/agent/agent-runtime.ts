@@ -34,7 +34,7 @@ import { startUsageRefresh } from '../nodes/storage.usage.js';
 import { INTERRUPTED_MESSAGE, type RegisterMessage, type ResultMessage } from './cluster.messages.js';
 import { AgentHealthServer, newAgentHealthState, type AgentHealthState } from './agent-health.js';
 import type { HypervisorConfig } from '../config.js';
-import { startHypervisor, type HypervisorHandle } from '../hypervisor/hypervisor.js';
+import { driverExtras, startHypervisor, type HypervisorHandle } from '../hypervisor/hypervisor.js';
 
 function heartbeat(node: string): RegisterMessage {
   return { type: 'heartbeat', node, at: new Date().toISOString() };
@@ -126,7 +126,8 @@ export class AgentRuntime {
       },
     };
     const runner = opts.runner ?? new NodeCommandRunner();
-    const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
+    const extras = driverExtras(opts.hypervisor, runner);
+    const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner, extras)]));
     const freeze = opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {};
     const running = new RunningTasks();
     const agent = new Agent(node, drivers, queue, running.track(reporter), log, { runner, ...freeze });

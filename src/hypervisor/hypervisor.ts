@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 import type { Logger } from '../app-context.js';
 import type { HypervisorConfig } from '../config.js';
 import type { StorageDriver } from '../storage/driver.js';
-import type { StorageConfig } from '../storage/drivers.js';
+import type { DriverExtras, StorageConfig } from '../storage/drivers.js';
+import { openLibvirtMonitor } from './libvirt.monitor.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { LibvirtWatcher, type DomainInventory } from './libvirt.inventory.js';
 import { Virsh } from './virsh.js';
@@ -32,6 +33,13 @@ export interface HypervisorDeps {
   readonly publish: (inv: DomainInventory) => Promise<void>;
   /** Seconds between full resyncs (default libvirt.inventory.ts DEFAULT_RESYNC_S). */
   readonly resyncS?: number;
+}
+
+/** What the storage drivers get from the hypervisor: libvirt's monitor for qcow2 live snapshots. */
+export function driverExtras(cfg: HypervisorConfig | undefined, runner: CommandRunner): DriverExtras {
+  if (!cfg || cfg.kind === 'none') return {};
+  const uri = cfg.uri;
+  return { libvirtMonitor: (uuid) => openLibvirtMonitor(runner, uri, uuid) };
 }
 
 /** Starts the adapter (first inventory published before it returns); null for `none`. */

@@ -26,7 +26,7 @@ export function diskLockKey(vmUuid: string, realId: number): string {
 }
 
 export function diskRef(vm: VmRow, disk: VmDiskRow): DiskRef {
-  return { path: disk.path, sizeBytes: disk.size_mb * 1024 * 1024, qmpSocket: vm.qmp_socket };
+  return { path: disk.path, sizeBytes: disk.size_mb * 1024 * 1024, qmpSocket: vm.qmp_socket, ...(vm.libvirt === 1 ? { libvirtDomain: vm.uuid } : {}) };
 }
 
 export async function loadStorageAndNode(

@@ -286,6 +286,8 @@ export async function createVm(ctx: AppContext, caller: Caller, hostname: string
 
 /** PUT /vm/<vm>/define: a partial update; the uuid is read-only, the hostname is the URL's. */
 export async function updateVm(ctx: AppContext, caller: Caller, vm: VmRow, data: Readonly<Record<string, unknown>>): Promise<VmObject> {
+  // A libvirt domain's monitor and agent belong to libvirt (src/hypervisor/): nobody points esnap elsewhere.
+  if (vm.libvirt === 1 && (Object.hasOwn(data, 'qmp_socket') || Object.hasOwn(data, 'qga_socket'))) throw apiError('noPermission');
   const input = await parseDefine(ctx, caller, data, vm);
   const now = ctx.clock.now().toISOString();
   const set: Updateable<VmTable> = { changed: now, ...input.limits };
