@@ -37,7 +37,7 @@ import { attachAutomation, DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services
 import { automationListener } from './scheduler/completion.js';
 import { Housekeeping, DEFAULT_TASKLOG_DAYS } from './tasks/housekeeping.js';
 import type { HypervisorConfig } from './config.js';
-import { driverExtras, startHypervisor, type HypervisorHandle } from './hypervisor/hypervisor.js';
+import { agentVirsh, driverExtras, startHypervisor, type HypervisorHandle } from './hypervisor/hypervisor.js';
 import { applyInventory } from './hypervisor/libvirt.rows.js';
 
 export interface RuntimeOptions {
@@ -157,7 +157,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
           storageUsage: (usage) => updateStorageUsage(db, opts.node, usage),
         }),
         log,
-        opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {},
+        { ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}), libvirt: agentVirsh(opts.hypervisor, runner) },
       );
       for (const d of drivers.values()) await d.init();
       const stats = await agent.storageStats();

@@ -34,7 +34,7 @@ import { startUsageRefresh } from '../nodes/storage.usage.js';
 import { INTERRUPTED_MESSAGE, type RegisterMessage, type ResultMessage } from './cluster.messages.js';
 import { AgentHealthServer, newAgentHealthState, type AgentHealthState } from './agent-health.js';
 import type { HypervisorConfig } from '../config.js';
-import { driverExtras, startHypervisor, type HypervisorHandle } from '../hypervisor/hypervisor.js';
+import { agentVirsh, driverExtras, startHypervisor, type HypervisorHandle } from '../hypervisor/hypervisor.js';
 
 function heartbeat(node: string): RegisterMessage {
   return { type: 'heartbeat', node, at: new Date().toISOString() };
@@ -130,7 +130,7 @@ export class AgentRuntime {
     const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner, extras)]));
     const freeze = opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {};
     const running = new RunningTasks();
-    const agent = new Agent(node, drivers, queue, running.track(reporter), log, { runner, ...freeze });
+    const agent = new Agent(node, drivers, queue, running.track(reporter), log, { runner, ...freeze, libvirt: agentVirsh(opts.hypervisor, runner) });
     const rt = new AgentRuntime(agent, queue, listener, opts, healthState, health, running);
     try {
       for (const d of drivers.values()) await d.init();

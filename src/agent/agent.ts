@@ -15,6 +15,8 @@ import type { TaskOutcome } from '../tasks/task.service.js';
 import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
 import type { StorageUsage } from '../nodes/node.repository.js';
 import { storagesTouched } from '../nodes/storage.usage.js';
+import type { Virsh } from '../hypervisor/virsh.js';
+import { runPower } from '../hypervisor/libvirt.power.js';
 import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, ListData, ListedSnapshot } from './payloads.js';
 
 export interface AgentReporter {
@@ -43,7 +45,7 @@ export class Agent {
     private readonly queue: TaskQueue,
     private readonly reporter: AgentReporter,
     private readonly log: Logger,
-    private readonly opts: { freezeLimitMs?: number; runner?: CommandRunner } = {},
+    private readonly opts: { freezeLimitMs?: number; runner?: CommandRunner; libvirt?: Virsh | null } = {},
   ) {}
 
   #warnedNoProbe = false;
@@ -221,6 +223,9 @@ export class Agent {
         return { returncode: 0, message: 'Disk successfully deleted', detail: '' };
       case 'noop':
         return { returncode: 0, message: 'OK', detail: '' };
+      case 'vm_power':
+        if (!this.opts.libvirt) return failure(`Node ${this.node} has no hypervisor adapter (ESNAP_HYPERVISOR)`);
+        return runPower(this.opts.libvirt, p);
     }
   }
 }

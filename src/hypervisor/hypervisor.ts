@@ -42,6 +42,11 @@ export function driverExtras(cfg: HypervisorConfig | undefined, runner: CommandR
   return { libvirtMonitor: (uuid) => openLibvirtMonitor(runner, uri, uuid) };
 }
 
+/** The agent's libvirt connection for start/stop tasks; null for `none`. */
+export function agentVirsh(cfg: HypervisorConfig | undefined, runner: CommandRunner): Virsh | null {
+  return cfg && cfg.kind === 'libvirt' ? new Virsh(runner, cfg.uri) : null;
+}
+
 /** Starts the adapter (first inventory published before it returns); null for `none`. */
 export async function startHypervisor(cfg: HypervisorConfig | undefined, deps: HypervisorDeps): Promise<HypervisorHandle | null> {
   if (!cfg || cfg.kind === 'none') return null;

@@ -14,6 +14,7 @@ import { listVms, vmRefs } from './vm.repository.js';
 import { vmObject } from './vm.output.js';
 import { createVm, deleteVm, setVmStatus, updateVm, vmStatus, vmView } from './vm.service.js';
 import { createDisk, deleteDisk, getDisk, listDisks, updateDisk } from './disk.service.js';
+import { submitPower } from '../hypervisor/libvirt.power.js';
 
 export { registerVmKinds } from './vm.kinds.js';
 
@@ -137,6 +138,8 @@ function statusAction(target: 'running' | 'stopped', path: string, name: string,
     methods: {
       async PUT(req) {
         const vm = await lookup(req);
+        // A libvirt domain is really started or stopped, on its node (src/hypervisor/libvirt.power.ts).
+        if (vm.libvirt === 1) return { type: 'task', taskId: await submitPower(req.app, req.caller, vm, target, req.data) };
         return { type: 'sync', result: await setVmStatus(req.app, req.caller, vm, target) };
       },
     },

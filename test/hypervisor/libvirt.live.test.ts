@@ -94,5 +94,28 @@ if (unavailable !== null) {
       const backRaw = await s.stream('PUT', `/api/vm/${name}/snapshot/r1`, { body: { disk_id: 2 } });
       expect(backRaw.finalStatus, JSON.stringify(backRaw.final)).toBe(200);
     }, 120_000);
+
+    it('start and stop are node tasks: 201 PENDING, a graceful stop that times out, a forced one that works', async () => {
+      const name = uniqueName('lv-power');
+      const uuid = await defineDomain(domainXml(name));
+      domains.add(uuid);
+      await waitFor('the domain', async () => (await status(name)) === 'stopped');
+
+      const pending = await s.req('PUT', `/api/vm/${name}/status/start`);
+      expect(pending.status).toBe(201);
+      expect(pending.body).toMatchObject({ status: 'PENDING', task_id: expect.any(String) });
+      await waitFor('the start', async () => ((await virsh('domstate', uuid)).trim() === 'running' ? true : null));
+      await waitFor('the running status', async () => (await status(name)) === 'running');
+
+      expect((await s.req('PUT', `/api/vm/${name}/status/stop`, { body: { timeout: 0 } })).status).toBe(400);
+      // No OS answers the ACPI request: the graceful stop gives up after `timeout` seconds.
+      const graceful = await s.stream('PUT', `/api/vm/${name}/status/stop`, { body: { timeout: 2 } });
+      expect(graceful.final).toMatchObject({ status: 'FAILURE', result: { message: 'VM did not stop within 2 s' } });
+      expect((await virsh('domstate', uuid)).trim()).toBe('running');
+      const forced = await s.stream('PUT', `/api/vm/${name}/status/stop`, { body: { force: true } });
+      expect(forced.finalStatus, JSON.stringify(forced.final)).toBe(200);
+      expect((await virsh('domstate', uuid)).trim()).toBe('shut off');
+      expect(await status(name)).toBe('stopped');
+    }, 120_000);
   });
 }
