@@ -12,7 +12,7 @@
 import { QmpCommandError, QmpConnectionError } from '../guest/qmp.js';
 import type { QemuMonitor } from '../storage/qcow2/qcow2.live.js';
 import type { CommandRunner } from '../storage/runner.js';
-import { DOMAIN_STATE, parseDomstatsState, UUID_RE } from './libvirt.domains.js';
+import { UUID_RE } from './libvirt.domains.js';
 
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
 
@@ -23,7 +23,15 @@ class VirshMonitor implements QemuMonitor {
     private readonly uuid: string,
   ) {}
 
+  /** The answer to the `query-block` openLibvirtMonitor sent, handed out once. */
+  prefetched: unknown = undefined;
+
   async execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
+    if (command === 'query-block' && args === undefined && this.prefetched !== undefined) {
+      const answer = this.prefetched as T;
+      this.prefetched = undefined;
+      return answer;
+    }
     const json = JSON.stringify(args === undefined ? { execute: command } : { execute: command, arguments: args });
     const r = await this.runner.run(['virsh', '-c', this.uri, 'qemu-monitor-command', this.uuid, json], {
       timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
@@ -48,13 +56,21 @@ class VirshMonitor implements QemuMonitor {
   }
 }
 
-/** The monitor of a running domain; null when the domain does not run (the offline path applies). */
+/**
+ * The monitor of a running domain; null when the domain does not run (the offline path applies).
+ * Its first command is the driver's `query-block`, which also tells whether QEMU runs: its answer
+ * is kept for that first call, so a live snapshot costs two virsh processes, not three.
+ */
 export async function openLibvirtMonitor(runner: CommandRunner, uri: string, uuid: string): Promise<QemuMonitor | null> {
   if (!UUID_RE.test(uuid)) throw new Error(`not a domain uuid: ${JSON.stringify(uuid)}`);
-  const r = await runner.run(['virsh', '-c', uri, 'domstats', '--state', '--raw', uuid], { timeoutMs: 30_000, env: { LC_ALL: 'C' } });
-  if (r.code !== 0) return null; // undefined meanwhile: nothing runs it
-  const state = parseDomstatsState(r.stdout);
-  // A paused or suspended QEMU still holds the image and answers its monitor.
-  const live = state === DOMAIN_STATE.running || state === DOMAIN_STATE.blocked || state === DOMAIN_STATE.paused || state === DOMAIN_STATE.pmsuspended;
-  return live ? new VirshMonitor(runner, uri, uuid) : null;
+  const mon = new VirshMonitor(runner, uri, uuid);
+  try {
+    mon.prefetched = await mon.execute('query-block');
+  } catch (err) {
+    // Shut off, or undefined meanwhile: nothing runs it, and QEMU's lock check still guards the image.
+    if (err instanceof QmpConnectionError && err.failure === 'unavailable') return null;
+    if (err instanceof QmpConnectionError && /failed to get domain|[Dd]omain not found/.test(err.message)) return null;
+    throw err;
+  }
+  return mon;
 }

@@ -61,7 +61,13 @@ export async function applyInventory(ctx: AppContext, inv: DomainInventory): Pro
   const storageIds = new Map(storages.map((s) => [s.name, s.id]));
   const conflicts: DomainConflict[] = [];
   let applied = 0;
+  const current = await currentRows(ctx.db, node.id);
   for (const d of inv.domains) {
+    // Most inventories change one domain or none: the rest are compared in memory, not rewritten.
+    if (unchanged(d, current.get(d.uuid))) {
+      applied++;
+      continue;
+    }
     const reason = await ctx.db.transaction().execute((trx) =>
       applyDomain(trx, ctx, d, { nodeId: node.id, dcId: dc.id, ownerId: dc.owner_id ?? ADMIN_ID, storageIds }),
     );
@@ -75,6 +81,43 @@ export async function applyInventory(ctx: AppContext, inv: DomainInventory): Pro
     for (const c of conflicts) ctx.log.warn({ node: inv.node, domain: c.name, uuid: c.uuid, reason: c.reason }, 'libvirt domain skipped');
   }
   return { applied, conflicts };
+}
+
+interface CurrentVm {
+  readonly row: Pick<VmRow, 'hostname' | 'alias' | 'status'>;
+  /** Keys of the attached disks; `detached` those of the detached ones. */
+  readonly attached: Set<string>;
+  readonly detached: Set<string>;
+}
+
+/** This node's libvirt VMs and their disk keys, in two queries. */
+async function currentRows(db: Kysely<Database>, nodeId: number): Promise<Map<string, CurrentVm>> {
+  const vms = await db.selectFrom('vm').select(['uuid', 'hostname', 'alias', 'status']).where('node_id', '=', nodeId).where('libvirt', '=', 1).execute();
+  const out = new Map<string, CurrentVm>(vms.map((v) => [v.uuid, { row: v, attached: new Set(), detached: new Set() }]));
+  const disks = await db
+    .selectFrom('vm_disk')
+    .innerJoin('vm', 'vm.uuid', 'vm_disk.vm_uuid')
+    .select(['vm_disk.vm_uuid', 'vm_disk.libvirt_target', 'vm_disk.libvirt_source', 'vm_disk.detached'])
+    .where('vm.node_id', '=', nodeId)
+    .where('vm.libvirt', '=', 1)
+    .execute();
+  for (const d of disks) {
+    const vm = out.get(d.vm_uuid);
+    (d.detached === 1 ? vm?.detached : vm?.attached)?.add(key(d.libvirt_target, d.libvirt_source));
+  }
+  return out;
+}
+
+/** Whether applying the domain would write nothing (same identity, status and disks as recorded). */
+function unchanged(d: DomainReport, cur: CurrentVm | undefined): boolean {
+  if (!cur) return false;
+  const alias = d.title !== null && d.title.length <= HOSTNAME_MAX && HOSTNAME_RE.test(d.title) ? d.title : d.name;
+  const status = cur.row.status === VM_NOTREADY ? VM_NOTREADY : STATUS[statusOfState(d.state)];
+  if (cur.row.hostname !== d.name || cur.row.alias !== alias || cur.row.status !== status) return false;
+  const keys = new Set(d.disks.map((x) => key(x.target, x.source)));
+  if (keys.size !== cur.attached.size) return false;
+  for (const k of keys) if (!cur.attached.has(k)) return false;
+  return true;
 }
 
 interface Place {
