@@ -58,7 +58,9 @@ export class LibvirtWatcher {
   #abort = new AbortController();
   #loop: Promise<void> | null = null;
   #scans = 0;
-  #kick: () => void = () => undefined;
+  /** Set by a config-folder change; read (and cleared) before each rescan, so no change is lost mid-scan. */
+  #dirty = false;
+  #wake: () => void = () => undefined;
   #dirWatch: FSWatcher | null = null;
 
   constructor(
@@ -83,12 +85,18 @@ export class LibvirtWatcher {
     if (this.opts.configDir) {
       try {
         this.#dirWatch = watch(this.opts.configDir, { persistent: false }, () => this.#kick());
+        this.#dirWatch.unref();
         this.#dirWatch.on('error', (err) => this.log.warn({ err }, 'libvirt config folder watch failed'));
       } catch (err) {
         this.log.warn({ err, dir: this.opts.configDir }, 'libvirt config folder cannot be watched; relying on events and resyncs');
       }
     }
     this.#loop = this.#run();
+  }
+
+  #kick(): void {
+    this.#dirty = true;
+    this.#wake();
   }
 
   async #scan(): Promise<void> {
@@ -115,9 +123,12 @@ export class LibvirtWatcher {
     };
     let waiter = arm();
     while (!this.#stopped) {
-      const kicked = new Promise<void>((r) => (this.#kick = r));
-      await Promise.race([waiter, kicked]);
+      if (!this.#dirty) {
+        const kicked = new Promise<void>((r) => (this.#wake = r));
+        await Promise.race([waiter, kicked]);
+      }
       if (this.#stopped) break;
+      this.#dirty = false;
       // A new waiter before the rescan, so a change made during the rescan wakes the next one.
       if (waiterDone) waiter = arm();
       await new Promise((r) => setTimeout(r, WAITER_HEAD_START_MS));

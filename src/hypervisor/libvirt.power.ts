@@ -15,7 +15,8 @@ import { validationFailed } from '../domain/errors.js';
 import { parseBool, parseIntField } from '../domain/validate.js';
 import { logDetail } from '../tasks/task-log.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
-import { requireNodeOnline, vmNode, VM_RUNNING, VM_STOPPED } from '../vms/vm.lookup.js';
+import { requireNodeOnline, vmDisks, vmNode, VM_RUNNING, VM_STOPPED } from '../vms/vm.lookup.js';
+import { diskLockKey } from '../snapshots/snapshot.context.js';
 import { vmLogObject } from '../vms/vm.output.js';
 import { DOMAIN_STATE } from './libvirt.domains.js';
 import type { Virsh } from './virsh.js';
@@ -61,7 +62,8 @@ export async function submitPower(ctx: AppContext, caller: Caller, vm: VmRow, ta
     dcBound: true,
     vmUuid: vm.uuid,
     node: { id: node.id, hostname: node.hostname },
-    locks: [`vm_power vm:${vm.uuid}`],
+    // A start also takes the disk locks: it never starts QEMU under a rollback or restore in flight.
+    locks: [`vm_power vm:${vm.uuid}`, ...(action === 'start' ? (await vmDisks(ctx.db, vm.uuid)).map((d) => diskLockKey(vm.uuid, d.real_id)) : [])],
     apiview: { view: 'vm_status', method: 'PUT', hostname: vm.hostname, action },
     log: { msg, detail: logDetail(action === 'stop' ? [['timeout', timeoutS], ['force', force]] : []), object: vmLogObject(vm) },
     prepare: async () => ({

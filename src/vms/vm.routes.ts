@@ -15,6 +15,7 @@ import { vmObject } from './vm.output.js';
 import { createVm, deleteVm, setVmStatus, updateVm, vmStatus, vmView } from './vm.service.js';
 import { createDisk, deleteDisk, getDisk, listDisks, updateDisk } from './disk.service.js';
 import { submitPower } from '../hypervisor/libvirt.power.js';
+import { refuseLibvirtDiskChange, refuseLibvirtDiskDelete, refuseLibvirtVmDelete } from '../hypervisor/libvirt.guards.js';
 
 export { registerVmKinds } from './vm.kinds.js';
 
@@ -68,7 +69,9 @@ const vmDefine: ViewDef = {
     },
     async DELETE(req) {
       requireAdmin(req.caller);
-      const out = await deleteVm(req.app, req.caller, await lookup(req));
+      const vm = await lookup(req);
+      refuseLibvirtVmDelete(vm);
+      const out = await deleteVm(req.app, req.caller, vm);
       return out.kind === 'task' ? { type: 'task', taskId: out.taskId } : { type: 'sync', result: null };
     },
   },
@@ -99,6 +102,7 @@ const vmDisk: ViewDef = {
     async POST(req): Promise<ViewResult> {
       requireAdmin(req.caller);
       const vm = await lookup(req);
+      refuseLibvirtDiskChange(vm);
       requireObjectBody(req);
       const out = await createDisk(req.app, req.caller, vm, req.params['disk_id'], req.data, req.http);
       return out.kind === 'done' ? { type: 'sync', result: out.disk, status: 201 } : { type: 'task', taskId: out.taskId };
@@ -106,12 +110,14 @@ const vmDisk: ViewDef = {
     async PUT(req) {
       requireAdmin(req.caller);
       const vm = await lookup(req);
+      refuseLibvirtDiskChange(vm);
       requireObjectBody(req);
       return { type: 'sync', result: await updateDisk(req.app, vm, req.params['disk_id'], req.data) };
     },
     async DELETE(req) {
       requireAdmin(req.caller);
       const vm = await lookup(req);
+      await refuseLibvirtDiskDelete(req.app.db, vm, req.params['disk_id']);
       return { type: 'task', taskId: await deleteDisk(req.app, req.caller, vm, req.params['disk_id']) };
     },
   },

@@ -112,6 +112,13 @@ if (unavailable !== null) {
       const made2 = await s.stream('POST', `/api/vm/${name}/snapshot/s2`, { body: { disk_id: 2 } });
       expect(made2.finalStatus).toBe(200);
       expect((await run('qemu-img', ['snapshot', '-l', '-U', disks[1]!.source])).stdout).toMatch(/es-\d+/);
+
+      // Its definition and images are libvirt's: esnap neither adds, edits or deletes its disks nor deletes the VM.
+      expect((await s.req('POST', `/api/vm/${name}/define/disk/5`, { body: { size: 8, zpool: 'files' } })).status).toBe(403);
+      expect((await s.req('PUT', `/api/vm/${name}/define/disk/1`, { body: { size: 8 } })).status).toBe(403);
+      expect((await s.req('DELETE', `/api/vm/${name}/define/disk/1`)).status).toBe(403);
+      expect((await s.req('DELETE', `/api/vm/${name}/define`)).status).toBe(403);
+      expect((await disksOf(s, name)).length).toBe(4);
     });
 
     it('rename, detach, attach and undefine are reflected; a detached disk keeps its snapshots', async () => {
