@@ -45,11 +45,29 @@ export interface Config {
   readonly logLevel: LogLevel;
   /** ESNAP_PUBLIC_URL: the URL clients use (behind a proxy), without a trailing slash; absolute links are built from it. */
   readonly publicUrl: string | null;
+  /** ESNAP_HYPERVISOR / ESNAP_LIBVIRT_URI / ESNAP_LIBVIRT_DC: the agent's hypervisor adapter (src/hypervisor/). */
+  readonly hypervisor: HypervisorConfig;
 }
 
 /** `esnap serve`'s configuration: the PEM text of ESNAP_TLS_CERT / ESNAP_TLS_KEY, read and checked. */
 export interface ServeConfig extends Config {
   readonly https: { readonly cert: string; readonly key: string } | null;
+}
+
+/** `none`: VMs registered through the API; `libvirt`: the node's domains are discovered and kept in sync. */
+export type HypervisorConfig =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'libvirt'; readonly uri: string; readonly dc: string | null };
+
+function parseHypervisor(kind: string | undefined, uri: string | undefined, dc: string | undefined): HypervisorConfig {
+  const k = kind ?? 'none';
+  if (k === 'none') return Object.freeze({ kind: 'none' });
+  if (k !== 'libvirt') throw new ConfigError(`ESNAP_HYPERVISOR must be none or libvirt (got ${JSON.stringify(k)})`);
+  const u = uri ?? 'qemu:///system';
+  // Passed to virsh as one argument after -c; still, only a URI shape is accepted.
+  if (!/^[a-z][a-z0-9+.-]*:\/\/[^\s]*$/.test(u)) throw new ConfigError(`ESNAP_LIBVIRT_URI is not a libvirt URI: ${JSON.stringify(u)}`);
+  if (dc !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$/.test(dc)) throw new ConfigError(`ESNAP_LIBVIRT_DC is not a DC name: ${JSON.stringify(dc)}`);
+  return Object.freeze({ kind: 'libvirt', uri: u, dc: dc ?? null });
 }
 
 export class ConfigError extends Error {
@@ -270,6 +288,7 @@ export function loadConfig(env: Env = process.env): Config {
     minFreePercent: parsePercent('ESNAP_MIN_FREE_PERCENT', get('ESNAP_MIN_FREE_PERCENT'), 5),
     logLevel: parseLogLevel(get('ESNAP_LOG_LEVEL')),
     publicUrl: parseUrl('ESNAP_PUBLIC_URL', get('ESNAP_PUBLIC_URL'))?.replace(/\/+$/, '') ?? null,
+    hypervisor: parseHypervisor(get('ESNAP_HYPERVISOR'), get('ESNAP_LIBVIRT_URI'), get('ESNAP_LIBVIRT_DC')),
   });
 }
 

@@ -39,6 +39,9 @@ import { RetryPool } from './scheduler/retry.js';
 import { attachAutomation, DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services.js';
 import { automationListener } from './scheduler/completion.js';
 import { Housekeeping, DEFAULT_TASKLOG_DAYS } from './tasks/housekeeping.js';
+import type { HypervisorConfig } from './config.js';
+import { agentVirsh, driverExtras, startHypervisor, type HypervisorHandle } from './hypervisor/hypervisor.js';
+import { applyInventory } from './hypervisor/libvirt.rows.js';
 
 export interface RuntimeOptions {
   readonly databaseUrl: string;
@@ -79,12 +82,16 @@ export interface RuntimeOptions {
   readonly publicUrl?: string | null;
   /** Folder recording the local agent's storage commands, so a restart ends those a crash left (storage/agent-runner.ts). */
   readonly childRecordsDir?: string;
+  /** The local agent's hypervisor adapter (ESNAP_HYPERVISOR…); none when omitted. */
+  readonly hypervisor?: HypervisorConfig;
 }
 
 export interface Runtime {
   readonly ctx: AppContext;
   readonly app: FastifyInstance;
   readonly agent: Agent | null;
+  /** The local agent's libvirt adapter (ESNAP_HYPERVISOR=libvirt), else null. */
+  readonly hypervisor: HypervisorHandle | null;
   /** Cluster mode's queue, wake-ups and server services (PostgreSQL); null on SQLite. */
   readonly cluster: ClusterTransport | null;
   readonly scheduler: Scheduler;
@@ -143,10 +150,12 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     tasks.addListener(metrics.listener());
     const scheduler = new Scheduler(ctx, automation);
     let agent: Agent | null = null;
+    let hypervisor: HypervisorHandle | null = null;
     const running = new RunningTasks();
     if (opts.localAgent) {
       const runner = opts.runner ?? (await agentRunner(opts.childRecordsDir, log));
-      const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
+      const extras = driverExtras(opts.hypervisor, runner);
+      const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner, extras)]));
       agent = new Agent(
         opts.node,
         drivers,
@@ -157,7 +166,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
           storageUsage: (usage) => updateStorageUsage(db, opts.node, usage),
         }),
         log,
-        { runner, ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}) },
+        { runner, ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}), libvirt: agentVirsh(opts.hypervisor, runner) },
       );
       const local = agent;
       // A running task of this node is cancelled by the agent here; others through the cluster.
@@ -183,6 +192,8 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       if (cluster) await cluster.prepareLocalAgent(ctx, opts.node, silenceS);
       await agent.start();
       await resyncAfterRepair(ctx, failed);
+      const publish = async (inv: Parameters<typeof applyInventory>[1]): Promise<void> => void (await applyInventory(ctx, inv));
+      hypervisor = await startHypervisor(opts.hypervisor, { node: opts.node, storages: opts.storages, drivers, runner, log, publish });
     }
     if (!agent && cluster) {
       const c = cluster;
@@ -211,6 +222,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       ctx,
       app,
       agent,
+      hypervisor,
       cluster,
       scheduler,
       housekeeping,
@@ -225,6 +237,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         // stops here: heartbeats and the result consumers go on while its tasks drain.
         const drained = cluster ? (agent ? cluster.queue.stopConsumer(nodeQueueName(opts.node)) : Promise.resolve()) : queue.stop();
         const schedulerStopped = scheduler.stop();
+        await hypervisor?.stop();
         await closeHttp(app, ctx);
         await schedulerStopped;
         await usageRefresh?.stop();

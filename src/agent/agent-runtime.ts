@@ -35,6 +35,8 @@ import { startUsageRefresh } from '../nodes/storage.usage.js';
 import { INTERRUPTED_MESSAGE, type RegisterMessage, type ResultMessage } from './cluster.messages.js';
 import { AgentHealthServer, newAgentHealthState, type AgentHealthState } from './agent-health.js';
 import { listenForCancels } from './cluster.cancel.js';
+import type { HypervisorConfig } from '../config.js';
+import { agentVirsh, driverExtras, startHypervisor, type HypervisorHandle } from '../hypervisor/hypervisor.js';
 
 function heartbeat(node: string): RegisterMessage {
   return { type: 'heartbeat', node, at: new Date().toISOString() };
@@ -59,11 +61,14 @@ export interface AgentRuntimeOptions {
   readonly healthListen?: { readonly host: string; readonly port: number } | null;
   /** Folder recording storage commands, so a restart ends those a crash left (storage/agent-runner.ts). */
   readonly childRecordsDir?: string;
+  /** ESNAP_HYPERVISOR…: with libvirt, the node's domains are discovered and sent to the servers. */
+  readonly hypervisor?: HypervisorConfig;
 }
 
 export class AgentRuntime {
   #heartbeat: Ticker | null = null;
   #usage: Ticker | null = null;
+  #hypervisor: HypervisorHandle | null = null;
   #stopped = false;
 
   private constructor(
@@ -125,10 +130,11 @@ export class AgentRuntime {
       },
     };
     const runner = opts.runner ?? (await agentRunner(opts.childRecordsDir, log));
-    const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner)]));
+    const extras = driverExtras(opts.hypervisor, runner);
+    const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner, extras)]));
     const freeze = opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {};
     const running = new RunningTasks();
-    const agent = new Agent(node, drivers, queue, running.track(reporter), log, { runner, ...freeze });
+    const agent = new Agent(node, drivers, queue, running.track(reporter), log, { runner, ...freeze, libvirt: agentVirsh(opts.hypervisor, runner) });
     const rt = new AgentRuntime(agent, queue, listener, opts, healthState, health, running);
     try {
       for (const d of drivers.values()) await d.init();
@@ -144,6 +150,15 @@ export class AgentRuntime {
       rt.#heartbeat = hb;
       rt.#usage = startUsageRefresh(agent, log);
       listenForCancels(listener, queue, node, (taskId) => agent.cancel(taskId), log);
+      // After the registration: the servers apply an inventory only for a node they know.
+      rt.#hypervisor = await startHypervisor(opts.hypervisor, {
+        node,
+        storages: opts.storages,
+        drivers,
+        runner,
+        log,
+        publish: (inv) => queue.publishReliably(REGISTER_QUEUE, { type: 'domains', ...inv } satisfies RegisterMessage),
+      });
       await agent.start(opts.concurrency ?? 4);
       // Ready once registered and taking work from its node's queue.
       healthState.registered = true;
@@ -176,6 +191,7 @@ export class AgentRuntime {
     if (this.#stopped) return;
     this.#stopped = true;
     this.healthState.stopping = true;
+    await this.#hypervisor?.stop();
     await this.queue.stopConsumer(nodeQueueName(this.opts.node));
     await this.#heartbeat?.stop();
     await this.#usage?.stop();

@@ -17,6 +17,8 @@ import type { StorageUsage } from '../nodes/node.repository.js';
 import { storagesTouched } from '../nodes/storage.usage.js';
 import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, DamageData, ListedSnapshot, ListResult } from './payloads.js';
 import { DISK_DAMAGED } from '../domain/errors.js';
+import type { Virsh } from '../hypervisor/virsh.js';
+import { runPower } from '../hypervisor/libvirt.power.js';
 
 export interface AgentReporter {
   /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
@@ -57,7 +59,7 @@ export class Agent {
     private readonly reporter: AgentReporter,
     private readonly log: Logger,
     /** `runner` is the process's one command runner (its drivers' own), injected so its hook logs every command. */
-    private readonly opts: { freezeLimitMs?: number; runner: CommandRunner },
+    private readonly opts: { freezeLimitMs?: number; runner: CommandRunner; libvirt?: Virsh | null },
   ) {}
 
   #warnedNoProbe = false;
@@ -300,6 +302,9 @@ export class Agent {
         return { returncode: 0, message: 'Disk successfully deleted', detail: '' };
       case 'noop':
         return { returncode: 0, message: 'OK', detail: '' };
+      case 'vm_power':
+        if (!this.opts.libvirt) return failure(`Node ${this.node} has no hypervisor adapter (ESNAP_HYPERVISOR)`);
+        return runPower(this.opts.libvirt, p);
     }
   }
 }

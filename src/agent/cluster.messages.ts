@@ -12,11 +12,14 @@
  */
 import type { StorageReport, StorageUsage } from '../nodes/node.repository.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
+import type { DomainInventory } from '../hypervisor/libvirt.inventory.js';
 
 export type RegisterMessage =
   | { readonly type: 'register'; readonly node: string; readonly storages: readonly StorageReport[]; readonly at: string }
   | { readonly type: 'heartbeat'; readonly node: string; readonly at: string }
-  | { readonly type: 'usage'; readonly node: string; readonly storages: readonly StorageUsage[]; readonly at: string };
+  | { readonly type: 'usage'; readonly node: string; readonly storages: readonly StorageUsage[]; readonly at: string }
+  // ESNAP_HYPERVISOR=libvirt: the node's full domain inventory (src/hypervisor/libvirt.inventory.ts).
+  | ({ readonly type: 'domains' } & DomainInventory);
 
 export type ResultMessage =
   | { readonly type: 'started'; readonly node: string; readonly taskId: string; readonly at: string }

@@ -3,6 +3,7 @@
  * travels in the payload: agents never read esnap's tables.
  */
 import type { DiskRef } from '../storage/driver.js';
+import type { PowerPayload } from '../hypervisor/libvirt.power.js';
 
 export interface StorageDisk {
   readonly storage: string;
@@ -29,7 +30,9 @@ export type AgentPayload =
   | { readonly op: 'list'; readonly storage: string; readonly disks: readonly DiskRef[] }
   | { readonly op: 'disk_create'; readonly storage: string; readonly disk: DiskRef }
   | { readonly op: 'disk_delete'; readonly items: readonly StorageDisk[] }
-  | { readonly op: 'noop' };
+  | { readonly op: 'noop' }
+  // ESNAP_HYPERVISOR=libvirt: start or stop a domain (src/hypervisor/libvirt.power.ts).
+  | PowerPayload;
 
 export interface CreateItem {
   readonly storage: string;

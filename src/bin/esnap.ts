@@ -49,6 +49,7 @@ async function serve(): Promise<void> {
     alertWebhook: config.alertWebhook,
     metricsPublic: config.metricsPublic,
     freezeLimitS: config.freezeLimitS,
+    hypervisor: config.hypervisor,
     minFreePercent: config.minFreePercent,
     taskLogDays: config.taskLogDays,
     publicUrl: config.publicUrl,
@@ -90,6 +91,7 @@ async function agent(): Promise<void> {
     freezeLimitS: config.freezeLimitS,
     healthListen: config.agentHealthListen,
     childRecordsDir: join(config.dataDir, CHILDREN_SUBDIR),
+    hypervisor: config.hypervisor,
     log,
   }).catch((err: unknown) => {
     throw explainConnectError(err, config.databaseUrl);

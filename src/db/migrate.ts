@@ -14,6 +14,7 @@ import * as m0001 from './migrations/0001_initial.js';
 import * as m0002 from './migrations/0002_scheduler.js';
 import * as m0003 from './migrations/0003_crash_safety.js';
 import * as m0004 from './migrations/0004_backups.js';
+import * as m0005 from './migrations/0005_libvirt.js';
 
 /** Every migration, in order. */
 const migrations: ReadonlyArray<readonly [string, Migration]> = [
@@ -21,6 +22,7 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0002_scheduler', m0002],
   ['0003_crash_safety', m0003],
   ['0004_backups', m0004],
+  ['0005_libvirt', m0005],
 ];
 
 export const knownMigrations: readonly string[] = migrations.map(([name]) => name);

@@ -87,6 +87,8 @@ export interface VmTable {
   snapshot_size_percent_limit: number | null;
   created: string;
   changed: string;
+  /** 1: mirrors a libvirt domain of its node (migration 0005, src/hypervisor/). */
+  libvirt: Generated<number>;
 }
 
 export interface VmDiskTable {
@@ -99,6 +101,13 @@ export interface VmDiskTable {
   created: string;
   /** Why the image cannot be trusted (missing, cut off), null when whole: new snapshots are refused. */
   damaged: Generated<string | null>;
+  /** libvirt disks (migration 0005): target device and source path, which together identify the disk. */
+  libvirt_target: Generated<string | null>;
+  libvirt_source: Generated<string | null>;
+  /** 1: the disk left its domain; it keeps its snapshots until an admin deletes it. */
+  detached: Generated<number>;
+  /** Why the disk lies on no esnap storage (storage_id 0), else null. */
+  unmapped: Generated<string | null>;
 }
 
 export interface SnapshotTable {

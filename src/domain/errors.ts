@@ -51,6 +51,8 @@ export const API_ERRORS = {
   targetHasSnapshots: [417, 'Target VM has snapshots'],
   vmHasSnapshots: [417, 'VM has snapshots'],
   snapshotPinned: [417, 'Snapshot is pinned'],
+  /** esnap: a libvirt domain's disk that no storage driver of its node owns (src/hypervisor/). */
+  diskNotOnStorage: [417, 'Disk is not on an esnap storage'],
   nodeNotOperational: [423, 'Node is not operational'],
   vmNotOperational: [423, 'VM is not operational'],
   vmNotStopped: [423, 'VM is not stopped'],

@@ -10,6 +10,7 @@ import type { RegisterMessage } from '../agent/cluster.messages.js';
 import { nodeQueueName, REGISTER_QUEUE, type PgBossQueue } from '../queue/pgboss.queue.js';
 import { NODE_ONLINE, registerNode, updateStorageUsage } from './node.repository.js';
 import { Ticker } from '../tasks/ticker.js';
+import { applyInventory } from '../hypervisor/libvirt.rows.js';
 
 export const NODE_UNREACHABLE = 3;
 
@@ -58,6 +59,8 @@ export async function consumeRegistrations(ctx: AppContext, queue: PgBossQueue):
         await queue.createQueue(nodeQueueName(m.node), 'node');
         await registerNode(ctx.db, m.node, m.storages, now.toISOString());
         ctx.log.info({ node: m.node, storages: m.storages.map((s) => s.name) }, 'node registered');
+      } else if (m.type === 'domains') {
+        await applyInventory(ctx, m);
       } else if (m.type === 'usage') {
         await updateStorageUsage(ctx.db, m.node, m.storages);
       } else {

@@ -8,6 +8,8 @@ import { SYSTEM_USER_ID } from '../app-context.js';
 import type { Database, NodeRow, NodeStorageRow, VmDiskRow, VmRow } from '../db/schema.js';
 import type { Caller } from '../http/auth.js';
 import type { DiskRef } from '../storage/driver.js';
+import { apiError } from '../domain/errors.js';
+import { NO_STORAGE_ID } from '../hypervisor/libvirt.domains.js';
 
 export interface DiskTarget {
   readonly vm: VmRow;
@@ -24,13 +26,15 @@ export function diskLockKey(vmUuid: string, realId: number): string {
 }
 
 export function diskRef(vm: VmRow, disk: VmDiskRow): DiskRef {
-  return { path: disk.path, sizeBytes: disk.size_mb * 1024 * 1024, qmpSocket: vm.qmp_socket };
+  return { path: disk.path, sizeBytes: disk.size_mb * 1024 * 1024, qmpSocket: vm.qmp_socket, ...(vm.libvirt === 1 ? { libvirtDomain: vm.uuid } : {}) };
 }
 
 export async function loadStorageAndNode(
   db: Kysely<Database>,
   disk: VmDiskRow,
 ): Promise<{ storage: NodeStorageRow; node: NodeRow }> {
+  // A libvirt disk that lies on no esnap storage is listed with storage id 0 (src/hypervisor/).
+  if (disk.storage_id === NO_STORAGE_ID) throw apiError('diskNotOnStorage');
   const storage = await db.selectFrom('node_storage').selectAll().where('id', '=', disk.storage_id).executeTakeFirstOrThrow();
   const node = await db.selectFrom('node').selectAll().where('id', '=', storage.node_id).executeTakeFirstOrThrow();
   return { storage, node };

@@ -15,6 +15,8 @@ export interface DiskRef {
   readonly sizeBytes?: number;
   /** QMP socket of a running VM (qcow2 live snapshots), when the VM has one. */
   readonly qmpSocket?: string | null;
+  /** uuid of the libvirt domain the disk belongs to (ESNAP_HYPERVISOR=libvirt): its monitor is libvirt's. */
+  readonly libvirtDomain?: string | null;
 }
 
 export interface SnapshotMeta {

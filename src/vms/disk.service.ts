@@ -62,21 +62,21 @@ export type CreateDiskOutcome =
   | { readonly kind: 'pending'; readonly taskId: string };
 
 /** GET /vm/<vm>/define/disk: every disk object in array order. */
-export async function listDisks(ctx: AppContext, vm: VmRow): Promise<DiskObject[]> {
+export async function listDisks(ctx: AppContext, vm: VmRow, superAdmin = false): Promise<DiskObject[]> {
   const disks = await vmDisks(ctx.db, vm.uuid);
   const storages = await repo.storagesByIds(ctx.db, disks.map((d) => d.storage_id));
-  return disks.map((d, i) => diskObject(d, i + 1, storages.get(d.storage_id)));
+  return disks.map((d, i) => diskObject(d, i + 1, storages.get(d.storage_id), superAdmin));
 }
 
-async function oneDisk(ctx: AppContext, disks: readonly VmDiskRow[], disk: VmDiskRow): Promise<DiskObject> {
+async function oneDisk(ctx: AppContext, disks: readonly VmDiskRow[], disk: VmDiskRow, superAdmin = false): Promise<DiskObject> {
   const storages = await repo.storagesByIds(ctx.db, [disk.storage_id]);
-  return diskObject(disk, arrayDiskId(disks, disk.real_id), storages.get(disk.storage_id));
+  return diskObject(disk, arrayDiskId(disks, disk.real_id), storages.get(disk.storage_id), superAdmin);
 }
 
 /** GET /vm/<vm>/define/disk/<disk_id>. */
-export async function getDisk(ctx: AppContext, vm: VmRow, rawId: string | undefined): Promise<DiskObject> {
+export async function getDisk(ctx: AppContext, vm: VmRow, rawId: string | undefined, superAdmin = false): Promise<DiskObject> {
   const disks = await vmDisks(ctx.db, vm.uuid);
-  return oneDisk(ctx, disks, resolveDisk(disks, rawId ?? ''));
+  return oneDisk(ctx, disks, resolveDisk(disks, rawId ?? ''), superAdmin);
 }
 
 /** What the agent needs to delete these disks: storage name and path of each. */

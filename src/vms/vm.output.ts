@@ -75,12 +75,23 @@ export function vmObject(vm: VmRow, refs: VmRefs): VmObject {
 export interface DiskObject {
   disk_id: number;
   zpool: string | null;
-  path: string;
+  path: string | null;
   size: number;
+  /** libvirt disks only (src/hypervisor/): target device, detached from its domain, why on no storage. */
+  target?: string;
+  detached?: boolean;
+  reason?: string | null;
 }
 
-export function diskObject(disk: VmDiskRow, arrayId: number, storage: NodeStorageRow | undefined): DiskObject {
-  return { disk_id: arrayId, zpool: storage?.name ?? null, path: disk.path, size: disk.size_mb };
+/**
+ * A libvirt disk on no esnap storage has no storage path: its source path is shown to the super
+ * admin only (it tells the host's layout), null to everyone else.
+ */
+export function diskObject(disk: VmDiskRow, arrayId: number, storage: NodeStorageRow | undefined, superAdmin = false): DiskObject {
+  const out: DiskObject = { disk_id: arrayId, zpool: storage?.name ?? null, path: disk.path, size: disk.size_mb };
+  if (disk.libvirt_target === null) return out;
+  if (disk.unmapped !== null) out.path = superAdmin ? disk.libvirt_source : null;
+  return { ...out, target: disk.libvirt_target, detached: disk.detached === 1, reason: disk.unmapped };
 }
 
 /**

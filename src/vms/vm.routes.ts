@@ -14,6 +14,8 @@ import { listVms, vmRefs } from './vm.repository.js';
 import { vmObject } from './vm.output.js';
 import { createVm, deleteVm, setVmStatus, updateVm, vmStatus, vmView } from './vm.service.js';
 import { createDisk, deleteDisk, getDisk, listDisks, updateDisk } from './disk.service.js';
+import { submitPower } from '../hypervisor/libvirt.power.js';
+import { refuseLibvirtDiskChange, refuseLibvirtDiskDelete, refuseLibvirtVmDelete } from '../hypervisor/libvirt.guards.js';
 
 export { registerVmKinds } from './vm.kinds.js';
 
@@ -67,7 +69,9 @@ const vmDefine: ViewDef = {
     },
     async DELETE(req) {
       requireAdmin(req.caller);
-      const out = await deleteVm(req.app, req.caller, await lookup(req));
+      const vm = await lookup(req);
+      refuseLibvirtVmDelete(vm);
+      const out = await deleteVm(req.app, req.caller, vm);
       return out.kind === 'task' ? { type: 'task', taskId: out.taskId } : { type: 'sync', result: null };
     },
   },
@@ -80,7 +84,7 @@ const vmDiskList: ViewDef = {
   dcBound: true,
   methods: {
     async GET(req) {
-      return { type: 'sync', result: await listDisks(req.app, await lookup(req)) };
+      return { type: 'sync', result: await listDisks(req.app, await lookup(req), req.caller.isSuperAdmin) };
     },
   },
 };
@@ -93,11 +97,12 @@ const vmDisk: ViewDef = {
   dcBound: true,
   methods: {
     async GET(req) {
-      return { type: 'sync', result: await getDisk(req.app, await lookup(req), req.params['disk_id']) };
+      return { type: 'sync', result: await getDisk(req.app, await lookup(req), req.params['disk_id'], req.caller.isSuperAdmin) };
     },
     async POST(req): Promise<ViewResult> {
       requireAdmin(req.caller);
       const vm = await lookup(req);
+      refuseLibvirtDiskChange(vm);
       requireObjectBody(req);
       const out = await createDisk(req.app, req.caller, vm, req.params['disk_id'], req.data, req.http);
       return out.kind === 'done' ? { type: 'sync', result: out.disk, status: 201 } : { type: 'task', taskId: out.taskId };
@@ -105,12 +110,14 @@ const vmDisk: ViewDef = {
     async PUT(req) {
       requireAdmin(req.caller);
       const vm = await lookup(req);
+      refuseLibvirtDiskChange(vm);
       requireObjectBody(req);
       return { type: 'sync', result: await updateDisk(req.app, vm, req.params['disk_id'], req.data) };
     },
     async DELETE(req) {
       requireAdmin(req.caller);
       const vm = await lookup(req);
+      await refuseLibvirtDiskDelete(req.app.db, vm, req.params['disk_id']);
       return { type: 'task', taskId: await deleteDisk(req.app, req.caller, vm, req.params['disk_id']) };
     },
   },
@@ -137,6 +144,8 @@ function statusAction(target: 'running' | 'stopped', path: string, name: string,
     methods: {
       async PUT(req) {
         const vm = await lookup(req);
+        // A libvirt domain is really started or stopped, on its node (src/hypervisor/libvirt.power.ts).
+        if (vm.libvirt === 1) return { type: 'task', taskId: await submitPower(req.app, req.caller, vm, target, req.data) };
         return { type: 'sync', result: await setVmStatus(req.app, req.caller, vm, target) };
       },
     },

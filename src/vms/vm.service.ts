@@ -7,7 +7,7 @@
  * rows in one transaction with its task-log entry, or submits a task that does.
  */
 import { randomUUID } from 'node:crypto';
-import type { Transaction } from 'kysely';
+import type { Insertable, Transaction, Updateable } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import type { Database, NodeRow, UserRow, VmRow, VmTable } from '../db/schema.js';
 import type { Caller } from '../http/auth.js';
@@ -251,7 +251,7 @@ export async function createVm(ctx: AppContext, caller: Caller, hostname: string
   const uuid = input.uuid!;
   if (await repo.vmTaken(ctx.db, null, uuid)) throw apiError('vmExists');
   const now = ctx.clock.now().toISOString();
-  const row: VmTable = {
+  const row: Insertable<VmTable> = {
     uuid,
     hostname,
     alias: input.alias || hostname,
@@ -292,9 +292,11 @@ export async function createVm(ctx: AppContext, caller: Caller, hostname: string
 
 /** PUT /vm/<vm>/define: a partial update; the uuid is read-only, the hostname is the URL's. */
 export async function updateVm(ctx: AppContext, caller: Caller, vm: VmRow, data: Readonly<Record<string, unknown>>): Promise<VmObject> {
+  // A libvirt domain's monitor and agent belong to libvirt (src/hypervisor/): nobody points esnap elsewhere.
+  if (vm.libvirt === 1 && (Object.hasOwn(data, 'qmp_socket') || Object.hasOwn(data, 'qga_socket'))) throw apiError('noPermission');
   const input = await parseDefine(ctx, caller, data, vm);
   const now = ctx.clock.now().toISOString();
-  const set: Partial<VmTable> = { changed: now, ...input.limits };
+  const set: Updateable<VmTable> = { changed: now, ...input.limits };
   if (input.alias !== undefined) set.alias = input.alias || vm.hostname;
   if (input.owner) set.owner_id = input.owner.id;
   if (input.brand !== undefined) set.brand = input.brand;

@@ -191,6 +191,22 @@ const steps: Record<string, Step> = {
       const id = node ?? (await db.selectFrom('node').select('id').where('hostname', '=', 'node2.example').executeTakeFirstOrThrow()).id;
       const names = await listBkpDefNames(db, { nodeId: id }, [{ column: 'd.name', desc: false }]);
       expect(names).toEqual(node === undefined ? [] : ['nightly']);
+      },
+    },
+  '0005_libvirt': {
+    // Existing VMs and disks are API-registered ones: not libvirt, attached, on their storage.
+    newColumns: {
+      vm: { libvirt: 0 },
+      vm_disk: { libvirt_target: null, libvirt_source: null, detached: 0, unmapped: null },
+    },
+    newTables: {},
+    async seed(db, s) {
+      const vm = await db.selectFrom('vm').select(['uuid', 'node_id']).where('uuid', '=', s['web'] as string).executeTakeFirstOrThrow();
+      const storage = await db.selectFrom('node_storage').select('id').where('node_id', '=', vm.node_id).executeTakeFirstOrThrow();
+      await db.insertInto('vm_disk').values({
+        vm_uuid: vm.uuid, real_id: 7, storage_id: storage.id, path: 'libvirt-disk', size_mb: 8, created: T1,
+        libvirt_target: 'vdh', libvirt_source: '/srv/esnap/libvirt-disk', detached: 1, unmapped: null,
+      }).execute();
     },
   },
 };

@@ -13,6 +13,7 @@ import { createRuntime, type Runtime } from '../../src/runtime.js';
 import type { Clock, Logger } from '../../src/app-context.js';
 import type { StorageConfig } from '../../src/storage/drivers.js';
 import type { CommandRunner } from '../../src/storage/runner.js';
+import type { HypervisorConfig } from '../../src/config.js';
 
 export type TestDb = 'sqlite' | 'postgres';
 
@@ -120,6 +121,8 @@ export interface ServerOptions {
   /** The command runner of the local agent's drivers (tests that slow a command down). */
   runner?: CommandRunner;
   log?: Logger;
+  /** The local agent's hypervisor adapter (ESNAP_HYPERVISOR…). */
+  hypervisor?: HypervisorConfig;
   /** Reuse a database from an earlier server (restart tests). */
   reuse?: { databaseUrl: string; searchPath?: string; storageRoot: string };
 }
@@ -168,6 +171,7 @@ export async function startTestServer(kind: TestDb, opts: ServerOptions = {}): P
     ...(opts.log ? { log: opts.log } : {}),
     ...(opts.publicUrl !== undefined ? { publicUrl: opts.publicUrl } : {}),
     ...(opts.runner ? { runner: opts.runner } : {}),
+    ...(opts.hypervisor ? { hypervisor: opts.hypervisor } : {}),
   });
   const address = await runtime.app.listen({ host: '127.0.0.1', port: 0 });
   const url = address.replace(/\/$/, '');

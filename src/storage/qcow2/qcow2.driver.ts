@@ -48,7 +48,7 @@ import { assertDiskNotInUse } from '../in-use.js';
 import type { CommandRunner, RunResult } from '../runner.js';
 import { qemuToolError, qmpError } from './qcow2.errors.js';
 import { argv, batchInput, parseBatchOutput, parseInfo, QEMU_IMG, QEMU_STORAGE_DAEMON, type QcowInfo } from './qcow2.image.js';
-import { openLive, type LiveDisk } from './qcow2.live.js';
+import { locateImage, openLive, type LiveDisk, type QemuMonitor } from './qcow2.live.js';
 import { appendIndex, compactIfLarge, undoAppend, type AppendResult } from '../snapshot-index.js';
 import { META_DIR, migrateNames, namesDir, readNames, removeNames } from './qcow2.names.js';
 import { Journal } from '../journal.js';
@@ -63,6 +63,8 @@ export interface Qcow2DriverOptions {
   readonly commandTimeoutMs?: number;
   /** Limit for reaching a VM's QMP socket (connect, greeting, capabilities). */
   readonly qmpTimeoutMs?: number;
+  /** The monitor of a running libvirt domain, or null (src/hypervisor/libvirt.monitor.ts). */
+  readonly libvirtMonitor?: (uuid: string) => Promise<QemuMonitor | null>;
 }
 
 const CAPS_SINGLE: DriverCapabilities = Object.freeze({ rollbackKeepsNewer: true, batchDestroy: false });
@@ -98,7 +100,10 @@ export class Qcow2Driver implements StorageDriver {
     // Short: QEMU greets at once, and a silent socket must not hold the node's agent slot for long.
     this.qmpTimeoutMs = opts.qmpTimeoutMs ?? 3_000;
     this.journal = new Journal(join(this.root, META_DIR, '.journal'));
+    this.libvirtMonitor = opts.libvirtMonitor;
   }
+
+  private readonly libvirtMonitor: ((uuid: string) => Promise<QemuMonitor | null>) | undefined;
 
   get capabilities(): DriverCapabilities {
     return this.daemon ? CAPS_BATCH : CAPS_SINGLE;
@@ -337,6 +342,10 @@ export class Qcow2Driver implements StorageDriver {
 
   /** The live path when the VM's QEMU answers and has the image; null for the offline path. */
   private async live(disk: DiskRef, image: string): Promise<LiveDisk | null> {
+    if (disk.libvirtDomain && this.libvirtMonitor) {
+      const mon = await this.libvirtMonitor(disk.libvirtDomain);
+      return mon ? locateImage(mon, image, this.qmpTimeoutMs, `domain ${disk.libvirtDomain}`) : null;
+    }
     if (!disk.qmpSocket) return null;
     return openLive(disk.qmpSocket, image, this.qmpTimeoutMs);
   }

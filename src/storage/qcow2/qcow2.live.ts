@@ -15,8 +15,14 @@ import { QmpClient, QmpConnectionError } from '../../guest/qmp.js';
 import { parseSnapshot, type QcowSnapshot } from './qcow2.image.js';
 import { qmpError } from './qcow2.errors.js';
 
+/** A QEMU monitor: the VM's QMP socket, or libvirt's monitor of a domain (src/hypervisor/libvirt.monitor.ts). */
+export interface QemuMonitor {
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T>;
+  close(): Promise<void>;
+}
+
 export interface LiveDisk {
-  readonly qmp: QmpClient;
+  readonly qmp: QemuMonitor;
   /** What the snapshot commands take as `device`. */
   readonly device: string;
   /** The image's snapshots as QEMU sees them now. */
@@ -46,6 +52,11 @@ export async function openLive(socket: string, imagePath: string, timeoutMs: num
     if (err instanceof QmpConnectionError && err.failure === 'unavailable') return null;
     throw qmpError(err, `cannot reach the VM's QMP socket ${socket}`);
   }
+  return locateImage(qmp, imagePath, timeoutMs, socket);
+}
+
+/** Finds the image among the monitor's block devices; null (monitor closed) when it is not attached. */
+export async function locateImage(qmp: QemuMonitor, imagePath: string, timeoutMs: number, where: string): Promise<LiveDisk | null> {
   try {
     const blocks = await qmp.execute<BlockInfo[]>('query-block', undefined, { timeoutMs });
     const want = realOrResolved(imagePath);
@@ -64,7 +75,7 @@ export async function openLive(socket: string, imagePath: string, timeoutMs: num
     return null;
   } catch (err) {
     await qmp.close();
-    throw qmpError(err, `cannot query the block devices on ${socket}`);
+    throw qmpError(err, `cannot query the block devices on ${where}`);
   }
 }
 

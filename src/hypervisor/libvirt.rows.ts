@@ -1,0 +1,244 @@
+/**
+ * The server's side of libvirt discovery: a node's full domain inventory (libvirt.inventory.ts)
+ * becomes VM and disk rows. Rules (issue 14, README "On a libvirt host"):
+ *
+ * - A domain is a VM with uuid = its uuid, hostname = its name, alias = its title when it is a
+ *   valid alias. A name esnap cannot take as a hostname is skipped with a warning, never mangled.
+ * - A domain whose uuid or name is already a VM that is not this node's libvirt VM (registered
+ *   through the API, or a domain of another node) is not merged: it is skipped and reported as a
+ *   conflict until resolved.
+ * - Disks are identified by target device and source path together: anything else (a new source,
+ *   a re-attach elsewhere) is a new disk. A disk that left its domain keeps its snapshots and is
+ *   listed as detached; one without snapshots or definitions simply goes.
+ * - A domain that is no longer defined keeps its VM (status `notcreated`) and snapshots until an
+ *   admin deletes the VM. esnap never undefines a domain nor deletes its images on its own.
+ *
+ * Each domain is applied in its own transaction, so one bad domain does not hold back the rest.
+ */
+import type { Kysely, Transaction } from 'kysely';
+import type { AppContext } from '../app-context.js';
+import type { Database, VmDiskRow, VmRow } from '../db/schema.js';
+import { HOSTNAME_MAX, HOSTNAME_RE } from '../vms/vm.service.js';
+import { VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING } from '../vms/vm.lookup.js';
+import { NO_STORAGE_ID, statusOfState } from './libvirt.domains.js';
+import type { DomainInventory, DomainReport } from './libvirt.inventory.js';
+import type { MappedDisk } from './disk-mapping.js';
+
+export const VM_NOTCREATED = 9;
+const DEFAULT_DC = 'main';
+const ADMIN_ID = 1;
+
+const STATUS: Readonly<Record<string, number>> = { running: VM_RUNNING, stopping: VM_STOPPING, stopped: VM_STOPPED };
+
+export interface DomainConflict {
+  readonly uuid: string;
+  readonly name: string;
+  readonly reason: string;
+}
+
+export interface ApplyResult {
+  readonly applied: number;
+  readonly conflicts: readonly DomainConflict[];
+}
+
+type Trx = Transaction<Database>;
+
+/** Latest conflicts per node, for /readyz and the logs (this process's view). */
+export const libvirtConflicts = new Map<string, readonly DomainConflict[]>();
+const lastApplied = new Map<string, string>();
+
+export async function applyInventory(ctx: AppContext, inv: DomainInventory): Promise<ApplyResult> {
+  // A full inventory older than the one already applied (messages may arrive out of order) is stale.
+  // Thrown, so a queue retries it: in cluster mode the inventory may overtake the registration.
+  const node = await ctx.db.selectFrom('node').selectAll().where('hostname', '=', inv.node).executeTakeFirst();
+  if (!node) throw new Error(`libvirt inventory of unknown node ${inv.node}`);
+  const last = lastApplied.get(inv.node);
+  if (last !== undefined && last > inv.at) return { applied: 0, conflicts: libvirtConflicts.get(inv.node) ?? [] };
+  lastApplied.set(inv.node, inv.at);
+  const dc = await ctx.db.selectFrom('dc').selectAll().where('name', '=', inv.dc ?? DEFAULT_DC).executeTakeFirst();
+  if (!dc) throw new Error(`ESNAP_LIBVIRT_DC ${inv.dc ?? DEFAULT_DC} is not a DC`);
+  const storages = await ctx.db.selectFrom('node_storage').select(['id', 'name']).where('node_id', '=', node.id).execute();
+  const storageIds = new Map(storages.map((s) => [s.name, s.id]));
+  const conflicts: DomainConflict[] = [];
+  let applied = 0;
+  const current = await currentRows(ctx.db, node.id);
+  for (const d of inv.domains) {
+    // Most inventories change one domain or none: the rest are compared in memory, not rewritten.
+    if (unchanged(d, current.get(d.uuid))) {
+      applied++;
+      continue;
+    }
+    const reason = await ctx.db.transaction().execute((trx) =>
+      applyDomain(trx, ctx, d, { nodeId: node.id, dcId: dc.id, ownerId: dc.owner_id ?? ADMIN_ID, storageIds }),
+    );
+    if (reason === null) applied++;
+    else conflicts.push({ uuid: d.uuid, name: d.name, reason });
+  }
+  await markVanished(ctx.db, node.id, new Set(inv.domains.map((d) => d.uuid)), ctx.clock.now().toISOString());
+  const before = JSON.stringify(libvirtConflicts.get(inv.node) ?? []);
+  libvirtConflicts.set(inv.node, conflicts);
+  if (JSON.stringify(conflicts) !== before) {
+    for (const c of conflicts) ctx.log.warn({ node: inv.node, domain: c.name, uuid: c.uuid, reason: c.reason }, 'libvirt domain skipped');
+  }
+  return { applied, conflicts };
+}
+
+interface CurrentVm {
+  readonly row: Pick<VmRow, 'hostname' | 'alias' | 'status'>;
+  /** Keys of the attached disks; `detached` those of the detached ones. */
+  readonly attached: Set<string>;
+  readonly detached: Set<string>;
+}
+
+/** This node's libvirt VMs and their disk keys, in two queries. */
+async function currentRows(db: Kysely<Database>, nodeId: number): Promise<Map<string, CurrentVm>> {
+  const vms = await db.selectFrom('vm').select(['uuid', 'hostname', 'alias', 'status']).where('node_id', '=', nodeId).where('libvirt', '=', 1).execute();
+  const out = new Map<string, CurrentVm>(vms.map((v) => [v.uuid, { row: v, attached: new Set(), detached: new Set() }]));
+  const disks = await db
+    .selectFrom('vm_disk')
+    .innerJoin('vm', 'vm.uuid', 'vm_disk.vm_uuid')
+    .select(['vm_disk.vm_uuid', 'vm_disk.libvirt_target', 'vm_disk.libvirt_source', 'vm_disk.detached'])
+    .where('vm.node_id', '=', nodeId)
+    .where('vm.libvirt', '=', 1)
+    .execute();
+  for (const d of disks) {
+    const vm = out.get(d.vm_uuid);
+    (d.detached === 1 ? vm?.detached : vm?.attached)?.add(key(d.libvirt_target, d.libvirt_source));
+  }
+  return out;
+}
+
+/** Whether applying the domain would write nothing (same identity, status and disks as recorded). */
+function unchanged(d: DomainReport, cur: CurrentVm | undefined): boolean {
+  if (!cur) return false;
+  const alias = d.title !== null && d.title.length <= HOSTNAME_MAX && HOSTNAME_RE.test(d.title) ? d.title : d.name;
+  const status = cur.row.status === VM_NOTREADY ? VM_NOTREADY : STATUS[statusOfState(d.state)];
+  if (cur.row.hostname !== d.name || cur.row.alias !== alias || cur.row.status !== status) return false;
+  const keys = new Set(d.disks.map((x) => key(x.target, x.source)));
+  if (keys.size !== cur.attached.size) return false;
+  for (const k of keys) if (!cur.attached.has(k)) return false;
+  return true;
+}
+
+interface Place {
+  readonly nodeId: number;
+  readonly dcId: number;
+  readonly ownerId: number;
+  readonly storageIds: ReadonlyMap<string, number>;
+}
+
+/** Applies one domain; returns why it was skipped, or null. */
+async function applyDomain(trx: Trx, ctx: AppContext, d: DomainReport, place: Place): Promise<string | null> {
+  if (d.name.length > HOSTNAME_MAX || !HOSTNAME_RE.test(d.name)) return 'name is not a valid hostname';
+  const now = ctx.clock.now().toISOString();
+  const byUuid = await trx.selectFrom('vm').selectAll().where('uuid', '=', d.uuid).executeTakeFirst();
+  if (byUuid && (byUuid.libvirt !== 1 || byUuid.node_id !== place.nodeId)) {
+    return byUuid.libvirt === 1 ? 'uuid is a domain of another node' : 'uuid is a VM registered through the API';
+  }
+  const byName = await trx.selectFrom('vm').select(['uuid']).where('hostname', '=', d.name).executeTakeFirst();
+  if (byName && byName.uuid !== d.uuid) return 'name is already the hostname of another VM';
+  const alias = d.title !== null && d.title.length <= HOSTNAME_MAX && HOSTNAME_RE.test(d.title) ? d.title : d.name;
+  const status = STATUS[statusOfState(d.state)]!;
+  let vm: VmRow;
+  if (!byUuid) {
+    vm = await trx
+      .insertInto('vm')
+      .values({
+        uuid: d.uuid,
+        hostname: d.name,
+        alias,
+        dc_id: place.dcId,
+        owner_id: place.ownerId,
+        node_id: place.nodeId,
+        brand: 'kvm',
+        status,
+        status_change: now,
+        qmp_socket: null,
+        qga_socket: null,
+        snapshot_limit_manual: null,
+        snapshot_limit_auto: null,
+        snapshot_size_limit: null,
+        snapshot_size_percent_limit: null,
+        created: now,
+        changed: now,
+        libvirt: 1,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  } else {
+    vm = byUuid;
+    // notready is a rollback in progress: its end sets the status, not the inventory.
+    const newStatus = vm.status === VM_NOTREADY ? vm.status : status;
+    if (vm.hostname !== d.name || vm.alias !== alias || vm.status !== newStatus) {
+      await trx
+        .updateTable('vm')
+        .set({ hostname: d.name, alias, status: newStatus, ...(newStatus !== vm.status ? { status_change: now } : {}), changed: now })
+        .where('uuid', '=', vm.uuid)
+        .execute();
+    }
+  }
+  await syncDisks(trx, vm.uuid, d.disks, place.storageIds, now);
+  return null;
+}
+
+function key(target: string | null, source: string | null): string {
+  return `${target ?? ''}\u0000${source ?? ''}`;
+}
+
+async function syncDisks(trx: Trx, vmUuid: string, disks: readonly MappedDisk[], storageIds: ReadonlyMap<string, number>, now: string): Promise<void> {
+  const rows = await trx.selectFrom('vm_disk').selectAll().where('vm_uuid', '=', vmUuid).orderBy('real_id').execute();
+  const byKey = new Map<string, VmDiskRow>(rows.map((r) => [key(r.libvirt_target, r.libvirt_source), r]));
+  let nextRealId = rows.reduce((m, r) => Math.max(m, r.real_id), 0) + 1;
+  const seen = new Set<string>();
+  for (const disk of disks) {
+    const k = key(disk.target, disk.source);
+    seen.add(k);
+    const row = byKey.get(k);
+    if (row) {
+      if (row.detached === 1) await trx.updateTable('vm_disk').set({ detached: 0 }).where('id', '=', row.id).execute();
+      continue;
+    }
+    const realId = nextRealId++;
+    let storageId = disk.storage !== null ? (storageIds.get(disk.storage) ?? null) : null;
+    let unmapped = disk.reason;
+    if (storageId !== null && disk.path !== null) {
+      // One image, one disk: an image already a disk of another VM is not taken twice.
+      const other = await trx.selectFrom('vm_disk').select('id').where('storage_id', '=', storageId).where('path', '=', disk.path).executeTakeFirst();
+      if (other) [storageId, unmapped] = [null, 'image is already a disk of another VM'];
+    } else if (storageId === null && unmapped === null) {
+      unmapped = `storage ${disk.storage ?? ''} is not registered on this node`;
+    }
+    await trx
+      .insertInto('vm_disk')
+      .values({
+        vm_uuid: vmUuid,
+        real_id: realId,
+        storage_id: storageId ?? NO_STORAGE_ID,
+        // Unmapped disks have no storage path; the key keeps (storage_id, path) unique.
+        path: storageId !== null ? disk.path! : `libvirt:${vmUuid}:${realId}`,
+        size_mb: disk.sizeMb,
+        created: now,
+        libvirt_target: disk.target,
+        libvirt_source: disk.source,
+        detached: 0,
+        unmapped: storageId !== null ? null : unmapped,
+      })
+      .execute();
+  }
+  for (const row of rows) {
+    if (seen.has(key(row.libvirt_target, row.libvirt_source)) || row.detached === 1) continue;
+    const kept =
+      (await trx.selectFrom('snapshot').select('id').where('vm_uuid', '=', vmUuid).where('disk_real_id', '=', row.real_id).executeTakeFirst()) ??
+      (await trx.selectFrom('snapshot_define').select('id').where('vm_uuid', '=', vmUuid).where('disk_real_id', '=', row.real_id).executeTakeFirst());
+    if (kept) await trx.updateTable('vm_disk').set({ detached: 1 }).where('id', '=', row.id).execute();
+    else await trx.deleteFrom('vm_disk').where('id', '=', row.id).execute();
+  }
+}
+
+/** This node's libvirt VMs whose domain is gone: `notcreated`, rows and snapshots kept. */
+async function markVanished(db: Kysely<Database>, nodeId: number, present: ReadonlySet<string>, now: string): Promise<void> {
+  const vms = await db.selectFrom('vm').select(['uuid', 'status']).where('node_id', '=', nodeId).where('libvirt', '=', 1).execute();
+  const gone = vms.filter((v) => !present.has(v.uuid) && v.status !== VM_NOTCREATED && v.status !== VM_NOTREADY).map((v) => v.uuid);
+  if (gone.length === 0) return;
+  await db.updateTable('vm').set({ status: VM_NOTCREATED, status_change: now, changed: now }).where('uuid', 'in', gone).execute();
+}

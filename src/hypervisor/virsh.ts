@@ -1,0 +1,108 @@
+/**
+ * libvirt through `virsh`, over the one command runner (argument arrays, timeouts). virsh rather
+ * than a Node binding: the maintained bindings are native addons that must be rebuilt against each
+ * libvirt and Node release, while virsh ships with libvirt itself (`libvirt-clients`), speaks the
+ * same remote protocol to libvirtd, and keeps every call visible in esnap's command log.
+ *
+ * Reading many domains costs one virsh process per batch, not per domain: virsh runs several
+ * commands of one argument separated by `;` with its own parser (no shell). Only uuids that passed
+ * UUID_RE go into such a command string, so nothing in it can be read as another command.
+ */
+import type { CommandRunner } from '../storage/runner.js';
+import { parseDomainXml, parseDomstatsState, UUID_RE, type DomainInfo } from './libvirt.domains.js';
+
+export class LibvirtError extends Error {
+  override readonly name = 'LibvirtError';
+}
+
+const TIMEOUT_MS = 30_000;
+const BATCH = 50;
+const MARK = '==esnap-domain ';
+
+export class Virsh {
+  constructor(
+    private readonly runner: CommandRunner,
+    readonly uri: string,
+  ) {}
+
+  async #run(args: readonly string[], timeoutMs = TIMEOUT_MS): Promise<string> {
+    const r = await this.runner.run(['virsh', '-c', this.uri, ...args], { timeoutMs, env: { LC_ALL: 'C' } });
+    if (r.code !== 0) throw new LibvirtError(`virsh ${args[0] ?? ''}: ${r.stderr.trim() || `exit code ${r.code}`}`);
+    return r.stdout;
+  }
+
+  /** Uuids of the persistent (defined) domains; transient ones are not VMs esnap can keep. */
+  async persistentUuids(): Promise<string[]> {
+    const out = await this.#run(['-q', 'list', '--all', '--persistent', '--uuid']);
+    return out
+      .split('\n')
+      .map((l) => l.trim().toLowerCase())
+      .filter((l) => UUID_RE.test(l));
+  }
+
+  /**
+   * The description and state of each domain; a domain undefined meanwhile is left out (the next
+   * event or resync sees it gone). Batches run one after the other: libvirtd serialises per
+   * connection anyway, and the agent must not crowd a loaded node.
+   */
+  async describe(uuids: readonly string[]): Promise<DomainInfo[]> {
+    const out: DomainInfo[] = [];
+    for (let i = 0; i < uuids.length; i += BATCH) {
+      const batch = uuids.slice(i, i + BATCH);
+      for (const u of batch) if (!UUID_RE.test(u)) throw new LibvirtError(`not a domain uuid: ${JSON.stringify(u)}`);
+      const script = batch.map((u) => `echo ${MARK}${u}; dumpxml ${u}; domstats --state --raw ${u}`).join('; ');
+      // Errors of single commands (a domain just undefined) go to stderr and virsh goes on.
+      const r = await this.runner.run(['virsh', '-c', this.uri, script], { timeoutMs: TIMEOUT_MS, env: { LC_ALL: 'C' } });
+      if (r.code !== 0 && r.stdout === '') throw new LibvirtError(`virsh: ${r.stderr.trim() || `exit code ${r.code}`}`);
+      for (const part of r.stdout.split(MARK).slice(1)) {
+        const end = part.indexOf('</domain>');
+        if (end < 0) continue;
+        const start = part.indexOf('<domain');
+        const info = parseDomainXml(part.slice(start, end + '</domain>'.length));
+        const state = parseDomstatsState(part.slice(end));
+        if (state === null) continue;
+        out.push({ ...info, state });
+      }
+    }
+    return out;
+  }
+
+  async start(uuid: string): Promise<void> {
+    await this.#run(['start', checked(uuid)], 120_000);
+  }
+
+  async shutdown(uuid: string): Promise<void> {
+    await this.#run(['shutdown', checked(uuid)]);
+  }
+
+  async destroy(uuid: string): Promise<void> {
+    await this.#run(['destroy', checked(uuid)]);
+  }
+
+  /** State of one domain (a DOMAIN_STATE value). */
+  async state(uuid: string): Promise<number> {
+    const s = parseDomstatsState(await this.#run(['domstats', '--state', '--raw', checked(uuid)]));
+    if (s === null) throw new LibvirtError(`no state for domain ${uuid}`);
+    return s;
+  }
+
+  /**
+   * Waits for the next domain event, up to `timeoutS`; true when one came. `virsh event --all`
+   * without `--loop` exits after one event, which lets the command runner own the process.
+   */
+  async nextEvent(timeoutS: number, signal?: AbortSignal): Promise<boolean> {
+    const r = await this.runner.run(['virsh', '-c', this.uri, 'event', '--all', '--timeout', String(timeoutS)], {
+      timeoutMs: (timeoutS + 30) * 1000,
+      env: { LC_ALL: 'C' },
+      ...(signal ? { signal } : {}),
+    });
+    if (/events received: [1-9]/.test(r.stdout)) return true;
+    if (r.code !== 0 && !/timed out/.test(r.stdout + r.stderr)) throw new LibvirtError(`virsh event: ${r.stderr.trim() || `exit code ${r.code}`}`);
+    return false;
+  }
+}
+
+function checked(uuid: string): string {
+  if (!UUID_RE.test(uuid)) throw new LibvirtError(`not a domain uuid: ${JSON.stringify(uuid)}`);
+  return uuid;
+}
