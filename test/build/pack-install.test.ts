@@ -92,11 +92,11 @@ describe('npm pack, then npm install -g of the tarball', () => {
     const exited = new Promise<number | null>((r) => proc.once('close', r));
     try {
       const end = Date.now() + 40_000;
-      while (!/esnap listening.*?127\.0\.0\.1:(\d+)/.test(out)) {
+      while (!/127\.0\.0\.1:(\d+)",[^\n]*"esnap listening"/.test(out)) {
         if (proc.exitCode !== null || Date.now() > end) throw new Error(`esnap serve did not start: ${out}`);
         await new Promise((r) => setTimeout(r, 50));
       }
-      const url = `http://127.0.0.1:${/esnap listening.*?127\.0\.0\.1:(\d+)/.exec(out)![1]}`;
+      const url = `http://127.0.0.1:${/127\.0\.0\.1:(\d+)",[^\n]*"esnap listening"/.exec(out)![1]}`;
       const ui = await fetch(`${url}/`);
       expect(ui.status).toBe(200);
       expect(await ui.text()).toContain('<!doctype html>');

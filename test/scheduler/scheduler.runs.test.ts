@@ -196,6 +196,10 @@ forEachDb('scheduler: Danube runs', (kind) => {
       expect(await autoSnapshots(s, vm.uuid)).toEqual([]);
 
       await writeFile(vm.diskPaths[0]!, Buffer.alloc(1024 * 1024));
+      // The failed run flagged the disk damaged (image missing): a sync that finds it whole clears it.
+      expect((await s.req('POST', '/api/vm/web04/snapshot/probe/', { body: { disk_id: 1 } })).status).toBe(417);
+      expect((await s.req('PUT', '/api/vm/web04/snapshot/', { body: { disk_id: 1 } })).status).toBe(201);
+      await settle(s);
       clock.set('2026-01-06T14:00:00Z');
       expect((await tick()).fired.filter((f) => f.define === 'gone')).toHaveLength(1);
       await settle(s);

@@ -4,10 +4,10 @@
  * are answered at the process boundary, as OpenZFS would: zfs-fuse on this machine takes one
  * snapshot per call, so the one-call path cannot run against a real pool here.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../src/agent/agent.js';
 import type { CreateData } from '../../src/agent/payloads.js';
 import type { Logger } from '../../src/app-context.js';
@@ -57,6 +57,14 @@ describe('atomicSnapshots capability', () => {
   });
 });
 
+/** The folder every fake dataset is mounted on, holding a whole `disk.img` (the agent checks it before a create). */
+let mounted = '';
+beforeAll(async () => {
+  mounted = await mkdtemp(join(tmpdir(), 'esnap-atomic-mnt-'));
+  await writeFile(join(mounted, 'disk.img'), '');
+});
+afterAll(() => rm(mounted, { recursive: true, force: true }));
+
 /** Answers zfs like OpenZFS would; `failOn` makes a snapshot call naming that dataset fail. */
 class FakeZfs implements CommandRunner {
   readonly calls: string[][] = [];
@@ -67,6 +75,7 @@ class FakeZfs implements CommandRunner {
     if (argv[1] === 'snapshot' && this.failOn && argv.some((a) => a.startsWith(`${this.failOn}@`))) {
       return Promise.resolve({ code: 1, stdout: '', stderr: `cannot create snapshot '${this.failOn}@x': out of space\n`, durationMs: 1 });
     }
+    if (argv[1] === 'get' && argv.includes('mountpoint,mounted')) return Promise.resolve(ok(`mountpoint\t${mounted}\nmounted\tyes`));
     if (argv[1] === 'get' && argv.includes('written')) {
       return Promise.resolve(ok(argv.filter((a) => a.includes('@')).map((n) => `${n}\t4096`).join('\n')));
     }
