@@ -1,19 +1,21 @@
 /**
  * Issue 2 benchmarks, each beside its baseline measured in the same run:
- * 1. GET /api/vm/<h>/snapshot?full=true with 1,000 snapshots vs a bare route doing the same query
- *    and JSON serialisation (target: ≥ 70 % of the bare route's throughput);
+ * 1. GET /api/vm/<h>/snapshot?full=true with 300, 3,000 and 30,000 snapshots vs a bare node:http
+ *    server sending JSON.stringify of the same objects (issue 17 target: ≥ 40 % of its throughput);
+ *    on PostgreSQL when ESNAP_DATABASE_URL is set. `api.bench.js list 300,3000` picks the sizes;
+ *    BENCH_ONLY=esnap|floor measures one side (for `node --cpu-prof`).
  * 2. snapshot create end to end (POST with ES-STREAM until the final JSON) vs the bare driver
  *    create on the same disk (target: median overhead < 10 ms);
  * 3. server memory after 100,000 snapshot rows over 1,000 VMs and listing one VM (target < 250 MB RSS).
  */
-import { mkdtemp, rm, open } from 'node:fs/promises';
+import { mkdtemp, rm, open, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { createRuntime } from '../src/runtime.js';
-import { listSnapshots } from '../src/snapshots/snapshot.repository.js';
-import { snapshotObject } from '../src/snapshots/snapshot.output.js';
-import { vmDisks } from '../src/vms/vm.lookup.js';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { loadavg } from 'node:os';
 import { FileDriver } from '../src/storage/file/file.driver.js';
 import { NodeCommandRunner } from '../src/storage/node-runner.js';
 import { combine, fmt, loadInChild, percentile, type LoadResult } from './lib.js';
@@ -53,52 +55,125 @@ async function insertSnapshots(rt: Awaited<ReturnType<typeof createRuntime>>, vm
   for (let i = 0; i < rows.length; i += 500) await rt.ctx.db.insertInto('snapshot').values(rows.slice(i, i + 500)).execute();
 }
 
-async function listBench(): Promise<void> {
+/**
+ * Where the list runs: SQLite in a temporary folder, or PostgreSQL when ESNAP_DATABASE_URL is set
+ * (a fresh schema in that database, dropped afterwards).
+ */
+async function listRuntime(dir: string, root: string): Promise<{ rt: Awaited<ReturnType<typeof createRuntime>>; drop(): Promise<void>; where: string }> {
+  const pgUrl = process.env['ESNAP_DATABASE_URL'];
+  const storages = [{ name: 'default', driver: 'file' as const, root }];
+  if (!pgUrl) {
+    const rt = await createRuntime({ databaseUrl: `sqlite:${join(dir, 'esnap.db')}`, adminApiKey: KEY, node: 'bench', localAgent: true, storages });
+    return { rt, drop: async () => undefined, where: 'SQLite' };
+  }
+  const schema = `bench_list_${process.pid}`;
+  const pg = (await import('pg')).default;
+  const admin = new pg.Client({ connectionString: pgUrl });
+  await admin.connect();
+  await admin.query(`CREATE SCHEMA ${schema}`);
+  const rt = await createRuntime({ databaseUrl: pgUrl, searchPath: schema, adminApiKey: KEY, node: 'bench', localAgent: true, storages });
+  return {
+    rt,
+    where: 'PostgreSQL',
+    drop: async () => {
+      await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+      await admin.end();
+    },
+  };
+}
+
+/**
+ * BENCH_PROFILE=<prefix>: a CPU profile of the measured rounds only (not the set-up), written to
+ * <prefix>-<n>.cpuprofile; summarise it with `node dist/bench/profile-summary.js <file>`.
+ */
+async function startProfile(): Promise<{ stop(tag: string): Promise<void> } | undefined> {
+  const prefix = process.env['BENCH_PROFILE'];
+  if (!prefix) return undefined;
+  const { Session } = await import('node:inspector/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 200 });
+  await session.post('Profiler.start');
+  return {
+    async stop(tag) {
+      const { profile } = await session.post('Profiler.stop');
+      await writeFile(`${prefix}-${tag}.cpuprofile`, JSON.stringify(profile));
+      session.disconnect();
+    },
+  };
+}
+
+/**
+ * GET /api/vm/<h>/snapshot/?full=true with `n` snapshots, against the floor: a bare node:http
+ * server that holds the same answer as objects (read once from esnap) and sends JSON.stringify of
+ * them on every request, i.e. the cost of the bytes alone. The load comes from another process,
+ * in rounds that alternate which side goes first.
+ */
+async function listBench(n: number): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'esnap-bench-'));
   const root = join(dir, 'storage');
-  const rt = await createRuntime({
-    databaseUrl: `sqlite:${join(dir, 'esnap.db')}`, adminApiKey: KEY, node: 'bench', localAgent: true,
-    storages: [{ name: 'default', driver: 'file', root }],
-  });
+  const { rt, drop, where } = await listRuntime(dir, root);
   const vm = await insertVm(rt, 'bench01', root, false);
-  await insertSnapshots(rt, vm.uuid, vm.storageId, 1000);
-  // The floor: the same query and JSON serialisation, without auth, checks or the envelope.
-  const floorApp = (await import('fastify')).default();
-  floorApp.get('/floor', async (_req, reply) => {
-    const rows = await listSnapshots(rt.ctx.db, { vmUuid: vm.uuid }, [{ field: 'created', desc: true }]);
-    const disks = await vmDisks(rt.ctx.db, vm.uuid);
-    return reply.type('application/json').send(JSON.stringify(rows.map((r) => snapshotObject(r, disks))));
-  });
+  await insertSnapshots(rt, vm.uuid, vm.storageId, n);
   const apiUrl = await rt.app.listen({ host: '127.0.0.1', port: 0 });
-  const floorUrl = await floorApp.listen({ host: '127.0.0.1', port: 0 });
   const headers = { 'ES-API-KEY': KEY };
   const apiPath = `${apiUrl}/api/vm/bench01/snapshot/?full=true`;
-  // The load comes from another process (this one runs both servers and must not also run the
-  // client), in rounds that alternate which side goes first.
+  const answer = (await (await fetch(apiPath, { headers })).json()) as { status: string; result: unknown[]; task_id: string };
+  if (answer.result.length !== n) throw new Error(`listed ${answer.result.length} of ${n}`);
+  const floorServer = http.createServer((_req, res) => {
+    const body = JSON.stringify(answer);
+    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+  await new Promise<void>((r) => floorServer.listen(0, '127.0.0.1', r));
+  const floorUrl = `http://127.0.0.1:${(floorServer.address() as AddressInfo).port}/floor`;
+  const only = process.env['BENCH_ONLY'];
+  const rounds = n <= 300 ? 6 : n <= 3000 ? 4 : 2;
+  const secs = n <= 3000 ? 2.5 : 5;
   await loadInChild(apiPath, headers, 1, 8); // warm-up
-  await loadInChild(`${floorUrl}/floor`, {}, 1, 8);
+  await loadInChild(floorUrl, {}, 1, 8);
   const floorRounds: LoadResult[] = [];
   const apiRounds: LoadResult[] = [];
-  const ROUNDS = 6;
-  for (let r = 0; r < ROUNDS; r++) {
-    const floorRound = async () => floorRounds.push(await loadInChild(`${floorUrl}/floor`, {}, 2.5, 8));
-    const apiRound = async () => apiRounds.push(await loadInChild(apiPath, headers, 2.5, 8));
-    if (r % 2 === 0) {
-      await floorRound();
-      await apiRound();
-    } else {
-      await apiRound();
-      await floorRound();
+  // CPU of this process (it runs both servers, one at a time, and nothing else) per request: a
+  // figure that the other sessions' load disturbs less than requests per second.
+  const cpu = { floor: 0, api: 0 };
+  const measured = async (side: 'floor' | 'api', url: string, h: Record<string, string>, out: LoadResult[]) => {
+    const before = process.cpuUsage();
+    out.push(await loadInChild(url, h, secs, 8));
+    const d = process.cpuUsage(before);
+    cpu[side] += d.user + d.system;
+  };
+  const profile = await startProfile();
+  for (let r = 0; r < rounds; r++) {
+    const floorRound = async () => {
+      if (only !== 'esnap') await measured('floor', floorUrl, {}, floorRounds);
+    };
+    const apiRound = async () => {
+      if (only !== 'floor') await measured('api', apiPath, headers, apiRounds);
+    };
+    for (const step of r % 2 === 0 ? [floorRound, apiRound] : [apiRound, floorRound]) await step();
+  }
+  await profile?.stop(`${n}`);
+  const kb = Buffer.byteLength(JSON.stringify(answer)) / 1024;
+  console.log(`list ${n} snapshots on ${where} (full=true, ${fmt(kb, 0)} KiB), 8 connections from a separate load process, ${rounds} alternating rounds of ${secs} s, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}:`);
+  if (floorRounds.length) {
+    const floor = combine(floorRounds);
+    console.log(`  floor (node:http + JSON.stringify of the same objects): ${fmt(floor.rps)} req/s, p50 ${fmt(floor.p50)} ms, p99 ${fmt(floor.p99)} ms, server CPU ${fmt(cpu.floor / floor.requests, 0)} µs/request`);
+  }
+  if (apiRounds.length) {
+    const api = combine(apiRounds);
+    console.log(`  esnap GET /api/vm/<h>/snapshot/?full=true: ${fmt(api.rps)} req/s, p50 ${fmt(api.p50)} ms, p99 ${fmt(api.p99)} ms, server CPU ${fmt(cpu.api / api.requests, 0)} µs/request`);
+    if (floorRounds.length) {
+      const floor = combine(floorRounds);
+      console.log(
+        `  ratio: ${fmt((100 * api.rps) / floor.rps)} % of the floor's req/s, ${fmt((100 * (cpu.floor / floor.requests)) / (cpu.api / api.requests))} % by server CPU per request (target ≥ 40 %)`,
+      );
     }
   }
-  const floor = combine(floorRounds);
-  const api = combine(apiRounds);
-  console.log(`list 1,000 snapshots (full=true), 8 connections from a separate load process, ${ROUNDS} alternating rounds of 2.5 s each:`);
-  console.log(`  floor (bare route, same query + JSON): ${fmt(floor.rps)} req/s, p50 ${fmt(floor.p50)} ms, p99 ${fmt(floor.p99)} ms`);
-  console.log(`  esnap GET /api/vm/<h>/snapshot/?full=true: ${fmt(api.rps)} req/s, p50 ${fmt(api.p50)} ms, p99 ${fmt(api.p99)} ms`);
-  console.log(`  ratio: ${fmt((100 * api.rps) / floor.rps)} % of the floor (target ≥ 70 %)`);
-  await floorApp.close();
+  await new Promise((r) => floorServer.close(r));
   await rt.close();
+  await drop();
   await rm(dir, { recursive: true, force: true });
 }
 
@@ -179,7 +254,8 @@ async function memoryBench(): Promise<void> {
 export async function run(): Promise<void> {
   const which = process.argv[2] ?? 'all';
   if (which === 'all' || which === 'memory') await memoryBench();
-  if (which === 'all' || which === 'list') await listBench();
+  const sizes = process.argv[3] ? process.argv[3].split(',').map(Number) : [300, 3000, 30000];
+  if (which === 'all' || which === 'list') for (const n of sizes) await listBench(n);
   if (which === 'all' || which === 'create') await createBench();
 }
 

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Database } from './schema.js';
+import { CachedStatements } from './sqlite-statements.js';
 
 void CamelCasePlugin;
 
@@ -51,7 +52,7 @@ export function openDatabase(url: string, opts: { searchPath?: string; poolSize?
     sqlite.pragma('wal_autocheckpoint = 10000');
     sqlite.pragma('busy_timeout = 5000');
     sqlite.pragma('foreign_keys = OFF');
-    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: new CachedStatements(sqlite) }) });
     return { db, kind, url };
   }
   const pool = new pg.Pool({

@@ -7,6 +7,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { makeDummyTaskId } from '../domain/taskid.js';
 import type { ViewDef, ViewRequest, ViewResult } from './view.js';
 import { streamTask } from './stream.js';
+import { JsonText } from './json-text.js';
 
 export function jsonIndent(request: FastifyRequest): number | undefined {
   const accept = request.headers['accept'];
@@ -53,6 +54,13 @@ export async function sendResult(
       return;
     case 'sync': {
       const taskId = dummyTaskId(viewCtx?.view ?? null, viewCtx?.vreq ?? null);
+      if (result.result instanceof JsonText && jsonIndent(request) === undefined) {
+        // Text the database serialised: spliced in, the same bytes JSON.stringify would give around it.
+        void reply.header('es_task_id', taskId);
+        const body = `{"status":"SUCCESS","result":${result.result.text},"task_id":${JSON.stringify(taskId)}}`;
+        await reply.code(result.status ?? 200).type('application/json').send(body);
+        return;
+      }
       await sendJson(reply, request, result.status ?? 200, { status: 'SUCCESS', result: result.result, task_id: taskId }, {
         es_task_id: taskId,
       });

@@ -16,6 +16,7 @@ import {
 import { findNode, findStorage } from '../nodes/node.repository.js';
 import { findSnapshot, listSnapshots, type ListFilter, type SortField } from './snapshot.repository.js';
 import { snapshotObject } from './snapshot.output.js';
+import { listVmSnapshotsJson } from './snapshot.list-json.js';
 import { loadStorageAndNode, type DiskTarget } from './snapshot.context.js';
 import { bulkDelete, createSnapshot, deleteSnapshot, updateSnapshotFields } from './snapshot.service.js';
 import { rollbackSnapshot } from './snapshot.rollback.js';
@@ -91,12 +92,15 @@ const vmSnapshotList: ViewDef = {
   dcBound: true,
   methods: {
     async GET(req) {
-      const { vm, disks } = await vmOf(req, { nodeCheck: false });
+      // The hot path (issue 17): the disks are read only to resolve a `disk_id` filter; the list's
+      // own disk ids and the JSON come from one statement (snapshot.list-json.ts).
+      requireSnapshotsEnabled(req.caller);
+      const vm = await findVm(req.app.db, req.caller, pathParam(req, 'hostname_or_uuid'));
+      req.ownerId = vm.owner_id;
+      const disks = req.data['disk_id'] !== undefined ? await vmDisks(req.app.db, vm.uuid) : null;
       const filter = listFilter(req, { vmUuid: vm.uuid }, disks);
       const sort = parseOrderBy(req.data['order_by'], SORT_FIELDS, '-created');
-      const rows = await listSnapshots(req.app.db, filter, sort);
-      const result = wantsObjects(req) ? rows.map((r) => snapshotObject(r, disks)) : rows.map((r) => r.name);
-      return { type: 'sync', result };
+      return { type: 'sync', result: await listVmSnapshotsJson(req.app.db, vm, { ...filter, vmUuid: vm.uuid }, sort, wantsObjects(req)) };
     },
     async PUT(req) {
       const t = await target(req, { nodeCheck: true });

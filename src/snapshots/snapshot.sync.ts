@@ -147,7 +147,8 @@ export async function applySync(
           pinned: 0,
           disk_real_id: d.realId,
           status_change: now,
-          created: f.created,
+          // Stored as toISOString() text like every other row (the list slices that shape: snapshot.list-json.ts).
+          created: Number.isFinite(Date.parse(f.created)) ? new Date(f.created).toISOString() : f.created,
           changed: now,
         })
         .execute();
