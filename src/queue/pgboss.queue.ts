@@ -197,6 +197,35 @@ export class PgBossQueue implements TaskQueue {
     }
   }
 
+  /**
+   * `send` for many messages: pg-boss's bulk `insert` (one statement per 1,000 jobs, job ids from
+   * the task ids as in `send`, so a repeat inserts nothing), then one wake-up for the queue.
+   */
+  async sendMany(node: string, msgs: readonly QueueMessage[]): Promise<void> {
+    if (msgs.length === 0) return;
+    const name = nodeQueueName(node);
+    if (this.opts.role === 'server') await this.createQueue(name, 'node');
+    for (let i = 0; i < msgs.length; i += 1000) {
+      const jobs = msgs.slice(i, i + 1000).map((m) => ({ id: jobIdOf(m.taskId), name, data: m }));
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.#boss.insert(jobs);
+          break;
+        } catch (err) {
+          if (attempt >= SEND_ATTEMPTS) throw err;
+          this.opts.log.warn({ err: (err as Error).message, jobs: jobs.length, attempt }, 'queue bulk send failed; retrying');
+          await new Promise((r) => setTimeout(r, 50 * attempt));
+        }
+      }
+    }
+    this.#kick(name);
+    if (this.opts.listener) {
+      await this.#pool.query('SELECT pg_notify($1, $2)', [this.#channel, name]).catch((err: unknown) => {
+        this.opts.log.warn({ err: (err as Error).message }, 'queue NOTIFY failed');
+      });
+    }
+  }
+
   /** Sends any message to a queue, then wakes its consumers here and in other processes. */
   async publish(name: string, data: object, id?: string): Promise<void> {
     await this.#boss.send(name, data, id ? { id } : {});

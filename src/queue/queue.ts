@@ -13,6 +13,11 @@ export type QueueHandler = (msg: QueueMessage) => Promise<void>;
 
 export interface TaskQueue {
   send(node: string, msg: QueueMessage): Promise<void>;
+  /**
+   * Many messages to one node's queue in a few statements (a scheduler tick sends thousands);
+   * the same outcome as `send` for each. Optional: without it, callers send one by one.
+   */
+  sendMany?(node: string, msgs: readonly QueueMessage[]): Promise<void>;
   /** Starts working the node's queue with up to `concurrency` messages at a time. */
   work(node: string, handler: QueueHandler, opts?: { concurrency?: number }): Promise<void>;
   /** Stops taking messages and waits for the ones in flight. */

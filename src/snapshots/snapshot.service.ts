@@ -28,6 +28,7 @@ import {
 import { diskLockKey, diskRef, logObject, type DiskTarget } from './snapshot.context.js';
 import type { AgentPayload, CreateItem } from '../agent/payloads.js';
 import type { TaskSpec } from '../tasks/task.service.js';
+import type { NewSnapshot } from '../db/schema.js';
 import { requireOperational, VM_STOPPED } from '../vms/vm.lookup.js';
 import { assertCapacity, capacityOf } from './capacity.js';
 
@@ -121,6 +122,7 @@ export async function planCreateSnapshot(
 
   const now = ctx.clock.now().toISOString();
   const diskIdLog: unknown = input.allDisks === true || targets.length > 1 ? 'all' : t.diskArrayId;
+  const { newRows, finish } = createRows(vm, targets, input, { type, note, fsfreeze, now });
   return {
     kind: 'snapshot_create',
     type: auto ? 'a' : 'e',
@@ -143,51 +145,60 @@ export async function planCreateSnapshot(
       ]),
       object: logObject(vm),
     },
+    // The rows and the payload are made from the same values whether this task is submitted alone
+    // (`prepare`) or with many others (`bulk`: the scheduler's tick inserts all runs' rows at once).
     prepare: async (trx) => {
-      const items: CreateItem[] = [];
-      const ids: number[] = [];
-      for (const x of targets) {
-        const row = await trx
-          .insertInto('snapshot')
-          .values({
-            vm_uuid: vm.uuid,
-            define_id: input.defineId ?? null,
-            name: input.name,
-            type,
-            status: SNAP_PENDING,
-            storage_id: x.storage.id,
-            size: null,
-            note,
-            fsfreeze: fsfreeze ? 1 : 0,
-            pinned: 0,
-            disk_real_id: x.disk.real_id,
-            status_change: now,
-            created: now,
-            changed: now,
-          })
-          .returning(['id', 'type'])
-          .executeTakeFirstOrThrow();
-        ids.push(row.id);
-        items.push({ storage: x.storage.name, disk: diskRef(vm, x.disk), id: zfsName(row), name: input.name });
-      }
-      // Danube passes the guest-agent socket only when the VM is not stopped (a stopped VM is
-      // consistent anyway, and still flagged).
-      const freeze = fsfreeze && vm.status !== VM_STOPPED && vm.qga_socket ? { socket: vm.qga_socket } : undefined;
-      const payload: AgentPayload = { op: 'create', items, ...(freeze ? { freeze } : {}) };
-      return {
-        payload,
-        context: {
-          snapshotIds: ids,
-          diskArrayIds: targets.map((x) => x.diskArrayId),
-          defineId: input.defineId ?? null,
-          fsfreeze,
-          freezeAsked: freeze !== undefined,
-          name: input.name,
-          vmUuid: vm.uuid,
-        },
-      };
+      const rows: Array<{ id: number; type: number }> = [];
+      for (const row of newRows) rows.push(await trx.insertInto('snapshot').values(row).returning(['id', 'type']).executeTakeFirstOrThrow());
+      return finish(rows);
     },
+    bulk: { snapshots: newRows, finish },
   };
+}
+
+/** The rest of planCreateSnapshot's spec: the pending rows, and the payload once they have ids. */
+function createRows(
+  vm: DiskTarget['vm'],
+  targets: readonly DiskTarget[],
+  input: CreateInput,
+  v: { type: number; note: string; fsfreeze: boolean; now: string },
+): { newRows: NewSnapshot[]; finish: (rows: ReadonlyArray<{ id: number; type: number }>) => { payload: AgentPayload; context: CreateContext } } {
+  const newRows: NewSnapshot[] = targets.map((x) => ({
+    vm_uuid: vm.uuid,
+    define_id: input.defineId ?? null,
+    name: input.name,
+    type: v.type,
+    status: SNAP_PENDING,
+    storage_id: x.storage.id,
+    size: null,
+    note: v.note,
+    fsfreeze: v.fsfreeze ? 1 : 0,
+    pinned: 0,
+    disk_real_id: x.disk.real_id,
+    status_change: v.now,
+    created: v.now,
+    changed: v.now,
+  }));
+  const finish = (rows: ReadonlyArray<{ id: number; type: number }>) => {
+    const items: CreateItem[] = targets.map((x, i) => ({ storage: x.storage.name, disk: diskRef(vm, x.disk), id: zfsName(rows[i]!), name: input.name }));
+    // Danube passes the guest-agent socket only when the VM is not stopped (a stopped VM is
+    // consistent anyway, and still flagged).
+    const freeze = v.fsfreeze && vm.status !== VM_STOPPED && vm.qga_socket ? { socket: vm.qga_socket } : undefined;
+    const payload: AgentPayload = { op: 'create', items, ...(freeze ? { freeze } : {}) };
+    return {
+      payload,
+      context: {
+        snapshotIds: rows.map((r) => r.id),
+        diskArrayIds: targets.map((x) => x.diskArrayId),
+        defineId: input.defineId ?? null,
+        fsfreeze: v.fsfreeze,
+        freezeAsked: freeze !== undefined,
+        name: input.name,
+        vmUuid: vm.uuid,
+      },
+    };
+  };
+  return { newRows, finish };
 }
 
 /** VM and DC size quotas (spec 9), on sizes read from storage; lost rows never count. */

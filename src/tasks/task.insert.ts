@@ -5,8 +5,8 @@
  * that fails is undone alone.
  */
 import { sql, type Insertable, type Transaction } from 'kysely';
-import type { Database } from '../db/schema.js';
-import { FailureError, LOCK_FAILED } from '../domain/errors.js';
+import type { Database, NewSnapshot } from '../db/schema.js';
+import { apiError, FailureError, LOCK_FAILED } from '../domain/errors.js';
 import { writeLog, writeLogs, type LogEntry } from './task-log.js';
 import type { TaskSpec } from './task.service.js';
 
@@ -64,14 +64,21 @@ export async function insertTasks(
       .execute();
     for (const r of rows) got.add(`${r.task_id}\n${r.key}`);
   }
-  const results: InsertResult[] = [];
+  const results: Array<InsertResult | null> = [];
   const undo: string[] = [];
   const created: Array<{ spec: TaskSpec<unknown>; taskId: string; prepared: { payload: unknown; context: unknown } }> = [];
+  const bulk: Array<{ index: number; spec: TaskSpec<unknown>; taskId: string }> = [];
   for (const { spec, taskId } of items) {
     // A key named twice by one task is busy the second time, as in insertTask.
     if (new Set(spec.locks).size !== spec.locks.length || !spec.locks.every((key) => got.has(`${taskId}\n${key}`))) {
       results.push({ ok: false, error: translateSubmitError(new LockBusy()) });
       undo.push(taskId);
+      continue;
+    }
+    if (spec.bulk) {
+      // Written below with the other tasks' rows.
+      bulk.push({ index: results.length, spec, taskId });
+      results.push(null);
       continue;
     }
     // Same name at every level: each savepoint is released or rolled back before the next.
@@ -88,6 +95,37 @@ export async function insertTasks(
       undo.push(taskId);
     }
   }
+  if (bulk.length > 0) {
+    // The snapshot rows of all bulk tasks in multi-row statements. A row whose name is taken on its
+    // disk (a create that committed after the caller checked) is not inserted: its task fails as
+    // that create would have (406 `Snapshot already exists`) and its other rows are removed.
+    const key = (r: { vm_uuid: string; disk_real_id: number; name: string }) => `${r.vm_uuid}\n${r.disk_real_id}\n${r.name}`;
+    const rows = bulk.flatMap((b) => b.spec.bulk!.snapshots);
+    const inserted = new Map<string, { id: number; type: number }>();
+    for (let i = 0; i < rows.length; i += 500) {
+      const back = await trx
+        .insertInto('snapshot')
+        .values(rows.slice(i, i + 500) as NewSnapshot[])
+        .onConflict((oc) => oc.columns(['vm_uuid', 'disk_real_id', 'name']).doNothing())
+        .returning(['id', 'type', 'vm_uuid', 'disk_real_id', 'name'])
+        .execute();
+      for (const r of back) inserted.set(key(r), { id: r.id, type: r.type });
+    }
+    const orphans: number[] = [];
+    for (const b of bulk) {
+      const mine = b.spec.bulk!.snapshots.map((r) => inserted.get(key(r)));
+      if (mine.every((r) => r !== undefined)) {
+        const prepared = b.spec.bulk!.finish(mine as Array<{ id: number; type: number }>);
+        created.push({ spec: b.spec, taskId: b.taskId, prepared });
+        results[b.index] = { ok: true, payload: prepared.payload };
+      } else {
+        for (const r of mine) if (r) orphans.push(r.id);
+        results[b.index] = { ok: false, error: apiError('snapshotExists') };
+        undo.push(b.taskId);
+      }
+    }
+    for (let i = 0; i < orphans.length; i += 500) await trx.deleteFrom('snapshot').where('id', 'in', orphans.slice(i, i + 500)).execute();
+  }
   for (let i = 0; i < undo.length; i += 500) {
     await trx.deleteFrom('task_lock').where('task_id', 'in', undo.slice(i, i + 500)).execute();
   }
@@ -102,7 +140,7 @@ export async function insertTasks(
     trx,
     created.map((c) => pendingLogEntry(c.spec, c.taskId, now)),
   );
-  return results;
+  return results as InsertResult[];
 }
 
 function taskRow<C>(spec: TaskSpec<C>, taskId: string, now: string, prepared: { payload: unknown; context: C }): Insertable<Database['task']> {

@@ -8,9 +8,9 @@
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Clock, Logger } from '../app-context.js';
-import type { Database, TaskRow } from '../db/schema.js';
+import type { Database, NewSnapshot, TaskRow } from '../db/schema.js';
 import { makeTaskId, isDummyTaskId, type TaskType } from '../domain/taskid.js';
-import type { TaskQueue } from '../queue/queue.js';
+import type { QueueMessage, TaskQueue } from '../queue/queue.js';
 import type { TaskEvents } from './task.events.js';
 import type { LogObject } from './task-log.js';
 import { insertTask, insertTasks, translateSubmitError } from './task.insert.js';
@@ -57,6 +57,15 @@ export interface TaskSpec<C = unknown> {
    * returns the agent's payload and the completion's context.
    */
   readonly prepare: (trx: Transaction<Database>, taskId: string) => Promise<{ payload: unknown; context: C }>;
+  /**
+   * What `prepare` does, as data, when all it does is insert snapshot rows: `submitMany` then
+   * inserts the rows of many tasks in a few multi-row statements (task.insert.ts) and calls
+   * `finish` with each task's new rows (id, type), in the order of `snapshots`.
+   */
+  readonly bulk?: {
+    readonly snapshots: readonly NewSnapshot[];
+    readonly finish: (rows: ReadonlyArray<{ id: number; type: number }>) => { payload: unknown; context: C };
+  };
 }
 
 export interface KindHandler<C = unknown> {
@@ -238,11 +247,24 @@ export class TaskService {
         // `submit` (the embedded agent's start-up recovery re-sends it; in cluster mode the agent
         // deadline fails it with the failure cleanup).
         const errors: unknown[] = [];
+        const byNode = new Map<string, QueueMessage[]>();
         for (const m of messages) {
-          try {
-            await this.queue.send(m.node, m.msg);
-          } catch (err) {
-            errors.push(err);
+          const list = byNode.get(m.node);
+          if (list) list.push(m.msg);
+          else byNode.set(m.node, [m.msg]);
+        }
+        for (const [node, msgs] of byNode) {
+          if (this.queue.sendMany) {
+            // In bulk (pg-boss: a statement per 1,000 jobs instead of one per task).
+            await this.queue.sendMany(node, msgs).catch((err: unknown) => errors.push(err));
+            continue;
+          }
+          for (const msg of msgs) {
+            try {
+              await this.queue.send(node, msg);
+            } catch (err) {
+              errors.push(err);
+            }
           }
         }
         if (errors.length > 0) throw new AggregateError(errors, `${errors.length} of ${messages.length} task messages could not be sent`);

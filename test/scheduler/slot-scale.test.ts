@@ -1,0 +1,94 @@
+/**
+ * Issue 17's short version of the big slot: 5,000 definitions due in the same minute (on
+ * PostgreSQL two servers tick it at once) → every definition gets exactly one create task, one
+ * pending snapshot row and, on PostgreSQL, one queue job. Counts only; the time is measured in
+ * bench/scheduler.bench.ts. The VMs live on a node without an agent, so the tasks stay queued.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { sql } from 'kysely';
+import { forEachDb, startTestServer, withServer, type TestServer } from '../helpers/server.js';
+import { bossSchemaFor, nodeQueueName } from '../../src/queue/pgboss.queue.js';
+import { ManualClock } from './helpers.js';
+
+const N = Number(process.env['ESNAP_TEST_SLOT_N'] ?? 5000);
+const SLOT = '2026-05-01T01:00:00.000Z';
+
+forEachDb('scheduler: one slot of many definitions', (kind) => {
+  const clock = new ManualClock('2026-05-01T00:59:00Z');
+  let a: TestServer & { cleanup(): Promise<void> };
+  let b: Awaited<ReturnType<typeof startTestServer>> | null = null;
+  let searchPath: string | undefined;
+  beforeAll(async () => {
+    a = await withServer(kind, { clock });
+    const info = (a as unknown as { dbInfo: { databaseUrl: string; searchPath?: string; storageRoot: string } }).dbInfo;
+    searchPath = info.searchPath;
+    if (kind === 'postgres') b = await startTestServer('postgres', { clock, reuse: info });
+    const db = a.runtime.ctx.db;
+    const now = '2026-05-01T00:00:00.000Z';
+    const node = await db
+      .insertInto('node')
+      .values({ hostname: 'idle-scale', uuid: randomUUID(), status: 2, last_heartbeat: new Date().toISOString(), created: now })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const storage = await db
+      .insertInto('node_storage')
+      .values({ node_id: node.id, name: 'default', driver: 'file', config: '{"root":"/nonexistent"}', size: null, size_free: null, created: now })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    for (let i = 0; i < N; i += 500) {
+      const vms = Array.from({ length: Math.min(500, N - i) }, (_, k) => ({ uuid: randomUUID(), hostname: `sc${i + k}` }));
+      await db
+        .insertInto('vm')
+        .values(
+          vms.map((v) => ({
+            uuid: v.uuid, hostname: v.hostname, alias: v.hostname, dc_id: 1, owner_id: 1, node_id: node.id, brand: 'kvm', status: 1,
+            status_change: now, qmp_socket: null, qga_socket: null, snapshot_limit_manual: null, snapshot_limit_auto: null,
+            snapshot_size_limit: null, snapshot_size_percent_limit: null, created: now, changed: now,
+          })),
+        )
+        .execute();
+      await db
+        .insertInto('vm_disk')
+        .values(vms.map((v) => ({ vm_uuid: v.uuid, real_id: 0, storage_id: storage.id, path: `${v.uuid}-disk0`, size_mb: 1, created: now })))
+        .execute();
+      await db
+        .insertInto('snapshot_define')
+        .values(
+          vms.map((v) => ({
+            vm_uuid: v.uuid, disk_real_id: 0, name: 'daily', desc: '', schedule: '0 1 * * *', retention: 7, active: 1, fsfreeze: 0, tz: 'UTC',
+            catchup: 1, retention_days: null, next_run: SLOT, last_run: null, last_success: null, last_error: null, created: now, changed: now,
+          })),
+        )
+        .execute();
+    }
+  }, 300_000);
+  afterAll(async () => {
+    await b?.close();
+    await a.cleanup();
+  });
+
+  it(`queues exactly one create task, snapshot row and queue job per definition (${N})`, async () => {
+    clock.set(SLOT);
+    const reports = await Promise.all([a.runtime.scheduler.tick(), ...(b ? [b.runtime.scheduler.tick()] : [])]);
+    for (const r of reports) expect(r.errors).toBe(0);
+    expect(reports.reduce((n, r) => n + r.fired.length, 0)).toBe(N);
+    const db = a.runtime.ctx.db;
+    const per = await db
+      .selectFrom('snapshot')
+      .select(['define_id', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('type', '=', 1)
+      .groupBy('define_id')
+      .execute();
+    expect(per).toHaveLength(N);
+    expect(per.filter((r) => Number(r.n) !== 1)).toEqual([]);
+    const tasks = await db.selectFrom('task').select((eb) => eb.fn.countAll<number>().as('n')).where('kind', '=', 'snapshot_create').where('state', '=', 'PENDING').executeTakeFirstOrThrow();
+    expect(Number(tasks.n)).toBe(N);
+    const slots = await db.selectFrom('schedule_slot').select((eb) => eb.fn.countAll<number>().as('n')).where('state', '=', 'fired').executeTakeFirstOrThrow();
+    expect(Number(slots.n)).toBe(N);
+    if (kind === 'postgres') {
+      const jobs = await sql<{ n: number }>`SELECT count(*)::int AS n FROM ${sql.ref(`${bossSchemaFor(searchPath)}.job`)} WHERE name = ${nodeQueueName('idle-scale')}`.execute(db);
+      expect(jobs.rows[0]!.n).toBe(N);
+    }
+  }, 300_000);
+});
