@@ -139,6 +139,22 @@ export function queueContract(f: QueueFactory): void {
       await q.stop();
     });
 
+    it('sendMany (where the queue has it) queues each message once, a repeat included, and delivers them all', async () => {
+      const q = await openQueue();
+      if (!q.sendMany) return;
+      const n = node();
+      // More than one bulk statement (1,000 jobs each in pg-boss).
+      const ids = Array.from({ length: 1200 }, (_, i) => `m${i}`);
+      await q.sendMany(n, ids.map(msg));
+      await q.sendMany(n, ids.slice(0, 10).map(msg));
+      expect(await q.depth(n)).toBe(ids.length);
+      const got: string[] = [];
+      await q.work(n, async (m) => void got.push(m.taskId), { concurrency: 8 });
+      await until(() => got.length >= ids.length, 60_000);
+      expect([...got].sort()).toEqual([...ids].sort());
+      await q.stop();
+    }, 90_000);
+
     it('a message withdrawn before any worker takes it never runs', async () => {
       const q = await openQueue();
       const n = node();
