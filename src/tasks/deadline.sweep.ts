@@ -95,7 +95,13 @@ export class ClusterSweep {
         continue;
       }
       if (t.node === null) continue;
-      if (t.state === 'PENDING') unsent.set(t.node, [...(unsent.get(t.node) ?? []), t.id]);
+      if (t.state === 'PENDING') {
+        // Appended in place: copying the list per task made a sweep over 100,000 pending tasks of
+        // one node quadratic (minutes of CPU, the event loop blocked; issue 17).
+        const list = unsent.get(t.node);
+        if (list) list.push(t.id);
+        else unsent.set(t.node, [t.id]);
+      }
       if (now - since < deadlineMs) continue;
       if (t.state === 'PENDING' && (await this.queue.withdraw(t.node, t.id))) {
         log.warn({ taskId: t.id, node: t.node }, 'task not taken within the agent deadline: failed');
