@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { createRuntime } from '../src/runtime.js';
+import { bossSchemaFor } from '../src/queue/pgboss.queue.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadavg } from 'node:os';
@@ -77,6 +78,7 @@ async function listRuntime(dir: string, root: string): Promise<{ rt: Awaited<Ret
     where: 'PostgreSQL',
     drop: async () => {
       await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+      await admin.query(`DROP SCHEMA IF EXISTS ${bossSchemaFor(schema)} CASCADE`);
       await admin.end();
     },
   };
