@@ -67,18 +67,40 @@ function slotsCache(now: Date): (schedule: string, tz: string) => Date[] | null 
 
 const WORST: Record<DefineState, number> = { paused: 0, ok: 1, stale: 2, invalid: 3, failing: 3 };
 
-export async function vmSummaries(db: Kysely<Database>, scope: Scope, now: Date): Promise<VmSummary[]> {
+/** A VM's protection picture without its snapshot totals: enough for the problems and the attention filter. */
+export interface VmState {
+  readonly uuid: string;
+  readonly hostname: string;
+  readonly alias: string;
+  readonly node: string | null;
+  readonly status: string;
+  readonly disks: { disk_id: number; size: number }[];
+  readonly snapshots_lost: number;
+  readonly definitions: DefineSummary[];
+  readonly protection: Protection;
+}
+
+/** Needs attention: not on schedule (no definition, stale, failing) or with lost snapshots. */
+export const needsAttention = (v: Pick<VmState, 'protection' | 'snapshots_lost'>): boolean => v.protection !== 'ok' || v.snapshots_lost > 0;
+
+/**
+ * Every VM the caller sees, in hostname order, with its disks, definitions' states and lost
+ * snapshot count: four queries (VMs, disks, definitions, lost snapshots through the
+ * (status, vm_uuid) index), none reading the VMs' other snapshots.
+ */
+export async function vmStates(db: Kysely<Database>, scope: Scope, now: Date): Promise<VmState[]> {
   let vq = db.selectFrom('vm').leftJoin('node', 'node.id', 'vm.node_id').select(['vm.uuid', 'vm.hostname', 'vm.alias', 'vm.status', 'node.hostname as node']).where('vm.dc_id', '=', scope.dcId);
   if (scope.ownerId !== null) vq = vq.where('vm.owner_id', '=', scope.ownerId);
   const vms = await vq.orderBy('vm.hostname').execute();
   if (vms.length === 0) return [];
   const inDc = db.selectFrom('vm').select('uuid').where('dc_id', '=', scope.dcId);
   const disks = await db.selectFrom('vm_disk').select(['vm_uuid', 'real_id', 'size_mb']).where('vm_uuid', 'in', inDc).orderBy('vm_uuid').orderBy('real_id').execute();
-  const snaps = await db
+  const lost = await db
     .selectFrom('snapshot')
-    .select(['vm_uuid', 'status', (eb) => eb.fn.countAll<number | string>().as('n'), (eb) => eb.fn.sum<number | string | null>('size').as('bytes')])
+    .select(['vm_uuid', (eb) => eb.fn.countAll<number | string>().as('n')])
+    .where('status', '=', 4)
     .where('vm_uuid', 'in', inDc)
-    .groupBy(['vm_uuid', 'status'])
+    .groupBy('vm_uuid')
     .execute();
   const defs = await db
     .selectFrom('snapshot_define')
@@ -98,14 +120,7 @@ export async function vmSummaries(db: Kysely<Database>, scope: Scope, now: Date)
     list.push({ disk_id: ids.length, size: d.size_mb });
     disksOf.set(d.vm_uuid, list);
   }
-  const counts = new Map<string, { n: number; bytes: number; lost: number }>();
-  for (const s of snaps) {
-    const c = counts.get(s.vm_uuid) ?? { n: 0, bytes: 0, lost: 0 };
-    c.n += Number(s.n);
-    c.bytes += Number(s.bytes ?? 0);
-    if (s.status === 4) c.lost += Number(s.n);
-    counts.set(s.vm_uuid, c);
-  }
+  const lostOf = new Map(lost.map((l) => [l.vm_uuid, Number(l.n)]));
   const slotsOf = slotsCache(now);
   const defsOf = new Map<string, DefineSummary[]>();
   for (const d of defs) {
@@ -130,23 +145,56 @@ export async function vmSummaries(db: Kysely<Database>, scope: Scope, now: Date)
     defsOf.set(d.vm_uuid, list);
   }
   return vms.map((v) => {
-    const c = counts.get(v.uuid) ?? { n: 0, bytes: 0, lost: 0 };
     const list = defsOf.get(v.uuid) ?? [];
     const worst = list.reduce((w, d) => Math.max(w, WORST[d.state]), 0);
     const protection: Protection = worst === 0 ? 'none' : worst === 1 ? 'ok' : worst === 2 ? 'stale' : 'failing';
     return {
+      uuid: v.uuid,
       hostname: v.hostname,
       alias: v.alias,
       node: v.node,
       status: VM_STATUS_NAMES[v.status] ?? String(v.status),
       disks: disksOf.get(v.uuid) ?? [],
-      snapshots: c.n,
-      snapshots_size: c.bytes,
-      snapshots_lost: c.lost,
+      snapshots_lost: lostOf.get(v.uuid) ?? 0,
       definitions: list,
       protection,
     };
   });
+}
+
+/** The given VMs' summaries: their snapshot counts and bytes in one grouped query over just their rows. */
+export async function withSnapshotTotals(db: Kysely<Database>, states: readonly VmState[]): Promise<VmSummary[]> {
+  const counts = new Map<string, { n: number; bytes: number }>();
+  for (let i = 0; i < states.length; i += 500) {
+    const uuids = states.slice(i, i + 500).map((v) => v.uuid);
+    const rows = await db
+      .selectFrom('snapshot')
+      .select(['vm_uuid', (eb) => eb.fn.countAll<number | string>().as('n'), (eb) => eb.fn.sum<number | string | null>('size').as('bytes')])
+      .where('vm_uuid', 'in', uuids)
+      .groupBy('vm_uuid')
+      .execute();
+    for (const r of rows) counts.set(r.vm_uuid, { n: Number(r.n), bytes: Number(r.bytes ?? 0) });
+  }
+  return states.map((v) => {
+    const c = counts.get(v.uuid) ?? { n: 0, bytes: 0 };
+    return {
+      hostname: v.hostname,
+      alias: v.alias,
+      node: v.node,
+      status: v.status,
+      disks: v.disks,
+      snapshots: c.n,
+      snapshots_size: c.bytes,
+      snapshots_lost: v.snapshots_lost,
+      definitions: v.definitions,
+      protection: v.protection,
+    };
+  });
+}
+
+/** Every VM's summary (GET /overview/vm/ without a page). */
+export async function vmSummaries(db: Kysely<Database>, scope: Scope, now: Date): Promise<VmSummary[]> {
+  return withSnapshotTotals(db, await vmStates(db, scope, now));
 }
 
 export interface StorageSummary {
@@ -245,7 +293,7 @@ export interface Problem {
 }
 
 /** Problems first by severity, then in VM/node order; the VM list and nodes are the already-scoped summaries. */
-export function problemsOf(vms: readonly VmSummary[], nodes: readonly NodeSummary[], floor: number): Problem[] {
+export function problemsOf(vms: readonly Pick<VmState, 'hostname' | 'definitions' | 'snapshots_lost'>[], nodes: readonly NodeSummary[], floor: number): Problem[] {
   const out: Problem[] = [];
   for (const v of vms) {
     for (const d of v.definitions) {

@@ -114,6 +114,35 @@ forEachDb('overview endpoints', (kind) => {
     expect((await s.req('GET', '/api/overview/', { key: user.key })).body.result.vms.map((v: { hostname: string }) => v.hostname)).toEqual(['olga01']);
   });
 
+  it('pages the VM list on the server: attention filter, offset and limit, the count of the whole list', async () => {
+    const page = await s.req('GET', '/api/overview/', { query: { days: '0', limit: '2', offset: '1' } });
+    expect(page.status).toBe(200);
+    expect(page.body.result.vms.map((v: { hostname: string }) => v.hostname)).toEqual(['fail01', 'good01']);
+    expect(page.body.result.vm_count).toBe(5);
+    expect(page.body.result.vms[1]).toMatchObject({ snapshots: 2, snapshots_lost: 1 });
+    // days=0 leaves the history out; the problems are the whole DC's whatever the page.
+    expect(page.body.result.nodes.nodes.find((n: { hostname: string }) => n.hostname === s.node).storages[0].snapshot_bytes).toEqual([]);
+    expect(page.body.result.problems).toEqual((await s.req('GET', '/api/overview/problems/')).body.result);
+    // Attention: all but a VM on schedule without lost snapshots (good01 once its lost one is found again).
+    const names = (r: { body: { result: { vms: { hostname: string }[]; vm_count: number } } }) => r.body.result.vms.map((v) => v.hostname);
+    expect(names(await s.req('GET', '/api/overview/', { query: { attention: 'true' } }))).toEqual(['bare01', 'fail01', 'good01', 'olga01', 'stale01']);
+    await s.runtime.ctx.db.updateTable('snapshot').set({ status: 1 }).where('name', '=', 'b').execute();
+    try {
+      const attention = await s.req('GET', '/api/overview/', { query: { attention: 'true', limit: '100' } });
+      expect(names(attention)).toEqual(['bare01', 'fail01', 'olga01', 'stale01']);
+      expect(attention.body.result.vm_count).toBe(4);
+      expect((await s.req('GET', '/api/overview/vm/', { query: { attention: '1', offset: '2' } })).body.result.map((v: { hostname: string }) => v.hostname)).toEqual(['olga01', 'stale01']);
+    } finally {
+      await s.runtime.ctx.db.updateTable('snapshot').set({ status: 4 }).where('name', '=', 'b').execute();
+    }
+    for (const [field, value] of [['limit', '0'], ['offset', '-1'], ['limit', 'x']] as const) {
+      const r = await s.req('GET', '/api/overview/', { query: { [field]: value } });
+      expect(r.status, `${field}=${value}`).toBe(400);
+      expect(Object.keys(r.body.result ?? r.body.detail ?? {})).toContain(field);
+    }
+    expect((await s.req('GET', '/api/overview/node/', { query: { days: '0' } })).status).toBe(400);
+  });
+
   it('needs credentials and is described in the OpenAPI document', async () => {
     for (const p of ['/api/overview/', '/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/good01/timeline/']) {
       expect((await s.req('GET', p, { key: null })).status).toBe(403);
