@@ -9,9 +9,10 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
 import { withServer, type TestServer } from '../helpers/server.js';
 import { makeVm } from '../helpers/fixtures.js';
-import { axeViolations, ensureUiBuilt, launchBrowser, openPage, row, screenshot, scrollsSideways, signInWithKey, type Browser, type WatchedPage } from './browser.js';
+import { axeViolations, emojiIn, ensureUiBuilt, launchBrowser, openPage, row, screenshot, scrollsSideways, signInWithKey, type Browser, type WatchedPage } from './browser.js';
 
 const HOUR = 3_600_000;
 
@@ -44,6 +45,14 @@ describe('web UI: operations console', () => {
     for (const [h, state] of [[5, 'skipped'], [3, 'failed']] as const) {
       await db().insertInto('schedule_slot').values({ define_id: hourly.id, slot: new Date(Date.now() - h * HOUR).toISOString(), source: 'cron', state, reason: state === 'skipped' ? 'capacity' : 'Got bad return code (1)', created: recent, changed: recent }).execute();
     }
+    // old01: a definition that stopped succeeding 10 hours ago (stale), and one that never fires (written
+    // before esnap refused such schedules); and a node that stopped answering.
+    await makeVm(s, 'old01', { disks: [4] });
+    expect((await s.req('POST', '/api/vm/old01/define/snapshot/hourly/', { body: { schedule: '0 * * * *', retention: 3 } })).status).toBe(201);
+    await db().updateTable('snapshot_define').set({ next_run: new Date(Date.now() + 24 * HOUR).toISOString(), last_success: new Date(Date.now() - 10 * HOUR).toISOString(), created: new Date(Date.now() - 3 * 24 * HOUR).toISOString() }).where('vm_uuid', 'in', vmUuid('old01')).execute();
+    const { id: _id, ...stale } = await db().selectFrom('snapshot_define').selectAll().where('vm_uuid', 'in', vmUuid('old01')).executeTakeFirstOrThrow();
+    await db().insertInto('snapshot_define').values({ ...stale, name: 'leapday', schedule: '0 0 30 2 *', last_success: null }).execute();
+    await db().insertInto('node').values({ hostname: 'down01.test', uuid: '00000000-0000-4000-8000-00000000d0d1', status: 3, last_heartbeat: new Date(Date.now() - 2 * HOUR).toISOString(), created: recent }).execute();
     await db().updateTable('snapshot').set({ pinned: 1 }).where('name', '=', 's3').execute();
     await db()
       .insertInto('task_log')
@@ -112,17 +121,27 @@ describe('web UI: operations console', () => {
     expect(await problems.locator('li[data-kind="definition_failing"]').innerText()).toContain('Definition nightly of db01 (disk 1) failed: Got bad return code (1)');
     expect(await problems.locator('li[data-kind="snapshot_lost"]').innerText()).toContain('1 snapshot of web01 lost');
     expect(await problems.locator('li[data-kind="storage_low"]').innerText()).toContain('2.0 % free, below the 5 % floor');
+    expect(await problems.locator('li[data-kind="definition_stale"]').innerText()).toMatch(/Definition hourly of old01 \(disk 1\) is stale: no successful snapshot since /);
+    expect(await problems.locator('li[data-kind="schedule_invalid"]').innerText()).toContain('Definition leapday of old01 (disk 1) has a schedule that never fires: 0 0 30 2 *');
+    const down = problems.locator('li[data-kind="node_unreachable"]');
+    expect(await down.innerText()).toContain('Node down01.test is');
+    expect(await down.getByRole('link', { name: 'Show node down01.test' }).getAttribute('href')).toBe('#node-down01.test');
+    expect(await w.page.locator('article[data-node="down01.test"] h3 .badge').getAttribute('class')).toBe('badge badge-bad');
+    // Every problem is worded, marked and links somewhere.
+    expect(await problems.locator('li').count()).toBe(6);
+    expect(await problems.locator('li a[href]').count()).toBe(6);
     const vms = w.page.getByRole('table', { name: 'Virtual machines' });
     expect(await vms.locator('tr[data-vm="db01"]').getAttribute('data-protection')).toBe('failing');
     expect(await vms.locator('tr[data-vm="web01"]').getAttribute('data-protection')).toBe('ok');
     expect(await vms.locator('tr[data-vm="run01"]').getAttribute('data-protection')).toBe('none');
+    expect(await vms.locator('tr[data-vm="old01"]').getAttribute('data-protection')).toBe('failing');
     expect(await vms.locator('tr[data-vm="web01"]').innerText()).toContain('(1 lost)');
     // web01 (on schedule, its lost snapshot found again for a moment) leaves the list the server filters.
     await db().updateTable('snapshot').set({ status: 1 }).where('name', '=', 's2').execute();
     await w.page.getByLabel(/Only VMs needing attention/).check();
     await vms.locator('tr[data-vm="web01"]').waitFor({ state: 'detached' });
     await w.page.locator('main[data-ready="overview"]').waitFor();
-    expect(await vms.locator('tr[data-vm]').evaluateAll((trs) => trs.map((t) => t.getAttribute('data-vm')))).toEqual(['db01', 'run01']);
+    expect(await vms.locator('tr[data-vm]').evaluateAll((trs) => trs.map((t) => t.getAttribute('data-vm')))).toEqual(['db01', 'old01', 'run01']);
     await db().updateTable('snapshot').set({ status: 4 }).where('name', '=', 's2').execute();
     await w.page.getByLabel(/Only VMs needing attention/).uncheck();
     await vms.locator('tr[data-vm="web01"]').waitFor();
@@ -152,6 +171,18 @@ describe('web UI: operations console', () => {
     expect(await sched.getAttribute('data-error')).toBeNull();
     await screenshot(w.page, 'console-schedule-words');
     expect(await axeViolations(w.page)).toEqual([]);
+
+    // A schedule that never fires is an error, its cron still beside it.
+    await w.page.goto(`${s.url}/vm/old01`);
+    const defs = w.page.getByRole('table', { name: 'Snapshot definitions' });
+    await defs.waitFor();
+    const never = defs.locator('tr', { hasText: 'leapday' }).getByTestId('schedule');
+    expect(await never.getAttribute('data-error')).toBe('true');
+    expect(await never.innerText()).toBe('Error: never fires: no date matches this schedule 0 0 30 2 *');
+    expect(await never.locator('.error-text').evaluate((el) => getComputedStyle(el).color)).toMatch(/rgb\((192, 38, 45|255, 123, 114)\)/);
+    expect(await defs.locator('tr', { hasText: 'hourly' }).getByTestId('schedule').innerText()).toBe('every hour, on the hour (UTC) 0 * * * *');
+    await screenshot(w.page, 'console-schedule-never-fires');
+    expect(await axeViolations(w.page)).toEqual([]);
   });
 
   it('styles destructive actions red and disables those that cannot succeed, with the reason', async () => {
@@ -167,6 +198,7 @@ describe('web UI: operations console', () => {
     expect(await pinnedDelete.isDisabled()).toBe(true);
     expect(await pinnedDelete.getAttribute('data-reason')).toBe('The snapshot is pinned: unpin it to delete it');
     await screenshot(w.page, 'console-disabled-actions');
+    expect(await axeViolations(w.page)).toEqual([]);
     for (const b of await w.page.locator('table[data-testid="snapshots"] td.actions button').all()) {
       expect(await b.getAttribute('class')).toBe('danger');
       // Red text, never the filled primary style.
@@ -253,6 +285,10 @@ describe('web UI: operations console', () => {
         await w.page.goto(`${s.url}${path}`);
         await w.page.locator(ready).waitFor();
         expect(await scrollsSideways(w.page), path).toBe(false);
+        // Icons are inline SVG; no emoji or dingbats (they render as empty boxes without a font for them).
+        expect(await w.page.locator('main svg.icon').count(), path).toBeGreaterThan(0);
+        expect(await emojiIn(w.page), path).toEqual([]);
+        expect(await axeViolations(w.page), path).toEqual([]);
         await screenshot(w.page, `console-400px${path.replace(/\//g, '-')}`);
       }
     } finally {
@@ -260,23 +296,34 @@ describe('web UI: operations console', () => {
     }
   });
 
-  it('reaches every action of the VM page from the keyboard', async () => {
-    await w.page.goto(`${s.url}/vm/web01`);
-    await row(w.page, 's1', 1).waitFor();
-    const wanted = await w.page.evaluate(() => {
+  it('reaches every link, button and field of each page from the keyboard', async () => {
+    for (const [path, ready] of [
+      ['/', 'section[data-charts="ready"]'],
+      ['/vm/web01', 'table[data-testid="snapshots"] tbody tr[data-name="s1"]'],
+      ['/tasks', 'table[data-testid="task-log"] tbody tr'],
+    ] as const) {
+      await w.page.goto(`${s.url}${path}`);
+      await w.page.locator(ready).first().waitFor();
+      const { wanted, seen } = await tabThrough(w.page);
+      expect(seen, path).toBe(wanted);
+    }
+  });
+
+  async function tabThrough(page: Page): Promise<{ wanted: number; seen: number }> {
+    const wanted = await page.evaluate(() => {
       const els = [...document.querySelectorAll('main a[href], main button:not([disabled]), main input:not([disabled]), main select:not([disabled])')];
       els.forEach((el, i) => el.setAttribute('data-kbd', String(i)));
       return els.length;
     });
     const seen = new Set<string>();
-    await w.page.locator('body').focus();
+    await page.locator('body').focus();
     for (let i = 0; i < wanted + 20 && seen.size < wanted; i++) {
-      await w.page.keyboard.press('Tab');
-      const k = await w.page.evaluate(() => document.activeElement?.getAttribute('data-kbd') ?? null);
+      await page.keyboard.press('Tab');
+      const k = await page.evaluate(() => document.activeElement?.getAttribute('data-kbd') ?? null);
       if (k !== null) seen.add(k);
     }
-    expect(seen.size).toBe(wanted);
-  });
+    return { wanted, seen: seen.size };
+  }
 
   it('signs in with a wrong key showing one message; the API-key field is as wide as the others', async () => {
     const p = await openPage(b, `${s.url}/`);
