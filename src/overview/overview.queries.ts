@@ -30,12 +30,27 @@ export interface DefineSummary {
   readonly state: DefineState;
 }
 
+/**
+ * A disk in the overview: array id and size in MiB; a libvirt disk (src/hypervisor/) also names its
+ * target device, whether it left its domain (detached) and why it lies on no esnap storage (unmapped,
+ * null when it is on one), as its disk object does.
+ */
+export interface DiskSummary {
+  readonly disk_id: number;
+  readonly size: number;
+  readonly target?: string;
+  readonly detached?: boolean;
+  readonly unmapped?: string | null;
+}
+
 export interface VmSummary {
   readonly hostname: string;
   readonly alias: string;
   readonly node: string | null;
   readonly status: string;
-  readonly disks: { disk_id: number; size: number }[];
+  /** A VM mirroring a libvirt domain: its status and disks come from libvirt. */
+  readonly libvirt: boolean;
+  readonly disks: DiskSummary[];
   readonly snapshots: number;
   readonly snapshots_size: number;
   readonly snapshots_lost: number;
@@ -74,7 +89,8 @@ export interface VmState {
   readonly alias: string;
   readonly node: string | null;
   readonly status: string;
-  readonly disks: { disk_id: number; size: number }[];
+  readonly libvirt: boolean;
+  readonly disks: DiskSummary[];
   readonly snapshots_lost: number;
   readonly definitions: DefineSummary[];
   readonly protection: Protection;
@@ -89,12 +105,12 @@ export const needsAttention = (v: Pick<VmState, 'protection' | 'snapshots_lost'>
  * (status, vm_uuid) index), none reading the VMs' other snapshots.
  */
 export async function vmStates(db: Kysely<Database>, scope: Scope, now: Date): Promise<VmState[]> {
-  let vq = db.selectFrom('vm').leftJoin('node', 'node.id', 'vm.node_id').select(['vm.uuid', 'vm.hostname', 'vm.alias', 'vm.status', 'node.hostname as node']).where('vm.dc_id', '=', scope.dcId);
+  let vq = db.selectFrom('vm').leftJoin('node', 'node.id', 'vm.node_id').select(['vm.uuid', 'vm.hostname', 'vm.alias', 'vm.status', 'vm.libvirt', 'node.hostname as node']).where('vm.dc_id', '=', scope.dcId);
   if (scope.ownerId !== null) vq = vq.where('vm.owner_id', '=', scope.ownerId);
   const vms = await vq.orderBy('vm.hostname').execute();
   if (vms.length === 0) return [];
   const inDc = db.selectFrom('vm').select('uuid').where('dc_id', '=', scope.dcId);
-  const disks = await db.selectFrom('vm_disk').select(['vm_uuid', 'real_id', 'size_mb']).where('vm_uuid', 'in', inDc).orderBy('vm_uuid').orderBy('real_id').execute();
+  const disks = await db.selectFrom('vm_disk').select(['vm_uuid', 'real_id', 'size_mb', 'libvirt_target', 'detached', 'unmapped']).where('vm_uuid', 'in', inDc).orderBy('vm_uuid').orderBy('real_id').execute();
   const lost = await db
     .selectFrom('snapshot')
     .select(['vm_uuid', (eb) => eb.fn.countAll<number | string>().as('n')])
@@ -111,13 +127,14 @@ export async function vmStates(db: Kysely<Database>, scope: Scope, now: Date): P
     .execute();
 
   const diskIds = new Map<string, number[]>();
-  const disksOf = new Map<string, { disk_id: number; size: number }[]>();
+  const disksOf = new Map<string, DiskSummary[]>();
   for (const d of disks) {
     const ids = diskIds.get(d.vm_uuid) ?? [];
     ids.push(d.real_id);
     diskIds.set(d.vm_uuid, ids);
     const list = disksOf.get(d.vm_uuid) ?? [];
-    list.push({ disk_id: ids.length, size: d.size_mb });
+    const base = { disk_id: ids.length, size: d.size_mb };
+    list.push(d.libvirt_target === null ? base : { ...base, target: d.libvirt_target, detached: d.detached === 1, unmapped: d.unmapped });
     disksOf.set(d.vm_uuid, list);
   }
   const lostOf = new Map(lost.map((l) => [l.vm_uuid, Number(l.n)]));
@@ -154,6 +171,7 @@ export async function vmStates(db: Kysely<Database>, scope: Scope, now: Date): P
       alias: v.alias,
       node: v.node,
       status: VM_STATUS_NAMES[v.status] ?? String(v.status),
+      libvirt: v.libvirt === 1,
       disks: disksOf.get(v.uuid) ?? [],
       snapshots_lost: lostOf.get(v.uuid) ?? 0,
       definitions: list,
@@ -182,6 +200,7 @@ export async function withSnapshotTotals(db: Kysely<Database>, states: readonly 
       alias: v.alias,
       node: v.node,
       status: v.status,
+      libvirt: v.libvirt,
       disks: v.disks,
       snapshots: c.n,
       snapshots_size: c.bytes,
@@ -280,7 +299,7 @@ export async function nodeSummaries(
 }
 
 export interface Problem {
-  /** definition_failing, definition_stale, schedule_invalid, snapshot_lost, node_unreachable, storage_low */
+  /** definition_failing, definition_stale, schedule_invalid, snapshot_lost, backup_failing, backup_lost, backup_damaged, node_unreachable, storage_low */
   readonly kind: string;
   readonly severity: 'bad' | 'warn';
   readonly message: string;
@@ -292,20 +311,75 @@ export interface Problem {
   readonly count?: number;
 }
 
+/** Backups that need attention, per VM the caller sees: definitions whose last run failed, lost or damaged backups. */
+export interface BackupTrouble {
+  readonly failing: { vm: string; name: string; disk_id: number; last_error: string }[];
+  readonly bad: { vm: string; status: number; count: number }[];
+}
+
+/**
+ * Two queries on the backup tables (issue 15): active backup definitions whose last run failed, and
+ * the count of lost (4) and damaged (5) backups per VM, both for the VMs the caller sees (backups
+ * whose VM is gone are listed on the backup pages, not here).
+ */
+export async function backupTrouble(db: Kysely<Database>, scope: Scope, states: readonly Pick<VmState, 'uuid' | 'hostname'>[]): Promise<BackupTrouble> {
+  if (states.length === 0) return { failing: [], bad: [] };
+  const hostOf = new Map(states.map((v) => [v.uuid, v.hostname]));
+  let inScope = db.selectFrom('vm').select('uuid').where('dc_id', '=', scope.dcId);
+  if (scope.ownerId !== null) inScope = inScope.where('owner_id', '=', scope.ownerId);
+  const defs = await db
+    .selectFrom('backup_define')
+    .select(['vm_uuid', 'name', 'disk_real_id', 'last_error'])
+    .where('active', '=', 1)
+    .where('last_error', 'is not', null)
+    .where('vm_uuid', 'in', inScope)
+    .orderBy('vm_uuid')
+    .orderBy('name')
+    .execute();
+  const bad = await db
+    .selectFrom('backup')
+    .select(['vm_uuid', 'status', (eb) => eb.fn.countAll<number | string>().as('n')])
+    .where('status', 'in', [4, 5])
+    .where('vm_uuid', 'in', inScope)
+    .groupBy(['vm_uuid', 'status'])
+    .execute();
+  const disks = defs.length === 0 ? [] : await db.selectFrom('vm_disk').select(['vm_uuid', 'real_id']).where('vm_uuid', 'in', [...new Set(defs.map((d) => d.vm_uuid))]).orderBy('real_id').execute();
+  const diskId = (vm: string, realId: number): number => disks.filter((d) => d.vm_uuid === vm).findIndex((d) => d.real_id === realId) + 1;
+  return {
+    failing: defs.filter((d) => hostOf.has(d.vm_uuid)).map((d) => ({ vm: hostOf.get(d.vm_uuid)!, name: d.name, disk_id: diskId(d.vm_uuid, d.disk_real_id), last_error: d.last_error ?? '' })),
+    bad: bad.filter((b) => b.vm_uuid !== null && hostOf.has(b.vm_uuid)).map((b) => ({ vm: hostOf.get(b.vm_uuid!)!, status: b.status, count: Number(b.n) })),
+  };
+}
+
+/** `2026-12-05 22:22 UTC` from a Danube time (`2026-12-05T22:22:43.445000Z`). */
+const readable = (danubeTime: string): string => `${danubeTime.slice(0, 10)} ${danubeTime.slice(11, 16)} UTC`;
+
 /** Problems first by severity, then in VM/node order; the VM list and nodes are the already-scoped summaries. */
-export function problemsOf(vms: readonly Pick<VmState, 'hostname' | 'definitions' | 'snapshots_lost'>[], nodes: readonly NodeSummary[], floor: number): Problem[] {
+export function problemsOf(
+  vms: readonly Pick<VmState, 'hostname' | 'definitions' | 'snapshots_lost'>[],
+  nodes: readonly NodeSummary[],
+  floor: number,
+  backups: BackupTrouble = { failing: [], bad: [] },
+): Problem[] {
   const out: Problem[] = [];
   for (const v of vms) {
     for (const d of v.definitions) {
       const where = { vm: v.hostname, disk_id: d.disk_id, define: d.name };
       if (d.state === 'failing') out.push({ kind: 'definition_failing', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) failed: ${d.last_error ?? ''}`.trim(), ...where });
-      else if (d.state === 'stale') out.push({ kind: 'definition_stale', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) is stale: no successful snapshot since ${d.last_success ?? 'it was created'}`, ...where });
+      else if (d.state === 'stale') out.push({ kind: 'definition_stale', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) is stale: no successful snapshot since ${d.last_success === null ? 'it was created' : readable(d.last_success)}`, ...where });
       else if (d.state === 'invalid') out.push({ kind: 'schedule_invalid', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) has a schedule that never fires: ${d.schedule}`, ...where });
     }
     if (v.snapshots_lost > 0) {
       const n = v.snapshots_lost;
       out.push({ kind: 'snapshot_lost', severity: 'bad', message: `${n} snapshot${n === 1 ? '' : 's'} of ${v.hostname} lost (gone from storage)`, vm: v.hostname, count: n });
     }
+  }
+  for (const d of backups.failing) {
+    out.push({ kind: 'backup_failing', severity: 'bad', message: `Backup definition ${d.name} of ${d.vm} (disk ${d.disk_id}) failed: ${d.last_error}`.trim(), vm: d.vm, disk_id: d.disk_id, define: d.name });
+  }
+  for (const b of backups.bad) {
+    const what = b.status === 4 ? 'lost (gone from the backup storage)' : `damaged (${b.count === 1 ? 'its data no longer matches its' : 'their data no longer matches their'} checksum)`;
+    out.push({ kind: b.status === 4 ? 'backup_lost' : 'backup_damaged', severity: 'bad', message: `${b.count} backup${b.count === 1 ? '' : 's'} of ${b.vm} ${what}`, vm: b.vm, count: b.count });
   }
   for (const n of nodes) {
     if (n.status !== 2) out.push({ kind: 'node_unreachable', severity: n.status === 1 ? 'warn' : 'bad', message: `Node ${n.hostname} is ${n.status_display}`, node: n.hostname });

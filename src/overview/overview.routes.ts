@@ -10,7 +10,7 @@ import { formatDanubeTime } from '../domain/time.js';
 import { parseBool, parseIntField } from '../domain/validate.js';
 import { capacityOf } from '../snapshots/capacity.js';
 import { findVm, vmDisks } from '../vms/vm.lookup.js';
-import { needsAttention, nodeSummaries, problemsOf, vmStates, withSnapshotTotals, type Scope, type VmState, type VmSummary } from './overview.queries.js';
+import { backupTrouble, needsAttention, nodeSummaries, problemsOf, vmStates, withSnapshotTotals, type Scope, type VmState, type VmSummary } from './overview.queries.js';
 
 const scopeOf = (req: ViewRequest): Scope => ({ dcId: req.caller.dc.id, ownerId: req.caller.isAdmin ? null : req.caller.user.id });
 
@@ -52,14 +52,14 @@ const problems: ViewDef = {
   path: '/overview/problems',
   name: 'overview_problems',
   description:
-    'esnap addition. What needs attention in the DC: failing, stale or never-firing definitions, lost snapshots (per VM), nodes not online, storages below the free-space floor.',
+    'esnap addition. What needs attention in the DC: failing, stale or never-firing definitions, lost snapshots (per VM), failing backup definitions, lost or damaged backups (per VM), nodes not online, storages below the free-space floor.',
   dcBound: true,
   methods: {
     async GET(req) {
       const now = req.app.clock.now();
       const floor = capacityOf(req.app).minFreePercent;
       const [vms, nodes] = await Promise.all([vmStates(req.app.db, scopeOf(req), now), nodeSummaries(req.app.db, floor, now, 0)]);
-      return { type: 'sync', result: problemsOf(vms, nodes, floor) };
+      return { type: 'sync', result: problemsOf(vms, nodes, floor, await backupTrouble(req.app.db, scopeOf(req), vms)) };
     },
   },
 };
@@ -165,7 +165,8 @@ const all: ViewDef = {
       const states = await vmStates(req.app.db, scopeOf(req), now);
       const nodeList = await nodeSummaries(req.app.db, floor, now, daysOf(req, 30, true));
       const page = await vmPage(req, states);
-      return { type: 'sync', result: { problems: problemsOf(states, nodeList, floor), vms: page.vms, vm_count: page.count, nodes: { min_free_percent: floor, nodes: nodeList } } };
+      const backups = await backupTrouble(req.app.db, scopeOf(req), states);
+      return { type: 'sync', result: { problems: problemsOf(states, nodeList, floor, backups), vms: page.vms, vm_count: page.count, nodes: { min_free_percent: floor, nodes: nodeList } } };
     },
   },
 };

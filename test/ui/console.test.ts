@@ -53,6 +53,15 @@ describe('web UI: operations console', () => {
     const { id: _id, ...stale } = await db().selectFrom('snapshot_define').selectAll().where('vm_uuid', 'in', vmUuid('old01')).executeTakeFirstOrThrow();
     await db().insertInto('snapshot_define').values({ ...stale, name: 'leapday', schedule: '0 0 30 2 *', last_success: null }).execute();
     await db().insertInto('node').values({ hostname: 'down01.test', uuid: '00000000-0000-4000-8000-00000000d0d1', status: 3, last_heartbeat: new Date(Date.now() - 2 * HOUR).toISOString(), created: recent }).execute();
+    // One of web01's backups is gone from the backup storage.
+    const local = await db().selectFrom('node_storage').select(['id', 'name', 'node_id']).executeTakeFirstOrThrow();
+    const web = await db().selectFrom('vm').select('uuid').where('hostname', '=', 'web01').executeTakeFirstOrThrow();
+    await db().insertInto('backup').values({
+      dc_id: 1, vm_uuid: web.uuid, vm_hostname: 'web01', vm_disk_id: 1, disk_real_id: 0, disk_size_mb: 4, define_id: null, name: 'daily-20261205_010000', status: 4, type: 2,
+      node_id: local.node_id, node_hostname: s.node, storage_id: local.id, storage_name: local.name, storage_driver: 'file', source_node_hostname: s.node, source_storage_name: local.name,
+      source_storage_driver: 'file', file_path: '/backups/web01', restic_id: null, base_snapshot: null, checksum: 'sha256:00', size: 1, time: 1, note: '', last: 0, fsfreeze: 0,
+      task_id: null, status_change: recent, created: recent, changed: recent,
+    }).execute();
     await db().updateTable('snapshot').set({ pinned: 1 }).where('name', '=', 's3').execute();
     await db()
       .insertInto('task_log')
@@ -121,15 +130,18 @@ describe('web UI: operations console', () => {
     expect(await problems.locator('li[data-kind="definition_failing"]').innerText()).toContain('Definition nightly of db01 (disk 1) failed: Got bad return code (1)');
     expect(await problems.locator('li[data-kind="snapshot_lost"]').innerText()).toContain('1 snapshot of web01 lost');
     expect(await problems.locator('li[data-kind="storage_low"]').innerText()).toContain('2.0 % free, below the 5 % floor');
-    expect(await problems.locator('li[data-kind="definition_stale"]').innerText()).toMatch(/Definition hourly of old01 \(disk 1\) is stale: no successful snapshot since /);
+    expect(await problems.locator('li[data-kind="definition_stale"]').innerText()).toMatch(/Definition hourly of old01 \(disk 1\) is stale: no successful snapshot since \d{4}-\d\d-\d\d \d\d:\d\d UTC/);
     expect(await problems.locator('li[data-kind="schedule_invalid"]').innerText()).toContain('Definition leapday of old01 (disk 1) has a schedule that never fires: 0 0 30 2 *');
     const down = problems.locator('li[data-kind="node_unreachable"]');
     expect(await down.innerText()).toContain('Node down01.test is');
     expect(await down.getByRole('link', { name: 'Show node down01.test' }).getAttribute('href')).toBe('#node-down01.test');
     expect(await w.page.locator('article[data-node="down01.test"] h3 .badge').getAttribute('class')).toBe('badge badge-bad');
+    const backup = problems.locator('li[data-kind="backup_lost"]');
+    expect(await backup.innerText()).toContain('1 backup of web01 lost (gone from the backup storage)');
+    expect(await backup.getByRole('link', { name: 'Open web01' }).getAttribute('href')).toBe('/vm/web01');
     // Every problem is worded, marked and links somewhere.
-    expect(await problems.locator('li').count()).toBe(6);
-    expect(await problems.locator('li a[href]').count()).toBe(6);
+    expect(await problems.locator('li').count()).toBe(7);
+    expect(await problems.locator('li a[href]').count()).toBe(7);
     const vms = w.page.getByRole('table', { name: 'Virtual machines' });
     expect(await vms.locator('tr[data-vm="db01"]').getAttribute('data-protection')).toBe('failing');
     expect(await vms.locator('tr[data-vm="web01"]').getAttribute('data-protection')).toBe('ok');
@@ -162,6 +174,46 @@ describe('web UI: operations console', () => {
     await w.page.waitForURL(`${s.url}/vm/db01#definitions`);
     await w.page.getByRole('table', { name: 'Snapshot definitions' }).waitFor();
     expect(w.problems).toEqual([]);
+  });
+
+  it('marks a libvirt VM: status from libvirt, a disk detached from its domain, a disk on no esnap storage', async () => {
+    // A VM the libvirt inventory wrote (src/hypervisor/libvirt.rows.ts): vda on the storage, vdb left the domain, vdc a block device.
+    const lv = await makeVm(s, 'lv01', { disks: [4, 2], status: 2 });
+    await db().updateTable('vm').set({ libvirt: 1 }).where('uuid', '=', lv.uuid).execute();
+    await db().updateTable('vm_disk').set({ libvirt_target: 'vda', libvirt_source: lv.diskPaths[0]! }).where('vm_uuid', '=', lv.uuid).where('real_id', '=', 0).execute();
+    await db().updateTable('vm_disk').set({ libvirt_target: 'vdb', libvirt_source: lv.diskPaths[1]!, detached: 1 }).where('vm_uuid', '=', lv.uuid).where('real_id', '=', 1).execute();
+    await db()
+      .insertInto('vm_disk')
+      .values({ vm_uuid: lv.uuid, real_id: 2, storage_id: 0, path: `libvirt:${lv.uuid}:2`, size_mb: 0, created: new Date().toISOString(), libvirt_target: 'vdc', libvirt_source: '/dev/vg0/lv01-data', detached: 0, unmapped: 'block device, not an image under a storage root' })
+      .execute();
+    try {
+      await w.page.goto(`${s.url}/`);
+      await w.page.locator('main[data-ready="overview"]').waitFor();
+      const tr = w.page.getByRole('table', { name: 'Virtual machines' }).locator('tr[data-vm="lv01"]');
+      expect(await tr.locator('td[data-label="Status"]').innerText()).toBe('running (libvirt)');
+      const disks = tr.locator('td[data-label="Disks"]');
+      expect(await disks.locator('[data-disk="1"]').innerText()).toBe('4.0 MiB (vda)');
+      expect(await disks.locator('[data-disk="2"] [data-disk-flag="detached"]').innerText()).toContain('detached');
+      expect(await disks.locator('[data-disk="3"] [data-disk-flag="unmapped"]').getAttribute('title')).toBe('Not on an esnap storage, never snapshotted: block device, not an image under a storage root');
+      await tr.scrollIntoViewIfNeeded();
+      await screenshot(w.page, 'console-libvirt-overview');
+
+      await w.page.goto(`${s.url}/vm/lv01`);
+      const status = w.page.getByTestId('vm-status');
+      await status.waitFor();
+      expect(await status.innerText()).toBe('running (reported by libvirt)');
+      const facts = w.page.getByTestId('vm-disks');
+      expect(await facts.locator('[data-disk="2"]').innerText()).toContain('disk 2: 2.0 MiB (vdb)');
+      expect(await facts.locator('[data-disk="2"] [data-disk-flag="detached"]').innerText()).toContain('detached');
+      expect(await facts.locator('[data-disk="3"]').innerText()).toContain('not on an esnap storage (block device, not an image under a storage root; never snapshotted)');
+      expect(await facts.locator('[data-disk="1"] [data-disk-flag]').count()).toBe(0);
+      await screenshot(w.page, 'console-libvirt-vm');
+      expect(await axeViolations(w.page)).toEqual([]);
+      expect(w.problems).toEqual([]);
+    } finally {
+      await db().deleteFrom('vm_disk').where('vm_uuid', '=', lv.uuid).execute();
+      await db().deleteFrom('vm').where('uuid', '=', lv.uuid).execute();
+    }
   });
 
   it('writes schedules in words beside the cron', async () => {

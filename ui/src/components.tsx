@@ -116,3 +116,29 @@ export function Badge({ kind, children }: { kind: IconName; children: ComponentC
     </span>
   );
 }
+
+/**
+ * A libvirt disk's cues: its target device, a disk that left its domain (kept with its snapshots
+ * until deleted), and one on no esnap storage (never snapshotted), with the reason. `long` writes
+ * the reason out; the short form keeps it in the tooltip.
+ */
+export function DiskFlags({ target, detached, unmapped, long }: { target?: string | undefined; detached?: boolean | undefined; unmapped?: string | null | undefined; long?: boolean }) {
+  return (
+    <>
+      {target ? <span class="muted"> ({target})</span> : null}
+      {detached ? (
+        <span class="disk-flag" data-disk-flag="detached" title="Detached from its libvirt domain: kept with its snapshots until an admin deletes it">
+          {' '}
+          <Badge kind="warn">detached</Badge>
+        </span>
+      ) : null}
+      {unmapped ? (
+        <span class="disk-flag" data-disk-flag="unmapped" title={`Not on an esnap storage, never snapshotted: ${unmapped}`}>
+          {' '}
+          <Badge kind="info">not on an esnap storage</Badge>
+          {long ? <span class="muted"> ({unmapped}; never snapshotted)</span> : null}
+        </span>
+      ) : null}
+    </>
+  );
+}

@@ -9,7 +9,7 @@
  */
 import { useRef, useState } from 'preact/hooks';
 import { getResult } from '../api.js';
-import { Badge, ErrorText, Loading } from '../components.js';
+import { Badge, DiskFlags, ErrorText, Loading } from '../components.js';
 import { BytesChart, StorageBar } from '../charts.js';
 import { formatAge, formatBytes, formatMb, formatUtc } from '../format.js';
 import { useLoad, useNow } from '../hooks.js';
@@ -48,6 +48,7 @@ const storageAnchor = (node: string, storage: string): string => `storage-${node
 
 /** Where to act on a problem: the VM's definitions or snapshots, or the storage/node below. */
 function target(p: Problem): { href: string; label: string } {
+  if (p.vm && p.kind.startsWith('backup_')) return { href: vmPath(p.vm), label: `Open ${p.vm}` };
   if (p.vm) {
     const section = p.kind === 'snapshot_lost' ? 'snapshots' : 'definitions';
     return { href: `${vmPath(p.vm)}#${section}`, label: p.kind === 'snapshot_lost' ? `Open the snapshots of ${p.vm}` : `Open the definitions of ${p.vm}` };
@@ -101,8 +102,21 @@ function VmRow({ v, now }: { v: VmSummary; now: number }) {
         {v.alias && v.alias !== v.hostname ? <div class="muted">{v.alias}</div> : null}
       </th>
       <td data-label="Node">{v.node ?? '—'}</td>
-      <td data-label="Status">{v.status}</td>
-      <td data-label="Disks">{v.disks.map((d) => formatMb(d.size)).join(', ') || 'none'}</td>
+      <td data-label="Status">
+        {v.status}
+        {v.libvirt ? <span class="muted"> (libvirt)</span> : null}
+      </td>
+      <td data-label="Disks">
+        {v.disks.length === 0
+          ? 'none'
+          : v.disks.map((d, i) => (
+              <span key={d.disk_id} data-disk={d.disk_id}>
+                {i > 0 ? ', ' : ''}
+                {formatMb(d.size)}
+                <DiskFlags target={d.target} detached={d.detached} unmapped={d.unmapped} />
+              </span>
+            ))}
+      </td>
       <td class="num" data-label="Snapshots">
         {v.snapshots}
         {v.snapshots_lost > 0 ? <span class="error-text"> ({v.snapshots_lost} lost)</span> : null}
