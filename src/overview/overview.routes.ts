@@ -97,7 +97,7 @@ const timeline: ViewDef = {
   path: '/overview/vm/:hostname_or_uuid/timeline',
   name: 'overview_vm_timeline',
   description:
-    "esnap addition. A VM's snapshots of the last days (days, default 7) and its definitions' skipped and failed scheduled slots, for a timeline per disk and definition.",
+    "esnap addition. A VM's snapshots and backups of the last days (days, default 7) and its definitions' skipped and failed scheduled slots, for a timeline per disk and definition.",
   dcBound: true,
   methods: {
     async GET(req) {
@@ -112,6 +112,15 @@ const timeline: ViewDef = {
       const snaps = await req.app.db
         .selectFrom('snapshot')
         .select(['name', 'disk_real_id', 'define_id', 'type', 'status', 'created', 'size'])
+        .where('vm_uuid', '=', vm.uuid)
+        .where('created', '>=', since)
+        .orderBy('created')
+        .execute();
+      const bkpdefs = await req.app.db.selectFrom('backup_define').select(['id', 'name']).where('vm_uuid', '=', vm.uuid).execute();
+      const bkpdefName = new Map(bkpdefs.map((d) => [d.id, d.name]));
+      const backups = await req.app.db
+        .selectFrom('backup')
+        .select(['name', 'vm_disk_id', 'define_id', 'status', 'created', 'size'])
         .where('vm_uuid', '=', vm.uuid)
         .where('created', '>=', since)
         .orderBy('created')
@@ -141,6 +150,14 @@ const timeline: ViewDef = {
             status: s.status,
             created: formatDanubeTime(new Date(s.created)),
             size: s.size === null ? null : Number(s.size),
+          })),
+          backups: backups.map((b) => ({
+            name: b.name,
+            disk_id: b.vm_disk_id,
+            define: b.define_id === null ? null : (bkpdefName.get(b.define_id) ?? null),
+            status: b.status,
+            created: formatDanubeTime(new Date(b.created)),
+            size: b.size === null ? null : Number(b.size),
           })),
           runs: slots.map((r) => {
             const d = defName.get(r.define_id);

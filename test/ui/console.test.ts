@@ -304,7 +304,8 @@ describe('web UI: operations console', () => {
     expect(await tl.locator('g[data-lane="1/hourly"] line[data-run="failed"]').count()).toBe(1);
     expect(await tl.locator('g[data-lane="1/manual"] circle[data-status="lost"]').count()).toBe(1);
     expect(await tl.locator('g[data-lane="1/manual"] circle[data-status="ok"]').count()).toBe(2);
-    expect(await tl.getAttribute('aria-label')).toBe('3 snapshots, 1 failed and 1 skipped scheduled runs in the last 7 days');
+    expect(await tl.locator('g[data-lane="1/backup"] rect[data-backup-status="lost"]').count()).toBe(1);
+    expect(await tl.getAttribute('aria-label')).toBe('3 snapshots, 1 backup, 1 failed and 1 skipped scheduled runs in the last 7 days');
     await screenshot(w.page, 'console-timeline');
   });
 

@@ -126,6 +126,7 @@ forEachDb('overview endpoints', (kind) => {
     expect(r.body.result.runs).toEqual([expect.objectContaining({ define: 'hourly', disk_id: 1, state: 'skipped', reason: 'capacity' })]);
     const g = await s.req('GET', '/api/overview/vm/good01/timeline/');
     expect((g.body.result.snapshots as { name: string; status: number; disk_id: number }[]).map((x) => `${x.name}@${x.disk_id}:${x.status}`)).toEqual(['a@1:1', 'b@1:4']);
+    expect((g.body.result.backups as { name: string; status: number; disk_id: number; define: string | null }[]).map((x) => `${x.name}@${x.disk_id}:${x.status}`).sort()).toEqual(['nightly-1@1:4', 'nightly-2@1:5', 'nightly-3@1:5', 'nightly-4@1:1']);
     expect((await s.req('GET', '/api/overview/vm/nope/timeline/')).status).toBe(404);
   });
 
