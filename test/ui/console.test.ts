@@ -207,6 +207,14 @@ describe('web UI: operations console', () => {
       expect(await facts.locator('[data-disk="2"] [data-disk-flag="detached"]').innerText()).toContain('detached');
       expect(await facts.locator('[data-disk="3"]').innerText()).toContain('not on an esnap storage (block device, not an image under a storage root; never snapshotted)');
       expect(await facts.locator('[data-disk="1"] [data-disk-flag]').count()).toBe(0);
+      // The disk on no esnap storage cannot be snapshotted: offered in the create dialog, but disabled.
+      await w.page.getByRole('button', { name: 'Create snapshot' }).click();
+      const create = w.page.getByRole('dialog', { name: 'Create snapshot' });
+      const options = create.locator('select[name="disk_id"] option');
+      expect(await options.allInnerTexts()).toEqual(['disk 1 vda (4.0 MiB)', 'disk 2 vdb (2.0 MiB), detached', 'disk 3 vdc (0 B): not on an esnap storage']);
+      expect(await options.evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).disabled))).toEqual([false, false, true]);
+      await screenshot(w.page, 'console-libvirt-create');
+      await create.getByRole('button', { name: 'Cancel' }).click();
       await screenshot(w.page, 'console-libvirt-vm');
       expect(await axeViolations(w.page)).toEqual([]);
       expect(w.problems).toEqual([]);

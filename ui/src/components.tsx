@@ -74,12 +74,15 @@ export function DialogButtons({ label, disabled, onCancel, danger, reason }: { l
 }
 
 /** The `<option>`s of a disk `<select>`: "disk 1 (10 GiB)", valued by disk_id. */
-export function DiskOptions({ disks }: { disks: readonly Disk[] }) {
+/** A disk choice per disk; with `snapshot`, a libvirt disk on no esnap storage is offered but disabled (it cannot be snapshotted). */
+export function DiskOptions({ disks, snapshot }: { disks: readonly Disk[]; snapshot?: boolean }) {
   return (
     <>
       {disks.map((d) => (
-        <option key={d.disk_id} value={d.disk_id}>
-          disk {d.disk_id} ({formatMb(d.size)})
+        <option key={d.disk_id} value={d.disk_id} disabled={snapshot === true && !!d.reason}>
+          disk {d.disk_id}
+          {d.target ? ` ${d.target}` : ''} ({formatMb(d.size)}){d.reason ? ': not on an esnap storage' : ''}
+          {d.detached ? ', detached' : ''}
         </option>
       ))}
     </>
