@@ -355,6 +355,10 @@ describe('web UI: operations console', () => {
     } finally {
       await w.page.setViewportSize({ width: 1400, height: 900 });
     }
+    // The page for an unknown address, too.
+    await w.page.goto(`${s.url}/no/such/page`);
+    await w.page.getByRole('heading', { name: 'Not found' }).waitFor();
+    expect(await axeViolations(w.page)).toEqual([]);
   });
 
   it('reaches every link, button and field of each page from the keyboard', async () => {
@@ -399,6 +403,10 @@ describe('web UI: operations console', () => {
     expect(await p.page.getByText('Invalid API key').count()).toBe(1);
     expect(await p.page.getByText(/Signed out/).count()).toBe(0);
     await screenshot(p.page, 'console-signin-wrong-key');
+    await p.page.setViewportSize({ width: 400, height: 800 });
+    expect(await scrollsSideways(p.page)).toBe(false);
+    expect(await axeViolations(p.page)).toEqual([]);
+    await screenshot(p.page, 'console-400px-signin');
     await p.page.close();
   });
 });
