@@ -43,7 +43,9 @@ export interface DiskSummary {
   readonly unmapped?: string | null;
 }
 
-export interface VmSummary {
+/** A VM's protection picture without its snapshot totals: enough for the problems and the attention filter. */
+export interface VmState {
+  readonly uuid: string;
   readonly hostname: string;
   readonly alias: string;
   readonly node: string | null;
@@ -51,11 +53,15 @@ export interface VmSummary {
   /** A VM mirroring a libvirt domain: its status and disks come from libvirt. */
   readonly libvirt: boolean;
   readonly disks: DiskSummary[];
-  readonly snapshots: number;
-  readonly snapshots_size: number;
   readonly snapshots_lost: number;
   readonly definitions: DefineSummary[];
   readonly protection: Protection;
+}
+
+/** A VM in the overview's table: its state and its snapshot count and bytes (lost ones included). */
+export interface VmSummary extends Omit<VmState, 'uuid'> {
+  readonly snapshots: number;
+  readonly snapshots_size: number;
 }
 
 /** The VMs a caller sees: the DC's, only their own unless admin (as GET /vm). */
@@ -82,19 +88,6 @@ function slotsCache(now: Date): (schedule: string, tz: string) => Date[] | null 
 
 const WORST: Record<DefineState, number> = { paused: 0, ok: 1, stale: 2, invalid: 3, failing: 3 };
 
-/** A VM's protection picture without its snapshot totals: enough for the problems and the attention filter. */
-export interface VmState {
-  readonly uuid: string;
-  readonly hostname: string;
-  readonly alias: string;
-  readonly node: string | null;
-  readonly status: string;
-  readonly libvirt: boolean;
-  readonly disks: DiskSummary[];
-  readonly snapshots_lost: number;
-  readonly definitions: DefineSummary[];
-  readonly protection: Protection;
-}
 
 /** Needs attention: not on schedule (no definition, stale, failing) or with lost snapshots. */
 export const needsAttention = (v: Pick<VmState, 'protection' | 'snapshots_lost'>): boolean => v.protection !== 'ok' || v.snapshots_lost > 0;
