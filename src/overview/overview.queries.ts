@@ -30,17 +30,38 @@ export interface DefineSummary {
   readonly state: DefineState;
 }
 
-export interface VmSummary {
+/**
+ * A disk in the overview: array id and size in MiB; a libvirt disk (src/hypervisor/) also names its
+ * target device, whether it left its domain (detached) and why it lies on no esnap storage (unmapped,
+ * null when it is on one), as its disk object does.
+ */
+export interface DiskSummary {
+  readonly disk_id: number;
+  readonly size: number;
+  readonly target?: string;
+  readonly detached?: boolean;
+  readonly unmapped?: string | null;
+}
+
+/** A VM's protection picture without its snapshot totals: enough for the problems and the attention filter. */
+export interface VmState {
+  readonly uuid: string;
   readonly hostname: string;
   readonly alias: string;
   readonly node: string | null;
   readonly status: string;
-  readonly disks: { disk_id: number; size: number }[];
-  readonly snapshots: number;
-  readonly snapshots_size: number;
+  /** A VM mirroring a libvirt domain: its status and disks come from libvirt. */
+  readonly libvirt: boolean;
+  readonly disks: DiskSummary[];
   readonly snapshots_lost: number;
   readonly definitions: DefineSummary[];
   readonly protection: Protection;
+}
+
+/** A VM in the overview's table: its state and its snapshot count and bytes (lost ones included). */
+export interface VmSummary extends Omit<VmState, 'uuid'> {
+  readonly snapshots: number;
+  readonly snapshots_size: number;
 }
 
 /** The VMs a caller sees: the DC's, only their own unless admin (as GET /vm). */
@@ -67,18 +88,28 @@ function slotsCache(now: Date): (schedule: string, tz: string) => Date[] | null 
 
 const WORST: Record<DefineState, number> = { paused: 0, ok: 1, stale: 2, invalid: 3, failing: 3 };
 
-export async function vmSummaries(db: Kysely<Database>, scope: Scope, now: Date): Promise<VmSummary[]> {
-  let vq = db.selectFrom('vm').leftJoin('node', 'node.id', 'vm.node_id').select(['vm.uuid', 'vm.hostname', 'vm.alias', 'vm.status', 'node.hostname as node']).where('vm.dc_id', '=', scope.dcId);
+
+/** Needs attention: not on schedule (no definition, stale, failing) or with lost snapshots. */
+export const needsAttention = (v: Pick<VmState, 'protection' | 'snapshots_lost'>): boolean => v.protection !== 'ok' || v.snapshots_lost > 0;
+
+/**
+ * Every VM the caller sees, in hostname order, with its disks, definitions' states and lost
+ * snapshot count: four queries (VMs, disks, definitions, lost snapshots through the
+ * (status, vm_uuid) index), none reading the VMs' other snapshots.
+ */
+export async function vmStates(db: Kysely<Database>, scope: Scope, now: Date): Promise<VmState[]> {
+  let vq = db.selectFrom('vm').leftJoin('node', 'node.id', 'vm.node_id').select(['vm.uuid', 'vm.hostname', 'vm.alias', 'vm.status', 'vm.libvirt', 'node.hostname as node']).where('vm.dc_id', '=', scope.dcId);
   if (scope.ownerId !== null) vq = vq.where('vm.owner_id', '=', scope.ownerId);
   const vms = await vq.orderBy('vm.hostname').execute();
   if (vms.length === 0) return [];
   const inDc = db.selectFrom('vm').select('uuid').where('dc_id', '=', scope.dcId);
-  const disks = await db.selectFrom('vm_disk').select(['vm_uuid', 'real_id', 'size_mb']).where('vm_uuid', 'in', inDc).orderBy('vm_uuid').orderBy('real_id').execute();
-  const snaps = await db
+  const disks = await db.selectFrom('vm_disk').select(['vm_uuid', 'real_id', 'size_mb', 'libvirt_target', 'detached', 'unmapped']).where('vm_uuid', 'in', inDc).orderBy('vm_uuid').orderBy('real_id').execute();
+  const lost = await db
     .selectFrom('snapshot')
-    .select(['vm_uuid', 'status', (eb) => eb.fn.countAll<number | string>().as('n'), (eb) => eb.fn.sum<number | string | null>('size').as('bytes')])
+    .select(['vm_uuid', (eb) => eb.fn.countAll<number | string>().as('n')])
+    .where('status', '=', 4)
     .where('vm_uuid', 'in', inDc)
-    .groupBy(['vm_uuid', 'status'])
+    .groupBy('vm_uuid')
     .execute();
   const defs = await db
     .selectFrom('snapshot_define')
@@ -89,23 +120,17 @@ export async function vmSummaries(db: Kysely<Database>, scope: Scope, now: Date)
     .execute();
 
   const diskIds = new Map<string, number[]>();
-  const disksOf = new Map<string, { disk_id: number; size: number }[]>();
+  const disksOf = new Map<string, DiskSummary[]>();
   for (const d of disks) {
     const ids = diskIds.get(d.vm_uuid) ?? [];
     ids.push(d.real_id);
     diskIds.set(d.vm_uuid, ids);
     const list = disksOf.get(d.vm_uuid) ?? [];
-    list.push({ disk_id: ids.length, size: d.size_mb });
+    const base = { disk_id: ids.length, size: d.size_mb };
+    list.push(d.libvirt_target === null ? base : { ...base, target: d.libvirt_target, detached: d.detached === 1, unmapped: d.unmapped });
     disksOf.set(d.vm_uuid, list);
   }
-  const counts = new Map<string, { n: number; bytes: number; lost: number }>();
-  for (const s of snaps) {
-    const c = counts.get(s.vm_uuid) ?? { n: 0, bytes: 0, lost: 0 };
-    c.n += Number(s.n);
-    c.bytes += Number(s.bytes ?? 0);
-    if (s.status === 4) c.lost += Number(s.n);
-    counts.set(s.vm_uuid, c);
-  }
+  const lostOf = new Map(lost.map((l) => [l.vm_uuid, Number(l.n)]));
   const slotsOf = slotsCache(now);
   const defsOf = new Map<string, DefineSummary[]>();
   for (const d of defs) {
@@ -130,23 +155,58 @@ export async function vmSummaries(db: Kysely<Database>, scope: Scope, now: Date)
     defsOf.set(d.vm_uuid, list);
   }
   return vms.map((v) => {
-    const c = counts.get(v.uuid) ?? { n: 0, bytes: 0, lost: 0 };
     const list = defsOf.get(v.uuid) ?? [];
     const worst = list.reduce((w, d) => Math.max(w, WORST[d.state]), 0);
     const protection: Protection = worst === 0 ? 'none' : worst === 1 ? 'ok' : worst === 2 ? 'stale' : 'failing';
     return {
+      uuid: v.uuid,
       hostname: v.hostname,
       alias: v.alias,
       node: v.node,
       status: VM_STATUS_NAMES[v.status] ?? String(v.status),
+      libvirt: v.libvirt === 1,
       disks: disksOf.get(v.uuid) ?? [],
-      snapshots: c.n,
-      snapshots_size: c.bytes,
-      snapshots_lost: c.lost,
+      snapshots_lost: lostOf.get(v.uuid) ?? 0,
       definitions: list,
       protection,
     };
   });
+}
+
+/** The given VMs' summaries: their snapshot counts and bytes in one grouped query over just their rows. */
+export async function withSnapshotTotals(db: Kysely<Database>, states: readonly VmState[]): Promise<VmSummary[]> {
+  const counts = new Map<string, { n: number; bytes: number }>();
+  for (let i = 0; i < states.length; i += 500) {
+    const uuids = states.slice(i, i + 500).map((v) => v.uuid);
+    const rows = await db
+      .selectFrom('snapshot')
+      .select(['vm_uuid', (eb) => eb.fn.countAll<number | string>().as('n'), (eb) => eb.fn.sum<number | string | null>('size').as('bytes')])
+      .where('vm_uuid', 'in', uuids)
+      .groupBy('vm_uuid')
+      .execute();
+    for (const r of rows) counts.set(r.vm_uuid, { n: Number(r.n), bytes: Number(r.bytes ?? 0) });
+  }
+  return states.map((v) => {
+    const c = counts.get(v.uuid) ?? { n: 0, bytes: 0 };
+    return {
+      hostname: v.hostname,
+      alias: v.alias,
+      node: v.node,
+      status: v.status,
+      libvirt: v.libvirt,
+      disks: v.disks,
+      snapshots: c.n,
+      snapshots_size: c.bytes,
+      snapshots_lost: v.snapshots_lost,
+      definitions: v.definitions,
+      protection: v.protection,
+    };
+  });
+}
+
+/** Every VM's summary (GET /overview/vm/ without a page). */
+export async function vmSummaries(db: Kysely<Database>, scope: Scope, now: Date): Promise<VmSummary[]> {
+  return withSnapshotTotals(db, await vmStates(db, scope, now));
 }
 
 export interface StorageSummary {
@@ -232,7 +292,7 @@ export async function nodeSummaries(
 }
 
 export interface Problem {
-  /** definition_failing, definition_stale, schedule_invalid, snapshot_lost, node_unreachable, storage_low */
+  /** definition_failing, definition_stale, schedule_invalid, snapshot_lost, backup_failing, backup_lost, backup_damaged, node_unreachable, storage_low */
   readonly kind: string;
   readonly severity: 'bad' | 'warn';
   readonly message: string;
@@ -244,20 +304,75 @@ export interface Problem {
   readonly count?: number;
 }
 
+/** Backups that need attention, per VM the caller sees: definitions whose last run failed, lost or damaged backups. */
+export interface BackupTrouble {
+  readonly failing: { vm: string; name: string; disk_id: number; last_error: string }[];
+  readonly bad: { vm: string; status: number; count: number }[];
+}
+
+/**
+ * Two queries on the backup tables (issue 15): active backup definitions whose last run failed, and
+ * the count of lost (4) and damaged (5) backups per VM, both for the VMs the caller sees (backups
+ * whose VM is gone are listed on the backup pages, not here).
+ */
+export async function backupTrouble(db: Kysely<Database>, scope: Scope, states: readonly Pick<VmState, 'uuid' | 'hostname'>[]): Promise<BackupTrouble> {
+  if (states.length === 0) return { failing: [], bad: [] };
+  const hostOf = new Map(states.map((v) => [v.uuid, v.hostname]));
+  let inScope = db.selectFrom('vm').select('uuid').where('dc_id', '=', scope.dcId);
+  if (scope.ownerId !== null) inScope = inScope.where('owner_id', '=', scope.ownerId);
+  const defs = await db
+    .selectFrom('backup_define')
+    .select(['vm_uuid', 'name', 'disk_real_id', 'last_error'])
+    .where('active', '=', 1)
+    .where('last_error', 'is not', null)
+    .where('vm_uuid', 'in', inScope)
+    .orderBy('vm_uuid')
+    .orderBy('name')
+    .execute();
+  const bad = await db
+    .selectFrom('backup')
+    .select(['vm_uuid', 'status', (eb) => eb.fn.countAll<number | string>().as('n')])
+    .where('status', 'in', [4, 5])
+    .where('vm_uuid', 'in', inScope)
+    .groupBy(['vm_uuid', 'status'])
+    .execute();
+  const disks = defs.length === 0 ? [] : await db.selectFrom('vm_disk').select(['vm_uuid', 'real_id']).where('vm_uuid', 'in', [...new Set(defs.map((d) => d.vm_uuid))]).orderBy('real_id').execute();
+  const diskId = (vm: string, realId: number): number => disks.filter((d) => d.vm_uuid === vm).findIndex((d) => d.real_id === realId) + 1;
+  return {
+    failing: defs.filter((d) => hostOf.has(d.vm_uuid)).map((d) => ({ vm: hostOf.get(d.vm_uuid)!, name: d.name, disk_id: diskId(d.vm_uuid, d.disk_real_id), last_error: d.last_error ?? '' })),
+    bad: bad.filter((b) => b.vm_uuid !== null && hostOf.has(b.vm_uuid)).map((b) => ({ vm: hostOf.get(b.vm_uuid!)!, status: b.status, count: Number(b.n) })),
+  };
+}
+
+/** `2026-12-05 22:22 UTC` from a Danube time (`2026-12-05T22:22:43.445000Z`). */
+const readable = (danubeTime: string): string => `${danubeTime.slice(0, 10)} ${danubeTime.slice(11, 16)} UTC`;
+
 /** Problems first by severity, then in VM/node order; the VM list and nodes are the already-scoped summaries. */
-export function problemsOf(vms: readonly VmSummary[], nodes: readonly NodeSummary[], floor: number): Problem[] {
+export function problemsOf(
+  vms: readonly Pick<VmState, 'hostname' | 'definitions' | 'snapshots_lost'>[],
+  nodes: readonly NodeSummary[],
+  floor: number,
+  backups: BackupTrouble = { failing: [], bad: [] },
+): Problem[] {
   const out: Problem[] = [];
   for (const v of vms) {
     for (const d of v.definitions) {
       const where = { vm: v.hostname, disk_id: d.disk_id, define: d.name };
       if (d.state === 'failing') out.push({ kind: 'definition_failing', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) failed: ${d.last_error ?? ''}`.trim(), ...where });
-      else if (d.state === 'stale') out.push({ kind: 'definition_stale', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) is stale: no successful snapshot since ${d.last_success ?? 'it was created'}`, ...where });
+      else if (d.state === 'stale') out.push({ kind: 'definition_stale', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) is stale: no successful snapshot since ${d.last_success === null ? 'it was created' : readable(d.last_success)}`, ...where });
       else if (d.state === 'invalid') out.push({ kind: 'schedule_invalid', severity: 'bad', message: `Definition ${d.name} of ${v.hostname} (disk ${d.disk_id}) has a schedule that never fires: ${d.schedule}`, ...where });
     }
     if (v.snapshots_lost > 0) {
       const n = v.snapshots_lost;
       out.push({ kind: 'snapshot_lost', severity: 'bad', message: `${n} snapshot${n === 1 ? '' : 's'} of ${v.hostname} lost (gone from storage)`, vm: v.hostname, count: n });
     }
+  }
+  for (const d of backups.failing) {
+    out.push({ kind: 'backup_failing', severity: 'bad', message: `Backup definition ${d.name} of ${d.vm} (disk ${d.disk_id}) failed: ${d.last_error}`.trim(), vm: d.vm, disk_id: d.disk_id, define: d.name });
+  }
+  for (const b of backups.bad) {
+    const what = b.status === 4 ? 'lost (gone from the backup storage)' : `damaged (${b.count === 1 ? 'its data no longer matches its' : 'their data no longer matches their'} checksum)`;
+    out.push({ kind: b.status === 4 ? 'backup_lost' : 'backup_damaged', severity: 'bad', message: `${b.count} backup${b.count === 1 ? '' : 's'} of ${b.vm} ${what}`, vm: b.vm, count: b.count });
   }
   for (const n of nodes) {
     if (n.status !== 2) out.push({ kind: 'node_unreachable', severity: n.status === 1 ? 'warn' : 'bad', message: `Node ${n.hostname} is ${n.status_display}`, node: n.hostname });

@@ -7,34 +7,59 @@
 import type { ViewDef, ViewRequest } from '../http/view.js';
 import { FailureError } from '../domain/errors.js';
 import { formatDanubeTime } from '../domain/time.js';
-import { parseIntField } from '../domain/validate.js';
+import { parseBool, parseIntField } from '../domain/validate.js';
 import { capacityOf } from '../snapshots/capacity.js';
 import { findVm, vmDisks } from '../vms/vm.lookup.js';
-import { nodeSummaries, problemsOf, vmSummaries, type Scope } from './overview.queries.js';
+import { backupTrouble, needsAttention, nodeSummaries, problemsOf, vmStates, withSnapshotTotals, type Scope, type VmState, type VmSummary } from './overview.queries.js';
 
 const scopeOf = (req: ViewRequest): Scope => ({ dcId: req.caller.dc.id, ownerId: req.caller.isAdmin ? null : req.caller.user.id });
 
-/** `days` of the history views: 1–90, default `dflt`. */
-function daysOf(req: ViewRequest, dflt: number): number {
+/** `days` of the history views: 1–90 (0 too where `zero` allows leaving the history out), default `dflt`. */
+function daysOf(req: ViewRequest, dflt: number, zero = false): number {
   const raw = req.data['days'];
   if (raw === undefined) return dflt;
   const n = parseIntField(raw);
-  if (n === null || n < 1 || n > 90) throw new FailureError({ days: ['Ensure this value is between 1 and 90.'] });
+  const min = zero ? 0 : 1;
+  if (n === null || n < min || n > 90) throw new FailureError({ days: [`Ensure this value is between ${min} and 90.`] });
   return n;
+}
+
+/** An optional non-negative integer query field (`limit` at least 1). */
+function countOf(req: ViewRequest, field: 'limit' | 'offset'): number | undefined {
+  const raw = req.data[field];
+  if (raw === undefined) return undefined;
+  const n = parseIntField(raw);
+  const min = field === 'limit' ? 1 : 0;
+  if (n === null || n < min || n > 1_000_000) throw new FailureError({ [field]: [`Ensure this value is between ${min} and 1000000.`] });
+  return n;
+}
+
+/**
+ * The VM list's page: `attention=true` keeps the VMs needing attention (not on schedule, or with
+ * lost snapshots); `offset`/`limit` pick a page (all VMs without `limit`). Snapshot totals are read
+ * for the page's VMs only. `count` is the length of the whole (filtered) list.
+ */
+async function vmPage(req: ViewRequest, states: readonly VmState[]): Promise<{ count: number; vms: VmSummary[] }> {
+  const attention = req.data['attention'] === undefined ? false : parseBool(req.data['attention']);
+  const offset = countOf(req, 'offset') ?? 0;
+  const limit = countOf(req, 'limit');
+  const list = attention ? states.filter(needsAttention) : states;
+  const page = list.slice(offset, limit === undefined ? undefined : offset + limit);
+  return { count: list.length, vms: await withSnapshotTotals(req.app.db, page) };
 }
 
 const problems: ViewDef = {
   path: '/overview/problems',
   name: 'overview_problems',
   description:
-    'esnap addition. What needs attention in the DC: failing, stale or never-firing definitions, lost snapshots (per VM), nodes not online, storages below the free-space floor.',
+    'esnap addition. What needs attention in the DC: failing, stale or never-firing definitions, lost snapshots (per VM), failing backup definitions, lost or damaged backups (per VM), nodes not online, storages below the free-space floor.',
   dcBound: true,
   methods: {
     async GET(req) {
       const now = req.app.clock.now();
       const floor = capacityOf(req.app).minFreePercent;
-      const [vms, nodes] = await Promise.all([vmSummaries(req.app.db, scopeOf(req), now), nodeSummaries(req.app.db, floor, now, 0)]);
-      return { type: 'sync', result: problemsOf(vms, nodes, floor) };
+      const [vms, nodes] = await Promise.all([vmStates(req.app.db, scopeOf(req), now), nodeSummaries(req.app.db, floor, now, 0)]);
+      return { type: 'sync', result: problemsOf(vms, nodes, floor, await backupTrouble(req.app.db, scopeOf(req), vms)) };
     },
   },
 };
@@ -43,11 +68,12 @@ const vms: ViewDef = {
   path: '/overview/vm',
   name: 'overview_vm_list',
   description:
-    'esnap addition. Every VM of the DC the caller sees with alias, disks, snapshot count, size and lost count, its definitions (state, last success) and protection: none, ok, stale or failing.',
+    'esnap addition. Every VM of the DC the caller sees with alias, disks, snapshot count, size and lost count, its definitions (state, last success) and protection: none, ok, stale or failing. Optional: attention=true (only VMs not on schedule or with lost snapshots), offset and limit (a page).',
   dcBound: true,
   methods: {
     async GET(req) {
-      return { type: 'sync', result: await vmSummaries(req.app.db, scopeOf(req), req.app.clock.now()) };
+      const states = await vmStates(req.app.db, scopeOf(req), req.app.clock.now());
+      return { type: 'sync', result: (await vmPage(req, states)).vms };
     },
   },
 };
@@ -71,7 +97,7 @@ const timeline: ViewDef = {
   path: '/overview/vm/:hostname_or_uuid/timeline',
   name: 'overview_vm_timeline',
   description:
-    "esnap addition. A VM's snapshots of the last days (days, default 7) and its definitions' skipped and failed scheduled slots, for a timeline per disk and definition.",
+    "esnap addition. A VM's snapshots and backups of the last days (days, default 7) and its definitions' skipped and failed scheduled slots, for a timeline per disk and definition.",
   dcBound: true,
   methods: {
     async GET(req) {
@@ -86,6 +112,15 @@ const timeline: ViewDef = {
       const snaps = await req.app.db
         .selectFrom('snapshot')
         .select(['name', 'disk_real_id', 'define_id', 'type', 'status', 'created', 'size'])
+        .where('vm_uuid', '=', vm.uuid)
+        .where('created', '>=', since)
+        .orderBy('created')
+        .execute();
+      const bkpdefs = await req.app.db.selectFrom('backup_define').select(['id', 'name']).where('vm_uuid', '=', vm.uuid).execute();
+      const bkpdefName = new Map(bkpdefs.map((d) => [d.id, d.name]));
+      const backups = await req.app.db
+        .selectFrom('backup')
+        .select(['name', 'vm_disk_id', 'define_id', 'status', 'created', 'size'])
         .where('vm_uuid', '=', vm.uuid)
         .where('created', '>=', since)
         .orderBy('created')
@@ -116,6 +151,14 @@ const timeline: ViewDef = {
             created: formatDanubeTime(new Date(s.created)),
             size: s.size === null ? null : Number(s.size),
           })),
+          backups: backups.map((b) => ({
+            name: b.name,
+            disk_id: b.vm_disk_id,
+            define: b.define_id === null ? null : (bkpdefName.get(b.define_id) ?? null),
+            status: b.status,
+            created: formatDanubeTime(new Date(b.created)),
+            size: b.size === null ? null : Number(b.size),
+          })),
           runs: slots.map((r) => {
             const d = defName.get(r.define_id);
             return { define: d?.name ?? null, disk_id: d ? diskId(d.disk_real_id) : 0, slot: formatDanubeTime(new Date(r.slot)), state: r.state, reason: r.reason };
@@ -130,15 +173,17 @@ const all: ViewDef = {
   path: '/overview',
   name: 'overview',
   description:
-    'esnap addition. The three overview answers in one, computed once: {problems, vms, nodes} as GET /overview/problems/, /overview/vm/ and /overview/node/ (days, default 30) answer them.',
+    'esnap addition. The three overview answers in one, computed once: {problems, vms, vm_count, nodes} as GET /overview/problems/, /overview/vm/ (with its attention, offset and limit; vm_count counts the whole filtered list) and /overview/node/ (days, default 30; 0 leaves snapshot_bytes empty) answer them.',
   dcBound: true,
   methods: {
     async GET(req) {
       const now = req.app.clock.now();
       const floor = capacityOf(req.app).minFreePercent;
-      const vmList = await vmSummaries(req.app.db, scopeOf(req), now);
-      const nodeList = await nodeSummaries(req.app.db, floor, now, daysOf(req, 30));
-      return { type: 'sync', result: { problems: problemsOf(vmList, nodeList, floor), vms: vmList, nodes: { min_free_percent: floor, nodes: nodeList } } };
+      const states = await vmStates(req.app.db, scopeOf(req), now);
+      const nodeList = await nodeSummaries(req.app.db, floor, now, daysOf(req, 30, true));
+      const page = await vmPage(req, states);
+      const backups = await backupTrouble(req.app.db, scopeOf(req), states);
+      return { type: 'sync', result: { problems: problemsOf(states, nodeList, floor, backups), vms: page.vms, vm_count: page.count, nodes: { min_free_percent: floor, nodes: nodeList } } };
     },
   },
 };

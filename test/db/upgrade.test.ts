@@ -209,6 +209,12 @@ const steps: Record<string, Step> = {
       }).execute();
     },
   },
+  '0006_overview_indexes': {
+    // Indexes only: every row stays as it was.
+    newColumns: {},
+    newTables: {},
+    async seed() {},
+  },
 };
 
 /** The tables of the connection's schema (PostgreSQL: its search_path) and their columns, in order. */

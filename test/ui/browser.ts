@@ -149,3 +149,8 @@ export async function axeViolations(page: Page): Promise<string[]> {
 export async function scrollsSideways(page: Page): Promise<boolean> {
   return page.evaluate(() => document.documentElement.scrollWidth > document.documentElement.clientWidth + 1);
 }
+
+/** Emoji and dingbats in the page's text (headless Chromium here has no font for them). */
+export async function emojiIn(page: Page): Promise<string[]> {
+  return page.evaluate(() => document.body.innerText.match(/[\p{Extended_Pictographic}\u2600-\u27BF]/gu) ?? []);
+}

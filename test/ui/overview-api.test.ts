@@ -44,6 +44,24 @@ forEachDb('overview endpoints', (kind) => {
     await db.updateTable('snapshot').set({ size: 1000 }).where('name', '=', 'a').execute();
     await db.updateTable('node_storage').set({ size: 1000_000, size_free: 10_000 }).execute();
     await db.insertInto('node').values({ hostname: 'down.test', uuid: '00000000-0000-4000-8000-00000000d0d0', status: 3, last_heartbeat: old, created: old }).execute();
+    // Backups (issue 15's tables): fail01's backup definition failed; good01 has a lost and two damaged backups.
+    const local = await db.selectFrom('node').select('id').where('hostname', '=', s.node).executeTakeFirstOrThrow();
+    const storage = await db.selectFrom('node_storage').select(['id', 'name']).where('node_id', '=', local.id).executeTakeFirstOrThrow();
+    const uuidOf = async (h: string): Promise<string> => (await db.selectFrom('vm').select('uuid').where('hostname', '=', h).executeTakeFirstOrThrow()).uuid;
+    for (const [vm, error] of [['fail01', 'rsync: connection refused'], ['good01', null]] as const) {
+      await db.insertInto('backup_define').values({
+        vm_uuid: await uuidOf(vm), disk_real_id: 0, name: 'nightly', type: 2, node_id: local.id, storage_id: storage.id, desc: '', bwlimit: null, schedule: '0 1 * * *', retention: 7,
+        active: 1, compression: 0, fsfreeze: 0, tz: 'UTC', next_run: null, last_run: recent, last_success: error ? null : recent, last_error: error, created: old, changed: recent,
+      }).execute();
+    }
+    for (const [name, status] of [['nightly-1', 4], ['nightly-2', 5], ['nightly-3', 5], ['nightly-4', 1]] as const) {
+      await db.insertInto('backup').values({
+        dc_id: 1, vm_uuid: await uuidOf('good01'), vm_hostname: 'good01', vm_disk_id: 1, disk_real_id: 0, disk_size_mb: 1, define_id: null, name, status, type: 2, node_id: local.id,
+        node_hostname: s.node, storage_id: storage.id, storage_name: storage.name, storage_driver: 'file', source_node_hostname: s.node, source_storage_name: storage.name,
+        source_storage_driver: 'file', file_path: `/backups/${name}`, restic_id: null, base_snapshot: null, checksum: 'sha256:00', size: 1, time: 1, note: '', last: 0, fsfreeze: 0,
+        task_id: null, status_change: recent, created: recent, changed: recent,
+      }).execute();
+    }
     const def = await db.selectFrom('snapshot_define').select('id').where('vm_uuid', '=', db.selectFrom('vm').select('uuid').where('hostname', '=', 'stale01')).executeTakeFirstOrThrow();
     await db.insertInto('schedule_slot').values({ define_id: def.id, slot: new Date(Date.now() - HOUR).toISOString(), source: 'cron', state: 'skipped', reason: 'capacity', created: recent, changed: recent }).execute();
   });
@@ -55,8 +73,14 @@ forEachDb('overview endpoints', (kind) => {
     const list = r.body.result as { kind: string; vm?: string; define?: string; node?: string; storage?: string; count?: number; message: string; severity: string }[];
     const kinds = list.map((p) => `${p.kind}:${p.vm ?? p.node ?? ''}${p.storage ? `/${p.storage}` : ''}`).sort();
     expect(kinds).toEqual(
-      ['definition_failing:fail01', 'definition_stale:stale01', 'definition_stale:olga01', 'node_unreachable:down.test', 'snapshot_lost:good01', `storage_low:${s.node}/default`].sort(),
+      [
+        'definition_failing:fail01', 'definition_stale:stale01', 'definition_stale:olga01', 'node_unreachable:down.test', 'snapshot_lost:good01', `storage_low:${s.node}/default`,
+        'backup_failing:fail01', 'backup_lost:good01', 'backup_damaged:good01',
+      ].sort(),
     );
+    expect(list.find((p) => p.kind === 'backup_failing')!.message).toBe('Backup definition nightly of fail01 (disk 1) failed: rsync: connection refused');
+    expect(list.find((p) => p.kind === 'backup_lost')).toMatchObject({ count: 1, message: '1 backup of good01 lost (gone from the backup storage)' });
+    expect(list.find((p) => p.kind === 'backup_damaged')).toMatchObject({ count: 2, message: '2 backups of good01 damaged (their data no longer matches their checksum)' });
     expect(list.find((p) => p.kind === 'definition_failing')!.message).toContain('Got bad return code (1)');
     expect(list.find((p) => p.kind === 'snapshot_lost')).toMatchObject({ count: 1, message: '1 snapshot of good01 lost (gone from storage)' });
     expect(list.find((p) => p.kind === 'storage_low')!.message).toContain('1.0 % free, below the 5 % floor');
@@ -102,6 +126,7 @@ forEachDb('overview endpoints', (kind) => {
     expect(r.body.result.runs).toEqual([expect.objectContaining({ define: 'hourly', disk_id: 1, state: 'skipped', reason: 'capacity' })]);
     const g = await s.req('GET', '/api/overview/vm/good01/timeline/');
     expect((g.body.result.snapshots as { name: string; status: number; disk_id: number }[]).map((x) => `${x.name}@${x.disk_id}:${x.status}`)).toEqual(['a@1:1', 'b@1:4']);
+    expect((g.body.result.backups as { name: string; status: number; disk_id: number; define: string | null }[]).map((x) => `${x.name}@${x.disk_id}:${x.status}`).sort()).toEqual(['nightly-1@1:4', 'nightly-2@1:5', 'nightly-3@1:5', 'nightly-4@1:1']);
     expect((await s.req('GET', '/api/overview/vm/nope/timeline/')).status).toBe(404);
   });
 
@@ -112,6 +137,35 @@ forEachDb('overview endpoints', (kind) => {
     expect(all.body.result.vms).toEqual((await s.req('GET', '/api/overview/vm/')).body.result);
     expect(all.body.result.nodes).toEqual((await s.req('GET', '/api/overview/node/')).body.result);
     expect((await s.req('GET', '/api/overview/', { key: user.key })).body.result.vms.map((v: { hostname: string }) => v.hostname)).toEqual(['olga01']);
+  });
+
+  it('pages the VM list on the server: attention filter, offset and limit, the count of the whole list', async () => {
+    const page = await s.req('GET', '/api/overview/', { query: { days: '0', limit: '2', offset: '1' } });
+    expect(page.status).toBe(200);
+    expect(page.body.result.vms.map((v: { hostname: string }) => v.hostname)).toEqual(['fail01', 'good01']);
+    expect(page.body.result.vm_count).toBe(5);
+    expect(page.body.result.vms[1]).toMatchObject({ snapshots: 2, snapshots_lost: 1 });
+    // days=0 leaves the history out; the problems are the whole DC's whatever the page.
+    expect(page.body.result.nodes.nodes.find((n: { hostname: string }) => n.hostname === s.node).storages[0].snapshot_bytes).toEqual([]);
+    expect(page.body.result.problems).toEqual((await s.req('GET', '/api/overview/problems/')).body.result);
+    // Attention: all but a VM on schedule without lost snapshots (good01 once its lost one is found again).
+    const names = (r: { body: { result: { vms: { hostname: string }[]; vm_count: number } } }) => r.body.result.vms.map((v) => v.hostname);
+    expect(names(await s.req('GET', '/api/overview/', { query: { attention: 'true' } }))).toEqual(['bare01', 'fail01', 'good01', 'olga01', 'stale01']);
+    await s.runtime.ctx.db.updateTable('snapshot').set({ status: 1 }).where('name', '=', 'b').execute();
+    try {
+      const attention = await s.req('GET', '/api/overview/', { query: { attention: 'true', limit: '100' } });
+      expect(names(attention)).toEqual(['bare01', 'fail01', 'olga01', 'stale01']);
+      expect(attention.body.result.vm_count).toBe(4);
+      expect((await s.req('GET', '/api/overview/vm/', { query: { attention: '1', offset: '2' } })).body.result.map((v: { hostname: string }) => v.hostname)).toEqual(['olga01', 'stale01']);
+    } finally {
+      await s.runtime.ctx.db.updateTable('snapshot').set({ status: 4 }).where('name', '=', 'b').execute();
+    }
+    for (const [field, value] of [['limit', '0'], ['offset', '-1'], ['limit', 'x']] as const) {
+      const r = await s.req('GET', '/api/overview/', { query: { [field]: value } });
+      expect(r.status, `${field}=${value}`).toBe(400);
+      expect(Object.keys(r.body.result ?? r.body.detail ?? {})).toContain(field);
+    }
+    expect((await s.req('GET', '/api/overview/node/', { query: { days: '0' } })).status).toBe(400);
   });
 
   it('needs credentials and is described in the OpenAPI document', async () => {

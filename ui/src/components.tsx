@@ -74,12 +74,15 @@ export function DialogButtons({ label, disabled, onCancel, danger, reason }: { l
 }
 
 /** The `<option>`s of a disk `<select>`: "disk 1 (10 GiB)", valued by disk_id. */
-export function DiskOptions({ disks }: { disks: readonly Disk[] }) {
+/** A disk choice per disk; with `snapshot`, a libvirt disk on no esnap storage is offered but disabled (it cannot be snapshotted). */
+export function DiskOptions({ disks, snapshot }: { disks: readonly Disk[]; snapshot?: boolean }) {
   return (
     <>
       {disks.map((d) => (
-        <option key={d.disk_id} value={d.disk_id}>
-          disk {d.disk_id} ({formatMb(d.size)})
+        <option key={d.disk_id} value={d.disk_id} disabled={snapshot === true && !!d.reason}>
+          disk {d.disk_id}
+          {d.target ? ` ${d.target}` : ''} ({formatMb(d.size)}){d.reason ? ': not on an esnap storage' : ''}
+          {d.detached ? ', detached' : ''}
         </option>
       ))}
     </>
@@ -114,5 +117,31 @@ export function Badge({ kind, children }: { kind: IconName; children: ComponentC
     <span class={`badge badge-${kind}`}>
       <Icon name={kind} /> {children}
     </span>
+  );
+}
+
+/**
+ * A libvirt disk's cues: its target device, a disk that left its domain (kept with its snapshots
+ * until deleted), and one on no esnap storage (never snapshotted), with the reason. `long` writes
+ * the reason out; the short form keeps it in the tooltip.
+ */
+export function DiskFlags({ target, detached, unmapped, long }: { target?: string | undefined; detached?: boolean | undefined; unmapped?: string | null | undefined; long?: boolean }) {
+  return (
+    <>
+      {target ? <span class="muted"> ({target})</span> : null}
+      {detached ? (
+        <span class="disk-flag" data-disk-flag="detached" title="Detached from its libvirt domain: kept with its snapshots until an admin deletes it">
+          {' '}
+          <Badge kind="warn">detached</Badge>
+        </span>
+      ) : null}
+      {unmapped ? (
+        <span class="disk-flag" data-disk-flag="unmapped" title={`Not on an esnap storage, never snapshotted: ${unmapped}`}>
+          {' '}
+          <Badge kind="info">not on an esnap storage</Badge>
+          {long ? <span class="muted"> ({unmapped}; never snapshotted)</span> : null}
+        </span>
+      ) : null}
+    </>
   );
 }

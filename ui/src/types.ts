@@ -18,6 +18,10 @@ export interface Disk {
   zpool: string | null;
   path: string;
   size: number;
+  /** libvirt disks only: target device, detached from its domain, why it is on no esnap storage. */
+  target?: string;
+  detached?: boolean;
+  reason?: string | null;
 }
 
 export interface Snapshot {
@@ -102,7 +106,8 @@ export interface VmSummary {
   alias: string;
   node: string | null;
   status: string;
-  disks: { disk_id: number; size: number }[];
+  libvirt: boolean;
+  disks: { disk_id: number; size: number; target?: string; detached?: boolean; unmapped?: string | null }[];
   snapshots: number;
   snapshots_size: number;
   snapshots_lost: number;

@@ -1,30 +1,54 @@
 /**
  * Overview, the page an operator opens first: what is wrong (each problem linking to where to act),
- * every VM's protection, nodes with storage usage against the floor. Three aggregate requests
- * (esnap's /overview endpoints), whatever the number of VMs. `main[data-ready="overview"]` is set
- * once the data is rendered (the benchmark and tests wait for it).
+ * every VM's protection, nodes with storage usage against the floor. One aggregate request
+ * (esnap's /overview/) brings the problems, one page of the VM table (the server filters and
+ * pages) and the nodes; the storages' bytes-over-days charts, below the fold and the costliest part
+ * to compute, follow in a second request once the first is rendered. `main[data-ready="overview"]`
+ * is set once the first answer is rendered (the benchmark and tests wait for it), and
+ * `data-charts="ready"` on the nodes section once the charts are.
  */
-import { useState } from 'preact/hooks';
+import { useRef, useState } from 'preact/hooks';
 import { getResult } from '../api.js';
-import { Badge, ErrorText, Loading } from '../components.js';
+import { Badge, DiskFlags, ErrorText, Loading } from '../components.js';
 import { BytesChart, StorageBar } from '../charts.js';
 import { formatAge, formatBytes, formatMb, formatUtc } from '../format.js';
 import { useLoad, useNow } from '../hooks.js';
 import { onLinkClick, vmPath } from '../router.js';
 import type { NodesOverview, Problem, VmSummary } from '../types.js';
 
-/** One request: the server computes the VM summaries once for the problems and the table. */
-function loadOverview(): Promise<{ problems: Problem[]; vms: VmSummary[]; nodes: NodesOverview }> {
-  return getResult('overview');
-}
-
 /** VM rows per page: a thousand rows would cost the first paint more than they help (problems come first anyway). */
 export const VM_PAGE = 100;
+
+interface VmQuery {
+  readonly offset: number;
+  readonly attention: boolean;
+}
+
+interface OverviewData {
+  problems: Problem[];
+  vms: VmSummary[];
+  vm_count: number;
+  nodes: NodesOverview;
+}
+
+/** One request: problems, one page of VMs (with the count of the whole list) and nodes without their history. */
+function loadOverview(q: VmQuery): Promise<OverviewData> {
+  return getResult('overview', { days: 0, limit: VM_PAGE, offset: q.offset, attention: q.attention ? 'true' : undefined });
+}
+
+type Charts = Map<string, { day: string; bytes: number }[]>;
+
+/** The storages' snapshot bytes over the last 30 days, by node and storage. */
+async function loadCharts(): Promise<Charts> {
+  const r = await getResult<NodesOverview>('overview/node', { days: 30 });
+  return new Map(r.nodes.flatMap((n) => n.storages.map((s) => [storageAnchor(n.hostname, s.name), s.snapshot_bytes] as const)));
+}
 
 const storageAnchor = (node: string, storage: string): string => `storage-${node}-${storage}`;
 
 /** Where to act on a problem: the VM's definitions or snapshots, or the storage/node below. */
 function target(p: Problem): { href: string; label: string } {
+  if (p.vm && p.kind.startsWith('backup_')) return { href: vmPath(p.vm), label: `Open ${p.vm}` };
   if (p.vm) {
     const section = p.kind === 'snapshot_lost' ? 'snapshots' : 'definitions';
     return { href: `${vmPath(p.vm)}#${section}`, label: p.kind === 'snapshot_lost' ? `Open the snapshots of ${p.vm}` : `Open the definitions of ${p.vm}` };
@@ -78,8 +102,21 @@ function VmRow({ v, now }: { v: VmSummary; now: number }) {
         {v.alias && v.alias !== v.hostname ? <div class="muted">{v.alias}</div> : null}
       </th>
       <td data-label="Node">{v.node ?? '—'}</td>
-      <td data-label="Status">{v.status}</td>
-      <td data-label="Disks">{v.disks.map((d) => formatMb(d.size)).join(', ') || 'none'}</td>
+      <td data-label="Status">
+        {v.status}
+        {v.libvirt ? <span class="muted"> (libvirt)</span> : null}
+      </td>
+      <td data-label="Disks">
+        {v.disks.length === 0
+          ? 'none'
+          : v.disks.map((d, i) => (
+              <span key={d.disk_id} data-disk={d.disk_id}>
+                {i > 0 ? ', ' : ''}
+                {formatMb(d.size)}
+                <DiskFlags target={d.target} detached={d.detached} unmapped={d.unmapped} />
+              </span>
+            ))}
+      </td>
       <td class="num" data-label="Snapshots">
         {v.snapshots}
         {v.snapshots_lost > 0 ? <span class="error-text"> ({v.snapshots_lost} lost)</span> : null}
@@ -113,30 +150,20 @@ function VmRow({ v, now }: { v: VmSummary; now: number }) {
   );
 }
 
-function Vms({ vms, now }: { vms: VmSummary[]; now: number }) {
-  const [attention, setAttention] = useState(false);
-  const [page, setPage] = useState(0);
-  const list = attention ? vms.filter((v) => v.protection !== 'ok' || v.snapshots_lost > 0) : vms;
-  const pages = Math.max(1, Math.ceil(list.length / VM_PAGE));
-  const current = Math.min(page, pages - 1);
-  const shown = list.slice(current * VM_PAGE, (current + 1) * VM_PAGE);
+function Vms({ vms, count, query, onQuery, now }: { vms: VmSummary[]; count: number; query: VmQuery; onQuery(q: VmQuery): void; now: number }) {
+  const pages = Math.max(1, Math.ceil(count / VM_PAGE));
+  const current = Math.min(Math.floor(query.offset / VM_PAGE), pages - 1);
+  const go = (page: number) => onQuery({ ...query, offset: page * VM_PAGE });
   return (
     <section aria-labelledby="vms-title">
       <h2 id="vms-title">Virtual machines</h2>
       <div class="toolbar">
         <label class="check">
-          <input
-            type="checkbox"
-            checked={attention}
-            onChange={(e) => {
-              setAttention(e.currentTarget.checked);
-              setPage(0);
-            }}
-          />{' '}
-          Only VMs needing attention (not on schedule or with lost snapshots)
+          <input type="checkbox" checked={query.attention} onChange={(e) => onQuery({ offset: 0, attention: e.currentTarget.checked })} /> Only VMs needing attention (not on schedule or
+          with lost snapshots)
         </label>
       </div>
-      {list.length === 0 ? (
+      {vms.length === 0 ? (
         <p>No VMs to show.</p>
       ) : (
         <div class="scroll" tabIndex={0} role="region" aria-labelledby="vms-title">
@@ -151,7 +178,7 @@ function Vms({ vms, now }: { vms: VmSummary[]; now: number }) {
               </tr>
             </thead>
             <tbody>
-              {shown.map((v) => (
+              {vms.map((v) => (
                 <VmRow key={v.hostname} v={v} now={now} />
               ))}
             </tbody>
@@ -160,13 +187,13 @@ function Vms({ vms, now }: { vms: VmSummary[]; now: number }) {
       )}
       {pages > 1 ? (
         <nav class="pager" aria-label="VM pages">
-          <button type="button" disabled={current === 0} onClick={() => setPage(current - 1)}>
+          <button type="button" disabled={current === 0} onClick={() => go(current - 1)}>
             Previous page
           </button>
           <span data-testid="vm-range">
-            VMs {current * VM_PAGE + 1}–{current * VM_PAGE + shown.length} of {list.length}
+            VMs {current * VM_PAGE + 1}–{current * VM_PAGE + vms.length} of {count}
           </span>
-          <button type="button" disabled={current >= pages - 1} onClick={() => setPage(current + 1)}>
+          <button type="button" disabled={current >= pages - 1} onClick={() => go(current + 1)}>
             Next page
           </button>
         </nav>
@@ -177,8 +204,10 @@ function Vms({ vms, now }: { vms: VmSummary[]; now: number }) {
 
 function Nodes({ data, now }: { data: NodesOverview; now: number }) {
   const floor = data.min_free_percent;
+  // Loaded after the first answer is on screen: it reads every snapshot row's day and size.
+  const charts = useLoad(loadCharts, 'charts');
   return (
-    <section aria-labelledby="nodes-title">
+    <section aria-labelledby="nodes-title" data-charts={charts.data ? 'ready' : undefined}>
       <h2 id="nodes-title">Nodes</h2>
       <p class="hint">{floor > 0 ? `New snapshots are refused on a storage with less than ${floor} % free (the mark on each bar).` : 'No free-space floor is set.'}</p>
       <div class="node-list">
@@ -202,7 +231,7 @@ function Nodes({ data, now }: { data: NodesOverview; now: number }) {
                   {s.below_floor ? <Badge kind="bad">below the floor</Badge> : null}
                 </div>
                 <StorageBar size={s.size} free={s.size_free} floor={floor} label={`Storage ${s.name} on ${n.hostname}`} />
-                <BytesChart series={s.snapshot_bytes} label={`Snapshot bytes on ${s.name} (${n.hostname})`} />
+                <BytesChart series={charts.data?.get(storageAnchor(n.hostname, s.name)) ?? []} label={`Snapshot bytes on ${s.name} (${n.hostname})`} />
               </div>
             ))}
           </article>
@@ -214,16 +243,24 @@ function Nodes({ data, now }: { data: NodesOverview; now: number }) {
 
 export function Overview() {
   const now = useNow();
-  const { data, error, loading } = useLoad(loadOverview, 'overview');
+  const [query, setQuery] = useState<VmQuery>({ offset: 0, attention: false });
+  // Paging or filtering reloads in place: the panel and table stay until the new answer replaces them.
+  const q = useRef(query);
+  const { data, error, loading, reload } = useLoad(() => loadOverview(q.current), 'overview');
+  const onQuery = (next: VmQuery): void => {
+    q.current = next;
+    setQuery(next);
+    reload();
+  };
   return (
-    <main id="main" data-ready={data ? 'overview' : undefined}>
+    <main id="main" data-ready={data && !loading ? 'overview' : undefined} aria-busy={loading ? 'true' : undefined}>
       <h1>Overview</h1>
       <ErrorText error={error} />
       {!data && loading ? <Loading what="the overview" /> : null}
       {data ? (
         <>
           <Problems list={data.problems} />
-          <Vms vms={data.vms} now={now} />
+          <Vms vms={data.vms} count={data.vm_count} query={query} onQuery={onQuery} now={now} />
           <Nodes data={data.nodes} now={now} />
         </>
       ) : null}

@@ -74,7 +74,7 @@ function useSubmit(onClose: () => void): [string | null, boolean, (fn: (accepted
 
 export function CreateDialog({ data, act, onClose }: Props) {
   const [name, setName] = useState('');
-  const [diskId, setDiskId] = useState(data.disks[0]?.disk_id ?? 1);
+  const [diskId, setDiskId] = useState((data.disks.find((d) => !d.reason) ?? data.disks[0])?.disk_id ?? 1);
   const [all, setAll] = useState(false);
   const [freeze, setFreeze] = useState(false);
   const [note, setNote] = useState('');
@@ -112,7 +112,7 @@ export function CreateDialog({ data, act, onClose }: Props) {
         <label>
           Disk
           <select name="disk_id" value={diskId} disabled={all} onChange={(e) => setDiskId(Number(e.currentTarget.value))}>
-            <DiskOptions disks={data.disks} />
+            <DiskOptions disks={data.disks} snapshot />
           </select>
         </label>
         <label class="check">

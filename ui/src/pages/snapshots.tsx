@@ -310,7 +310,7 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
                   </button>
                 </td>
                 <td class="actions">
-                  <ActionButton label="Rollback" aria={`Roll back to ${s.name} on disk ${s.disk_id}`} reason={rollbackBlock(s, vm.status)} onClick={() => setDialog({ kind: 'rollback', snap: s })} />
+                  <ActionButton label="Roll back" aria={`Roll back to ${s.name} on disk ${s.disk_id}`} reason={rollbackBlock(s, vm.status)} onClick={() => setDialog({ kind: 'rollback', snap: s })} />
                   <ActionButton label="Restore…" aria={`Restore ${s.name} of disk ${s.disk_id} into another disk`} reason={restoreBlock(s)} onClick={() => setDialog({ kind: 'restore', snap: s })} />
                   <ActionButton label="Delete" aria={`Delete ${s.name} on disk ${s.disk_id}`} reason={deleteBlock(s)} onClick={() => setDialog({ kind: 'delete', snaps: [s] })} />
                 </td>

@@ -1,7 +1,8 @@
 /**
  * A VM's last days as a picture: one lane per disk and definition (manual snapshots in their own
- * lane), a dot per snapshot (green ok, red lost, blue in progress) and a tick per failed (red) or
- * skipped (amber) scheduled run, so a gap shows. Plain SVG from GET /overview/vm/<vm>/timeline/.
+ * lane, backups in lanes of their own), a dot per snapshot and a square per backup (green ok, red
+ * lost or damaged, blue in progress) and a tick per failed (red) or skipped (amber) scheduled run,
+ * so a gap shows. Plain SVG from GET /overview/vm/<vm>/timeline/.
  */
 import { getResult, seg } from '../api.js';
 import { ErrorText } from '../components.js';
@@ -12,8 +13,14 @@ interface TimelineData {
   from: string;
   to: string;
   snapshots: { name: string; disk_id: number; define: string | null; type: number; status: number; created: string; size: number | null }[];
+  backups?: { name: string; disk_id: number; define: string | null; status: number; created: string; size: number | null }[];
   runs: { define: string | null; disk_id: number; slot: string; state: string; reason: string | null }[];
 }
+
+const BACKUP_CLASS: Record<number, string> = { 1: 'tl-ok', 2: 'tl-pending', 3: 'tl-pending', 4: 'tl-lost', 5: 'tl-lost' };
+const BACKUP_WORD: Record<number, string> = { 1: 'ok', 2: 'pending', 3: 'restore', 4: 'lost', 5: 'damaged' };
+/** Backup lanes are told apart from snapshot lanes by their key and label. */
+const backupLane = (define: string | null): string => `backup ${define ?? ''}`.trim();
 
 const STATUS_CLASS: Record<number, string> = { 1: 'tl-ok', 2: 'tl-pending', 3: 'tl-pending', 4: 'tl-lost' };
 const STATUS_WORD: Record<number, string> = { 1: 'ok', 2: 'pending', 3: 'rollback', 4: 'lost' };
@@ -26,6 +33,8 @@ export function Timeline({ hostname }: { hostname: string }) {
   const laneKey = (disk: number, define: string | null): string => `${disk}\u0000${define ?? ''}`;
   for (const s of data.snapshots) lanes.set(laneKey(s.disk_id, s.define), { disk: s.disk_id, define: s.define });
   for (const r of data.runs) lanes.set(laneKey(r.disk_id, r.define), { disk: r.disk_id, define: r.define });
+  const backups = data.backups ?? [];
+  for (const b of backups) lanes.set(laneKey(b.disk_id, backupLane(b.define)), { disk: b.disk_id, define: backupLane(b.define) });
   const order = [...lanes.entries()].sort((a, b) => a[1].disk - b[1].disk || (a[1].define ?? '~').localeCompare(b[1].define ?? '~'));
   const from = Date.parse(data.from);
   const to = Date.parse(data.to);
@@ -37,7 +46,8 @@ export function Timeline({ hostname }: { hostname: string }) {
   const days = Math.round((to - from) / 86_400_000);
   const failed = data.runs.filter((r) => r.state === 'failed').length;
   const skipped = data.runs.filter((r) => r.state === 'skipped').length;
-  const summary = `${data.snapshots.length} snapshots, ${failed} failed and ${skipped} skipped scheduled runs in the last ${days} days`;
+  const backupText = backups.length > 0 ? `, ${backups.length} backup${backups.length === 1 ? '' : 's'}` : '';
+  const summary = `${data.snapshots.length} snapshots${backupText}, ${failed} failed and ${skipped} skipped scheduled runs in the last ${days} days`;
   return (
     <section id="timeline" aria-labelledby="timeline-title">
       <h2 id="timeline-title">Last {days} days</h2>
@@ -77,6 +87,15 @@ export function Timeline({ hostname }: { hostname: string }) {
                         </title>
                       </circle>
                     ))}
+                  {backups
+                    .filter((b) => laneKey(b.disk_id, backupLane(b.define)) === key)
+                    .map((b) => (
+                      <rect key={`${b.name}-${b.created}`} class={BACKUP_CLASS[b.status] ?? 'tl-pending'} x={x(b.created) - 4} y={y - 4} width={8} height={8} data-backup-status={BACKUP_WORD[b.status] ?? b.status}>
+                        <title>
+                          backup {b.name} ({BACKUP_WORD[b.status] ?? b.status}) {formatUtc(b.created)}
+                        </title>
+                      </rect>
+                    ))}
                 </g>
               );
             })}
@@ -91,7 +110,7 @@ export function Timeline({ hostname }: { hostname: string }) {
       )}
       <p class="legend">
         <span>{summary}.</span>
-        <span>Dots: snapshots (green ok, red lost, blue in progress).</span>
+        <span>Dots: snapshots{backups.length > 0 ? ', squares: backups' : ''} (green ok, red lost{backups.length > 0 ? ' or damaged' : ''}, blue in progress).</span>
         <span>Ticks: scheduled runs that failed (red) or were skipped (amber).</span>
       </p>
     </section>

@@ -4,7 +4,7 @@ import { useEffect, useMemo, useState } from 'preact/hooks';
 import { getResult, seg } from '../api.js';
 import { makeAct, type Notice } from '../actions.js';
 import type { Identity } from '../auth.js';
-import { Badge, ErrorText, Loading } from '../components.js';
+import { Badge, DiskFlags, ErrorText, Loading } from '../components.js';
 import { formatMb } from '../format.js';
 import { useLoad } from '../hooks.js';
 import { onLinkClick } from '../router.js';
@@ -86,6 +86,8 @@ export function VmPage({ hostname, who }: { hostname: string; who: Identity }) {
 
   // A link from the overview's problems names a section (#definitions, #snapshots): show it once loaded.
   const loaded = data !== null;
+  // A VM mirroring a libvirt domain (its disks name their target device): status and disks come from libvirt.
+  const libvirt = data?.disks.some((d) => d.target !== undefined) ?? false;
   useEffect(() => {
     if (loaded && location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView();
   }, [loaded]);
@@ -107,9 +109,19 @@ export function VmPage({ hostname, who }: { hostname: string; who: Identity }) {
             <Fact term="Node">{data.vm.node ?? '—'}</Fact>
             <Fact term="Status" testId="vm-status">
               {data.vm.status}
+              {libvirt ? <span class="muted"> (reported by libvirt)</span> : null}
             </Fact>
             <Fact term="Owner">{data.vm.owner ?? '—'}</Fact>
-            <Fact term="Disks">{data.disks.map((d) => `disk ${d.disk_id}: ${formatMb(d.size)}`).join(', ') || 'none'}</Fact>
+            <Fact term="Disks" testId="vm-disks">
+              {data.disks.length === 0
+                ? 'none'
+                : data.disks.map((d, i) => (
+                    <span key={d.disk_id} data-disk={d.disk_id}>
+                      {i > 0 ? ', ' : ''}disk {d.disk_id}: {formatMb(d.size)}
+                      <DiskFlags target={d.target} detached={d.detached} unmapped={d.reason} long />
+                    </span>
+                  ))}
+            </Fact>
           </dl>
           <Toast notice={notice} onDismiss={() => setNotice(null)} />
           <Timeline hostname={hostname} />
