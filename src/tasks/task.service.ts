@@ -10,6 +10,7 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Clock, Logger } from '../app-context.js';
 import type { Database, TaskRow } from '../db/schema.js';
 import { makeTaskId, isDummyTaskId, type TaskType } from '../domain/taskid.js';
+import { isFinalTaskState, type TaskState } from '../domain/task-state.js';
 import type { TaskQueue } from '../queue/queue.js';
 import type { TaskEvents } from './task.events.js';
 import type { LogObject } from './task-log.js';
@@ -36,8 +37,6 @@ export type RunningCanceller = (node: string, taskId: string) => Promise<'cancel
 
 /** How long a cancel waits for a stopped task to end before it answers with the status (Danube sleeps 1 s). */
 const CANCEL_WAIT_MS = 5000;
-
-export type TaskState = 'PENDING' | 'STARTED' | 'SUCCESS' | 'FAILURE' | 'REVOKED';
 
 export interface TaskSpec<C = unknown> {
   readonly kind: string;
@@ -100,7 +99,6 @@ export interface TaskStatus {
   readonly body: { task_id: string; status: string; result: unknown };
 }
 
-const FINAL_STATES = new Set(['SUCCESS', 'FAILURE', 'REVOKED']);
 /** Thrown inside a revoking completion whose task was claimed meanwhile: rolls it back. */
 const NOT_PENDING = new Error('task is no longer pending');
 
@@ -281,7 +279,7 @@ export class TaskService {
     let who: { username: string; object_name: string } | undefined;
     await this.db.transaction().execute(async (trx) => {
       const task = await trx.selectFrom('task').selectAll().where('id', '=', taskId).executeTakeFirst();
-      if (!task || FINAL_STATES.has(task.state) || (opts.revoked && task.state !== 'PENDING')) return;
+      if (!task || isFinalTaskState(task.state) || (opts.revoked && task.state !== 'PENDING')) return;
       const handler = this.#handlers.get(task.kind) as KindHandler<unknown> | undefined;
       if (!handler) throw new Error(`no completion handler for task kind ${task.kind}`);
       const context: unknown = JSON.parse(task.context);
@@ -383,7 +381,7 @@ export class TaskService {
     if (!task) {
       return { done: true, httpStatus: 404, body: { detail: 'Task does not exist (anymore)' } as never };
     }
-    const done = FINAL_STATES.has(task.state);
+    const done = isFinalTaskState(task.state);
     // Key order as Danube printed these dicts: status, result, task_id; a result message, returncode, detail.
     return {
       done,
@@ -426,7 +424,7 @@ export class TaskService {
       while (!limit.signal.aborted) {
         const woken = this.events.next(taskId, limit.signal);
         const t = await this.get(taskId);
-        if (!t || FINAL_STATES.has(t.state)) return;
+        if (!t || isFinalTaskState(t.state)) return;
         await woken;
       }
     } finally {
