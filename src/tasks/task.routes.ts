@@ -114,7 +114,7 @@ const taskDetail: ViewDef = {
 async function statusView(req: ViewRequest) {
   const id = await userTask(req);
   const st = await req.app.tasks.statusOf(id);
-  if (st.httpStatus === 404) throw apiError('taskGone');
+  if (!st.found) throw apiError('taskGone');
   return st;
 }
 

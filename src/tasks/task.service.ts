@@ -93,11 +93,15 @@ export interface CompletionListener {
   committed?(event: CompletionEvent): void | Promise<void>;
 }
 
-export interface TaskStatus {
-  readonly done: boolean;
-  readonly httpStatus: number;
-  readonly body: { task_id: string; status: string; result: unknown };
-}
+/** What a client reads of a task: its status body, or 404 `Task does not exist (anymore)`. */
+export type TaskStatus =
+  | {
+      readonly found: true;
+      readonly done: boolean;
+      readonly httpStatus: number;
+      readonly body: { task_id: string; status: string; result: unknown };
+    }
+  | { readonly found: false; readonly done: true; readonly httpStatus: 404; readonly body: { detail: string } };
 
 /** Thrown inside a revoking completion whose task was claimed meanwhile: rolls it back. */
 const NOT_PENDING = new Error('task is no longer pending');
@@ -135,7 +139,7 @@ export interface SubmittedBatch {
 }
 
 export class TaskService {
-  readonly #handlers = new Map<string, KindHandler<never>>();
+  readonly #handlers = new Map<string, KindHandler<unknown>>();
   readonly #listeners: CompletionListener[] = [];
   #canceller: RunningCanceller | null = null;
 
@@ -148,7 +152,9 @@ export class TaskService {
   ) {}
 
   registerKind<C>(kind: string, handler: KindHandler<C>): void {
-    this.#handlers.set(kind, handler as KindHandler<never>);
+    // The context a handler gets is the JSON of what its kind's `prepare` returned, read back from
+    // the task row: a C as long as C is plain data (it is for every kind), hence the one cast here.
+    this.#handlers.set(kind, { complete: (trx, task, context, outcome) => handler.complete(trx, task, context as C, outcome) });
   }
 
   addListener(listener: CompletionListener): void {
@@ -273,14 +279,25 @@ export class TaskService {
    * PENDING (checked in the final update itself); otherwise nothing changes.
    */
   async complete(taskId: string, outcome: TaskOutcome, opts: { revoked?: boolean } = {}): Promise<void> {
+    await this.#complete(taskId, outcome, opts);
+  }
+
+  /**
+   * `complete`, returning the task's state as it left it: the final state it wrote, else the state
+   * it found (an ended task's; STARTED for a revoke that lost the race with an agent's claim), or
+   * undefined for an unknown task; so `cancel` needs no second read.
+   */
+  async #complete(taskId: string, outcome: TaskOutcome, opts: { revoked?: boolean }): Promise<TaskState | undefined> {
     let after: (() => Promise<void>) | undefined;
     let finished = false;
+    let found: TaskState | undefined;
     let event: CompletionEvent | undefined;
     let who: { username: string; object_name: string } | undefined;
     await this.db.transaction().execute(async (trx) => {
       const task = await trx.selectFrom('task').selectAll().where('id', '=', taskId).executeTakeFirst();
+      found = task?.state as TaskState | undefined;
       if (!task || isFinalTaskState(task.state) || (opts.revoked && task.state !== 'PENDING')) return;
-      const handler = this.#handlers.get(task.kind) as KindHandler<unknown> | undefined;
+      const handler = this.#handlers.get(task.kind);
       if (!handler) throw new Error(`no completion handler for task kind ${task.kind}`);
       const context: unknown = JSON.parse(task.context);
       const done = await handler.complete(trx, task, context, outcome);
@@ -330,8 +347,9 @@ export class TaskService {
     }).catch((err: unknown) => {
       // A revoke that lost the race with a claim changed nothing (see the final update above).
       if (err !== NOT_PENDING) throw err;
+      found = 'STARTED';
     });
-    if (!finished) return;
+    if (!finished) return found;
     this.#audit(event!, who);
     for (const l of this.#listeners) {
       try {
@@ -348,6 +366,7 @@ export class TaskService {
         this.log.error({ err, taskId }, 'step after task completion failed');
       }
     }
+    return event!.state;
   }
 
   /**
@@ -379,11 +398,12 @@ export class TaskService {
   async statusOf(taskId: string): Promise<TaskStatus> {
     const task = isDummyTaskId(taskId) ? undefined : await this.get(taskId);
     if (!task) {
-      return { done: true, httpStatus: 404, body: { detail: 'Task does not exist (anymore)' } as never };
+      return { found: false, done: true, httpStatus: 404, body: { detail: 'Task does not exist (anymore)' } };
     }
     const done = isFinalTaskState(task.state);
     // Key order as Danube printed these dicts: status, result, task_id; a result message, returncode, detail.
     return {
+      found: true,
       done,
       httpStatus: stateHttpStatus(task.state),
       body: { status: task.state, result: task.result === null ? null : danubeResultOrder(JSON.parse(task.result) as unknown), task_id: task.id },
@@ -407,9 +427,8 @@ export class TaskService {
     if (task.state === 'PENDING' && (task.node === null || (await this.queue.withdraw(task.node, taskId)))) {
       // Revoked only if still PENDING at the final update (complete()); a claim that won the race
       // makes it a running task, cancelled below through its agent.
-      await this.complete(taskId, { returncode: 1, message: 'terminated', detail: 'terminated' }, { revoked: true });
-      const after = await this.get(taskId);
-      if (!after || after.state !== 'STARTED') return after?.state === 'REVOKED';
+      const state = await this.#complete(taskId, { returncode: 1, message: 'terminated', detail: 'terminated' }, { revoked: true });
+      if (state !== 'STARTED') return state === 'REVOKED';
     }
     if (task.node === null || !this.#canceller) return false;
     if ((await this.#canceller(task.node, taskId)) !== 'cancelled') return false;
