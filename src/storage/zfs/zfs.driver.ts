@@ -500,7 +500,6 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
 
 /** The user's name goes into a property printed one per line, tab-separated: no control characters. */
 function assertSnapName(name: string): void {
-  // eslint-disable-next-line no-control-regex
   if (typeof name !== 'string' || name.length > 1000 || /[\u0000-\u001f\u007f]/.test(name)) {
     throw new StorageError('invalid_name', `Invalid snapshot name: ${JSON.stringify(name)}`);
   }
