@@ -22,6 +22,7 @@ import PgBoss from 'pg-boss';
 import type { Logger } from '../app-context.js';
 import { channelName, type PgListener } from '../db/pg-listener.js';
 import type { QueueHandler, QueueMessage, TaskQueue } from './queue.js';
+import { retry } from '../domain/backoff.js';
 
 export const RESULTS_QUEUE = 'esnap.results';
 const SEND_ATTEMPTS = 4;
@@ -185,16 +186,11 @@ export class PgBossQueue implements TaskQueue {
     // A job id is fixed per task, so a retry can never queue it twice; retrying covers the
     // deadlocks pg-boss's queue DDL can cause with inserts running at the same moment.
     const id = jobIdOf(msg.taskId);
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.publish(name, msg, id);
-        return;
-      } catch (err) {
-        if (attempt >= SEND_ATTEMPTS) throw err;
-        this.opts.log.warn({ err: (err as Error).message, taskId: msg.taskId, attempt }, 'queue send failed; retrying');
-        await new Promise((r) => setTimeout(r, 50 * attempt));
-      }
-    }
+    await retry(() => this.publish(name, msg, id), {
+      attempts: SEND_ATTEMPTS,
+      backoff: { firstMs: 50, growth: 'linear' },
+      onRetry: (err, attempt) => this.opts.log.warn({ err: (err as Error).message, taskId: msg.taskId, attempt }, 'queue send failed; retrying'),
+    });
   }
 
   /** Sends any message to a queue, then wakes its consumers here and in other processes. */
@@ -417,17 +413,10 @@ export class PgBossQueue implements TaskQueue {
 
   /** Retries a database step with a capped backoff until it succeeds or the queue is closed. */
   async #persist(step: () => Promise<unknown>, what: string): Promise<void> {
-    let delay = 100;
-    for (;;) {
-      try {
-        await step();
-        return;
-      } catch (err) {
-        if (this.#closed) throw err;
-        this.opts.log.warn({ err: (err as Error).message, what }, 'queue step failed; retrying');
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(2000, delay * 2);
-      }
-    }
+    await retry(step, {
+      backoff: { firstMs: 100, maxMs: 2000 },
+      retryIf: () => !this.#closed,
+      onRetry: (err) => this.opts.log.warn({ err: (err as Error).message, what }, 'queue step failed; retrying'),
+    });
   }
 }
