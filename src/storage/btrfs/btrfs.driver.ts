@@ -61,7 +61,7 @@ import {
   compactIfLarge,
   INDEX_FILE,
   prepareAppend,
-  readIndex,
+  readIndexCached,
   undoAppend,
   type AppendResult,
   type PendingAppend,
@@ -312,7 +312,7 @@ export class BtrfsDriver implements StorageDriver {
     const sizes = this.qgroups.exclusiveBytesIn(p.snapDir).catch(() => null);
     const names = await readdirOrEmpty(p.snapDir).catch((err: unknown) => fail(err, `cannot read ${p.snapDir}`));
     const candidates = names.filter((n) => !n.startsWith('.') && !n.endsWith(SIDECAR_EXT));
-    const index = readIndex(p.snapDir);
+    const index = await readIndexCached(p.snapDir);
     const sidecars = new Set(names.filter((n) => n.endsWith(SIDECAR_EXT)));
     const found: Array<{ id: string; created: Date; name: string | null; ms: number }> = [];
     let statted = 0;

@@ -333,7 +333,7 @@ export class Qcow2Driver implements StorageDriver {
     const p = this.paths(disk);
     this.requireDisk(p.image, disk);
     const info = await this.info(p.image, disk);
-    const names = readNames(p.meta);
+    const names = await readNames(p.meta);
     return info.snapshots
       .filter((s) => s.name !== UNDO_TAG) // a restore's undo point is not a snapshot of the disk
       .map((s): SnapshotInfo => ({ id: s.name, created: s.created, size: null, name: names.get(s.name) ?? null }))
