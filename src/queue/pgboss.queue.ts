@@ -16,49 +16,20 @@
  * failed by esnap's own repair, see agent-runtime.ts); completing or failing a job is retried until
  * the database answers, so a PostgreSQL restart loses nothing.
  */
-import { createHash } from 'node:crypto';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 import type { Logger } from '../app-context.js';
 import { channelName, type PgListener } from '../db/pg-listener.js';
 import type { QueueHandler, QueueMessage, TaskQueue } from './queue.js';
 import { retry } from '../domain/backoff.js';
+import { jobIdOf, nodeQueueName, REGISTER_QUEUE, RESULTS_QUEUE } from './pgboss.names.js';
 
-export const RESULTS_QUEUE = 'esnap.results';
+// The names live in pgboss.names.ts (no pg-boss needed to compute them); re-exported for the
+// cluster code that uses both.
+export { bossSchemaFor, bossSchemaForUrl, jobIdOf, nodeQueueName, REGISTER_QUEUE, RESULTS_QUEUE } from './pgboss.names.js';
+
 const SEND_ATTEMPTS = 4;
-export const REGISTER_QUEUE = 'esnap.register';
 const QUEUE_CHANNEL = 'esnap_queue';
-
-/** `esnap.node.<hostname>`; characters pg-boss or PostgreSQL would not like become `_`. */
-export function nodeQueueName(node: string): string {
-  return `esnap.node.${node.replace(/[^A-Za-z0-9._-]/g, '_')}`;
-}
-
-/** A stable job id (a UUID) for a task id: the same task sent twice is one job. */
-export function jobIdOf(taskId: string): string {
-  const h = createHash('sha1').update(`esnap-task:${taskId}`).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h.slice(16, 18), 16) & 0x3f) | 0x80).toString(16)}${h.slice(18, 20)}-${h.slice(20, 32)}`;
-}
-
-/** pg-boss's schema for an esnap schema: `<schema>_pgboss`, or `pgboss` for the default schema. */
-export function bossSchemaFor(esnapSchema: string | undefined | null): string {
-  return esnapSchema ? `${esnapSchema}_pgboss`.slice(0, 50) : 'pgboss';
-}
-
-/**
- * pg-boss's schema for a database URL: an agent is given the URL with esnap's schema in
- * `?options=-c search_path=<schema>` exactly as servers are, and so finds the same pg-boss schema.
- */
-export function bossSchemaForUrl(url: string): string {
-  let schema: string | undefined;
-  try {
-    const options = new URL(url).searchParams.get('options') ?? '';
-    schema = /(?:^|\s)-c\s*search_path=([A-Za-z_][A-Za-z0-9_]*)/.exec(options)?.[1];
-  } catch {
-    schema = undefined;
-  }
-  return bossSchemaFor(schema);
-}
 
 /** Queue settings: node jobs never retry and never expire while a long task runs. */
 const QUEUE_SETTINGS: Readonly<Record<'node' | 'results' | 'register', Omit<PgBoss.Queue, 'name'>>> = {
