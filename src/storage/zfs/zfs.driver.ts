@@ -48,6 +48,7 @@ import {
 } from './zfs.capabilities.js';
 import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
 import { ZfsCommands } from './zfs.commands.js';
+import { ASIDE_RE, repairRestores, restoreInto } from './zfs.restore.js';
 
 export interface ZfsDriverOptions {
   /** The storage's parent dataset, e.g. `tank/vms`; disks are datasets below it. */
@@ -64,8 +65,6 @@ export interface ZfsDriverOptions {
 }
 
 /** The disk's bytes inside its dataset. */
-/** `<disk>-esnap-restore-<ms>`: the target of a restore while its replacement is received. */
-const ASIDE_RE = /-esnap-restore-(\d{13})$/;
 const ASIDE_SUFFIX_MAX = '-esnap-restore-'.length + 13;
 /** ZFS_MAX_DATASET_NAME_LEN (256) minus the NUL, `@` and the longest id (`es-` + 18 digits). */
 const MAX_DATASET = 255 - 1 - 21 - ASIDE_SUFFIX_MAX;
@@ -118,7 +117,7 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
   private async doInit(): Promise<void> {
     await this.cmd.zfs(['zfs', 'get', '-Hp', '-o', 'value', 'type', this.dataset]);
     this.caps ??= await detectCapabilities((argv) => this.cmd.runZfs(argv), this.dataset);
-    await this.repairRestores();
+    await repairRestores(this.cmd, this.dataset);
   }
 
   async stats(): Promise<StorageStats> {
@@ -330,78 +329,7 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     if (srcDs === dstDs) throw new StorageError('backend', 'Restore into the disk itself: use rollback');
     const pipe = this.runner.pipe?.bind(this.runner);
     if (!pipe) throw new StorageError('backend', 'This command runner cannot pipe zfs send into zfs recv');
-
-    // Everything is checked before anything changes.
-    await this.cmd.zfs(['zfs', 'get', '-Hp', '-o', 'value', 'type', `${srcDs}@${id}`]).catch((err: unknown) => this.cmd.whichMissing(err, srcDs));
-    const children = await this.cmd.childDatasets(dstDs);
-    if (children === null) throw new StorageError('disk_missing', `Disk ${dst.path} does not exist`);
-    if (children.length > 0) throw new StorageError('backend', `Disk ${dst.path} holds other datasets; restore would drop them`);
-    const dstSize = await this.cmd.imageSize(dstDs);
-    const srcSize = await this.cmd.imageSize(srcDs);
-    if (srcSize !== dstSize) throw new StorageError('size_mismatch', `${src.path} has ${srcSize} bytes, ${dst.path} ${dstSize}`);
-
-    const aside = `${dstDs}-esnap-restore-${Date.now()}`;
-    // zfs-fuse renames only unmounted datasets; unmounting also fails (busy) while a VM holds the image.
-    await this.cmd.zfs(['zfs', 'umount', dstDs]);
-    await this.cmd.zfs(['zfs', 'rename', dstDs, aside]).catch(async (err: unknown) => {
-      await this.cmd.zfs(['zfs', 'mount', dstDs]).catch(() => undefined);
-      throw err;
-    });
-    try {
-      const send = ['zfs', 'send', `${srcDs}@${id}`];
-      const recv = ['zfs', 'recv', dstDs];
-      const { producer, consumer } = await pipe(send, recv, { timeoutMs: this.restoreTimeoutMs, env: { LC_ALL: 'C' } });
-      if (consumer.code !== 0 || producer.code !== 0) {
-        throw zfsError(consumer.code !== 0 ? recv : send, {
-          code: consumer.code || producer.code,
-          stderr: `${consumer.stderr}\n${producer.stderr}`,
-        });
-      }
-      const got = await this.cmd.imageSize(dstDs);
-      if (got !== dstSize) throw new StorageError('size_mismatch', `Snapshot ${id} of ${src.path} holds ${got} bytes, ${dst.path} ${dstSize}`);
-    } catch (err) {
-      const failure = asStorageError(err, `cannot restore ${src.path}@${id} into ${dst.path}`);
-      await this.putBack(dstDs, aside).catch((undo: unknown) => {
-        // The original is safe under the aside name; the next init() puts it back.
-        throw new StorageError(failure.code, `${failure.message}; putting ${dstDs} back failed too (it is at ${aside})`, {
-          cause: new AggregateError([failure, undo]),
-        });
-      });
-      throw failure;
-    }
-    // The target now holds the snapshot's data: drop the received snapshot and the old target.
-    await this.cmd.zfs(['zfs', 'destroy', `${dstDs}@${id}`]);
-    // Only garbage is left if this fails, and the next init() removes it: the restore is done.
-    await this.cmd.zfs(['zfs', 'destroy', '-r', aside]).catch(() => undefined);
-  }
-
-  /** Undoes a restore half way: the received dataset goes, the original comes back under its name. */
-  private async putBack(dstDs: string, aside: string): Promise<void> {
-    const received = await this.cmd.childDatasets(dstDs);
-    if (received !== null) await this.cmd.zfs(['zfs', 'destroy', '-r', dstDs]);
-    await this.cmd.zfs(['zfs', 'rename', aside, dstDs]);
-    await this.cmd.zfs(['zfs', 'mount', dstDs]).catch((err: unknown) => {
-      if (!(err instanceof ZfsError && err.reason === 'already_mounted')) throw err;
-    });
-  }
-
-  /** After a crash in the middle of a restore: finish it or undo it, whichever is safe. */
-  private async repairRestores(): Promise<void> {
-    const out = await this.cmd.zfs(['zfs', 'list', '-H', '-o', 'name', '-r', '-t', 'filesystem', this.dataset]);
-    const names = new Set(out.stdout.split('\n').filter((n) => n !== ''));
-    for (const aside of names) {
-      const m = ASIDE_RE.exec(aside);
-      if (!m) continue;
-      const dstDs = aside.slice(0, m.index);
-      // zfs recv creates the target only once the stream is complete, so a target that exists is
-      // whole and the original aside is garbage; a missing target means the original goes back.
-      if (names.has(dstDs)) {
-        await this.cmd.zfs(['zfs', 'destroy', '-r', aside]);
-      } else {
-        await this.putBack(dstDs, aside);
-        names.add(dstDs); // a second aside copy of the same disk is garbage now
-      }
-    }
+    await restoreInto(this.cmd, pipe, { srcDs, dstDs, id, src, dst, timeoutMs: this.restoreTimeoutMs });
   }
 
   // ---- helpers ----
