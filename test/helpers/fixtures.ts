@@ -94,15 +94,22 @@ export async function makeUser(
   return { id: row.id, key };
 }
 
+/** A node row with no agent behind it (online, so tasks are accepted for it); returns its id. */
+export async function insertIdleNode(s: TestServer, hostname: string): Promise<number> {
+  const now = new Date().toISOString();
+  const row = await s.runtime.ctx.db
+    .insertInto('node')
+    .values({ hostname, uuid: randomUUID(), status: 2, last_heartbeat: now, created: now })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
 /** A VM on a node that has no agent: its tasks stay PENDING until cancelled. */
 export async function vmOnIdleNode(s: TestServer, hostname: string): Promise<void> {
   const db = s.runtime.ctx.db;
   const now = new Date().toISOString();
-  const node = await db
-    .insertInto('node')
-    .values({ hostname: `idle-${hostname}`, uuid: randomUUID(), status: 2, last_heartbeat: now, created: now })
-    .returning('id')
-    .executeTakeFirstOrThrow();
+  const node = { id: await insertIdleNode(s, `idle-${hostname}`) };
   const storage = await db
     .insertInto('node_storage')
     .values({ node_id: node.id, name: 'default', driver: 'file', config: '{"root":"/nonexistent"}', size: null, size_free: null, created: now })

@@ -5,8 +5,8 @@
  * completion itself, so these pin what it answers in each case.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { randomUUID } from 'node:crypto';
 import { forEachDb, withServer, type TestServer } from '../helpers/server.js';
+import { insertIdleNode } from '../helpers/fixtures.js';
 import { SYSTEM_USER_ID, SYSTEM_USERNAME, systemClock } from '../../src/app-context.js';
 import { InProcessQueue } from '../../src/queue/in-process.queue.js';
 import { LocalTaskEvents } from '../../src/tasks/task.events.js';
@@ -35,10 +35,7 @@ forEachDb('TaskService.cancel', (kind) => {
   beforeAll(async () => {
     s = await withServer(kind, { localAgent: false });
     const db = s.runtime.ctx.db;
-    const now = new Date().toISOString();
-    nodeId = (
-      await db.insertInto('node').values({ hostname: NODE, uuid: randomUUID(), status: 2, last_heartbeat: now, created: now }).returning('id').executeTakeFirstOrThrow()
-    ).id;
+    nodeId = await insertIdleNode(s, NODE);
     queue = new ClaimingQueue();
     tasks = new TaskService(db, queue, new LocalTaskEvents(), systemClock, silentLogger);
     tasks.registerKind<{ label: string }>('test_cancel', {
