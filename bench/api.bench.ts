@@ -17,6 +17,7 @@ import { bossSchemaFor } from '../src/queue/pgboss.queue.js';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadavg } from 'node:os';
+import { insertVm as insertVmRow, newVmRow } from '../src/vms/vm.repository.js';
 import { FileDriver } from '../src/storage/file/file.driver.js';
 import { NodeCommandRunner } from '../src/storage/node-runner.js';
 import { combine, fmt, loadInChild, percentile, type LoadResult } from './lib.js';
@@ -29,14 +30,7 @@ async function insertVm(rt: Awaited<ReturnType<typeof createRuntime>>, hostname:
   const storage = await db.selectFrom('node_storage').selectAll().executeTakeFirstOrThrow();
   const uuid = randomUUID();
   const now = new Date().toISOString();
-  await db
-    .insertInto('vm')
-    .values({
-      uuid, hostname, alias: hostname, dc_id: 1, owner_id: 1, node_id: node.id, brand: 'kvm', status: 1, status_change: now,
-      qmp_socket: null, qga_socket: null, snapshot_limit_manual: null, snapshot_limit_auto: null, snapshot_size_limit: null,
-      snapshot_size_percent_limit: null, created: now, changed: now,
-    })
-    .execute();
+  await insertVmRow(db, newVmRow({ uuid, hostname, dc_id: 1, owner_id: 1, node_id: node.id, status: 1 }, now));
   await db.insertInto('vm_disk').values({ vm_uuid: uuid, real_id: 0, storage_id: storage.id, path: `${uuid}-disk0`, size_mb: 64, created: now }).execute();
   if (withImage) {
     const fh = await open(join(root, `${uuid}-disk0`), 'w');

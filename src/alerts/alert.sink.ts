@@ -12,6 +12,7 @@ import type { Clock, Logger } from '../app-context.js';
 import { formatDanubeTime } from '../domain/time.js';
 import { sleeperOf } from '../scheduler/clock.js';
 import type { Alert } from './alert.messages.js';
+import { retry } from '../domain/backoff.js';
 
 export interface AlertObserver {
   alertRaised(alert: Alert): void;
@@ -37,6 +38,13 @@ export interface AlertSinkOptions {
 /** Statuses worth another attempt; any other 4xx means the receiver refuses this alert. */
 function retryable(status: number): boolean {
   return status >= 500 || status === 408 || status === 429;
+}
+
+/** A receiver's answer other than 2xx. */
+class RefusedError extends Error {
+  constructor(readonly status: number) {
+    super(`HTTP ${status}`);
+  }
 }
 
 export class AlertSink {
@@ -72,27 +80,31 @@ export class AlertSink {
 
   async #deliver(url: string, alert: Alert, body: string): Promise<void> {
     const sleeper = sleeperOf(this.#o.clock);
-    let lastError = '';
-    for (let attempt = 1; attempt <= this.#o.attempts; attempt++) {
-      if (this.#abort.signal.aborted) break;
-      try {
-        const res = await fetch(url, {
-          method: 'POST',
-          headers: { 'Content-Type': 'application/json' },
-          body,
-          signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#o.timeoutMs)]),
-        });
-        await res.arrayBuffer().catch(() => undefined);
-        if (res.ok) return;
-        lastError = `HTTP ${res.status}`;
-        if (!retryable(res.status)) break;
-      } catch (err) {
-        lastError = err instanceof Error ? err.message : String(err);
-      }
-      if (attempt < this.#o.attempts) await sleeper.sleep(this.#o.backoffMs * 2 ** (attempt - 1), this.#abort.signal);
+    try {
+      await retry(
+        async () => {
+          const res = await fetch(url, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body,
+            signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#o.timeoutMs)]),
+          });
+          await res.arrayBuffer().catch(() => undefined);
+          if (!res.ok) throw new RefusedError(res.status);
+        },
+        {
+          attempts: this.#o.attempts,
+          backoff: { firstMs: this.#o.backoffMs },
+          retryIf: (err) => !(err instanceof RefusedError) || retryable(err.status),
+          signal: this.#abort.signal,
+          sleep: (ms, signal) => sleeper.sleep(ms, signal),
+        },
+      );
+    } catch (err) {
+      this.#o.observer?.webhookFailed(alert);
+      const error = err instanceof Error ? err.message : String(err);
+      this.#o.log.error({ alert: alert.type, webhook: url.replace(/\/\/[^@/]*@/, '//***@'), error }, `alert not delivered: ${alert.message}`);
     }
-    this.#o.observer?.webhookFailed(alert);
-    this.#o.log.error({ alert: alert.type, webhook: url.replace(/\/\/[^@/]*@/, '//***@'), error: lastError }, `alert not delivered: ${alert.message}`);
   }
 
   /** Resolves when every delivery started so far has ended (delivered or given up). */

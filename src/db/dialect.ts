@@ -25,7 +25,6 @@ export interface OpenedDb {
   readonly schema?: string;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function isPostgres(db: Kysely<any>): boolean {
   return db.getExecutor().adapter instanceof PostgresAdapter;
 }

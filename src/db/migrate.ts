@@ -54,7 +54,6 @@ export async function migrateToLatest(db: Kysely<Database>, _opts: { schema?: st
 export async function migrateUpTo(db: Kysely<Database>, target: string): Promise<void> {
   const last = knownMigrations.indexOf(target);
   if (last < 0) throw new Error(`unknown migration ${JSON.stringify(target)}; this build knows ${knownMigrations.join(', ')}`);
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const anyDb = db as unknown as Kysely<any>;
   await anyDb.transaction().execute(async (trx) => {
     if (isPostgres(trx)) await sql`SELECT pg_advisory_xact_lock(hashtext(current_schema()))`.execute(trx);

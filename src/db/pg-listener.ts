@@ -14,18 +14,17 @@
  */
 import pg from 'pg';
 import type { Logger } from '../app-context.js';
+import { Backoff } from '../domain/backoff.js';
 
 type Handler = (payload: string) => void;
 
-const MIN_BACKOFF_MS = 100;
-const MAX_BACKOFF_MS = 2000;
 
 export class PgListener {
   readonly #channels = new Map<string, Set<Handler>>();
   readonly #reconnectHooks = new Set<() => void>();
   #client: pg.Client | null = null;
   #stopped = true;
-  #backoff = MIN_BACKOFF_MS;
+  readonly #backoff = new Backoff({ firstMs: 100, maxMs: 2000 });
   #timer: NodeJS.Timeout | null = null;
   #connecting: Promise<void> | null = null;
   /** Counts reconnections (tests and metrics). */
@@ -105,7 +104,7 @@ export class PgListener {
         return;
       }
       this.#client = client;
-      this.#backoff = MIN_BACKOFF_MS;
+      this.#backoff.reset();
       if (isReconnect) {
         this.reconnects++;
         this.log.info({ reconnects: this.reconnects }, 'LISTEN connection restored');
@@ -126,8 +125,7 @@ export class PgListener {
 
   #schedule(): void {
     if (this.#stopped || this.#timer) return;
-    const delay = this.#backoff;
-    this.#backoff = Math.min(MAX_BACKOFF_MS, this.#backoff * 2);
+    const delay = this.#backoff.next();
     this.#timer = setTimeout(() => {
       this.#timer = null;
       this.#connect(true).catch((err: unknown) => {

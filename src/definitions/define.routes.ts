@@ -10,13 +10,12 @@ import type { VmRow } from '../db/schema.js';
 import {
   createDefine,
   deleteDefinition,
-  listAllDefines,
-  listVmDefines,
   resolveTarget,
   showDefine,
   updateDefinition,
 } from './define.service.js';
 import { previewDefinition, runDefinitionNow } from './define.run.js';
+import { listAllDefines, listVmDefines } from './define.list.js';
 
 function setOwner(req: ViewRequest): (vm: VmRow) => void {
   return (vm) => {

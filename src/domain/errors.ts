@@ -58,7 +58,6 @@ export const API_ERRORS = {
   vmNotStopped: [423, 'VM is not stopped'],
   vmLocked: [423, 'VM is locked or has slave VMs'],
   vmNotInstalled: [428, 'VM is not installed'],
-  brandMismatch: [428, 'VM brand mismatch'],
   diskSizeMismatch: [428, 'Disk size mismatch'],
   otherNodeRestore: [428, 'Restore into a VM on another node is not supported'],
   storageMissingOnNode: [428, 'Storage does not exist on the VM\'s node'],

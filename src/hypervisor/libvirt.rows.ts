@@ -20,6 +20,7 @@ import type { AppContext } from '../app-context.js';
 import type { Database, VmDiskRow, VmRow } from '../db/schema.js';
 import { HOSTNAME_MAX, HOSTNAME_RE } from '../vms/vm.service.js';
 import { VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING } from '../vms/vm.lookup.js';
+import { insertVm, newVmRow } from '../vms/vm.repository.js';
 import { NO_STORAGE_ID, statusOfState } from './libvirt.domains.js';
 import type { DomainInventory, DomainReport } from './libvirt.inventory.js';
 import type { MappedDisk } from './disk-mapping.js';
@@ -141,30 +142,8 @@ async function applyDomain(trx: Trx, ctx: AppContext, d: DomainReport, place: Pl
   const status = STATUS[statusOfState(d.state)]!;
   let vm: VmRow;
   if (!byUuid) {
-    vm = await trx
-      .insertInto('vm')
-      .values({
-        uuid: d.uuid,
-        hostname: d.name,
-        alias,
-        dc_id: place.dcId,
-        owner_id: place.ownerId,
-        node_id: place.nodeId,
-        brand: 'kvm',
-        status,
-        status_change: now,
-        qmp_socket: null,
-        qga_socket: null,
-        snapshot_limit_manual: null,
-        snapshot_limit_auto: null,
-        snapshot_size_limit: null,
-        snapshot_size_percent_limit: null,
-        created: now,
-        changed: now,
-        libvirt: 1,
-      })
-      .returningAll()
-      .executeTakeFirstOrThrow();
+    const row = { uuid: d.uuid, hostname: d.name, alias, dc_id: place.dcId, owner_id: place.ownerId, node_id: place.nodeId, status, libvirt: 1 };
+    vm = await insertVm(trx, newVmRow(row, now));
   } else {
     vm = byUuid;
     // notready is a rollback in progress: its end sets the status, not the inventory.

@@ -57,6 +57,16 @@ export async function findNode(db: Kysely<Database>, hostname: string): Promise<
   return db.selectFrom('node').selectAll().where('hostname', '=', hostname).executeTakeFirst();
 }
 
+/** Every node, by host name. */
+export async function listNodes(db: Kysely<Database>): Promise<NodeRow[]> {
+  return db.selectFrom('node').selectAll().orderBy('hostname').execute();
+}
+
+/** A node's storages, by name. */
+export async function listStorages(db: Kysely<Database>, nodeId: number): Promise<NodeStorageRow[]> {
+  return db.selectFrom('node_storage').selectAll().where('node_id', '=', nodeId).orderBy('name').execute();
+}
+
 export async function findStorage(db: Kysely<Database>, nodeId: number, name: string): Promise<NodeStorageRow | undefined> {
   return db.selectFrom('node_storage').selectAll().where('node_id', '=', nodeId).where('name', '=', name).executeTakeFirst();
 }

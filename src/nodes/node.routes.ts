@@ -8,7 +8,7 @@ import type { NodeRow, NodeStorageRow } from '../db/schema.js';
 import { apiError } from '../domain/errors.js';
 import { parseBool } from '../domain/validate.js';
 import { formatDanubeTime } from '../domain/time.js';
-import { findNode, findStorage } from './node.repository.js';
+import { findNode, findStorage, listNodes, listStorages } from './node.repository.js';
 
 /** Danube's node status names (spec 2.3): 1 is shown as `maintenance`, only 2 is operational. */
 const NODE_STATUS_NAMES: Readonly<Record<number, string>> = { 1: 'maintenance', 2: 'online', 3: 'unreachable', 9: 'unlicensed' };
@@ -42,7 +42,7 @@ const nodeList: ViewDef = {
   dcBound: false,
   methods: {
     async GET(req) {
-      const nodes = await req.app.db.selectFrom('node').selectAll().orderBy('hostname').execute();
+      const nodes = await listNodes(req.app.db);
       const full = parseBool(req.data['full'] ?? false);
       return { type: 'sync', result: full ? nodes.map(nodeObject) : nodes.map((n) => n.hostname) };
     },
@@ -69,7 +69,7 @@ const storageList: ViewDef = {
   methods: {
     async GET(req) {
       const node = await nodeOf(req);
-      const rows = await req.app.db.selectFrom('node_storage').selectAll().where('node_id', '=', node.id).orderBy('name').execute();
+      const rows = await listStorages(req.app.db, node.id);
       const full = parseBool(req.data['full'] ?? false);
       return { type: 'sync', result: full ? rows.map((s) => storageObject(s, node)) : rows.map((s) => s.name) };
     },

@@ -16,48 +16,20 @@
  * failed by esnap's own repair, see agent-runtime.ts); completing or failing a job is retried until
  * the database answers, so a PostgreSQL restart loses nothing.
  */
-import { createHash } from 'node:crypto';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 import type { Logger } from '../app-context.js';
 import { channelName, type PgListener } from '../db/pg-listener.js';
 import type { QueueHandler, QueueMessage, TaskQueue } from './queue.js';
+import { retry } from '../domain/backoff.js';
+import { jobIdOf, nodeQueueName, REGISTER_QUEUE, RESULTS_QUEUE } from './pgboss.names.js';
 
-export const RESULTS_QUEUE = 'esnap.results';
+// The names live in pgboss.names.ts (no pg-boss needed to compute them); re-exported for the
+// cluster code that uses both.
+export { bossSchemaFor, bossSchemaForUrl, jobIdOf, nodeQueueName, REGISTER_QUEUE, RESULTS_QUEUE } from './pgboss.names.js';
+
 const SEND_ATTEMPTS = 4;
-export const REGISTER_QUEUE = 'esnap.register';
 const QUEUE_CHANNEL = 'esnap_queue';
-
-/** `esnap.node.<hostname>`; characters pg-boss or PostgreSQL would not like become `_`. */
-export function nodeQueueName(node: string): string {
-  return `esnap.node.${node.replace(/[^A-Za-z0-9._-]/g, '_')}`;
-}
-
-/** A stable job id (a UUID) for a task id: the same task sent twice is one job. */
-export function jobIdOf(taskId: string): string {
-  const h = createHash('sha1').update(`esnap-task:${taskId}`).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h.slice(16, 18), 16) & 0x3f) | 0x80).toString(16)}${h.slice(18, 20)}-${h.slice(20, 32)}`;
-}
-
-/** pg-boss's schema for an esnap schema: `<schema>_pgboss`, or `pgboss` for the default schema. */
-export function bossSchemaFor(esnapSchema: string | undefined | null): string {
-  return esnapSchema ? `${esnapSchema}_pgboss`.slice(0, 50) : 'pgboss';
-}
-
-/**
- * pg-boss's schema for a database URL: an agent is given the URL with esnap's schema in
- * `?options=-c search_path=<schema>` exactly as servers are, and so finds the same pg-boss schema.
- */
-export function bossSchemaForUrl(url: string): string {
-  let schema: string | undefined;
-  try {
-    const options = new URL(url).searchParams.get('options') ?? '';
-    schema = /(?:^|\s)-c\s*search_path=([A-Za-z_][A-Za-z0-9_]*)/.exec(options)?.[1];
-  } catch {
-    schema = undefined;
-  }
-  return bossSchemaFor(schema);
-}
 
 /** Queue settings: node jobs never retry and never expire while a long task runs. */
 const QUEUE_SETTINGS: Readonly<Record<'node' | 'results' | 'register', Omit<PgBoss.Queue, 'name'>>> = {
@@ -185,16 +157,11 @@ export class PgBossQueue implements TaskQueue {
     // A job id is fixed per task, so a retry can never queue it twice; retrying covers the
     // deadlocks pg-boss's queue DDL can cause with inserts running at the same moment.
     const id = jobIdOf(msg.taskId);
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.publish(name, msg, id);
-        return;
-      } catch (err) {
-        if (attempt >= SEND_ATTEMPTS) throw err;
-        this.opts.log.warn({ err: (err as Error).message, taskId: msg.taskId, attempt }, 'queue send failed; retrying');
-        await new Promise((r) => setTimeout(r, 50 * attempt));
-      }
-    }
+    await retry(() => this.publish(name, msg, id), {
+      attempts: SEND_ATTEMPTS,
+      backoff: { firstMs: 50, growth: 'linear' },
+      onRetry: (err, attempt) => this.opts.log.warn({ err: (err as Error).message, taskId: msg.taskId, attempt }, 'queue send failed; retrying'),
+    });
   }
 
   /**
@@ -446,17 +413,10 @@ export class PgBossQueue implements TaskQueue {
 
   /** Retries a database step with a capped backoff until it succeeds or the queue is closed. */
   async #persist(step: () => Promise<unknown>, what: string): Promise<void> {
-    let delay = 100;
-    for (;;) {
-      try {
-        await step();
-        return;
-      } catch (err) {
-        if (this.#closed) throw err;
-        this.opts.log.warn({ err: (err as Error).message, what }, 'queue step failed; retrying');
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(2000, delay * 2);
-      }
-    }
+    await retry(step, {
+      backoff: { firstMs: 100, maxMs: 2000 },
+      retryIf: () => !this.#closed,
+      onRetry: (err) => this.opts.log.warn({ err: (err as Error).message, what }, 'queue step failed; retrying'),
+    });
   }
 }

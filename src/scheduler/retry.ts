@@ -10,6 +10,7 @@
 import type { Clock } from '../app-context.js';
 import { FailureError, LOCK_FAILED } from '../domain/errors.js';
 import type { Sleeper } from './clock.js';
+import { Backoff } from '../domain/backoff.js';
 
 const FIRST_DELAY_MS = 1000;
 const MAX_DELAY_MS = 30_000;
@@ -40,17 +41,16 @@ export interface LockRetryOptions {
  * error at the deadline, are thrown; shutdown throws WaitAborted.
  */
 export async function retryWhileLocked<T>(attempt: () => Promise<T>, o: LockRetryOptions): Promise<T> {
-  let delay = FIRST_DELAY_MS;
+  const delays = new Backoff({ firstMs: FIRST_DELAY_MS, maxMs: MAX_DELAY_MS });
   for (;;) {
     const left = o.deadline - o.clock.now().getTime();
-    await o.sleeper.sleep(Math.max(0, Math.min(delay, left)), o.signal);
+    await o.sleeper.sleep(Math.max(0, Math.min(delays.next(), left)), o.signal);
     if (o.signal.aborted) throw new WaitAborted();
     try {
       return await attempt();
     } catch (err) {
       if (!isLockBusy(err) || o.clock.now().getTime() >= o.deadline) throw err;
     }
-    delay = Math.min(delay * 2, MAX_DELAY_MS);
   }
 }
 

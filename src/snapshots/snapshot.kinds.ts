@@ -92,7 +92,8 @@ export function registerSnapshotKinds(ctx: AppContext): void {
       if (c.force && !c.keepsNewer) {
         const snap = await trx.selectFrom('snapshot').select(['disk_real_id']).where('id', '=', c.snapshotId).executeTakeFirst();
         let q = trx.deleteFrom('snapshot').where('vm_uuid', '=', c.targetVm).where('disk_real_id', '=', c.targetDiskRealId);
-        if (c.sameVm && snap) q = q.where('id', '>', c.snapshotId);
+        const sameDisk = c.sameDisk ?? (c as { sameVm?: boolean }).sameVm;
+        if (sameDisk && snap) q = q.where('id', '>', c.snapshotId);
         await q.execute();
       }
       return { result: { returncode: 0, message: 'Snapshot successfully restored', detail: outcome.detail ?? '' } };

@@ -31,7 +31,12 @@ export interface RollbackContext {
   readonly sourceVm: string;
   readonly targetVm: string;
   readonly targetDiskRealId: number;
-  readonly sameVm: boolean;
+  /**
+   * A rollback of the snapshot's own disk (not a restore into another disk, of this VM or another):
+   * only then do rows of older snapshots stay when storage destroys the newer ones. Tasks queued
+   * before this field was named carry it as `sameVm`, which held the same value.
+   */
+  readonly sameDisk: boolean;
   readonly keepsNewer: boolean;
 }
 
@@ -73,20 +78,17 @@ export async function rollbackSnapshot(
     targetDisk = d;
   }
   const sameVm = targetVm.uuid === src.vm.uuid;
-  if (sameVm && targetDisk.real_id !== src.disk.real_id) {
-    // Restoring one disk of a VM into another of its disks is a restore too.
-  }
+  // Restoring one disk of a VM into another of its disks is a restore too.
   const sameDisk = sameVm && targetDisk.real_id === src.disk.real_id;
 
   requireNodeOnline(src.node);
-  let targetStorage = src.storage;
   if (!sameDisk) {
     const t = await loadStorageAndNode(ctx.db, targetDisk);
-    targetStorage = t.storage;
+    // No brand check (Danube's 428 `VM brand mismatch`): every brand esnap accepts (kvm, bhyve,
+    // hvm) is a hardware VM, and those restore into each other.
     if (!sameVm) {
       requireNodeOnline(t.node);
       requireOperational(targetVm);
-      if (targetVm.brand !== src.vm.brand && !(isHvm(targetVm.brand) && isHvm(src.vm.brand))) throw apiError('brandMismatch');
     }
     if (targetDisk.size_mb !== src.disk.size_mb) throw apiError('diskSizeMismatch');
     if (t.node.id !== src.node.id || t.storage.id !== src.storage.id) throw apiError('otherNodeRestore');
@@ -173,7 +175,6 @@ export async function rollbackSnapshot(
         id: zfsName(snap),
         ...(sameDisk ? {} : { target: diskRef(target, tdisk) }),
       };
-      void targetStorage;
       return {
         payload,
         context: {
@@ -182,14 +183,10 @@ export async function rollbackSnapshot(
           sourceVm: src.vm.uuid,
           targetVm: target.uuid,
           targetDiskRealId: tdisk.real_id,
-          sameVm: sameDisk,
+          sameDisk,
           keepsNewer,
         },
       };
     },
   });
-}
-
-function isHvm(brand: string): boolean {
-  return brand === 'kvm' || brand === 'bhyve' || brand === 'hvm';
 }

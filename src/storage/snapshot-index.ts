@@ -27,7 +27,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, fstatSync, fsyncSync, openSync, readFileSync, readSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 export const INDEX_FILE = '.esnap-index';
@@ -136,6 +136,43 @@ export function readIndex(dir: string): Map<string, IndexEntry> {
     return new Map(); // missing, or unreadable: listed without names rather than not at all
   }
   return parseIndex(text);
+}
+
+/** Parsed indexes by path, with the identity of the file they were parsed from. */
+const cache = new Map<string, { readonly ino: number; readonly size: number; readonly mtimeMs: number; readonly entries: ReadonlyMap<string, IndexEntry> }>();
+/** Disks whose index stays cached; beyond it the least recently listed one goes. */
+const CACHE_MAX = 1024;
+
+/**
+ * readIndex() for list(): read without blocking the event loop, and parsed again only when the file
+ * changed. An append changes its size, an undo truncates it, a compaction replaces it (another
+ * inode), so (inode, size, mtime) tells a changed index; an unchanged one answers the same map.
+ *
+ * @example
+ *   const index = await readIndexCached(snapDir); // a stat, plus a read and parse only after a change
+ */
+export async function readIndexCached(dir: string): Promise<ReadonlyMap<string, IndexEntry>> {
+  const path = indexPath(dir);
+  let text: string;
+  let st: { ino: number; size: number; mtimeMs: number };
+  try {
+    st = await stat(path);
+    const hit = cache.get(path);
+    if (hit && hit.ino === st.ino && hit.size === st.size && hit.mtimeMs === st.mtimeMs) {
+      cache.delete(path);
+      cache.set(path, hit);
+      return hit.entries;
+    }
+    text = await readFile(path, 'utf8');
+  } catch {
+    cache.delete(path);
+    return new Map(); // missing, or unreadable: listed without names rather than not at all
+  }
+  const entries = parseIndex(text);
+  // Stored under the identity read before the text: a write in between makes the next read parse again.
+  cache.set(path, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, entries });
+  if (cache.size > CACHE_MAX) cache.delete(cache.keys().next().value!);
+  return entries;
 }
 
 export function parseIndex(text: string): Map<string, IndexEntry> {

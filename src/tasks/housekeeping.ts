@@ -33,11 +33,11 @@
 import { sql } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import { Ticker } from './ticker.js';
+import { FINAL_TASK_STATES } from '../domain/task-state.js';
 
 export const DEFAULT_TASKLOG_DAYS = 90;
 
 const DAY_MS = 24 * 3600 * 1000;
-const FINAL_STATES = ['SUCCESS', 'FAILURE', 'REVOKED'] as const;
 
 export interface HousekeepingOptions {
   /** Age in days after which finished tasks and task-log entries go (ESNAP_TASKLOG_DAYS). */
@@ -158,7 +158,7 @@ export class Housekeeping {
     let pick = db
       .selectFrom('task as t')
       .select('t.id')
-      .where('t.state', 'in', [...FINAL_STATES])
+      .where('t.state', 'in', [...FINAL_TASK_STATES])
       .where('t.created', '<', cutoff)
       .where('t.finished', '<', cutoff)
       .where((eb) => eb.not(eb.exists(eb.selectFrom('task_lock as l').select('l.key').whereRef('l.task_id', '=', 't.id'))))
@@ -176,7 +176,7 @@ export class Housekeeping {
       .selectFrom('task_log')
       .select('id')
       .where('time', '<', cutoff)
-      .where('status', 'in', [...FINAL_STATES])
+      .where('status', 'in', [...FINAL_TASK_STATES])
       .orderBy('id')
       .limit(this.#batchSize);
     if (this.#ctx.dbKind === 'postgres') pick = pick.forUpdate().skipLocked();

@@ -13,8 +13,7 @@ import type { AppContext } from '../app-context.js';
 import type { ResultMessage } from '../agent/cluster.messages.js';
 import { RESULTS_QUEUE, type PgBossQueue } from '../queue/pgboss.queue.js';
 import { resyncAfterRepair } from '../snapshots/snapshot.sync.js';
-
-const FINAL = new Set(['SUCCESS', 'FAILURE', 'REVOKED']);
+import { isFinalTaskState } from '../domain/task-state.js';
 
 export async function consumeResults(ctx: AppContext, queue: PgBossQueue, concurrency = 8): Promise<void> {
   // A result is recorded in the task row; its job is deleted once applied.
@@ -28,7 +27,7 @@ export async function applyResult(ctx: AppContext, m: ResultMessage): Promise<vo
   }
   const before = await ctx.tasks.get(m.taskId);
   if (!before) return;
-  const late = FINAL.has(before.state);
+  const late = isFinalTaskState(before.state);
   await ctx.tasks.complete(m.taskId, m.outcome);
   if (m.interrupted || (late && before.state !== 'SUCCESS' && m.outcome.returncode === 0)) {
     ctx.log.warn({ taskId: m.taskId, node: m.node, interrupted: m.interrupted ?? false }, 're-syncing disks after an uncertain task end');

@@ -6,6 +6,7 @@ import { parseBool, parseIntField } from '../domain/validate.js';
 import { formatDanubeTime } from '../domain/time.js';
 import type { TaskLogRow } from '../db/schema.js';
 import { parseOrderBy } from '../http/order-by.js';
+import { countTaskLog, isDcAdmin, pendingTaskIds, readTaskLog, type TaskLogFilter } from './task.repository.js';
 
 const PAGE_SIZE = 100;
 const INVALID_PAGE = 'Invalid page.';
@@ -25,10 +26,8 @@ function pageLink(req: ViewRequest, page: number): string {
 }
 
 /** Whether the caller is Admin in the DC the task id names (Danube's `is_admin(dc)`; the DC must exist). */
-async function isAdminOfTaskDc(req: ViewRequest, parsed: TaskIdParts): Promise<boolean> {
-  const dc = await req.app.db.selectFrom('dc').selectAll().where('id', '=', parsed.dcId).executeTakeFirst();
-  if (!dc) return false;
-  return req.caller.user.is_super_admin === 1 || dc.owner_id === req.caller.user.id || (await isAdminIn(req, dc.id));
+function isAdminOfTaskDc(req: ViewRequest, parsed: TaskIdParts): Promise<boolean> {
+  return isDcAdmin(req.app.db, req.caller.user, parsed.dcId);
 }
 
 /**
@@ -64,16 +63,6 @@ function pendingDetails(apiview: Record<string, unknown>, taskId: string): Recor
   return Object.assign(out, all);
 }
 
-async function isAdminIn(req: ViewRequest, dcId: number): Promise<boolean> {
-  const row = await req.app.db
-    .selectFrom('dc_admin')
-    .select('user_id')
-    .where('dc_id', '=', dcId)
-    .where('user_id', '=', req.caller.user.id)
-    .executeTakeFirst();
-  return row !== undefined;
-}
-
 const taskList: ViewDef = {
   path: '/task',
   name: 'task_list',
@@ -81,15 +70,8 @@ const taskList: ViewDef = {
   dcBound: true,
   methods: {
     async GET(req) {
-      let q = req.app.db
-        .selectFrom('task')
-        .select('id')
-        .where('dc_id', '=', req.caller.dc.id)
-        .where('state', 'in', ['PENDING', 'STARTED'])
-        .orderBy('created');
-      if (!req.caller.isAdmin) q = q.where('owner_id', '=', req.caller.user.id);
-      const rows = await q.execute();
-      return { type: 'raw', status: 200, body: rows.map((r) => r.id) };
+      const ids = await pendingTaskIds(req.app.db, req.caller.dc.id, req.caller.isAdmin ? null : req.caller.user.id);
+      return { type: 'raw', status: 200, body: ids };
     },
   },
 };
@@ -114,7 +96,7 @@ const taskDetail: ViewDef = {
 async function statusView(req: ViewRequest) {
   const id = await userTask(req);
   const st = await req.app.tasks.statusOf(id);
-  if (st.httpStatus === 404) throw apiError('taskGone');
+  if (!st.found) throw apiError('taskGone');
   return st;
 }
 
@@ -190,44 +172,38 @@ const taskLog: ViewDef = {
   methods: {
     async GET(req) {
       const d = req.data;
-      let q = req.app.db.selectFrom('task_log').selectAll().where('dc_id', '=', req.caller.dc.id);
-      if (!req.caller.isAdmin) {
-        const uid = req.caller.user.id;
-        q = q.where((eb) => eb.or([eb('owner_id', '=', uid), eb('user_id', '=', uid)]));
-      }
-      if (typeof d['status'] === 'string' && d['status'] !== '') q = q.where('status', '=', d['status']);
-      if (typeof d['object_type'] === 'string' && d['object_type'] !== '') q = q.where('object_type', '=', d['object_type']);
-      if (typeof d['object_name'] === 'string' && d['object_name'] !== '') q = q.where('object_name', '=', d['object_name']);
-      if (d['show_running'] !== undefined && parseBool(d['show_running'])) {
-        // Tasks still pending or running (Danube: in the pending list), by their PENDING row.
-        q = q.where('status', '=', 'PENDING').where('task_id', 'in', (eb) => eb.selectFrom('task').select('task.id').where('state', 'in', ['PENDING', 'STARTED']));
-      }
-      if (d['hide_auto'] !== undefined && parseBool(d['hide_auto'])) q = q.where('task_type', '!=', 'a');
-      for (const [key, op] of [['date_from', '>='], ['date_to', '<=']] as const) {
+      const text = (key: string): string | undefined => (typeof d[key] === 'string' && d[key] !== '' ? d[key] : undefined);
+      const time = (key: 'date_from' | 'date_to'): string | undefined => {
         const v = d[key];
-        if (v === undefined || v === '') continue;
+        if (v === undefined || v === '') return undefined;
         const t = new Date(String(v));
         if (Number.isNaN(t.getTime())) throw new ApiError(400, `Invalid ${key}`);
-        q = q.where('time', op, t.toISOString());
-      }
-      // Danube's order_by (only `time`; `-time`/`+time` descending, empty the default `-time`).
-      const asc = !parseOrderBy(d['order_by'], ['time'] as const, '-time')[0]!.desc;
-      q = q.orderBy('time', asc ? 'asc' : 'desc').orderBy('id', asc ? 'asc' : 'desc');
+        return t.toISOString();
+      };
+      const filter: TaskLogFilter = {
+        dcId: req.caller.dc.id,
+        userId: req.caller.isAdmin ? null : req.caller.user.id,
+        status: text('status'),
+        objectType: text('object_type'),
+        objectName: text('object_name'),
+        // Tasks still pending or running (Danube: in the pending list), by their PENDING row.
+        runningOnly: d['show_running'] !== undefined && parseBool(d['show_running']),
+        hideAuto: d['hide_auto'] !== undefined && parseBool(d['hide_auto']),
+        from: time('date_from'),
+        to: time('date_to'),
+        // Danube's order_by (only `time`; `-time`/`+time` descending, empty the default `-time`).
+        ascending: !parseOrderBy(d['order_by'], ['time'] as const, '-time')[0]!.desc,
+      };
       // Danube pages only for a non-empty `page`; anything Django's paginator refuses is 404 `Invalid page.`.
       if (d['page'] === undefined || d['page'] === '') {
-        const rows = await q.limit(10).execute();
+        const rows = await readTaskLog(req.app.db, filter, 10);
         return { type: 'raw', status: 200, body: { results: rows.map((r) => logEntry(r, true)) } };
       }
       const page = parseIntField(d['page']);
       if (page === null || page < 1) throw new ApiError(404, INVALID_PAGE);
-      const countRow = await q
-        .clearSelect()
-        .clearOrderBy()
-        .select((eb) => eb.fn.countAll<number>().as('n'))
-        .executeTakeFirstOrThrow();
-      const count = Number(countRow.n);
+      const count = await countTaskLog(req.app.db, filter);
       if (page > 1 && (page - 1) * PAGE_SIZE >= count) throw new ApiError(404, INVALID_PAGE);
-      const rows = await q.limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE).execute();
+      const rows = await readTaskLog(req.app.db, filter, PAGE_SIZE, (page - 1) * PAGE_SIZE);
       return {
         type: 'raw',
         status: 200,

@@ -8,108 +8,41 @@
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Clock, Logger } from '../app-context.js';
-import type { Database, NewSnapshot, TaskRow } from '../db/schema.js';
-import { makeTaskId, isDummyTaskId, type TaskType } from '../domain/taskid.js';
+import type { Database, TaskRow } from '../db/schema.js';
+import { makeTaskId, isDummyTaskId } from '../domain/taskid.js';
+import { isFinalTaskState, type TaskState } from '../domain/task-state.js';
 import type { QueueMessage, TaskQueue } from '../queue/queue.js';
 import type { TaskEvents } from './task.events.js';
-import type { LogObject } from './task-log.js';
 import { insertTask, insertTasks, translateSubmitError } from './task.insert.js';
+import type {
+  CompletionEvent,
+  CompletionListener,
+  KindHandler,
+  RunningCanceller,
+  SubmitResult,
+  SubmittedBatch,
+  TaskOutcome,
+  TaskSpec,
+  TaskStatus,
+} from './task.types.js';
 
-export interface TaskResult {
-  readonly returncode: number;
-  readonly message: string;
-  readonly detail?: string;
-}
-
-/** What an agent reports for a task: the Danube result plus driver data (sizes, listings). */
-export interface TaskOutcome extends TaskResult {
-  readonly data?: unknown;
-  /** The agent stopped the task on a cancel and undid it: it ends REVOKED (from STARTED too). */
-  readonly cancelled?: boolean;
-}
-
-/**
- * Asks the agent of `node` to stop a task it runs: `cancelled` (it will report the task revoked),
- * `committed` (past its point of no return: it finishes), `unknown` (no agent there runs it).
- */
-export type RunningCanceller = (node: string, taskId: string) => Promise<'cancelled' | 'committed' | 'unknown'>;
+// The types moved to task.types.ts; re-exported for the features that import them from here.
+export type {
+  CompletionEvent,
+  CompletionListener,
+  KindHandler,
+  RunningCanceller,
+  SubmitResult,
+  SubmittedBatch,
+  TaskOutcome,
+  TaskResult,
+  TaskSpec,
+  TaskStatus,
+} from './task.types.js';
 
 /** How long a cancel waits for a stopped task to end before it answers with the status (Danube sleeps 1 s). */
 const CANCEL_WAIT_MS = 5000;
 
-export type TaskState = 'PENDING' | 'STARTED' | 'SUCCESS' | 'FAILURE' | 'REVOKED';
-
-export interface TaskSpec<C = unknown> {
-  readonly kind: string;
-  readonly type: TaskType;
-  readonly userId: number;
-  readonly username: string;
-  readonly ownerId: number;
-  readonly dcId: number;
-  readonly dcBound: boolean;
-  readonly vmUuid: string | null;
-  readonly node: { readonly id: number; readonly hostname: string };
-  readonly locks: readonly string[];
-  readonly apiview: Record<string, unknown>;
-  readonly log: { readonly msg: string; readonly detail: string; readonly object: LogObject };
-  /**
-   * Database changes made with the task, in its transaction (a pending row, status changes); it
-   * returns the agent's payload and the completion's context.
-   */
-  readonly prepare: (trx: Transaction<Database>, taskId: string) => Promise<{ payload: unknown; context: C }>;
-  /**
-   * What `prepare` does, as data, when all it does is insert snapshot rows: `submitMany` then
-   * inserts the rows of many tasks in a few multi-row statements (task.insert.ts) and calls
-   * `finish` with each task's new rows (id, type), in the order of `snapshots`.
-   */
-  readonly bulk?: {
-    readonly snapshots: readonly NewSnapshot[];
-    readonly finish: (rows: ReadonlyArray<{ id: number; type: number }>) => { payload: unknown; context: C };
-  };
-}
-
-export interface KindHandler<C = unknown> {
-  /**
-   * Applies the outcome inside the completion transaction. `outcome.returncode === 0` is success;
-   * anything else (failure, cancel, crash) must undo the submission's changes. Returns the final
-   * result the client sees (it may rewrite the message) and an optional step run after commit.
-   */
-  complete(
-    trx: Transaction<Database>,
-    task: TaskRow,
-    context: C,
-    outcome: TaskOutcome,
-  ): Promise<{ result: TaskResult; after?: () => Promise<void> }>;
-}
-
-/** A task that has just ended, as completion listeners see it (state, result and finished set). */
-export interface CompletionEvent {
-  readonly task: TaskRow;
-  readonly state: TaskState;
-  readonly result: TaskResult | string;
-}
-
-/**
- * Observers of every task completion (the scheduler's bookkeeping, alerts, metrics), so features
- * can follow outcomes without editing each kind's handler.
- */
-export interface CompletionListener {
-  /**
-   * Runs inside the completion transaction, after the final state is written, under a savepoint:
-   * an error here is logged and undone without failing the completion.
-   */
-  inTransaction?(trx: Transaction<Database>, event: CompletionEvent): Promise<void>;
-  /** Runs after commit, before waiters are woken; errors are logged. Keep it quick. */
-  committed?(event: CompletionEvent): void | Promise<void>;
-}
-
-export interface TaskStatus {
-  readonly done: boolean;
-  readonly httpStatus: number;
-  readonly body: { task_id: string; status: string; result: unknown };
-}
-
-const FINAL_STATES = new Set(['SUCCESS', 'FAILURE', 'REVOKED']);
 /** Thrown inside a revoking completion whose task was claimed meanwhile: rolls it back. */
 const NOT_PENDING = new Error('task is no longer pending');
 
@@ -135,18 +68,8 @@ export function danubeResultOrder(result: unknown): unknown {
   return Object.assign(out, r);
 }
 
-/** One task of `submitMany`: its id, or the error `submit` would have thrown for it. */
-export type SubmitResult = { readonly ok: true; readonly taskId: string } | { readonly ok: false; readonly error: unknown };
-
-export interface SubmittedBatch {
-  /** In the order of the specs. */
-  readonly results: readonly SubmitResult[];
-  /** Sends the created tasks to their queues; only after the transaction has committed. */
-  send(): Promise<void>;
-}
-
 export class TaskService {
-  readonly #handlers = new Map<string, KindHandler<never>>();
+  readonly #handlers = new Map<string, KindHandler<unknown>>();
   readonly #listeners: CompletionListener[] = [];
   #canceller: RunningCanceller | null = null;
 
@@ -159,7 +82,9 @@ export class TaskService {
   ) {}
 
   registerKind<C>(kind: string, handler: KindHandler<C>): void {
-    this.#handlers.set(kind, handler as KindHandler<never>);
+    // The context a handler gets is the JSON of what its kind's `prepare` returned, read back from
+    // the task row: a C as long as C is plain data (it is for every kind), hence the one cast here.
+    this.#handlers.set(kind, { complete: (trx, task, context, outcome) => handler.complete(trx, task, context as C, outcome) });
   }
 
   addListener(listener: CompletionListener): void {
@@ -297,14 +222,25 @@ export class TaskService {
    * PENDING (checked in the final update itself); otherwise nothing changes.
    */
   async complete(taskId: string, outcome: TaskOutcome, opts: { revoked?: boolean } = {}): Promise<void> {
+    await this.#complete(taskId, outcome, opts);
+  }
+
+  /**
+   * `complete`, returning the task's state as it left it: the final state it wrote, else the state
+   * it found (an ended task's; STARTED for a revoke that lost the race with an agent's claim), or
+   * undefined for an unknown task; so `cancel` needs no second read.
+   */
+  async #complete(taskId: string, outcome: TaskOutcome, opts: { revoked?: boolean }): Promise<TaskState | undefined> {
     let after: (() => Promise<void>) | undefined;
     let finished = false;
+    let found: TaskState | undefined;
     let event: CompletionEvent | undefined;
     let who: { username: string; object_name: string } | undefined;
     await this.db.transaction().execute(async (trx) => {
       const task = await trx.selectFrom('task').selectAll().where('id', '=', taskId).executeTakeFirst();
-      if (!task || FINAL_STATES.has(task.state) || (opts.revoked && task.state !== 'PENDING')) return;
-      const handler = this.#handlers.get(task.kind) as KindHandler<unknown> | undefined;
+      found = task?.state as TaskState | undefined;
+      if (!task || isFinalTaskState(task.state) || (opts.revoked && task.state !== 'PENDING')) return;
+      const handler = this.#handlers.get(task.kind);
       if (!handler) throw new Error(`no completion handler for task kind ${task.kind}`);
       const context: unknown = JSON.parse(task.context);
       const done = await handler.complete(trx, task, context, outcome);
@@ -354,8 +290,9 @@ export class TaskService {
     }).catch((err: unknown) => {
       // A revoke that lost the race with a claim changed nothing (see the final update above).
       if (err !== NOT_PENDING) throw err;
+      found = 'STARTED';
     });
-    if (!finished) return;
+    if (!finished) return found;
     this.#audit(event!, who);
     for (const l of this.#listeners) {
       try {
@@ -372,6 +309,7 @@ export class TaskService {
         this.log.error({ err, taskId }, 'step after task completion failed');
       }
     }
+    return event!.state;
   }
 
   /**
@@ -403,11 +341,12 @@ export class TaskService {
   async statusOf(taskId: string): Promise<TaskStatus> {
     const task = isDummyTaskId(taskId) ? undefined : await this.get(taskId);
     if (!task) {
-      return { done: true, httpStatus: 404, body: { detail: 'Task does not exist (anymore)' } as never };
+      return { found: false, done: true, httpStatus: 404, body: { detail: 'Task does not exist (anymore)' } };
     }
-    const done = FINAL_STATES.has(task.state);
+    const done = isFinalTaskState(task.state);
     // Key order as Danube printed these dicts: status, result, task_id; a result message, returncode, detail.
     return {
+      found: true,
       done,
       httpStatus: stateHttpStatus(task.state),
       body: { status: task.state, result: task.result === null ? null : danubeResultOrder(JSON.parse(task.result) as unknown), task_id: task.id },
@@ -431,9 +370,8 @@ export class TaskService {
     if (task.state === 'PENDING' && (task.node === null || (await this.queue.withdraw(task.node, taskId)))) {
       // Revoked only if still PENDING at the final update (complete()); a claim that won the race
       // makes it a running task, cancelled below through its agent.
-      await this.complete(taskId, { returncode: 1, message: 'terminated', detail: 'terminated' }, { revoked: true });
-      const after = await this.get(taskId);
-      if (!after || after.state !== 'STARTED') return after?.state === 'REVOKED';
+      const state = await this.#complete(taskId, { returncode: 1, message: 'terminated', detail: 'terminated' }, { revoked: true });
+      if (state !== 'STARTED') return state === 'REVOKED';
     }
     if (task.node === null || !this.#canceller) return false;
     if ((await this.#canceller(task.node, taskId)) !== 'cancelled') return false;
@@ -448,7 +386,7 @@ export class TaskService {
       while (!limit.signal.aborted) {
         const woken = this.events.next(taskId, limit.signal);
         const t = await this.get(taskId);
-        if (!t || FINAL_STATES.has(t.state)) return;
+        if (!t || isFinalTaskState(t.state)) return;
         await woken;
       }
     } finally {

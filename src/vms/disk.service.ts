@@ -173,6 +173,7 @@ export async function createDisk(
 
   const status = await awaitTask(ctx, taskId, http);
   if (!status) return { kind: 'pending', taskId };
+  if (!status.found) throw new FailureError(status.body.detail);
   if (status.body.status !== 'SUCCESS') {
     const result = status.body.result as { message?: string } | string | null;
     throw new FailureError(typeof result === 'string' ? result : (result?.message ?? status.body.status));

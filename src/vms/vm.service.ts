@@ -102,7 +102,6 @@ function socketField(raw: unknown): { value: string | null } | { errors: string[
   const errors: string[] = [];
   const bytes = Buffer.byteLength(raw, 'utf8');
   if (bytes > SOCKET_PATH_MAX_BYTES) errors.push(msg.maxLength(SOCKET_PATH_MAX_BYTES, bytes));
-  // eslint-disable-next-line no-control-regex
   if (!raw.startsWith('/') || /[\u0000-\u001f\u007f]/.test(raw)) errors.push(msg.invalid);
   return errors.length > 0 ? { errors } : { value: raw };
 }

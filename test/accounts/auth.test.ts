@@ -21,7 +21,7 @@ class TestClock {
 interface Answer {
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  body: any;
 }
 
 /** POST /api/accounts/login from a chosen local address. */

@@ -15,7 +15,6 @@ const NODE = 'readynode';
 
 interface FirstAnswer {
   status: number;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   body: any;
 }
 

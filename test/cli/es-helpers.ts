@@ -73,7 +73,6 @@ export function runEs(args: readonly string[], opts: EsOptions = {}): Promise<Es
 }
 
 /** The JSON es printed on stdout. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function out(r: EsResult): any {
   try {
     return JSON.parse(r.stdout);

@@ -23,7 +23,6 @@ import type { Database } from '../../src/db/schema.js';
 import { listBkpDefNames } from '../../src/backups/bkpdef.repository.js';
 import { claimSlots, dueDefinitions, slotsOf } from '../../src/scheduler/slot.repository.js';
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
 type Row = Record<string, unknown>;
 /** Ids and names the seeds hand to later seeds and checks. */

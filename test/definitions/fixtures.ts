@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hashKey } from '../../src/accounts/secrets.js';
+import { insertVm, newVmRow } from '../../src/vms/vm.repository.js';
 import type { TestServer } from '../helpers/server.js';
 
 export interface Ids {
@@ -38,28 +39,8 @@ export async function addVm(s: TestServer, hostname: string, o: VmOptions = {}):
   const { dcId, nodeId, storageId } = await ids(s);
   const uuid = randomUUID();
   const now = new Date().toISOString();
-  await db
-    .insertInto('vm')
-    .values({
-      uuid,
-      hostname,
-      alias: hostname.split('.')[0] ?? hostname,
-      dc_id: dcId,
-      owner_id: o.owner ?? 1,
-      node_id: nodeId,
-      brand: o.brand ?? 'kvm',
-      status: o.status ?? 2,
-      status_change: null,
-      qmp_socket: null,
-      qga_socket: null,
-      snapshot_limit_manual: null,
-      snapshot_limit_auto: null,
-      snapshot_size_limit: null,
-      snapshot_size_percent_limit: null,
-      created: now,
-      changed: now,
-    })
-    .execute();
+  const vm = { uuid, hostname, dc_id: dcId, owner_id: o.owner ?? 1, node_id: nodeId, status: o.status ?? 2 };
+  await insertVm(db, newVmRow({ ...vm, alias: hostname.split('.')[0] ?? hostname, brand: o.brand ?? 'kvm', status_change: null }, now));
   for (let i = 0; i < (o.disks ?? 1); i++) {
     await db
       .insertInto('vm_disk')

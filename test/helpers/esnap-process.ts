@@ -112,7 +112,6 @@ export async function waitOutput(p: EsnapProcess, text: string, ms = 20_000): Pr
 
 export interface ApiReply {
   status: number;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   body: any;
 }
 

@@ -7,6 +7,7 @@ import { mkdir, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { TestServer } from './server.js';
 import { hashKey } from '../../src/accounts/secrets.js';
+import { insertVm, newVmRow } from '../../src/vms/vm.repository.js';
 
 export interface VmFixture {
   uuid: string;
@@ -30,28 +31,25 @@ export async function makeVm(
   const dc = await db.selectFrom('dc').selectAll().where('name', '=', 'main').executeTakeFirstOrThrow();
   const uuid = randomUUID();
   const now = new Date().toISOString();
-  await db
-    .insertInto('vm')
-    .values({
-      uuid,
-      hostname,
-      alias: hostname,
-      dc_id: dc.id,
-      owner_id: opts.ownerId ?? 1,
-      node_id: node.id,
-      brand: 'kvm',
-      status: opts.status ?? 1,
-      status_change: now,
-      qmp_socket: null,
-      qga_socket: opts.qga ?? null,
-      snapshot_limit_manual: opts.limits?.['snapshot_limit_manual'] ?? null,
-      snapshot_limit_auto: opts.limits?.['snapshot_limit_auto'] ?? null,
-      snapshot_size_limit: opts.limits?.['snapshot_size_limit'] ?? null,
-      snapshot_size_percent_limit: opts.limits?.['snapshot_size_percent_limit'] ?? null,
-      created: now,
-      changed: now,
-    })
-    .execute();
+  await insertVm(
+    db,
+    newVmRow(
+      {
+        uuid,
+        hostname,
+        dc_id: dc.id,
+        owner_id: opts.ownerId ?? 1,
+        node_id: node.id,
+        status: opts.status ?? 1,
+        qga_socket: opts.qga ?? null,
+        snapshot_limit_manual: opts.limits?.['snapshot_limit_manual'] ?? null,
+        snapshot_limit_auto: opts.limits?.['snapshot_limit_auto'] ?? null,
+        snapshot_size_limit: opts.limits?.['snapshot_size_limit'] ?? null,
+        snapshot_size_percent_limit: opts.limits?.['snapshot_size_percent_limit'] ?? null,
+      },
+      now,
+    ),
+  );
   const root = (JSON.parse(storage.config) as { root: string }).root;
   const diskPaths: string[] = [];
   for (const [i, sizeMb] of (opts.disks ?? [1]).entries()) {
@@ -96,28 +94,28 @@ export async function makeUser(
   return { id: row.id, key };
 }
 
+/** A node row with no agent behind it (online, so tasks are accepted for it); returns its id. */
+export async function insertIdleNode(s: TestServer, hostname: string): Promise<number> {
+  const now = new Date().toISOString();
+  const row = await s.runtime.ctx.db
+    .insertInto('node')
+    .values({ hostname, uuid: randomUUID(), status: 2, last_heartbeat: now, created: now })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
 /** A VM on a node that has no agent: its tasks stay PENDING until cancelled. */
 export async function vmOnIdleNode(s: TestServer, hostname: string): Promise<void> {
   const db = s.runtime.ctx.db;
   const now = new Date().toISOString();
-  const node = await db
-    .insertInto('node')
-    .values({ hostname: `idle-${hostname}`, uuid: randomUUID(), status: 2, last_heartbeat: now, created: now })
-    .returning('id')
-    .executeTakeFirstOrThrow();
+  const node = { id: await insertIdleNode(s, `idle-${hostname}`) };
   const storage = await db
     .insertInto('node_storage')
     .values({ node_id: node.id, name: 'default', driver: 'file', config: '{"root":"/nonexistent"}', size: null, size_free: null, created: now })
     .returning('id')
     .executeTakeFirstOrThrow();
   const uuid = randomUUID();
-  await db
-    .insertInto('vm')
-    .values({
-      uuid, hostname, alias: hostname, dc_id: 1, owner_id: 1, node_id: node.id, brand: 'kvm', status: 1, status_change: now,
-      qmp_socket: null, qga_socket: null, snapshot_limit_manual: null, snapshot_limit_auto: null, snapshot_size_limit: null,
-      snapshot_size_percent_limit: null, created: now, changed: now,
-    })
-    .execute();
+  await insertVm(db, newVmRow({ uuid, hostname, dc_id: 1, owner_id: 1, node_id: node.id, status: 1 }, now));
   await db.insertInto('vm_disk').values({ vm_uuid: uuid, real_id: 0, storage_id: storage.id, path: `${uuid}-disk0`, size_mb: 1, created: now }).execute();
 }

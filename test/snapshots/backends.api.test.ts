@@ -157,6 +157,21 @@ for (const backend of BACKENDS) {
       expect((await s.req('GET', '/api/vm/web01/snapshot/v1/')).status).toBe(404);
     }, 120_000);
 
+    it('restores into another disk of the same VM: where storage replaces that disk (ZFS), every row of its snapshots goes, older ones too', async () => {
+      const d2 = await s.req('POST', '/api/vm/web01/define/disk/2/', { body: { size: 8 } });
+      expect(d2.status, d2.text).toBe(201);
+      // Disk 2's snapshot is older than the source snapshot: a rollback of disk 2 itself would keep its row.
+      expect((await s.stream('POST', '/api/vm/web01/snapshot/t-old/', { body: { disk_id: 2 } })).finalStatus).toBe(200);
+      await writeDisk('restore-source');
+      expect((await s.stream('POST', '/api/vm/web01/snapshot/r-src/', { body: {} })).finalStatus).toBe(200);
+      const r = await s.stream('PUT', '/api/vm/web01/snapshot/r-src/', { body: { target_hostname_or_uuid: 'web01', target_disk_id: 2, force: true } });
+      expect(r.finalStatus, JSON.stringify(r.final)).toBe(200);
+      const left = (await s.req('GET', '/api/vm/web01/snapshot/', { query: { disk_id: '2' } })).body.result as string[];
+      expect(left).toEqual(backend.name.startsWith('zfs') ? [] : ['t-old']);
+      // The source disk's snapshots are untouched.
+      expect((await s.req('GET', '/api/vm/web01/snapshot/r-src/')).status).toBe(200);
+    }, 120_000);
+
     it('marks a snapshot removed behind its back as lost on sync', async () => {
       expect((await s.stream('POST', '/api/vm/web01/snapshot/gone/', { body: {} })).finalStatus).toBe(200);
       const obj = (await s.req('GET', '/api/vm/web01/snapshot/gone/')).body.result;

@@ -6,7 +6,7 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { appendIndex, compactIfLarge, parseIndex, prepareAppend, readIndex, undoAppend } from '../../src/storage/snapshot-index.js';
+import { appendIndex, compactIfLarge, parseIndex, prepareAppend, readIndex, readIndexCached, undoAppend } from '../../src/storage/snapshot-index.js';
 
 describe('btrfs snapshot index', () => {
   let dir = '';
@@ -83,6 +83,34 @@ describe('btrfs snapshot index', () => {
     expect(await compactIfLarge(dir, base + 1000, () => true)).toBe(false);
     expect(await compactIfLarge(dir, base * 2 + 100, () => true)).toBe(true);
     expect(readIndex(dir).size).toBe(1500);
+  });
+
+  it('the cached read answers what readIndex reads, after appends, an undo, a compaction and a removal; unchanged, the same map', async () => {
+    const t = new Date('2026-11-27T10:00:00.000Z');
+    const same = async () => {
+      const cached = await readIndexCached(dir);
+      expect(new Map(cached)).toEqual(readIndex(dir));
+      return cached;
+    };
+    expect((await same()).size).toBe(0);
+    appendIndex(dir, [{ id: 'es-1', name: 'one', created: t }]);
+    const one = await same();
+    expect(one.get('es-1')).toEqual({ name: 'one', created: t });
+    expect(await readIndexCached(dir)).toBe(one); // not read again
+    const second = appendIndex(dir, [{ id: 'es-1', name: 'renamed', created: t }]);
+    expect((await same()).get('es-1')?.name).toBe('renamed');
+    undoAppend(dir, second);
+    expect((await same()).get('es-1')?.name).toBe('one');
+    const ids = Array.from({ length: 1200 }, (_, i) => `es-${i + 2}`);
+    const { size } = appendIndex(dir, ids.map((id) => ({ id, name: `n ${id}`, created: t })));
+    const full = await same();
+    expect(full.size).toBe(1201);
+    expect(await compactIfLarge(dir, size, (id) => id !== 'es-1' && id !== 'es-2')).toBe(true);
+    const compacted = await same();
+    expect(compacted.size).toBe(1199);
+    expect(compacted.has('es-1')).toBe(false);
+    await rm(join(dir, '.esnap-index'));
+    expect((await same()).size).toBe(0);
   });
 
   it('undoAppend takes an append back, removing the file when the append made it', async () => {

@@ -257,7 +257,6 @@ describe.runIf(testDatabases().includes('sqlite'))('housekeeping: steady state [
         expect(p.pages).toBeLessThanOrEqual(Math.ceil(at(4).pages * 1.05));
         expect(p.used).toBeLessThanOrEqual(Math.ceil(at(4).pages * 1.05));
       }
-      // eslint-disable-next-line no-console
       console.log('housekeeping steady state (SQLite pages per month):', pages.map((p) => `${p.month}:${p.pages}/${p.used}`).join(' '));
     } finally {
       await s.cleanup();

@@ -5,9 +5,9 @@
  * answers what `submit` would; the others commit; messages go to the queue only after the commit.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { randomUUID } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import { forEachDb, withServer, type TestServer } from '../helpers/server.js';
+import { insertIdleNode } from '../helpers/fixtures.js';
 import { SYSTEM_USER_ID, SYSTEM_USERNAME, systemClock } from '../../src/app-context.js';
 import type { Database } from '../../src/db/schema.js';
 import { FailureError, LOCK_FAILED } from '../../src/domain/errors.js';
@@ -29,10 +29,7 @@ forEachDb('TaskService.submitMany', (kind) => {
   beforeAll(async () => {
     s = await withServer(kind, { localAgent: false });
     const db = s.runtime.ctx.db;
-    const now = new Date().toISOString();
-    nodeId = (
-      await db.insertInto('node').values({ hostname: NODE, uuid: randomUUID(), status: 2, last_heartbeat: now, created: now }).returning('id').executeTakeFirstOrThrow()
-    ).id;
+    nodeId = await insertIdleNode(s, NODE);
     queue = new InProcessQueue();
     tasks = new TaskService(db, queue, new LocalTaskEvents(), systemClock, silentLogger);
     tasks.registerKind('test_noop', { complete: async () => ({ result: { returncode: 0, message: 'ok' } }) });

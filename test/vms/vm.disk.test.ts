@@ -278,7 +278,7 @@ forEachDb('VM disks', (kind) => {
       expect(r.status).toBe(201);
       expect(r.body).toMatchObject({ status: 'PENDING', result: null });
       const done = await waitTask(r.body.task_id as string);
-      expect(done.body.status).toBe('SUCCESS');
+      expect(done.found && done.body.status).toBe('SUCCESS');
       expect(await rows('vm_disk', uuid)).toBe(0);
     });
 

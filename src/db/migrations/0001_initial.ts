@@ -3,9 +3,7 @@ import { isPostgres } from '../dialect.js';
 
 /* The first schema. Ids are integer identities on both engines; flags are integers; times are ISO text. */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Table = CreateTableBuilder<any, any>;
 
 function withId(db: AnyDb, t: Table): Table {

@@ -7,7 +7,6 @@ import type { Kysely } from 'kysely';
  * and are pruned then.
  */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
 
 export async function up(db: AnyDb): Promise<void> {

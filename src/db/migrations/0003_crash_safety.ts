@@ -7,7 +7,6 @@ import type { Kysely } from 'kysely';
  * a rollback or restore into it succeeds or a sync finds the image whole (src/vms/disk.damage.ts).
  */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
 
 export async function up(db: AnyDb): Promise<void> {

@@ -12,9 +12,7 @@ import { isPostgres } from '../dialect.js';
  * `node.is_backup` marks the nodes whose storages may hold backups (ESNAP_BACKUP_NODE).
  */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Table = CreateTableBuilder<any, any>;
 
 function withId(db: AnyDb, t: Table): Table {

@@ -9,7 +9,6 @@ import type { Kysely } from 'kysely';
  * (storage_id 0 then, never snapshotted).
  */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
 
 export async function up(db: AnyDb): Promise<void> {

@@ -26,7 +26,7 @@
  */
 import type { Stats } from 'node:fs';
 import { mkdirSync } from 'node:fs';
-import { mkdir, open, rename, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { mkdir, open, rmdir, stat, statfs, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import {
@@ -42,8 +42,9 @@ import {
   type StorageStats,
 } from '../driver.js';
 import { code, diskPathTaken, isPathTaken, removeEmptyParents, rootStats } from '../fs-root.js';
-import type { CommandRunner, RunResult } from '../runner.js';
-import { btrfsError, type BtrfsContext } from './btrfs.errors.js';
+import type { CommandRunner } from '../runner.js';
+import { BtrfsCommands } from './btrfs.commands.js';
+import { recoverSwaps, swapIn, swapPaths, type SwapPaths } from './btrfs.swap.js';
 import {
   fail,
   filterAsync,
@@ -61,7 +62,7 @@ import {
   compactIfLarge,
   INDEX_FILE,
   prepareAppend,
-  readIndex,
+  readIndexCached,
   undoAppend,
   type AppendResult,
   type PendingAppend,
@@ -79,20 +80,10 @@ export interface BtrfsDriverOptions {
 const SNAPSHOT_DIR = '.snapshots';
 const IMAGE = 'disk.img';
 const BTRFS_SUPER_MAGIC = 0x9123683e;
-/** Leftovers of a swap; the leading dot keeps them apart from disk names (DISK_PATH_RE forbids it). */
-const SWAP_RE = /^\.(.+)\.esnap-(new|old)$/;
 /** NAME_MAX is 255; `.<name>.esnap-old` must still fit. */
 const MAX_SEGMENT_BYTES = 240;
 /** Snapshots list() reads between two yields to the event loop. */
 const LIST_CHUNK = 100;
-/** argv stays far below ARG_MAX; more paths than this are deleted in several calls. */
-const DELETE_BATCH = 1000;
-
-interface SwapPaths {
-  readonly subvol: string;
-  readonly newPath: string;
-  readonly oldPath: string;
-}
 
 interface DiskPaths extends SwapPaths {
   readonly image: string;
@@ -106,12 +97,14 @@ export class BtrfsDriver implements StorageDriver {
   private readonly runner: CommandRunner;
   private readonly timeoutMs: number;
   private readonly qgroups: QgroupReader;
+  private readonly cmd: BtrfsCommands;
 
   constructor(opts: BtrfsDriverOptions) {
     this.root = resolve(opts.root);
     this.runner = opts.runner;
     this.timeoutMs = opts.commandTimeoutMs ?? 5 * 60_000;
     this.qgroups = new QgroupReader(this.runner, this.root, this.timeoutMs);
+    this.cmd = new BtrfsCommands(this.runner, this.timeoutMs);
   }
 
   /**
@@ -125,7 +118,7 @@ export class BtrfsDriver implements StorageDriver {
     const fs = await statfs(this.root).catch((err: unknown) => fail(err, `cannot read storage ${this.root}`));
     if (fs.type !== BTRFS_SUPER_MAGIC) throw new StorageError('backend', `Storage root ${this.root} is not on a btrfs filesystem`);
     this.qgroups.reset();
-    await this.recoverSwaps(this.root);
+    await recoverSwaps(this.cmd, this.root, join(this.root, SNAPSHOT_DIR));
     await migrateSnapshotFolders(snapshots).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
   }
 
@@ -163,7 +156,7 @@ export class BtrfsDriver implements StorageDriver {
           fail(err, `cannot create disk ${disk.path}`);
         });
         try {
-          await this.btrfs(['btrfs', 'subvolume', 'create', p.subvol]);
+          await this.cmd.btrfs(['btrfs', 'subvolume', 'create', p.subvol]);
           break;
         } catch (err) {
           // A delete of another disk removed the folder, empty until now (removeEmptyParents): again, once.
@@ -191,7 +184,7 @@ export class BtrfsDriver implements StorageDriver {
     const p = this.paths(disk);
     const snapshots = (await this.snapshotEntries(p.snapDir)).map((name) => join(p.snapDir, name));
     const own = await filterAsync([p.newPath, p.oldPath, p.subvol], async (path) => isSubvolume(await lstatOrNull(path)));
-    await this.deleteSubvolumes([...snapshots, ...own], { commit: true });
+    await this.cmd.deleteSubvolumes([...snapshots, ...own], { commit: true });
     try {
       for (const name of await readdirOrEmpty(p.snapDir)) {
         if (name === INDEX_FILE || name.endsWith(SIDECAR_EXT) || SIDECAR_TMP_RE.test(name)) await unlinkQuiet(join(p.snapDir, name));
@@ -225,7 +218,7 @@ export class BtrfsDriver implements StorageDriver {
       fail(err, what);
     }
     try {
-      await this.btrfs(['btrfs', 'subvolume', 'snapshot', '-r', p.subvol, final], { missing: 'disk_missing', exists: 'snapshot_exists' });
+      await this.cmd.btrfs(['btrfs', 'subvolume', 'snapshot', '-r', p.subvol, final], { missing: 'disk_missing', exists: 'snapshot_exists' });
     } catch (err) {
       // Taken back so a failed create leaves the index as it was (a record without a snapshot
       // folder would never be listed anyway).
@@ -251,7 +244,7 @@ export class BtrfsDriver implements StorageDriver {
     // complains about the others, and deleteSubvolumes then accepts the failure when none of the
     // paths is left. The argv is exactly the bare `btrfs subvolume delete` of those paths (snapDir
     // is normalised and an id has no slash, so concatenation is what join() would make).
-    const deleting = this.deleteSubvolumes(
+    const deleting = this.cmd.deleteSubvolumes(
       unique.map((id) => `${p.snapDir}/${id}`),
       { commit: false },
     );
@@ -286,7 +279,7 @@ export class BtrfsDriver implements StorageDriver {
     const p = this.paths(disk);
     this.requireDisk(p, disk);
     const snapshot = this.requireSnapshot(p, id, disk);
-    await this.swapIn(p, snapshot);
+    await swapIn(this.cmd, p, snapshot);
   }
 
   async restore(src: DiskRef, id: string, dst: DiskRef): Promise<void> {
@@ -301,7 +294,7 @@ export class BtrfsDriver implements StorageDriver {
     if (source.size !== target.size) {
       throw new StorageError('size_mismatch', `Disk ${dst.path} has ${target.size} bytes, snapshot ${id} of ${src.path} has ${source.size}`);
     }
-    await this.swapIn(pd, snapshot);
+    await swapIn(this.cmd, pd, snapshot);
   }
 
   async list(disk: DiskRef): Promise<SnapshotInfo[]> {
@@ -312,7 +305,7 @@ export class BtrfsDriver implements StorageDriver {
     const sizes = this.qgroups.exclusiveBytesIn(p.snapDir).catch(() => null);
     const names = await readdirOrEmpty(p.snapDir).catch((err: unknown) => fail(err, `cannot read ${p.snapDir}`));
     const candidates = names.filter((n) => !n.startsWith('.') && !n.endsWith(SIDECAR_EXT));
-    const index = readIndex(p.snapDir);
+    const index = await readIndexCached(p.snapDir);
     const sidecars = new Set(names.filter((n) => n.endsWith(SIDECAR_EXT)));
     const found: Array<{ id: string; created: Date; name: string | null; ms: number }> = [];
     let statted = 0;
@@ -332,81 +325,6 @@ export class BtrfsDriver implements StorageDriver {
     found.sort((a, b) => a.ms - b.ms || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const bytes = await sizes;
     return found.map((s) => ({ id: s.id, created: s.created, size: bytes?.get(s.id) ?? null, name: s.name }));
-  }
-
-  /** Steps 1-4 of the header; on a failure before step 3 the old disk stays (or goes back) in place. */
-  private async swapIn(p: DiskPaths, snapshot: string): Promise<void> {
-    await this.recoverSwap(p);
-    await this.btrfs(['btrfs', 'subvolume', 'snapshot', snapshot, p.newPath], { missing: 'snapshot_missing' });
-    try {
-      await rename(p.subvol, p.oldPath);
-    } catch (err) {
-      await this.deleteSubvolumes([p.newPath], { commit: false }).catch(() => undefined);
-      fail(err, `cannot move ${p.subvol} aside`);
-    }
-    try {
-      await rename(p.newPath, p.subvol);
-    } catch (err) {
-      await rename(p.oldPath, p.subvol).catch(() => undefined); // else the next recovery does it
-      await this.deleteSubvolumes([p.newPath], { commit: false }).catch(() => undefined);
-      fail(err, `cannot move the new disk into ${p.subvol}`);
-    }
-    // The new disk is in place: a failed clean-up only leaves `.esnap-old` for recovery to delete.
-    await this.deleteSubvolumes([p.oldPath], { commit: true }).catch((err: unknown) =>
-      process.emitWarning(`btrfs: ${p.oldPath} was left behind, init() deletes it: ${String(err)}`),
-    );
-  }
-
-  /** Puts the old disk back when a swap stopped between its renames, then deletes the leftovers. */
-  private async recoverSwap(p: SwapPaths): Promise<void> {
-    if ((await lstatOrNull(p.subvol)) === null && isSubvolume(await lstatOrNull(p.oldPath))) {
-      await rename(p.oldPath, p.subvol).catch((err: unknown) => fail(err, `cannot move ${p.oldPath} back`));
-    }
-    const leftovers = await filterAsync([p.newPath, p.oldPath], async (path) => isSubvolume(await lstatOrNull(path)));
-    await this.deleteSubvolumes(leftovers, { commit: true });
-  }
-
-  /** Walks the plain folders of the storage (not disks, not .snapshots) for swap leftovers. */
-  private async recoverSwaps(dir: string): Promise<void> {
-    const names = await readdirOrEmpty(dir).catch((err: unknown) => fail(err, `cannot read ${dir}`));
-    const seen = new Set<string>();
-    for (const name of names) {
-      const path = join(dir, name);
-      const swap = SWAP_RE.exec(name);
-      if (swap) {
-        if (seen.has(swap[1]!)) continue;
-        seen.add(swap[1]!);
-        await this.recoverSwap(swapPaths(join(dir, swap[1]!)));
-        continue;
-      }
-      if (dir === this.root && name === SNAPSHOT_DIR) continue;
-      const st = await lstatOrNull(path);
-      if (st?.isDirectory() && !isSubvolume(st)) await this.recoverSwaps(path);
-    }
-  }
-
-  private async deleteSubvolumes(paths: readonly string[], opts: { commit: boolean }): Promise<void> {
-    for (let i = 0; i < paths.length; i += DELETE_BATCH) {
-      const batch = paths.slice(i, i + DELETE_BATCH);
-      const argv = ['btrfs', 'subvolume', 'delete', ...(opts.commit ? ['--commit-after'] : []), ...batch];
-      const result = await this.run(argv);
-      if (result.code === 0) continue;
-      // btrfs goes on after a failed path; what matters is whether any of ours is still there
-      // (one may have gone meanwhile, which is what the caller wanted).
-      const left = await filterAsync(batch, async (path) => (await lstatOrNull(path)) !== null);
-      if (left.length > 0) throw btrfsError(argv, result);
-    }
-  }
-
-  private async btrfs(argv: readonly string[], ctx: BtrfsContext = {}): Promise<RunResult> {
-    const result = await this.run(argv);
-    if (result.code !== 0) throw btrfsError(argv, result, ctx);
-    return result;
-  }
-
-  private async run(argv: readonly string[]): Promise<RunResult> {
-    // LC_ALL=C keeps strerror texts stable for btrfs.errors.ts.
-    return this.runner.run(argv, { env: { LC_ALL: 'C' }, timeoutMs: this.timeoutMs }).catch((err: unknown) => fail(err, 'btrfs could not run'));
   }
 
   /**
@@ -467,10 +385,4 @@ export class BtrfsDriver implements StorageDriver {
     );
     return filterAsync(names, async (name) => isSubvolume(await lstatOrNull(join(snapDir, name))));
   }
-}
-
-function swapPaths(subvol: string): SwapPaths {
-  const dir = dirname(subvol);
-  const name = subvol.slice(dir.length + 1);
-  return { subvol, newPath: join(dir, `.${name}.esnap-new`), oldPath: join(dir, `.${name}.esnap-old`) };
 }

@@ -19,11 +19,11 @@
  * human-formatted output (filefrag, xfs_bmap), and btrfs's exclusive bytes need quota groups. So a
  * fresh clone reports the disk's allocated size although it costs almost nothing.
  */
-import { constants as fsConstants, type Dirent, type Stats } from 'node:fs';
-import { copyFile, link, mkdir, open, readdir, readFile, realpath, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { constants as fsConstants, type Stats } from 'node:fs';
+import { copyFile, link, mkdir, realpath, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { fsyncPath, Journal, writeDurably } from '../journal.js';
-import { recoverSwitches, switchInCopy, TEMP_RE, tempName } from './file.switch.js';
-import { dirname, join, resolve, sep } from 'node:path';
+import { recoverSwitches, switchInCopy, tempName } from './file.switch.js';
+import { join, resolve, sep } from 'node:path';
 import {
   assertDiskPath,
   assertSnapshotId,
@@ -38,6 +38,7 @@ import {
 } from '../driver.js';
 import { code, diskPathTaken, fail, isPathTaken, removeEmptyParents, rootStats } from '../fs-root.js';
 import type { CommandRunner } from '../runner.js';
+import { allocated, cleanUp, openNew, readdirOrEmpty, readSnapshot, realpathOfExisting, removeLeftovers, SIDECAR_EXT, statOrNull, unlinkQuiet } from './file.fs.js';
 
 export interface FileDriverOptions {
   readonly root: string;
@@ -47,7 +48,6 @@ export interface FileDriverOptions {
 }
 
 const SNAPSHOT_DIR = '.snapshots';
-const SIDECAR_EXT = '.json';
 /** Journal of rollbacks and restores in flight; a dot name is no disk path. */
 const JOURNAL_DIR = '.esnap-journal';
 /** errno codes of FICLONE meaning "this filesystem (pair) cannot reflink", not "something broke". */
@@ -56,11 +56,6 @@ const CANNOT_CLONE = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOTT
 interface DiskPaths {
   readonly image: string;
   readonly snapDir: string;
-}
-
-interface Sidecar {
-  readonly name: string | null;
-  readonly created: Date | null;
 }
 
 export class FileDriver implements StorageDriver {
@@ -313,99 +308,3 @@ export class FileDriver implements StorageDriver {
     throw new StorageError('backend', `cp failed (exit ${result.code}): ${detail}`);
   }
 }
-
-async function readSnapshot(snapDir: string, id: string): Promise<SnapshotInfo | null> {
-  const st = await statOrNull(join(snapDir, id));
-  if (!st) return null; // destroyed while we listed
-  const side = await readSidecar(join(snapDir, id + SIDECAR_EXT));
-  return { id, created: side.created ?? st.mtime, size: allocated(st), name: side.name };
-}
-
-/** A missing or unreadable side-car (a snapshot somebody copied in by hand) is not an error. */
-async function readSidecar(path: string): Promise<Sidecar> {
-  try {
-    const data: unknown = JSON.parse(await readFile(path, 'utf8'));
-    if (typeof data !== 'object' || data === null) return { name: null, created: null };
-    const { name, created } = data as Record<string, unknown>;
-    const date = typeof created === 'string' ? new Date(created) : null;
-    return { name: typeof name === 'string' ? name : null, created: date && !Number.isNaN(date.getTime()) ? date : null };
-  } catch {
-    return { name: null, created: null };
-  }
-}
-
-/** init(): drop temporaries and side-cars without an image, both left by a crashed create. */
-async function removeLeftovers(dir: string): Promise<void> {
-  const entries = await readdirOrEmpty(dir);
-  const names = new Set(entries.map((e) => e.name));
-  for (const e of entries) {
-    const path = join(dir, e.name);
-    if (e.isDirectory()) await removeLeftovers(path);
-    else if (TEMP_RE.test(e.name)) await unlinkQuiet(path);
-    else if (e.name.endsWith(SIDECAR_EXT) && !names.has(e.name.slice(0, -SIDECAR_EXT.length))) await unlinkQuiet(path);
-  }
-}
-
-function allocated(st: Stats): number {
-  return st.blocks * 512;
-}
-
-/** realpath of the deepest part of `path` that exists; the missing rest is plain validated names. */
-async function realpathOfExisting(path: string): Promise<string> {
-  for (let p = path; ; p = dirname(p)) {
-    try {
-      return await realpath(p);
-    } catch (err) {
-      const c = code(err);
-      if ((c !== 'ENOENT' && c !== 'ENOTDIR') || dirname(p) === p) fail(err, `cannot resolve ${path}`);
-    }
-  }
-}
-
-/**
- * Creates the folders of `image` and the image itself (`wx`: never an existing one). A delete of
- * another disk removing an empty folder between the two (removeEmptyParents) makes the open fail
- * with ENOENT: the folders are made again, once.
- */
-async function openNew(image: string) {
-  for (let attempt = 0; ; attempt++) {
-    await mkdir(dirname(image), { recursive: true });
-    try {
-      return await open(image, 'wx');
-    } catch (err) {
-      if (code(err) !== 'ENOENT' || attempt > 0) throw err;
-    }
-  }
-}
-
-async function statOrNull(path: string): Promise<Stats | null> {
-  try {
-    return await stat(path);
-  } catch (err) {
-    if (code(err) === 'ENOENT' || code(err) === 'ENOTDIR') return null;
-    fail(err, `cannot stat ${path}`);
-  }
-}
-
-async function readdirOrEmpty(dir: string): Promise<Dirent[]> {
-  try {
-    return await readdir(dir, { withFileTypes: true });
-  } catch (err) {
-    if (code(err) === 'ENOENT' || code(err) === 'ENOTDIR') return [];
-    fail(err, `cannot read ${dir}`);
-  }
-}
-
-async function unlinkQuiet(path: string): Promise<void> {
-  try {
-    await unlink(path);
-  } catch (err) {
-    if (code(err) !== 'ENOENT' && code(err) !== 'ENOTDIR') throw err;
-  }
-}
-
-/** Cleanup after a failure that is already being reported; whatever stays, init() removes. */
-async function cleanUp(path: string): Promise<void> {
-  await unlink(path).catch(() => undefined);
-}
-

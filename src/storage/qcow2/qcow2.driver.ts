@@ -26,7 +26,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { mkdirSync, realpathSync, rmdirSync, statSync } from 'node:fs';
+import { mkdirSync, rmdirSync } from 'node:fs';
 import { link, mkdir, realpath, rmdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import {
@@ -45,14 +45,16 @@ import {
 } from '../driver.js';
 import { code, diskPathTaken, fail, isPathTaken, removeEmptyParents, rootStats } from '../fs-root.js';
 import { assertDiskNotInUse } from '../in-use.js';
-import type { CommandRunner, RunResult } from '../runner.js';
+import type { CommandRunner } from '../runner.js';
 import { qemuToolError, qmpError } from './qcow2.errors.js';
-import { argv, batchInput, parseBatchOutput, parseInfo, QEMU_IMG, QEMU_STORAGE_DAEMON, type QcowInfo } from './qcow2.image.js';
+import { argv, QEMU_IMG, QEMU_STORAGE_DAEMON, type QcowInfo } from './qcow2.image.js';
 import { locateImage, openLive, type LiveDisk, type QemuMonitor } from './qcow2.live.js';
 import { appendIndex, compactIfLarge, undoAppend, type AppendResult } from '../snapshot-index.js';
 import { META_DIR, migrateNames, namesDir, readNames, removeNames } from './qcow2.names.js';
 import { Journal } from '../journal.js';
 import { recoverRestores, restoreWithUndo, UNDO_TAG, type QcowTools } from './qcow2.restore.js';
+import { QemuCommands } from './qcow2.commands.js';
+import { realpathOfExisting, realpathOrFail, statOrNull } from './qcow2.fs.js';
 
 export interface Qcow2DriverOptions {
   readonly root: string;
@@ -82,14 +84,15 @@ export class Qcow2Driver implements StorageDriver {
   private readonly copyTimeoutMs: number;
   private readonly commandTimeoutMs: number;
   private readonly qmpTimeoutMs: number;
+  private readonly cmd: QemuCommands;
   private realRoot: string | undefined;
   /** Resolved by init(): whether qemu-storage-daemon runs here. */
   private daemon = false;
   /** Restores in flight (qcow2.restore.ts); `.esnap/.journal` is no disk's names folder. */
   private readonly journal: Journal;
   private readonly tools: QcowTools = {
-    tool: (args, what, timeoutMs) => this.tool(args, what, timeoutMs),
-    info: (image) => this.info(image, { path: image }),
+    tool: (args, what, timeoutMs) => this.cmd.tool(args, what, timeoutMs),
+    info: (image) => this.cmd.info(image, { path: image }),
   };
 
   constructor(opts: Qcow2DriverOptions) {
@@ -99,6 +102,7 @@ export class Qcow2Driver implements StorageDriver {
     this.commandTimeoutMs = opts.commandTimeoutMs ?? 10 * 60_000;
     // Short: QEMU greets at once, and a silent socket must not hold the node's agent slot for long.
     this.qmpTimeoutMs = opts.qmpTimeoutMs ?? 3_000;
+    this.cmd = new QemuCommands(this.runner, this.commandTimeoutMs);
     this.journal = new Journal(join(this.root, META_DIR, '.journal'));
     this.libvirtMonitor = opts.libvirtMonitor;
   }
@@ -144,14 +148,14 @@ export class Qcow2Driver implements StorageDriver {
     assertDiskPath(disk.path);
     const { image } = this.paths(disk);
     if (!statOrNull(image)?.isFile()) return IMAGE_MISSING;
-    const info = await this.info(image, disk).catch((err: unknown) => {
+    const info = await this.cmd.info(image, disk).catch((err: unknown) => {
       if (err instanceof StorageError && err.code === 'busy') return 'busy' as const;
       return null;
     });
     if (info === null) return IMAGE_CORRUPT;
     if (info !== 'busy' && disk.sizeBytes !== undefined && info.virtualSize < disk.sizeBytes) return IMAGE_SHORT;
     if (!opts.thorough) return null;
-    const r = await this.run(argv.check(image), `cannot check disk ${disk.path}`, this.copyTimeoutMs);
+    const r = await this.cmd.run(argv.check(image), `cannot check disk ${disk.path}`, this.copyTimeoutMs);
     // Exit 2: corruptions; 3: only leaked clusters (harmless, e.g. after a killed qemu-img).
     return r.code === 2 && /"corruptions":\s*[1-9]/.test(r.stdout) ? IMAGE_CORRUPT : null;
   }
@@ -174,7 +178,7 @@ export class Qcow2Driver implements StorageDriver {
       for (let attempt = 0; ; attempt++) {
         await mkdir(dirname(image), { recursive: true });
         try {
-          await this.tool(argv.create(tmp, size), `cannot create disk ${disk.path}`);
+          await this.cmd.tool(argv.create(tmp, size), `cannot create disk ${disk.path}`);
           break;
         } catch (err) {
           // A delete of another disk removed the folder, empty until now (removeEmptyParents): again, once.
@@ -223,7 +227,7 @@ export class Qcow2Driver implements StorageDriver {
     try {
       // Uniqueness (qemu-img accepts a duplicate tag): QEMU checks it itself in the live path and in
       // qemu-storage-daemon, atomically; only plain qemu-img needs the info read first.
-      const existing = live ? live.snapshots : this.daemon ? [] : (await this.info(p.image, disk)).snapshots;
+      const existing = live ? live.snapshots : this.daemon ? [] : (await this.cmd.info(p.image, disk)).snapshots;
       if (existing.some((s) => s.name === id)) throw new StorageError('snapshot_exists', `Snapshot ${id} of ${disk.path} exists`);
       const created = new Date();
       const what = `cannot create snapshot ${id} of ${disk.path}`;
@@ -241,10 +245,10 @@ export class Qcow2Driver implements StorageDriver {
       try {
         if (live) await live.qmp.execute('blockdev-snapshot-internal-sync', { device: live.device, name: id }, { timeoutMs: this.commandTimeoutMs });
         else if (this.daemon) {
-          const [refused] = await this.daemonBatch(p.image, [{ execute: 'blockdev-snapshot-internal-sync', name: id }], what);
+          const [refused] = await this.cmd.daemonBatch(p.image, [{ execute: 'blockdev-snapshot-internal-sync', name: id }], what);
           if (refused) throw qemuToolError({ code: 1, stderr: refused }, what);
         }
-        else await this.tool(argv.snapshotCreate(p.image, id), what);
+        else await this.cmd.tool(argv.snapshotCreate(p.image, id), what);
       } catch (err) {
         try {
           undoAppend(p.meta, appended);
@@ -272,13 +276,13 @@ export class Qcow2Driver implements StorageDriver {
     let remaining: Set<string>;
     let doomed: string[];
     try {
-      const existing = live ? live.snapshots : (await this.info(p.image, disk)).snapshots;
+      const existing = live ? live.snapshots : (await this.cmd.info(p.image, disk)).snapshots;
       // One entry per snapshot, not per tag: duplicate tags made outside esnap all go.
       doomed = existing.map((s) => s.name).filter((n) => wanted.has(n));
       remaining = new Set(existing.map((s) => s.name).filter((n) => !wanted.has(n)));
       if (live) await this.destroyLive(live, doomed, disk);
-      else if (doomed.length > 1 && this.daemon) await this.destroyBatch(p.image, doomed, disk);
-      else for (const id of doomed) await this.tool(argv.snapshotDelete(p.image, id), `cannot destroy snapshot ${id} of ${disk.path}`);
+      else if (doomed.length > 1 && this.daemon) await this.cmd.destroyBatch(p.image, doomed, disk);
+      else for (const id of doomed) await this.cmd.tool(argv.snapshotDelete(p.image, id), `cannot destroy snapshot ${id} of ${disk.path}`);
     } finally {
       await live?.qmp.close();
     }
@@ -297,8 +301,8 @@ export class Qcow2Driver implements StorageDriver {
     const { image } = this.paths(disk);
     this.requireDisk(image, disk);
     await assertDiskNotInUse({ imagePath: image, format: 'qcow2', qmpSocket: disk.qmpSocket, runner: this.runner, qmpTimeoutMs: this.qmpTimeoutMs });
-    await this.requireSnapshot(await this.info(image, disk), id, disk);
-    await this.tool(argv.snapshotApply(image, id), `cannot roll ${disk.path} back to ${id}`);
+    await this.requireSnapshot(await this.cmd.info(image, disk), id, disk);
+    await this.cmd.tool(argv.snapshotApply(image, id), `cannot roll ${disk.path} back to ${id}`);
   }
 
   async restore(src: DiskRef, id: string, dst: DiskRef): Promise<void> {
@@ -309,15 +313,15 @@ export class Qcow2Driver implements StorageDriver {
     const to = this.paths(dst);
     this.requireDisk(from.image, src);
     await assertDiskNotInUse({ imagePath: to.image, format: 'qcow2', qmpSocket: dst.qmpSocket, runner: this.runner, qmpTimeoutMs: this.qmpTimeoutMs });
-    const srcInfo = await this.info(from.image, src);
+    const srcInfo = await this.cmd.info(from.image, src);
     await this.requireSnapshot(srcInfo, id, src);
     this.requireDisk(to.image, dst);
     if ((await realpath(from.image)) === (await realpath(to.image))) {
       // convert -U -n from an image into itself would read what it overwrites.
-      await this.tool(argv.snapshotApply(to.image, id), `cannot roll ${dst.path} back to ${id}`);
+      await this.cmd.tool(argv.snapshotApply(to.image, id), `cannot roll ${dst.path} back to ${id}`);
       return;
     }
-    const dstInfo = await this.info(to.image, dst);
+    const dstInfo = await this.cmd.info(to.image, dst);
     if (dstInfo.virtualSize !== srcInfo.virtualSize) {
       throw new StorageError(
         'size_mismatch',
@@ -332,8 +336,8 @@ export class Qcow2Driver implements StorageDriver {
     assertDiskPath(disk.path);
     const p = this.paths(disk);
     this.requireDisk(p.image, disk);
-    const info = await this.info(p.image, disk);
-    const names = readNames(p.meta);
+    const info = await this.cmd.info(p.image, disk);
+    const names = await readNames(p.meta);
     return info.snapshots
       .filter((s) => s.name !== UNDO_TAG) // a restore's undo point is not a snapshot of the disk
       .map((s): SnapshotInfo => ({ id: s.name, created: s.created, size: null, name: names.get(s.name) ?? null }))
@@ -359,61 +363,6 @@ export class Qcow2Driver implements StorageDriver {
         if (e.code !== 'snapshot_missing') throw e; // gone meanwhile: what destroy wanted
       }
     }
-  }
-
-  /** All deletions in one qemu-storage-daemon: one open of the image instead of one per snapshot. */
-  private async destroyBatch(image: string, ids: readonly string[], disk: DiskRef): Promise<void> {
-    const answers = await this.daemonBatch(
-      image,
-      ids.map((name) => ({ execute: 'blockdev-snapshot-delete-internal-sync', name })),
-      `cannot destroy snapshots of ${disk.path}`,
-    );
-    answers.forEach((a, i) => {
-      if (a === null) return;
-      const e = qemuToolError({ code: 1, stderr: a }, `cannot destroy snapshot ${ids[i]} of ${disk.path}`);
-      if (e.code !== 'snapshot_missing') throw e;
-    });
-  }
-
-  /**
-   * Snapshot commands on a stopped VM's image in ONE qemu-storage-daemon (QMP on stdin), which
-   * takes QEMU's write lock like qemu-img. Returns each command's error text, null for success.
-   * A create through it also checks the tag is new, atomically (qemu-img snapshot -c does not).
-   */
-  private async daemonBatch(
-    image: string,
-    commands: ReadonlyArray<{ execute: string; name: string }>,
-    what: string,
-  ): Promise<Array<string | null>> {
-    const input = batchInput(commands.map((c) => ({ execute: c.execute, arguments: { device: 'esnap', name: c.name } })));
-    const r = await this.run(argv.storageDaemon(image, 'esnap'), what, this.commandTimeoutMs, input);
-    if (r.code !== 0) throw qemuToolError(r, what);
-    const answers = parseBatchOutput(r.stdout);
-    const out = commands.map((c, i) => {
-      const a = answers.get(i);
-      if (!a) throw new StorageError('backend', `${what}: qemu-storage-daemon gave no answer for ${c.name}`);
-      return a.ok ? null : a.desc;
-    });
-    return out;
-  }
-
-  private async info(image: string, disk: DiskRef): Promise<QcowInfo> {
-    const r = await this.tool(argv.info(image), `cannot read disk ${disk.path}`);
-    return parseInfo(r.stdout, disk.path);
-  }
-
-  /** Runs a qemu tool; a non-zero exit becomes the translated StorageError. */
-  private async tool(args: readonly string[], what: string, timeoutMs = this.commandTimeoutMs): Promise<RunResult> {
-    const r = await this.run(args, what, timeoutMs);
-    if (r.code !== 0) throw qemuToolError(r, what);
-    return r;
-  }
-
-  private async run(args: readonly string[], what: string, timeoutMs: number, input?: string): Promise<RunResult> {
-    // LC_ALL=C: the strerror parts of QEMU's messages ("No space left on device") are glibc's.
-    return this.runner
-      .run(args, { timeoutMs, env: { LC_ALL: 'C' }, ...(input === undefined ? {} : { input }) })
-      .catch((err: unknown) => fail(err, what));
   }
 
   /**
@@ -447,34 +396,5 @@ export class Qcow2Driver implements StorageDriver {
   private requireSnapshot(info: QcowInfo, id: string, disk: DiskRef): Promise<void> {
     if (info.snapshots.some((s) => s.name === id)) return Promise.resolve();
     return Promise.reject(new StorageError('snapshot_missing', `Snapshot ${id} of ${disk.path} does not exist`));
-  }
-}
-
-function realpathOrFail(path: string, what: string): string {
-  try {
-    return realpathSync.native(path);
-  } catch (err) {
-    fail(err, what);
-  }
-}
-
-/** realpath of the deepest part of `path` that exists; the missing rest is plain validated names. */
-function realpathOfExisting(path: string): string {
-  for (let p = path; ; p = dirname(p)) {
-    try {
-      return realpathSync.native(p);
-    } catch (err) {
-      const c = code(err);
-      if ((c !== 'ENOENT' && c !== 'ENOTDIR') || dirname(p) === p) fail(err, `cannot resolve ${path}`);
-    }
-  }
-}
-
-function statOrNull(path: string): Stats | null {
-  try {
-    return statSync(path);
-  } catch (err) {
-    if (code(err) === 'ENOENT' || code(err) === 'ENOTDIR') return null;
-    fail(err, `cannot stat ${path}`);
   }
 }

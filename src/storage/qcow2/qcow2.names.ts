@@ -12,10 +12,9 @@
  * init() converts it. The names are only ever labels: a missing or broken file means names are
  * null, never an error, and an entry without a snapshot of that tag is ignored.
  */
-import { readFileSync } from 'node:fs';
-import { readdir, unlink } from 'node:fs/promises';
+import { readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { appendIndex, INDEX_FILE, INDEX_TMP_RE, readIndex, type IndexRecord } from '../snapshot-index.js';
+import { appendIndex, INDEX_FILE, INDEX_TMP_RE, readIndex, readIndexCached, type IndexRecord } from '../snapshot-index.js';
 
 export const META_DIR = '.esnap';
 const LEGACY_FILE = '.names.json';
@@ -26,10 +25,10 @@ export function namesDir(root: string, diskPath: string): string {
   return join(root, META_DIR, diskPath);
 }
 
-/** Names by snapshot id: the old `.names.json` overlaid with the index (read synchronously: two small files). */
-export function readNames(dir: string): Map<string, string> {
-  const names = readLegacyNames(dir);
-  for (const [id, entry] of readIndex(dir)) {
+/** Names by snapshot id: the old `.names.json` (gone after init()) overlaid with the index (cached while unchanged). */
+export async function readNames(dir: string): Promise<Map<string, string>> {
+  const names = await readLegacyNames(dir);
+  for (const [id, entry] of await readIndexCached(dir)) {
     if (entry.name === null) names.delete(id);
     else names.set(id, entry.name);
   }
@@ -56,7 +55,7 @@ export async function migrateNames(dir: string): Promise<void> {
     if (e.isDirectory()) await migrateNames(path);
     else if (LEGACY_TEMP_RE.test(e.name) || INDEX_TMP_RE.test(e.name)) await unlink(path).catch(() => undefined);
   }
-  const legacy = readLegacyNames(dir);
+  const legacy = await readLegacyNames(dir);
   if (legacy.size === 0) return;
   const known = readIndex(dir);
   const records: IndexRecord[] = [...legacy].filter(([id]) => !known.has(id)).map(([id, name]) => ({ id, name, created: null }));
@@ -64,9 +63,9 @@ export async function migrateNames(dir: string): Promise<void> {
   await unlink(join(dir, LEGACY_FILE)).catch(() => undefined);
 }
 
-function readLegacyNames(dir: string): Map<string, string> {
+async function readLegacyNames(dir: string): Promise<Map<string, string>> {
   try {
-    const data: unknown = JSON.parse(readFileSync(join(dir, LEGACY_FILE), 'utf8'));
+    const data: unknown = JSON.parse(await readFile(join(dir, LEGACY_FILE), 'utf8'));
     const names = (data as { names?: unknown } | null)?.names;
     if (typeof names !== 'object' || names === null) return new Map();
     return new Map(Object.entries(names).filter((e): e is [string, string] => typeof e[1] === 'string'));

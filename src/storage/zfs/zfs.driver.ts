@@ -20,9 +20,7 @@
  *   await driver.createDisk({ path: 'web01-disk0', sizeBytes: 10 * 2 ** 30 });
  *   await driver.create({ path: 'web01-disk0' }, 'es-1', { name: 'before-upgrade' });
  */
-import { open, readdir, stat, unlink } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { open, stat, unlink } from 'node:fs/promises';
 import {
   assertDiskPath,
   assertSnapshotId,
@@ -36,7 +34,7 @@ import {
   type StorageStats,
 } from '../driver.js';
 import type { AtomicSnapshotItem, AtomicSnapshots } from '../capabilities.js';
-import type { CommandRunner, RunResult } from '../runner.js';
+import type { CommandRunner } from '../runner.js';
 import { diskPathTaken } from '../fs-root.js';
 import {
   destroyCommands,
@@ -49,6 +47,8 @@ import {
   type ZfsCapabilities,
 } from './zfs.capabilities.js';
 import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
+import { ZfsCommands } from './zfs.commands.js';
+import { ASIDE_RE, repairRestores, restoreInto } from './zfs.restore.js';
 
 export interface ZfsDriverOptions {
   /** The storage's parent dataset, e.g. `tank/vms`; disks are datasets below it. */
@@ -65,9 +65,6 @@ export interface ZfsDriverOptions {
 }
 
 /** The disk's bytes inside its dataset. */
-export const IMAGE_NAME = 'disk.img';
-/** `<disk>-esnap-restore-<ms>`: the target of a restore while its replacement is received. */
-const ASIDE_RE = /-esnap-restore-(\d{13})$/;
 const ASIDE_SUFFIX_MAX = '-esnap-restore-'.length + 13;
 /** ZFS_MAX_DATASET_NAME_LEN (256) minus the NUL, `@` and the longest id (`es-` + 18 digits). */
 const MAX_DATASET = 255 - 1 - 21 - ASIDE_SUFFIX_MAX;
@@ -81,8 +78,7 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
   readonly kind = 'zfs';
   readonly dataset: string;
   private readonly runner: CommandRunner;
-  private readonly busyDelays: readonly number[];
-  private readonly timeoutMs: number;
+  private readonly cmd: ZfsCommands;
   private readonly restoreTimeoutMs: number;
   private caps: ZfsCapabilities | undefined;
   private initializing: Promise<void> | undefined;
@@ -94,8 +90,7 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     this.dataset = opts.dataset;
     this.runner = opts.runner;
     this.caps = opts.capabilities;
-    this.busyDelays = opts.busyRetryDelaysMs ?? DEFAULT_BUSY_DELAYS;
-    this.timeoutMs = opts.timeoutMs ?? 5 * 60_000;
+    this.cmd = new ZfsCommands(this.runner, this.dataset, opts.busyRetryDelaysMs ?? DEFAULT_BUSY_DELAYS, opts.timeoutMs ?? 5 * 60_000);
     this.restoreTimeoutMs = opts.restoreTimeoutMs ?? 12 * 3600_000;
   }
 
@@ -120,13 +115,13 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
   }
 
   private async doInit(): Promise<void> {
-    await this.zfs(['zfs', 'get', '-Hp', '-o', 'value', 'type', this.dataset]);
-    this.caps ??= await detectCapabilities((argv) => this.runZfs(argv), this.dataset);
-    await this.repairRestores();
+    await this.cmd.zfs(['zfs', 'get', '-Hp', '-o', 'value', 'type', this.dataset]);
+    this.caps ??= await detectCapabilities((argv) => this.cmd.runZfs(argv), this.dataset);
+    await repairRestores(this.cmd, this.dataset);
   }
 
   async stats(): Promise<StorageStats> {
-    const props = await this.getProps(this.dataset, ['used', 'available']);
+    const props = await this.cmd.getProps(this.dataset, ['used', 'available']);
     const used = Number(props.get('used'));
     const free = Number(props.get('available'));
     if (!Number.isSafeInteger(used) || !Number.isSafeInteger(free)) throw new StorageError('backend', `zfs gave no sizes for ${this.dataset}`);
@@ -135,19 +130,19 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
 
   async diskExists(disk: DiskRef): Promise<boolean> {
     const ds = this.diskDataset(disk);
-    const image = await this.imagePath(ds).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
+    const image = await this.cmd.imagePath(ds).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
     return image !== null && ((await stat(image).catch(() => null))?.isFile() ?? false);
   }
 
   async imageDamage(disk: DiskRef): Promise<string | null> {
     const ds = this.diskDataset(disk);
-    const image = await this.imagePath(ds).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
+    const image = await this.cmd.imagePath(ds).catch((err: unknown) => (isMissing(err) ? null : Promise.reject(err)));
     return rawImageDamage(image === null ? null : await stat(image).catch(() => null), disk);
   }
 
   /** Where the disk's bytes are (what a VM or the tests open); the dataset must be mounted. */
   async imagePathOf(disk: DiskRef): Promise<string> {
-    return this.imagePath(this.diskDataset(disk));
+    return this.cmd.imagePath(this.diskDataset(disk));
   }
 
   async imageOf(disk: DiskRef): Promise<{ path: string; format: 'raw' }> {
@@ -165,19 +160,19 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     const parts = disk.path.split('/');
     const chain = parts.map((_, i) => `${this.dataset}/${parts.slice(0, i + 1).join('/')}`);
     const listArgv = ['zfs', 'list', '-H', '-o', 'name', ...chain];
-    const listed = await this.runZfs(listArgv);
+    const listed = await this.cmd.runZfs(listArgv);
     // Exit 1 with "does not exist" for the missing ones is the expected answer; anything else is not.
     if (listed.code !== 0 && !isMissing(zfsError(listArgv, listed))) throw zfsError(listArgv, listed);
     const existing = new Set(listed.stdout.split('\n'));
     const made: string[] = [];
     try {
       for (const name of chain.filter((n) => !existing.has(n))) {
-        await this.zfs(['zfs', 'create', name]).catch((err: unknown) => {
+        await this.cmd.zfs(['zfs', 'create', name]).catch((err: unknown) => {
           if (!(err instanceof ZfsError && err.reason === 'exists')) throw err; // created meanwhile: fine
         });
         made.unshift(name);
       }
-      const image = await this.imagePath(ds);
+      const image = await this.cmd.imagePath(ds);
       const fh = await open(image, 'wx').catch((err: NodeJS.ErrnoException) => (err.code === 'EEXIST' ? null : Promise.reject(err)));
       if (fh === null) {
         if (!(await stat(image)).isFile()) throw diskPathTaken(disk.path);
@@ -192,24 +187,24 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
         throw err;
       }
     } catch (err) {
-      for (const name of made) await this.zfs(['zfs', 'destroy', '-r', name]).catch(() => undefined);
+      for (const name of made) await this.cmd.zfs(['zfs', 'destroy', '-r', name]).catch(() => undefined);
       throw asStorageError(err, `cannot create disk ${disk.path}`);
     }
   }
 
   async deleteDisk(disk: DiskRef): Promise<void> {
     const ds = this.diskDataset(disk);
-    const children = await this.childDatasets(ds);
+    const children = await this.cmd.childDatasets(ds);
     if (children === null) return; // already gone: a retried delete succeeds
     if (children.length === 0) {
-      await this.zfs(['zfs', 'destroy', '-r', ds]);
-      await this.destroyEmptyParents(ds);
+      await this.cmd.zfs(['zfs', 'destroy', '-r', ds]);
+      await this.cmd.destroyEmptyParents(ds);
       return;
     }
     // The dataset also holds other disks: remove only what belongs to this one.
     const ids = (await this.list(disk)).map((s) => s.id);
     await this.destroy(disk, ids);
-    await unlink(await this.imagePath(ds)).catch((err: NodeJS.ErrnoException) => {
+    await unlink(await this.cmd.imagePath(ds)).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw asStorageError(err, `cannot delete disk ${disk.path}`);
     });
   }
@@ -270,18 +265,18 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     const made: string[] = [];
     try {
       for (const { argv, snapshots: group } of snapshotCommands(this.zfsCapabilities, snapshots, props)) {
-        await this.zfs(argv);
+        await this.cmd.zfs(argv);
         made.push(...group);
       }
     } catch (err) {
-      const undo = await Promise.allSettled(made.map((snap) => this.zfs(['zfs', 'destroy', snap])));
+      const undo = await Promise.allSettled(made.map((snap) => this.cmd.zfs(['zfs', 'destroy', snap])));
       const left = made.filter((_, i) => undo[i]?.status === 'rejected');
       if (left.length > 0 && err instanceof StorageError) {
         throw new StorageError(err.code, `${err.message}; could not remove ${left.join(', ')} again`, { cause: err });
       }
       throw err;
     }
-    const sizes = await this.zfs(['zfs', 'get', '-Hp', '-o', 'name,value', this.zfsCapabilities.sizeProperty, ...snapshots]);
+    const sizes = await this.cmd.zfs(['zfs', 'get', '-Hp', '-o', 'name,value', this.zfsCapabilities.sizeProperty, ...snapshots]);
     const byName = new Map<string, string>();
     for (const line of sizes.stdout.split('\n')) {
       const [name = '', value = ''] = line.split('\t');
@@ -294,7 +289,7 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     const ds = this.diskDataset(disk);
     ids.forEach(assertSnapshotId);
     for (const argv of destroyCommands(this.zfsCapabilities, ds, [...new Set(ids)])) {
-      await this.zfs(argv).catch((err: unknown) => {
+      await this.cmd.zfs(argv).catch((err: unknown) => {
         // Snapshots (or a whole disk) that are not there are already destroyed.
         if (!(err instanceof ZfsError && err.reason === 'missing')) throw err;
       });
@@ -304,13 +299,13 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
   async rollback(disk: DiskRef, id: string): Promise<void> {
     const ds = this.diskDataset(disk);
     assertSnapshotId(id);
-    await this.zfs(['zfs', 'rollback', '-r', `${ds}@${id}`]).catch((err: unknown) => this.whichMissing(err, ds));
+    await this.cmd.zfs(['zfs', 'rollback', '-r', `${ds}@${id}`]).catch((err: unknown) => this.cmd.whichMissing(err, ds));
   }
 
   async list(disk: DiskRef): Promise<SnapshotInfo[]> {
     const ds = this.diskDataset(disk);
     const caps = this.zfsCapabilities;
-    const out = await this.zfs(listCommand(caps, ds));
+    const out = await this.cmd.zfs(listCommand(caps, ds));
     // In creation order (txg), each time is es:created where it is plausible, else zfs's whole
     // second, never earlier than the snapshot before it: a snapshot made outside esnap in the same
     // second as an esnap one must not appear to predate it.
@@ -334,78 +329,7 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     if (srcDs === dstDs) throw new StorageError('backend', 'Restore into the disk itself: use rollback');
     const pipe = this.runner.pipe?.bind(this.runner);
     if (!pipe) throw new StorageError('backend', 'This command runner cannot pipe zfs send into zfs recv');
-
-    // Everything is checked before anything changes.
-    await this.zfs(['zfs', 'get', '-Hp', '-o', 'value', 'type', `${srcDs}@${id}`]).catch((err: unknown) => this.whichMissing(err, srcDs));
-    const children = await this.childDatasets(dstDs);
-    if (children === null) throw new StorageError('disk_missing', `Disk ${dst.path} does not exist`);
-    if (children.length > 0) throw new StorageError('backend', `Disk ${dst.path} holds other datasets; restore would drop them`);
-    const dstSize = await this.imageSize(dstDs);
-    const srcSize = await this.imageSize(srcDs);
-    if (srcSize !== dstSize) throw new StorageError('size_mismatch', `${src.path} has ${srcSize} bytes, ${dst.path} ${dstSize}`);
-
-    const aside = `${dstDs}-esnap-restore-${Date.now()}`;
-    // zfs-fuse renames only unmounted datasets; unmounting also fails (busy) while a VM holds the image.
-    await this.zfs(['zfs', 'umount', dstDs]);
-    await this.zfs(['zfs', 'rename', dstDs, aside]).catch(async (err: unknown) => {
-      await this.zfs(['zfs', 'mount', dstDs]).catch(() => undefined);
-      throw err;
-    });
-    try {
-      const send = ['zfs', 'send', `${srcDs}@${id}`];
-      const recv = ['zfs', 'recv', dstDs];
-      const { producer, consumer } = await pipe(send, recv, { timeoutMs: this.restoreTimeoutMs, env: { LC_ALL: 'C' } });
-      if (consumer.code !== 0 || producer.code !== 0) {
-        throw zfsError(consumer.code !== 0 ? recv : send, {
-          code: consumer.code || producer.code,
-          stderr: `${consumer.stderr}\n${producer.stderr}`,
-        });
-      }
-      const got = await this.imageSize(dstDs);
-      if (got !== dstSize) throw new StorageError('size_mismatch', `Snapshot ${id} of ${src.path} holds ${got} bytes, ${dst.path} ${dstSize}`);
-    } catch (err) {
-      const failure = asStorageError(err, `cannot restore ${src.path}@${id} into ${dst.path}`);
-      await this.putBack(dstDs, aside).catch((undo: unknown) => {
-        // The original is safe under the aside name; the next init() puts it back.
-        throw new StorageError(failure.code, `${failure.message}; putting ${dstDs} back failed too (it is at ${aside})`, {
-          cause: new AggregateError([failure, undo]),
-        });
-      });
-      throw failure;
-    }
-    // The target now holds the snapshot's data: drop the received snapshot and the old target.
-    await this.zfs(['zfs', 'destroy', `${dstDs}@${id}`]);
-    // Only garbage is left if this fails, and the next init() removes it: the restore is done.
-    await this.zfs(['zfs', 'destroy', '-r', aside]).catch(() => undefined);
-  }
-
-  /** Undoes a restore half way: the received dataset goes, the original comes back under its name. */
-  private async putBack(dstDs: string, aside: string): Promise<void> {
-    const received = await this.childDatasets(dstDs);
-    if (received !== null) await this.zfs(['zfs', 'destroy', '-r', dstDs]);
-    await this.zfs(['zfs', 'rename', aside, dstDs]);
-    await this.zfs(['zfs', 'mount', dstDs]).catch((err: unknown) => {
-      if (!(err instanceof ZfsError && err.reason === 'already_mounted')) throw err;
-    });
-  }
-
-  /** After a crash in the middle of a restore: finish it or undo it, whichever is safe. */
-  private async repairRestores(): Promise<void> {
-    const out = await this.zfs(['zfs', 'list', '-H', '-o', 'name', '-r', '-t', 'filesystem', this.dataset]);
-    const names = new Set(out.stdout.split('\n').filter((n) => n !== ''));
-    for (const aside of names) {
-      const m = ASIDE_RE.exec(aside);
-      if (!m) continue;
-      const dstDs = aside.slice(0, m.index);
-      // zfs recv creates the target only once the stream is complete, so a target that exists is
-      // whole and the original aside is garbage; a missing target means the original goes back.
-      if (names.has(dstDs)) {
-        await this.zfs(['zfs', 'destroy', '-r', aside]);
-      } else {
-        await this.putBack(dstDs, aside);
-        names.add(dstDs); // a second aside copy of the same disk is garbage now
-      }
-    }
+    await restoreInto(this.cmd, pipe, { srcDs, dstDs, id, src, dst, timeoutMs: this.restoreTimeoutMs });
   }
 
   // ---- helpers ----
@@ -419,88 +343,10 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     }
     return ds;
   }
-
-  /** Runs one zfs command, retrying while zfs says the dataset is busy; throws a ZfsError on failure. */
-  private async zfs(argv: readonly string[]): Promise<RunResult> {
-    for (let attempt = 0; ; attempt++) {
-      const r = await this.runZfs(argv);
-      if (r.code === 0) return r;
-      const err = zfsError(argv, r);
-      const delay = this.busyDelays[attempt];
-      if (err.reason !== 'busy' || delay === undefined) throw err;
-      await sleep(delay);
-    }
-  }
-
-  /** One run, exit code returned as is. LC_ALL=C: the error translator reads English text. */
-  private runZfs(argv: readonly string[]): Promise<RunResult> {
-    return this.runner.run(argv, { timeoutMs: this.timeoutMs, env: { LC_ALL: 'C' } });
-  }
-
-  private async getProps(name: string, props: readonly string[]): Promise<Map<string, string>> {
-    const out = await this.zfs(['zfs', 'get', '-Hp', '-o', 'property,value', props.join(','), name]);
-    return new Map(out.stdout.split('\n').filter((l) => l !== '').map((l) => l.split('\t', 2) as [string, string]));
-  }
-
-  private async imagePath(ds: string): Promise<string> {
-    const props = await this.getProps(ds, ['mountpoint', 'mounted']);
-    const mountpoint = props.get('mountpoint') ?? '';
-    if (!isAbsolute(mountpoint)) throw new StorageError('backend', `Dataset ${ds} has no mountpoint (${mountpoint || 'none'})`);
-    if (props.get('mounted') !== 'yes') throw new StorageError('backend', `Dataset ${ds} is not mounted (after a zfs restart: zfs mount -a)`);
-    return join(mountpoint, IMAGE_NAME);
-  }
-
-  private async imageSize(ds: string): Promise<number> {
-    const image = await this.imagePath(ds);
-    const st = await stat(image).catch((err: unknown) => {
-      throw new StorageError('disk_missing', `Dataset ${ds} holds no ${IMAGE_NAME}`, { cause: err });
-    });
-    return st.size;
-  }
-
-  /** Child filesystems of `ds` ([] for a plain disk), or null when `ds` does not exist. */
-  /**
-   * The datasets createDisk made above a nested disk (`nestdir/a/b/img`) go with its last disk: each
-   * parent below the storage's dataset that has no child dataset, no snapshot and nothing in its
-   * folder is destroyed, nearest first; the first one still in use ends the walk. `destroy` without
-   * `-r` refuses a dataset that got a child meanwhile.
-   */
-  private async destroyEmptyParents(ds: string): Promise<void> {
-    for (let p = ds.slice(0, ds.lastIndexOf('/')); p.startsWith(`${this.dataset}/`); p = p.slice(0, p.lastIndexOf('/'))) {
-      const children = await this.childDatasets(p);
-      if (children === null) continue;
-      if (children.length > 0) return;
-      const snapshots = await this.zfs(['zfs', 'list', '-H', '-o', 'name', '-t', 'snapshot', '-d', '1', p]);
-      if (snapshots.stdout.trim() !== '') return;
-      const props = await this.getProps(p, ['mountpoint', 'mounted']);
-      const mountpoint = props.get('mountpoint') ?? '';
-      if (props.get('mounted') !== 'yes' || !isAbsolute(mountpoint) || (await readdir(mountpoint)).length > 0) return;
-      await this.zfs(['zfs', 'destroy', p]);
-    }
-  }
-
-  private async childDatasets(ds: string): Promise<string[] | null> {
-    try {
-      const out = await this.zfs(['zfs', 'list', '-H', '-o', 'name', '-r', '-d', '1', '-t', 'filesystem,volume', ds]);
-      return out.stdout.split('\n').filter((n) => n !== '' && n !== ds);
-    } catch (err) {
-      if (isMissing(err)) return null;
-      throw err;
-    }
-  }
-
-  /** zfs says `<ds>@<id>` does not exist whether the snapshot or the whole disk is missing; tell which. */
-  private async whichMissing(err: unknown, ds: string): Promise<never> {
-    if (err instanceof ZfsError && err.code === 'snapshot_missing' && (await this.childDatasets(ds)) === null) {
-      throw new StorageError('disk_missing', `Disk dataset ${ds} does not exist`, { cause: err });
-    }
-    throw err;
-  }
 }
 
 /** The user's name goes into a property printed one per line, tab-separated: no control characters. */
 function assertSnapName(name: string): void {
-  // eslint-disable-next-line no-control-regex
   if (typeof name !== 'string' || name.length > 1000 || /[\u0000-\u001f\u007f]/.test(name)) {
     throw new StorageError('invalid_name', `Invalid snapshot name: ${JSON.stringify(name)}`);
   }

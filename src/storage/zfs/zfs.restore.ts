@@ -1,0 +1,98 @@
+/**
+ * A zfs restore (`esbackup snap-restore`, spec 11.2): the target is renamed aside, `zfs send | zfs
+ * recv` recreates it, then the old target and the received snapshot are destroyed. A failure puts
+ * the original back; a crash in between is repaired by the next init() (repairRestores).
+ */
+import { StorageError, type DiskRef } from '../driver.js';
+import type { CommandRunner } from '../runner.js';
+import type { ZfsCommands } from './zfs.commands.js';
+import { asStorageError, zfsError, ZfsError } from './zfs.errors.js';
+
+/** `<disk>-esnap-restore-<ms>`: the target of a restore while its replacement is received. */
+export const ASIDE_RE = /-esnap-restore-(\d{13})$/;
+
+export interface RestoreTarget {
+  readonly srcDs: string;
+  readonly dstDs: string;
+  readonly id: string;
+  readonly src: DiskRef;
+  readonly dst: DiskRef;
+  /** Longest the `zfs send | zfs recv` may take. */
+  readonly timeoutMs: number;
+}
+
+/** Restores snapshot `id` of `srcDs` into `dstDs` (both checked, distinct datasets). */
+export async function restoreInto(cmd: ZfsCommands, pipe: NonNullable<CommandRunner['pipe']>, o: RestoreTarget): Promise<void> {
+  const { srcDs, dstDs, id, src, dst } = o;
+  // Everything is checked before anything changes.
+  await cmd.zfs(['zfs', 'get', '-Hp', '-o', 'value', 'type', `${srcDs}@${id}`]).catch((err: unknown) => cmd.whichMissing(err, srcDs));
+  const children = await cmd.childDatasets(dstDs);
+  if (children === null) throw new StorageError('disk_missing', `Disk ${dst.path} does not exist`);
+  if (children.length > 0) throw new StorageError('backend', `Disk ${dst.path} holds other datasets; restore would drop them`);
+  const dstSize = await cmd.imageSize(dstDs);
+  const srcSize = await cmd.imageSize(srcDs);
+  if (srcSize !== dstSize) throw new StorageError('size_mismatch', `${src.path} has ${srcSize} bytes, ${dst.path} ${dstSize}`);
+
+  const aside = `${dstDs}-esnap-restore-${Date.now()}`;
+  // zfs-fuse renames only unmounted datasets; unmounting also fails (busy) while a VM holds the image.
+  await cmd.zfs(['zfs', 'umount', dstDs]);
+  await cmd.zfs(['zfs', 'rename', dstDs, aside]).catch(async (err: unknown) => {
+    await cmd.zfs(['zfs', 'mount', dstDs]).catch(() => undefined);
+    throw err;
+  });
+  try {
+    const send = ['zfs', 'send', `${srcDs}@${id}`];
+    const recv = ['zfs', 'recv', dstDs];
+    const { producer, consumer } = await pipe(send, recv, { timeoutMs: o.timeoutMs, env: { LC_ALL: 'C' } });
+    if (consumer.code !== 0 || producer.code !== 0) {
+      throw zfsError(consumer.code !== 0 ? recv : send, {
+        code: consumer.code || producer.code,
+        stderr: `${consumer.stderr}\n${producer.stderr}`,
+      });
+    }
+    const got = await cmd.imageSize(dstDs);
+    if (got !== dstSize) throw new StorageError('size_mismatch', `Snapshot ${id} of ${src.path} holds ${got} bytes, ${dst.path} ${dstSize}`);
+  } catch (err) {
+    const failure = asStorageError(err, `cannot restore ${src.path}@${id} into ${dst.path}`);
+    await putBack(cmd, dstDs, aside).catch((undo: unknown) => {
+      // The original is safe under the aside name; the next init() puts it back.
+      throw new StorageError(failure.code, `${failure.message}; putting ${dstDs} back failed too (it is at ${aside})`, {
+        cause: new AggregateError([failure, undo]),
+      });
+    });
+    throw failure;
+  }
+  // The target now holds the snapshot's data: drop the received snapshot and the old target.
+  await cmd.zfs(['zfs', 'destroy', `${dstDs}@${id}`]);
+  // Only garbage is left if this fails, and the next init() removes it: the restore is done.
+  await cmd.zfs(['zfs', 'destroy', '-r', aside]).catch(() => undefined);
+}
+
+/** Undoes a restore half way: the received dataset goes, the original comes back under its name. */
+export async function putBack(cmd: ZfsCommands, dstDs: string, aside: string): Promise<void> {
+  const received = await cmd.childDatasets(dstDs);
+  if (received !== null) await cmd.zfs(['zfs', 'destroy', '-r', dstDs]);
+  await cmd.zfs(['zfs', 'rename', aside, dstDs]);
+  await cmd.zfs(['zfs', 'mount', dstDs]).catch((err: unknown) => {
+    if (!(err instanceof ZfsError && err.reason === 'already_mounted')) throw err;
+  });
+}
+
+/** After a crash in the middle of a restore: finish it or undo it, whichever is safe. */
+export async function repairRestores(cmd: ZfsCommands, dataset: string): Promise<void> {
+  const out = await cmd.zfs(['zfs', 'list', '-H', '-o', 'name', '-r', '-t', 'filesystem', dataset]);
+  const names = new Set(out.stdout.split('\n').filter((n) => n !== ''));
+  for (const aside of names) {
+    const m = ASIDE_RE.exec(aside);
+    if (!m) continue;
+    const dstDs = aside.slice(0, m.index);
+    // zfs recv creates the target only once the stream is complete, so a target that exists is
+    // whole and the original aside is garbage; a missing target means the original goes back.
+    if (names.has(dstDs)) {
+      await cmd.zfs(['zfs', 'destroy', '-r', aside]);
+    } else {
+      await putBack(cmd, dstDs, aside);
+      names.add(dstDs); // a second aside copy of the same disk is garbage now
+    }
+  }
+}
