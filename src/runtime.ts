@@ -2,7 +2,7 @@
  * Wiring of one esnap server process: database, tasks, queue, the app and (optionally) the local
  * agent. `src/bin/esnap.ts` builds it from the configuration; tests build it directly.
  */
-import { markBackupNode } from './backups/backup-node.js';
+import { markBackupNode, storageRoots } from './backups/backup-node.js';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { AppContext, Clock, Logger } from './app-context.js';
 import { systemClock } from './app-context.js';
@@ -82,6 +82,8 @@ export interface RuntimeOptions {
   readonly publicUrl?: string | null;
   /** Folder recording the local agent's storage commands, so a restart ends those a crash left (storage/agent-runner.ts). */
   readonly childRecordsDir?: string;
+  /** Where a backup node keeps its restic repository passwords (ESNAP_DATA_DIR/backup-keys). */
+  readonly backupKeysDir?: string;
   /** The local agent's hypervisor adapter (ESNAP_HYPERVISOR…); none when omitted. */
   readonly hypervisor?: HypervisorConfig;
 }
@@ -166,7 +168,12 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
           storageUsage: (usage) => updateStorageUsage(db, opts.node, usage),
         }),
         log,
-        { runner, ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}), libvirt: agentVirsh(opts.hypervisor, runner) },
+        {
+          runner,
+          ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}),
+          libvirt: agentVirsh(opts.hypervisor, runner),
+          backup: { keysDir: opts.backupKeysDir ?? null, roots: storageRoots(opts.storages) },
+        },
       );
       const local = agent;
       // A running task of this node is cancelled by the agent here; others through the cluster.

@@ -19,6 +19,8 @@ import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, DamageData,
 import { DISK_DAMAGED } from '../domain/errors.js';
 import type { Virsh } from '../hypervisor/virsh.js';
 import { runPower } from '../hypervisor/libvirt.power.js';
+import { runBackupOp } from '../backups/backup.agent.js';
+import { defaultTransferFor, type TransferFor } from '../backups/transfer.js';
 
 export interface AgentReporter {
   /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
@@ -59,8 +61,18 @@ export class Agent {
     private readonly reporter: AgentReporter,
     private readonly log: Logger,
     /** `runner` is the process's one command runner (its drivers' own), injected so its hook logs every command. */
-    private readonly opts: { freezeLimitMs?: number; runner: CommandRunner; libvirt?: Virsh | null },
-  ) {}
+    private readonly opts: {
+      freezeLimitMs?: number;
+      runner: CommandRunner;
+      libvirt?: Virsh | null;
+      /** Backups (src/backups/): key folder, storage roots, and the transport to other nodes. */
+      backup?: { keysDir: string | null; roots: ReadonlyMap<string, string>; remote?: TransferFor };
+    },
+  ) {
+    this.#transferFor = defaultTransferFor(node, drivers, opts.backup?.remote);
+  }
+
+  readonly #transferFor: TransferFor;
 
   #warnedNoProbe = false;
   /** The scope of each task this agent has taken, from before its claim until its end is reported. */
@@ -302,6 +314,22 @@ export class Agent {
         return { returncode: 0, message: 'Disk successfully deleted', detail: '' };
       case 'noop':
         return { returncode: 0, message: 'OK', detail: '' };
+      case 'backup_create':
+      case 'backup_restore':
+      case 'backup_verify':
+      case 'backup_delete':
+        if (p.op === 'backup_restore' && p.target.node === this.node) {
+          await this.#assertNotInUse(this.#driver(p.target.storage), p.target.disk);
+        }
+        return runBackupOp(p, {
+          node: this.node,
+          runner: this.opts.runner,
+          log: this.log,
+          transferFor: this.#transferFor,
+          roots: this.opts.backup?.roots ?? new Map(),
+          keysDir: this.opts.backup?.keysDir ?? null,
+          ...(this.opts.freezeLimitMs !== undefined ? { freezeLimitMs: this.opts.freezeLimitMs } : {}),
+        });
       case 'vm_power':
         if (!this.opts.libvirt) return failure(`Node ${this.node} has no hypervisor adapter (ESNAP_HYPERVISOR)`);
         return runPower(this.opts.libvirt, p);
