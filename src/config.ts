@@ -47,6 +47,8 @@ export interface Config {
   readonly publicUrl: string | null;
   /** ESNAP_HYPERVISOR / ESNAP_LIBVIRT_URI / ESNAP_LIBVIRT_DC: the agent's hypervisor adapter (src/hypervisor/). */
   readonly hypervisor: HypervisorConfig;
+  /** ESNAP_BACKUP_NODE: this node's storages may hold backups (default: on in embedded mode). */
+  readonly backupNode: boolean;
 }
 
 /** `esnap serve`'s configuration: the PEM text of ESNAP_TLS_CERT / ESNAP_TLS_KEY, read and checked. */
@@ -289,6 +291,8 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: parseLogLevel(get('ESNAP_LOG_LEVEL')),
     publicUrl: parseUrl('ESNAP_PUBLIC_URL', get('ESNAP_PUBLIC_URL'))?.replace(/\/+$/, '') ?? null,
     hypervisor: parseHypervisor(get('ESNAP_HYPERVISOR'), get('ESNAP_LIBVIRT_URI'), get('ESNAP_LIBVIRT_DC')),
+    // Embedded mode: the local node backs up to its own second storage.
+    backupNode: parseFlag('ESNAP_BACKUP_NODE', get('ESNAP_BACKUP_NODE'), isSqlite),
   });
 }
 

@@ -84,6 +84,8 @@ export interface RuntimeOptions {
   readonly childRecordsDir?: string;
   /** Where a backup node keeps its restic repository passwords (ESNAP_DATA_DIR/backup-keys). */
   readonly backupKeysDir?: string;
+  /** ESNAP_BACKUP_NODE of the local agent's node (default true: embedded mode backs up to its own storages). */
+  readonly backupNode?: boolean;
   /** The local agent's hypervisor adapter (ESNAP_HYPERVISOR…); none when omitted. */
   readonly hypervisor?: HypervisorConfig;
 }
@@ -191,7 +193,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       // The drivers have finished or undone what a crash cut off; an image still missing or cut
       // off is flagged before any task can snapshot it (src/vms/disk.damage.ts).
       await flagDamagedAtStart(db, opts.node, drivers, log);
-      await markBackupNode(db, opts.node, true); // embedded: the local node backs up to its own storages
+      await markBackupNode(db, opts.node, opts.backupNode ?? true); // embedded: the local node backs up to its own storages
       // Crash repair before new work: tasks cut off by a crash fail with the failure cleanup, and
       // their disks are re-synced against storage so no row stays pending or rollback.
       const { failed } = await tasks.recover(opts.node);

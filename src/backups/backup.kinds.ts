@@ -45,13 +45,23 @@ export function registerBackupKinds(ctx: AppContext): void {
       }
       const d = (outcome.data ?? {}) as Partial<BackupCreated>;
       // No ok row without data: an outcome that does not name the stored data fails the backup.
-      if (!d.resticId || !d.checksum) {
+      if (!(d.resticId || d.filePath) || !d.checksum) {
         await trx.deleteFrom('backup').where('id', '=', c.backupId).execute();
         return { result: { returncode: 1, message: 'Backup agent reported no data', detail: 'Got bad return code (1). Error: Backup agent reported no data' } };
       }
       await trx
         .updateTable('backup')
-        .set({ status: BACKUP_OK, restic_id: d.resticId, checksum: d.checksum, size: d.size ?? null, time: d.seconds ?? null, status_change: now, changed: now })
+        .set({
+          status: BACKUP_OK,
+          restic_id: d.resticId ?? null,
+          ...(d.filePath ? { file_path: d.filePath } : {}),
+          ...(d.baseSnapshot !== undefined ? { base_snapshot: d.baseSnapshot, last: d.baseSnapshot ? 1 : 0 } : {}),
+          checksum: d.checksum,
+          size: d.size ?? null,
+          time: d.seconds ?? null,
+          status_change: now,
+          changed: now,
+        })
         .where('id', '=', c.backupId)
         .execute();
       await trx.updateTable('backup_define').set({ last_success: now, last_run: now, last_error: null }).where('id', '=', c.defineId).execute();

@@ -1,12 +1,17 @@
 /** What the server sends a backup node's agent for backups, and what it reports back. */
 import type { DiskEnd } from './transfer.js';
 
-/** Where a type 2 backup lives: the backup storage, restic's snapshot, the file name inside it. */
-export interface ResticLocation {
+/**
+ * Where a backup lives on the backup node: its storage and the row's `file_path` (type 2: the file
+ * name inside restic's snapshot `resticId`; type 1: `dataset@is-<n>` or a folder, the engine's own).
+ */
+export interface BackupLocation {
   readonly storage: string;
-  readonly resticId: string;
+  readonly resticId: string | null;
   readonly filename: string;
 }
+/** @deprecated the type 2 name of BackupLocation. */
+export type ResticLocation = BackupLocation;
 
 export type BackupPayload =
   | {
@@ -21,6 +26,8 @@ export type BackupPayload =
       readonly filename: string;
       readonly tags: readonly string[];
       readonly freeze?: { readonly socket: string };
+      /** Type 1: the newest backup's base snapshot on the source disk (`is-<m>`), for an incremental send. */
+      readonly base?: string | null;
     }
   | {
       readonly op: 'backup_restore';
@@ -32,11 +39,23 @@ export type BackupPayload =
       readonly taskId: string;
     }
   | { readonly op: 'backup_verify'; readonly backupId: number; readonly type: number; readonly from: ResticLocation; readonly checksum: string }
-  | { readonly op: 'backup_delete'; readonly type: number; readonly storage: string; readonly resticIds: readonly string[] };
+  | {
+      readonly op: 'backup_delete';
+      readonly type: number;
+      readonly storage: string;
+      readonly resticIds: readonly string[];
+      /** Every backup's location (type 1 engines delete by file_path). */
+      readonly items?: readonly BackupLocation[];
+    };
 
 /** `backup_create` data. */
 export interface BackupCreated {
-  readonly resticId: string;
+  /** Type 2: restic's snapshot id; type 1: null. */
+  readonly resticId: string | null;
+  /** The row's file_path (type 2: the file name in the restic snapshot). */
+  readonly filePath?: string;
+  /** Type 1: the `is-<n>` snapshot kept on the source disk as the next incremental's base. */
+  readonly baseSnapshot?: string | null;
   readonly checksum: string;
   readonly size: number;
   readonly added: number | null;

@@ -161,7 +161,6 @@ function logObj(vm: VmRow | null, bkp: BackupRow) {
 
 /** The rows a restic backup lives by, for the agent. */
 function location(bkp: BackupRow) {
-  if (!bkp.restic_id) throw new FailureError(BACKUP_STATUS_NOT_OK, 417);
   return { storage: bkp.storage_name, resticId: bkp.restic_id, filename: bkp.file_path };
 }
 
@@ -217,6 +216,20 @@ export async function planCreateBackup(ctx: AppContext, caller: Caller, hostname
   const sourceNode = await ctx.db.selectFrom('node').selectAll().where('id', '=', storage.node_id).executeTakeFirstOrThrow();
   requireNodeOnline(sourceNode);
   const fsfreeze = define.fsfreeze === 1 && vm.qga_socket !== null;
+  // Type 1: the newest backup's base snapshot on the source disk makes the next send incremental.
+  const base =
+    define.type === 1
+      ? ((
+          await ctx.db
+            .selectFrom('backup')
+            .select('base_snapshot')
+            .where('define_id', '=', define.id)
+            .where('status', '=', BACKUP_OK)
+            .where('base_snapshot', 'is not', null)
+            .orderBy('id', 'desc')
+            .executeTakeFirst()
+        )?.base_snapshot ?? null)
+      : null;
   const iso = now.toISOString();
   const tz = auto ? 'a' : 'e';
   return {
@@ -286,6 +299,7 @@ export async function planCreateBackup(ctx: AppContext, caller: Caller, hostname
         filename: resticFilename(row.id),
         tags: ['esnap', `dc:${vm.dc_id}`, `vm:${vm.uuid}`, `bkp:${row.id}`],
         ...(freeze ? { freeze } : {}),
+        ...(define.type === 1 ? { base } : {}),
       };
       await trx.updateTable('backup').set({ file_path: resticFilename(row.id) }).where('id', '=', row.id).execute();
       return { payload, context: { backupId: row.id, defineId: define.id, vmUuid: vm.uuid } };
@@ -495,7 +509,7 @@ async function deleteMany(ctx: AppContext, caller: Caller, vm: VmRow | null, row
       log: { msg: bulk ? LOG_BKPS_DELETE : LOG_BKP_DELETE, detail, object: logObj(vm, first) },
       prepare: async (trx: Transaction<Database>) => {
         await trx.updateTable('backup').set({ status: BACKUP_PENDING, status_change: now }).where('id', 'in', rest.map((r) => r.id)).execute();
-        const payload: BackupPayload = { op: 'backup_delete', type: first.type, storage: first.storage_name, resticIds };
+        const payload: BackupPayload = { op: 'backup_delete', type: first.type, storage: first.storage_name, resticIds, items: rest.map(location) };
         return { payload, context: { backupIds: rest.map((r) => r.id), bulk, detail } };
       },
     }),

@@ -63,6 +63,7 @@ async function serve(): Promise<void> {
     https: config.https,
     childRecordsDir: join(config.dataDir, CHILDREN_SUBDIR),
     backupKeysDir: join(config.dataDir, BACKUP_KEYS_SUBDIR),
+    backupNode: config.backupNode,
     log,
     httpLogger: log,
   }).catch((err: unknown) => {
