@@ -35,6 +35,7 @@ import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
 import { AlertSink } from './alerts/alert.sink.js';
 import { Metrics } from './metrics/metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
+import { BackupScheduler } from './backups/backup.scheduler.js';
 import { RetryPool } from './scheduler/retry.js';
 import { attachAutomation, DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services.js';
 import { automationListener } from './scheduler/completion.js';
@@ -99,6 +100,8 @@ export interface Runtime {
   /** Cluster mode's queue, wake-ups and server services (PostgreSQL); null on SQLite. */
   readonly cluster: ClusterTransport | null;
   readonly scheduler: Scheduler;
+  /** Scheduled backups (backup definitions); started with the scheduler. */
+  readonly backupScheduler: BackupScheduler;
   /** Removal of old finished tasks and task-log entries (started with the server). */
   readonly housekeeping: Housekeeping;
   readonly metrics: Metrics;
@@ -153,6 +156,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     tasks.addListener(automationListener(automation));
     tasks.addListener(metrics.listener());
     const scheduler = new Scheduler(ctx, automation);
+    const backupScheduler = new BackupScheduler(ctx, automation);
     let agent: Agent | null = null;
     let hypervisor: HypervisorHandle | null = null;
     const running = new RunningTasks();
@@ -220,7 +224,10 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     });
     const housekeeping = new Housekeeping(ctx, { retentionDays: opts.taskLogDays ?? DEFAULT_TASKLOG_DAYS });
     // After crash repair, so the first tick (the catch-up of missed slots) sees a clean state.
-    if (opts.scheduler ?? true) scheduler.start();
+    if (opts.scheduler ?? true) {
+      scheduler.start();
+      backupScheduler.start();
+    }
     // The local agent's periodic usage report (src/nodes/storage.usage.ts); started last, as nothing fails after it.
     const usageRefresh: Ticker | null = agent ? startUsageRefresh(agent, log) : null;
     // Embedded mode's local node beats too (cluster mode's does in prepareLocalAgent): its
@@ -234,6 +241,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       hypervisor,
       cluster,
       scheduler,
+      backupScheduler,
       housekeeping,
       metrics,
       alerts,
@@ -245,7 +253,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         // HTTP answers 503 and open streams end. In cluster mode only the local agent's consumer
         // stops here: heartbeats and the result consumers go on while its tasks drain.
         const drained = cluster ? (agent ? cluster.queue.stopConsumer(nodeQueueName(opts.node)) : Promise.resolve()) : queue.stop();
-        const schedulerStopped = scheduler.stop();
+        const schedulerStopped = Promise.all([scheduler.stop(), backupScheduler.stop()]);
         await hypervisor?.stop();
         await closeHttp(app, ctx);
         await schedulerStopped;

@@ -318,6 +318,7 @@ export class Agent {
       case 'backup_restore':
       case 'backup_verify':
       case 'backup_delete':
+      case 'backup_cleanup':
         if (p.op === 'backup_restore' && p.target.node === this.node) {
           await this.#assertNotInUse(this.#driver(p.target.storage), p.target.disk);
         }

@@ -32,6 +32,9 @@ export async function runBackupOp(p: BackupPayload, io: BackupAgentIo): Promise<
       const why = data.error ?? `checksum=${data.checksum ?? ''}, expected=${p.checksum}`;
       return { returncode: 1, message: BACKUP_DAMAGED_MSG, detail: `Got bad return code (1). Error: ${BACKUP_DAMAGED_MSG} (${why})`, data };
     }
+    case 'backup_cleanup':
+      await engine.cleanup(p, io);
+      return { returncode: 0, message: 'Backup leftovers removed', detail: '' };
     case 'backup_delete':
       pointOfNoReturn();
       await engine.remove(p, io);

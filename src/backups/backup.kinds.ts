@@ -14,6 +14,7 @@ import { BACKUP_DAMAGED, BACKUP_OK } from './backup.schema.js';
 import type { BackupCreated, BackupVerified } from './backup.payloads.js';
 import type { BackupCreateContext, BackupDeleteContext, BackupRestoreContext, BackupVerifyContext } from './backup.service.js';
 import { runBackupRetention } from './backup.retention.js';
+import { submitCleanup } from './backup.service.js';
 
 function failed(outcome: TaskOutcome): TaskResult {
   return { returncode: outcome.returncode || 1, message: outcome.message, detail: outcome.detail ?? `Got bad return code (${outcome.returncode}). Error: ${outcome.message}` };
@@ -37,11 +38,15 @@ export function registerBackupKinds(ctx: AppContext): void {
         await trx.deleteFrom('backup').where('id', '=', c.backupId).execute();
         await trx.updateTable('backup_define').set({ last_error: outcome.message, last_run: now }).where('id', '=', c.defineId).execute();
         const sink = alertOf(ctx);
-        if (bkp && sink && !outcome.cancelled) {
-          const a = alerts.backupFailed(bkp.vm_hostname, bkp.vm_disk_id, bkp.name, define?.name ?? null, 'created');
-          return { result: failed(outcome), after: async () => sink.send(a) };
-        }
-        return { result: failed(outcome) };
+        const a = bkp && !outcome.cancelled ? alerts.backupFailed(bkp.vm_hostname, bkp.vm_disk_id, bkp.name, define?.name ?? null, 'created') : null;
+        const vm = await trx.selectFrom('vm').select(['uuid', 'hostname', 'alias', 'owner_id', 'dc_id']).where('uuid', '=', c.vmUuid).executeTakeFirst();
+        const node = bkp ? { id: bkp.node_id, hostname: bkp.node_hostname } : null;
+        const after = async (): Promise<void> => {
+          if (a && sink) sink.send(a);
+          // What the create left (its source snapshot, a partial restic snapshot) goes in a task of its own.
+          if (c.cleanup && vm && node) await submitCleanup(ctx, node, vm, c.cleanup).catch((err: unknown) => ctx.log.error({ err, backupId: c.backupId }, 'backup cleanup not started'));
+        };
+        return { result: failed(outcome), after };
       }
       const d = (outcome.data ?? {}) as Partial<BackupCreated>;
       // No ok row without data: an outcome that does not name the stored data fails the backup.
@@ -100,6 +105,12 @@ export function registerBackupKinds(ctx: AppContext): void {
       const result = failed(outcome);
       const a = alerts.backupDamaged(c.vmHostname, c.diskId, c.name, define?.name ?? null);
       return { result, ...(sink ? { after: async () => sink.send(a) } : {}) };
+    },
+  });
+
+  ctx.tasks.registerKind<Record<string, never>>('backup_cleanup', {
+    async complete(_trx, _task, _c, outcome) {
+      return { result: outcome.returncode === 0 ? { returncode: 0, message: outcome.message, detail: '' } : failed(outcome) };
     },
   });
 

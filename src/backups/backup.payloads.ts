@@ -39,6 +39,11 @@ export type BackupPayload =
       readonly taskId: string;
     }
   | { readonly op: 'backup_verify'; readonly backupId: number; readonly type: number; readonly from: ResticLocation; readonly checksum: string }
+  /**
+   * After a failed or interrupted create: the source snapshot `is-<id>` goes (type 2), and whatever
+   * restic stored under the backup's tag `bkp:<id>` is forgotten. Missing pieces are fine.
+   */
+  | { readonly op: 'backup_cleanup'; readonly backupId: number; readonly type: number; readonly source: DiskEnd; readonly snapshot: string; readonly storage: string }
   | {
       readonly op: 'backup_delete';
       readonly type: number;

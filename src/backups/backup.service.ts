@@ -15,7 +15,7 @@ import { NAME_RE, NOTE_FORBIDDEN, parseBool, validateFields } from '../domain/va
 import { parseOrderBy } from '../http/order-by.js';
 import type { TaskSpec } from '../tasks/task.service.js';
 import { logDetail } from '../tasks/task-log.js';
-import { diskLockKey, diskRef, logObject } from '../snapshots/snapshot.context.js';
+import { diskLockKey, diskRef, logObject, systemCaller } from '../snapshots/snapshot.context.js';
 import { notreadyOf } from '../snapshots/snapshot.rollback.js';
 import { findVm, requireNodeOnline, requireOperational, resolveDisk, vmDisks, VM_STOPPED } from '../vms/vm.lookup.js';
 import { lastValue } from '../definitions/define.service.js';
@@ -171,6 +171,8 @@ export interface BackupCreateContext {
   readonly backupId: number;
   readonly defineId: number;
   readonly vmUuid: string;
+  /** What a cleanup after a failure needs (backup.kinds.ts). */
+  readonly cleanup?: Extract<BackupPayload, { op: 'backup_cleanup' }>;
 }
 
 /** POST `/vm/<vm>/backup/<bkpdef>`: a backup of the definition's disk, now. */
@@ -302,9 +304,30 @@ export async function planCreateBackup(ctx: AppContext, caller: Caller, hostname
         ...(define.type === 1 ? { base } : {}),
       };
       await trx.updateTable('backup').set({ file_path: resticFilename(row.id) }).where('id', '=', row.id).execute();
-      return { payload, context: { backupId: row.id, defineId: define.id, vmUuid: vm.uuid } };
+      const cleanup = { op: 'backup_cleanup', backupId: row.id, type: define.type, source: payload.source, snapshot: payload.snapshot, storage: payload.storage } as const;
+      return { payload, context: { backupId: row.id, defineId: define.id, vmUuid: vm.uuid, cleanup } };
     },
   };
+}
+
+/** After a failed or interrupted create, a task on the backup node removes what it left. */
+export async function submitCleanup(ctx: AppContext, node: { id: number; hostname: string }, vm: { uuid: string; hostname: string; alias: string; owner_id: number; dc_id: number }, p: NonNullable<BackupCreateContext['cleanup']>): Promise<void> {
+  const caller = await systemCaller(ctx, vm.dc_id);
+  await ctx.tasks.submit({
+    kind: 'backup_cleanup',
+    type: 'a',
+    userId: caller.user.id,
+    username: caller.user.username,
+    ownerId: vm.owner_id,
+    dcId: vm.dc_id,
+    dcBound: true,
+    vmUuid: vm.uuid,
+    node,
+    locks: [],
+    apiview: { view: 'vm_backup', method: 'DELETE', hostname: vm.hostname, cleanup: true },
+    log: { msg: 'Remove leftovers of a failed backup', detail: logDetail([['hostname', vm.hostname], ['backup_id', p.backupId]]), object: { type: 'vm', name: vm.hostname, alias: vm.alias, pk: vm.uuid } },
+    prepare: async () => ({ payload: p, context: {} }),
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -88,4 +88,12 @@ export const resticEngine: BackupEngine = {
   async remove(p, io) {
     await resticFor(io, p.storage).forget(p.resticIds);
   },
+
+  async cleanup(p, io) {
+    await io.transferFor(p.source.node).destroySnapshot(p.source, p.snapshot);
+    const restic = resticFor(io, p.storage);
+    if (!(await restic.exists())) return;
+    const left = (await restic.snapshots()).filter((s) => s.tags.includes(`bkp:${p.backupId}`)).map((s) => s.id);
+    if (left.length > 0) await restic.forget(left);
+  },
 };

@@ -31,6 +31,8 @@ export interface BackupEngine {
   /** Re-reads the backup; `ok: false` when its SHA-256 differs or it cannot be read. */
   verify(p: Op<'backup_verify'>, io: BackupAgentIo): Promise<BackupVerified>;
   remove(p: Op<'backup_delete'>, io: BackupAgentIo): Promise<void>;
+  /** Removes what a failed or interrupted create left (its source snapshot, partial data). */
+  cleanup(p: Op<'backup_cleanup'>, io: BackupAgentIo): Promise<void>;
 }
 
 const ENGINES = new Map<number, BackupEngine>();

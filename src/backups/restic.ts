@@ -130,6 +130,11 @@ export class Restic {
     return { RESTIC_REPOSITORY: this.repo, RESTIC_PASSWORD_FILE: this.#password, LC_ALL: 'C', RESTIC_PROGRESS_FPS: '0.016' };
   }
 
+  /** Whether the repository has been made. */
+  exists(): Promise<boolean> {
+    return exists(join(this.repo, 'config'));
+  }
+
   /** Creates the password and the repository on first use; no-op once both exist. */
   async ensure(): Promise<void> {
     const haveRepo = await exists(join(this.repo, 'config'));
