@@ -36,6 +36,7 @@ import { AlertSink } from './alerts/alert.sink.js';
 import { Metrics } from './metrics/metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { BackupScheduler } from './backups/backup.scheduler.js';
+import { BackupMetrics } from './backups/backup.metrics.js';
 import { RetryPool } from './scheduler/retry.js';
 import { attachAutomation, DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services.js';
 import { automationListener } from './scheduler/completion.js';
@@ -155,6 +156,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     attachCapacity(ctx, { minFreePercent: opts.minFreePercent ?? DEFAULT_MIN_FREE_PERCENT });
     tasks.addListener(automationListener(automation));
     tasks.addListener(metrics.listener());
+    tasks.addListener(new BackupMetrics(ctx, metrics.registry).listener());
     const scheduler = new Scheduler(ctx, automation);
     const backupScheduler = new BackupScheduler(ctx, automation);
     let agent: Agent | null = null;

@@ -102,6 +102,13 @@ describe('backups, embedded (restic)', async () => {
     expect(JSON.stringify([list.body, c.final, r.final])).not.toContain(secret);
     const tasks = await s.runtime.ctx.db.selectFrom('task').selectAll().execute();
     expect(JSON.stringify(tasks)).not.toContain(secret);
+
+    const m = await s.req('GET', '/metrics');
+    expect(m.status).toBe(200);
+    expect(m.text).toContain('esnap_backups{vm="web01",disk="1",status="ok"} 1');
+    expect(m.text).toContain(`esnap_backup_bytes{vm="web01",disk="1"} ${8 * MB}`);
+    expect(m.text).toMatch(/esnap_backup_definition_last_success_timestamp_seconds\{vm="web01",disk="1",define="daily"\} [1-9]/);
+    expect(m.text).toMatch(/esnap_backup_operation_duration_seconds_count\{operation="restore",result="success"\} 1/);
   }, 120_000);
 
   it('verify says ok, then damaged (status 5) after a pack file is corrupted', async () => {
