@@ -10,6 +10,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileDriver } from '../../src/storage/file/file.driver.js';
+import { BtrfsDriver } from '../../src/storage/btrfs/btrfs.driver.js';
+import { loopFsUnavailable, makeLoopFs, type LoopFs } from '../platform/loopfs.js';
+import { platformUnavailable } from '../platform/require.js';
 import { NodeCommandRunner } from '../../src/storage/node-runner.js';
 import { streamingOf } from '../../src/storage/stream.js';
 
@@ -71,6 +74,52 @@ describe('file driver streams', () => {
     expect(await leftovers()).toEqual([]);
     expect((await readFile(join(root, disk.path))).equals(Buffer.alloc(SIZE, 5))).toBe(true);
     w.stream.destroy();
+  });
+});
+
+describe('btrfs driver streams (loop-mounted btrfs)', async () => {
+  const reason = await loopFsUnavailable('btrfs');
+  if (reason !== null) return platformUnavailable('needs a btrfs loop filesystem', reason);
+  let fs: LoopFs;
+  let d: BtrfsDriver;
+  const disk = { path: 'vm1/disk0', sizeBytes: SIZE };
+  const image = (): string => join(fs.mountpoint, 'r', disk.path, 'disk.img');
+  beforeAll(async () => {
+    fs = await makeLoopFs('btrfs', 256);
+    d = new BtrfsDriver({ root: join(fs.mountpoint, 'r'), runner: new NodeCommandRunner() });
+    await d.init();
+    await d.createDisk(disk);
+    await writeFile(image(), Buffer.alloc(SIZE, 1));
+    await d.create(disk, 'is-1', { name: 'is-1' });
+    await writeFile(image(), Buffer.alloc(SIZE, 2));
+  });
+  afterAll(() => fs?.cleanup());
+
+  it('reads a snapshot; a write goes in on commit only, a crash leaves the old disk', async () => {
+    const r = await d.readSnapshotStream(disk, 'is-1');
+    const chunks: Buffer[] = [];
+    for await (const c of r.stream) chunks.push(c as Buffer);
+    await r.done();
+    expect(Buffer.concat(chunks).equals(Buffer.alloc(SIZE, 1))).toBe(true);
+
+    const short = await d.openDiskWrite(disk);
+    await pipeline(Readable.from([Buffer.alloc(10, 7)]), short.stream);
+    await expect(short.commit()).rejects.toThrow(/stream carried/);
+    expect((await readFile(image())).equals(Buffer.alloc(SIZE, 2))).toBe(true);
+
+    const w = await d.openDiskWrite(disk);
+    await pipeline(Readable.from([Buffer.alloc(SIZE, 5)]), w.stream);
+    await w.commit();
+    expect((await readFile(image())).equals(Buffer.alloc(SIZE, 5))).toBe(true);
+
+    const cut = await d.openDiskWrite(disk);
+    cut.stream.write(Buffer.alloc(100, 3));
+    await new Promise((res) => setTimeout(res, 20));
+    const again = new BtrfsDriver({ root: join(fs.mountpoint, 'r'), runner: new NodeCommandRunner() });
+    await again.init();
+    expect((await readdir(join(fs.mountpoint, 'r', 'vm1'))).sort()).toEqual(['disk0']);
+    expect((await readFile(image())).equals(Buffer.alloc(SIZE, 5))).toBe(true);
+    cut.stream.destroy();
   });
 });
 

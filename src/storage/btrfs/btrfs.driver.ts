@@ -43,6 +43,9 @@ import {
 } from '../driver.js';
 import { code, diskPathTaken, isPathTaken, removeEmptyParents, rootStats } from '../fs-root.js';
 import type { CommandRunner, RunResult } from '../runner.js';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import type { DiskWritable, SnapshotReadable, StreamingDriver } from '../stream.js';
 import { btrfsError, type BtrfsContext } from './btrfs.errors.js';
 import {
   fail,
@@ -99,7 +102,7 @@ interface DiskPaths extends SwapPaths {
   readonly snapDir: string;
 }
 
-export class BtrfsDriver implements StorageDriver {
+export class BtrfsDriver implements StorageDriver, StreamingDriver {
   readonly kind = 'btrfs';
   readonly capabilities: DriverCapabilities = Object.freeze({ rollbackKeepsNewer: true, batchDestroy: true });
   private readonly root: string;
@@ -338,6 +341,11 @@ export class BtrfsDriver implements StorageDriver {
   private async swapIn(p: DiskPaths, snapshot: string): Promise<void> {
     await this.recoverSwap(p);
     await this.btrfs(['btrfs', 'subvolume', 'snapshot', snapshot, p.newPath], { missing: 'snapshot_missing' });
+    await this.swapPrepared(p);
+  }
+
+  /** Steps 2-4: `.esnap-new` is ready (a snapshot, or a subvolume a restore stream filled). */
+  private async swapPrepared(p: DiskPaths): Promise<void> {
     try {
       await rename(p.subvol, p.oldPath);
     } catch (err) {
@@ -355,6 +363,59 @@ export class BtrfsDriver implements StorageDriver {
     await this.deleteSubvolumes([p.oldPath], { commit: true }).catch((err: unknown) =>
       process.emitWarning(`btrfs: ${p.oldPath} was left behind, init() deletes it: ${String(err)}`),
     );
+  }
+
+  /** The snapshot's image file, read start to end (src/storage/stream.ts). */
+  async readSnapshotStream(disk: DiskRef, id: string): Promise<SnapshotReadable> {
+    assertDiskPath(disk.path);
+    assertSnapshotId(id);
+    const p = this.paths(disk);
+    const image = join(this.requireSnapshot(p, id, disk), IMAGE);
+    const st = await stat(image).catch((err: unknown) => fail(err, `snapshot ${id} of ${disk.path} has no image`));
+    const stream = createReadStream(image);
+    const ended = finished(stream).catch((err: unknown) => fail(err, `cannot read snapshot ${id} of ${disk.path}`));
+    ended.catch(() => undefined);
+    return { stream, size: st.size, done: () => ended };
+  }
+
+  /**
+   * A restore stream: written into `disk.img` of a new subvolume `.esnap-new` beside the disk,
+   * swapped in like a rollback (steps 2-4 of the header) on commit; a crash before the swap
+   * leaves `.esnap-new`, which recovery deletes.
+   */
+  async openDiskWrite(disk: DiskRef): Promise<DiskWritable> {
+    assertDiskPath(disk.path);
+    const p = this.paths(disk);
+    const before = this.requireDisk(p, disk);
+    await this.recoverSwap(p);
+    await this.btrfs(['btrfs', 'subvolume', 'create', p.newPath]);
+    const image = join(p.newPath, IMAGE);
+    const stream = createWriteStream(image, { flags: 'wx', mode: before.mode & 0o7777 });
+    const written = finished(stream);
+    written.catch(() => undefined);
+    const drop = (): Promise<void> => this.deleteSubvolumes([p.newPath], { commit: false }).catch(() => undefined);
+    return {
+      stream,
+      commit: async () => {
+        try {
+          await written;
+          const got = (await stat(image)).size;
+          if (got !== before.size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${before.size} bytes, the stream carried ${got}`);
+          const fh = await open(image, 'r');
+          await fh.sync();
+          await fh.close();
+        } catch (err) {
+          await drop();
+          fail(err, `cannot write disk ${disk.path}`);
+        }
+        await this.swapPrepared(p);
+      },
+      abort: async () => {
+        stream.destroy();
+        await written.catch(() => undefined);
+        await drop();
+      },
+    };
   }
 
   /** Puts the old disk back when a swap stopped between its renames, then deletes the leftovers. */
