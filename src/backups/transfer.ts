@@ -6,7 +6,7 @@
  */
 import type { DiskRef, StorageDriver } from '../storage/driver.js';
 import { StorageError } from '../storage/driver.js';
-import { streamingOf, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../storage/stream.js';
+import { diskWriterOf, snapshotReaderOf, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../storage/stream.js';
 
 /** A disk on a storage of a node. */
 export interface DiskEnd {
@@ -37,16 +37,23 @@ export class LocalTransfer implements Transfer {
     return d;
   }
 
-  #streaming(end: DiskEnd): StreamingDriver {
+  #reader(end: DiskEnd): Pick<StreamingDriver, 'readSnapshotStream'> {
     const d = this.#driver(end);
-    const s = streamingOf(d);
+    const s = snapshotReaderOf(d);
     if (!s) throw new StorageError('backend', `Storage ${end.storage} (driver ${d.kind}) cannot stream a disk's image for a file backup yet`);
+    return s;
+  }
+
+  #writer(end: DiskEnd): Pick<StreamingDriver, 'openDiskWrite'> {
+    const d = this.#driver(end);
+    const s = diskWriterOf(d);
+    if (!s) throw new StorageError('backend', `Storage ${end.storage} (driver ${d.kind}) cannot be restored into from a file backup yet`);
     return s;
   }
 
   async createSnapshot(end: DiskEnd, snapshot: string): Promise<void> {
     const d = this.#driver(end);
-    this.#streaming(end); // refuse before a snapshot is made that nothing can read
+    this.#reader(end); // refuse before a snapshot is made that nothing can read
     try {
       await d.create(end.disk, snapshot, { name: snapshot });
     } catch (err) {
@@ -59,11 +66,11 @@ export class LocalTransfer implements Transfer {
   }
 
   openSnapshotRead(end: DiskEnd, snapshot: string): Promise<SnapshotReadable> {
-    return this.#streaming(end).readSnapshotStream(end.disk, snapshot);
+    return this.#reader(end).readSnapshotStream(end.disk, snapshot);
   }
 
   openDiskWrite(end: DiskEnd): Promise<DiskWritable> {
-    return this.#streaming(end).openDiskWrite(end.disk);
+    return this.#writer(end).openDiskWrite(end.disk);
   }
 }
 

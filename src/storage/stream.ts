@@ -39,3 +39,13 @@ export function streamingOf(driver: StorageDriver): StreamingDriver | null {
   const d = driver as Partial<StreamingDriver>;
   return typeof d.readSnapshotStream === 'function' && typeof d.openDiskWrite === 'function' ? (driver as unknown as StreamingDriver) : null;
 }
+
+/** The driver's snapshot reader alone (a driver may read snapshots before it can write disks). */
+export function snapshotReaderOf(driver: StorageDriver): Pick<StreamingDriver, 'readSnapshotStream'> | null {
+  return typeof (driver as Partial<StreamingDriver>).readSnapshotStream === 'function' ? (driver as unknown as StreamingDriver) : null;
+}
+
+/** The driver's disk writer alone. */
+export function diskWriterOf(driver: StorageDriver): Pick<StreamingDriver, 'openDiskWrite'> | null {
+  return typeof (driver as Partial<StreamingDriver>).openDiskWrite === 'function' ? (driver as unknown as StreamingDriver) : null;
+}

@@ -13,6 +13,8 @@ import { FileDriver } from '../../src/storage/file/file.driver.js';
 import { BtrfsDriver } from '../../src/storage/btrfs/btrfs.driver.js';
 import { loopFsUnavailable, makeLoopFs, type LoopFs } from '../platform/loopfs.js';
 import { platformUnavailable } from '../platform/require.js';
+import { qemuUnavailable } from '../platform/qemu.js';
+import { qcow2Env, type Qcow2Env } from './qcow2.helpers.js';
 import { NodeCommandRunner } from '../../src/storage/node-runner.js';
 import { streamingOf } from '../../src/storage/stream.js';
 
@@ -120,6 +122,30 @@ describe('btrfs driver streams (loop-mounted btrfs)', async () => {
     expect((await readdir(join(fs.mountpoint, 'r', 'vm1'))).sort()).toEqual(['disk0']);
     expect((await readFile(image())).equals(Buffer.alloc(SIZE, 5))).toBe(true);
     cut.stream.destroy();
+  });
+});
+
+describe('qcow2 driver snapshot stream (qemu-img)', async () => {
+  const reason = await qemuUnavailable();
+  if (reason !== null) return platformUnavailable('needs qemu-img', reason);
+  let e: Qcow2Env;
+  const disk = { path: 'vm1/disk0', sizeBytes: SIZE };
+  beforeAll(async () => {
+    e = await qcow2Env();
+    await e.driver.createDisk(disk);
+    await e.io.write(disk, 0, Buffer.alloc(SIZE, 1));
+    await e.driver.create(disk, 'is-1', { name: 'is-1' });
+    await e.io.write(disk, 0, Buffer.alloc(SIZE, 2));
+  });
+  afterAll(() => e?.cleanup());
+
+  it("reads the internal snapshot's raw bytes and removes its temporary copy", async () => {
+    const r = await e.driver.readSnapshotStream(disk, 'is-1');
+    const chunks: Buffer[] = [];
+    for await (const c of r.stream) chunks.push(c as Buffer);
+    await r.done();
+    expect(Buffer.concat(chunks).equals(Buffer.alloc(SIZE, 1))).toBe(true);
+    expect((await readdir(join(e.root, '.esnap'))).filter((n) => n.startsWith('stream-'))).toEqual([]);
   });
 });
 
