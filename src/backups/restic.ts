@@ -31,6 +31,8 @@ const NO_SPACE_RE = /no space left on device|disk quota exceeded/i;
 const LOCK_RETRY_MS = 2000;
 const LOCK_WAIT_MAX_MS = 6 * 3600_000;
 const LONG_MS = 24 * 3600_000;
+/** Buffer size of the image streams through this process. */
+export const STREAM_CHUNK = 4 * 1024 * 1024;
 
 export interface ResticOptions {
   readonly runner: CommandRunner;
@@ -102,6 +104,10 @@ export interface ResticBackupResult {
 export class HashCount extends Transform {
   readonly #hash = createHash('sha256');
   bytes = 0;
+  constructor() {
+    // Large buffers: an image stream is gigabytes, and 16 KiB steps cost more than the hashing.
+    super({ highWaterMark: STREAM_CHUNK });
+  }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
     this.#hash.update(chunk);
     this.bytes += chunk.length;

@@ -372,7 +372,7 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
     const p = this.paths(disk);
     const image = join(this.requireSnapshot(p, id, disk), IMAGE);
     const st = await stat(image).catch((err: unknown) => fail(err, `snapshot ${id} of ${disk.path} has no image`));
-    const stream = createReadStream(image);
+    const stream = createReadStream(image, { highWaterMark: 4 * 1024 * 1024 });
     const ended = finished(stream).catch((err: unknown) => fail(err, `cannot read snapshot ${id} of ${disk.path}`));
     ended.catch(() => undefined);
     return { stream, size: st.size, done: () => ended };
@@ -390,7 +390,7 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
     await this.recoverSwap(p);
     await this.btrfs(['btrfs', 'subvolume', 'create', p.newPath]);
     const image = join(p.newPath, IMAGE);
-    const stream = createWriteStream(image, { flags: 'wx', mode: before.mode & 0o7777 });
+    const stream = createWriteStream(image, { flags: 'wx', mode: before.mode & 0o7777, highWaterMark: 4 * 1024 * 1024 });
     const written = finished(stream);
     written.catch(() => undefined);
     const drop = (): Promise<void> => this.deleteSubvolumes([p.newPath], { commit: false }).catch(() => undefined);

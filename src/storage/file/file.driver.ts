@@ -246,7 +246,7 @@ export class FileDriver implements StorageDriver, StreamingDriver {
     assertSnapshotId(id);
     const { snapDir } = await this.paths(disk);
     const snapshot = await this.requireSnapshot(snapDir, id, disk);
-    const stream = createReadStream(snapshot.path);
+    const stream = createReadStream(snapshot.path, { highWaterMark: 4 * 1024 * 1024 });
     const ended = finished(stream).catch((err: unknown) => fail(err, `cannot read snapshot ${id} of ${disk.path}`));
     ended.catch(() => undefined); // observed through done()
     return { stream, size: snapshot.stat.size, done: () => ended };
@@ -258,7 +258,7 @@ export class FileDriver implements StorageDriver, StreamingDriver {
     const { image } = await this.paths(disk);
     const st = await this.requireDisk(image, disk);
     const sw = await openSwitch({ root: this.root, journal: this.journal, image });
-    const stream = createWriteStream(sw.temp, { flags: 'wx' });
+    const stream = createWriteStream(sw.temp, { flags: 'wx', highWaterMark: 4 * 1024 * 1024 });
     const written = finished(stream);
     written.catch(() => undefined);
     return {

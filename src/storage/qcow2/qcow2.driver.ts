@@ -330,7 +330,7 @@ export class Qcow2Driver implements StorageDriver {
       throw err;
     }
     const size = (await statAsync(temp)).size;
-    const stream = createReadStream(temp);
+    const stream = createReadStream(temp, { highWaterMark: 4 * 1024 * 1024 });
     const ended = finished(stream)
       .catch((err: unknown) => fail(err, `cannot read snapshot ${id} of ${disk.path}`))
       .finally(() => unlink(temp).catch(() => undefined));
