@@ -19,6 +19,7 @@ import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, DamageData,
 import { DISK_DAMAGED } from '../domain/errors.js';
 import type { Virsh } from '../hypervisor/virsh.js';
 import { runPower } from '../hypervisor/libvirt.power.js';
+import { CONTROL_KINDS } from '../transport/trust.service.js';
 
 export interface AgentReporter {
   /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
@@ -61,6 +62,13 @@ export class Agent {
     /** `runner` is the process's one command runner (its drivers' own), injected so its hook logs every command. */
     private readonly opts: { freezeLimitMs?: number; runner: CommandRunner; libvirt?: Virsh | null },
   ) {}
+
+  /**
+   * Where control messages go (kinds in CONTROL_KINDS: SSH trust, restore announcements,
+   * src/transport/trust.service.ts). They are not tasks: no claim, no outcome. Without a handler
+   * (embedded mode: no SSH) they are dropped.
+   */
+  control: ((msg: QueueMessage) => Promise<void>) | null = null;
 
   #warnedNoProbe = false;
   /** The scope of each task this agent has taken, from before its claim until its end is reported. */
@@ -124,6 +132,14 @@ export class Agent {
   }
 
   async handle(msg: QueueMessage): Promise<void> {
+    if (CONTROL_KINDS.has(msg.kind)) {
+      try {
+        await this.control?.(msg);
+      } catch (err) {
+        this.log.error({ err, kind: msg.kind }, 'control message failed');
+      }
+      return;
+    }
     // The scope exists before the claim: a cancel that arrives while the claim is recorded finds it.
     const scope = new OpScope();
     this.#scopes.set(msg.taskId, scope);

@@ -16,6 +16,8 @@ import { CHILDREN_SUBDIR } from '../storage/agent-runner.js';
 import { backupDatabase, BackupError, restoreInstructions } from '../db/backup.js';
 import { NewerSchemaError } from '../db/migrate.js';
 import { DatabaseConnectError, explainConnectError } from '../db/connect-error.js';
+import { loadServeConfigFile, serve as serveSsh } from '../transport/ssh-serve.js';
+import { NodeCommandRunner } from '../storage/node-runner.js';
 
 const USAGE = `usage: esnap <command>
 
@@ -23,6 +25,9 @@ commands:
   serve     start the API server (and its local agent) — configured by ESNAP_* variables
   agent     run this node's agent in cluster mode (ESNAP_DATABASE_URL=postgres://…, ESNAP_NODE,
             ESNAP_STORAGES); it needs only the pg-boss schema in the database
+  ssh-serve <serve.json>
+            the forced command of backup nodes' SSH keys (written by the agent into
+            ESNAP_SSH_DIR/authorized_keys; runs SSH_ORIGINAL_COMMAND's send or receive only)
   db backup <file>
             copy the SQLite database to <file> while the server runs (same settings as serve;
             PostgreSQL: use pg_dump)
@@ -92,12 +97,33 @@ async function agent(): Promise<void> {
     healthListen: config.agentHealthListen,
     childRecordsDir: join(config.dataDir, CHILDREN_SUBDIR),
     hypervisor: config.hypervisor,
+    ssh: { dir: config.sshDir, address: config.nodeAddress },
+    backupNode: config.backupNode,
     log,
   }).catch((err: unknown) => {
     throw explainConnectError(err, config.databaseUrl);
   });
   if (runtime.health) log.info({ address: runtime.health.address }, 'agent health checks listening');
   onStopSignals({ runningTasks: () => runtime.runningTasks(), close: () => runtime.stop() }, { graceS: config.stopGraceS, log });
+}
+
+/**
+ * `esnap ssh-serve <serve.json>`: the forced command sshd runs for a backup node's key
+ * (src/transport/ssh-serve.ts); the request is in SSH_ORIGINAL_COMMAND, never in argv.
+ */
+async function sshServe(args: readonly string[]): Promise<number> {
+  if (args.length !== 1 || !args[0]) {
+    process.stderr.write('esnap: refused: ssh-serve takes the path of its serve.json only\n');
+    return 2;
+  }
+  const config = loadServeConfigFile(args[0]);
+  return serveSsh(config, process.env['SSH_ORIGINAL_COMMAND'], {
+    stdin: process.stdin,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    runner: new NodeCommandRunner(),
+    now: () => new Date(),
+  });
 }
 
 /** `esnap db backup <file>` (src/db/backup.ts). */
@@ -122,6 +148,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return -1;
     case 'db':
       return db(argv.slice(1));
+    case 'ssh-serve':
+      return sshServe(argv.slice(1));
     case undefined:
     case 'help':
     case '--help':
