@@ -16,8 +16,7 @@ import { CHILDREN_SUBDIR } from '../storage/agent-runner.js';
 import { backupDatabase, BackupError, restoreInstructions } from '../db/backup.js';
 import { NewerSchemaError } from '../db/migrate.js';
 import { DatabaseConnectError, explainConnectError } from '../db/connect-error.js';
-import { loadServeConfigFile, serve as serveSsh } from '../transport/ssh-serve.js';
-import { NodeCommandRunner } from '../storage/node-runner.js';
+import { runSshServe } from '../transport/ssh-serve.js';
 
 const USAGE = `usage: esnap <command>
 
@@ -107,25 +106,6 @@ async function agent(): Promise<void> {
   onStopSignals({ runningTasks: () => runtime.runningTasks(), close: () => runtime.stop() }, { graceS: config.stopGraceS, log });
 }
 
-/**
- * `esnap ssh-serve <serve.json>`: the forced command sshd runs for a backup node's key
- * (src/transport/ssh-serve.ts); the request is in SSH_ORIGINAL_COMMAND, never in argv.
- */
-async function sshServe(args: readonly string[]): Promise<number> {
-  if (args.length !== 1 || !args[0]) {
-    process.stderr.write('esnap: refused: ssh-serve takes the path of its serve.json only\n');
-    return 2;
-  }
-  const config = loadServeConfigFile(args[0]);
-  return serveSsh(config, process.env['SSH_ORIGINAL_COMMAND'], {
-    stdin: process.stdin,
-    stdout: process.stdout,
-    stderr: process.stderr,
-    runner: new NodeCommandRunner(),
-    now: () => new Date(),
-  });
-}
-
 /** `esnap db backup <file>` (src/db/backup.ts). */
 async function db(args: readonly string[]): Promise<number> {
   if (args[0] !== 'backup' || args.length !== 2 || !args[1]) {
@@ -149,7 +129,7 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'db':
       return db(argv.slice(1));
     case 'ssh-serve':
-      return sshServe(argv.slice(1));
+      return runSshServe(argv.slice(1));
     case undefined:
     case 'help':
     case '--help':

@@ -30,8 +30,8 @@ export interface AgentSshOptions {
   /** ESNAP_NODE_ADDRESS. */
   readonly address: SshAddress;
   readonly storages: readonly StorageConfig[];
-  /** The entry script sshd runs as the forced command (default: this build's bin/esnap.js). */
-  readonly esnapScript?: string;
+  /** The entry script sshd runs as the forced command (default: this build's bin/esnap-ssh-serve.js). */
+  readonly serveScript?: string;
 }
 
 export class AgentSsh {
@@ -46,7 +46,7 @@ export class AgentSsh {
   ) {}
 
   static async start(runner: CommandRunner, opts: AgentSshOptions, log: Logger): Promise<AgentSsh> {
-    const script = opts.esnapScript ?? fileURLToPath(new URL('../bin/esnap.js', import.meta.url));
+    const script = opts.serveScript ?? fileURLToPath(new URL('../bin/esnap-ssh-serve.js', import.meta.url));
     // Checked first: a path the forced command cannot hold stops the start, before any key exists.
     const command = forcedCommand(process.execPath, script, opts.dir);
     const publicKey = await ensureIdentity(runner, opts.dir, opts.node);

@@ -55,6 +55,8 @@ export interface PullRequest {
   readonly checksum?: boolean;
   readonly signal?: AbortSignal;
   readonly timeoutMs?: number;
+  /** Called with the bytes sent so far, as chunks cross. */
+  readonly onProgress?: (bytes: number) => void;
 }
 
 export interface PullResult {
@@ -142,6 +144,7 @@ async function transfer(runner: CommandRunner, req: PullRequest, base: string | 
   const counter = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       bytes += chunk.length;
+      req.onProgress?.(bytes);
       cb(null, chunk);
     },
   });

@@ -11,8 +11,8 @@
  * btrfs folder `<root>/<chain>/` holding one read-only subvolume per backup. A full stream starts a
  * new chain; an incremental one lands in the chain that holds its base.
  */
-import { join } from 'node:path';
-import { lstat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { lstat, mkdir } from 'node:fs/promises';
 import { assertDiskPath, StorageError } from '../storage/driver.js';
 import type { StorageConfig } from '../storage/drivers.js';
 import type { CommandRunner } from '../storage/runner.js';
@@ -102,4 +102,25 @@ export function receiveArgv(cfg: StorageConfig, chain: string): string[] {
   const at = chainLocation(cfg, chain);
   if (nativeKind(cfg.driver) === 'zfs') return ['zfs', 'recv', '-F', at];
   return ['btrfs', 'receive', at];
+}
+
+/**
+ * Takes (`snapshot`, idempotent: an existing one is kept) or destroys (`release`, a missing one is
+ * fine) a backup's `is-<n>` snapshot of a disk with zfs's or btrfs's own commands, not the driver:
+ * its init() repairs interrupted operations, which only the agent may do.
+ */
+export async function nativeBaseSnapshot(runner: CommandRunner, cfg: StorageConfig, disk: string, id: string, op: 'snapshot' | 'release'): Promise<void> {
+  const kind = nativeKind(cfg.driver);
+  const exists = await nativeSnapshotExists(runner, cfg, disk, id);
+  if ((op === 'snapshot') === exists) return;
+  const snap = nativeSnapshot(cfg, disk, id);
+  let argv: string[];
+  if (kind === 'zfs') argv = op === 'snapshot' ? ['zfs', 'snapshot', snap] : ['zfs', 'destroy', snap];
+  else if (op === 'release') argv = ['btrfs', 'subvolume', 'delete', '--commit-after', snap];
+  else {
+    await mkdir(dirname(snap), { recursive: true });
+    argv = ['btrfs', 'subvolume', 'snapshot', '-r', join(requireField(cfg, 'root'), disk), snap];
+  }
+  const r = await runner.run(argv, { timeoutMs: 5 * 60_000 });
+  if (r.code !== 0) throw new StorageError('backend', `${argv.slice(0, 3).join(' ')} ${snap} failed: ${r.stderr.trim()}`);
 }

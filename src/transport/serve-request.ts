@@ -35,6 +35,9 @@ export const EXIT_REFUSED = 2;
 /** `send dataset … <base>` whose base is no longer on the disk: the caller sends a full stream instead. */
 export const EXIT_BASE_MISSING = 3;
 
+/** What ends a receive's image when the sender commits: `commit <sha-256 hex>\n` (ssh-transfer.ts). */
+export const COMMIT_PREFIX = 'commit ';
+
 /** esnap's snapshot ids: manual `es-`, automatic `as-`, and backup bases `is-` (hidden from users). */
 export const SERVE_SNAPSHOT_RE = /^[aei]s-[0-9]{1,18}$/;
 /** Backup bases only: the incremental `<base>` of a dataset send. */

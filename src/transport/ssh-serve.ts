@@ -8,8 +8,9 @@
  *   so the backup node sends a full stream instead.
  * - `send image`: the snapshot's raw image (the driver's readSnapshotStream) to stdout.
  * - `receive`: only while the server has announced that restore task for that disk to this node
- *   (announcements.ts): stdin goes to the driver's crash-safe disk write, committed only when the
- *   stream ended with exactly the disk's size; a dropped connection aborts it (old bytes stay).
+ *   (announcements.ts): stdin goes to the driver's crash-safe disk write, committed only when
+ *   exactly the disk's size arrived followed by the sender's `commit <sha-256>` line naming the
+ *   same SHA-256; an abort or a dropped connection ends without it (old bytes stay).
  * - `snapshot` / `release`: take or destroy a backup's `is-<n>` source snapshot.
  *
  * It never calls a driver's init(): that repairs interrupted operations, which is the agent's job
@@ -20,16 +21,16 @@
  * shows them in the task's detail.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { mkdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
-import type { Readable, Writable } from 'node:stream';
+import { Transform, type Readable, type Writable } from 'node:stream';
 import { createDriver, type StorageConfig } from '../storage/drivers.js';
 import type { CommandRunner } from '../storage/runner.js';
+import { NodeCommandRunner } from '../storage/node-runner.js';
 import { streamingOf } from '../storage/stream.js';
 import { announcedReceive } from './announcements.js';
-import { EXIT_BASE_MISSING, EXIT_FAILED, EXIT_REFUSED, parseServeRequest, ServeRefusal, type ServeRequest } from './serve-request.js';
-import { nativeKind, nativeSnapshot, nativeSnapshotExists, sendArgv } from './native-streams.js';
+import { COMMIT_PREFIX, EXIT_BASE_MISSING, EXIT_FAILED, EXIT_REFUSED, parseServeRequest, ServeRefusal, type ServeRequest } from './serve-request.js';
+import { nativeBaseSnapshot, nativeKind, nativeSnapshotExists, sendArgv } from './native-streams.js';
 import type { ServeConfig } from './trust-files.js';
 
 export interface ServeIo {
@@ -106,11 +107,31 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
       const streaming = streamingOf(createDriver(cfg, io.runner));
       if (!streaming) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot write images`, EXIT_REFUSED);
       const write = await streaming.openDiskWrite({ path: r.disk, sizeBytes: size });
+      // The image (exactly `size` bytes), then the sender's `commit <sha-256>\n` (ssh-transfer.ts).
+      const hash = createHash('sha256');
+      let received = 0;
+      let trailer = '';
+      const split = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          const body = chunk.subarray(0, Math.max(0, size - received));
+          received += body.length;
+          if (body.length > 0) hash.update(body);
+          trailer += chunk.subarray(body.length).toString('latin1');
+          if (trailer.length > 128) return cb(new Error('more bytes than the disk holds'));
+          cb(null, body.length > 0 ? body : undefined);
+        },
+      });
       try {
-        await pipeline(io.stdin, write.stream);
+        await pipeline(io.stdin, split, write.stream);
       } catch (err) {
         await write.abort();
         throw new ServeFailure(`the image stream broke off; ${where} keeps its old bytes (${(err as Error).message})`, EXIT_FAILED);
+      }
+      const sha = hash.digest('hex');
+      if (received !== size || trailer !== `${COMMIT_PREFIX}${sha}\n`) {
+        await write.abort();
+        const why = received !== size ? `the image stream ended after ${received} of ${size} bytes` : 'the sender did not commit this image (aborted, or its checksum differs)';
+        throw new ServeFailure(`${why}; ${where} keeps its old bytes`, EXIT_FAILED);
       }
       await write.commit().catch(async (err: unknown) => {
         await write.abort().catch(() => undefined);
@@ -120,7 +141,16 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
     }
     case 'snapshot':
     case 'release':
-      await baseSnapshot(io.runner, cfg, r.disk, r.snapshot, r.op);
+      if (nativeKind(cfg.driver) !== null) {
+        await nativeBaseSnapshot(io.runner, cfg, r.disk, r.snapshot, r.op);
+        return;
+      }
+      {
+        const driver = createDriver(cfg, io.runner);
+        if (r.op === 'release') return driver.destroy({ path: r.disk }, [r.snapshot]);
+        if ((await driver.list({ path: r.disk })).some((x) => x.id === r.snapshot)) return;
+        await driver.create({ path: r.disk }, r.snapshot, { name: r.snapshot });
+      }
       return;
   }
 }
@@ -134,29 +164,17 @@ async function streamOut(io: ServeIo, argv: string[]): Promise<void> {
   if (result.code !== 0) throw new ServeFailure(`${argv.slice(0, 2).join(' ')} failed (exit ${result.code}): ${result.stderr.trim()}`, EXIT_FAILED);
 }
 
-/**
- * `snapshot`: takes `is-<n>` (idempotent: an existing one is kept). `release`: destroys it (a
- * missing one is fine). zfs and btrfs with their commands, other drivers through the driver.
- */
-async function baseSnapshot(runner: CommandRunner, cfg: StorageConfig, disk: string, id: string, op: 'snapshot' | 'release'): Promise<void> {
-  const kind = nativeKind(cfg.driver);
-  if (kind === null) {
-    const driver = createDriver(cfg, runner);
-    if (op === 'release') return driver.destroy({ path: disk }, [id]);
-    if ((await driver.list({ path: disk })).some((s) => s.id === id)) return;
-    await driver.create({ path: disk }, id, { name: id });
-    return;
+/** The forced command's entry (`esnap-ssh-serve <serve.json>`, `esnap ssh-serve <serve.json>`): the request is in SSH_ORIGINAL_COMMAND, never in argv. */
+export async function runSshServe(args: readonly string[]): Promise<number> {
+  if (args.length !== 1 || !args[0]) {
+    process.stderr.write('esnap: refused: ssh-serve takes the path of its serve.json only\n');
+    return EXIT_REFUSED;
   }
-  const exists = await nativeSnapshotExists(runner, cfg, disk, id);
-  if ((op === 'snapshot') === exists) return;
-  const snap = nativeSnapshot(cfg, disk, id);
-  let argv: string[];
-  if (kind === 'zfs') argv = op === 'snapshot' ? ['zfs', 'snapshot', snap] : ['zfs', 'destroy', snap];
-  else if (op === 'release') argv = ['btrfs', 'subvolume', 'delete', '--commit-after', snap];
-  else {
-    await mkdir(dirname(snap), { recursive: true });
-    argv = ['btrfs', 'subvolume', 'snapshot', '-r', join(cfg.root!, disk), snap];
-  }
-  const r = await runner.run(argv, { timeoutMs: 5 * 60_000 });
-  if (r.code !== 0) throw new ServeFailure(`${argv.slice(0, 3).join(' ')} failed: ${r.stderr.trim()}`, EXIT_FAILED);
+  return serve(loadServeConfigFile(args[0]), process.env['SSH_ORIGINAL_COMMAND'], {
+    stdin: process.stdin,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    runner: new NodeCommandRunner(),
+    now: () => new Date(),
+  });
 }

@@ -2,7 +2,7 @@
  * The files an agent maintains in ESNAP_SSH_DIR from what the servers hand it (a `trust` message):
  *
  * - `authorized_keys`: one entry per backup node's public key, each
- *   `restrict,command="<node> <esnap.js> ssh-serve <ssh dir>/serve.json" ssh-ed25519 … esnap-backup@<node>`,
+ *   `restrict,command="<node> <esnap-ssh-serve.js> <ssh dir>/serve.json" ssh-ed25519 … esnap-backup@<node>`,
  *   so the key runs esnap's forced command and nothing else (no shell, no forwarding, no pty). The
  *   host's sshd reads it for one dedicated user (README: `Match User` + `AuthorizedKeysFile`).
  * - `known_hosts`: the registered host key of every node's sshd, under its ESNAP_NODE_ADDRESS
@@ -50,17 +50,18 @@ export class TrustFileError extends Error {
 }
 
 /**
- * The forced command: node, esnap's entry script, `ssh-serve`, the serve config. Paths with a
- * character a shell or sshd's option parser could read otherwise are refused here, at start-up.
+ * The forced command: node, esnap's ssh-serve entry (dist/src/bin/esnap-ssh-serve.js), the serve
+ * config. Paths with a character a shell or sshd's option parser could read otherwise are refused
+ * here, at start-up.
  */
-export function forcedCommand(nodeBinary: string, esnapScript: string, sshDir: string): string {
-  const parts = [nodeBinary, esnapScript, join(sshDir, SERVE_CONFIG_FILE)];
+export function forcedCommand(nodeBinary: string, serveScript: string, sshDir: string): string {
+  const parts = [nodeBinary, serveScript, join(sshDir, SERVE_CONFIG_FILE)];
   for (const p of parts) {
     if (!SAFE_PATH_RE.test(p)) {
       throw new TrustFileError(`${JSON.stringify(p)} cannot be part of the SSH forced command: use a path of letters, digits and / . _ + - only`);
     }
   }
-  return `${parts[0]} ${parts[1]} ssh-serve ${parts[2]}`;
+  return `${parts[0]} ${parts[1]} ${parts[2]}`;
 }
 
 /** The authorized-keys text for these keys (sorted by node: the same set writes the same file). */

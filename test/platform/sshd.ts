@@ -103,6 +103,9 @@ export async function startSshd(opts: { dir: string; authorizedKeysFile: string;
       'KbdInteractiveAuthentication no',
       'PubkeyAuthentication yes',
       'PermitRootLogin prohibit-password',
+      // The agents' folders are below os.tmpdir() (mode 1777), which StrictModes refuses; a host's
+      // ESNAP_SSH_DIR lies in the data dir, root's and 0700 (the README's lines keep StrictModes).
+      'StrictModes no',
       // Nobody else's keys: only the user below, and only from esnap's file.
       'AuthorizedKeysFile none',
       `Match User ${user}`,
@@ -126,7 +129,8 @@ export async function startSshd(opts: { dir: string; authorizedKeysFile: string;
     user,
     log: () => log,
     async stop() {
-      if (child.pid === undefined || child.exitCode !== null) return;
+      const gone = (): boolean => child.exitCode !== null || child.signalCode !== null;
+      if (child.pid === undefined || gone()) return;
       const sessions = await descendants(child.pid);
       child.kill('SIGKILL');
       for (const pid of sessions) {
@@ -138,7 +142,7 @@ export async function startSshd(opts: { dir: string; authorizedKeysFile: string;
           /* already gone */
         }
       }
-      if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
+      if (!gone()) await new Promise((r) => child.once('exit', r));
     },
   };
 }

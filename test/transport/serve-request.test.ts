@@ -79,8 +79,8 @@ describe('ssh addresses and trust files', () => {
   });
 
   it('writes authorized keys with restrict and the forced command only, and pinned known hosts', () => {
-    const cmd = forcedCommand('/usr/bin/node', '/opt/esnap/dist/src/bin/esnap.js', '/var/lib/esnap/ssh');
-    expect(cmd).toBe('/usr/bin/node /opt/esnap/dist/src/bin/esnap.js ssh-serve /var/lib/esnap/ssh/serve.json');
+    const cmd = forcedCommand('/usr/bin/node', '/opt/esnap/dist/src/bin/esnap-ssh-serve.js', '/var/lib/esnap/ssh');
+    expect(cmd).toBe('/usr/bin/node /opt/esnap/dist/src/bin/esnap-ssh-serve.js /var/lib/esnap/ssh/serve.json');
     const text = authorizedKeysText([{ node: 'bkp1', publicKey: `${KEY} comment` }, { node: 'evil', publicKey: 'ssh-rsa AAAA' }], cmd);
     expect(text).toBe(`restrict,command="${cmd}" ${KEY} esnap-backup@bkp1\n`);
     expect(knownHostsText([{ node: 'n1', address: 'esnap@n1.example:2222', hostKey: KEY }, { node: 'n2', address: '-oX', hostKey: KEY }])).toBe(`[n1.example]:2222 ${KEY}\n`);
