@@ -28,6 +28,7 @@ import type { StorageDriver } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { agentRunner } from '../storage/agent-runner.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
+import { storageRoots } from '../backups/backup-node.js';
 import { Agent, failure, type AgentReporter } from './agent.js';
 import { RunningTasks } from './running-tasks.js';
 import { Ticker } from '../tasks/ticker.js';
@@ -63,6 +64,8 @@ export interface AgentRuntimeOptions {
   readonly healthListen?: { readonly host: string; readonly port: number } | null;
   /** Folder recording storage commands, so a restart ends those a crash left (storage/agent-runner.ts). */
   readonly childRecordsDir?: string;
+  /** Where this node keeps its restic repository passwords (ESNAP_DATA_DIR/backup-keys). */
+  readonly backupKeysDir?: string;
   /** ESNAP_HYPERVISOR…: with libvirt, the node's domains are discovered and sent to the servers. */
   readonly hypervisor?: HypervisorConfig;
   /** ESNAP_SSH_DIR and ESNAP_NODE_ADDRESS: the node's SSH side for backups (src/transport/agent-ssh.ts); none without. */
@@ -142,7 +145,12 @@ export class AgentRuntime {
     const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner, extras)]));
     const freeze = opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {};
     const running = new RunningTasks();
-    const agent = new Agent(node, drivers, queue, running.track(reporter), log, { runner, ...freeze, libvirt: agentVirsh(opts.hypervisor, runner) });
+    const agent = new Agent(node, drivers, queue, running.track(reporter), log, {
+      runner,
+      ...freeze,
+      libvirt: agentVirsh(opts.hypervisor, runner),
+      backup: { keysDir: opts.backupKeysDir ?? null, roots: storageRoots(opts.storages) },
+    });
     const rt = new AgentRuntime(agent, queue, listener, opts, healthState, health, running);
     try {
       for (const d of drivers.values()) await d.init();

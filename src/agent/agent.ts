@@ -20,6 +20,8 @@ import { DISK_DAMAGED } from '../domain/errors.js';
 import type { Virsh } from '../hypervisor/virsh.js';
 import { runPower } from '../hypervisor/libvirt.power.js';
 import { CONTROL_KINDS } from '../transport/trust.service.js';
+import { runBackupOp } from '../backups/backup.agent.js';
+import { defaultTransferFor, type TransferFor } from '../backups/transfer.js';
 
 export interface AgentReporter {
   /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
@@ -60,8 +62,18 @@ export class Agent {
     private readonly reporter: AgentReporter,
     private readonly log: Logger,
     /** `runner` is the process's one command runner (its drivers' own), injected so its hook logs every command. */
-    private readonly opts: { freezeLimitMs?: number; runner: CommandRunner; libvirt?: Virsh | null },
-  ) {}
+    private readonly opts: {
+      freezeLimitMs?: number;
+      runner: CommandRunner;
+      libvirt?: Virsh | null;
+      /** Backups (src/backups/): key folder, storage roots, and the transport to other nodes. */
+      backup?: { keysDir: string | null; roots: ReadonlyMap<string, string>; remote?: TransferFor };
+    },
+  ) {
+    this.#transferFor = defaultTransferFor(node, drivers, opts.backup?.remote);
+  }
+
+  readonly #transferFor: TransferFor;
 
   /**
    * Where control messages go (kinds in CONTROL_KINDS: SSH trust, restore announcements,
@@ -318,6 +330,23 @@ export class Agent {
         return { returncode: 0, message: 'Disk successfully deleted', detail: '' };
       case 'noop':
         return { returncode: 0, message: 'OK', detail: '' };
+      case 'backup_create':
+      case 'backup_restore':
+      case 'backup_verify':
+      case 'backup_delete':
+      case 'backup_cleanup':
+        if (p.op === 'backup_restore' && p.target.node === this.node) {
+          await this.#assertNotInUse(this.#driver(p.target.storage), p.target.disk);
+        }
+        return runBackupOp(p, {
+          node: this.node,
+          runner: this.opts.runner,
+          log: this.log,
+          transferFor: this.#transferFor,
+          roots: this.opts.backup?.roots ?? new Map(),
+          keysDir: this.opts.backup?.keysDir ?? null,
+          ...(this.opts.freezeLimitMs !== undefined ? { freezeLimitMs: this.opts.freezeLimitMs } : {}),
+        });
       case 'vm_power':
         if (!this.opts.libvirt) return failure(`Node ${this.node} has no hypervisor adapter (ESNAP_HYPERVISOR)`);
         return runPower(this.opts.libvirt, p);
