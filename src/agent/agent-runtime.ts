@@ -39,6 +39,8 @@ import { listenForCancels } from './cluster.cancel.js';
 import type { HypervisorConfig } from '../config.js';
 import { agentVirsh, driverExtras, startHypervisor, type HypervisorHandle } from '../hypervisor/hypervisor.js';
 import { AgentSsh, type AgentSshOptions } from '../transport/agent-ssh.js';
+import { SshTransfer } from '../transport/ssh-transfer.js';
+import { StorageError } from '../storage/driver.js';
 import { CONTROL_KINDS } from '../transport/trust.service.js';
 
 function heartbeat(node: string): RegisterMessage {
@@ -145,11 +147,24 @@ export class AgentRuntime {
     const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner, extras)]));
     const freeze = opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {};
     const running = new RunningTasks();
+    // Set once the SSH side has started (below); backup tasks only run after that.
+    let ssh: AgentSsh | null = null;
     const agent = new Agent(node, drivers, queue, running.track(reporter), log, {
       runner,
       ...freeze,
       libvirt: agentVirsh(opts.hypervisor, runner),
-      backup: { keysDir: opts.backupKeysDir ?? null, roots: storageRoots(opts.storages) },
+      backup: {
+        keysDir: opts.backupKeysDir ?? null,
+        roots: storageRoots(opts.storages),
+        storages: new Map(opts.storages.map((s) => [s.name, s])),
+        ssh: () => ssh,
+        // Disks on other nodes: over SSH to the address that node registered.
+        remote: (other) => {
+          const address = ssh?.addressOf(other) ?? null;
+          if (!ssh || !address) throw new StorageError('backend', `No SSH address of node ${other} is known on node ${node} (its agent has not registered one)`);
+          return new SshTransfer(runner, ssh.dir, other, address);
+        },
+      },
     });
     const rt = new AgentRuntime(agent, queue, listener, opts, healthState, health, running);
     try {
@@ -159,9 +174,10 @@ export class AgentRuntime {
       const stats = await agent.storageStats();
       const storages = opts.storages.map((s) => ({ ...s, size: stats.get(s.name)?.size ?? null, free: stats.get(s.name)?.free ?? null }));
       if (opts.ssh) {
-        const ssh = await AgentSsh.start(runner, { ...opts.ssh, node, storages: opts.storages }, log);
-        rt.ssh = ssh;
-        agent.control = (msg) => ssh.control(msg);
+        const side = await AgentSsh.start(runner, { ...opts.ssh, node, storages: opts.storages }, log);
+        ssh = side;
+        rt.ssh = side;
+        agent.control = (msg) => side.control(msg);
       }
       const register: RegisterMessage = {
         type: 'register',

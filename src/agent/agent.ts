@@ -22,6 +22,8 @@ import { runPower } from '../hypervisor/libvirt.power.js';
 import { CONTROL_KINDS } from '../transport/trust.service.js';
 import { runBackupOp } from '../backups/backup.agent.js';
 import { defaultTransferFor, type TransferFor } from '../backups/transfer.js';
+import type { SshSide } from '../backups/engine.js';
+import type { StorageConfig } from '../storage/drivers.js';
 
 export interface AgentReporter {
   /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
@@ -67,7 +69,15 @@ export class Agent {
       runner: CommandRunner;
       libvirt?: Virsh | null;
       /** Backups (src/backups/): key folder, storage roots, and the transport to other nodes. */
-      backup?: { keysDir: string | null; roots: ReadonlyMap<string, string>; remote?: TransferFor };
+      backup?: {
+        keysDir: string | null;
+        roots: ReadonlyMap<string, string>;
+        remote?: TransferFor;
+        /** The storages' configuration (type 1 backups need a zfs storage's dataset). */
+        storages?: ReadonlyMap<string, StorageConfig>;
+        /** The agent's SSH side once started (cluster mode), else null. */
+        ssh?: () => SshSide | null;
+      };
     },
   ) {
     this.#transferFor = defaultTransferFor(node, drivers, opts.backup?.remote);
@@ -345,6 +355,8 @@ export class Agent {
           transferFor: this.#transferFor,
           roots: this.opts.backup?.roots ?? new Map(),
           keysDir: this.opts.backup?.keysDir ?? null,
+          storageConfigs: this.opts.backup?.storages ?? new Map(),
+          ssh: this.opts.backup?.ssh?.() ?? null,
           ...(this.opts.freezeLimitMs !== undefined ? { freezeLimitMs: this.opts.freezeLimitMs } : {}),
         });
       case 'vm_power':

@@ -16,7 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -207,7 +207,7 @@ export async function imageChecksum(runner: CommandRunner, target: StorageConfig
   return hash.digest('hex');
 }
 
-async function withBackupImage<T>(runner: CommandRunner, target: StorageConfig, chain: string, snapshot: string, newest: boolean, use: (path: string) => Promise<T>): Promise<T> {
+export async function withBackupImage<T>(runner: CommandRunner, target: StorageConfig, chain: string, snapshot: string, newest: boolean, use: (path: string) => Promise<T>): Promise<T> {
   if (nativeKind(target.driver) === 'btrfs') return use(join(chainSnapshot(target, chain, snapshot), IMAGE_NAME));
   const dataset = chainLocation(target, chain);
   if (newest) return use(join(await mountpoint(runner, dataset), IMAGE_NAME));
@@ -226,4 +226,58 @@ async function mountpoint(runner: CommandRunner, dataset: string): Promise<strin
   const mp = r.stdout.trim();
   if (r.code !== 0 || !mp.startsWith('/')) throw new TransferError(`zfs dataset ${dataset} is not mounted: ${r.stderr.trim()}`);
   return mp;
+}
+
+/** The chain and snapshot of a backup from its location (`dataset/chain@is-n`, `root/chain/is-n`); null when it is not one of this storage's. */
+export function locateBackup(target: StorageConfig, location: string): { chain: string; snapshot: string } | null {
+  const kind = nativeKind(target.driver);
+  const m =
+    kind === 'zfs'
+      ? new RegExp(`^${escape(target.dataset ?? '')}/([^/@]+)@([aei]s-\\d{1,18})$`).exec(location)
+      : kind === 'btrfs'
+        ? new RegExp(`^${escape(target.root ?? '')}/([^/]+)/([aei]s-\\d{1,18})$`).exec(location)
+        : null;
+  if (!m || !CHAIN_RE.test(m[1]!)) return null;
+  return { chain: m[1]!, snapshot: m[2]! };
+}
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** The chain on the backup storage that holds backup snapshot `id` (ids are unique: one backup each), or null. */
+export async function findChain(runner: CommandRunner, target: StorageConfig, id: string): Promise<string | null> {
+  if (nativeKind(target.driver) === 'zfs') {
+    const r = await runner.run(['zfs', 'list', '-H', '-r', '-t', 'snapshot', '-o', 'name', target.dataset!], { timeoutMs: 60_000 });
+    for (const line of r.stdout.split('\n')) {
+      const found = locateBackup(target, line.trim());
+      if (found?.snapshot === id) return found.chain;
+    }
+    return null;
+  }
+  for (const chain of await readdir(target.root!).catch(() => [] as string[])) {
+    if (CHAIN_RE.test(chain) && (await chainHas(runner, target, chain, id))) return chain;
+  }
+  return null;
+}
+
+/** Removes one backup from its chain, and the chain once it holds none (a missing one is fine). */
+export async function removeBackup(runner: CommandRunner, target: StorageConfig, chain: string, snapshot: string): Promise<void> {
+  const at = chainLocation(target, chain);
+  if (nativeKind(target.driver) === 'btrfs') {
+    const path = chainSnapshot(target, chain, snapshot);
+    if (await lstat(path).then(() => true, () => false)) {
+      const r = await runner.run(['btrfs', 'subvolume', 'delete', '--commit-after', path], { timeoutMs: 5 * 60_000 });
+      if (r.code !== 0) throw new TransferError(`btrfs subvolume delete ${path}: ${r.stderr.trim()}`);
+    }
+    await rmdir(at).catch(() => undefined); // still holds other backups, or gone
+    return;
+  }
+  if (await chainHas(runner, target, chain, snapshot)) {
+    const snap = chainSnapshot(target, chain, snapshot);
+    const r = await runner.run(['zfs', 'destroy', snap], { timeoutMs: 5 * 60_000 });
+    if (r.code !== 0) throw new TransferError(`zfs destroy ${snap}: ${r.stderr.trim()}`);
+  }
+  const left = await runner.run(['zfs', 'list', '-H', '-r', '-t', 'snapshot', '-o', 'name', at], { timeoutMs: 60_000 });
+  if (left.code === 0 && left.stdout.trim() === '') await runner.run(['zfs', 'destroy', '-r', at], { timeoutMs: 5 * 60_000 });
 }
