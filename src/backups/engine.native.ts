@@ -118,7 +118,7 @@ export const nativeEngine: BackupEngine = {
       },
     });
     try {
-      await withBackupImage(io.runner, cfg, chain, snapshot, false, (path) => pipeline(createReadStream(path), tap, sink.stream));
+      await withBackupImage(io.runner, cfg, chain, snapshot, (path) => pipeline(createReadStream(path), tap, sink.stream));
     } catch (err) {
       await sink.abort();
       throw err;
@@ -134,7 +134,7 @@ export const nativeEngine: BackupEngine = {
   async verify(p, io) {
     try {
       const { cfg, chain, snapshot } = located(io, p.from);
-      const checksum = await imageChecksum(io.runner, cfg, chain, snapshot, false);
+      const checksum = await imageChecksum(io.runner, cfg, chain, snapshot);
       return { ok: checksum === p.checksum, checksum };
     } catch (err) {
       return { ok: false, checksum: null, error: err instanceof Error ? err.message : String(err) };

@@ -20,6 +20,7 @@ import { lstat, mkdir, readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageError } from '../storage/driver.js';
 import type { StorageConfig } from '../storage/drivers.js';
 import type { CommandRunner, RunResult } from '../storage/runner.js';
@@ -111,7 +112,7 @@ export async function pullDataset(runner: CommandRunner, req: PullRequest): Prom
 
 async function finish(runner: CommandRunner, req: PullRequest, r: { full: boolean; detail: string; chain: string; bytes: number }): Promise<PullResult> {
   const location = chainSnapshot(req.target, r.chain, req.snapshot);
-  const checksum = req.checksum === false ? null : await imageChecksum(runner, req.target, r.chain, req.snapshot, true);
+  const checksum = req.checksum === false ? null : await imageChecksum(runner, req.target, r.chain, req.snapshot);
   return { ...r, location, checksum };
 }
 
@@ -197,27 +198,36 @@ async function cleanup(runner: CommandRunner, target: StorageConfig, chain: stri
 }
 
 /**
- * SHA-256 of a backup's image. `newest`: the backup is its chain's newest, so a zfs chain's
- * mounted dataset holds exactly its bytes (nothing else writes there); an older zfs backup is read
- * from a temporary clone. A btrfs backup is a read-only subvolume, read in place.
+ * SHA-256 of a backup's image. A btrfs backup is a read-only subvolume, read in place. A zfs backup
+ * is read from a temporary clone of its snapshot: never from the chain's mounted dataset, whose
+ * file a FUSE mount (zfs-fuse) may still serve from pages cached before the last receive.
  */
-export async function imageChecksum(runner: CommandRunner, target: StorageConfig, chain: string, snapshot: string, newest = false): Promise<string> {
+export async function imageChecksum(runner: CommandRunner, target: StorageConfig, chain: string, snapshot: string): Promise<string> {
   const hash = createHash('sha256');
-  await withBackupImage(runner, target, chain, snapshot, newest, (path) => pipeline(createReadStream(path), hash));
+  await withBackupImage(runner, target, chain, snapshot, (path) => pipeline(createReadStream(path), hash));
   return hash.digest('hex');
 }
 
-export async function withBackupImage<T>(runner: CommandRunner, target: StorageConfig, chain: string, snapshot: string, newest: boolean, use: (path: string) => Promise<T>): Promise<T> {
+/** Runs `use` with the path of a backup's image (see imageChecksum); a zfs clone is destroyed after. */
+export async function withBackupImage<T>(runner: CommandRunner, target: StorageConfig, chain: string, snapshot: string, use: (path: string) => Promise<T>): Promise<T> {
   if (nativeKind(target.driver) === 'btrfs') return use(join(chainSnapshot(target, chain, snapshot), IMAGE_NAME));
-  const dataset = chainLocation(target, chain);
-  if (newest) return use(join(await mountpoint(runner, dataset), IMAGE_NAME));
-  const clone = `${dataset}-read-${process.pid}-${Date.now()}`;
+  const clone = `${chainLocation(target, chain)}-read-${process.pid}-${Date.now()}`;
   const r = await runner.run(['zfs', 'clone', chainSnapshot(target, chain, snapshot), clone], { timeoutMs: 5 * 60_000 });
   if (r.code !== 0) throw new TransferError(`zfs clone of backup ${snapshot}: ${r.stderr.trim()}`);
   try {
     return await use(join(await mountpoint(runner, clone), IMAGE_NAME));
   } finally {
-    await runner.run(['zfs', 'destroy', clone], { timeoutMs: 5 * 60_000 });
+    await destroyWithRetry(runner, clone);
+  }
+}
+
+/** zfs-fuse answers "dataset is busy" for a moment after a dataset was read. */
+async function destroyWithRetry(runner: CommandRunner, dataset: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const r = await runner.run(['zfs', 'destroy', dataset], { timeoutMs: 5 * 60_000 });
+    if (r.code === 0 || /does not exist/.test(r.stderr)) return;
+    if (!/busy/.test(r.stderr) || attempt >= 8) throw new TransferError(`zfs destroy ${dataset}: ${r.stderr.trim()}`);
+    await sleep(100 * 2 ** attempt);
   }
 }
 

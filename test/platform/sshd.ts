@@ -146,3 +146,22 @@ export async function startSshd(opts: { dir: string; authorizedKeysFile: string;
     },
   };
 }
+
+/**
+ * Waits (up to `timeoutMs`) until no process's command line contains one of `markers` (a pool's
+ * name, an agent's folder): after sshd was stopped mid-transfer, the forced command and its
+ * `zfs send` end on their own once they notice the broken pipe, which a loaded machine may delay.
+ */
+export async function waitForProcessesGone(markers: readonly string[], timeoutMs = 60_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    let found = false;
+    for (const name of await readdir('/proc')) {
+      if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+      const cmd = await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
+      if (markers.some((m) => cmd.includes(m))) found = true;
+    }
+    if (!found || Date.now() > until) return;
+    await sleep(200);
+  }
+}

@@ -34,7 +34,7 @@ import { announce } from '../../src/transport/announcements.js';
 
 import { useTempDirs } from '../helpers/temp-dirs.js';
 import { platformUnavailable } from '../platform/require.js';
-import { startSshd, sshdUnavailable, type PrivateSshd } from '../platform/sshd.js';
+import { startSshd, sshdUnavailable, waitForProcessesGone, type PrivateSshd } from '../platform/sshd.js';
 import { makeZfsPool, zfsUnavailable, type ZfsPool } from '../platform/zfs.js';
 import { loopFsUnavailable, makeLoopFs, type LoopFs } from '../platform/loopfs.js';
 
@@ -101,7 +101,16 @@ interface Backend {
   readonly name: string;
   unavailable(): Promise<string | null>;
   /** Source and backup storages on one real filesystem/pool. */
-  make(dir: string): Promise<{ source: StorageConfig; target: StorageConfig; driver: StorageDriver; image(disk: string): Promise<string>; listed(chain: string): Promise<string[]>; cleanup(): Promise<void> }>;
+  make(dir: string): Promise<{
+    source: StorageConfig;
+    target: StorageConfig;
+    driver: StorageDriver;
+    /** Text in the command line of every process that uses this storage (its pool, its mountpoint). */
+    marker: string;
+    image(disk: string): Promise<string>;
+    listed(chain: string): Promise<string[]>;
+    cleanup(): Promise<void>;
+  }>;
 }
 
 const zfsBackend: Backend = {
@@ -118,6 +127,7 @@ const zfsBackend: Backend = {
       source: { name: 'tank', driver: 'zfs', dataset: `${pool.name}/src` },
       target: { name: 'backups', driver: 'zfs', dataset: `${pool.name}/bkp` },
       driver,
+      marker: pool.name,
       image: (disk) => driver.imagePathOf({ path: disk }),
       async listed(chain) {
         const r = await runner.run(['zfs', 'list', '-H', '-r', '-t', 'snapshot', '-o', 'name', `${pool.name}/bkp`]);
@@ -141,6 +151,7 @@ const btrfsBackend: Backend = {
       source: { name: 'tank', driver: 'btrfs', root: join(fs.mountpoint, 'src') },
       target: { name: 'backups', driver: 'btrfs', root: join(fs.mountpoint, 'bkp') },
       driver,
+      marker: fs.mountpoint,
       image: async (disk) => join(fs.mountpoint, 'src', disk, 'disk.img'),
       listed: async (chain) => (await readdir(join(fs.mountpoint, 'bkp', chain)).catch(() => [])).sort(),
       cleanup: () => fs.cleanup(),
@@ -164,6 +175,8 @@ for (const backend of [zfsBackend, btrfsBackend]) {
     }, 120_000);
     afterAll(async () => {
       await pair?.sshd.stop();
+      // The forced command of a cut transfer may still be ending; the pool cannot go while it reads.
+      if (env) await waitForProcessesGone([env.marker, ...(pair ? [pair.source.dir] : [])]);
       await env?.cleanup();
     });
 
