@@ -10,7 +10,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
-import type { Logger } from '../app-context.js';
+import type { AppContext, Logger } from '../app-context.js';
 import { normalizePublicKey } from './ssh-identity.js';
 import { formatSshAddress, parseSshAddress } from './ssh-address.js';
 import type { TrustSet } from './trust-files.js';
@@ -29,8 +29,9 @@ export interface SshRegistration {
 /** Control messages on a node's queue: not tasks (no task row, no started/finished). */
 export type ControlMessage =
   | { readonly kind: 'trust'; readonly taskId: ''; readonly payload: TrustSet }
-  | { readonly kind: 'announce'; readonly taskId: ''; readonly payload: Announcement }
-  | { readonly kind: 'withdraw'; readonly taskId: ''; readonly payload: { readonly taskId: string } };
+  // taskId `announce:<restore task id>` / `withdraw:<…>`: a job id of its own on the node's queue.
+  | { readonly kind: 'announce'; readonly taskId: string; readonly payload: Announcement }
+  | { readonly kind: 'withdraw'; readonly taskId: string; readonly payload: { readonly taskId: string } };
 
 export const CONTROL_KINDS: ReadonlySet<string> = new Set(['trust', 'announce', 'withdraw']);
 
@@ -84,4 +85,22 @@ export async function broadcastTrust(db: Kysely<Database>, send: SendControl): P
 export async function sshEndpoint(db: Kysely<Database>, hostname: string): Promise<{ address: string; hostKey: string } | null> {
   const r = await db.selectFrom('node').select(['ssh_address', 'ssh_host_key']).where('hostname', '=', hostname).executeTakeFirst();
   return r?.ssh_address && r.ssh_host_key ? { address: r.ssh_address, hostKey: r.ssh_host_key } : null;
+}
+
+/** How long an announced restore may write its disk when no end message comes. */
+export const ANNOUNCE_HOURS = 24;
+
+/**
+ * Allows the restore task `a.taskId` to write disk `a.disk` on `node` through its forced command
+ * (sent before the task reaches the backup node's queue). Embedded mode has no SSH: nothing to do.
+ */
+export async function announceRestore(ctx: AppContext, node: string, a: Announcement): Promise<void> {
+  await ctx.tasks.sendControl(node, { kind: 'announce', taskId: `announce:${a.taskId}`, payload: a });
+}
+
+/** Ends what announceRestore allowed (the task ended); failures only leave it until it expires. */
+export async function withdrawRestore(ctx: AppContext, node: string, taskId: string): Promise<void> {
+  await ctx.tasks.sendControl(node, { kind: 'withdraw', taskId: `withdraw:${taskId}`, payload: { taskId } }).catch((err: unknown) => {
+    ctx.log.warn({ err, node, taskId }, 'could not withdraw a restore announcement (it expires by itself)');
+  });
 }
