@@ -180,7 +180,8 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
           runner,
           ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}),
           libvirt: agentVirsh(opts.hypervisor, runner),
-          backup: { keysDir: opts.backupKeysDir ?? null, roots: storageRoots(opts.storages) },
+          // Embedded: the disks are on this node, type 1 goes through local pipes (no SSH).
+          backup: { keysDir: opts.backupKeysDir ?? null, roots: storageRoots(opts.storages), storages: new Map(opts.storages.map((s) => [s.name, s])) },
         },
       );
       const local = agent;

@@ -6,12 +6,15 @@ import type { TaskOutcome } from '../tasks/task.service.js';
 import { pointOfNoReturn } from '../storage/op-scope.js';
 import { engineFor, registerEngine, type BackupAgentIo } from './engine.js';
 import { BACKUP_DAMAGED_MSG, resticEngine } from './engine.restic.js';
+import { nativeEngine } from './engine.native.js';
 import type { BackupCreated, BackupPayload, BackupVerified } from './backup.payloads.js';
 
 export type { BackupAgentIo } from './engine.js';
 export { BACKUP_DAMAGED_MSG } from './engine.restic.js';
 
+export const TYPE_DATASET = 1;
 export const TYPE_FILE = 2;
+registerEngine(TYPE_DATASET, nativeEngine);
 registerEngine(TYPE_FILE, resticEngine);
 
 export async function runBackupOp(p: BackupPayload, io: BackupAgentIo): Promise<TaskOutcome> {

@@ -4,6 +4,7 @@
  * the VM their statuses back, a verify marks the backup OK or damaged (5, with an alert), a
  * delete removes the rows (or gives them back their status).
  */
+import { withdrawRestore } from '../transport/trust.service.js';
 import type { AppContext } from '../app-context.js';
 import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.service.js';
 import { clearDamage } from '../vms/disk.damage.js';
@@ -76,8 +77,9 @@ export function registerBackupKinds(ctx: AppContext): void {
   });
 
   ctx.tasks.registerKind<BackupRestoreContext>('backup_restore', {
-    async complete(trx, _task, c, outcome) {
+    async complete(trx, task, c, outcome) {
       const now = ctx.clock.now().toISOString();
+      if (c.announcedTo) await withdrawRestore(ctx, c.announcedTo, task.id);
       await trx.updateTable('backup').set({ status: BACKUP_OK, status_change: now }).where('id', '=', c.backupId).execute();
       const vm = await trx.selectFrom('vm').select('status').where('uuid', '=', c.targetVm).executeTakeFirst();
       if (vm) await trx.updateTable('vm').set({ status: revertNotready(vm.status), changed: now }).where('uuid', '=', c.targetVm).execute();

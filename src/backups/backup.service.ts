@@ -5,6 +5,7 @@
  * a backup stays listed and restorable after its VM, node or pool is gone, reached through the
  * VM's original hostname.
  */
+import { ANNOUNCE_HOURS, announceRestore } from '../transport/trust.service.js';
 import type { Transaction } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import type { Caller } from '../http/auth.js';
@@ -337,6 +338,8 @@ export interface BackupRestoreContext {
   readonly backupId: number;
   readonly targetVm: string;
   readonly targetDiskRealId: number;
+  /** The target's node when it is not the backup node: its restore announcement is withdrawn at the end. */
+  readonly announcedTo?: string | null;
 }
 
 export interface BackupVerifyContext {
@@ -444,6 +447,13 @@ async function restoreBackup(ctx: AppContext, caller: Caller, t: BackupTarget, d
       object: logObject(vm),
     },
     prepare: async (trx, taskId) => {
+      // The target node's forced command writes the disk only for a restore announced to it; the
+      // announcement goes before the task reaches the backup node's queue (sent after the commit).
+      const announcedTo = tnode.id !== node.id ? tnode.hostname : null;
+      if (announcedTo) {
+        const until = new Date(Date.parse(now) + ANNOUNCE_HOURS * 3600_000).toISOString();
+        await announceRestore(ctx, announcedTo, { taskId, storage: storage.name, disk: diskRef(vm, disk).path, sizeBytes: bkp.disk_size_mb * 1024 * 1024, until });
+      }
       await trx.updateTable('backup').set({ status: BACKUP_RESTORE, status_change: now }).where('id', '=', bkp.id).execute();
       await trx.updateTable('vm').set({ status: notreadyOf(vm.status), changed: now }).where('uuid', '=', vm.uuid).execute();
       const payload: BackupPayload = {
@@ -455,7 +465,7 @@ async function restoreBackup(ctx: AppContext, caller: Caller, t: BackupTarget, d
         target: { node: tnode.hostname, storage: storage.name, disk: diskRef(vm, disk) },
         taskId,
       };
-      return { payload, context: { backupId: bkp.id, targetVm: vm.uuid, targetDiskRealId: disk.real_id } };
+      return { payload, context: { backupId: bkp.id, targetVm: vm.uuid, targetDiskRealId: disk.real_id, announcedTo } };
     },
   });
 }

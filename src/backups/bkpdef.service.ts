@@ -7,6 +7,7 @@
  * (dataset, native send/receive) only where the disk's storage and the backup storage are of the
  * same driver that can send natively (zfs, btrfs).
  */
+import { datasetBackupSupported } from '../transport/native-streams.js';
 import { randomInt } from 'node:crypto';
 import type { Insertable, Updateable } from 'kysely';
 import type { AppContext } from '../app-context.js';
@@ -42,8 +43,6 @@ export const TYPE_DATASET = 1;
 export const TYPE_FILE = 2;
 const TYPES: ReadonlySet<number> = new Set([TYPE_DATASET, TYPE_FILE]);
 const COMPRESSIONS: ReadonlySet<number> = new Set([0, 1, 2, 3]); // none, gzip, bzip2, xz
-/** Drivers that send and receive natively (type 1); the backup storage must be of the same one. */
-const NATIVE_SEND: ReadonlySet<string> = new Set(['zfs', 'btrfs']);
 const HVM_BRANDS: ReadonlySet<string> = new Set(['kvm', 'bhyve', 'hvm']);
 const RETENTION_MIN = 0;
 const RETENTION_MAX = 65536;
@@ -218,7 +217,8 @@ async function check(ctx: AppContext, caller: Caller, t: BkpDefTarget, input: Re
   const type = (v['type'] as number | undefined) ?? d?.type;
   if (storage && type === TYPE_DATASET && !errors['type']) {
     const source = await diskStorage(ctx.db, t.disk);
-    if (!NATIVE_SEND.has(source.driver) || storage.driver !== source.driver) errors['type'] = [TYPE_DATASET_UNSUPPORTED];
+    // Drivers that send and receive natively, into a backup storage of the same one (the type 1 engine's table).
+    if (!datasetBackupSupported(source.driver, storage.driver)) errors['type'] = [TYPE_DATASET_UNSUPPORTED];
   }
   if (Object.keys(errors).length > 0) {
     // Danube's field order; `type` errors also on PUT (a move to a storage that cannot receive).

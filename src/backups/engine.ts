@@ -9,6 +9,8 @@ import { StorageError } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
 import type { BackupCreated, BackupPayload, BackupVerified } from './backup.payloads.js';
 import type { TransferFor } from './transfer.js';
+import type { StorageConfig } from '../storage/drivers.js';
+import type { SshAddress } from '../transport/ssh-address.js';
 
 export interface BackupAgentIo {
   readonly node: string;
@@ -20,6 +22,16 @@ export interface BackupAgentIo {
   /** ESNAP_DATA_DIR/backup-keys; null: this node cannot hold type 2 backups. */
   readonly keysDir: string | null;
   readonly freezeLimitMs?: number;
+  /** This node's storages as configured (type 1 needs a zfs storage's dataset, not only roots). */
+  readonly storageConfigs?: ReadonlyMap<string, StorageConfig>;
+  /** The node's SSH side (cluster mode): its key folder and where other nodes' sshd are. */
+  readonly ssh?: SshSide | null;
+}
+
+/** What the backup engines need of an agent's SSH side (src/transport/agent-ssh.ts). */
+export interface SshSide {
+  readonly dir: string;
+  addressOf(node: string): SshAddress | null;
 }
 
 type Op<K extends BackupPayload['op']> = Extract<BackupPayload, { op: K }>;

@@ -18,6 +18,7 @@ import { Restic } from '../backups/restic.js';
 import { backupDatabase, BackupError, restoreInstructions } from '../db/backup.js';
 import { NewerSchemaError } from '../db/migrate.js';
 import { DatabaseConnectError, explainConnectError } from '../db/connect-error.js';
+import { runSshServe } from '../transport/ssh-serve.js';
 
 const USAGE = `usage: esnap <command>
 
@@ -25,6 +26,9 @@ commands:
   serve     start the API server (and its local agent) — configured by ESNAP_* variables
   agent     run this node's agent in cluster mode (ESNAP_DATABASE_URL=postgres://…, ESNAP_NODE,
             ESNAP_STORAGES); it needs only the pg-boss schema in the database
+  ssh-serve <serve.json>
+            the forced command of backup nodes' SSH keys (written by the agent into
+            ESNAP_SSH_DIR/authorized_keys; runs SSH_ORIGINAL_COMMAND's send or receive only)
   db backup <file>
             copy the SQLite database to <file> while the server runs (same settings as serve;
             PostgreSQL: use pg_dump)
@@ -100,6 +104,8 @@ async function agent(): Promise<void> {
     childRecordsDir: join(config.dataDir, CHILDREN_SUBDIR),
     backupKeysDir: join(config.dataDir, BACKUP_KEYS_SUBDIR),
     hypervisor: config.hypervisor,
+    ssh: { dir: config.sshDir, address: config.nodeAddress },
+    backupNode: config.backupNode,
     log,
   }).catch((err: unknown) => {
     throw explainConnectError(err, config.databaseUrl);
@@ -147,6 +153,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return -1;
     case 'db':
       return db(argv.slice(1));
+    case 'ssh-serve':
+      return runSshServe(argv.slice(1));
     case 'backup':
       return backup(argv.slice(1));
     case undefined:

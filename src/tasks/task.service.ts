@@ -10,7 +10,7 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Clock, Logger } from '../app-context.js';
 import type { Database, TaskRow } from '../db/schema.js';
 import { makeTaskId, isDummyTaskId, type TaskType } from '../domain/taskid.js';
-import type { TaskQueue } from '../queue/queue.js';
+import type { QueueMessage, TaskQueue } from '../queue/queue.js';
 import type { TaskEvents } from './task.events.js';
 import type { LogObject } from './task-log.js';
 import { insertTask, insertTasks, translateSubmitError } from './task.insert.js';
@@ -162,6 +162,14 @@ export class TaskService {
    * task-log entry and the locks; then the task goes to its node's queue. A held lock rolls it all
    * back and answers 400 `Task did not acquire lock`.
    */
+  /**
+   * A control message (not a task: no row, no claim, no outcome) to a node's agent, on its queue:
+   * SSH trust and restore announcements (src/transport/trust.service.ts).
+   */
+  async sendControl(node: string, msg: QueueMessage): Promise<void> {
+    await this.queue.send(node, msg);
+  }
+
   async submit<C>(spec: TaskSpec<C>): Promise<string> {
     this.#requireKind(spec);
     const taskId = this.#newId(spec);
