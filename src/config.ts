@@ -10,6 +10,7 @@ import { createSecureContext } from 'node:tls';
 import { join, resolve } from 'node:path';
 import type { StorageConfig } from './storage/drivers.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
+import { parseSshAddress, type SshAddress } from './transport/ssh-address.js';
 
 export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
@@ -47,6 +48,12 @@ export interface Config {
   readonly publicUrl: string | null;
   /** ESNAP_HYPERVISOR / ESNAP_LIBVIRT_URI / ESNAP_LIBVIRT_DC: the agent's hypervisor adapter (src/hypervisor/). */
   readonly hypervisor: HypervisorConfig;
+  /** ESNAP_BACKUP_NODE: this agent's node is a backup node (its storages may hold backups). */
+  readonly backupNode: boolean;
+  /** ESNAP_NODE_ADDRESS: `[user@]host[:port]` where other nodes reach this node's sshd (src/transport/). */
+  readonly nodeAddress: SshAddress;
+  /** ESNAP_SSH_DIR: the agent's SSH key pair, the authorized-keys and known-hosts files it maintains. */
+  readonly sshDir: string;
 }
 
 /** `esnap serve`'s configuration: the PEM text of ESNAP_TLS_CERT / ESNAP_TLS_KEY, read and checked. */
@@ -68,6 +75,12 @@ function parseHypervisor(kind: string | undefined, uri: string | undefined, dc: 
   if (!/^[a-z][a-z0-9+.-]*:\/\/[^\s]*$/.test(u)) throw new ConfigError(`ESNAP_LIBVIRT_URI is not a libvirt URI: ${JSON.stringify(u)}`);
   if (dc !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,15}$/.test(dc)) throw new ConfigError(`ESNAP_LIBVIRT_DC is not a DC name: ${JSON.stringify(dc)}`);
   return Object.freeze({ kind: 'libvirt', uri: u, dc: dc ?? null });
+}
+
+function parseNodeAddress(v: string): SshAddress {
+  const address = parseSshAddress(v);
+  if (!address) throw new ConfigError(`ESNAP_NODE_ADDRESS must be [user@]host[:port] (got ${JSON.stringify(v)})`);
+  return address;
 }
 
 export class ConfigError extends Error {
@@ -289,6 +302,10 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: parseLogLevel(get('ESNAP_LOG_LEVEL')),
     publicUrl: parseUrl('ESNAP_PUBLIC_URL', get('ESNAP_PUBLIC_URL'))?.replace(/\/+$/, '') ?? null,
     hypervisor: parseHypervisor(get('ESNAP_HYPERVISOR'), get('ESNAP_LIBVIRT_URI'), get('ESNAP_LIBVIRT_DC')),
+    // Embedded mode backs up to the server's own second storage; a cluster agent says so itself.
+    backupNode: parseFlag('ESNAP_BACKUP_NODE', get('ESNAP_BACKUP_NODE'), isSqlite),
+    nodeAddress: parseNodeAddress(get('ESNAP_NODE_ADDRESS') ?? node),
+    sshDir: resolve(get('ESNAP_SSH_DIR') ?? join(dataDir, 'ssh')),
   });
 }
 

@@ -2,7 +2,7 @@
  * Wiring of one esnap server process: database, tasks, queue, the app and (optionally) the local
  * agent. `src/bin/esnap.ts` builds it from the configuration; tests build it directly.
  */
-import { markBackupNode } from './backups/backup-node.js';
+import { markBackupNode, storageRoots } from './backups/backup-node.js';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { AppContext, Clock, Logger } from './app-context.js';
 import { systemClock } from './app-context.js';
@@ -35,6 +35,8 @@ import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
 import { AlertSink } from './alerts/alert.sink.js';
 import { Metrics } from './metrics/metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
+import { BackupScheduler } from './backups/backup.scheduler.js';
+import { BackupMetrics } from './backups/backup.metrics.js';
 import { RetryPool } from './scheduler/retry.js';
 import { attachAutomation, DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services.js';
 import { automationListener } from './scheduler/completion.js';
@@ -82,6 +84,10 @@ export interface RuntimeOptions {
   readonly publicUrl?: string | null;
   /** Folder recording the local agent's storage commands, so a restart ends those a crash left (storage/agent-runner.ts). */
   readonly childRecordsDir?: string;
+  /** Where a backup node keeps its restic repository passwords (ESNAP_DATA_DIR/backup-keys). */
+  readonly backupKeysDir?: string;
+  /** ESNAP_BACKUP_NODE of the local agent's node (default true: embedded mode backs up to its own storages). */
+  readonly backupNode?: boolean;
   /** The local agent's hypervisor adapter (ESNAP_HYPERVISOR…); none when omitted. */
   readonly hypervisor?: HypervisorConfig;
 }
@@ -95,6 +101,8 @@ export interface Runtime {
   /** Cluster mode's queue, wake-ups and server services (PostgreSQL); null on SQLite. */
   readonly cluster: ClusterTransport | null;
   readonly scheduler: Scheduler;
+  /** Scheduled backups (backup definitions); started with the scheduler. */
+  readonly backupScheduler: BackupScheduler;
   /** Removal of old finished tasks and task-log entries (started with the server). */
   readonly housekeeping: Housekeeping;
   readonly metrics: Metrics;
@@ -148,7 +156,9 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     attachCapacity(ctx, { minFreePercent: opts.minFreePercent ?? DEFAULT_MIN_FREE_PERCENT });
     tasks.addListener(automationListener(automation));
     tasks.addListener(metrics.listener());
+    tasks.addListener(new BackupMetrics(ctx, metrics.registry).listener());
     const scheduler = new Scheduler(ctx, automation);
+    const backupScheduler = new BackupScheduler(ctx, automation);
     let agent: Agent | null = null;
     let hypervisor: HypervisorHandle | null = null;
     const running = new RunningTasks();
@@ -166,7 +176,13 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
           storageUsage: (usage) => updateStorageUsage(db, opts.node, usage),
         }),
         log,
-        { runner, ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}), libvirt: agentVirsh(opts.hypervisor, runner) },
+        {
+          runner,
+          ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}),
+          libvirt: agentVirsh(opts.hypervisor, runner),
+          // Embedded: the disks are on this node, type 1 goes through local pipes (no SSH).
+          backup: { keysDir: opts.backupKeysDir ?? null, roots: storageRoots(opts.storages), storages: new Map(opts.storages.map((s) => [s.name, s])) },
+        },
       );
       const local = agent;
       // A running task of this node is cancelled by the agent here; others through the cluster.
@@ -184,7 +200,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       // The drivers have finished or undone what a crash cut off; an image still missing or cut
       // off is flagged before any task can snapshot it (src/vms/disk.damage.ts).
       await flagDamagedAtStart(db, opts.node, drivers, log);
-      await markBackupNode(db, opts.node, true); // embedded: the local node backs up to its own storages
+      await markBackupNode(db, opts.node, opts.backupNode ?? true); // embedded: the local node backs up to its own storages
       // Crash repair before new work: tasks cut off by a crash fail with the failure cleanup, and
       // their disks are re-synced against storage so no row stays pending or rollback.
       const { failed } = await tasks.recover(opts.node);
@@ -211,7 +227,10 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     });
     const housekeeping = new Housekeeping(ctx, { retentionDays: opts.taskLogDays ?? DEFAULT_TASKLOG_DAYS });
     // After crash repair, so the first tick (the catch-up of missed slots) sees a clean state.
-    if (opts.scheduler ?? true) scheduler.start();
+    if (opts.scheduler ?? true) {
+      scheduler.start();
+      backupScheduler.start();
+    }
     // The local agent's periodic usage report (src/nodes/storage.usage.ts); started last, as nothing fails after it.
     const usageRefresh: Ticker | null = agent ? startUsageRefresh(agent, log) : null;
     // Embedded mode's local node beats too (cluster mode's does in prepareLocalAgent): its
@@ -225,6 +244,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       hypervisor,
       cluster,
       scheduler,
+      backupScheduler,
       housekeeping,
       metrics,
       alerts,
@@ -236,7 +256,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         // HTTP answers 503 and open streams end. In cluster mode only the local agent's consumer
         // stops here: heartbeats and the result consumers go on while its tasks drain.
         const drained = cluster ? (agent ? cluster.queue.stopConsumer(nodeQueueName(opts.node)) : Promise.resolve()) : queue.stop();
-        const schedulerStopped = scheduler.stop();
+        const schedulerStopped = Promise.all([scheduler.stop(), backupScheduler.stop()]);
         await hypervisor?.stop();
         await closeHttp(app, ctx);
         await schedulerStopped;

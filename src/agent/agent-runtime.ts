@@ -28,6 +28,7 @@ import type { StorageDriver } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { agentRunner } from '../storage/agent-runner.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
+import { storageRoots } from '../backups/backup-node.js';
 import { Agent, failure, type AgentReporter } from './agent.js';
 import { RunningTasks } from './running-tasks.js';
 import { Ticker } from '../tasks/ticker.js';
@@ -37,6 +38,10 @@ import { AgentHealthServer, newAgentHealthState, type AgentHealthState } from '.
 import { listenForCancels } from './cluster.cancel.js';
 import type { HypervisorConfig } from '../config.js';
 import { agentVirsh, driverExtras, startHypervisor, type HypervisorHandle } from '../hypervisor/hypervisor.js';
+import { AgentSsh, type AgentSshOptions } from '../transport/agent-ssh.js';
+import { SshTransfer } from '../transport/ssh-transfer.js';
+import { StorageError } from '../storage/driver.js';
+import { CONTROL_KINDS } from '../transport/trust.service.js';
 
 function heartbeat(node: string): RegisterMessage {
   return { type: 'heartbeat', node, at: new Date().toISOString() };
@@ -61,8 +66,14 @@ export interface AgentRuntimeOptions {
   readonly healthListen?: { readonly host: string; readonly port: number } | null;
   /** Folder recording storage commands, so a restart ends those a crash left (storage/agent-runner.ts). */
   readonly childRecordsDir?: string;
+  /** Where this node keeps its restic repository passwords (ESNAP_DATA_DIR/backup-keys). */
+  readonly backupKeysDir?: string;
   /** ESNAP_HYPERVISOR…: with libvirt, the node's domains are discovered and sent to the servers. */
   readonly hypervisor?: HypervisorConfig;
+  /** ESNAP_SSH_DIR and ESNAP_NODE_ADDRESS: the node's SSH side for backups (src/transport/agent-ssh.ts); none without. */
+  readonly ssh?: Omit<AgentSshOptions, 'node' | 'storages'>;
+  /** ESNAP_BACKUP_NODE: this node's storages may hold backups. */
+  readonly backupNode?: boolean;
 }
 
 export class AgentRuntime {
@@ -70,6 +81,8 @@ export class AgentRuntime {
   #usage: Ticker | null = null;
   #hypervisor: HypervisorHandle | null = null;
   #stopped = false;
+  /** The node's SSH side, when configured (what backup engines use to reach other nodes). */
+  ssh: AgentSsh | null = null;
 
   private constructor(
     readonly agent: Agent,
@@ -134,7 +147,25 @@ export class AgentRuntime {
     const drivers = new Map<string, StorageDriver>(opts.storages.map((s) => [s.name, createDriver(s, runner, extras)]));
     const freeze = opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {};
     const running = new RunningTasks();
-    const agent = new Agent(node, drivers, queue, running.track(reporter), log, { runner, ...freeze, libvirt: agentVirsh(opts.hypervisor, runner) });
+    // Set once the SSH side has started (below); backup tasks only run after that.
+    let ssh: AgentSsh | null = null;
+    const agent = new Agent(node, drivers, queue, running.track(reporter), log, {
+      runner,
+      ...freeze,
+      libvirt: agentVirsh(opts.hypervisor, runner),
+      backup: {
+        keysDir: opts.backupKeysDir ?? null,
+        roots: storageRoots(opts.storages),
+        storages: new Map(opts.storages.map((s) => [s.name, s])),
+        ssh: () => ssh,
+        // Disks on other nodes: over SSH to the address that node registered.
+        remote: (other) => {
+          const address = ssh?.addressOf(other) ?? null;
+          if (!ssh || !address) throw new StorageError('backend', `No SSH address of node ${other} is known on node ${node} (its agent has not registered one)`);
+          return new SshTransfer(runner, ssh.dir, other, address);
+        },
+      },
+    });
     const rt = new AgentRuntime(agent, queue, listener, opts, healthState, health, running);
     try {
       for (const d of drivers.values()) await d.init();
@@ -142,7 +173,20 @@ export class AgentRuntime {
       await rt.#repair();
       const stats = await agent.storageStats();
       const storages = opts.storages.map((s) => ({ ...s, size: stats.get(s.name)?.size ?? null, free: stats.get(s.name)?.free ?? null }));
-      const register: RegisterMessage = { type: 'register', node, storages, at: new Date().toISOString() };
+      if (opts.ssh) {
+        const side = await AgentSsh.start(runner, { ...opts.ssh, node, storages: opts.storages }, log);
+        ssh = side;
+        rt.ssh = side;
+        agent.control = (msg) => side.control(msg);
+      }
+      const register: RegisterMessage = {
+        type: 'register',
+        node,
+        storages,
+        at: new Date().toISOString(),
+        ...(rt.ssh ? { ssh: rt.ssh.registration } : {}),
+        ...(opts.backupNode !== undefined ? { backup: opts.backupNode } : {}),
+      };
       await queue.publishReliably(REGISTER_QUEUE, register);
       // A missed heartbeat is not retried: the next one carries the same news.
       const hb = new Ticker('heartbeat', opts.heartbeatS * 1000, () => queue.publish(REGISTER_QUEUE, heartbeat(node)), log);
@@ -174,6 +218,8 @@ export class AgentRuntime {
   async #repair(): Promise<void> {
     const active = await this.queue.activeJobs(this.opts.node);
     for (const job of active) {
+      // A control message is not a task: nothing to report (the servers send the next one).
+      if (CONTROL_KINDS.has(job.data.kind)) continue;
       const outcome = failure(INTERRUPTED_MESSAGE);
       const m: ResultMessage = { type: 'finished', node: this.opts.node, taskId: job.data.taskId, outcome, interrupted: true, at: new Date().toISOString() };
       await this.queue.publishReliably(RESULTS_QUEUE, m);

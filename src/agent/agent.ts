@@ -19,6 +19,11 @@ import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, DamageData,
 import { DISK_DAMAGED } from '../domain/errors.js';
 import type { Virsh } from '../hypervisor/virsh.js';
 import { runPower } from '../hypervisor/libvirt.power.js';
+import { CONTROL_KINDS } from '../transport/trust.service.js';
+import { runBackupOp } from '../backups/backup.agent.js';
+import { defaultTransferFor, type TransferFor } from '../backups/transfer.js';
+import type { SshSide } from '../backups/engine.js';
+import type { StorageConfig } from '../storage/drivers.js';
 
 export interface AgentReporter {
   /** Claims the task (PENDING → STARTED); false means skip it (cancelled or taken). */
@@ -59,8 +64,33 @@ export class Agent {
     private readonly reporter: AgentReporter,
     private readonly log: Logger,
     /** `runner` is the process's one command runner (its drivers' own), injected so its hook logs every command. */
-    private readonly opts: { freezeLimitMs?: number; runner: CommandRunner; libvirt?: Virsh | null },
-  ) {}
+    private readonly opts: {
+      freezeLimitMs?: number;
+      runner: CommandRunner;
+      libvirt?: Virsh | null;
+      /** Backups (src/backups/): key folder, storage roots, and the transport to other nodes. */
+      backup?: {
+        keysDir: string | null;
+        roots: ReadonlyMap<string, string>;
+        remote?: TransferFor;
+        /** The storages' configuration (type 1 backups need a zfs storage's dataset). */
+        storages?: ReadonlyMap<string, StorageConfig>;
+        /** The agent's SSH side once started (cluster mode), else null. */
+        ssh?: () => SshSide | null;
+      };
+    },
+  ) {
+    this.#transferFor = defaultTransferFor(node, drivers, opts.backup?.remote);
+  }
+
+  readonly #transferFor: TransferFor;
+
+  /**
+   * Where control messages go (kinds in CONTROL_KINDS: SSH trust, restore announcements,
+   * src/transport/trust.service.ts). They are not tasks: no claim, no outcome. Without a handler
+   * (embedded mode: no SSH) they are dropped.
+   */
+  control: ((msg: QueueMessage) => Promise<void>) | null = null;
 
   #warnedNoProbe = false;
   /** The scope of each task this agent has taken, from before its claim until its end is reported. */
@@ -124,6 +154,14 @@ export class Agent {
   }
 
   async handle(msg: QueueMessage): Promise<void> {
+    if (CONTROL_KINDS.has(msg.kind)) {
+      try {
+        await this.control?.(msg);
+      } catch (err) {
+        this.log.error({ err, kind: msg.kind }, 'control message failed');
+      }
+      return;
+    }
     // The scope exists before the claim: a cancel that arrives while the claim is recorded finds it.
     const scope = new OpScope();
     this.#scopes.set(msg.taskId, scope);
@@ -302,6 +340,25 @@ export class Agent {
         return { returncode: 0, message: 'Disk successfully deleted', detail: '' };
       case 'noop':
         return { returncode: 0, message: 'OK', detail: '' };
+      case 'backup_create':
+      case 'backup_restore':
+      case 'backup_verify':
+      case 'backup_delete':
+      case 'backup_cleanup':
+        if (p.op === 'backup_restore' && p.target.node === this.node) {
+          await this.#assertNotInUse(this.#driver(p.target.storage), p.target.disk);
+        }
+        return runBackupOp(p, {
+          node: this.node,
+          runner: this.opts.runner,
+          log: this.log,
+          transferFor: this.#transferFor,
+          roots: this.opts.backup?.roots ?? new Map(),
+          keysDir: this.opts.backup?.keysDir ?? null,
+          storageConfigs: this.opts.backup?.storages ?? new Map(),
+          ssh: this.opts.backup?.ssh?.() ?? null,
+          ...(this.opts.freezeLimitMs !== undefined ? { freezeLimitMs: this.opts.freezeLimitMs } : {}),
+        });
       case 'vm_power':
         if (!this.opts.libvirt) return failure(`Node ${this.node} has no hypervisor adapter (ESNAP_HYPERVISOR)`);
         return runPower(this.opts.libvirt, p);

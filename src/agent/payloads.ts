@@ -4,6 +4,7 @@
  */
 import type { DiskRef } from '../storage/driver.js';
 import type { PowerPayload } from '../hypervisor/libvirt.power.js';
+import type { BackupPayload } from '../backups/backup.payloads.js';
 
 export interface StorageDisk {
   readonly storage: string;
@@ -32,7 +33,9 @@ export type AgentPayload =
   | { readonly op: 'disk_delete'; readonly items: readonly StorageDisk[] }
   | { readonly op: 'noop' }
   // ESNAP_HYPERVISOR=libvirt: start or stop a domain (src/hypervisor/libvirt.power.ts).
-  | PowerPayload;
+  | PowerPayload
+  // Backups (src/backups/backup.agent.ts), on the backup node's queue.
+  | BackupPayload;
 
 export interface CreateItem {
   readonly storage: string;

@@ -12,7 +12,10 @@ export type AlertType =
   | 'snapshot_delete_failed' // 8.5
   | 'freeze_failed' // 8.5
   | 'definition_stale' // esnap
-  | 'storage_full'; // esnap
+  | 'storage_full' // esnap
+  | 'backup_create_failed' // Danube's backup callback alert
+  | 'backup_delete_failed' // Danube's backup callback alert
+  | 'backup_damaged'; // esnap: a verify found the backup's data changed
 
 export interface Alert {
   readonly type: AlertType;
@@ -31,6 +34,15 @@ function oneSnapshot(type: AlertType, priority: AlertPriority, message: string, 
 }
 
 export const alerts = {
+  /** Danube's alert of a failed backup create or delete (snapnames: the backup's name). */
+  backupFailed(hostname: string, diskId: number, name: string, define: string | null, action: 'created' | 'deleted'): Alert {
+    const type = action === 'created' ? 'backup_create_failed' : 'backup_delete_failed';
+    return oneSnapshot(type, 'ERROR', `Backup ${name} of server ${hostname}@disk-${diskId} could not be ${action}.`, hostname, diskId, name, define);
+  },
+  /** esnap: a verify re-read the backup and its SHA-256 differs from the one recorded (status 5). */
+  backupDamaged(hostname: string, diskId: number, name: string, define: string | null): Alert {
+    return oneSnapshot('backup_damaged', 'ERROR', `Backup ${name} of server ${hostname}@disk-${diskId} is damaged.`, hostname, diskId, name, define);
+  },
   /** 8.1: the scheduled create did not start (not sent for 423, which only logs a warning). */
   startFailed(hostname: string, diskId: number, define: string): Alert {
     return {

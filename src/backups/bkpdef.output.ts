@@ -7,7 +7,7 @@
  */
 import type { VmDiskRow } from '../db/schema.js';
 import { arrayDiskId } from '../vms/vm.lookup.js';
-import { formatDanubeTime } from '../domain/time.js';
+import { monitoringFields } from '../definitions/define.common.js';
 import type { BkpDefListRow } from './bkpdef.repository.js';
 
 export interface BkpDefObject {
@@ -34,8 +34,6 @@ export interface BkpDefObject {
   last_error?: string | null;
 }
 
-const time = (v: string | null): string | null => (v === null ? null : formatDanubeTime(new Date(v)));
-
 export function bkpDefObject(row: BkpDefListRow, disks: readonly VmDiskRow[], extended: boolean, isAdmin: boolean): BkpDefObject {
   const own = disks.filter((d) => d.vm_uuid === row.vm_uuid);
   const obj: BkpDefObject = {
@@ -58,10 +56,7 @@ export function bkpDefObject(row: BkpDefListRow, disks: readonly VmDiskRow[], ex
   };
   if (extended) {
     obj.backups = row.backups ?? 0;
-    obj.next_run = time(row.next_run);
-    obj.last_run = time(row.last_run);
-    obj.last_success = time(row.last_success);
-    obj.last_error = row.last_error;
+    Object.assign(obj, monitoringFields(row));
   }
   return obj;
 }

@@ -7,16 +7,18 @@
  * (dataset, native send/receive) only where the disk's storage and the backup storage are of the
  * same driver that can send natively (zfs, btrfs).
  */
-import { randomInt, randomUUID } from 'node:crypto';
+import { datasetBackupSupported } from '../transport/native-streams.js';
+import { randomInt } from 'node:crypto';
 import type { Insertable, Updateable } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import type { Caller } from '../http/auth.js';
 import type { VmDiskRow, VmRow } from '../db/schema.js';
 import { ApiError, FailureError } from '../domain/errors.js';
-import { checkSchedule, cronDefaults, isValidTimeZone, nextCronRun } from '../domain/cron.js';
-import { makeDummyTaskId } from '../domain/taskid.js';
+import { checkSchedule, cronDefaults, isValidTimeZone } from '../domain/cron.js';
 import { NAME_RE, NOTE_FORBIDDEN, parseBool, parseIntField, validateFields, type FieldErrors, type Rule } from '../domain/validate.js';
-import { logDetail, writeLog } from '../tasks/task-log.js';
+import { writeLog } from '../tasks/task-log.js';
+import { definitionLogEntry, nextRunOf } from '../definitions/define.common.js';
+import { parseOrderBy as parseDanubeOrderBy } from '../http/order-by.js';
 import { diskStorage, findVm, requireNodeOnline, requireOperational, resolveDisk, vmDisks, vmNode } from '../vms/vm.lookup.js';
 import { isUniqueViolation, lockVmForDefines } from '../definitions/define.repository.js';
 import { lastValue } from '../definitions/define.service.js';
@@ -41,8 +43,6 @@ export const TYPE_DATASET = 1;
 export const TYPE_FILE = 2;
 const TYPES: ReadonlySet<number> = new Set([TYPE_DATASET, TYPE_FILE]);
 const COMPRESSIONS: ReadonlySet<number> = new Set([0, 1, 2, 3]); // none, gzip, bzip2, xz
-/** Drivers that send and receive natively (type 1); the backup storage must be of the same one. */
-const NATIVE_SEND: ReadonlySet<string> = new Set(['zfs', 'btrfs']);
 const HVM_BRANDS: ReadonlySet<string> = new Set(['kvm', 'bhyve', 'hvm']);
 const RETENTION_MIN = 0;
 const RETENTION_MAX = 65536;
@@ -67,16 +67,7 @@ const ORDER_FIELDS: Readonly<Record<string, repo.BkpSortColumn>> = {
 /** Danube's order_by (default `hostname,-created`); an unknown field is 412. */
 function parseOrderBy(raw: unknown): repo.BkpSortTerm[] {
   const v = lastValue(raw);
-  if (v === undefined || v === null || v === '') return [{ column: 'vm.hostname', desc: false }, { column: 'd.id', desc: true }];
-  return String(v)
-    .split(',')
-    .map((part) => {
-      let f = part.trim();
-      const desc = f.startsWith('-');
-      if (desc || f.startsWith('+')) f = f.slice(1);
-      if (!own(ORDER_FIELDS, f)) throw new ApiError(412, `Invalid order_by; Possible sort fields are: ${Object.keys(ORDER_FIELDS).join(', ')}`);
-      return { column: ORDER_FIELDS[f]!, desc };
-    });
+  return parseDanubeOrderBy(v === undefined || v === null ? '' : String(v), Object.keys(ORDER_FIELDS), 'hostname,-created').map((o) => ({ column: ORDER_FIELDS[o.field]!, desc: o.desc }));
 }
 
 async function list(ctx: AppContext, caller: Caller, scope: repo.BkpDefScope, data: Readonly<Record<string, unknown>>) {
@@ -226,7 +217,8 @@ async function check(ctx: AppContext, caller: Caller, t: BkpDefTarget, input: Re
   const type = (v['type'] as number | undefined) ?? d?.type;
   if (storage && type === TYPE_DATASET && !errors['type']) {
     const source = await diskStorage(ctx.db, t.disk);
-    if (!NATIVE_SEND.has(source.driver) || storage.driver !== source.driver) errors['type'] = [TYPE_DATASET_UNSUPPORTED];
+    // Drivers that send and receive natively, into a backup storage of the same one (the type 1 engine's table).
+    if (!datasetBackupSupported(source.driver, storage.driver)) errors['type'] = [TYPE_DATASET_UNSUPPORTED];
   }
   if (Object.keys(errors).length > 0) {
     // Danube's field order; `type` errors also on PUT (a move to a storage that cannot receive).
@@ -237,31 +229,8 @@ async function check(ctx: AppContext, caller: Caller, t: BkpDefTarget, input: Re
   return { values: v, nodeId: node?.id ?? d!.node_id, nodeHostname: node?.hostname ?? d!.node_hostname, storageId: storage?.id ?? d!.storage_id };
 }
 
-function nextRun(ctx: AppContext, active: boolean, schedule: string, tz: string): string | null {
-  if (!active) return null;
-  try {
-    return nextCronRun(schedule, ctx.clock.now(), tz).toISOString();
-  } catch (err) {
-    if (err instanceof RangeError) return null;
-    throw err;
-  }
-}
-
-function logEntry(ctx: AppContext, caller: Caller, vm: VmRow, msg: string, pairs: Array<readonly [string, unknown]>) {
-  return {
-    time: ctx.clock.now().toISOString(),
-    taskId: makeDummyTaskId({ userId: caller.user.id, ownerId: vm.owner_id, dcBound: true, dcId: caller.dc.id }, randomUUID()),
-    taskType: 'd',
-    status: 'SUCCESS' as const,
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: caller.dc.id,
-    msg,
-    detail: logDetail(pairs, ' '),
-    object: { type: 'vm', name: vm.hostname, alias: vm.alias, pk: vm.uuid },
-  };
-}
+const nextRun = nextRunOf;
+const logEntry = definitionLogEntry;
 
 const LOGGED = ['type', 'node', 'zpool', 'desc', 'bwlimit', 'active', 'schedule', 'retention', 'compression', 'fsfreeze', 'tz'] as const;
 

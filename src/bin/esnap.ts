@@ -13,9 +13,12 @@ import { createLogger } from '../log.js';
 import { onStopSignals } from './graceful-stop.js';
 import { join } from 'node:path';
 import { CHILDREN_SUBDIR } from '../storage/agent-runner.js';
+import { BACKUP_KEYS_SUBDIR } from '../backups/backup-node.js';
+import { Restic } from '../backups/restic.js';
 import { backupDatabase, BackupError, restoreInstructions } from '../db/backup.js';
 import { NewerSchemaError } from '../db/migrate.js';
 import { DatabaseConnectError, explainConnectError } from '../db/connect-error.js';
+import { runSshServe } from '../transport/ssh-serve.js';
 
 const USAGE = `usage: esnap <command>
 
@@ -23,9 +26,15 @@ commands:
   serve     start the API server (and its local agent) — configured by ESNAP_* variables
   agent     run this node's agent in cluster mode (ESNAP_DATABASE_URL=postgres://…, ESNAP_NODE,
             ESNAP_STORAGES); it needs only the pg-boss schema in the database
+  ssh-serve <serve.json>
+            the forced command of backup nodes' SSH keys (written by the agent into
+            ESNAP_SSH_DIR/authorized_keys; runs SSH_ORIGINAL_COMMAND's send or receive only)
   db backup <file>
             copy the SQLite database to <file> while the server runs (same settings as serve;
             PostgreSQL: use pg_dump)
+  backup export-key <storage>
+            print the restic password of the backups on <storage> of this node (keep it elsewhere:
+            without it the backups cannot be read once this node is lost)
   help      show this text
 `;
 
@@ -57,6 +66,8 @@ async function serve(): Promise<void> {
     nodeSilenceS: config.nodeSilenceS,
     https: config.https,
     childRecordsDir: join(config.dataDir, CHILDREN_SUBDIR),
+    backupKeysDir: join(config.dataDir, BACKUP_KEYS_SUBDIR),
+    backupNode: config.backupNode,
     log,
     httpLogger: log,
   }).catch((err: unknown) => {
@@ -91,7 +102,10 @@ async function agent(): Promise<void> {
     freezeLimitS: config.freezeLimitS,
     healthListen: config.agentHealthListen,
     childRecordsDir: join(config.dataDir, CHILDREN_SUBDIR),
+    backupKeysDir: join(config.dataDir, BACKUP_KEYS_SUBDIR),
     hypervisor: config.hypervisor,
+    ssh: { dir: config.sshDir, address: config.nodeAddress },
+    backupNode: config.backupNode,
     log,
   }).catch((err: unknown) => {
     throw explainConnectError(err, config.databaseUrl);
@@ -111,6 +125,23 @@ async function db(args: readonly string[]): Promise<number> {
   return 0;
 }
 
+/** `esnap backup export-key <storage>`: the restic password of that backup storage's repository. */
+async function backup(args: readonly string[]): Promise<number> {
+  if (args[0] !== 'export-key' || args.length !== 2 || !args[1]) {
+    process.stderr.write(USAGE);
+    return 1;
+  }
+  const config = loadConfig();
+  try {
+    process.stdout.write(`${await Restic.exportKey(join(config.dataDir, BACKUP_KEYS_SUBDIR), args[1])}\n`);
+    return 0;
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no repository has been made on it yet' : err instanceof Error ? err.message : String(err);
+    process.stderr.write(`esnap: no restic password for storage ${JSON.stringify(args[1])}: ${why}\n`);
+    return 1;
+  }
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   const cmd = argv[0];
   switch (cmd) {
@@ -122,6 +153,10 @@ async function main(argv: readonly string[]): Promise<number> {
       return -1;
     case 'db':
       return db(argv.slice(1));
+    case 'ssh-serve':
+      return runSshServe(argv.slice(1));
+    case 'backup':
+      return backup(argv.slice(1));
     case undefined:
     case 'help':
     case '--help':

@@ -56,6 +56,12 @@ export interface NodeTable {
   created: string;
   /** 1: its storages may hold backups (migration 0007). */
   is_backup: Generated<number>;
+  /** ESNAP_NODE_ADDRESS as `user@host:port` (migration 0007_ssh_trust). */
+  ssh_address: Generated<string | null>;
+  /** The sshd's ed25519 host key, `ssh-ed25519 <base64>`. */
+  ssh_host_key: Generated<string | null>;
+  /** The agent's own ed25519 public key. */
+  ssh_public_key: Generated<string | null>;
 }
 
 export interface NodeStorageTable {

@@ -5,8 +5,8 @@
  */
 import type { VmDiskRow } from '../db/schema.js';
 import { arrayDiskId } from '../vms/vm.lookup.js';
-import { formatDanubeTime } from '../domain/time.js';
 import type { DefineListRow } from './define.repository.js';
+import { monitoringFields } from './define.common.js';
 
 export interface DefineObject {
   hostname: string;
@@ -32,10 +32,6 @@ export interface DefineObject {
   last_error?: string | null;
 }
 
-function time(v: string | null): string | null {
-  return v === null ? null : formatDanubeTime(new Date(v));
-}
-
 /**
  * `disks` holds the VM's current disks (more VMs' disks are fine): the array id is computed now,
  * as Danube does, and is 0 when the disk is gone.
@@ -58,10 +54,7 @@ export function defineObject(row: DefineListRow, disks: readonly VmDiskRow[], ex
   };
   if (extended) {
     obj.snapshots = row.snapshots ?? 0;
-    obj.next_run = time(row.next_run);
-    obj.last_run = time(row.last_run);
-    obj.last_success = time(row.last_success);
-    obj.last_error = row.last_error;
+    Object.assign(obj, monitoringFields(row));
   }
   return obj;
 }

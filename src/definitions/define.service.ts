@@ -6,17 +6,16 @@
  * esnap's optional fields (`tz`, `catchup`, `retention_days`) default to Danube's behaviour: the
  * schedule is read in UTC, missed slots are caught up, and only the count retention applies.
  */
-import { randomInt, randomUUID } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import type { Insertable, Updateable } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import type { Caller } from '../http/auth.js';
 import type { SnapshotDefineTable, VmDiskRow, VmRow } from '../db/schema.js';
 import { FailureError, apiError } from '../domain/errors.js';
-import { checkSchedule, cronDefaults, isValidTimeZone, nextCronRun } from '../domain/cron.js';
-import { makeDummyTaskId } from '../domain/taskid.js';
+import { checkSchedule, cronDefaults, isValidTimeZone } from '../domain/cron.js';
 import { NAME_RE, NOTE_FORBIDDEN, parseBool, validateFields, type FieldErrors, type Rule } from '../domain/validate.js';
 import { dcSettings } from '../accounts/dc.settings.js';
-import { logDetail, writeLog } from '../tasks/task-log.js';
+import { writeLog } from '../tasks/task-log.js';
 import { findVm, requireNodeOnline, requireOperational, requireSnapshotsEnabled, resolveDisk, vmDisks, vmNode } from '../vms/vm.lookup.js';
 import {
   countVmDefines,
@@ -29,6 +28,7 @@ import {
   type DefineListRow,
 } from './define.repository.js';
 import { defineObject, type DefineObject } from './define.output.js';
+import { definitionLogEntry, nextRunOf } from './define.common.js';
 
 export const LOG_CREATE = 'Create server snapshot definition';
 export const LOG_UPDATE = 'Update server snapshot definition';
@@ -177,32 +177,8 @@ export function validateDefine(input: Record<string, unknown>, rules: Record<str
   return values;
 }
 
-/** The next slot of an active definition; null when paused (or for a never-firing schedule stored before checkSchedule refused them). */
-function nextRun(ctx: AppContext, active: boolean, schedule: string, tz: string): string | null {
-  if (!active) return null;
-  try {
-    return nextCronRun(schedule, ctx.clock.now(), tz).toISOString();
-  } catch (err) {
-    if (err instanceof RangeError) return null;
-    throw err;
-  }
-}
-
-function logEntry(ctx: AppContext, caller: Caller, vm: VmRow, msg: string, pairs: Array<readonly [string, unknown]>) {
-  return {
-    time: ctx.clock.now().toISOString(),
-    taskId: makeDummyTaskId({ userId: caller.user.id, ownerId: vm.owner_id, dcBound: true, dcId: caller.dc.id }, randomUUID()),
-    taskType: 'd',
-    status: 'SUCCESS' as const,
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: caller.dc.id,
-    msg,
-    detail: logDetail(pairs, ' '),
-    object: { type: 'vm', name: vm.hostname, alias: vm.alias, pk: vm.uuid },
-  };
-}
+const nextRun = nextRunOf;
+const logEntry = definitionLogEntry;
 
 const LOGGED_FIELDS = ['desc', 'active', 'schedule', 'retention', 'fsfreeze', 'tz', 'catchup', 'retention_days'] as const;
 

@@ -67,3 +67,8 @@ export function syncMessage(lost: number, found: number): string {
   if (found > 0) m += `; WARNING: ${found} snapshot(s) found`;
   return m;
 }
+
+/** `is-<n>`: a snapshot a backup reads or keeps as its incremental base; never a snapshot row. */
+export function isBackupSnapshotId(id: string): boolean {
+  return /^is-[0-9]{1,18}$/.test(id);
+}

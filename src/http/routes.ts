@@ -12,6 +12,8 @@ import { registerSnapshotKinds } from '../snapshots/snapshot.kinds.js';
 import { taskViews } from '../tasks/task.routes.js';
 import { overviewViews } from '../overview/overview.routes.js';
 import { backupDefineViews } from '../backups/bkpdef.routes.js';
+import { backupViews } from '../backups/backup.routes.js';
+import { registerBackupKinds } from '../backups/backup.kinds.js';
 import { openapiRoute } from './openapi.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { metricsRoute } from '../metrics/metrics.route.js';
@@ -19,13 +21,14 @@ import { uiRoute } from './ui.js';
 import { healthRoutes } from './health.routes.js';
 
 export function allViews(): ViewDef[] {
-  return [...accountViews, ...nodeViews, ...vmViews, ...defineViews, ...snapshotViews, ...taskViews, ...overviewViews, ...backupDefineViews];
+  return [...accountViews, ...nodeViews, ...vmViews, ...defineViews, ...snapshotViews, ...taskViews, ...overviewViews, ...backupDefineViews, ...backupViews];
 }
 
 export function registerTaskKinds(ctx: AppContext): void {
   registerSnapshotKinds(ctx);
   registerVmKinds(ctx);
   registerPowerKinds(ctx);
+  registerBackupKinds(ctx);
 }
 
 export function extraRoutes(

@@ -11,6 +11,7 @@ import { nodeQueueName, REGISTER_QUEUE, type PgBossQueue } from '../queue/pgboss
 import { NODE_ONLINE, registerNode, updateStorageUsage } from './node.repository.js';
 import { Ticker } from '../tasks/ticker.js';
 import { applyInventory } from '../hypervisor/libvirt.rows.js';
+import { broadcastTrust, recordSsh } from '../transport/trust.service.js';
 
 export const NODE_UNREACHABLE = 3;
 
@@ -58,6 +59,9 @@ export async function consumeRegistrations(ctx: AppContext, queue: PgBossQueue):
       if (m.type === 'register') {
         await queue.createQueue(nodeQueueName(m.node), 'node');
         await registerNode(ctx.db, m.node, m.storages, now.toISOString());
+        await recordSsh(ctx.db, m.node, m.ssh, m.backup, ctx.log);
+        // Every node learns the new keys and host keys (this one gets the whole set it needs).
+        await broadcastTrust(ctx.db, (node, msg) => queue.publishReliably(nodeQueueName(node), msg));
         ctx.log.info({ node: m.node, storages: m.storages.map((s) => s.name) }, 'node registered');
       } else if (m.type === 'domains') {
         await applyInventory(ctx, m);

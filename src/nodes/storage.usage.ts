@@ -39,6 +39,8 @@ export function storagesTouched(payload: unknown): string[] {
     case 'destroy':
     case 'rollback':
     case 'disk_create':
+    case 'backup_create':
+    case 'backup_delete':
       return [p.storage];
     default:
       return [];

@@ -102,7 +102,8 @@ export class StorageError extends Error {
 }
 
 /** Snapshot ids the drivers accept: what esnap makes, nothing a shell or a path could misread. */
-export const SNAPSHOT_ID_RE = /^[ae]s-[0-9]{1,18}$/;
+/** `is-<n>`: the snapshot a backup reads (n: the backup's id), never listed as a snapshot of the disk. */
+export const SNAPSHOT_ID_RE = /^[aei]s-[0-9]{1,18}$/;
 
 /** Disk paths relative to a storage: plain segments, no `..`, no leading slash, no dot-folders. */
 export const DISK_PATH_RE = /^(?!.*(?:^|\/)\.)[A-Za-z0-9_][A-Za-z0-9._-]*(?:\/[A-Za-z0-9_][A-Za-z0-9._-]*)*$/;

@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { pipeline } from 'node:stream';
-import type { CommandRunner, PipeOptions, PipeResult, RunOptions, RunResult } from './runner.js';
+import type { CommandRunner, PipeOptions, PipeResult, RunOptions, RunResult, SpawnedCommand, SpawnOptions } from './runner.js';
 import { withScopeSignal } from './op-scope.js';
 import type { ChildRecords } from './child-records.js';
 
@@ -264,6 +264,62 @@ export class NodeCommandRunner implements CommandRunner {
       if (error) throw error;
       return { producer: p.result, consumer: c.result };
     });
+  }
+
+  spawn(argv: readonly string[], options: SpawnOptions = {}): SpawnedCommand {
+    const [command, ...args] = argv;
+    if (command === undefined || command === '') throw new TypeError('NodeCommandRunner.spawn needs a non-empty argv');
+    const started = performance.now();
+    const elapsed = (): number => Math.round(performance.now() - started);
+    const signal = withScopeSignal(options.signal);
+    const streamOut = options.stdout === 'stream';
+    const child = this.spawnChild(
+      command,
+      args,
+      options.env ? { ...process.env, ...options.env } : process.env,
+      [options.stdin === 'pipe' ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    );
+    // A process that exits without reading all its input must not crash us with EPIPE.
+    child.stdin?.on('error', () => undefined);
+    const stdout = new Capture(streamOut ? 0 : this.maxOutputBytes);
+    const stderr = new Capture(this.maxOutputBytes);
+    if (!streamOut) child.stdout?.on('data', (c: Buffer) => stdout.push(c));
+    child.stderr?.on('data', (c: Buffer) => stderr.push(c));
+    let killedWith: Error | undefined;
+    let exited = false;
+    const kill = (error: Error): void => {
+      if (killedWith || exited) return;
+      killedWith = error;
+      this.killChild(child);
+    };
+    const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
+    const timer = setTimeout(() => kill(new Error(`Command timed out after ${timeoutMs} ms and was killed: ${show(argv)}`)), timeoutMs);
+    const onAbort = (): void => kill(abortError(argv, signal));
+    if (signal?.aborted) queueMicrotask(onAbort);
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    const done = new Promise<RunResult>((resolve, reject) => {
+      let settled = false;
+      const finish = (code: number | null, error?: Error): void => {
+        if (settled) return;
+        settled = true;
+        exited = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        const durationMs = elapsed();
+        this.report(error ? { argv, code, durationMs, error } : { argv, code, durationMs });
+        if (error) reject(error);
+        else resolve({ code: code ?? 0, stdout: stdout.text(), stderr: stderr.text(), durationMs });
+      };
+      child.on('error', (err) => finish(null, new Error(`Cannot run ${show(argv)}: ${err.message}`, { cause: err })));
+      child.on('exit', () => {
+        if (killedWith) finish(null, killedWith);
+      });
+      child.on('close', (code, sig) => {
+        if (killedWith) finish(null, killedWith);
+        else finish(code ?? signalCode(sig));
+      });
+    });
+    return { stdin: child.stdin ?? null, stdout: streamOut ? child.stdout : null, done, kill };
   }
 
   private report(info: RunInfo): void {

@@ -27,6 +27,24 @@ export interface PipeResult {
   readonly consumer: RunResult;
 }
 
+/** Options of a spawn whose stdin and/or stdout the caller streams itself (`spawn`). */
+export interface SpawnOptions extends Omit<RunOptions, 'input'> {
+  /** `pipe`: the caller writes the process's stdin (and must end it); default `ignore` (/dev/null). */
+  readonly stdin?: 'pipe' | 'ignore';
+  /** `stream`: the caller reads stdout; `capture` (default): it is collected into the result. */
+  readonly stdout?: 'stream' | 'capture';
+}
+
+/** A running process whose streams the caller drives; `done` settles like `run`'s promise. */
+export interface SpawnedCommand {
+  readonly stdin: NodeJS.WritableStream | null;
+  readonly stdout: NodeJS.ReadableStream | null;
+  /** Exit code and stderr (and stdout when captured); rejects on spawn failure, timeout or abort. */
+  readonly done: Promise<RunResult>;
+  /** Kills the process (and its group); `done` then rejects with `reason`. */
+  kill(reason: Error): void;
+}
+
 export interface CommandRunner {
   /** Runs `argv[0]` with the rest as arguments; resolves with the exit code (non-zero is not an error). */
   run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
@@ -37,4 +55,9 @@ export interface CommandRunner {
    * Optional: runners that cannot stream between processes leave it out.
    */
   pipe?(producer: readonly string[], consumer: readonly string[], options?: PipeOptions): Promise<PipeResult>;
+  /**
+   * Starts `argv` with its stdin and/or stdout left to the caller (restic reading an image stream
+   * on stdin, `restic dump` writing one on stdout). Optional like `pipe`.
+   */
+  spawn?(argv: readonly string[], options?: SpawnOptions): SpawnedCommand;
 }

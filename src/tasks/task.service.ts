@@ -96,6 +96,14 @@ export class TaskService {
    * task-log entry and the locks; then the task goes to its node's queue. A held lock rolls it all
    * back and answers 400 `Task did not acquire lock`.
    */
+  /**
+   * A control message (not a task: no row, no claim, no outcome) to a node's agent, on its queue:
+   * SSH trust and restore announcements (src/transport/trust.service.ts).
+   */
+  async sendControl(node: string, msg: QueueMessage): Promise<void> {
+    await this.queue.send(node, msg);
+  }
+
   async submit<C>(spec: TaskSpec<C>): Promise<string> {
     this.#requireKind(spec);
     const taskId = this.#newId(spec);

@@ -105,10 +105,15 @@ export async function changeVmStatus(db: Db, uuid: string, from: readonly number
   return Number(res.numUpdatedRows) === 1;
 }
 
-/** Spec 14: a VM goes with its disks, snapshot rows and snapshot definitions. */
+/**
+ * Spec 14: a VM goes with its disks, snapshot rows and snapshot and backup definitions; its
+ * backups stay (Danube: vm set null), reached through the original hostname.
+ */
 export async function deleteVmRows(trx: Transaction<Database>, uuid: string): Promise<void> {
   await trx.deleteFrom('snapshot').where('vm_uuid', '=', uuid).execute();
   await trx.deleteFrom('snapshot_define').where('vm_uuid', '=', uuid).execute();
+  await trx.updateTable('backup').set({ vm_uuid: null, define_id: null }).where('vm_uuid', '=', uuid).execute();
+  await trx.deleteFrom('backup_define').where('vm_uuid', '=', uuid).execute();
   await trx.deleteFrom('vm_disk').where('vm_uuid', '=', uuid).execute();
   await trx.deleteFrom('vm').where('uuid', '=', uuid).execute();
 }
@@ -117,6 +122,9 @@ export async function deleteVmRows(trx: Transaction<Database>, uuid: string): Pr
 export async function deleteDiskRows(trx: Transaction<Database>, vmUuid: string, realId: number): Promise<void> {
   await trx.deleteFrom('snapshot').where('vm_uuid', '=', vmUuid).where('disk_real_id', '=', realId).execute();
   await trx.deleteFrom('snapshot_define').where('vm_uuid', '=', vmUuid).where('disk_real_id', '=', realId).execute();
+  const defines = trx.selectFrom('backup_define').select('id').where('vm_uuid', '=', vmUuid).where('disk_real_id', '=', realId);
+  await trx.updateTable('backup').set({ define_id: null }).where('define_id', 'in', defines).execute();
+  await trx.deleteFrom('backup_define').where('vm_uuid', '=', vmUuid).where('disk_real_id', '=', realId).execute();
   await trx.deleteFrom('vm_disk').where('vm_uuid', '=', vmUuid).where('real_id', '=', realId).execute();
 }
 

@@ -214,6 +214,14 @@ const steps: Record<string, Step> = {
     newTables: {},
     async seed() {},
   },
+  '0007_ssh_trust': {
+    // Registered nodes have no SSH identity until their agent starts again and sends one.
+    newColumns: { node: { ssh_address: null, ssh_host_key: null, ssh_public_key: null } },
+    newTables: {},
+    async seed(db) {
+      await db.updateTable('node').set({ ssh_address: 'esnap@node2.example:22', ssh_host_key: `ssh-ed25519 ${'A'.repeat(68)}` }).where('hostname', '=', 'node2.example').execute();
+    },
+  },
 };
 
 /** The tables of the connection's schema (PostgreSQL: its search_path) and their columns, in order. */

@@ -171,6 +171,8 @@ export async function startTestServer(kind: TestDb, opts: ServerOptions = {}): P
     ...(opts.publicUrl !== undefined ? { publicUrl: opts.publicUrl } : {}),
     ...(opts.runner ? { runner: opts.runner } : {}),
     ...(opts.hypervisor ? { hypervisor: opts.hypervisor } : {}),
+    // Backup keys live in the node's data folder, beside (never inside) its storages.
+    backupKeysDir: join(dir, 'backup-keys'),
   });
   const address = await runtime.app.listen({ host: '127.0.0.1', port: 0 });
   const url = address.replace(/\/$/, '');

@@ -43,8 +43,11 @@ import {
 } from '../driver.js';
 import { code, diskPathTaken, isPathTaken, removeEmptyParents, rootStats } from '../fs-root.js';
 import type { CommandRunner } from '../runner.js';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import type { DiskWritable, SnapshotReadable, StreamingDriver } from '../stream.js';
 import { BtrfsCommands } from './btrfs.commands.js';
-import { recoverSwaps, swapIn, swapPaths, type SwapPaths } from './btrfs.swap.js';
+import { recoverSwap, recoverSwaps, swapIn, swapPaths, swapPrepared, type SwapPaths } from './btrfs.swap.js';
 import {
   fail,
   filterAsync,
@@ -90,7 +93,7 @@ interface DiskPaths extends SwapPaths {
   readonly snapDir: string;
 }
 
-export class BtrfsDriver implements StorageDriver {
+export class BtrfsDriver implements StorageDriver, StreamingDriver {
   readonly kind = 'btrfs';
   readonly capabilities: DriverCapabilities = Object.freeze({ rollbackKeepsNewer: true, batchDestroy: true });
   private readonly root: string;
@@ -327,6 +330,58 @@ export class BtrfsDriver implements StorageDriver {
     return found.map((s) => ({ id: s.id, created: s.created, size: bytes?.get(s.id) ?? null, name: s.name }));
   }
 
+  /** The snapshot's image file, read start to end (src/storage/stream.ts). */
+  async readSnapshotStream(disk: DiskRef, id: string): Promise<SnapshotReadable> {
+    assertDiskPath(disk.path);
+    assertSnapshotId(id);
+    const p = this.paths(disk);
+    const image = join(this.requireSnapshot(p, id, disk), IMAGE);
+    const st = await stat(image).catch((err: unknown) => fail(err, `snapshot ${id} of ${disk.path} has no image`));
+    const stream = createReadStream(image, { highWaterMark: 4 * 1024 * 1024 });
+    const ended = finished(stream).catch((err: unknown) => fail(err, `cannot read snapshot ${id} of ${disk.path}`));
+    ended.catch(() => undefined);
+    return { stream, size: st.size, done: () => ended };
+  }
+
+  /**
+   * A restore stream: written into `disk.img` of a new subvolume `.esnap-new` beside the disk,
+   * swapped in like a rollback (steps 2-4 of the header) on commit; a crash before the swap
+   * leaves `.esnap-new`, which recovery deletes.
+   */
+  async openDiskWrite(disk: DiskRef): Promise<DiskWritable> {
+    assertDiskPath(disk.path);
+    const p = this.paths(disk);
+    const before = this.requireDisk(p, disk);
+    await recoverSwap(this.cmd, p);
+    await this.cmd.btrfs(['btrfs', 'subvolume', 'create', p.newPath]);
+    const image = join(p.newPath, IMAGE);
+    const stream = createWriteStream(image, { flags: 'wx', mode: before.mode & 0o7777, highWaterMark: 4 * 1024 * 1024 });
+    const written = finished(stream);
+    written.catch(() => undefined);
+    const drop = (): Promise<void> => this.cmd.deleteSubvolumes([p.newPath], { commit: false }).catch(() => undefined);
+    return {
+      stream,
+      commit: async () => {
+        try {
+          await written;
+          const got = (await stat(image)).size;
+          if (got !== before.size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${before.size} bytes, the stream carried ${got}`);
+          const fh = await open(image, 'r');
+          await fh.sync();
+          await fh.close();
+        } catch (err) {
+          await drop();
+          fail(err, `cannot write disk ${disk.path}`);
+        }
+        await swapPrepared(this.cmd, p);
+      },
+      abort: async () => {
+        stream.destroy();
+        await written.catch(() => undefined);
+        await drop();
+      },
+    };
+  }
   /**
    * Validates a disk path and resolves its locations. No folder on the way may be a symlink (the
    * path would leave the storage) or a subvolume (a disk inside a disk cannot be deleted alone).

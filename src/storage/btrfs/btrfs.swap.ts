@@ -20,6 +20,11 @@ export interface SwapPaths {
 export async function swapIn(cmd: BtrfsCommands, p: SwapPaths, snapshot: string): Promise<void> {
   await recoverSwap(cmd, p);
   await cmd.btrfs(['btrfs', 'subvolume', 'snapshot', snapshot, p.newPath], { missing: 'snapshot_missing' });
+  await swapPrepared(cmd, p);
+}
+
+/** Steps 2-4: `.esnap-new` is ready (a snapshot, or a subvolume a restore stream filled). */
+export async function swapPrepared(cmd: BtrfsCommands, p: SwapPaths): Promise<void> {
   try {
     await rename(p.subvol, p.oldPath);
   } catch (err) {

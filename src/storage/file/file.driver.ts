@@ -22,7 +22,10 @@
 import { constants as fsConstants, type Stats } from 'node:fs';
 import { copyFile, link, mkdir, realpath, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { fsyncPath, Journal, writeDurably } from '../journal.js';
-import { recoverSwitches, switchInCopy, tempName } from './file.switch.js';
+import { openSwitch, recoverSwitches, switchInCopy, tempName } from './file.switch.js';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import type { DiskWritable, SnapshotReadable, StreamingDriver } from '../stream.js';
 import { join, resolve, sep } from 'node:path';
 import {
   assertDiskPath,
@@ -58,7 +61,7 @@ interface DiskPaths {
   readonly snapDir: string;
 }
 
-export class FileDriver implements StorageDriver {
+export class FileDriver implements StorageDriver, StreamingDriver {
   readonly kind = 'file';
   readonly capabilities: DriverCapabilities = Object.freeze({ rollbackKeepsNewer: true, batchDestroy: true });
   private readonly root: string;
@@ -230,6 +233,49 @@ export class FileDriver implements StorageDriver {
       );
     }
     await this.switchIn(snapshot.path, target);
+  }
+
+  /** The snapshot file itself, read start to end (src/storage/stream.ts). */
+  async readSnapshotStream(disk: DiskRef, id: string): Promise<SnapshotReadable> {
+    assertDiskPath(disk.path);
+    assertSnapshotId(id);
+    const { snapDir } = await this.paths(disk);
+    const snapshot = await this.requireSnapshot(snapDir, id, disk);
+    const stream = createReadStream(snapshot.path, { highWaterMark: 4 * 1024 * 1024 });
+    const ended = finished(stream).catch((err: unknown) => fail(err, `cannot read snapshot ${id} of ${disk.path}`));
+    ended.catch(() => undefined); // observed through done()
+    return { stream, size: snapshot.stat.size, done: () => ended };
+  }
+
+  /** Written aside and switched in like a rollback (file.switch.ts); the size must be the disk's. */
+  async openDiskWrite(disk: DiskRef): Promise<DiskWritable> {
+    assertDiskPath(disk.path);
+    const { image } = await this.paths(disk);
+    const st = await this.requireDisk(image, disk);
+    const sw = await openSwitch({ root: this.root, journal: this.journal, image });
+    const stream = createWriteStream(sw.temp, { flags: 'wx', highWaterMark: 4 * 1024 * 1024 });
+    const written = finished(stream);
+    written.catch(() => undefined);
+    return {
+      stream,
+      async commit() {
+        try {
+          await written;
+          const got = (await stat(sw.temp)).size;
+          if (got !== st.size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${st.size} bytes, the stream carried ${got}`);
+        } catch (err) {
+          await sw.abort();
+          if (err instanceof StorageError) throw err;
+          fail(err, `cannot write disk ${disk.path}`);
+        }
+        await sw.commit(`cannot switch ${disk.path} to the restored image`);
+      },
+      async abort() {
+        stream.destroy();
+        await written.catch(() => undefined);
+        await sw.abort();
+      },
+    };
   }
 
   async list(disk: DiskRef): Promise<SnapshotInfo[]> {

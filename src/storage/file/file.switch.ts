@@ -43,27 +43,60 @@ export interface SwitchOptions {
 }
 
 export async function switchInCopy(o: SwitchOptions): Promise<void> {
+  const sw = await openSwitch(o);
+  try {
+    await o.copy(o.source, sw.temp);
+  } catch (err) {
+    await sw.abort();
+    fail(err, `cannot switch ${o.image} to ${o.source}`);
+  }
+  await sw.commit(`cannot switch ${o.image} to ${o.source}`);
+}
+
+/** A switch in progress: `temp` is to be filled by the caller, then committed or aborted. */
+export interface OpenSwitch {
+  readonly temp: string;
+  /** Gives the temporary the image's mode and owner, fsyncs it and renames it over the image. */
+  commit(what: string): Promise<void>;
+  /** Removes the temporary and the journal entry; the image stays as it was. */
+  abort(): Promise<void>;
+}
+
+/**
+ * Steps 1 and 3–4 of a switch with the filling of the temporary left to the caller (a restore
+ * from a backup stream writes it): the journal entry is durable before the temporary exists.
+ */
+export async function openSwitch(o: Pick<SwitchOptions, 'root' | 'journal' | 'image'>): Promise<OpenSwitch> {
   const before = await stat(o.image).catch((err: unknown) => fail(err, `cannot stat ${o.image}`));
   const temp = join(dirname(o.image), tempName(basename(o.image)));
   const id = await o.journal
     .begin({ op: 'file-switch', temp: relative(o.root, temp) })
     .catch((err: unknown) => fail(err, 'cannot write the storage journal'));
-  try {
-    await o.copy(o.source, temp);
-    await chmod(temp, before.mode & 0o7777);
-    await chown(temp, before.uid, before.gid).catch((err: unknown) => {
-      if (code(err) !== 'EPERM') throw err; // not root: the file is ours already
-    });
-    await fsyncPath(temp);
-    await rename(temp, o.image);
-  } catch (err) {
+  const abort = async (): Promise<void> => {
     await unlink(temp).catch(() => undefined);
-    fail(err, `cannot switch ${o.image} to ${o.source}`);
-  }
-  // Switched: a failed folder fsync only matters to a machine crash, and must not report the
-  // rollback failed while the image already holds the snapshot's content.
-  await fsyncPath(dirname(o.image)).catch((err: unknown) => process.emitWarning(`esnap: cannot flush ${dirname(o.image)}: ${String(err)}`));
-  await o.journal.end(id).catch(() => undefined); // a stale entry only makes init() look for a temporary
+    await o.journal.end(id).catch(() => undefined);
+  };
+  return {
+    temp,
+    abort,
+    async commit(what: string): Promise<void> {
+      try {
+        await chmod(temp, before.mode & 0o7777);
+        await chown(temp, before.uid, before.gid).catch((err: unknown) => {
+          if (code(err) !== 'EPERM') throw err; // not root: the file is ours already
+        });
+        await fsyncPath(temp);
+        await rename(temp, o.image);
+      } catch (err) {
+        await unlink(temp).catch(() => undefined);
+        fail(err, what);
+      }
+      // Switched: a failed folder fsync only matters to a machine crash, and must not report the
+      // rollback failed while the image already holds the snapshot's content.
+      await fsyncPath(dirname(o.image)).catch((err: unknown) => process.emitWarning(`esnap: cannot flush ${dirname(o.image)}: ${String(err)}`));
+      await o.journal.end(id).catch(() => undefined); // a stale entry only makes init() look for a temporary
+    },
+  };
 }
 
 /** init(): removes the temporaries of switches a crash cut off (their images are the old ones). */

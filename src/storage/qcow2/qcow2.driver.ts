@@ -55,6 +55,13 @@ import { Journal } from '../journal.js';
 import { recoverRestores, restoreWithUndo, UNDO_TAG, type QcowTools } from './qcow2.restore.js';
 import { QemuCommands } from './qcow2.commands.js';
 import { realpathOfExisting, realpathOrFail, statOrNull } from './qcow2.fs.js';
+import { createReadStream } from 'node:fs';
+import { readdir, stat as statAsync } from 'node:fs/promises';
+import { finished } from 'node:stream/promises';
+import type { SnapshotReadable } from '../stream.js';
+
+/** Raw copies of a snapshot a backup streams (`.esnap/stream-<hex>.raw`); init() removes leftovers. */
+const STREAM_TEMP_RE = /^stream-[0-9a-f]{12}\.raw$/;
 
 export interface Qcow2DriverOptions {
   readonly root: string;
@@ -121,6 +128,9 @@ export class Qcow2Driver implements StorageDriver {
     if (img.code !== 0) throw new StorageError('backend', `qemu-img --version failed: ${img.stderr.trim()}`);
     const daemon = await this.runner.run([QEMU_STORAGE_DAEMON, '--version'], { timeoutMs: 30_000 }).catch(() => null);
     this.daemon = daemon?.code === 0;
+    for (const name of await readdir(join(this.root, META_DIR)).catch(() => [] as string[])) {
+      if (STREAM_TEMP_RE.test(name)) await unlink(join(this.root, META_DIR, name)).catch(() => undefined);
+    }
     // Before the disks take any task (the agent ends a killed predecessor's qemu-img first).
     await recoverRestores(this.tools, this.root, this.journal).catch((err: unknown) => fail(err, 'cannot undo a restore cut off by a crash'));
   }
@@ -303,6 +313,35 @@ export class Qcow2Driver implements StorageDriver {
     await assertDiskNotInUse({ imagePath: image, format: 'qcow2', qmpSocket: disk.qmpSocket, runner: this.runner, qmpTimeoutMs: this.qmpTimeoutMs });
     await this.requireSnapshot(await this.cmd.info(image, disk), id, disk);
     await this.cmd.tool(argv.snapshotApply(image, id), `cannot roll ${disk.path} back to ${id}`);
+  }
+
+  /**
+   * A snapshot's raw image for a backup (src/storage/stream.ts). qemu-img cannot write raw to a
+   * pipe, so the internal snapshot is converted into a sparse raw file under `.esnap/` first (room
+   * for its allocated bytes is needed meanwhile), streamed, and removed.
+   */
+  async readSnapshotStream(disk: DiskRef, id: string): Promise<SnapshotReadable> {
+    assertDiskPath(disk.path);
+    assertSnapshotId(id);
+    const { image } = this.paths(disk);
+    this.requireDisk(image, disk);
+    await this.requireSnapshot(await this.cmd.info(image, disk), id, disk);
+    const temp = join(this.root, META_DIR, `stream-${randomBytes(6).toString('hex')}.raw`);
+    try {
+      await this.cmd.tool([QEMU_IMG, 'convert', '-U', '-O', 'raw', '-l', `snapshot.name=${id}`, image, temp], `cannot read snapshot ${id} of ${disk.path}`, this.copyTimeoutMs);
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw err;
+    }
+    const size = (await statAsync(temp)).size;
+    const stream = createReadStream(temp, { highWaterMark: 4 * 1024 * 1024 });
+    const ended = finished(stream)
+      .catch((err: unknown) => fail(err, `cannot read snapshot ${id} of ${disk.path}`))
+      .finally(() => unlink(temp).catch(() => undefined));
+    ended.catch(() => undefined);
+    // A stream destroyed before its end (the backup failed) removes the copy too.
+    stream.once('close', () => void unlink(temp).catch(() => undefined));
+    return { stream, size, done: () => ended };
   }
 
   async restore(src: DiskRef, id: string, dst: DiskRef): Promise<void> {

@@ -1,0 +1,75 @@
+/** What the server sends a backup node's agent for backups, and what it reports back. */
+import type { DiskEnd } from './transfer.js';
+
+/**
+ * Where a backup lives on the backup node: its storage and the row's `file_path` (type 2: the file
+ * name inside restic's snapshot `resticId`; type 1: `dataset@is-<n>` or a folder, the engine's own).
+ */
+export interface BackupLocation {
+  readonly storage: string;
+  readonly resticId: string | null;
+  readonly filename: string;
+}
+/** @deprecated the type 2 name of BackupLocation. */
+export type ResticLocation = BackupLocation;
+
+export type BackupPayload =
+  | {
+      readonly op: 'backup_create';
+      readonly backupId: number;
+      readonly type: number;
+      readonly source: DiskEnd;
+      /** The snapshot read (`is-<backupId>`), taken and (type 2) destroyed by the task. */
+      readonly snapshot: string;
+      /** The backup storage on this node. */
+      readonly storage: string;
+      readonly filename: string;
+      readonly tags: readonly string[];
+      readonly freeze?: { readonly socket: string };
+      /** Type 1: the newest backup's base snapshot on the source disk (`is-<m>`), for an incremental send. */
+      readonly base?: string | null;
+    }
+  | {
+      readonly op: 'backup_restore';
+      readonly backupId: number;
+      readonly type: number;
+      readonly from: ResticLocation;
+      readonly checksum: string;
+      readonly target: DiskEnd;
+      readonly taskId: string;
+    }
+  | { readonly op: 'backup_verify'; readonly backupId: number; readonly type: number; readonly from: ResticLocation; readonly checksum: string }
+  /**
+   * After a failed or interrupted create: the source snapshot `is-<id>` goes (type 2), and whatever
+   * restic stored under the backup's tag `bkp:<id>` is forgotten. Missing pieces are fine.
+   */
+  | { readonly op: 'backup_cleanup'; readonly backupId: number; readonly type: number; readonly source: DiskEnd; readonly snapshot: string; readonly storage: string }
+  | {
+      readonly op: 'backup_delete';
+      readonly type: number;
+      readonly storage: string;
+      readonly resticIds: readonly string[];
+      /** Every backup's location (type 1 engines delete by file_path). */
+      readonly items?: readonly BackupLocation[];
+    };
+
+/** `backup_create` data. */
+export interface BackupCreated {
+  /** Type 2: restic's snapshot id; type 1: null. */
+  readonly resticId: string | null;
+  /** The row's file_path (type 2: the file name in the restic snapshot). */
+  readonly filePath?: string;
+  /** Type 1: the `is-<n>` snapshot kept on the source disk as the next incremental's base. */
+  readonly baseSnapshot?: string | null;
+  readonly checksum: string;
+  readonly size: number;
+  readonly added: number | null;
+  readonly seconds: number;
+}
+
+/** `backup_verify` data. */
+export interface BackupVerified {
+  readonly ok: boolean;
+  readonly checksum: string | null;
+  readonly error?: string;
+}

@@ -1,0 +1,157 @@
+/**
+ * Type 1 (dataset) backups: native `zfs send | zfs recv` and `btrfs send | btrfs receive`, from
+ * the source disk's node (this node through local pipes, another over SSH: src/transport/) into a
+ * chain on a backup storage of the same driver (src/transport/dataset-backup.ts).
+ *
+ * Create: snapshot `is-<id>` of the source disk (frozen around it when asked and the disk is on
+ * this node), sent incrementally from the newest backup's base `is-<m>` when that is still on both
+ * sides, else in full into a new chain (the task's detail says why: a forced rollback destroyed the
+ * base). `is-<id>` stays on the source disk as the next base; the old base is released. The
+ * checksum is the SHA-256 of the received image. Restore: the backup's image, read on this node,
+ * streamed into the target disk's crash-safe write (Transfer.openDiskWrite) and committed only when
+ * its SHA-256 is the recorded one. Verify: that SHA-256 read again. Delete: the chain's snapshot
+ * (and the chain when it is empty).
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { StorageError } from '../storage/driver.js';
+import type { StorageConfig } from '../storage/drivers.js';
+import { outsideScope, pointOfNoReturn } from '../storage/op-scope.js';
+import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
+import { nativeBaseSnapshot, nativeKind } from '../transport/native-streams.js';
+import { findChain, imageChecksum, locateBackup, pullDataset, removeBackup, withBackupImage, type PullSource } from '../transport/dataset-backup.js';
+import type { BackupAgentIo, BackupEngine } from './engine.js';
+import type { BackupPayload } from './backup.payloads.js';
+import { BACKUP_DAMAGED_MSG } from './engine.restic.js';
+import type { DiskEnd } from './transfer.js';
+
+type CreatePayload = Extract<BackupPayload, { op: 'backup_create' }>;
+
+function storageConfig(io: BackupAgentIo, name: string): StorageConfig {
+  const cfg = io.storageConfigs?.get(name);
+  if (!cfg) throw new StorageError('backend', `Storage ${name} does not exist on node ${io.node}`);
+  if (nativeKind(cfg.driver) === null) throw new StorageError('backend', `Storage ${name} (${cfg.driver}) cannot hold dataset backups`);
+  return cfg;
+}
+
+function sourceOf(io: BackupAgentIo, end: DiskEnd): PullSource {
+  if (end.node === io.node) return { kind: 'local', storage: storageConfig(io, end.storage) };
+  const address = io.ssh?.addressOf(end.node) ?? null;
+  if (!io.ssh || !address) throw new StorageError('backend', `No SSH address of node ${end.node} is known on node ${io.node} (its agent has not registered one)`);
+  return { kind: 'ssh', address, sshDir: io.ssh.dir, storage: end.storage };
+}
+
+/** Takes or releases `is-<n>` on the source disk: local commands, or the forced command over SSH. */
+async function baseSnapshot(io: BackupAgentIo, end: DiskEnd, id: string, op: 'snapshot' | 'release'): Promise<void> {
+  if (end.node === io.node) return nativeBaseSnapshot(io.runner, storageConfig(io, end.storage), end.disk.path, id, op);
+  const transfer = io.transferFor(end.node);
+  return op === 'snapshot' ? transfer.createSnapshot(end, id) : transfer.destroySnapshot(end, id);
+}
+
+async function takeSnapshot(p: CreatePayload, io: BackupAgentIo): Promise<string | null> {
+  const take = (): Promise<void> => baseSnapshot(io, p.source, p.snapshot, 'snapshot');
+  if (!p.freeze) return take().then(() => null);
+  // The guest agent's socket is on the disk's node: a freeze from another node cannot reach it.
+  if (p.source.node !== io.node) return take().then(() => `fsfreeze of a VM on node ${p.source.node} is not possible from backup node ${io.node}`);
+  const r = await withFreeze({ socket: p.freeze.socket, limitMs: io.freezeLimitMs ?? DEFAULT_FREEZE_LIMIT_MS, log: io.log }, take);
+  return r.error ?? null;
+}
+
+/** `<disk path with / as _>-<backup id>`: a chain name an operator can read. */
+function newChainName(p: CreatePayload): string {
+  return `${p.source.disk.path.replace(/\//g, '_').slice(0, 100)}-${p.backupId}`;
+}
+
+function located(io: BackupAgentIo, from: { storage: string; filename: string }): { cfg: StorageConfig; chain: string; snapshot: string } {
+  const cfg = storageConfig(io, from.storage);
+  const at = locateBackup(cfg, from.filename);
+  if (!at) throw new StorageError('backend', `${from.filename} is not a dataset backup on storage ${from.storage}`);
+  return { cfg, ...at };
+}
+
+export const nativeEngine: BackupEngine = {
+  async create(p, io) {
+    const began = Date.now();
+    const target = storageConfig(io, p.storage);
+    const source = sourceOf(io, p.source);
+    const freezeError = await takeSnapshot(p, io);
+    try {
+      const base = p.base && p.base !== p.snapshot ? p.base : null;
+      const chain = base ? await findChain(io.runner, target, base) : null;
+      const r = await pullDataset(io.runner, { source, disk: p.source.disk.path, snapshot: p.snapshot, base, target, chain, newChain: newChainName(p) });
+      // The new snapshot is the next base; the old one has served (a failure to release it only costs space).
+      if (base) {
+        await outsideScope(() => baseSnapshot(io, p.source, base, 'release')).catch((err: unknown) =>
+          io.log.warn({ err, snapshot: base }, 'could not release the previous backup base on the source disk'),
+        );
+      }
+      const seconds = Math.round((Date.now() - began) / 1000);
+      const notes = [r.detail, freezeError ? `msg='${freezeError}'` : ''].filter(Boolean).join(', ');
+      return {
+        resticId: null,
+        filePath: r.location,
+        baseSnapshot: p.snapshot,
+        checksum: r.checksum!,
+        size: r.bytes,
+        added: r.bytes,
+        seconds,
+        detail: `size=${r.bytes}, full=${r.full}, time_elapsed=${seconds}${notes ? `, ${notes}` : ''}`,
+      };
+    } catch (err) {
+      await outsideScope(() => baseSnapshot(io, p.source, p.snapshot, 'release')).catch((e: unknown) =>
+        io.log.error({ err: e, snapshot: p.snapshot }, 'could not release the snapshot of a failed backup'),
+      );
+      throw err;
+    }
+  },
+
+  async restore(p, io) {
+    const { cfg, chain, snapshot } = located(io, p.from);
+    const sink = await io.transferFor(p.target.node).openDiskWrite(p.target, p.taskId);
+    const hash = createHash('sha256');
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+    });
+    try {
+      await withBackupImage(io.runner, cfg, chain, snapshot, (path) => pipeline(createReadStream(path), tap, sink.stream));
+    } catch (err) {
+      await sink.abort();
+      throw err;
+    }
+    if (hash.digest('hex') !== p.checksum) {
+      await sink.abort();
+      throw new StorageError('backend', BACKUP_DAMAGED_MSG);
+    }
+    pointOfNoReturn();
+    await sink.commit();
+  },
+
+  async verify(p, io) {
+    try {
+      const { cfg, chain, snapshot } = located(io, p.from);
+      const checksum = await imageChecksum(io.runner, cfg, chain, snapshot);
+      return { ok: checksum === p.checksum, checksum };
+    } catch (err) {
+      return { ok: false, checksum: null, error: err instanceof Error ? err.message : String(err) };
+    }
+  },
+
+  async remove(p, io) {
+    for (const item of p.items ?? []) {
+      const { cfg, chain, snapshot } = located(io, { storage: item.storage, filename: item.filename });
+      await removeBackup(io.runner, cfg, chain, snapshot);
+    }
+  },
+
+  async cleanup(p, io) {
+    await baseSnapshot(io, p.source, p.snapshot, 'release');
+    const target = storageConfig(io, p.storage);
+    const chain = await findChain(io.runner, target, p.snapshot);
+    if (chain) await removeBackup(io.runner, target, chain, p.snapshot);
+  },
+};

@@ -1,0 +1,85 @@
+/**
+ * How a backup task on the backup node reaches the disk it reads or restores: on its own node
+ * through the local drivers (embedded mode, or a backup to the same node), elsewhere through the
+ * SSH transport (esnap's send and receive commands on the other node). Both give the same streams
+ * (src/storage/stream.ts).
+ */
+import type { DiskRef, StorageDriver } from '../storage/driver.js';
+import { StorageError } from '../storage/driver.js';
+import { diskWriterOf, snapshotReaderOf, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../storage/stream.js';
+
+/** A disk on a storage of a node. */
+export interface DiskEnd {
+  readonly node: string;
+  readonly storage: string;
+  readonly disk: DiskRef;
+}
+
+export interface Transfer {
+  /** Takes snapshot `snapshot` (an `is-<n>` id) of the disk; one that exists already is kept. */
+  createSnapshot(end: DiskEnd, snapshot: string): Promise<void>;
+  /** Destroys it; a missing one is fine. */
+  destroySnapshot(end: DiskEnd, snapshot: string): Promise<void>;
+  openSnapshotRead(end: DiskEnd, snapshot: string): Promise<SnapshotReadable>;
+  /** The target of a restore; `taskId` is the restore task the server announced to that node. */
+  openDiskWrite(end: DiskEnd, taskId: string): Promise<DiskWritable>;
+}
+
+/** The transfer to use for a disk on `node` (the agent's own node: local). */
+export type TransferFor = (node: string) => Transfer;
+
+export class LocalTransfer implements Transfer {
+  constructor(private readonly drivers: ReadonlyMap<string, StorageDriver>) {}
+
+  #driver(end: DiskEnd): StorageDriver {
+    const d = this.drivers.get(end.storage);
+    if (!d) throw new StorageError('backend', `Storage ${end.storage} does not exist on node ${end.node}`);
+    return d;
+  }
+
+  #reader(end: DiskEnd): Pick<StreamingDriver, 'readSnapshotStream'> {
+    const d = this.#driver(end);
+    const s = snapshotReaderOf(d);
+    if (!s) throw new StorageError('backend', `Storage ${end.storage} (driver ${d.kind}) cannot stream a disk's image for a file backup yet`);
+    return s;
+  }
+
+  #writer(end: DiskEnd): Pick<StreamingDriver, 'openDiskWrite'> {
+    const d = this.#driver(end);
+    const s = diskWriterOf(d);
+    if (!s) throw new StorageError('backend', `Storage ${end.storage} (driver ${d.kind}) cannot be restored into from a file backup yet`);
+    return s;
+  }
+
+  async createSnapshot(end: DiskEnd, snapshot: string): Promise<void> {
+    const d = this.#driver(end);
+    this.#reader(end); // refuse before a snapshot is made that nothing can read
+    try {
+      await d.create(end.disk, snapshot, { name: snapshot });
+    } catch (err) {
+      if (!(err instanceof StorageError && err.code === 'snapshot_exists')) throw err;
+    }
+  }
+
+  async destroySnapshot(end: DiskEnd, snapshot: string): Promise<void> {
+    await this.#driver(end).destroy(end.disk, [snapshot]);
+  }
+
+  openSnapshotRead(end: DiskEnd, snapshot: string): Promise<SnapshotReadable> {
+    return this.#reader(end).readSnapshotStream(end.disk, snapshot);
+  }
+
+  openDiskWrite(end: DiskEnd): Promise<DiskWritable> {
+    return this.#writer(end).openDiskWrite(end.disk);
+  }
+}
+
+/** Local for the agent's own node; other nodes need the SSH transport (cluster mode). */
+export function defaultTransferFor(ownNode: string, drivers: ReadonlyMap<string, StorageDriver>, remote?: TransferFor): TransferFor {
+  const local = new LocalTransfer(drivers);
+  return (node) => {
+    if (node === ownNode) return local;
+    if (remote) return remote(node);
+    throw new StorageError('backend', `No transport from node ${ownNode} to node ${node} (backups between nodes need the SSH transport)`);
+  };
+}

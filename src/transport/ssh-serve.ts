@@ -1,0 +1,180 @@
+/**
+ * `esnap ssh-serve <serve.json>`: the forced command of the backup nodes' keys (trust-files.ts).
+ * sshd runs it with the client's command in SSH_ORIGINAL_COMMAND; it parses that
+ * (serve-request.ts), refuses anything else, and runs one request on this node's storages:
+ *
+ * - `send dataset`: `zfs send [-i base]` / `btrfs send [-p base]` of the snapshot to stdout. A base
+ *   that is gone (a forced rollback destroyed it) exits EXIT_BASE_MISSING before anything is sent,
+ *   so the backup node sends a full stream instead.
+ * - `send image`: the snapshot's raw image (the driver's readSnapshotStream) to stdout.
+ * - `receive`: only while the server has announced that restore task for that disk to this node
+ *   (announcements.ts): stdin goes to the driver's crash-safe disk write, committed only when
+ *   exactly the disk's size arrived followed by the sender's `commit <sha-256>` line naming the
+ *   same SHA-256; an abort or a dropped connection ends without it (old bytes stay).
+ * - `snapshot` / `release`: take or destroy a backup's `is-<n>` source snapshot.
+ *
+ * It never calls a driver's init(): that repairs interrupted operations, which is the agent's job
+ * (a restore the agent is running would look interrupted from here). zfs and btrfs snapshots are
+ * taken and destroyed with their own commands for the same reason.
+ *
+ * Messages go to stderr as `esnap: refused: …` (exit 2) or `esnap: …` (exit 1 or 3); the client
+ * shows them in the task's detail.
+ */
+import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import { Transform, type Readable, type Writable } from 'node:stream';
+import { createDriver, type StorageConfig } from '../storage/drivers.js';
+import type { CommandRunner } from '../storage/runner.js';
+import { NodeCommandRunner } from '../storage/node-runner.js';
+import { streamingOf } from '../storage/stream.js';
+import { announcedReceive } from './announcements.js';
+import { COMMIT_PREFIX, EXIT_BASE_MISSING, EXIT_FAILED, EXIT_REFUSED, parseServeRequest, ServeRefusal, type ServeRequest } from './serve-request.js';
+import { nativeBaseSnapshot, nativeKind, nativeSnapshotExists, sendArgv } from './native-streams.js';
+import type { ServeConfig } from './trust-files.js';
+
+export interface ServeIo {
+  readonly stdin: Readable;
+  readonly stdout: Writable;
+  readonly stderr: Writable;
+  readonly runner: CommandRunner;
+  readonly now: () => Date;
+}
+
+class ServeFailure extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
+export function loadServeConfigFile(path: string): ServeConfig {
+  const parsed = JSON.parse(readFileSync(path, 'utf8')) as Partial<ServeConfig>;
+  if (typeof parsed.node !== 'string' || !Array.isArray(parsed.storages) || typeof parsed.announcedDir !== 'string') {
+    throw new Error(`${path} is not esnap's serve configuration`);
+  }
+  return parsed as ServeConfig;
+}
+
+/** Runs one request; resolves with the exit code (the message is already on stderr). */
+export async function serve(config: ServeConfig, command: string | undefined, io: ServeIo): Promise<number> {
+  let request: ServeRequest;
+  try {
+    request = parseServeRequest(command, config.storages.map((s) => s.name));
+  } catch (err) {
+    if (!(err instanceof ServeRefusal)) throw err;
+    io.stderr.write(`esnap: refused: ${err.message}\n`);
+    return EXIT_REFUSED;
+  }
+  const cfg = config.storages.find((s) => s.name === request.storage)!;
+  try {
+    await run(config, cfg, request, io);
+    return 0;
+  } catch (err) {
+    const code = err instanceof ServeFailure ? err.exitCode : EXIT_FAILED;
+    const message = err instanceof Error ? err.message : String(err);
+    io.stderr.write(code === EXIT_REFUSED ? `esnap: refused: ${message}\n` : `esnap: ${message}\n`);
+    return code;
+  }
+}
+
+async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io: ServeIo): Promise<void> {
+  const where = `disk ${r.disk} on storage ${cfg.name} of node ${config.node}`;
+  switch (r.op) {
+    case 'send': {
+      if (r.format === 'dataset') {
+        if (nativeKind(cfg.driver) === null) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot send a dataset stream`, EXIT_REFUSED);
+        if (!(await nativeSnapshotExists(io.runner, cfg, r.disk, r.snapshot))) throw new ServeFailure(`snapshot ${r.snapshot} of ${where} does not exist`, EXIT_FAILED);
+        if (r.base !== null && !(await nativeSnapshotExists(io.runner, cfg, r.disk, r.base))) {
+          throw new ServeFailure(`base snapshot ${r.base} of ${where} is gone (a rollback destroyed it?): send a full stream`, EXIT_BASE_MISSING);
+        }
+        await streamOut(io, sendArgv(cfg, r.disk, r.snapshot, r.base));
+        return;
+      }
+      const streaming = streamingOf(createDriver(cfg, io.runner));
+      if (!streaming) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot stream images`, EXIT_REFUSED);
+      const read = await streaming.readSnapshotStream({ path: r.disk }, r.snapshot);
+      await Promise.all([pipeline(read.stream, io.stdout, { end: false }), read.done()]);
+      return;
+    }
+    case 'receive': {
+      const size = await announcedReceive(config.announcedDir, r.taskId, r.storage, r.disk, io.now());
+      if (size === null) {
+        throw new ServeFailure(`no restore task ${r.taskId} of ${where} was announced to this node`, EXIT_REFUSED);
+      }
+      const streaming = streamingOf(createDriver(cfg, io.runner));
+      if (!streaming) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot write images`, EXIT_REFUSED);
+      const write = await streaming.openDiskWrite({ path: r.disk, sizeBytes: size });
+      // The image (exactly `size` bytes), then the sender's `commit <sha-256>\n` (ssh-transfer.ts).
+      const hash = createHash('sha256');
+      let received = 0;
+      let trailer = '';
+      const split = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          const body = chunk.subarray(0, Math.max(0, size - received));
+          received += body.length;
+          if (body.length > 0) hash.update(body);
+          trailer += chunk.subarray(body.length).toString('latin1');
+          if (trailer.length > 128) return cb(new Error('more bytes than the disk holds'));
+          cb(null, body.length > 0 ? body : undefined);
+        },
+      });
+      try {
+        await pipeline(io.stdin, split, write.stream);
+      } catch (err) {
+        await write.abort();
+        throw new ServeFailure(`the image stream broke off; ${where} keeps its old bytes (${(err as Error).message})`, EXIT_FAILED);
+      }
+      const sha = hash.digest('hex');
+      if (received !== size || trailer !== `${COMMIT_PREFIX}${sha}\n`) {
+        await write.abort();
+        const why = received !== size ? `the image stream ended after ${received} of ${size} bytes` : 'the sender did not commit this image (aborted, or its checksum differs)';
+        throw new ServeFailure(`${why}; ${where} keeps its old bytes`, EXIT_FAILED);
+      }
+      await write.commit().catch(async (err: unknown) => {
+        await write.abort().catch(() => undefined);
+        throw err;
+      });
+      return;
+    }
+    case 'snapshot':
+    case 'release':
+      if (nativeKind(cfg.driver) !== null) {
+        await nativeBaseSnapshot(io.runner, cfg, r.disk, r.snapshot, r.op);
+        return;
+      }
+      {
+        const driver = createDriver(cfg, io.runner);
+        if (r.op === 'release') return driver.destroy({ path: r.disk }, [r.snapshot]);
+        if ((await driver.list({ path: r.disk })).some((x) => x.id === r.snapshot)) return;
+        await driver.create({ path: r.disk }, r.snapshot, { name: r.snapshot });
+      }
+      return;
+  }
+}
+
+/** Spawns `argv` with its stdout going to ours; fails with its stderr when it exits non-zero. */
+async function streamOut(io: ServeIo, argv: string[]): Promise<void> {
+  if (!io.runner.spawn) throw new Error('the command runner cannot stream');
+  const child = io.runner.spawn(argv, { stdout: 'stream', timeoutMs: 7 * 24 * 3600_000 });
+  const out = child.stdout as Readable;
+  const [result] = await Promise.all([child.done, pipeline(out, io.stdout, { end: false }).catch(() => child.kill(new Error('stdout closed')))]);
+  if (result.code !== 0) throw new ServeFailure(`${argv.slice(0, 2).join(' ')} failed (exit ${result.code}): ${result.stderr.trim()}`, EXIT_FAILED);
+}
+
+/** The forced command's entry (`esnap-ssh-serve <serve.json>`, `esnap ssh-serve <serve.json>`): the request is in SSH_ORIGINAL_COMMAND, never in argv. */
+export async function runSshServe(args: readonly string[]): Promise<number> {
+  if (args.length !== 1 || !args[0]) {
+    process.stderr.write('esnap: refused: ssh-serve takes the path of its serve.json only\n');
+    return EXIT_REFUSED;
+  }
+  return serve(loadServeConfigFile(args[0]), process.env['SSH_ORIGINAL_COMMAND'], {
+    stdin: process.stdin,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    runner: new NodeCommandRunner(),
+    now: () => new Date(),
+  });
+}

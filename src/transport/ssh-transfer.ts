@@ -1,0 +1,117 @@
+/**
+ * The Transfer (src/backups/transfer.ts) to a disk on another node, over SSH to that node's
+ * forced command (ssh-serve.ts): the backup node's agent is the client, with its own key and the
+ * other node's pinned host key.
+ *
+ * - createSnapshot / destroySnapshot: `snapshot` / `release` (is- ids only).
+ * - openSnapshotRead: `send image`; the stream is ssh's stdout, `done()` rejects with the remote
+ *   side's message when ssh exits non-zero.
+ * - openDiskWrite: `receive <task id>`; the image goes to ssh's stdin and is followed, only on
+ *   commit(), by the line `commit <sha-256 of the image>\n`. The other side switches the new bytes
+ *   in only when exactly the disk's size arrived and that line names their SHA-256; abort() (or a
+ *   dropped connection) ends the stream without it, and the disk keeps its old bytes. commit()
+ *   resolves once the other side has committed (ssh exited 0).
+ */
+import { createHash } from 'node:crypto';
+import { Writable, type Readable } from 'node:stream';
+import { StorageError } from '../storage/driver.js';
+import type { CommandRunner, SpawnedCommand } from '../storage/runner.js';
+import type { DiskWritable, SnapshotReadable } from '../storage/stream.js';
+import type { DiskEnd, Transfer } from '../backups/transfer.js';
+import type { SshAddress } from './ssh-address.js';
+import { sshArgv, SSH_FAILED } from './ssh-client.js';
+import { COMMIT_PREFIX } from './serve-request.js';
+
+
+function remoteError(node: string, what: string, r: { code: number; stderr: string }): StorageError {
+  const text = r.stderr.trim().split('\n').filter(Boolean).slice(-3).join(' / ');
+  const why = r.code === SSH_FAILED ? `ssh failed (connection lost or refused): ${text || 'no message'}` : text || `exit ${r.code}`;
+  return new StorageError('backend', `${what} on node ${node} failed: ${why}`);
+}
+
+export class SshTransfer implements Transfer {
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly sshDir: string,
+    private readonly node: string,
+    private readonly address: SshAddress,
+  ) {}
+
+  #argv(request: string[]): string[] {
+    return sshArgv(this.sshDir, this.address, request);
+  }
+
+  async #run(request: string[], what: string): Promise<void> {
+    const r = await this.runner.run(this.#argv(request), { timeoutMs: 10 * 60_000 });
+    if (r.code !== 0) throw remoteError(this.node, what, r);
+  }
+
+  #spawn(request: string[], opts: { stdin?: 'pipe'; stdout?: 'stream' }): SpawnedCommand {
+    if (!this.runner.spawn) throw new StorageError('backend', 'The command runner cannot stream');
+    return this.runner.spawn(this.#argv(request), { ...opts, timeoutMs: 7 * 24 * 3600_000 });
+  }
+
+  createSnapshot(end: DiskEnd, snapshot: string): Promise<void> {
+    return this.#run(['snapshot', end.storage, end.disk.path, snapshot], `snapshot ${snapshot} of disk ${end.disk.path}`);
+  }
+
+  destroySnapshot(end: DiskEnd, snapshot: string): Promise<void> {
+    return this.#run(['release', end.storage, end.disk.path, snapshot], `release of snapshot ${snapshot} of disk ${end.disk.path}`);
+  }
+
+  async openSnapshotRead(end: DiskEnd, snapshot: string): Promise<SnapshotReadable> {
+    const child = this.#spawn(['send', 'image', end.storage, end.disk.path, snapshot], { stdout: 'stream' });
+    const done = child.done.then((r) => {
+      if (r.code !== 0) throw remoteError(this.node, `reading snapshot ${snapshot} of disk ${end.disk.path}`, r);
+    });
+    done.catch(() => undefined); // observed by done() callers; never an unhandled rejection
+    return { stream: child.stdout as Readable, size: null, done: () => done };
+  }
+
+  async openDiskWrite(end: DiskEnd, taskId: string): Promise<DiskWritable> {
+    const child = this.#spawn(['receive', taskId, end.storage, end.disk.path], { stdin: 'pipe' });
+    const stdin = child.stdin as NodeJS.WritableStream & { destroyed?: boolean };
+    const hash = createHash('sha256');
+    let failed: StorageError | null = null;
+    const exited = child.done.then(
+      (r) => {
+        if (r.code !== 0) failed = remoteError(this.node, `writing disk ${end.disk.path}`, r);
+        return r;
+      },
+      (err: unknown) => {
+        failed = new StorageError('backend', `writing disk ${end.disk.path} on node ${this.node} failed: ${(err as Error).message}`);
+        return null;
+      },
+    );
+    // Our end of the image: ssh's stdin, without its end (that is commit's or abort's).
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        if (failed) return cb(failed);
+        hash.update(chunk);
+        if (stdin.write(chunk)) cb();
+        else stdin.once('drain', () => cb());
+      },
+      final(cb) {
+        cb(failed);
+      },
+    });
+    let settled = false;
+    return {
+      stream,
+      commit: async () => {
+        if (settled) throw new StorageError('backend', 'receive already ended');
+        settled = true;
+        stdin.end(`${COMMIT_PREFIX}${hash.digest('hex')}\n`);
+        await exited;
+        if (failed) throw failed;
+      },
+      abort: async () => {
+        if (settled) return;
+        settled = true;
+        // No commit line: the other side drops what it wrote aside.
+        child.kill(new Error('restore aborted'));
+        await exited;
+      },
+    };
+  }
+}
