@@ -133,7 +133,18 @@ const zfsBackend: Backend = {
         const r = await runner.run(['zfs', 'list', '-H', '-r', '-t', 'snapshot', '-o', 'name', `${pool.name}/bkp`]);
         return r.stdout.split('\n').filter((l) => l.includes(`/${chain}@`)).map((l) => l.split('@')[1]!);
       },
-      cleanup: () => pool.cleanup(),
+      async cleanup() {
+        // zfs-fuse may still be winding down the receive that a stopped sshd cut (its daemon, not a
+        // process of ours): "pool is busy" for a while. The datasets go first, retried, then the pool.
+        for (const ds of ['bkp', 'src']) {
+          for (let i = 0; i < 120; i++) {
+            const r = await runner.run(['zfs', 'destroy', '-r', `${pool.name}/${ds}`]);
+            if (r.code === 0 || /does not exist/.test(r.stderr)) break;
+            await new Promise((res) => setTimeout(res, 500));
+          }
+        }
+        await pool.cleanup();
+      },
     };
   },
 };
