@@ -79,6 +79,20 @@ export class Virsh {
     await this.#run(['destroy', checked(uuid)]);
   }
 
+  /**
+   * `guest-fsfreeze-freeze` through libvirt's guest-agent channel: the number of filesystems
+   * frozen. A LibvirtError is an answer (no agent, an agent error: not frozen); any other error is
+   * the runner's timeout, after which the guest may be frozen.
+   */
+  async fsFreeze(uuid: string, timeoutMs: number): Promise<number> {
+    return filesystems(await this.#run(['domfsfreeze', checked(uuid)], timeoutMs), 'Froze');
+  }
+
+  /** `guest-fsfreeze-thaw` through libvirt: the number of filesystems thawed. */
+  async fsThaw(uuid: string, timeoutMs: number): Promise<number> {
+    return filesystems(await this.#run(['domfsthaw', checked(uuid)], timeoutMs), 'Thawed');
+  }
+
   /** State of one domain (a DOMAIN_STATE value). */
   async state(uuid: string): Promise<number> {
     const s = parseDomstatsState(await this.#run(['domstats', '--state', '--raw', checked(uuid)]));
@@ -100,6 +114,13 @@ export class Virsh {
     if (r.code !== 0 && !/timed out/.test(r.stdout + r.stderr)) throw new LibvirtError(`virsh event: ${r.stderr.trim() || `exit code ${r.code}`}`);
     return false;
   }
+}
+
+/** `Froze 2 filesystem(s)` → 2. */
+function filesystems(out: string, verb: string): number {
+  const m = new RegExp(`${verb} (\\d+) filesystem`).exec(out);
+  if (!m) throw new LibvirtError(`virsh: unexpected answer ${JSON.stringify(out.trim())}`);
+  return Number(m[1]);
 }
 
 function checked(uuid: string): string {

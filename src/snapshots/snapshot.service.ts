@@ -104,8 +104,9 @@ export async function planCreateSnapshot(
   );
   if (!fields.ok) throw validationFailed(fields.errors);
   const note = (fields.value.note as string | undefined) ?? '';
-  // fsfreeze applies only to VMs with a guest-agent socket; elsewhere it is silently ignored.
-  const fsfreeze = parseBool(input.fsfreeze ?? false) && vm.qga_socket !== null;
+  // fsfreeze applies only to VMs with a guest-agent socket or a libvirt domain (whose agent channel
+  // libvirt owns); elsewhere it is silently ignored.
+  const fsfreeze = parseBool(input.fsfreeze ?? false) && (vm.qga_socket !== null || vm.libvirt === 1);
 
   // A snapshot of a missing or cut-off image would later restore the breakage (src/vms/disk.damage.ts).
   if (targets.some((x) => x.disk.damaged !== null)) throw apiError('diskDamaged');
@@ -172,7 +173,9 @@ export async function planCreateSnapshot(
       }
       // Danube passes the guest-agent socket only when the VM is not stopped (a stopped VM is
       // consistent anyway, and still flagged).
-      const freeze = fsfreeze && vm.status !== VM_STOPPED && vm.qga_socket ? { socket: vm.qga_socket } : undefined;
+      // A libvirt domain is frozen through libvirt (its socket fields stay unset).
+      const running = fsfreeze && vm.status !== VM_STOPPED;
+      const freeze = !running ? undefined : vm.libvirt === 1 ? { domain: vm.uuid } : vm.qga_socket ? { socket: vm.qga_socket } : undefined;
       const payload: AgentPayload = { op: 'create', items, ...(freeze ? { freeze } : {}) };
       return {
         payload,

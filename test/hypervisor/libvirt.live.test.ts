@@ -74,6 +74,13 @@ if (unavailable !== null) {
       expect(qBlock?.inserted?.image?.snapshots?.map((x) => x.name)).toEqual([expect.stringMatching(/^es-\d+$/)]);
       const rawSnap = await s.stream('POST', `/api/vm/${name}/snapshot/r1`, { body: { disk_id: 2 } });
       expect(rawSnap.finalStatus, JSON.stringify(rawSnap.final)).toBe(200);
+      // fsfreeze on a domain without a guest-agent channel: taken, unfrozen, and said so.
+      const noAgent = await s.stream('POST', `/api/vm/${name}/snapshot/f1`, { body: { disk_id: 2, fsfreeze: true } });
+      expect(noAgent.final).toMatchObject({ status: 'SUCCESS', result: { returncode: 0, message: 'Snapshot successfully created (filesystem freeze failed)' } });
+      expect((noAgent.final as { result: { detail: string } }).result.detail).toMatch(/Filesystem freeze failed \(.*guest agent.*\)/);
+      const f1 = await s.req('GET', `/api/vm/${name}/snapshot/f1`, { query: { disk_id: '2' } });
+      expect(f1.body.result.fsfreeze).toBe(false);
+      await s.stream('DELETE', `/api/vm/${name}/snapshot/f1`, { body: { disk_id: 2 } });
 
       const refused = await s.req('PUT', `/api/vm/${name}/snapshot/q1`, { body: { disk_id: 1 } });
       expect(refused.status).toBe(423);
