@@ -47,6 +47,22 @@ type Trx = Transaction<Database>;
 export const libvirtConflicts = new Map<string, readonly DomainConflict[]>();
 const lastApplied = new Map<string, string>();
 
+/**
+ * For /readyz: the domains skipped in the latest inventory of each node this process applied,
+ * counted by reason (`skipped_domains`, `skipped`); null when it applied none. A conflict does not
+ * make the process unready; it stays listed until resolved.
+ */
+export function libvirtSkipSummary(): { skipped_domains: number; skipped: string } | null {
+  if (libvirtConflicts.size === 0) return null;
+  const byReason = new Map<string, number>();
+  for (const list of libvirtConflicts.values()) for (const c of list) byReason.set(c.reason, (byReason.get(c.reason) ?? 0) + 1);
+  const total = [...byReason.values()].reduce((a, b) => a + b, 0);
+  return {
+    skipped_domains: total,
+    skipped: total === 0 ? '' : `${[...byReason].map(([r, n]) => `${r} (${n})`).join('; ')}: see 'libvirt domain skipped' in the log`,
+  };
+}
+
 export async function applyInventory(ctx: AppContext, inv: DomainInventory): Promise<ApplyResult> {
   // A full inventory older than the one already applied (messages may arrive out of order) is stale.
   // Thrown, so a queue retries it: in cluster mode the inventory may overtake the registration.
@@ -79,6 +95,10 @@ export async function applyInventory(ctx: AppContext, inv: DomainInventory): Pro
   libvirtConflicts.set(inv.node, conflicts);
   if (JSON.stringify(conflicts) !== before) {
     for (const c of conflicts) ctx.log.warn({ node: inv.node, domain: c.name, uuid: c.uuid, reason: c.reason }, 'libvirt domain skipped');
+    const still = new Set(conflicts.map((c) => c.uuid));
+    for (const c of JSON.parse(before) as DomainConflict[]) {
+      if (!still.has(c.uuid)) ctx.log.info({ node: inv.node, domain: c.name, uuid: c.uuid }, 'libvirt domain no longer skipped');
+    }
   }
   return { applied, conflicts };
 }
