@@ -21,7 +21,7 @@
  *   await driver.create({ path: 'web01-disk0' }, 'es-1', { name: 'before-upgrade' });
  */
 import { open, readdir, stat, unlink } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { basename, dirname, isAbsolute, join, normalize } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   assertDiskPath,
@@ -152,6 +152,20 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
 
   async imageOf(disk: DiskRef): Promise<{ path: string; format: 'raw' }> {
     return { path: await this.imagePathOf(disk), format: 'raw' };
+  }
+
+  /**
+   * `disk.img` at the top of the mountpoint of a dataset under this storage's dataset: that
+   * dataset's disk path (zfs itself says which dataset a folder is in, `zfs list <path>`).
+   */
+  async diskOfImage(file: string): Promise<string | null> {
+    if (!isAbsolute(file) || normalize(file) !== file || basename(file) !== IMAGE_NAME) return null;
+    const folder = dirname(file);
+    const r = await this.runZfs(['zfs', 'list', '-H', '-o', 'name,mountpoint', folder]);
+    if (r.code !== 0) return null;
+    const [name, mountpoint] = r.stdout.trim().split('\t');
+    if (mountpoint !== folder || name === undefined || !name.startsWith(`${this.dataset}/`)) return null;
+    return name.slice(this.dataset.length + 1);
   }
 
   async createDisk(disk: DiskRef): Promise<void> {
