@@ -90,8 +90,15 @@ export async function applyInventory(ctx: AppContext, inv: DomainInventory): Pro
     if (reason === null) applied++;
     else conflicts.push({ uuid: d.uuid, name: d.name, reason });
   }
-  await markVanished(ctx.db, node.id, new Set(inv.domains.map((d) => d.uuid)), ctx.clock.now().toISOString());
-  const before = JSON.stringify(libvirtConflicts.get(inv.node) ?? []);
+  const present = new Set(inv.partial ? (inv.present ?? []) : inv.domains.map((d) => d.uuid));
+  await markVanished(ctx.db, node.id, present, ctx.clock.now().toISOString());
+  const previous = libvirtConflicts.get(inv.node) ?? [];
+  const before = JSON.stringify(previous);
+  if (inv.partial) {
+    // Only the named domains were read: the other conflicts stand, unless their domain is gone.
+    const read = new Set(inv.domains.map((d) => d.uuid));
+    conflicts.unshift(...previous.filter((c) => !read.has(c.uuid) && present.has(c.uuid)));
+  }
   libvirtConflicts.set(inv.node, conflicts);
   if (JSON.stringify(conflicts) !== before) {
     for (const c of conflicts) ctx.log.warn({ node: inv.node, domain: c.name, uuid: c.uuid, reason: c.reason }, 'libvirt domain skipped');
