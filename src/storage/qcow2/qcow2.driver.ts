@@ -48,7 +48,7 @@ import { assertDiskNotInUse } from '../in-use.js';
 import type { CommandRunner, RunResult } from '../runner.js';
 import { qemuToolError, qmpError } from './qcow2.errors.js';
 import { argv, batchInput, parseBatchOutput, parseInfo, QEMU_IMG, QEMU_STORAGE_DAEMON, type QcowInfo } from './qcow2.image.js';
-import { locateImage, openLive, type LiveDisk, type QemuMonitor } from './qcow2.live.js';
+import { locateImage, openLive, type LibvirtQuickSnapshot, type LiveDisk, type QemuMonitor } from './qcow2.live.js';
 import { appendIndex, compactIfLarge, undoAppend, type AppendResult } from '../snapshot-index.js';
 import { META_DIR, migrateNames, namesDir, readNames, removeNames } from './qcow2.names.js';
 import { Journal } from '../journal.js';
@@ -65,6 +65,8 @@ export interface Qcow2DriverOptions {
   readonly qmpTimeoutMs?: number;
   /** The monitor of a running libvirt domain, or null (src/hypervisor/libvirt.monitor.ts). */
   readonly libvirtMonitor?: (uuid: string) => Promise<QemuMonitor | null>;
+  /** A live snapshot in one virsh run where the domain's device for the image is known. */
+  readonly libvirtSnapshot?: LibvirtQuickSnapshot;
 }
 
 const CAPS_SINGLE: DriverCapabilities = Object.freeze({ rollbackKeepsNewer: true, batchDestroy: false });
@@ -101,7 +103,10 @@ export class Qcow2Driver implements StorageDriver {
     this.qmpTimeoutMs = opts.qmpTimeoutMs ?? 3_000;
     this.journal = new Journal(join(this.root, META_DIR, '.journal'));
     this.libvirtMonitor = opts.libvirtMonitor;
+    this.libvirtSnapshot = opts.libvirtSnapshot;
   }
+
+  private readonly libvirtSnapshot: LibvirtQuickSnapshot | undefined;
 
   private readonly libvirtMonitor: ((uuid: string) => Promise<QemuMonitor | null>) | undefined;
 
@@ -219,6 +224,10 @@ export class Qcow2Driver implements StorageDriver {
     assertSnapshotId(id);
     const p = this.paths(disk);
     this.requireDisk(p.image, disk);
+    if (disk.libvirtDomain && this.libvirtSnapshot) {
+      const quick = await this.createQuickLibvirt(disk, p, id, meta, this.libvirtSnapshot);
+      if (quick) return quick;
+    }
     const live = await this.live(disk, p.image);
     try {
       // Uniqueness (qemu-img accepts a duplicate tag): QEMU checks it itself in the live path and in
@@ -258,6 +267,42 @@ export class Qcow2Driver implements StorageDriver {
       return { id, created, size: null, name: meta.name };
     } finally {
       await live?.qmp.close();
+    }
+  }
+
+  /**
+   * A running libvirt domain's snapshot in one virsh run (the device known from an earlier one;
+   * QEMU itself refuses a duplicate name). Null when that does not apply: the usual path runs.
+   */
+  private async createQuickLibvirt(disk: DiskRef, p: DiskPaths, id: string, meta: SnapshotMeta, quick: LibvirtQuickSnapshot): Promise<SnapshotInfo | null> {
+    const created = new Date();
+    const what = `cannot create snapshot ${id} of ${disk.path}`;
+    let appended: AppendResult;
+    let madeDir: string | undefined;
+    try {
+      madeDir = mkdirSync(p.meta, { recursive: true });
+      appended = appendIndex(p.meta, [{ id, name: meta.name, created }]);
+    } catch (err) {
+      fail(err, `${what}: cannot store its name`);
+    }
+    let outcome: 'done' | 'offline' | 'unknown';
+    try {
+      outcome = await quick(disk.libvirtDomain!, p.image, id, this.commandTimeoutMs);
+    } catch (err) {
+      this.undoCreateIndex(p.meta, appended, madeDir);
+      throw qmpError(err, `${what} in the running VM`);
+    }
+    if (outcome === 'done') return { id, created, size: null, name: meta.name };
+    this.undoCreateIndex(p.meta, appended, madeDir);
+    return null;
+  }
+
+  private undoCreateIndex(meta: string, appended: AppendResult, madeDir: string | undefined): void {
+    try {
+      undoAppend(meta, appended);
+      for (let dir = meta; madeDir !== undefined && dir.startsWith(madeDir); dir = dirname(dir)) rmdirSync(dir);
+    } catch {
+      /* a record without a tag is never listed */
     }
   }
 
