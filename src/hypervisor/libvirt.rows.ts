@@ -13,7 +13,9 @@
  * - A domain that is no longer defined keeps its VM (status `notcreated`) and snapshots until an
  *   admin deletes the VM. esnap never undefines a domain nor deletes its images on its own.
  *
- * Each domain is applied in its own transaction, so one bad domain does not hold back the rest.
+ * Changed domains are written in groups, one transaction per group (each domain whole or not at
+ * all); a group that fails is written again one domain per transaction, so one bad domain does
+ * not hold back the rest.
  */
 import type { Kysely, Transaction } from 'kysely';
 import type { AppContext } from '../app-context.js';
@@ -46,6 +48,8 @@ type Trx = Transaction<Database>;
 /** Latest conflicts per node, for /readyz and the logs (this process's view). */
 export const libvirtConflicts = new Map<string, readonly DomainConflict[]>();
 const lastApplied = new Map<string, string>();
+/** Changed domains written per transaction. */
+const APPLY_GROUP = 25;
 
 /**
  * For /readyz: the domains skipped in the latest inventory of each node this process applied,
@@ -78,17 +82,31 @@ export async function applyInventory(ctx: AppContext, inv: DomainInventory): Pro
   const conflicts: DomainConflict[] = [];
   let applied = 0;
   const current = await currentRows(ctx.db, node.id);
-  for (const d of inv.domains) {
-    // Most inventories change one domain or none: the rest are compared in memory, not rewritten.
-    if (unchanged(d, current.get(d.uuid))) {
-      applied++;
-      continue;
-    }
-    const reason = await ctx.db.transaction().execute((trx) =>
-      applyDomain(trx, ctx, d, { nodeId: node.id, dcId: dc.id, ownerId: dc.owner_id ?? ADMIN_ID, storageIds }),
-    );
-    if (reason === null) applied++;
-    else conflicts.push({ uuid: d.uuid, name: d.name, reason });
+  const place: Place = { nodeId: node.id, dcId: dc.id, ownerId: dc.owner_id ?? ADMIN_ID, storageIds };
+  // Most inventories change one domain or none: the rest are compared in memory, not rewritten.
+  const changed = inv.domains.filter((d) => !unchanged(d, current.get(d.uuid)));
+  applied += inv.domains.length - changed.length;
+  for (let i = 0; i < changed.length; i += APPLY_GROUP) {
+    const group = changed.slice(i, i + APPLY_GROUP);
+    // A group of domains per transaction (a discovery of hundreds costs a few commits); a group
+    // that fails is applied again one domain per transaction, so one bad domain holds back no other.
+    const reasons = await ctx.db
+      .transaction()
+      .execute(async (trx) => {
+        const out: Array<string | null> = [];
+        for (const d of group) out.push(await applyDomain(trx, ctx, d, place));
+        return out;
+      })
+      .catch(async () => {
+        const out: Array<string | null> = [];
+        for (const d of group) out.push(await ctx.db.transaction().execute((trx) => applyDomain(trx, ctx, d, place)));
+        return out;
+      });
+    group.forEach((d, k) => {
+      const reason = reasons[k]!;
+      if (reason === null) applied++;
+      else conflicts.push({ uuid: d.uuid, name: d.name, reason });
+    });
   }
   const present = new Set(inv.partial ? (inv.present ?? []) : inv.domains.map((d) => d.uuid));
   await markVanished(ctx.db, node.id, present, ctx.clock.now().toISOString());

@@ -21,7 +21,8 @@ export class LibvirtError extends Error {
 }
 
 const TIMEOUT_MS = 30_000;
-const BATCH = 50;
+/** Domains per virsh process: one process for a host's usual count (its start and connection cost most). */
+const BATCH = 250;
 const MARK = '==esnap-domain ';
 /** Domain names that may go into a `;`-separated virsh command string as they are. */
 export const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
@@ -71,19 +72,22 @@ export class Virsh {
     for (let i = 0; i < ids.length; i += BATCH) {
       const batch = ids.slice(i, i + BATCH);
       const list = listed && i === 0 ? 'list --all --persistent --uuid; ' : '';
-      const script = list + batch.map((u) => `echo ${MARK}${u}; dumpxml ${u}; domstats --state --raw ${u}`).join('; ');
+      // The states of all domains in one command; then each description.
+      const script = `${list}domstats --state --raw; ` + batch.map((u) => `echo ${MARK}${u}; dumpxml ${u}`).join('; ');
       // Errors of single commands (a domain just undefined) go to stderr and virsh goes on.
       const r = await this.runner.run(['virsh', '-c', this.uri, script], { timeoutMs: TIMEOUT_MS, env: { LC_ALL: 'C' } });
       if (r.code !== 0 && r.stdout === '') throw new LibvirtError(`virsh: ${r.stderr.trim() || `exit code ${r.code}`}`);
       const parts = r.stdout.split(MARK);
       if (list) listed!(parts[0]!);
+      const states = parseAllStates(parts[0]!);
       for (const part of parts.slice(1)) {
         const end = part.indexOf('</domain>');
         if (end < 0) continue;
         const start = part.indexOf('<domain');
         const info = parseDomainXml(part.slice(start, end + '</domain>'.length));
-        const state = parseDomstatsState(part.slice(end));
-        if (state === null) continue;
+        // Defined after the states were read: the event of its definition reads it again.
+        const state = states.get(info.name);
+        if (state === undefined) continue;
         out.push({ ...info, state });
       }
     }
@@ -142,6 +146,22 @@ export class Virsh {
     if (r.code !== 0 && !/timed out/.test(r.stdout + r.stderr)) throw new LibvirtError(`virsh event: ${r.stderr.trim() || `exit code ${r.code}`}`);
     return null;
   }
+}
+
+/** `domstats --state --raw` of all domains: `Domain: 'web01'` then `  state.state=1` → name → state. */
+function parseAllStates(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  let name: string | null = null;
+  for (const line of text.split('\n')) {
+    const d = /^Domain: '(.*)'\s*$/.exec(line);
+    if (d) {
+      name = d[1]!;
+      continue;
+    }
+    const st = name === null ? null : parseDomstatsState(line);
+    if (st !== null && name !== null) out.set(name, st);
+  }
+  return out;
 }
 
 function uuidLines(out: string): string[] {
