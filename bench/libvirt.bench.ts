@@ -163,7 +163,7 @@ async function main(): Promise<void> {
     const viaEsnap: number[] = [];
     const viaBare: number[] = [];
     let firstMs = 0;
-    for (let i = 0; i < 11; i++) {
+    for (let i = 0; i < 21; i++) {
       const esnapRound = async (): Promise<void> => {
         const s = now();
         await driver.create({ path: `${tag}-live.qcow2`, libvirtDomain: live }, `es-${i + 1}`, { name: `b${i}` });
