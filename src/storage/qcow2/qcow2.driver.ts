@@ -236,17 +236,7 @@ export class Qcow2Driver implements StorageDriver {
       if (existing.some((s) => s.name === id)) throw new StorageError('snapshot_exists', `Snapshot ${id} of ${disk.path} exists`);
       const created = new Date();
       const what = `cannot create snapshot ${id} of ${disk.path}`;
-      // The name goes into the index BEFORE the snapshot, as one unsynced append (an fsync here
-      // cost a third of a live create): a killed process never loses it, a machine crash may (the
-      // snapshot is then listed with name null). A failed snapshot takes the append back.
-      let appended: AppendResult;
-      let madeDir: string | undefined;
-      try {
-        madeDir = mkdirSync(p.meta, { recursive: true });
-        appended = appendIndex(p.meta, [{ id, name: meta.name, created }]);
-      } catch (err) {
-        fail(err, `${what}: cannot store its name`);
-      }
+      const index = this.appendCreateIndex(p, id, meta, created, what);
       try {
         if (live) await live.qmp.execute('blockdev-snapshot-internal-sync', { device: live.device, name: id }, { timeoutMs: this.commandTimeoutMs });
         else if (this.daemon) {
@@ -255,13 +245,7 @@ export class Qcow2Driver implements StorageDriver {
         }
         else await this.tool(argv.snapshotCreate(p.image, id), what);
       } catch (err) {
-        try {
-          undoAppend(p.meta, appended);
-          // Folders this create made go too: a failed create leaves the storage as it was.
-          for (let dir = p.meta; madeDir !== undefined && dir.startsWith(madeDir); dir = dirname(dir)) rmdirSync(dir);
-        } catch {
-          /* a record without a tag is never listed */
-        }
+        this.undoCreateIndex(p.meta, index);
         throw live ? qmpError(err, `${what} in the running VM`) : err;
       }
       return { id, created, size: null, name: meta.name };
@@ -277,29 +261,37 @@ export class Qcow2Driver implements StorageDriver {
   private async createQuickLibvirt(disk: DiskRef, p: DiskPaths, id: string, meta: SnapshotMeta, quick: LibvirtQuickSnapshot): Promise<SnapshotInfo | null> {
     const created = new Date();
     const what = `cannot create snapshot ${id} of ${disk.path}`;
-    let appended: AppendResult;
-    let madeDir: string | undefined;
-    try {
-      madeDir = mkdirSync(p.meta, { recursive: true });
-      appended = appendIndex(p.meta, [{ id, name: meta.name, created }]);
-    } catch (err) {
-      fail(err, `${what}: cannot store its name`);
-    }
+    const index = this.appendCreateIndex(p, id, meta, created, what);
     let outcome: 'done' | 'offline' | 'unknown';
     try {
       outcome = await quick(disk.libvirtDomain!, p.image, id, this.commandTimeoutMs);
     } catch (err) {
-      this.undoCreateIndex(p.meta, appended, madeDir);
+      this.undoCreateIndex(p.meta, index);
       throw qmpError(err, `${what} in the running VM`);
     }
     if (outcome === 'done') return { id, created, size: null, name: meta.name };
-    this.undoCreateIndex(p.meta, appended, madeDir);
+    this.undoCreateIndex(p.meta, index);
     return null;
   }
 
-  private undoCreateIndex(meta: string, appended: AppendResult, madeDir: string | undefined): void {
+  /**
+   * The name goes into the index BEFORE the snapshot, as one unsynced append (an fsync here cost a
+   * third of a live create): a killed process never loses it, a machine crash may (the snapshot is
+   * then listed with name null). A failed snapshot takes the append back (undoCreateIndex).
+   */
+  private appendCreateIndex(p: DiskPaths, id: string, meta: SnapshotMeta, created: Date, what: string): { appended: AppendResult; madeDir: string | undefined } {
+    try {
+      const madeDir = mkdirSync(p.meta, { recursive: true });
+      return { appended: appendIndex(p.meta, [{ id, name: meta.name, created }]), madeDir };
+    } catch (err) {
+      fail(err, `${what}: cannot store its name`);
+    }
+  }
+
+  private undoCreateIndex(meta: string, { appended, madeDir }: { appended: AppendResult; madeDir: string | undefined }): void {
     try {
       undoAppend(meta, appended);
+      // Folders this create made go too: a failed create leaves the storage as it was.
       for (let dir = meta; madeDir !== undefined && dir.startsWith(madeDir); dir = dirname(dir)) rmdirSync(dir);
     } catch {
       /* a record without a tag is never listed */
