@@ -30,6 +30,7 @@ import type { AgentPayload, CreateItem } from '../agent/payloads.js';
 import type { TaskSpec } from '../tasks/task.service.js';
 import { requireOperational, VM_STOPPED } from '../vms/vm.lookup.js';
 import { assertCapacity, capacityOf } from './capacity.js';
+import { vmTask } from '../tasks/vm-task.js';
 
 const MB = 1024 * 1024;
 
@@ -124,14 +125,7 @@ export async function planCreateSnapshot(
   const diskIdLog: unknown = input.allDisks === true || targets.length > 1 ? 'all' : t.diskArrayId;
   return {
     kind: 'snapshot_create',
-    type: auto ? 'a' : 'e',
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: vm.dc_id,
-    dcBound: true,
-    vmUuid: vm.uuid,
-    node: { id: t.node.id, hostname: t.node.hostname },
+    ...vmTask(caller, vm, t.node, auto ? 'a' : 'e'),
     locks: targets.map((x) => diskLockKey(vm.uuid, x.disk.real_id)),
     apiview: { view: 'vm_snapshot', method: 'POST', hostname: vm.hostname, disk_id: diskIdLog, snapname: input.name },
     log: {
