@@ -40,9 +40,20 @@ describe('libvirt disks on a zfs storage', () => {
     });
   }, 120_000);
   afterAll(async () => {
-    await cleanupDomains(domains);
+    // The server first: its watcher would read the pool's images again on the undefine's event.
     await s?.cleanup();
-    await pool?.cleanup();
+    await cleanupDomains(domains);
+    // zfs-fuse unmounts slowly under load: the datasets go first, with time to spare, then the pool.
+    for (let i = 0; pool && i < 30; i++) {
+      const r = await run('zfs', ['destroy', '-r', '-f', `${pool.name}/vms`]).then(() => true, (err: Error) => /does not exist/.test(err.message));
+      if (r) break;
+      await new Promise((res) => setTimeout(res, 500));
+    }
+    await pool?.cleanup().catch(async (err: Error) => {
+      const users = await run('fuser', ['-vm', pool.mountpoint]).then((r) => r.stdout + r.stderr, (e: Error & { stdout?: string; stderr?: string }) => `${e.stdout ?? ''}${e.stderr ?? ''}`);
+      const mounts = await run('grep', [pool.name, '/proc/mounts']).then((r) => r.stdout, () => '');
+      throw new Error(`${err.message}\nusers of ${pool.mountpoint}:\n${users}\nmounts:\n${mounts}`);
+    });
   });
 
   async function image(folder: string, file = 'disk.img'): Promise<string> {
