@@ -12,7 +12,8 @@ import { StorageError } from '../storage/driver.js';
 import { currentSignal, OperationCancelled, OpScope, outsideScope, pointOfNoReturn, runInScope, type CancelAnswer } from '../storage/op-scope.js';
 import { atomicSnapshots, planAtomicGroups } from '../storage/capabilities.js';
 import type { TaskOutcome } from '../tasks/task.service.js';
-import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
+import { withFreeze, DEFAULT_FREEZE_LIMIT_MS, freezeFailed } from '../guest/freeze.js';
+import { withLibvirtFreeze } from '../hypervisor/libvirt.freeze.js';
 import type { StorageUsage } from '../nodes/node.repository.js';
 import { storagesTouched } from '../nodes/storage.usage.js';
 import type { AgentPayload, CreateData, CreateItem, CreatedSnapshot, DamageData, ListedSnapshot, ListResult } from './payloads.js';
@@ -282,10 +283,14 @@ export class Agent {
         if (p.freeze) {
           // Sync, freeze, snapshot, always thaw (with a hard limit on how long the guest stays
           // frozen). A failed freeze still takes the snapshot; it is just not consistent.
-          const frozen = await withFreeze(
-            { socket: p.freeze.socket, limitMs: this.opts.freezeLimitMs ?? DEFAULT_FREEZE_LIMIT_MS, log: this.log },
-            () => this.#createAll(p.items),
-          );
+          const limitMs = this.opts.freezeLimitMs ?? DEFAULT_FREEZE_LIMIT_MS;
+          const create = (): Promise<CreatedSnapshot[]> => this.#createAll(p.items);
+          const frozen =
+            'socket' in p.freeze
+              ? await withFreeze({ socket: p.freeze.socket, limitMs, log: this.log }, create)
+              : this.opts.libvirt
+                ? await withLibvirtFreeze({ virsh: this.opts.libvirt, domain: p.freeze.domain, limitMs, log: this.log }, create)
+                : { value: await create(), frozen: false, error: freezeFailed('this agent does not run with ESNAP_HYPERVISOR=libvirt') };
           const data: CreateData = { items: frozen.value, frozen: frozen.frozen, freezeError: frozen.error };
           const detail = frozen.error ? `msg='${frozen.error}'` : '';
           return { returncode: 0, message: 'Snapshot successfully created', detail, data };

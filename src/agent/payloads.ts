@@ -16,8 +16,11 @@ export type AgentPayload =
   | {
       readonly op: 'create';
       readonly items: readonly CreateItem[];
-      /** Freeze the guest's filesystems through its guest agent around the snapshots. */
-      readonly freeze?: { readonly socket: string };
+      /**
+       * Freeze the guest's filesystems through its guest agent around the snapshots: its own
+       * socket, or (ESNAP_HYPERVISOR=libvirt) libvirt's agent calls on the domain of that uuid.
+       */
+      readonly freeze?: { readonly socket: string } | { readonly domain: string };
     }
   | { readonly op: 'destroy'; readonly storage: string; readonly disk: DiskRef; readonly ids: readonly string[] }
   | {

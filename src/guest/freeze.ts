@@ -71,8 +71,8 @@ export const DEFAULT_FREEZE_LIMIT_MS = 60_000;
 /** How long a guest socket may stay silent before esnap gives up on it (see FreezeTimeouts.answerMs). */
 export const GUEST_ANSWER_MS = 3_000;
 export const SOCKET_NOT_FOUND = 'guest agent socket not found';
-const THAW_ATTEMPTS = 3;
-const THAW_RETRY_DELAY_MS = 500;
+export const THAW_ATTEMPTS = 3;
+export const THAW_RETRY_DELAY_MS = 500;
 const LOCK_POLL_MS = 100;
 /** A lock file still without a pid after this long was left by a process that died creating it. */
 const EMPTY_LOCK_STALE_MS = 30_000;
@@ -111,21 +111,51 @@ export async function withFreeze<T>(p: FreezeParams, fn: () => Promise<T>): Prom
     p.log?.warn({ socket: p.socket, err }, 'filesystem freeze skipped: guest agent lock not acquired');
     return { value: await fn(), frozen: false, error: freezeFailed(message(err)) };
   }
+  const channel: FreezeChannel = {
+    where: { socket: p.socket },
+    freeze: (freezeMs) => freezeGuest(p, t, Math.min(freezeMs, t.freezeMs)),
+    thaw: (frozenCount) => thawGuest(p, t, frozenCount),
+  };
+  const unlock = (): Promise<void> =>
+    lock.release().catch((err: unknown) => p.log?.error({ socket: p.socket, err }, 'guest agent lock release failed'));
+  return freezeAround(channel, { limitMs: p.limitMs, ...(p.log ? { log: p.log } : {}) }, unlock, fn);
+}
 
+/**
+ * How a guest agent is reached: its own socket (withFreeze) or libvirt's agent calls
+ * (src/hypervisor/libvirt.freeze.ts). freezeAround owns the rules above; a channel only talks.
+ */
+export interface FreezeChannel {
+  /** What the log lines name the guest by. */
+  readonly where: Readonly<Record<string, string>>;
+  /** `guest-fsfreeze-freeze`, answering within `freezeMs`. */
+  freeze(freezeMs: number): Promise<FreezeResult>;
+  /** Thaw with retries: null on success, else the last error. */
+  thaw(frozenCount: number): Promise<string | null>;
+}
+
+/**
+ * Freeze, run `fn`, thaw (at the limit too), with the rules of this module's header; `unlock`
+ * runs once the guest is thawed (or was never frozen).
+ */
+export async function freezeAround<T>(
+  ch: FreezeChannel,
+  p: { readonly limitMs: number; readonly log?: Logger },
+  unlock: () => Promise<void>,
+  fn: () => Promise<T>,
+): Promise<FreezeOutcome<T>> {
   const errors: string[] = [];
   let frozenCount = 0;
   let limitHit = false;
   let fnDone = false;
   let thawing: Promise<void> | null = null;
   let limitTimer: NodeJS.Timeout | undefined;
-  const unlock = (): Promise<void> =>
-    lock.release().catch((err: unknown) => p.log?.error({ socket: p.socket, err }, 'guest agent lock release failed'));
   // Idempotent: the limit and the end of fn may both ask; the lock goes once the thaw is over.
   const thaw = (): Promise<void> =>
     (thawing ??= (async () => {
       clearTimeout(limitTimer);
       try {
-        const err = await thawGuest(p, t, frozenCount);
+        const err = await ch.thaw(frozenCount);
         if (err !== null) errors.push(thawFailed(err));
       } finally {
         mayBeFrozen.delete(thaw);
@@ -135,19 +165,19 @@ export async function withFreeze<T>(p: FreezeParams, fn: () => Promise<T>): Prom
 
   const limitAt = Date.now() + p.limitMs;
   mayBeFrozen.add(thaw);
-  const freeze = await freezeGuest(p, t, Math.min(t.freezeMs, p.limitMs));
+  const freeze = await ch.freeze(p.limitMs);
   if (freeze.ok) {
     frozenCount = freeze.count;
-    p.log?.info({ socket: p.socket, filesystems: frozenCount }, 'guest filesystems frozen');
+    p.log?.info({ ...ch.where, filesystems: frozenCount }, 'guest filesystems frozen');
     limitTimer = setTimeout(() => {
       if (fnDone) return;
       limitHit = true;
-      p.log?.warn({ socket: p.socket, limitMs: p.limitMs }, 'freeze limit reached: thawing the guest while the snapshot runs');
+      p.log?.warn({ ...ch.where, limitMs: p.limitMs }, 'freeze limit reached: thawing the guest while the snapshot runs');
       void thaw();
     }, Math.max(0, limitAt - Date.now()));
   } else {
     errors.push(freezeFailed(freeze.error));
-    p.log?.warn({ socket: p.socket, error: freeze.error }, 'filesystem freeze failed; snapshot taken without it');
+    p.log?.warn({ ...ch.where, error: freeze.error }, 'filesystem freeze failed; snapshot taken without it');
     // The snapshot runs unfrozen: make sure a freeze that may have half happened is undone first.
     if (freeze.mayBeFrozen) await thaw();
     else {
@@ -162,7 +192,7 @@ export async function withFreeze<T>(p: FreezeParams, fn: () => Promise<T>): Prom
   } catch (err) {
     fnDone = true;
     await thaw();
-    if (errors.length > 0) p.log?.warn({ socket: p.socket, errors }, 'freeze errors of a failed snapshot');
+    if (errors.length > 0) p.log?.warn({ ...ch.where, errors }, 'freeze errors of a failed snapshot');
     throw err;
   }
   fnDone = true;
@@ -173,7 +203,7 @@ export async function withFreeze<T>(p: FreezeParams, fn: () => Promise<T>): Prom
   return { value, frozen: freeze.ok && !limitHit, error: errors.length > 0 ? errors.join('\n') : null };
 }
 
-type FreezeResult = { ok: true; count: number } | { ok: false; error: string; mayBeFrozen: boolean };
+export type FreezeResult = { ok: true; count: number } | { ok: false; error: string; mayBeFrozen: boolean };
 
 async function freezeGuest(p: FreezeParams, t: Resolved, freezeMs: number): Promise<FreezeResult> {
   let qga: QgaClient | null = null;
@@ -354,7 +384,7 @@ async function isSocket(path: string): Promise<boolean> {
   );
 }
 
-function freezeFailed(err: string): string {
+export function freezeFailed(err: string): string {
   return `Filesystem freeze failed (${err})`;
 }
 

@@ -10,13 +10,16 @@
  *   this build knows (an older esnap left running after a newer one migrated is not ready); and
  *   storage work is possible: `agent` (this process runs the node's agent: its node is
  *   registered, which start-up does before the server listens) or, in cluster mode without a
- *   local agent, `nodes` (at least one node is online).
+ *   local agent, `nodes` (at least one node is online). Where this process applies libvirt
+ *   inventories, `libvirt` (always ok) counts the domains skipped for a conflict or a bad name, by
+ *   reason, until resolved; the names are in the log only (this endpoint names no VM).
  */
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import { knownMigrations } from '../db/migrate.js';
 import { NODE_ONLINE } from '../nodes/node.repository.js';
+import { libvirtSkipSummary } from '../hypervisor/libvirt.rows.js';
 import { HEALTHY_BODY, runChecks, type HealthCheck, type Readiness } from '../health/health.checks.js';
 
 const NEWEST_MIGRATION = knownMigrations.at(-1)!;
@@ -68,6 +71,8 @@ function serverChecks(ctx: AppContext): HealthCheck[] {
       },
     });
   }
+  const skipped = libvirtSkipSummary();
+  if (skipped !== null) checks.push({ name: 'libvirt', probe: async () => skipped });
   return checks;
 }
 

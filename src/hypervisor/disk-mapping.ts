@@ -7,11 +7,14 @@
  * root, a block device (zvol, LV), a network disk or anything outside every root is not, with the
  * reason the API shows. Snapshotting an unmapped disk could revert or copy more than that disk.
  *
- * `zfs` storages are not matched yet: their images sit under the dataset's mountpoint, which only
- * zfs knows; such disks are listed as unmapped (README, "On a libvirt host").
+ * A `zfs` storage's disks are datasets of their own under its dataset holding `disk.img` at the
+ * top of their mountpoint, which only zfs knows: the driver names the disk (diskOfImage). A
+ * dataset or subvolume holding other files beside `disk.img` is not mapped either: a rollback
+ * would revert them too.
  */
 import { open } from 'node:fs/promises';
-import { dirname, isAbsolute, relative, sep } from 'node:path';
+import { readdir } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, relative, sep } from 'node:path';
 import type { StorageDriver } from '../storage/driver.js';
 import type { StorageConfig } from '../storage/drivers.js';
 import type { DomainDisk } from './libvirt.domains.js';
@@ -63,9 +66,14 @@ export async function mapDisk(disk: DomainDisk, storages: readonly StorageEntry[
   let mismatch: string | null = null;
   for (const s of storages) {
     const root = s.config.root;
-    if (root === undefined) continue;
-    // file/qcow2 disks are the image itself; btrfs disks are the subvolume holding disk.img.
-    const candidates = [under(root, disk.source), under(root, dirname(disk.source))].filter((c): c is string => c !== null);
+    let candidates: string[];
+    if (s.driver.diskOfImage) {
+      const path = await s.driver.diskOfImage(disk.source).catch(() => null);
+      candidates = path === null ? [] : [path];
+    } else if (root !== undefined) {
+      // file/qcow2 disks are the image itself; btrfs disks are the subvolume holding disk.img.
+      candidates = [under(root, disk.source), under(root, dirname(disk.source))].filter((c): c is string => c !== null);
+    } else continue;
     for (const path of candidates) {
       let image: { path: string; format: 'raw' | 'qcow2' };
       try {
@@ -82,8 +90,21 @@ export async function mapDisk(disk: DomainDisk, storages: readonly StorageEntry[
         mismatch = `not a disk of ${s.config.driver} storage ${s.config.name}`;
         continue;
       }
+      if (s.config.driver === 'zfs' || s.config.driver === 'btrfs') {
+        // The reason is shown to every reader of the disk: it names no other file.
+        if (await hasOtherFiles(dirname(image.path), basename(image.path))) {
+          mismatch = `${s.config.driver === 'zfs' ? 'dataset' : 'subvolume'} holds other files beside ${basename(image.path)}`;
+          continue;
+        }
+      }
       return { ...base, storage: s.config.name, path, reason: null, sizeMb: await virtualSizeMb(image.path, image.format) };
     }
   }
   return none(mismatch ?? 'not under an esnap storage');
+}
+
+/** Files beside `image` in its dataset or subvolume (a rollback reverts them too); folders are left out. */
+async function hasOtherFiles(folder: string, image: string): Promise<boolean> {
+  const entries = await readdir(folder, { withFileTypes: true }).catch(() => []);
+  return entries.some((e) => e.name !== image && !e.isDirectory());
 }

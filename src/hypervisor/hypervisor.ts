@@ -9,7 +9,7 @@ import type { Logger } from '../app-context.js';
 import type { HypervisorConfig } from '../config.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { DriverExtras, StorageConfig } from '../storage/drivers.js';
-import { openLibvirtMonitor } from './libvirt.monitor.js';
+import { openLibvirtMonitor, snapshotOnKnownNode } from './libvirt.monitor.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { LibvirtWatcher, type DomainInventory } from './libvirt.inventory.js';
 import { Virsh } from './virsh.js';
@@ -39,7 +39,10 @@ export interface HypervisorDeps {
 export function driverExtras(cfg: HypervisorConfig | undefined, runner: CommandRunner): DriverExtras {
   if (!cfg || cfg.kind === 'none') return {};
   const uri = cfg.uri;
-  return { libvirtMonitor: (uuid) => openLibvirtMonitor(runner, uri, uuid) };
+  return {
+    libvirtMonitor: (uuid) => openLibvirtMonitor(runner, uri, uuid),
+    libvirtSnapshot: (uuid, image, id, timeoutMs) => snapshotOnKnownNode(runner, uri, uuid, image, id, timeoutMs),
+  };
 }
 
 /** The agent's libvirt connection for start/stop tasks; null for `none`. */

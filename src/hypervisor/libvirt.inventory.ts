@@ -17,7 +17,8 @@
 import { watch, type FSWatcher } from 'node:fs';
 import type { Logger } from '../app-context.js';
 import { mapDisk, type MappedDisk, type StorageEntry } from './disk-mapping.js';
-import type { Virsh } from './virsh.js';
+import { SAFE_NAME, type DomainEvent, type Virsh } from './virsh.js';
+import type { DomainInfo } from './libvirt.domains.js';
 
 export interface DomainReport {
   readonly uuid: string;
@@ -28,13 +29,18 @@ export interface DomainReport {
   readonly disks: readonly MappedDisk[];
 }
 
-/** One full inventory of a node's persistent domains. */
+/**
+ * An inventory of a node's persistent domains: all of them, or (`partial`) only those a domain
+ * event named, with the uuids of all persistent domains in `present` (what is gone).
+ */
 export interface DomainInventory {
   readonly node: string;
   /** ESNAP_LIBVIRT_DC of the agent: DC that new VMs join (null: the default DC). */
   readonly dc: string | null;
   readonly domains: readonly DomainReport[];
   readonly at: string;
+  readonly partial?: boolean;
+  readonly present?: readonly string[];
 }
 
 export const DEFAULT_RESYNC_S = 30;
@@ -43,14 +49,33 @@ const WAITER_HEAD_START_MS = 250;
 
 export async function readInventory(virsh: Virsh, storages: readonly StorageEntry[], node: string, dc: string | null): Promise<DomainInventory> {
   const at = new Date().toISOString();
-  const domains = await virsh.describe(await virsh.persistentUuids());
+  return { node, dc, domains: await mapAll(await virsh.describe(await virsh.persistentUuids()), storages), at };
+}
+
+/** The inventory of the named domains only (one virsh process), for a domain event. */
+export async function readNamed(virsh: Virsh, storages: readonly StorageEntry[], node: string, dc: string | null, names: readonly string[]): Promise<DomainInventory> {
+  const at = new Date().toISOString();
+  const { present, domains } = await virsh.describeNames(names);
+  return { node, dc, domains: await mapAll(domains, storages), at, partial: true, present };
+}
+
+/** Disks mapped at once per domain group: file system checks overlap instead of queueing one by one. */
+const MAP_CONCURRENCY = 16;
+
+async function mapAll(domains: readonly DomainInfo[], storages: readonly StorageEntry[]): Promise<DomainReport[]> {
   const out: DomainReport[] = [];
-  for (const d of domains) {
-    const disks: MappedDisk[] = [];
-    for (const disk of d.disks) disks.push(await mapDisk(disk, storages));
-    out.push({ uuid: d.uuid, name: d.name, title: d.title, state: d.state, disks });
+  for (let i = 0; i < domains.length; i += MAP_CONCURRENCY) {
+    const group = domains.slice(i, i + MAP_CONCURRENCY);
+    const mapped = await Promise.all(group.map((d) => Promise.all(d.disks.map((disk) => mapDisk(disk, storages)))));
+    group.forEach((d, k) => out.push({ uuid: d.uuid, name: d.name, title: d.title, state: d.state, disks: mapped[k]! satisfies MappedDisk[] }));
   }
-  return { node, dc, domains: out, at };
+  return out;
+}
+
+/** `web01.xml` (or libvirt's `web01.xml.new` while it writes) in the config folder → `web01`. */
+function domainOfConfigFile(file: string | null): string | null {
+  const m = file === null ? null : /^(.+)\.xml(\.new)?$/.exec(file);
+  return m && SAFE_NAME.test(m[1]!) ? m[1]! : null;
 }
 
 export class LibvirtWatcher {
@@ -58,8 +83,11 @@ export class LibvirtWatcher {
   #abort = new AbortController();
   #loop: Promise<void> | null = null;
   #scans = 0;
-  /** Set by a config-folder change; read (and cleared) before each rescan, so no change is lost mid-scan. */
+  /** Set by an event or a config-folder change; read (and cleared) before each rescan, so no change is lost mid-scan. */
   #dirty = false;
+  /** Domains named by events since the last scan; `#full`: something needs a full re-read. */
+  #pending = new Set<string>();
+  #full = false;
   #wake: () => void = () => undefined;
   #dirWatch: FSWatcher | null = null;
 
@@ -84,7 +112,7 @@ export class LibvirtWatcher {
     // changes (`attach-disk --config`), but it rewrites the domain's file in its config folder.
     if (this.opts.configDir) {
       try {
-        this.#dirWatch = watch(this.opts.configDir, { persistent: false }, () => this.#kick());
+        this.#dirWatch = watch(this.opts.configDir, { persistent: false }, (_type, file) => this.#kick(domainOfConfigFile(file)));
         this.#dirWatch.unref();
         this.#dirWatch.on('error', (err) => this.log.warn({ err }, 'libvirt config folder watch failed'));
       } catch (err) {
@@ -94,28 +122,40 @@ export class LibvirtWatcher {
     this.#loop = this.#run();
   }
 
-  #kick(): void {
+  /** A change of the named domain, or (null) of something that needs a full re-read. */
+  #kick(domain: string | null): void {
+    if (domain === null) this.#full = true;
+    else this.#pending.add(domain);
     this.#dirty = true;
     this.#wake();
   }
 
-  async #scan(): Promise<void> {
-    const inv = await readInventory(this.virsh, this.storages, this.target.node, this.target.dc);
+  /** A full re-read, or (`names`) one of only the domains an event named. */
+  async #scan(names?: readonly string[]): Promise<void> {
+    const inv =
+      names === undefined
+        ? await readInventory(this.virsh, this.storages, this.target.node, this.target.dc)
+        : await readNamed(this.virsh, this.storages, this.target.node, this.target.dc, names);
     await this.publish(inv);
     this.#scans++;
   }
 
-  #wait(): Promise<unknown> {
-    // Errors (libvirtd restarting) end the wait like a timeout; the loop rescans and waits again.
-    return this.virsh.nextEvent(this.opts.resyncS ?? DEFAULT_RESYNC_S, this.#abort.signal).catch((err: unknown) => {
-      if (!this.#stopped) this.log.warn({ err }, 'libvirt event wait failed');
-      return new Promise((r) => setTimeout(r, 1000));
-    });
+  /** The next event (kicks its domain); a timeout (the periodic resync) or an error kicks a full re-read. */
+  #wait(): Promise<void> {
+    return this.virsh.nextEvent(this.opts.resyncS ?? DEFAULT_RESYNC_S, this.#abort.signal).then(
+      (ev: DomainEvent | null) => this.#kick(ev?.domain ?? null),
+      async (err: unknown) => {
+        // Errors (libvirtd restarting) end the wait like a timeout; the loop rescans and waits again.
+        if (!this.#stopped) this.log.warn({ err }, 'libvirt event wait failed');
+        await new Promise((r) => setTimeout(r, 1000));
+        this.#kick(null);
+      },
+    );
   }
 
   async #run(): Promise<void> {
     let waiterDone = false;
-    const arm = (): Promise<unknown> => {
+    const arm = (): Promise<void> => {
       waiterDone = false;
       return this.#wait().finally(() => {
         waiterDone = true;
@@ -129,13 +169,18 @@ export class LibvirtWatcher {
       }
       if (this.#stopped) break;
       this.#dirty = false;
+      const full = this.#full;
+      const names = [...this.#pending];
+      this.#full = false;
+      this.#pending.clear();
       // A new waiter before the rescan, so a change made during the rescan wakes the next one.
       if (waiterDone) waiter = arm();
       await new Promise((r) => setTimeout(r, WAITER_HEAD_START_MS));
       try {
-        await this.#scan();
+        await this.#scan(full ? undefined : names);
       } catch (err) {
         this.log.error({ err }, 'libvirt resync failed');
+        this.#full = true; // the next wake-up re-reads everything
       }
     }
   }
@@ -144,7 +189,7 @@ export class LibvirtWatcher {
     this.#stopped = true;
     this.#dirWatch?.close();
     this.#abort.abort();
-    this.#kick();
+    this.#kick(null);
     await this.#loop;
   }
 }

@@ -15,6 +15,25 @@ import type { CommandRunner } from '../storage/runner.js';
 import { UUID_RE } from './libvirt.domains.js';
 
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
+/** Devices (libvirt's node names) that took a live snapshot, per domain and image file. */
+const knownNodes = new Map<string, string>();
+const NODE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const NEXT = '==esnap-next';
+
+function nodeKey(uuid: string, file: string): string {
+  return `${uuid}\u0000${file}`;
+}
+
+interface Block {
+  device?: string;
+  inserted?: { 'node-name'?: string; file?: string };
+}
+
+function fileOfDevice(blocks: unknown, device: string): string | null {
+  if (!Array.isArray(blocks)) return null;
+  const b = (blocks as Block[]).find((x) => (x.device || x.inserted?.['node-name']) === device);
+  return b?.inserted?.file ?? null;
+}
 
 class VirshMonitor implements QemuMonitor {
   constructor(
@@ -26,12 +45,27 @@ class VirshMonitor implements QemuMonitor {
   /** The answer to the `query-block` openLibvirtMonitor sent, handed out once. */
   prefetched: unknown = undefined;
 
+  /** The last `query-block` answer: which file a device is, for the node cache. */
+  #blocks: unknown = undefined;
+
   async execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
     if (command === 'query-block' && args === undefined && this.prefetched !== undefined) {
       const answer = this.prefetched as T;
+      this.#blocks = answer;
       this.prefetched = undefined;
       return answer;
     }
+    const answer = await this.#execute<T>(command, args, opts);
+    if (command === 'query-block') this.#blocks = answer;
+    // A device that took a snapshot is remembered for the next one (snapshotOnKnownNode).
+    if (command === 'blockdev-snapshot-internal-sync' && typeof args?.['device'] === 'string') {
+      const file = fileOfDevice(this.#blocks, args['device']);
+      if (file !== null) knownNodes.set(nodeKey(this.uuid, file), args['device']);
+    }
+    return answer;
+  }
+
+  async #execute<T>(command: string, args: Record<string, unknown> | undefined, opts: { timeoutMs?: number }): Promise<T> {
     const json = JSON.stringify(args === undefined ? { execute: command } : { execute: command, arguments: args });
     const r = await this.runner.run(['virsh', '-c', this.uri, 'qemu-monitor-command', this.uuid, json], {
       timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
@@ -73,4 +107,61 @@ export async function openLibvirtMonitor(runner: CommandRunner, uri: string, uui
     throw err;
   }
   return mon;
+}
+
+/**
+ * A live internal snapshot of `image` in one virsh process, where an earlier snapshot of this
+ * domain told which device the image is: the snapshot on that device, then `query-block`, which
+ * says whether the device still is that image (the domain may have restarted with other node
+ * names meanwhile). `'done'`: taken; `'offline'`: the domain does not run; `'unknown'`: no device
+ * known, or it was not that image any more (a snapshot it took there is deleted again) — the
+ * caller takes the usual path (query-block, then the snapshot). An error answer of QEMU on the
+ * right device throws, as the monitor would.
+ */
+export async function snapshotOnKnownNode(
+  runner: CommandRunner,
+  uri: string,
+  uuid: string,
+  image: string,
+  id: string,
+  timeoutMs: number,
+): Promise<'done' | 'offline' | 'unknown'> {
+  const key = nodeKey(uuid, image);
+  const device = knownNodes.get(key);
+  if (device === undefined || !UUID_RE.test(uuid) || !NODE_NAME.test(device) || !/^[A-Za-z0-9_.-]+$/.test(id)) return 'unknown';
+  const snap = JSON.stringify({ execute: 'blockdev-snapshot-internal-sync', arguments: { device, name: id } });
+  // One argument, virsh's own `;` parser; single quotes keep the JSON (no quote of its own, checked above) whole.
+  const script = `qemu-monitor-command ${uuid} '${snap}'; echo ${NEXT}; qemu-monitor-command ${uuid} '{"execute":"query-block"}'`;
+  const r = await runner.run(['virsh', '-c', uri, script], { timeoutMs, env: { LC_ALL: 'C' } });
+  const [first = '', second = ''] = r.stdout.split(NEXT);
+  let blocks: unknown;
+  try {
+    blocks = (JSON.parse(second) as { return?: unknown }).return;
+  } catch {
+    knownNodes.delete(key);
+    if (/not running|[Dd]omain not found|failed to get domain/.test(r.stderr)) return 'offline';
+    throw new QmpConnectionError('closed', `libvirt monitor of ${uuid}: ${r.stderr.trim() || `exit code ${r.code}`}`);
+  }
+  // No answer (null): virsh said why on stderr; judged below.
+  const answer = parseAnswer(first);
+  if (fileOfDevice(blocks, device) === image) {
+    if (answer?.error) throw new QmpCommandError('blockdev-snapshot-internal-sync', answer.error.class ?? 'GenericError', answer.error.desc ?? '');
+    if (answer && 'return' in answer) return 'done';
+    throw new QmpConnectionError('closed', `libvirt monitor of ${uuid}: ${r.stderr.trim() || 'no answer to the snapshot'}`);
+  }
+  // Not that image any more: a snapshot taken on whatever the device is now goes again.
+  knownNodes.delete(key);
+  if (answer && 'return' in answer && !answer.error) {
+    const undo = JSON.stringify({ execute: 'blockdev-snapshot-delete-internal-sync', arguments: { device, name: id } });
+    await runner.run(['virsh', '-c', uri, 'qemu-monitor-command', uuid, undo], { timeoutMs, env: { LC_ALL: 'C' } });
+  }
+  return 'unknown';
+}
+
+function parseAnswer(text: string): { return?: unknown; error?: { class?: string; desc?: string } } | null {
+  try {
+    return JSON.parse(text) as { return?: unknown; error?: { class?: string; desc?: string } };
+  } catch {
+    return null;
+  }
 }

@@ -20,6 +20,7 @@ import { diskLockKey } from '../snapshots/snapshot.context.js';
 import { vmLogObject } from '../vms/vm.output.js';
 import { DOMAIN_STATE } from './libvirt.domains.js';
 import type { Virsh } from './virsh.js';
+import { vmTask } from '../tasks/vm-task.js';
 
 export const DEFAULT_STOP_TIMEOUT_S = 180;
 const MAX_STOP_TIMEOUT_S = 86_400;
@@ -54,14 +55,7 @@ export async function submitPower(ctx: AppContext, caller: Caller, vm: VmRow, ta
   const action = target === 'running' ? 'start' : 'stop';
   return ctx.tasks.submit<PowerContext>({
     kind: 'vm_power',
-    type: 'e',
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: vm.dc_id,
-    dcBound: true,
-    vmUuid: vm.uuid,
-    node: { id: node.id, hostname: node.hostname },
+    ...vmTask(caller, vm, node),
     // A start also takes the disk locks: it never starts QEMU under a rollback or restore in flight.
     locks: [`vm_power vm:${vm.uuid}`, ...(action === 'start' ? (await vmDisks(ctx.db, vm.uuid)).map((d) => diskLockKey(vm.uuid, d.real_id)) : [])],
     apiview: { view: 'vm_status', method: 'PUT', hostname: vm.hostname, action },

@@ -13,7 +13,9 @@
  * - A domain that is no longer defined keeps its VM (status `notcreated`) and snapshots until an
  *   admin deletes the VM. esnap never undefines a domain nor deletes its images on its own.
  *
- * Each domain is applied in its own transaction, so one bad domain does not hold back the rest.
+ * Changed domains are written in groups, one transaction per group (each domain whole or not at
+ * all); a group that fails is written again one domain per transaction, so one bad domain does
+ * not hold back the rest.
  */
 import type { Kysely, Transaction } from 'kysely';
 import type { AppContext } from '../app-context.js';
@@ -47,6 +49,24 @@ type Trx = Transaction<Database>;
 /** Latest conflicts per node, for /readyz and the logs (this process's view). */
 export const libvirtConflicts = new Map<string, readonly DomainConflict[]>();
 const lastApplied = new Map<string, string>();
+/** Changed domains written per transaction. */
+const APPLY_GROUP = 25;
+
+/**
+ * For /readyz: the domains skipped in the latest inventory of each node this process applied,
+ * counted by reason (`skipped_domains`, `skipped`); null when it applied none. A conflict does not
+ * make the process unready; it stays listed until resolved.
+ */
+export function libvirtSkipSummary(): { skipped_domains: number; skipped: string } | null {
+  if (libvirtConflicts.size === 0) return null;
+  const byReason = new Map<string, number>();
+  for (const list of libvirtConflicts.values()) for (const c of list) byReason.set(c.reason, (byReason.get(c.reason) ?? 0) + 1);
+  const total = [...byReason.values()].reduce((a, b) => a + b, 0);
+  return {
+    skipped_domains: total,
+    skipped: total === 0 ? '' : `${[...byReason].map(([r, n]) => `${r} (${n})`).join('; ')}: see 'libvirt domain skipped' in the log`,
+  };
+}
 
 export async function applyInventory(ctx: AppContext, inv: DomainInventory): Promise<ApplyResult> {
   // A full inventory older than the one already applied (messages may arrive out of order) is stale.
@@ -63,23 +83,48 @@ export async function applyInventory(ctx: AppContext, inv: DomainInventory): Pro
   const conflicts: DomainConflict[] = [];
   let applied = 0;
   const current = await currentRows(ctx.db, node.id);
-  for (const d of inv.domains) {
-    // Most inventories change one domain or none: the rest are compared in memory, not rewritten.
-    if (unchanged(d, current.get(d.uuid))) {
-      applied++;
-      continue;
-    }
-    const reason = await ctx.db.transaction().execute((trx) =>
-      applyDomain(trx, ctx, d, { nodeId: node.id, dcId: dc.id, ownerId: dc.owner_id ?? ADMIN_ID, storageIds }),
-    );
-    if (reason === null) applied++;
-    else conflicts.push({ uuid: d.uuid, name: d.name, reason });
+  const place: Place = { nodeId: node.id, dcId: dc.id, ownerId: dc.owner_id ?? ADMIN_ID, storageIds };
+  // Most inventories change one domain or none: the rest are compared in memory, not rewritten.
+  const changed = inv.domains.filter((d) => !unchanged(d, current.get(d.uuid)));
+  applied += inv.domains.length - changed.length;
+  for (let i = 0; i < changed.length; i += APPLY_GROUP) {
+    const group = changed.slice(i, i + APPLY_GROUP);
+    // A group of domains per transaction (a discovery of hundreds costs a few commits); a group
+    // that fails is applied again one domain per transaction, so one bad domain holds back no other.
+    const reasons = await ctx.db
+      .transaction()
+      .execute(async (trx) => {
+        const out: Array<string | null> = [];
+        for (const d of group) out.push(await applyDomain(trx, ctx, d, place));
+        return out;
+      })
+      .catch(async () => {
+        const out: Array<string | null> = [];
+        for (const d of group) out.push(await ctx.db.transaction().execute((trx) => applyDomain(trx, ctx, d, place)));
+        return out;
+      });
+    group.forEach((d, k) => {
+      const reason = reasons[k]!;
+      if (reason === null) applied++;
+      else conflicts.push({ uuid: d.uuid, name: d.name, reason });
+    });
   }
-  await markVanished(ctx.db, node.id, new Set(inv.domains.map((d) => d.uuid)), ctx.clock.now().toISOString());
-  const before = JSON.stringify(libvirtConflicts.get(inv.node) ?? []);
+  const present = new Set(inv.partial ? (inv.present ?? []) : inv.domains.map((d) => d.uuid));
+  await markVanished(ctx.db, node.id, present, ctx.clock.now().toISOString());
+  const previous = libvirtConflicts.get(inv.node) ?? [];
+  const before = JSON.stringify(previous);
+  if (inv.partial) {
+    // Only the named domains were read: the other conflicts stand, unless their domain is gone.
+    const read = new Set(inv.domains.map((d) => d.uuid));
+    conflicts.unshift(...previous.filter((c) => !read.has(c.uuid) && present.has(c.uuid)));
+  }
   libvirtConflicts.set(inv.node, conflicts);
   if (JSON.stringify(conflicts) !== before) {
     for (const c of conflicts) ctx.log.warn({ node: inv.node, domain: c.name, uuid: c.uuid, reason: c.reason }, 'libvirt domain skipped');
+    const still = new Set(conflicts.map((c) => c.uuid));
+    for (const c of JSON.parse(before) as DomainConflict[]) {
+      if (!still.has(c.uuid)) ctx.log.info({ node: inv.node, domain: c.name, uuid: c.uuid }, 'libvirt domain no longer skipped');
+    }
   }
   return { applied, conflicts };
 }

@@ -31,6 +31,7 @@ import type { TaskSpec } from '../tasks/task.service.js';
 import type { NewSnapshot } from '../db/schema.js';
 import { requireOperational, VM_STOPPED } from '../vms/vm.lookup.js';
 import { assertCapacity, capacityOf } from './capacity.js';
+import { vmTask } from '../tasks/vm-task.js';
 
 const MB = 1024 * 1024;
 
@@ -105,8 +106,9 @@ export async function planCreateSnapshot(
   );
   if (!fields.ok) throw validationFailed(fields.errors);
   const note = (fields.value.note as string | undefined) ?? '';
-  // fsfreeze applies only to VMs with a guest-agent socket; elsewhere it is silently ignored.
-  const fsfreeze = parseBool(input.fsfreeze ?? false) && vm.qga_socket !== null;
+  // fsfreeze applies only to VMs with a guest-agent socket or a libvirt domain (whose agent channel
+  // libvirt owns); elsewhere it is silently ignored.
+  const fsfreeze = parseBool(input.fsfreeze ?? false) && (vm.qga_socket !== null || vm.libvirt === 1);
 
   // A snapshot of a missing or cut-off image would later restore the breakage (src/vms/disk.damage.ts).
   if (targets.some((x) => x.disk.damaged !== null)) throw apiError('diskDamaged');
@@ -125,14 +127,7 @@ export async function planCreateSnapshot(
   const { newRows, finish } = createRows(vm, targets, input, { type, note, fsfreeze, now });
   return {
     kind: 'snapshot_create',
-    type: auto ? 'a' : 'e',
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: vm.dc_id,
-    dcBound: true,
-    vmUuid: vm.uuid,
-    node: { id: t.node.id, hostname: t.node.hostname },
+    ...vmTask(caller, vm, t.node, auto ? 'a' : 'e'),
     locks: targets.map((x) => diskLockKey(vm.uuid, x.disk.real_id)),
     apiview: { view: 'vm_snapshot', method: 'POST', hostname: vm.hostname, disk_id: diskIdLog, snapname: input.name },
     log: {
@@ -183,7 +178,9 @@ function createRows(
     const items: CreateItem[] = targets.map((x, i) => ({ storage: x.storage.name, disk: diskRef(vm, x.disk), id: zfsName(rows[i]!), name: input.name }));
     // Danube passes the guest-agent socket only when the VM is not stopped (a stopped VM is
     // consistent anyway, and still flagged).
-    const freeze = v.fsfreeze && vm.status !== VM_STOPPED && vm.qga_socket ? { socket: vm.qga_socket } : undefined;
+    // A libvirt domain is frozen through libvirt (its socket fields stay unset).
+    const running = v.fsfreeze && vm.status !== VM_STOPPED;
+    const freeze = !running ? undefined : vm.libvirt === 1 ? { domain: vm.uuid } : vm.qga_socket ? { socket: vm.qga_socket } : undefined;
     const payload: AgentPayload = { op: 'create', items, ...(freeze ? { freeze } : {}) };
     return {
       payload,

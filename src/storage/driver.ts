@@ -77,6 +77,12 @@ export interface StorageDriver {
    * check before a rollback or restore. Path validated like every other operation's.
    */
   imageOf(disk: DiskRef): Promise<{ readonly path: string; readonly format: 'raw' | 'qcow2' }>;
+  /**
+   * The other way round, for drivers whose disk paths are not folders under a root (zfs): the
+   * disk path whose image `file` is, or null when it is none of this storage's disks. Optional;
+   * without it the hypervisor matches images under `root` (src/hypervisor/disk-mapping.ts).
+   */
+  diskOfImage?(file: string): Promise<string | null>;
 }
 
 /** Errors a driver raises, translated once from the backend's own error text or errno. */

@@ -12,7 +12,7 @@ import { ZfsDriver } from './zfs/zfs.driver.js';
 import { BtrfsDriver } from './btrfs/btrfs.driver.js';
 import { Qcow2Driver } from './qcow2/qcow2.driver.js';
 import type { CommandRunner } from './runner.js';
-import type { QemuMonitor } from './qcow2/qcow2.live.js';
+import type { LibvirtQuickSnapshot, QemuMonitor } from './qcow2/qcow2.live.js';
 
 export interface StorageConfig {
   readonly name: string;
@@ -26,6 +26,8 @@ export interface StorageConfig {
 /** What a driver may get besides its configuration (the hypervisor's monitor for qcow2 live snapshots). */
 export interface DriverExtras {
   readonly libvirtMonitor?: (uuid: string) => Promise<QemuMonitor | null>;
+  /** A live snapshot in one round trip where the device is known (libvirt.monitor.ts snapshotOnKnownNode). */
+  readonly libvirtSnapshot?: LibvirtQuickSnapshot;
 }
 
 type Factory = (cfg: StorageConfig, runner: CommandRunner, extras: DriverExtras) => StorageDriver;

@@ -24,6 +24,7 @@ import { VM_STOPPED, arrayDiskId, requireNodeOnline, resolveDisk, vmDisks, vmNod
 import * as repo from './vm.repository.js';
 import { MB, diskObject, vmLogObject, type DiskObject } from './vm.output.js';
 import type { DiskCreateContext, DiskDeleteContext } from './vm.kinds.js';
+import { vmTask } from '../tasks/vm-task.js';
 
 /** The snapshot lock of a disk (spec 7.4): disk tasks take it so no snapshot operation races them. */
 export function diskLock(vmUuid: string, realId: number): string {
@@ -144,14 +145,7 @@ export async function createDisk(
   const context: DiskCreateContext = { vmUuid: vm.uuid, realId, storageId: storage.id, path: diskPath, sizeMb: size };
   const taskId = await ctx.tasks.submit<DiskCreateContext>({
     kind: 'disk_create',
-    type: 'e',
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: vm.dc_id,
-    dcBound: true,
-    vmUuid: vm.uuid,
-    node: { id: node.id, hostname: node.hostname },
+    ...vmTask(caller, vm, node),
     locks: [diskLock(vm.uuid, realId), VM_DEFINE_LOCK(vm.uuid), pathLock(storage.id, diskPath)],
     apiview: { view: 'vm_define_disk', method: 'POST', hostname: vm.hostname, disk_id: arrayId },
     log: {
@@ -260,14 +254,7 @@ export async function deleteDisk(ctx: AppContext, caller: Caller, vm: VmRow, raw
   const context: DiskDeleteContext = { vmUuid: vm.uuid, realId: disk.real_id };
   return ctx.tasks.submit<DiskDeleteContext>({
     kind: 'disk_delete',
-    type: 'e',
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: vm.dc_id,
-    dcBound: true,
-    vmUuid: vm.uuid,
-    node: { id: node.id, hostname: node.hostname },
+    ...vmTask(caller, vm, node),
     locks: [diskLock(vm.uuid, disk.real_id)],
     apiview: { view: 'vm_define_disk', method: 'DELETE', hostname: vm.hostname, disk_id: arrayId },
     log: { msg: LOG_DELETE, detail: logDetail([['disk_id', arrayId]]), object: vmLogObject(vm) },

@@ -22,6 +22,7 @@ import * as repo from './vm.repository.js';
 import { statusObject, vmLogObject, vmObject, type VmObject, type VmStatusObject } from './vm.output.js';
 import { diskDeleteItems, diskLock, VM_DEFINE_LOCK } from './disk.service.js';
 import type { VmDeleteContext } from './vm.kinds.js';
+import { vmTask } from '../tasks/vm-task.js';
 
 /** Hostnames (URL of define POST) and aliases. */
 export const HOSTNAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -349,14 +350,7 @@ export async function deleteVm(ctx: AppContext, caller: Caller, vm: VmRow): Prom
   const context: VmDeleteContext = { vmUuid: vm.uuid };
   const taskId = await ctx.tasks.submit<VmDeleteContext>({
     kind: 'vm_delete',
-    type: 'e',
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: vm.dc_id,
-    dcBound: true,
-    vmUuid: vm.uuid,
-    node: { id: node.id, hostname: node.hostname },
+    ...vmTask(caller, vm, node),
     locks: [...disks.map((d) => diskLock(vm.uuid, d.real_id)), VM_DEFINE_LOCK(vm.uuid)],
     apiview: { view: 'vm_define', method: 'DELETE', hostname: vm.hostname },
     log: { msg: LOG_DELETE, detail: logDetail([['hostname', vm.hostname]]), object: vmLogObject(vm) },

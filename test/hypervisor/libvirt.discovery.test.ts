@@ -189,6 +189,20 @@ if (unavailable !== null) {
       expect(conflicts.find((c) => c.uuid === badUuid)).toEqual({ uuid: badUuid, name: badName, reason: 'name is not a valid hostname' });
       expect((await vmOf(s, name))?.['uuid']).toBe(registered.uuid);
       expect(warnings.some((w) => w.msg === 'libvirt domain skipped' && (w.obj as { uuid?: string }).uuid === uuid)).toBe(true);
+      // /readyz counts them by reason (it names no VM; the log does), and stays ready.
+      const ready = await s.req('GET', '/readyz');
+      expect(ready.status).toBe(200);
+      expect(ready.body.checks.libvirt).toMatchObject({ ok: true, skipped_domains: 2 });
+      expect(ready.body.checks.libvirt.skipped).toContain('name is already the hostname of another VM (1)');
+      expect(ready.body.checks.libvirt.skipped).toContain('name is not a valid hostname (1)');
+      expect(JSON.stringify(ready.body)).not.toContain(name);
+
+      // Resolved (renamed, undefined): gone from /readyz, and the renamed domain appears.
+      const freed = uniqueName('lv-freed');
+      await virsh('domrename', uuid, freed);
+      await virsh('undefine', badUuid);
+      await waitFor('the resolved conflicts', async () => ((await s.req('GET', '/readyz')).body.checks.libvirt?.skipped_domains === 0 ? true : null));
+      expect((await vmOf(s, freed))?.['uuid']).toBe(uuid);
     });
   });
 }

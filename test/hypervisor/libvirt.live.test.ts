@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withServer, type TestServer } from '../helpers/server.js';
+import { NodeCommandRunner } from '../../src/storage/node-runner.js';
 import { waitFor } from '../cluster/cluster.helpers.js';
 import { platformUnavailable } from '../platform/require.js';
 import { cleanupDomains, defineDomain, domainXml, libvirtUnavailable, uniqueName, virsh, LIBVIRT_URI } from '../platform/libvirt.js';
@@ -24,9 +25,13 @@ if (unavailable !== null) {
   describe('libvirt live [sqlite]', () => {
     let s: TestServer & { cleanup(): Promise<void> };
     const domains = new Set<string>();
+    /** The virsh commands the server ran. */
+    const virshRuns: string[][] = [];
+    const base = new NodeCommandRunner();
 
     beforeAll(async () => {
       s = await withServer('sqlite', {
+        runner: { run: (argv, o) => (argv[0] === 'virsh' && virshRuns.push([...argv]), base.run(argv, o)), pipe: base.pipe.bind(base) },
         hypervisor: { kind: 'libvirt', uri: LIBVIRT_URI, dc: null },
         storages: (root) => [
           { name: 'default', driver: 'file', root: join(root, 'files') },
@@ -72,8 +77,23 @@ if (unavailable !== null) {
       };
       const qBlock = blocks.return.find((b) => b.inserted?.file === q);
       expect(qBlock?.inserted?.image?.snapshots?.map((x) => x.name)).toEqual([expect.stringMatching(/^es-\d+$/)]);
+      // The next one knows the device: one virsh run (the snapshot, then query-block to check the device).
+      const before = virshRuns.length;
+      const second = await s.stream('POST', `/api/vm/${name}/snapshot/q2`, { body: { disk_id: 1 } });
+      expect(second.finalStatus, JSON.stringify(second.final)).toBe(200);
+      expect(virshRuns.slice(before).filter((a) => a.some((x) => x.includes('qemu-monitor-command')))).toHaveLength(1);
+      const after = JSON.parse(await virsh('qemu-monitor-command', uuid, '{"execute":"query-block"}')) as typeof blocks;
+      expect(after.return.find((b) => b.inserted?.file === q)?.inserted?.image?.snapshots?.map((x) => x.name)).toHaveLength(2);
+      expect((await s.stream('DELETE', `/api/vm/${name}/snapshot/q2`, { body: { disk_id: 1 } })).finalStatus).toBe(200);
       const rawSnap = await s.stream('POST', `/api/vm/${name}/snapshot/r1`, { body: { disk_id: 2 } });
       expect(rawSnap.finalStatus, JSON.stringify(rawSnap.final)).toBe(200);
+      // fsfreeze on a domain without a guest-agent channel: taken, unfrozen, and said so.
+      const noAgent = await s.stream('POST', `/api/vm/${name}/snapshot/f1`, { body: { disk_id: 2, fsfreeze: true } });
+      expect(noAgent.final).toMatchObject({ status: 'SUCCESS', result: { returncode: 0, message: 'Snapshot successfully created (filesystem freeze failed)' } });
+      expect((noAgent.final as { result: { detail: string } }).result.detail).toMatch(/Filesystem freeze failed \(.*guest agent.*\)/);
+      const f1 = await s.req('GET', `/api/vm/${name}/snapshot/f1`, { query: { disk_id: '2' } });
+      expect(f1.body.result.fsfreeze).toBe(false);
+      await s.stream('DELETE', `/api/vm/${name}/snapshot/f1`, { body: { disk_id: 2 } });
 
       const refused = await s.req('PUT', `/api/vm/${name}/snapshot/q1`, { body: { disk_id: 1 } });
       expect(refused.status).toBe(423);
@@ -115,7 +135,9 @@ if (unavailable !== null) {
       const forced = await s.stream('PUT', `/api/vm/${name}/status/stop`, { body: { force: true } });
       expect(forced.finalStatus, JSON.stringify(forced.final)).toBe(200);
       expect((await virsh('domstate', uuid)).trim()).toBe('shut off');
-      expect(await status(name)).toBe('stopped');
+      // An inventory read during the graceful stop ('in shutdown') may land after the task's own
+      // record; the destroy's event brings the final state.
+      await waitFor('the stopped status', async () => (await status(name)) === 'stopped');
     }, 120_000);
   });
 }

@@ -48,7 +48,7 @@ import { assertDiskNotInUse } from '../in-use.js';
 import type { CommandRunner } from '../runner.js';
 import { qemuToolError, qmpError } from './qcow2.errors.js';
 import { argv, QEMU_IMG, QEMU_STORAGE_DAEMON, type QcowInfo } from './qcow2.image.js';
-import { locateImage, openLive, type LiveDisk, type QemuMonitor } from './qcow2.live.js';
+import { locateImage, openLive, type LibvirtQuickSnapshot, type LiveDisk, type QemuMonitor } from './qcow2.live.js';
 import { appendIndex, compactIfLarge, undoAppend, type AppendResult } from '../snapshot-index.js';
 import { META_DIR, migrateNames, namesDir, readNames, removeNames } from './qcow2.names.js';
 import { Journal } from '../journal.js';
@@ -74,6 +74,8 @@ export interface Qcow2DriverOptions {
   readonly qmpTimeoutMs?: number;
   /** The monitor of a running libvirt domain, or null (src/hypervisor/libvirt.monitor.ts). */
   readonly libvirtMonitor?: (uuid: string) => Promise<QemuMonitor | null>;
+  /** A live snapshot in one virsh run where the domain's device for the image is known. */
+  readonly libvirtSnapshot?: LibvirtQuickSnapshot;
 }
 
 const CAPS_SINGLE: DriverCapabilities = Object.freeze({ rollbackKeepsNewer: true, batchDestroy: false });
@@ -112,7 +114,10 @@ export class Qcow2Driver implements StorageDriver {
     this.cmd = new QemuCommands(this.runner, this.commandTimeoutMs);
     this.journal = new Journal(join(this.root, META_DIR, '.journal'));
     this.libvirtMonitor = opts.libvirtMonitor;
+    this.libvirtSnapshot = opts.libvirtSnapshot;
   }
+
+  private readonly libvirtSnapshot: LibvirtQuickSnapshot | undefined;
 
   private readonly libvirtMonitor: ((uuid: string) => Promise<QemuMonitor | null>) | undefined;
 
@@ -233,6 +238,10 @@ export class Qcow2Driver implements StorageDriver {
     assertSnapshotId(id);
     const p = this.paths(disk);
     this.requireDisk(p.image, disk);
+    if (disk.libvirtDomain && this.libvirtSnapshot) {
+      const quick = await this.createQuickLibvirt(disk, p, id, meta, this.libvirtSnapshot);
+      if (quick) return quick;
+    }
     const live = await this.live(disk, p.image);
     try {
       // Uniqueness (qemu-img accepts a duplicate tag): QEMU checks it itself in the live path and in
@@ -241,17 +250,7 @@ export class Qcow2Driver implements StorageDriver {
       if (existing.some((s) => s.name === id)) throw new StorageError('snapshot_exists', `Snapshot ${id} of ${disk.path} exists`);
       const created = new Date();
       const what = `cannot create snapshot ${id} of ${disk.path}`;
-      // The name goes into the index BEFORE the snapshot, as one unsynced append (an fsync here
-      // cost a third of a live create): a killed process never loses it, a machine crash may (the
-      // snapshot is then listed with name null). A failed snapshot takes the append back.
-      let appended: AppendResult;
-      let madeDir: string | undefined;
-      try {
-        madeDir = mkdirSync(p.meta, { recursive: true });
-        appended = appendIndex(p.meta, [{ id, name: meta.name, created }]);
-      } catch (err) {
-        fail(err, `${what}: cannot store its name`);
-      }
+      const index = this.appendCreateIndex(p, id, meta, created, what);
       try {
         if (live) await live.qmp.execute('blockdev-snapshot-internal-sync', { device: live.device, name: id }, { timeoutMs: this.commandTimeoutMs });
         else if (this.daemon) {
@@ -260,18 +259,56 @@ export class Qcow2Driver implements StorageDriver {
         }
         else await this.cmd.tool(argv.snapshotCreate(p.image, id), what);
       } catch (err) {
-        try {
-          undoAppend(p.meta, appended);
-          // Folders this create made go too: a failed create leaves the storage as it was.
-          for (let dir = p.meta; madeDir !== undefined && dir.startsWith(madeDir); dir = dirname(dir)) rmdirSync(dir);
-        } catch {
-          /* a record without a tag is never listed */
-        }
+        this.undoCreateIndex(p.meta, index);
         throw live ? qmpError(err, `${what} in the running VM`) : err;
       }
       return { id, created, size: null, name: meta.name };
     } finally {
       await live?.qmp.close();
+    }
+  }
+
+  /**
+   * A running libvirt domain's snapshot in one virsh run (the device known from an earlier one;
+   * QEMU itself refuses a duplicate name). Null when that does not apply: the usual path runs.
+   */
+  private async createQuickLibvirt(disk: DiskRef, p: DiskPaths, id: string, meta: SnapshotMeta, quick: LibvirtQuickSnapshot): Promise<SnapshotInfo | null> {
+    const created = new Date();
+    const what = `cannot create snapshot ${id} of ${disk.path}`;
+    const index = this.appendCreateIndex(p, id, meta, created, what);
+    let outcome: 'done' | 'offline' | 'unknown';
+    try {
+      outcome = await quick(disk.libvirtDomain!, p.image, id, this.commandTimeoutMs);
+    } catch (err) {
+      this.undoCreateIndex(p.meta, index);
+      throw qmpError(err, `${what} in the running VM`);
+    }
+    if (outcome === 'done') return { id, created, size: null, name: meta.name };
+    this.undoCreateIndex(p.meta, index);
+    return null;
+  }
+
+  /**
+   * The name goes into the index BEFORE the snapshot, as one unsynced append (an fsync here cost a
+   * third of a live create): a killed process never loses it, a machine crash may (the snapshot is
+   * then listed with name null). A failed snapshot takes the append back (undoCreateIndex).
+   */
+  private appendCreateIndex(p: DiskPaths, id: string, meta: SnapshotMeta, created: Date, what: string): { appended: AppendResult; madeDir: string | undefined } {
+    try {
+      const madeDir = mkdirSync(p.meta, { recursive: true });
+      return { appended: appendIndex(p.meta, [{ id, name: meta.name, created }]), madeDir };
+    } catch (err) {
+      fail(err, `${what}: cannot store its name`);
+    }
+  }
+
+  private undoCreateIndex(meta: string, { appended, madeDir }: { appended: AppendResult; madeDir: string | undefined }): void {
+    try {
+      undoAppend(meta, appended);
+      // Folders this create made go too: a failed create leaves the storage as it was.
+      for (let dir = meta; madeDir !== undefined && dir.startsWith(madeDir); dir = dirname(dir)) rmdirSync(dir);
+    } catch {
+      /* a record without a tag is never listed */
     }
   }
 

@@ -21,6 +21,12 @@ export interface QemuMonitor {
   close(): Promise<void>;
 }
 
+/**
+ * A live snapshot of a libvirt domain's image in one round trip, where the domain's device for the
+ * image is already known (src/hypervisor/libvirt.monitor.ts snapshotOnKnownNode).
+ */
+export type LibvirtQuickSnapshot = (uuid: string, image: string, id: string, timeoutMs: number) => Promise<'done' | 'offline' | 'unknown'>;
+
 export interface LiveDisk {
   readonly qmp: QemuMonitor;
   /** What the snapshot commands take as `device`. */

@@ -21,6 +21,7 @@
  *   await driver.create({ path: 'web01-disk0' }, 'es-1', { name: 'before-upgrade' });
  */
 import { open, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, normalize } from 'node:path';
 import {
   assertDiskPath,
   assertSnapshotId,
@@ -47,7 +48,7 @@ import {
   type ZfsCapabilities,
 } from './zfs.capabilities.js';
 import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
-import { ZfsCommands } from './zfs.commands.js';
+import { IMAGE_NAME, ZfsCommands } from './zfs.commands.js';
 import { ASIDE_RE, repairRestores, restoreInto } from './zfs.restore.js';
 
 export interface ZfsDriverOptions {
@@ -147,6 +148,20 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
 
   async imageOf(disk: DiskRef): Promise<{ path: string; format: 'raw' }> {
     return { path: await this.imagePathOf(disk), format: 'raw' };
+  }
+
+  /**
+   * `disk.img` at the top of the mountpoint of a dataset under this storage's dataset: that
+   * dataset's disk path (zfs itself says which dataset a folder is in, `zfs list <path>`).
+   */
+  async diskOfImage(file: string): Promise<string | null> {
+    if (!isAbsolute(file) || normalize(file) !== file || basename(file) !== IMAGE_NAME) return null;
+    const folder = dirname(file);
+    const r = await this.cmd.runZfs(['zfs', 'list', '-H', '-o', 'name,mountpoint', folder]);
+    if (r.code !== 0) return null;
+    const [name, mountpoint] = r.stdout.trim().split('\t');
+    if (mountpoint !== folder || name === undefined || !name.startsWith(`${this.dataset}/`)) return null;
+    return name.slice(this.dataset.length + 1);
   }
 
   async createDisk(disk: DiskRef): Promise<void> {
