@@ -40,9 +40,7 @@ export interface AppContext {
   readonly log: Logger;
 }
 
-export const SYSTEM_USER_ID = 7;
-export const SYSTEM_USERNAME = '_system';
-export const DEFAULT_DC = 'main';
+export { SYSTEM_USER_ID, SYSTEM_USERNAME, DEFAULT_DC } from './domain/system.js';
 
 export function isoNow(clock: Clock): string {
   return clock.now().toISOString();

@@ -6,7 +6,7 @@
 import type { Kysely } from 'kysely';
 import { sql } from 'kysely';
 import type { Clock } from '../app-context.js';
-import { DEFAULT_DC, SYSTEM_USER_ID, SYSTEM_USERNAME } from '../app-context.js';
+import { DEFAULT_DC, SYSTEM_USER_ID, SYSTEM_USERNAME } from '../domain/system.js';
 import type { Database } from '../db/schema.js';
 import { isPostgres } from '../db/dialect.js';
 import { hashKey, newSecret } from './secrets.js';

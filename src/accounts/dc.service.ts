@@ -4,7 +4,7 @@
  * Invariant kept here: a DC holding VMs cannot be deleted (no orphans); `main` neither.
  */
 import type { AppContext } from '../app-context.js';
-import { DEFAULT_DC } from '../app-context.js';
+import { DEFAULT_DC } from '../domain/system.js';
 import type { DcRow, UserRow } from '../db/schema.js';
 import type { Caller } from '../http/auth.js';
 import { isDcAdmin } from '../http/auth.js';

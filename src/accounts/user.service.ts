@@ -8,7 +8,7 @@
  * - a user owning VMs or DCs cannot be deleted (no orphans).
  */
 import type { AppContext } from '../app-context.js';
-import { DEFAULT_DC } from '../app-context.js';
+import { DEFAULT_DC } from '../domain/system.js';
 import type { UserRow } from '../db/schema.js';
 import type { Caller } from '../http/auth.js';
 import { ApiError, apiError } from '../domain/errors.js';

@@ -5,7 +5,7 @@
  */
 import type { FastifyRequest } from 'fastify';
 import type { AppContext } from '../app-context.js';
-import { DEFAULT_DC } from '../app-context.js';
+import { DEFAULT_DC } from '../domain/system.js';
 import type { DcRow, UserRow } from '../db/schema.js';
 import { apiError } from '../domain/errors.js';
 import { hashKey } from '../accounts/secrets.js';

@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { AppContext } from '../app-context.js';
-import { SYSTEM_USER_ID, SYSTEM_USERNAME } from '../app-context.js';
+import { SYSTEM_USER_ID, SYSTEM_USERNAME } from '../domain/system.js';
 import type { Database, DcRow, DefineRow, NodeRow, NodeStorageRow, UserRow, VmDiskRow, VmRow } from '../db/schema.js';
 import type { Caller } from '../http/auth.js';
 import { ApiError, FailureError, apiError } from '../domain/errors.js';

@@ -4,7 +4,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { AppContext } from '../app-context.js';
-import { SYSTEM_USER_ID } from '../app-context.js';
+import { SYSTEM_USER_ID } from '../domain/system.js';
 import type { Database, NodeRow, NodeStorageRow, VmDiskRow, VmRow } from '../db/schema.js';
 import type { Caller } from '../http/auth.js';
 import type { DiskRef } from '../storage/driver.js';

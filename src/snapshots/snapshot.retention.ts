@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { AppContext } from '../app-context.js';
-import { SYSTEM_USER_ID, SYSTEM_USERNAME } from '../app-context.js';
+import { SYSTEM_USER_ID, SYSTEM_USERNAME } from '../domain/system.js';
 import type { VmRow } from '../db/schema.js';
 import { planRetention } from '../domain/retention.js';
 import { makeTaskId, parseTaskId } from '../domain/taskid.js';

@@ -4,7 +4,7 @@
  * No rules here: those live in vm.service.ts and disk.service.ts.
  */
 import type { Insertable, Kysely, Transaction, Updateable } from 'kysely';
-import { SYSTEM_USER_ID } from '../app-context.js';
+import { SYSTEM_USER_ID } from '../domain/system.js';
 import type { Database, NodeRow, NodeStorageRow, TaskRow, UserRow, VmDiskRow, VmRow, VmTable } from '../db/schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
