@@ -30,7 +30,7 @@ import { registerNode, updateStorageUsage } from './nodes/node.repository.js';
 import { startUsageRefresh } from './nodes/storage.usage.js';
 import { localHeartbeat } from './nodes/node.heartbeat.js';
 import { attachCapacity, DEFAULT_MIN_FREE_PERCENT } from './snapshots/capacity.js';
-import type { Ticker } from './tasks/ticker.js';
+import type { Ticker } from './lib/ticker.js';
 import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
 import { AlertSink } from './alerts/alert.sink.js';
 import { Metrics } from './metrics/metrics.js';

@@ -9,7 +9,7 @@
  */
 import type { Clock } from '../app-context.js';
 import { FailureError, LOCK_FAILED } from '../domain/errors.js';
-import type { Sleeper } from './clock.js';
+import type { Sleeper } from '../lib/clock.js';
 
 const FIRST_DELAY_MS = 1000;
 const MAX_DELAY_MS = 30_000;

@@ -17,7 +17,7 @@ import { makeTaskId, parseTaskId } from '../domain/taskid.js';
 import { writeLog } from '../tasks/task-log.js';
 import { vmDisks } from '../vms/vm.lookup.js';
 import { alerts } from '../alerts/alert.messages.js';
-import { sleeperOf } from '../scheduler/clock.js';
+import { sleeperOf } from '../lib/clock.js';
 import { isLockBusy, retryWhileLocked, WaitAborted } from '../scheduler/retry.js';
 import { automationOf } from '../scheduler/services.js';
 import { describeStartError } from '../scheduler/run.js';

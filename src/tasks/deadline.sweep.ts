@@ -22,7 +22,7 @@ import { failure } from '../agent/agent.js';
 import { markUnreachable } from '../nodes/node.heartbeat.js';
 import { NODE_ONLINE } from '../nodes/node.repository.js';
 import type { PgBossQueue } from '../queue/pgboss.queue.js';
-import { Ticker } from './ticker.js';
+import { Ticker } from '../lib/ticker.js';
 
 export interface SweepOptions {
   readonly deadlineS: number;

@@ -32,7 +32,7 @@
  */
 import { sql } from 'kysely';
 import type { AppContext } from '../app-context.js';
-import { Ticker } from './ticker.js';
+import { Ticker } from '../lib/ticker.js';
 
 export const DEFAULT_TASKLOG_DAYS = 90;
 
