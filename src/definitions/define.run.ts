@@ -9,7 +9,7 @@
  *   parameters preview a change before it is made.
  */
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { formatAutoSnapshotName, formatDanubeTime } from '../domain/time.js';
 import { planRetention } from '../domain/retention.js';
 import { loadStorageAndNode } from '../snapshots/snapshot.context.js';

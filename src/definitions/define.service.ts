@@ -9,7 +9,7 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import type { Insertable, Updateable } from 'kysely';
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { SnapshotDefineTable, VmDiskRow, VmRow } from '../db/schema.js';
 import { ApiError, FailureError, apiError } from '../domain/errors.js';
 import { checkSchedule, cronDefaults, isValidTimeZone, nextCronRun } from '../domain/cron.js';

@@ -10,7 +10,7 @@
  */
 import type { AppContext } from '../app-context.js';
 import type { VmRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { validationFailed } from '../domain/errors.js';
 import { parseBool, parseIntField } from '../domain/validate.js';
 import { logDetail } from '../tasks/task-log.js';

@@ -10,7 +10,7 @@ import type { Kysely } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import { SYSTEM_USER_ID, SYSTEM_USERNAME } from '../domain/system.js';
 import type { Database, DcRow, DefineRow, NodeRow, NodeStorageRow, UserRow, VmDiskRow, VmRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { ApiError, FailureError, apiError } from '../domain/errors.js';
 import { makeTaskId } from '../domain/taskid.js';
 import { writeLog } from '../tasks/task-log.js';

@@ -6,7 +6,7 @@ import type { Kysely } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import { SYSTEM_USER_ID } from '../domain/system.js';
 import type { Database, NodeRow, NodeStorageRow, VmDiskRow, VmRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { DiskRef } from '../storage/driver.js';
 import { apiError } from '../domain/errors.js';
 import { NO_STORAGE_ID } from '../hypervisor/libvirt.domains.js';

@@ -4,7 +4,7 @@
  * snapshot.kinds.ts.
  */
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { apiError, FailureError, validationFailed } from '../domain/errors.js';
 import { NAME_RE, NOTE_FORBIDDEN, parseBool, validateFields } from '../domain/validate.js';
 import { dcSettings } from '../accounts/dc.settings.js';

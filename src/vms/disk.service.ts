@@ -11,7 +11,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { AppContext } from '../app-context.js';
 import type { VmDiskRow, VmRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { StorageDisk } from '../agent/payloads.js';
 import { ApiError, FailureError, apiError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';

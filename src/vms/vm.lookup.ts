@@ -4,7 +4,7 @@
  * `VM not found`; `disk_id` is the 1-based position in the VM's disk list, else 412.
  */
 import type { Kysely } from 'kysely';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { Database, NodeRow, NodeStorageRow, VmDiskRow, VmRow } from '../db/schema.js';
 import { apiError } from '../domain/errors.js';
 import { parseIntField } from '../domain/validate.js';

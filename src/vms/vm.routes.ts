@@ -4,7 +4,7 @@
  * body shape and fields (400), then state (406/409/417/423). Rules live in the services.
  */
 import type { ViewDef, ViewRequest, ViewResult } from '../http/view.js';
-import { requireAdmin } from '../http/auth.js';
+import { requireAdmin } from '../accounts/caller.js';
 import { FailureError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';
 import { parseBool } from '../domain/validate.js';

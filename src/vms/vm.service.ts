@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { Insertable, Transaction, Updateable } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import type { Database, NodeRow, UserRow, VmRow, VmTable } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { ApiError, FailureError, LOCK_FAILED, apiError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';
 import { validateFields, type FieldErrors, type Rule } from '../domain/validate.js';
