@@ -14,7 +14,7 @@ import { overviewViews } from '../overview/overview.routes.js';
 import { backupDefineViews } from '../backups/bkpdef.routes.js';
 import { openapiRoute } from './openapi.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { metricsRoute } from '../metrics/metrics.route.js';
+import { metricsRoute } from './metrics.route.js';
 import { uiRoute } from './ui.js';
 import { healthRoutes } from './health.routes.js';
 
