@@ -18,7 +18,7 @@
  * A long task whose agent still heartbeats is never cut.
  */
 import type { AppContext } from '../app-context.js';
-import { failure } from '../agent/agent.js';
+import { failure } from './task.service.js';
 import { markUnreachable } from '../nodes/node.heartbeat.js';
 import { NODE_ONLINE } from '../nodes/node.repository.js';
 import type { PgBossQueue } from '../queue/pgboss.queue.js';

@@ -28,6 +28,11 @@ export interface TaskOutcome extends TaskResult {
   readonly cancelled?: boolean;
 }
 
+/** A failed outcome with Danube's detail text. */
+export function failure(message: string, returncode = 1): TaskOutcome {
+  return { returncode, message, detail: `Got bad return code (${returncode}). Error: ${message}` };
+}
+
 /**
  * Asks the agent of `node` to stop a task it runs: `cancelled` (it will report the task revoked),
  * `committed` (past its point of no return: it finishes), `unknown` (no agent there runs it).
