@@ -10,10 +10,9 @@ import { apiError } from '../domain/errors.js';
 import { parseIntField } from '../domain/validate.js';
 import { dcSettings } from '../accounts/dc.settings.js';
 
-export const VM_STOPPED = 1;
-export const VM_RUNNING = 2;
-export const VM_STOPPING = 3;
-export const VM_NOTREADY = 7;
+import { VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING } from '../domain/vm.js';
+
+export { VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING };
 export const OPERATIONAL_VM_STATUSES: ReadonlySet<number> = new Set([VM_RUNNING, VM_STOPPED, VM_STOPPING]);
 
 export const VM_STATUS_NAMES: Readonly<Record<number, string>> = {

@@ -22,10 +22,9 @@ import * as repo from './vm.repository.js';
 import { statusObject, vmLogObject, vmObject, type VmObject, type VmStatusObject } from './vm.output.js';
 import { diskDeleteItems, diskLock, VM_DEFINE_LOCK } from './disk.service.js';
 import type { VmDeleteContext } from './vm.kinds.js';
+import { HOSTNAME_MAX, HOSTNAME_RE } from '../domain/vm.js';
 
-/** Hostnames (URL of define POST) and aliases. */
-export const HOSTNAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-export const HOSTNAME_MAX = 253;
+export { HOSTNAME_MAX, HOSTNAME_RE } from '../domain/vm.js';
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const USERNAME_MAX = 150;
 /**
