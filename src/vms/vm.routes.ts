@@ -15,7 +15,7 @@ import { vmObject } from './vm.output.js';
 import { createVm, deleteVm, setVmStatus, updateVm, vmStatus, vmView } from './vm.service.js';
 import { createDisk, deleteDisk, getDisk, listDisks, updateDisk } from './disk.service.js';
 import { submitPower } from '../hypervisor/libvirt.power.js';
-import { refuseLibvirtDiskChange, refuseLibvirtDiskDelete, refuseLibvirtVmDelete } from '../hypervisor/libvirt.guards.js';
+import { refuseLibvirtDiskChange, refuseLibvirtDiskDelete, refuseLibvirtVmDelete } from './libvirt.guards.js';
 
 export { registerVmKinds } from './vm.kinds.js';
 
