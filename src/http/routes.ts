@@ -5,7 +5,7 @@ import type { ViewDef } from './view.js';
 import { accountViews } from '../accounts/account.routes.js';
 import { nodeViews } from '../nodes/node.routes.js';
 import { vmViews, registerVmKinds } from '../vms/vm.routes.js';
-import { registerPowerKinds } from '../hypervisor/libvirt.power.js';
+import { registerPowerKinds } from '../vms/vm.power.js';
 import { defineViews } from '../definitions/define.routes.js';
 import { snapshotViews } from '../snapshots/snapshot.routes.js';
 import { registerSnapshotKinds } from '../snapshots/snapshot.kinds.js';

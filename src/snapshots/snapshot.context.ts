@@ -21,9 +21,7 @@ export interface DiskTarget {
   readonly node: NodeRow;
 }
 
-export function diskLockKey(vmUuid: string, realId: number): string {
-  return `vm_snapshot vm:${vmUuid} disk:${realId}`;
-}
+export { diskLockKey } from '../vms/vm.lookup.js';
 
 export function diskRef(vm: VmRow, disk: VmDiskRow): DiskRef {
   return { path: disk.path, sizeBytes: disk.size_mb * 1024 * 1024, qmpSocket: vm.qmp_socket, ...(vm.libvirt === 1 ? { libvirtDomain: vm.uuid } : {}) };

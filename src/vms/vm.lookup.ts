@@ -13,6 +13,11 @@ import { dcSettings } from '../accounts/dc.settings.js';
 import { VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING } from '../domain/vm.js';
 
 export { VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING };
+/** The lock a task on one disk takes (snapshot tasks, restores, a VM start). */
+export function diskLockKey(vmUuid: string, realId: number): string {
+  return `vm_snapshot vm:${vmUuid} disk:${realId}`;
+}
+
 export const OPERATIONAL_VM_STATUSES: ReadonlySet<number> = new Set([VM_RUNNING, VM_STOPPED, VM_STOPPING]);
 
 export const VM_STATUS_NAMES: Readonly<Record<number, string>> = {

@@ -14,7 +14,7 @@ import { listVms, vmRefs } from './vm.repository.js';
 import { vmObject } from './vm.output.js';
 import { createVm, deleteVm, setVmStatus, updateVm, vmStatus, vmView } from './vm.service.js';
 import { createDisk, deleteDisk, getDisk, listDisks, updateDisk } from './disk.service.js';
-import { submitPower } from '../hypervisor/libvirt.power.js';
+import { submitPower } from './vm.power.js';
 import { refuseLibvirtDiskChange, refuseLibvirtDiskDelete, refuseLibvirtVmDelete } from './libvirt.guards.js';
 
 export { registerVmKinds } from './vm.kinds.js';
