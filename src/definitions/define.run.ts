@@ -13,7 +13,7 @@ import type { Caller } from '../accounts/caller.js';
 import { formatAutoSnapshotName, formatDanubeTime } from '../domain/time.js';
 import { planRetention } from '../domain/retention.js';
 import { loadStorageAndNode } from '../snapshots/snapshot.context.js';
-import { retentionInput } from '../snapshots/snapshot.retention.js';
+import { retentionInput } from '../scheduler/retention.js';
 import { startRun } from '../scheduler/run.js';
 import { nextSlot } from '../scheduler/slot-plan.js';
 import { lastValue, updatableRules, validateDefine, type DefineTarget } from './define.service.js';

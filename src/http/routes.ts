@@ -9,6 +9,7 @@ import { registerPowerKinds } from '../vms/vm.power.js';
 import { defineViews } from '../definitions/define.routes.js';
 import { snapshotViews } from '../snapshots/snapshot.routes.js';
 import { registerSnapshotKinds } from '../snapshots/snapshot.kinds.js';
+import { runRetention } from '../scheduler/retention.js';
 import { taskViews } from '../tasks/task.routes.js';
 import { overviewViews } from '../overview/overview.routes.js';
 import { backupDefineViews } from '../backups/bkpdef.routes.js';
@@ -23,7 +24,7 @@ export function allViews(): ViewDef[] {
 }
 
 export function registerTaskKinds(ctx: AppContext): void {
-  registerSnapshotKinds(ctx);
+  registerSnapshotKinds(ctx, runRetention);
   registerVmKinds(ctx);
   registerPowerKinds(ctx);
 }

@@ -20,7 +20,7 @@ import { logObject, type DiskTarget } from '../snapshots/snapshot.context.js';
 import { requireNodeOnline, requireOperational, requireSnapshotsEnabled } from '../vms/vm.lookup.js';
 import { alerts } from '../alerts/alert.messages.js';
 import { StorageFullError } from '../snapshots/capacity.js';
-// A function-level import cycle (capacity.skip → snapshot.retention → run): nothing runs at load time.
+// A function-level import cycle (capacity.skip → retention → run): nothing runs at load time.
 import { skipForCapacity } from './capacity.skip.js';
 import type { AutomationServices, DefineLabels } from './services.js';
 

@@ -7,6 +7,8 @@
  * for up to ESNAP_SCHEDULE_RETRY_S, re-planning at each attempt, in the background: the task
  * completion that triggered it is not held up. Any other failure to start, or the lock still held
  * at the deadline, sends Danube's alert and writes its FAILURE entry under the create task's id.
+ * The snapshot create's completion (src/snapshots/snapshot.kinds.ts) calls runRetention through the
+ * hook it is registered with, so snapshots do not depend on the scheduler.
  */
 import { randomUUID } from 'node:crypto';
 import type { AppContext } from '../app-context.js';
@@ -18,11 +20,11 @@ import { writeLog } from '../tasks/task-log.js';
 import { vmDisks } from '../vms/vm.lookup.js';
 import { alerts } from '../alerts/alert.messages.js';
 import { sleeperOf } from '../lib/clock.js';
-import { isLockBusy, retryWhileLocked, WaitAborted } from '../scheduler/retry.js';
-import { automationOf } from '../scheduler/services.js';
-import { describeStartError } from '../scheduler/run.js';
-import { bulkDelete } from './snapshot.service.js';
-import { loadStorageAndNode, logObject, systemCaller } from './snapshot.context.js';
+import { isLockBusy, retryWhileLocked, WaitAborted } from './retry.js';
+import { automationOf } from './services.js';
+import { describeStartError } from './run.js';
+import { bulkDelete } from '../snapshots/snapshot.service.js';
+import { loadStorageAndNode, logObject, systemCaller } from '../snapshots/snapshot.context.js';
 
 export const DELETE_LOG_MSG = "Delete snapshots of server's disk";
 
