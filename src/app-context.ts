@@ -7,6 +7,8 @@ import type { Database } from './db/schema.js';
 import type { DbKind } from './db/dialect.js';
 import type { TaskService } from './tasks/task.service.js';
 import type { TaskEvents } from './tasks/task.events.js';
+import type { AutomationServices } from './scheduler/services.js';
+import type { CapacitySettings } from './snapshots/capacity.js';
 
 export interface Clock {
   now(): Date;
@@ -38,6 +40,10 @@ export interface AppContext {
   readonly events: TaskEvents;
   readonly settings: AppSettings;
   readonly log: Logger;
+  /** Alerts, metrics and lock waits of automatic snapshots (retention reads them here). */
+  readonly automation: AutomationServices;
+  /** The storage free-space floor (ESNAP_MIN_FREE_PERCENT) that snapshot creates check. */
+  readonly capacity: CapacitySettings;
 }
 
 export { SYSTEM_USER_ID, SYSTEM_USERNAME, DEFAULT_DC } from './domain/system.js';

@@ -21,7 +21,6 @@ import { vmDisks } from '../vms/vm.lookup.js';
 import { alerts } from '../alerts/alert.messages.js';
 import { sleeperOf } from '../lib/clock.js';
 import { isLockBusy, retryWhileLocked, WaitAborted } from './retry.js';
-import { automationOf } from './services.js';
 import { describeStartError } from './run.js';
 import { bulkDelete } from '../snapshots/snapshot.service.js';
 import { loadStorageAndNode, logObject, systemCaller } from '../snapshots/snapshot.context.js';
@@ -78,7 +77,7 @@ async function pruneOnce(ctx: AppContext, defineId: number, attempt: { last: Pru
  * absent, the definition's latest successful create is looked up.
  */
 export async function runRetention(ctx: AppContext, defineId: number, createTaskId?: string): Promise<void> {
-  const services = automationOf(ctx);
+  const services = ctx.automation;
   const attempt: { last: PruneAttempt | null } = { last: null };
   try {
     await pruneOnce(ctx, defineId, attempt);
@@ -110,7 +109,7 @@ async function reportFailure(ctx: AppContext, a: PruneAttempt | null, err: unkno
   }
   try {
     const { detail } = describeStartError(err);
-    const services = automationOf(ctx);
+    const services = ctx.automation;
     services.alerts.send(alerts.retentionFailed(a.vm.hostname, a.diskArrayId, a.define, a.snapnames));
     const taskId =
       createTaskId ??

@@ -29,7 +29,7 @@ import { diskLockKey, diskRef, logObject, type DiskTarget } from './snapshot.con
 import type { AgentPayload, CreateItem } from '../agent/payloads.js';
 import type { TaskSpec } from '../tasks/task.service.js';
 import { requireOperational, VM_STOPPED } from '../vms/vm.lookup.js';
-import { assertCapacity, capacityOf } from './capacity.js';
+import { assertCapacity } from './capacity.js';
 
 const MB = 1024 * 1024;
 
@@ -117,7 +117,7 @@ export async function planCreateSnapshot(
   await checkSizeQuotas(ctx, caller, t);
   // Last of the 417s: every storage the snapshot goes to must be above the free-space floor
   // (manual, "all", run now and scheduled alike; the scheduler turns it into a skipped slot).
-  assertCapacity(capacityOf(ctx), targets.map((x) => x.storage));
+  assertCapacity(ctx.capacity, targets.map((x) => x.storage));
 
   const now = ctx.clock.now().toISOString();
   const diskIdLog: unknown = input.allDisks === true || targets.length > 1 ? 'all' : t.diskArrayId;
