@@ -142,9 +142,3 @@ export async function deleteDefine(trx: Transaction<Database>, id: number): Prom
   await trx.updateTable('snapshot').set({ define_id: null }).where('define_id', '=', id).execute();
   await trx.deleteFrom('snapshot_define').where('id', '=', id).execute();
 }
-
-/** Whether an insert failed on a unique constraint (a concurrent POST of the same definition). */
-export function isUniqueViolation(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE';
-}

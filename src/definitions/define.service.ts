@@ -24,7 +24,6 @@ import {
   disksInScope,
   findDefine,
   insertDefine,
-  isUniqueViolation,
   listDefineNames,
   listDefines,
   lockVmForDefines,
@@ -34,6 +33,7 @@ import {
   type SortColumn,
   type SortTerm,
 } from './define.repository.js';
+import { isUniqueViolation } from '../db/capabilities.js';
 import { defineObject, defineObjects, type DefineObject } from './define.output.js';
 
 export const LOG_CREATE = 'Create server snapshot definition';

@@ -150,9 +150,3 @@ export async function activeVmTasks(db: Db, vmUuid: string): Promise<TaskRow[]> 
 export async function lockHeld(db: Db, key: string): Promise<boolean> {
   return (await db.selectFrom('task_lock').select('key').where('key', '=', key).executeTakeFirst()) !== undefined;
 }
-
-/** A unique-constraint violation on either engine (a racing insert of the same hostname/uuid/path). */
-export function isUniqueViolation(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
-}

@@ -19,6 +19,7 @@ import { dcSettings, type DcSnapshotSettings } from '../accounts/dc.settings.js'
 import { writeLog, logDetail } from '../tasks/task-log.js';
 import { OPERATIONAL_VM_STATUSES, VM_RUNNING, VM_STOPPED, requireNodeOnline, vmDisks, vmNode } from './vm.lookup.js';
 import * as repo from './vm.repository.js';
+import { isUniqueViolation } from '../db/capabilities.js';
 import { statusObject, vmLogObject, vmObject, type VmObject, type VmStatusObject } from './vm.output.js';
 import { diskDeleteItems, diskLock, VM_DEFINE_LOCK } from './disk.service.js';
 import type { VmDeleteContext } from './vm.kinds.js';
@@ -279,7 +280,7 @@ export async function createVm(ctx: AppContext, caller: Caller, hostname: string
     });
   } catch (err) {
     // A concurrent POST of the same hostname or uuid got there first.
-    if (repo.isUniqueViolation(err)) throw apiError('vmExists');
+    if (isUniqueViolation(err)) throw apiError('vmExists');
     throw err;
   }
   return vmObject(vm, {
