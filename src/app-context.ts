@@ -4,7 +4,6 @@
  */
 import type { Kysely } from 'kysely';
 import type { Database } from './db/schema.js';
-import type { DbKind } from './db/dialect.js';
 import type { TaskService } from './tasks/task.service.js';
 import type { TaskEvents } from './tasks/task.events.js';
 import type { AutomationServices } from './scheduler/services.js';
@@ -34,7 +33,6 @@ export interface AppSettings {
 
 export interface AppContext {
   readonly db: Kysely<Database>;
-  readonly dbKind: DbKind;
   readonly clock: Clock;
   readonly tasks: TaskService;
   readonly events: TaskEvents;

@@ -133,7 +133,6 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     const tasks = new TaskService(db, queue, events, clock, log);
     const base = {
       db,
-      dbKind: opened.kind,
       clock,
       tasks,
       events,
