@@ -31,7 +31,7 @@ export function needsRowLocks(db: Db): boolean {
  * Locks the rows `query` selects until the transaction ends (`FOR UPDATE`) where that is needed;
  * a no-op on SQLite.
  */
-export async function lockRows<O>(db: Db, query: SelectQueryBuilder<Database, keyof Database, O>): Promise<void> {
+export async function lockRows<DB, TB extends keyof DB, O>(db: Db, query: SelectQueryBuilder<DB, TB, O>): Promise<void> {
   if (!needsRowLocks(db)) return;
   await query.forUpdate().execute();
 }

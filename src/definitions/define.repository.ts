@@ -6,7 +6,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { Database, DefineRow, SnapshotDefineTable, VmDiskRow } from '../db/schema.js';
 import type { Insertable, Updateable } from 'kysely';
-import { isPostgres } from '../db/dialect.js';
+import { lockRows } from '../db/capabilities.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -118,8 +118,7 @@ export async function disksInScope(db: Db, scope: DefineScope): Promise<VmDiskRo
  * must not interleave with another request's). SQLite transactions are already serial.
  */
 export async function lockVmForDefines(trx: Transaction<Database>, vmUuid: string): Promise<void> {
-  if (!isPostgres(trx)) return;
-  await trx.selectFrom('vm').select('uuid').where('uuid', '=', vmUuid).forUpdate().execute();
+  await lockRows(trx, trx.selectFrom('vm').select('uuid').where('uuid', '=', vmUuid));
 }
 
 export async function insertDefine(trx: Transaction<Database>, values: Insertable<SnapshotDefineTable>): Promise<number> {
