@@ -61,3 +61,22 @@ export async function releaseFreePages(db: Kysely<Database>): Promise<void> {
   const mode = await sql<{ auto_vacuum: number }>`PRAGMA auto_vacuum`.execute(db);
   if (mode.rows[0]?.auto_vacuum === 2) await sql`PRAGMA incremental_vacuum`.execute(db);
 }
+
+/**
+ * Serialises transactions that use the same `key` (until each ends) where they could interleave:
+ * a PostgreSQL advisory lock, scoped to the current schema so that servers on other schemas of one
+ * database do not contend; a no-op on SQLite.
+ */
+export async function lockKeyInTransaction(trx: Transaction<Database>, key: string): Promise<void> {
+  if (!needsRowLocks(trx)) return;
+  await sql`SELECT pg_advisory_xact_lock(hashtext(current_schema() || ' ' || ${key}))`.execute(trx);
+}
+
+/**
+ * After rows were inserted with explicit ids: moves PostgreSQL's serial sequence of `table.column`
+ * past them, so that later inserts do not collide; SQLite needs nothing.
+ */
+export async function syncSerial(trx: Transaction<Database>, table: keyof Database & string, column: string): Promise<void> {
+  if (!needsRowLocks(trx)) return;
+  await sql`SELECT setval(pg_get_serial_sequence(${table}, ${column}), (SELECT max(${sql.ref(column)}) FROM ${sql.table(table)}))`.execute(trx);
+}
