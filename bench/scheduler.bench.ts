@@ -20,6 +20,7 @@ import { createRuntime, type Runtime } from '../src/runtime.js';
 import { fmt, percentile } from './lib.js';
 import type { TaskSpec } from '../src/tasks/task.service.js';
 import { bossSchemaFor, nodeQueueName } from '../src/queue/pgboss.queue.js';
+import { dialectOf } from '../src/db/capabilities.js';
 
 const KEY = 'bench-admin-key-0123456789abcdef';
 const N = Number(process.argv[2] ?? 10_000);
@@ -198,7 +199,7 @@ async function countBack(rt: Runtime, slotIso: string, schema: string | null): P
     (await db.selectFrom('task').select((eb) => eb.fn.countAll<number>().as('n')).where('kind', '=', 'snapshot_create').where('created', '>=', slotIso).executeTakeFirstOrThrow()).n,
   );
   let jobs: number | null = null;
-  if (rt.ctx.dbKind === 'postgres') {
+  if (dialectOf(db) === 'postgres') {
     const r = await sql<{ n: number }>`SELECT count(DISTINCT id)::int AS n FROM ${sql.ref(`${bossSchemaFor(schema ?? undefined)}.job`)} WHERE name = ${nodeQueueName('bench')}`.execute(db);
     jobs = Number(r.rows[0]?.n ?? 0);
   }

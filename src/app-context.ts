@@ -4,9 +4,10 @@
  */
 import type { Kysely } from 'kysely';
 import type { Database } from './db/schema.js';
-import type { DbKind } from './db/dialect.js';
 import type { TaskService } from './tasks/task.service.js';
 import type { TaskEvents } from './tasks/task.events.js';
+import type { AutomationServices } from './scheduler/services.js';
+import type { CapacitySettings } from './snapshots/capacity.js';
 
 export interface Clock {
   now(): Date;
@@ -32,17 +33,18 @@ export interface AppSettings {
 
 export interface AppContext {
   readonly db: Kysely<Database>;
-  readonly dbKind: DbKind;
   readonly clock: Clock;
   readonly tasks: TaskService;
   readonly events: TaskEvents;
   readonly settings: AppSettings;
   readonly log: Logger;
+  /** Alerts, metrics and lock waits of automatic snapshots (retention reads them here). */
+  readonly automation: AutomationServices;
+  /** The storage free-space floor (ESNAP_MIN_FREE_PERCENT) that snapshot creates check. */
+  readonly capacity: CapacitySettings;
 }
 
-export const SYSTEM_USER_ID = 7;
-export const SYSTEM_USERNAME = '_system';
-export const DEFAULT_DC = 'main';
+export { SYSTEM_USER_ID, SYSTEM_USERNAME, DEFAULT_DC } from './domain/system.js';
 
 export function isoNow(clock: Clock): string {
   return clock.now().toISOString();

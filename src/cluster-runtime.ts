@@ -12,6 +12,7 @@ import { bossSchemaFor, nodeQueueName, PgBossQueue } from './queue/pgboss.queue.
 import { PgTaskEvents, TASK_CHANNEL } from './tasks/pg-task.events.js';
 import { consumeRegistrations, localHeartbeat } from './nodes/node.heartbeat.js';
 import { consumeResults } from './tasks/result.consumer.js';
+import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
 import { ClusterSweep } from './tasks/deadline.sweep.js';
 import { ClusterCanceller } from './agent/cluster.cancel.js';
 
@@ -75,7 +76,7 @@ export class ClusterTransport {
       }
     }
     await consumeRegistrations(ctx, this.queue);
-    await consumeResults(ctx, this.queue);
+    await consumeResults(ctx, this.queue, resyncAfterRepair);
     const sweep = new ClusterSweep(ctx, this.queue, { deadlineS: opts.agentDeadlineS, silenceS: opts.nodeSilenceS });
     sweep.start();
     this.#services.push(sweep);

@@ -10,8 +10,6 @@
  *   const runner = new NodeCommandRunner({ onRun: logCommands(log) });
  */
 import { pino, stdSerializers, stdTimeFunctions, type DestinationStream, type Logger as PinoLogger } from 'pino';
-import type { Logger } from './app-context.js';
-import type { RunInfo } from './storage/node-runner.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -77,10 +75,4 @@ function readable(out: DestinationStream): DestinationStream {
   return { write: (line: string) => out.write(prettyLine(line)) };
 }
 
-/** The command runner's hook: every command at debug level, with its argv, exit code and duration. */
-export function logCommands(log: Logger): (info: RunInfo) => void {
-  return ({ argv, code, durationMs, error }) => {
-    if (error) log.debug({ argv, code, durationMs, err: error }, 'command failed');
-    else log.debug({ argv, code, durationMs }, 'command');
-  };
-}
+export { logCommands } from './storage/node-runner.js';

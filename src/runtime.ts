@@ -29,8 +29,8 @@ import { flagDamagedAtStart } from './vms/disk.damage.js';
 import { registerNode, updateStorageUsage } from './nodes/node.repository.js';
 import { startUsageRefresh } from './nodes/storage.usage.js';
 import { localHeartbeat } from './nodes/node.heartbeat.js';
-import { attachCapacity, DEFAULT_MIN_FREE_PERCENT } from './snapshots/capacity.js';
-import type { Ticker } from './tasks/ticker.js';
+import { DEFAULT_MIN_FREE_PERCENT } from './snapshots/capacity.js';
+import type { Ticker } from './lib/ticker.js';
 import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
 import { AlertSink } from './alerts/alert.sink.js';
 import { Metrics } from './metrics/metrics.js';
@@ -38,7 +38,7 @@ import { Scheduler } from './scheduler/scheduler.js';
 import { BackupScheduler } from './backups/backup.scheduler.js';
 import { BackupMetrics } from './backups/backup.metrics.js';
 import { RetryPool } from './scheduler/retry.js';
-import { attachAutomation, DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services.js';
+import { DEFAULT_SCHEDULE_RETRY_S } from './scheduler/services.js';
 import { automationListener } from './scheduler/completion.js';
 import { Housekeeping, DEFAULT_TASKLOG_DAYS } from './tasks/housekeeping.js';
 import type { HypervisorConfig } from './config.js';
@@ -139,21 +139,20 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
       cluster?.queue ?? new InProcessQueue({ onError: (err, msg) => log.error({ err, taskId: msg.taskId }, 'queue handler failed') });
     const events: TaskEvents = cluster?.events ?? new LocalTaskEvents();
     const tasks = new TaskService(db, queue, events, clock, log);
-    const ctx: AppContext = {
+    const base = {
       db,
-      dbKind: opened.kind,
       clock,
       tasks,
       events,
       log,
       settings: { streamTimeoutS: opts.streamTimeoutS ?? 3600, localNode: opts.localAgent ? opts.node : null, publicUrl: opts.publicUrl ?? null },
     };
-    registerTaskKinds(ctx);
-    const metrics = new Metrics(ctx, queue);
+    const metrics = new Metrics(base, queue);
     const alerts = new AlertSink({ clock, log, webhook: opts.alertWebhook ?? null, observer: metrics });
     const automation = { alerts, observer: metrics, retries: new RetryPool(), retryS: opts.scheduleRetryS ?? DEFAULT_SCHEDULE_RETRY_S };
-    attachAutomation(ctx, automation);
-    attachCapacity(ctx, { minFreePercent: opts.minFreePercent ?? DEFAULT_MIN_FREE_PERCENT });
+    // What automatic snapshots and the free-space floor need travels on the context itself.
+    const ctx: AppContext = { ...base, automation, capacity: { minFreePercent: opts.minFreePercent ?? DEFAULT_MIN_FREE_PERCENT } };
+    registerTaskKinds(ctx);
     tasks.addListener(automationListener(automation));
     tasks.addListener(metrics.listener());
     tasks.addListener(new BackupMetrics(ctx, metrics.registry).listener());

@@ -4,7 +4,7 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import type { Database, DcRow, UserRow } from '../db/schema.js';
-import { SYSTEM_USER_ID } from '../app-context.js';
+import { SYSTEM_USER_ID } from '../domain/system.js';
 
 export type Db = Kysely<Database> | Transaction<Database>;
 

@@ -6,7 +6,7 @@
  * `vm`, `task`, … there), so no DC-bound view may use those segment names at its top.
  */
 import type { Handler, ViewDef, ViewRequest, ViewResult } from '../http/view.js';
-import { isDcAdmin, requireSuperAdmin } from '../http/auth.js';
+import { isDcAdmin, requireSuperAdmin } from './caller.js';
 import { apiError, FailureError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';
 import { parseBool } from '../domain/validate.js';

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from './caller.js';
 import { FailureError } from '../domain/errors.js';
 import { makeDummyTaskId } from '../domain/taskid.js';
 import { msg } from '../domain/messages.js';

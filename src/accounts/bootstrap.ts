@@ -4,11 +4,10 @@
  * Idempotent: runs on every start and only fills what is missing.
  */
 import type { Kysely } from 'kysely';
-import { sql } from 'kysely';
 import type { Clock } from '../app-context.js';
-import { DEFAULT_DC, SYSTEM_USER_ID, SYSTEM_USERNAME } from '../app-context.js';
+import { DEFAULT_DC, SYSTEM_USER_ID, SYSTEM_USERNAME } from '../domain/system.js';
 import type { Database } from '../db/schema.js';
-import { isPostgres } from '../db/dialect.js';
+import { syncSerial } from '../db/capabilities.js';
 import { hashKey, newSecret } from './secrets.js';
 
 export interface BootstrapResult {
@@ -69,10 +68,8 @@ export async function bootstrap(db: Kysely<Database>, clock: Clock, adminApiKey:
         })
         .execute();
     }
-    if (isPostgres(trx)) {
-      // Explicit ids above do not move the serial sequence; new users must come after them.
-      await sql`SELECT setval(pg_get_serial_sequence('account', 'id'), (SELECT max(id) FROM account))`.execute(trx);
-    }
+    // Explicit ids above do not move the serial sequence; new users must come after them.
+    await syncSerial(trx, 'account', 'id');
     return { printedKey };
   });
 }

@@ -4,7 +4,7 @@
  */
 import type { AppContext } from '../app-context.js';
 import type { DcRow, UserRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from './caller.js';
 import { ApiError, apiError } from '../domain/errors.js';
 import { logDetail } from '../tasks/task-log.js';
 import { logSync } from './account.write.js';

@@ -4,10 +4,10 @@
  * Invariant kept here: a DC holding VMs cannot be deleted (no orphans); `main` neither.
  */
 import type { AppContext } from '../app-context.js';
-import { DEFAULT_DC } from '../app-context.js';
+import { DEFAULT_DC } from '../domain/system.js';
 import type { DcRow, UserRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
-import { isDcAdmin } from '../http/auth.js';
+import type { Caller } from './caller.js';
+import { isDcAdmin } from './caller.js';
 import { ApiError, apiError } from '../domain/errors.js';
 import { NAME_RE, parseBool, validateFields, type FieldErrors, type Rule } from '../domain/validate.js';
 import { logDetail, type LogObject } from '../tasks/task-log.js';

@@ -15,9 +15,9 @@
  *
  * The policy (`retryAfterSeconds`) is pure; the two database helpers around it are thin.
  */
-import { sql, type Kysely, type Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../db/schema.js';
-import { isPostgres } from '../db/dialect.js';
+import { lockKeyInTransaction } from '../db/capabilities.js';
 
 export const LOGIN_FAILURE_LIMIT = 10;
 export const LOGIN_FAILURE_WINDOW_MS = 15 * 60 * 1000;
@@ -74,11 +74,7 @@ export async function checkAndRecordLoginFailure(db: Kysely<Database>, keys: rea
 }
 
 async function lockKeys(trx: Transaction<Database>, keys: readonly string[]): Promise<void> {
-  if (!isPostgres(trx)) return;
-  // The schema is part of the lock key: servers on other schemas of one database do not contend.
-  for (const key of [...new Set(keys)].sort()) {
-    await sql`SELECT pg_advisory_xact_lock(hashtext(current_schema() || ' login_failure ' || ${key}))`.execute(trx);
-  }
+  for (const key of [...new Set(keys)].sort()) await lockKeyInTransaction(trx, `login_failure ${key}`);
 }
 
 /** Seconds the attempt must wait (the longest over its keys), or 0 when it may be evaluated. */

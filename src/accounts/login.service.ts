@@ -6,7 +6,7 @@
  * - `_system` never logs in (it fails like a wrong password).
  */
 import type { AppContext } from '../app-context.js';
-import { SYSTEM_USER_ID } from '../app-context.js';
+import { SYSTEM_USER_ID } from '../domain/system.js';
 import type { UserRow } from '../db/schema.js';
 import { ApiError } from '../domain/errors.js';
 import { formatDanubeTime } from '../domain/time.js';

@@ -8,9 +8,9 @@
  * - a user owning VMs or DCs cannot be deleted (no orphans).
  */
 import type { AppContext } from '../app-context.js';
-import { DEFAULT_DC } from '../app-context.js';
+import { DEFAULT_DC } from '../domain/system.js';
 import type { UserRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from './caller.js';
 import { ApiError, apiError } from '../domain/errors.js';
 import { validateFields, type FieldErrors, type Rule } from '../domain/validate.js';
 import { logDetail, type LogObject } from '../tasks/task-log.js';

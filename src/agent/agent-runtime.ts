@@ -31,7 +31,7 @@ import type { TaskOutcome } from '../tasks/task.service.js';
 import { storageRoots } from '../backups/backup-node.js';
 import { Agent, failure, type AgentReporter } from './agent.js';
 import { RunningTasks } from './running-tasks.js';
-import { Ticker } from '../tasks/ticker.js';
+import { Ticker } from '../lib/ticker.js';
 import { startUsageRefresh } from '../nodes/storage.usage.js';
 import { INTERRUPTED_MESSAGE, type RegisterMessage, type ResultMessage } from './cluster.messages.js';
 import { AgentHealthServer, newAgentHealthState, type AgentHealthState } from './agent-health.js';

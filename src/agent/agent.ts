@@ -11,7 +11,7 @@ import { assertDiskNotInUse } from '../storage/in-use.js';
 import { StorageError } from '../storage/driver.js';
 import { currentSignal, OperationCancelled, OpScope, outsideScope, pointOfNoReturn, runInScope, type CancelAnswer } from '../storage/op-scope.js';
 import { atomicSnapshots, planAtomicGroups } from '../storage/capabilities.js';
-import type { TaskOutcome } from '../tasks/task.service.js';
+import { failure, type TaskOutcome } from '../tasks/task.service.js';
 import { withFreeze, DEFAULT_FREEZE_LIMIT_MS, freezeFailed } from '../guest/freeze.js';
 import { withLibvirtFreeze } from '../hypervisor/libvirt.freeze.js';
 import type { StorageUsage } from '../nodes/node.repository.js';
@@ -41,9 +41,7 @@ function causedByMissingTool(err: unknown): boolean {
   return false;
 }
 
-export function failure(message: string, returncode = 1): TaskOutcome {
-  return { returncode, message, detail: `Got bad return code (${returncode}). Error: ${message}` };
-}
+export { failure };
 
 /** What an agent reports for a task it stopped on a cancel: storage is as before the task. */
 export const CANCELLED_OUTCOME: TaskOutcome = { returncode: 1, message: 'terminated', detail: 'terminated', cancelled: true };

@@ -10,7 +10,7 @@
  */
 import type { Clock, Logger } from '../app-context.js';
 import { formatDanubeTime } from '../domain/time.js';
-import { sleeperOf } from '../scheduler/clock.js';
+import { sleeperOf } from '../lib/clock.js';
 import type { Alert } from './alert.messages.js';
 import { retry } from '../domain/backoff.js';
 

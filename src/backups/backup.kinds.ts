@@ -9,7 +9,6 @@ import type { AppContext } from '../app-context.js';
 import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.service.js';
 import { clearDamage } from '../vms/disk.damage.js';
 import { revertNotready } from '../snapshots/snapshot.rollback.js';
-import { automationOf } from '../scheduler/services.js';
 import { alerts } from '../alerts/alert.messages.js';
 import { BACKUP_DAMAGED, BACKUP_OK } from './backup.schema.js';
 import type { BackupCreated, BackupVerified } from './backup.payloads.js';
@@ -22,11 +21,7 @@ function failed(outcome: TaskOutcome): TaskResult {
 }
 
 function alertOf(ctx: AppContext) {
-  try {
-    return automationOf(ctx).alerts;
-  } catch {
-    return null;
-  }
+  return ctx.automation.alerts;
 }
 
 export function registerBackupKinds(ctx: AppContext): void {

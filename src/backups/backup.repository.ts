@@ -5,7 +5,7 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../db/schema.js';
-import type { OrderBy } from '../http/order-by.js';
+import type { OrderBy } from '../domain/order-by.js';
 import type { BackupRow } from './backup.schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;

@@ -13,7 +13,7 @@ import type { AppContext } from '../app-context.js';
 import { alerts } from '../alerts/alert.messages.js';
 import { describeStartError } from '../scheduler/run.js';
 import { decideSlot, isStale, latestSlots } from '../scheduler/slot-plan.js';
-import { sleeperOf, type Sleeper } from '../scheduler/clock.js';
+import { sleeperOf, type Sleeper } from '../lib/clock.js';
 import type { AutomationServices } from '../scheduler/services.js';
 import { systemCaller } from '../snapshots/snapshot.context.js';
 import { planCreateBackup } from './backup.service.js';

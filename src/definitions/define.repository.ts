@@ -6,7 +6,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { Database, DefineRow, SnapshotDefineTable, VmDiskRow } from '../db/schema.js';
 import type { Insertable, Updateable } from 'kysely';
-import { isPostgres } from '../db/dialect.js';
+import { lockRows } from '../db/capabilities.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -118,8 +118,7 @@ export async function disksInScope(db: Db, scope: DefineScope): Promise<VmDiskRo
  * must not interleave with another request's). SQLite transactions are already serial.
  */
 export async function lockVmForDefines(trx: Transaction<Database>, vmUuid: string): Promise<void> {
-  if (!isPostgres(trx)) return;
-  await trx.selectFrom('vm').select('uuid').where('uuid', '=', vmUuid).forUpdate().execute();
+  await lockRows(trx, trx.selectFrom('vm').select('uuid').where('uuid', '=', vmUuid));
 }
 
 export async function insertDefine(trx: Transaction<Database>, values: Insertable<SnapshotDefineTable>): Promise<number> {
@@ -141,10 +140,4 @@ export async function deleteDefine(trx: Transaction<Database>, id: number): Prom
   // Like Django's SET_NULL, the unlink does not touch the snapshots' `changed`.
   await trx.updateTable('snapshot').set({ define_id: null }).where('define_id', '=', id).execute();
   await trx.deleteFrom('snapshot_define').where('id', '=', id).execute();
-}
-
-/** Whether an insert failed on a unique constraint (a concurrent POST of the same definition). */
-export function isUniqueViolation(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE';
 }

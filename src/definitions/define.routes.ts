@@ -3,7 +3,7 @@
  * here only the permission step (4.3 step 1), the body shape and the answer's status.
  */
 import type { ViewDef, ViewRequest, ViewResult } from '../http/view.js';
-import { requireAdmin } from '../http/auth.js';
+import { requireAdmin } from '../accounts/caller.js';
 import { FailureError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';
 import type { VmRow } from '../db/schema.js';

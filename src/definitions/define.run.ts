@@ -9,11 +9,11 @@
  *   parameters preview a change before it is made.
  */
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { formatAutoSnapshotName, formatDanubeTime } from '../domain/time.js';
 import { planRetention } from '../domain/retention.js';
 import { loadStorageAndNode } from '../snapshots/snapshot.context.js';
-import { retentionInput } from '../snapshots/snapshot.retention.js';
+import { retentionInput } from '../scheduler/retention.js';
 import { startRun } from '../scheduler/run.js';
 import { nextSlot } from '../scheduler/slot-plan.js';
 import { lastValue, updatableRules, validateDefine, type DefineTarget } from './define.service.js';

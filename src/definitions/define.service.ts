@@ -9,7 +9,7 @@
 import { randomInt } from 'node:crypto';
 import type { Insertable, Updateable } from 'kysely';
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { SnapshotDefineTable, VmDiskRow, VmRow } from '../db/schema.js';
 import { FailureError, apiError } from '../domain/errors.js';
 import { checkSchedule, cronDefaults, isValidTimeZone } from '../domain/cron.js';
@@ -22,11 +22,11 @@ import {
   deleteDefine,
   findDefine,
   insertDefine,
-  isUniqueViolation,
   lockVmForDefines,
   updateDefine,
   type DefineListRow,
 } from './define.repository.js';
+import { isUniqueViolation } from '../db/capabilities.js';
 import { defineObject, type DefineObject } from './define.output.js';
 import { definitionLogEntry, nextRunOf } from './define.common.js';
 

@@ -5,18 +5,13 @@
  */
 import type { FastifyRequest } from 'fastify';
 import type { AppContext } from '../app-context.js';
-import { DEFAULT_DC } from '../app-context.js';
+import { DEFAULT_DC } from '../domain/system.js';
 import type { DcRow, UserRow } from '../db/schema.js';
 import { apiError } from '../domain/errors.js';
 import { hashKey } from '../accounts/secrets.js';
+import { isDcAdmin, type Caller } from '../accounts/caller.js';
 
-export interface Caller {
-  readonly user: UserRow;
-  readonly dc: DcRow;
-  /** Staff, DC owner or DC admin in `dc` (Danube's `is_admin`). */
-  readonly isAdmin: boolean;
-  readonly isSuperAdmin: boolean;
-}
+export { isDcAdmin, requireAdmin, requireSuperAdmin, type Caller } from '../accounts/caller.js';
 
 /** Resolves the credentials of a request to an active user with API access, or throws 403. */
 export async function authenticate(ctx: AppContext, request: FastifyRequest): Promise<UserRow> {
@@ -49,17 +44,6 @@ export async function authenticate(ctx: AppContext, request: FastifyRequest): Pr
   return user;
 }
 
-export async function isDcAdmin(ctx: AppContext, user: UserRow, dc: DcRow): Promise<boolean> {
-  if (user.is_super_admin || dc.owner_id === user.id) return true;
-  const row = await ctx.db
-    .selectFrom('dc_admin')
-    .select('user_id')
-    .where('dc_id', '=', dc.id)
-    .where('user_id', '=', user.id)
-    .executeTakeFirst();
-  return row !== undefined;
-}
-
 async function canAccessDc(ctx: AppContext, user: UserRow, dc: DcRow): Promise<boolean> {
   if (user.is_super_admin || dc.access === 1 || dc.id === user.current_dc_id || dc.owner_id === user.id) return true;
   return isDcAdmin(ctx, user, dc);
@@ -81,12 +65,4 @@ export async function resolveDc(
   dc ??= await ctx.db.selectFrom('dc').selectAll().where('name', '=', DEFAULT_DC).executeTakeFirstOrThrow();
   const isAdmin = await isDcAdmin(ctx, user, dc);
   return { user, dc, isAdmin, isSuperAdmin: user.is_super_admin === 1 };
-}
-
-export function requireAdmin(caller: Caller): void {
-  if (!caller.isAdmin) throw apiError('permissionDenied');
-}
-
-export function requireSuperAdmin(caller: Caller): void {
-  if (!caller.isSuperAdmin) throw apiError('permissionDenied');
 }

@@ -18,6 +18,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import { knownMigrations } from '../db/migrate.js';
+import { dialectOf } from '../db/capabilities.js';
 import { NODE_ONLINE } from '../nodes/node.repository.js';
 import { libvirtSkipSummary } from '../hypervisor/libvirt.rows.js';
 import { HEALTHY_BODY, runChecks, type HealthCheck, type Readiness } from '../health/health.checks.js';
@@ -30,7 +31,7 @@ function serverChecks(ctx: AppContext): HealthCheck[] {
       name: 'database',
       probe: async () => {
         await sql`SELECT 1`.execute(ctx.db);
-        return { kind: ctx.dbKind };
+        return { kind: dialectOf(ctx.db) };
       },
     },
     {

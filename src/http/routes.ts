@@ -5,10 +5,11 @@ import type { ViewDef } from './view.js';
 import { accountViews } from '../accounts/account.routes.js';
 import { nodeViews } from '../nodes/node.routes.js';
 import { vmViews, registerVmKinds } from '../vms/vm.routes.js';
-import { registerPowerKinds } from '../hypervisor/libvirt.power.js';
+import { registerPowerKinds } from '../vms/vm.power.js';
 import { defineViews } from '../definitions/define.routes.js';
 import { snapshotViews } from '../snapshots/snapshot.routes.js';
 import { registerSnapshotKinds } from '../snapshots/snapshot.kinds.js';
+import { runRetention } from '../scheduler/retention.js';
 import { taskViews } from '../tasks/task.routes.js';
 import { overviewViews } from '../overview/overview.routes.js';
 import { backupDefineViews } from '../backups/bkpdef.routes.js';
@@ -16,7 +17,7 @@ import { backupViews } from '../backups/backup.routes.js';
 import { registerBackupKinds } from '../backups/backup.kinds.js';
 import { openapiRoute } from './openapi.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { metricsRoute } from '../metrics/metrics.route.js';
+import { metricsRoute } from './metrics.route.js';
 import { uiRoute } from './ui.js';
 import { healthRoutes } from './health.routes.js';
 
@@ -25,7 +26,7 @@ export function allViews(): ViewDef[] {
 }
 
 export function registerTaskKinds(ctx: AppContext): void {
-  registerSnapshotKinds(ctx);
+  registerSnapshotKinds(ctx, runRetention);
   registerVmKinds(ctx);
   registerPowerKinds(ctx);
   registerBackupKinds(ctx);

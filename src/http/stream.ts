@@ -12,6 +12,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../app-context.js';
+import type { TaskStatus } from '../tasks/task.service.js';
 import { renderJson } from './envelope.js';
 
 interface OpenStreams {
@@ -127,4 +128,34 @@ function finish(
   withStatusLine: boolean,
 ): void {
   raw.end(`${withStatusLine ? `${httpStatus}\n` : ''}${renderJson(request, body)}`);
+}
+
+/**
+ * Waits for a task to end, woken by its completion (no polling), for at most the stream timeout.
+ * Null when it is still running then, or when the client went away. For views that answer with
+ * the task's result instead of streaming (a disk create: 201 with the disk, or the pending task).
+ */
+export async function waitForTask(ctx: AppContext, http: FastifyRequest, taskId: string): Promise<TaskStatus | null> {
+  const deadline = Date.now() + ctx.settings.streamTimeoutS * 1000;
+  const gone = new AbortController();
+  const onClose = (): void => gone.abort();
+  // The socket, not the request: a request's 'close' fires once its body is read.
+  const sock = http.raw.socket;
+  sock.once('close', onClose);
+  try {
+    for (;;) {
+      // Subscribe before reading the state, so a completion in between is not missed.
+      const woken = ctx.events.next(taskId, gone.signal);
+      const status = await ctx.tasks.statusOf(taskId);
+      if (status.done) return status;
+      const left = deadline - Date.now();
+      if (gone.signal.aborted || left <= 0) return null;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([woken, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+      clearTimeout(timer);
+    }
+  } finally {
+    sock.off('close', onClose);
+    gone.abort(); // releases the last subscription
+  }
 }

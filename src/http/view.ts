@@ -9,6 +9,8 @@ import type { AppContext } from '../app-context.js';
 import type { Caller } from './auth.js';
 import { authenticate, resolveDc } from './auth.js';
 import { sendResult } from './envelope.js';
+import { waitForTask } from './stream.js';
+import type { TaskStatus } from '../tasks/task.service.js';
 import { ApiError } from '../domain/errors.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -29,6 +31,8 @@ export interface ViewRequest {
   readonly caller: Caller;
   readonly app: AppContext;
   readonly http: FastifyRequest;
+  /** Waits for a task to end, at most the stream timeout; null if it still runs then or the client left. */
+  waitForTask(taskId: string): Promise<TaskStatus | null>;
   /** Owner of the object acted on, for dummy task ids; handlers set it after a VM lookup. */
   ownerId: number | null;
 }
@@ -106,6 +110,7 @@ async function dispatch(ctx: AppContext, view: ViewDef, request: FastifyRequest,
     caller: resolved as Caller,
     app: ctx,
     http: request,
+    waitForTask: (taskId) => waitForTask(ctx, request, taskId),
     ownerId: null,
   };
   // Errors thrown by the handler are rendered by the app's error handler, which reads the

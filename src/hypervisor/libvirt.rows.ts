@@ -20,8 +20,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import type { Database, VmDiskRow, VmRow } from '../db/schema.js';
-import { HOSTNAME_MAX, HOSTNAME_RE } from '../vms/vm.service.js';
-import { VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING } from '../vms/vm.lookup.js';
+import { HOSTNAME_MAX, HOSTNAME_RE, VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING } from '../domain/vm.js';
 import { insertVm, newVmRow } from '../vms/vm.repository.js';
 import { NO_STORAGE_ID, statusOfState } from './libvirt.domains.js';
 import type { DomainInventory, DomainReport } from './libvirt.inventory.js';

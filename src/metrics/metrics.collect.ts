@@ -9,7 +9,7 @@ import type { Metrics } from './metrics.js';
 
 const STATUS_NAMES: Readonly<Record<number, string>> = { 1: 'ok', 2: 'pending', 3: 'rollback', 4: 'lost' };
 
-export async function collectState(ctx: AppContext, queue: TaskQueue, m: Metrics): Promise<void> {
+export async function collectState(ctx: Pick<AppContext, 'db' | 'clock'>, queue: TaskQueue, m: Metrics): Promise<void> {
   const now = ctx.clock.now();
   const defs = await definitionStatuses(ctx.db, now);
 

@@ -30,7 +30,7 @@ function labels(d: DefineLabels): Record<(typeof DEFINE)[number], string> {
 
 export class Metrics implements SchedulerObserver, AlertObserver {
   readonly registry = new Registry();
-  readonly #ctx: AppContext;
+  readonly #ctx: Pick<AppContext, 'db' | 'clock'>;
   readonly #queue: TaskQueue;
 
   readonly firedTotal: Counter<'vm' | 'disk' | 'define'>;
@@ -51,7 +51,7 @@ export class Metrics implements SchedulerObserver, AlertObserver {
   readonly alerts: Counter<'type' | 'priority'>;
   readonly webhookFailures: Counter<'type'>;
 
-  constructor(ctx: AppContext, queue: TaskQueue) {
+  constructor(ctx: Pick<AppContext, 'db' | 'clock'>, queue: TaskQueue) {
     this.#ctx = ctx;
     this.#queue = queue;
     const registers = [this.registry];

@@ -9,7 +9,7 @@ import type { Database } from '../db/schema.js';
 import type { RegisterMessage } from '../agent/cluster.messages.js';
 import { nodeQueueName, REGISTER_QUEUE, type PgBossQueue } from '../queue/pgboss.queue.js';
 import { NODE_ONLINE, registerNode, updateStorageUsage } from './node.repository.js';
-import { Ticker } from '../tasks/ticker.js';
+import { Ticker } from '../lib/ticker.js';
 import { applyInventory } from '../hypervisor/libvirt.rows.js';
 import { broadcastTrust, recordSsh } from '../transport/trust.service.js';
 

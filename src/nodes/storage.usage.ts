@@ -19,7 +19,7 @@
 import type { Logger } from '../app-context.js';
 import type { Agent } from '../agent/agent.js';
 import type { AgentPayload } from '../agent/payloads.js';
-import { Ticker } from '../tasks/ticker.js';
+import { Ticker } from '../lib/ticker.js';
 
 /** Seconds between the periodic usage reports of an agent. */
 export const USAGE_REFRESH_S = 60;

@@ -8,7 +8,6 @@ import type { ViewDef, ViewRequest } from '../http/view.js';
 import { FailureError } from '../domain/errors.js';
 import { formatDanubeTime } from '../domain/time.js';
 import { parseBool, parseIntField } from '../domain/validate.js';
-import { capacityOf } from '../snapshots/capacity.js';
 import { findVm, vmDisks } from '../vms/vm.lookup.js';
 import { backupTrouble, needsAttention, nodeSummaries, problemsOf, vmStates, withSnapshotTotals, type Scope, type VmState, type VmSummary } from './overview.queries.js';
 
@@ -57,7 +56,7 @@ const problems: ViewDef = {
   methods: {
     async GET(req) {
       const now = req.app.clock.now();
-      const floor = capacityOf(req.app).minFreePercent;
+      const floor = req.app.capacity.minFreePercent;
       const [vms, nodes] = await Promise.all([vmStates(req.app.db, scopeOf(req), now), nodeSummaries(req.app.db, floor, now, 0)]);
       return { type: 'sync', result: problemsOf(vms, nodes, floor, await backupTrouble(req.app.db, scopeOf(req), vms)) };
     },
@@ -86,7 +85,7 @@ const nodes: ViewDef = {
   dcBound: false,
   methods: {
     async GET(req) {
-      const floor = capacityOf(req.app).minFreePercent;
+      const floor = req.app.capacity.minFreePercent;
       const list = await nodeSummaries(req.app.db, floor, req.app.clock.now(), daysOf(req, 30));
       return { type: 'sync', result: { min_free_percent: floor, nodes: list } };
     },
@@ -178,7 +177,7 @@ const all: ViewDef = {
   methods: {
     async GET(req) {
       const now = req.app.clock.now();
-      const floor = capacityOf(req.app).minFreePercent;
+      const floor = req.app.capacity.minFreePercent;
       const states = await vmStates(req.app.db, scopeOf(req), now);
       const nodeList = await nodeSummaries(req.app.db, floor, now, daysOf(req, 30, true));
       const page = await vmPage(req, states);

@@ -11,7 +11,7 @@
  */
 import type { AppContext } from '../app-context.js';
 import { alerts } from '../alerts/alert.messages.js';
-import { runRetention } from '../snapshots/snapshot.retention.js';
+import { runRetention } from './retention.js';
 import type { StorageFullError } from '../snapshots/capacity.js';
 import type { FailedStart } from './run.js';
 import type { AutomationServices } from './services.js';

@@ -9,7 +9,7 @@
  */
 import type { Clock } from '../app-context.js';
 import { FailureError, LOCK_FAILED } from '../domain/errors.js';
-import type { Sleeper } from './clock.js';
+import type { Sleeper } from '../lib/clock.js';
 import { Backoff } from '../domain/backoff.js';
 
 const FIRST_DELAY_MS = 1000;

@@ -8,9 +8,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { AppContext } from '../app-context.js';
-import { SYSTEM_USER_ID, SYSTEM_USERNAME } from '../app-context.js';
+import { SYSTEM_USER_ID, SYSTEM_USERNAME } from '../domain/system.js';
 import type { Database, DcRow, DefineRow, NodeRow, NodeStorageRow, UserRow, VmDiskRow, VmRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { ApiError, FailureError, apiError } from '../domain/errors.js';
 import { makeTaskId } from '../domain/taskid.js';
 import { writeLog } from '../tasks/task-log.js';
@@ -20,7 +20,7 @@ import { logObject, type DiskTarget } from '../snapshots/snapshot.context.js';
 import { requireNodeOnline, requireOperational, requireSnapshotsEnabled } from '../vms/vm.lookup.js';
 import { alerts } from '../alerts/alert.messages.js';
 import { StorageFullError } from '../snapshots/capacity.js';
-// A function-level import cycle (capacity.skip → snapshot.retention → run): nothing runs at load time.
+// A function-level import cycle (capacity.skip → retention → run): nothing runs at load time.
 import { skipForCapacity } from './capacity.skip.js';
 import type { AutomationServices, DefineLabels } from './services.js';
 

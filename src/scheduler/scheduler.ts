@@ -25,7 +25,7 @@
 import type { AppContext } from '../app-context.js';
 import type { DefineRow } from '../db/schema.js';
 import { formatAutoSnapshotName } from '../domain/time.js';
-import { sleeperOf, type Sleeper } from './clock.js';
+import { sleeperOf, type Sleeper } from '../lib/clock.js';
 import { decideSlot, type SlotDecision } from './slot-plan.js';
 import { claimSlotsIn, definitionsInProgress, dueDefinitions, earliestNextRun, pruneSlots, setSlotState, type ClaimRequest, type DueCursor } from './slot.repository.js';
 import { RunTargets, describeStartError, nameKey, planRun, recordStartFailure, takenNames } from './run.js';

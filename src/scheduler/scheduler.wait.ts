@@ -12,7 +12,7 @@ import type { AppContext } from '../app-context.js';
 import type { DefineRow } from '../db/schema.js';
 import { formatAutoSnapshotName } from '../domain/time.js';
 import { StorageFullError } from '../snapshots/capacity.js';
-import { sleeperOf } from './clock.js';
+import { sleeperOf } from '../lib/clock.js';
 import { retryWhileLocked, WaitAborted } from './retry.js';
 import { RunTargets, recordStartFailure, startRun } from './run.js';
 import type { AutomationServices } from './services.js';

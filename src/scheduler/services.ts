@@ -1,12 +1,11 @@
 /**
- * What automatic snapshots need besides the AppContext: the alert sink, the metrics observer, the
- * pool of lock waits and the lock-wait limit. The runtime attaches one set per context; code
- * that only has the context (the retention prune, run from a task completion) finds it here.
- * The AppContext itself stays the shared, feature-neutral object it is.
+ * What automatic snapshots need: the alert sink, the metrics observer, the pool of lock waits and
+ * the lock-wait limit. The runtime builds one set and puts it on the AppContext (`ctx.automation`),
+ * where code that only has the context (the retention prune, run from a task completion) finds it;
+ * a context without it does not type-check.
  */
-import type { AppContext } from '../app-context.js';
-import { AlertSink } from '../alerts/alert.sink.js';
-import { RetryPool } from './retry.js';
+import type { AlertSink } from '../alerts/alert.sink.js';
+import type { RetryPool } from './retry.js';
 
 /** Labels that name a definition in metrics and logs. */
 export interface DefineLabels {
@@ -45,25 +44,4 @@ export interface AutomationServices {
   readonly retries: RetryPool;
   /** ESNAP_SCHEDULE_RETRY_S. */
   readonly retryS: number;
-}
-
-const attached = new WeakMap<AppContext, AutomationServices>();
-
-export function attachAutomation(ctx: AppContext, services: AutomationServices): void {
-  attached.set(ctx, services);
-}
-
-/** The services of `ctx`; a context built without them gets log-only alerts and no metrics. */
-export function automationOf(ctx: AppContext): AutomationServices {
-  let s = attached.get(ctx);
-  if (!s) {
-    s = {
-      alerts: new AlertSink({ clock: ctx.clock, log: ctx.log }),
-      observer: noopObserver,
-      retries: new RetryPool(),
-      retryS: DEFAULT_SCHEDULE_RETRY_S,
-    };
-    attached.set(ctx, s);
-  }
-  return s;
 }

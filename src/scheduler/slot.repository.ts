@@ -9,7 +9,7 @@
  * insert of the same slot even if `next_run` were ever set back.
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { isPostgres } from '../db/dialect.js';
+import { lockRows } from '../db/capabilities.js';
 import type { Database, DefineRow, ScheduleSlotTable } from '../db/schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -78,11 +78,9 @@ export async function claimSlotsIn(trx: Transaction<Database>, reqs: readonly Cl
   for (let i = 0; i < sorted.length; i += 200) {
     const chunk = sorted.slice(i, i + 200);
     const byId = new Map(chunk.map((r) => [r.defineId, r]));
-    if (isPostgres(trx)) {
-      // Lock in id order first: two servers claiming overlapping chunks then queue up instead of
-      // deadlocking on rows an UPDATE would visit in plan order.
-      await trx.selectFrom('snapshot_define').select('id').where('id', 'in', [...byId.keys()]).orderBy('id').forUpdate().execute();
-    }
+    // Lock in id order first (where transactions interleave): two servers claiming overlapping
+    // chunks then queue up instead of deadlocking on rows an UPDATE would visit in plan order.
+    await lockRows(trx, trx.selectFrom('snapshot_define').select('id').where('id', 'in', [...byId.keys()]).orderBy('id'));
     const next = sql.join(chunk.map((r) => sql`WHEN ${r.defineId} THEN ${r.nextRun}`), sql` `);
     const expected = sql.join(chunk.map((r) => sql`WHEN ${r.defineId} THEN ${r.expectedNextRun}`), sql` `);
     const rows = await trx

@@ -13,7 +13,6 @@
  * statfs or `zfs get`. A storage whose size is unknown (null: the agent could not read it) is never
  * blocked: the floor protects against a known shortage, it does not stop work on a guess.
  */
-import type { AppContext } from '../app-context.js';
 import type { NodeStorageRow } from '../db/schema.js';
 import { API_ERRORS, ApiError } from '../domain/errors.js';
 
@@ -55,16 +54,4 @@ export function assertCapacity(settings: CapacitySettings, storages: ReadonlyArr
     const free = freePercent(s);
     if (free !== null && free < settings.minFreePercent) throw new StorageFullError(s.name, free, settings.minFreePercent);
   }
-}
-
-const attached = new WeakMap<AppContext, CapacitySettings>();
-
-/** The runtime attaches the configured floor to its context (as attachAutomation does). */
-export function attachCapacity(ctx: AppContext, settings: CapacitySettings): void {
-  attached.set(ctx, settings);
-}
-
-/** The floor of `ctx`; a context built without one gets the default. */
-export function capacityOf(ctx: AppContext): CapacitySettings {
-  return attached.get(ctx) ?? { minFreePercent: DEFAULT_MIN_FREE_PERCENT };
 }

@@ -4,9 +4,9 @@
  */
 import type { Kysely } from 'kysely';
 import type { AppContext } from '../app-context.js';
-import { SYSTEM_USER_ID } from '../app-context.js';
+import { SYSTEM_USER_ID } from '../domain/system.js';
 import type { Database, NodeRow, NodeStorageRow, VmDiskRow, VmRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { DiskRef } from '../storage/driver.js';
 import { apiError } from '../domain/errors.js';
 import { NO_STORAGE_ID } from '../hypervisor/libvirt.domains.js';
@@ -21,9 +21,7 @@ export interface DiskTarget {
   readonly node: NodeRow;
 }
 
-export function diskLockKey(vmUuid: string, realId: number): string {
-  return `vm_snapshot vm:${vmUuid} disk:${realId}`;
-}
+export { diskLockKey } from '../vms/vm.lookup.js';
 
 export function diskRef(vm: VmRow, disk: VmDiskRow): DiskRef {
   return { path: disk.path, sizeBytes: disk.size_mb * 1024 * 1024, qmpSocket: vm.qmp_socket, ...(vm.libvirt === 1 ? { libvirtDomain: vm.uuid } : {}) };

@@ -11,7 +11,6 @@ import { SNAP_OK, deleteSnapshots, setStatus } from './snapshot.repository.js';
 import type { CreateContext, DeleteContext } from './snapshot.service.js';
 import { revertNotready, type RollbackContext } from './snapshot.rollback.js';
 import { applySync, syncResultMessage, type SyncContext } from './snapshot.sync.js';
-import { runRetention } from './snapshot.retention.js';
 
 function failed(outcome: TaskOutcome): TaskResult {
   return {
@@ -21,7 +20,11 @@ function failed(outcome: TaskOutcome): TaskResult {
   };
 }
 
-export function registerSnapshotKinds(ctx: AppContext): void {
+/**
+ * `runRetention`: what runs after an automatic snapshot succeeded (the scheduler's retention prune,
+ * src/scheduler/retention.ts), given the definition and the create task's id.
+ */
+export function registerSnapshotKinds(ctx: AppContext, runRetention: (ctx: AppContext, defineId: number, createTaskId: string) => Promise<void>): void {
   ctx.tasks.registerKind<CreateContext>('snapshot_create', {
     async complete(trx, task, c, outcome) {
       const now = ctx.clock.now().toISOString();

@@ -3,7 +3,7 @@
  * into another VM's disk on the same node (spec 4.5 PUT, with esnap's decisions).
  */
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { apiError, validationFailed } from '../domain/errors.js';
 import type { FieldErrors } from '../domain/validate.js';
 import { NAME_RE, parseBool, validateFields } from '../domain/validate.js';

@@ -2,8 +2,8 @@
 import type { ViewDef, ViewRequest, ViewResult } from '../http/view.js';
 import { apiError, validationFailed } from '../domain/errors.js';
 import { parseBool, parseIntField } from '../domain/validate.js';
-import { parseOrderBy } from '../http/order-by.js';
-import { requireSuperAdmin } from '../http/auth.js';
+import { parseOrderBy } from '../domain/order-by.js';
+import { requireSuperAdmin } from '../accounts/caller.js';
 import {
   findVm,
   vmDisks,

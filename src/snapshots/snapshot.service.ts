@@ -4,7 +4,7 @@
  * snapshot.kinds.ts.
  */
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { apiError, FailureError, validationFailed } from '../domain/errors.js';
 import { NAME_RE, NOTE_FORBIDDEN, parseBool, validateFields } from '../domain/validate.js';
 import { dcSettings } from '../accounts/dc.settings.js';
@@ -30,7 +30,7 @@ import type { AgentPayload, CreateItem } from '../agent/payloads.js';
 import type { TaskSpec } from '../tasks/task.service.js';
 import type { NewSnapshot } from '../db/schema.js';
 import { requireOperational, VM_STOPPED } from '../vms/vm.lookup.js';
-import { assertCapacity, capacityOf } from './capacity.js';
+import { assertCapacity } from './capacity.js';
 import { vmTask } from '../tasks/vm-task.js';
 
 const MB = 1024 * 1024;
@@ -120,7 +120,7 @@ export async function planCreateSnapshot(
   await checkSizeQuotas(ctx, caller, t);
   // Last of the 417s: every storage the snapshot goes to must be above the free-space floor
   // (manual, "all", run now and scheduled alike; the scheduler turns it into a skipped slot).
-  assertCapacity(capacityOf(ctx), targets.map((x) => x.storage));
+  assertCapacity(ctx.capacity, targets.map((x) => x.storage));
 
   const now = ctx.clock.now().toISOString();
   const diskIdLog: unknown = input.allDisks === true || targets.length > 1 ? 'all' : t.diskArrayId;

@@ -5,7 +5,7 @@
  */
 import type { Transaction } from 'kysely';
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { Database, NodeRow, NodeStorageRow, TaskRow } from '../db/schema.js';
 import { planSync, syncMessage, type SyncListed } from '../domain/sync.js';
 import type { AgentPayload, ListData, ListResult } from '../agent/payloads.js';

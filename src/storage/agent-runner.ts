@@ -11,7 +11,7 @@
 import type { Logger } from '../app-context.js';
 import { ChildRecords } from './child-records.js';
 import { NodeCommandRunner } from './node-runner.js';
-import { logCommands } from '../log.js';
+import { logCommands } from './node-runner.js';
 
 /** Where `esnap serve`/`esnap agent` record their storage commands, under the data dir. */
 export const CHILDREN_SUBDIR = 'run/children';

@@ -14,6 +14,7 @@ import { pipeline } from 'node:stream';
 import type { CommandRunner, PipeOptions, PipeResult, RunOptions, RunResult, SpawnedCommand, SpawnOptions } from './runner.js';
 import { withScopeSignal } from './op-scope.js';
 import type { ChildRecords } from './child-records.js';
+import type { Logger } from '../app-context.js';
 
 /** What the `onRun` hook sees for every run, finished or failed. */
 export interface RunInfo {
@@ -348,3 +349,11 @@ function abortError(argv: readonly string[], signal: AbortSignal | undefined): E
 
 /** A runner without hooks, for composition roots and tests that need no logging. */
 export const defaultRunner: CommandRunner = new NodeCommandRunner();
+
+/** The command runner's hook: every command at debug level, with its argv, exit code and duration. */
+export function logCommands(log: Logger): (info: RunInfo) => void {
+  return ({ argv, code, durationMs, error }) => {
+    if (error) log.debug({ argv, code, durationMs, err: error }, 'command failed');
+    else log.debug({ argv, code, durationMs }, 'command');
+  };
+}

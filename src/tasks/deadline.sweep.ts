@@ -18,11 +18,11 @@
  * A long task whose agent still heartbeats is never cut.
  */
 import type { AppContext } from '../app-context.js';
-import { failure } from '../agent/agent.js';
+import { failure } from './task.service.js';
 import { markUnreachable } from '../nodes/node.heartbeat.js';
 import { NODE_ONLINE } from '../nodes/node.repository.js';
 import type { PgBossQueue } from '../queue/pgboss.queue.js';
-import { Ticker } from './ticker.js';
+import { Ticker } from '../lib/ticker.js';
 
 export interface SweepOptions {
   readonly deadlineS: number;

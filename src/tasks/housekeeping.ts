@@ -30,9 +30,9 @@
  *   await hk.run();          // { tasks: 1200, logs: 1300, batches: 7, cutoff: '…' }
  *   await hk.stop();
  */
-import { sql } from 'kysely';
+import { releaseFreePages, skipLockedRows } from '../db/capabilities.js';
 import type { AppContext } from '../app-context.js';
-import { Ticker } from './ticker.js';
+import { Ticker } from '../lib/ticker.js';
 import { FINAL_TASK_STATES } from '../domain/task-state.js';
 
 export const DEFAULT_TASKLOG_DAYS = 90;
@@ -163,7 +163,7 @@ export class Housekeeping {
       .where('t.finished', '<', cutoff)
       .where((eb) => eb.not(eb.exists(eb.selectFrom('task_lock as l').select('l.key').whereRef('l.task_id', '=', 't.id'))))
       .limit(this.#batchSize);
-    if (this.#ctx.dbKind === 'postgres') pick = pick.forUpdate().skipLocked();
+    pick = skipLockedRows(db, pick);
     const res = await db.deleteFrom('task').where('id', 'in', pick).executeTakeFirst();
     return Number(res.numDeletedRows);
   }
@@ -179,20 +179,13 @@ export class Housekeeping {
       .where('status', 'in', [...FINAL_TASK_STATES])
       .orderBy('id')
       .limit(this.#batchSize);
-    if (this.#ctx.dbKind === 'postgres') pick = pick.forUpdate().skipLocked();
+    pick = skipLockedRows(db, pick);
     const res = await db.deleteFrom('task_log').where('id', 'in', pick).executeTakeFirst();
     return Number(res.numDeletedRows);
   }
 
-  /**
-   * SQLite only, and only when the file was set up with auto_vacuum=INCREMENTAL: give the freed
-   * pages back to the file system. Otherwise (esnap's default, auto_vacuum=NONE) freed pages stay
-   * in the free list and new rows reuse them, which is what keeps the file from growing; a full
-   * VACUUM would rewrite the whole file under the write lock and is left to the operator.
-   */
+  /** SQLite with auto_vacuum=INCREMENTAL gives freed pages back (src/db/capabilities.ts). */
   async #releasePages(): Promise<void> {
-    if (this.#ctx.dbKind !== 'sqlite') return;
-    const mode = await sql<{ auto_vacuum: number }>`PRAGMA auto_vacuum`.execute(this.#ctx.db);
-    if (mode.rows[0]?.auto_vacuum === 2) await sql`PRAGMA incremental_vacuum`.execute(this.#ctx.db);
+    await releaseFreePages(this.#ctx.db);
   }
 }

@@ -7,20 +7,24 @@
  * Disks are re-synced against storage when the storage state is uncertain: after an interrupted
  * job (the agent died while running it), and when a successful result arrives for a task that had
  * already been failed (its agent went silent past the deadline but did finish), since the failure
- * cleanup then reverted rows whose storage change did happen.
+ * cleanup then reverted rows whose storage change did happen. The re-sync is the snapshots' one
+ * (src/snapshots/snapshot.sync.ts, `resyncAfterRepair`), handed in by the runtime.
  */
 import type { AppContext } from '../app-context.js';
 import type { ResultMessage } from '../agent/cluster.messages.js';
 import { RESULTS_QUEUE, type PgBossQueue } from '../queue/pgboss.queue.js';
-import { resyncAfterRepair } from '../snapshots/snapshot.sync.js';
 import { isFinalTaskState } from '../domain/task-state.js';
+import type { TaskRow } from '../db/schema.js';
 
-export async function consumeResults(ctx: AppContext, queue: PgBossQueue, concurrency = 8): Promise<void> {
+/** Re-syncs the disks of tasks whose storage state is uncertain. */
+export type Resync = (ctx: AppContext, tasks: readonly TaskRow[]) => Promise<void>;
+
+export async function consumeResults(ctx: AppContext, queue: PgBossQueue, resync: Resync, concurrency = 8): Promise<void> {
   // A result is recorded in the task row; its job is deleted once applied.
-  await queue.consume(RESULTS_QUEUE, (data) => applyResult(ctx, data as ResultMessage), { concurrency, discard: true });
+  await queue.consume(RESULTS_QUEUE, (data) => applyResult(ctx, data as ResultMessage, resync), { concurrency, discard: true });
 }
 
-export async function applyResult(ctx: AppContext, m: ResultMessage): Promise<void> {
+export async function applyResult(ctx: AppContext, m: ResultMessage, resync: Resync): Promise<void> {
   if (m.type === 'started') {
     await ctx.tasks.markStarted(m.taskId);
     return;
@@ -31,6 +35,6 @@ export async function applyResult(ctx: AppContext, m: ResultMessage): Promise<vo
   await ctx.tasks.complete(m.taskId, m.outcome);
   if (m.interrupted || (late && before.state !== 'SUCCESS' && m.outcome.returncode === 0)) {
     ctx.log.warn({ taskId: m.taskId, node: m.node, interrupted: m.interrupted ?? false }, 're-syncing disks after an uncertain task end');
-    await resyncAfterRepair(ctx, [before]);
+    await resync(ctx, [before]);
   }
 }

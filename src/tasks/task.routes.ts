@@ -5,7 +5,7 @@ import { parseTaskIdLoose, isDummyTaskId, taskLogType, type TaskIdParts } from '
 import { parseBool, parseIntField } from '../domain/validate.js';
 import { formatDanubeTime } from '../domain/time.js';
 import type { TaskLogRow } from '../db/schema.js';
-import { parseOrderBy } from '../http/order-by.js';
+import { parseOrderBy } from '../domain/order-by.js';
 import { countTaskLog, isDcAdmin, pendingTaskIds, readTaskLog, type TaskLogFilter } from './task.repository.js';
 
 const PAGE_SIZE = 100;

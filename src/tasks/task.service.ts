@@ -40,6 +40,11 @@ export type {
   TaskStatus,
 } from './task.types.js';
 
+/** A failed outcome with Danube's detail text. */
+export function failure(message: string, returncode = 1): TaskOutcome {
+  return { returncode, message, detail: `Got bad return code (${returncode}). Error: ${message}` };
+}
+
 /** How long a cancel waits for a stopped task to end before it answers with the status (Danube sleeps 1 s). */
 const CANCEL_WAIT_MS = 5000;
 

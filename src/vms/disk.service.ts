@@ -8,10 +8,9 @@
  * row of a new disk is written only by the task's completion on success, so a failed create
  * leaves nothing behind; the POST waits for that completion and answers with the result.
  */
-import type { FastifyRequest } from 'fastify';
 import type { AppContext } from '../app-context.js';
 import type { VmDiskRow, VmRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { StorageDisk } from '../agent/payloads.js';
 import { ApiError, FailureError, apiError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';
@@ -57,10 +56,11 @@ const NO_MOVE = 'Disk zpool and path cannot be changed';
 const LOG_CREATE = 'Create server disk definition';
 const LOG_DELETE = 'Delete server disk definition';
 
-export type CreateDiskOutcome =
-  | { readonly kind: 'done'; readonly disk: DiskObject }
-  /** The task is still running when the wait ends (agent silent past the stream timeout). */
-  | { readonly kind: 'pending'; readonly taskId: string };
+/** A submitted disk create: its task and the real id its row gets on success. */
+export interface CreateDiskTask {
+  readonly taskId: string;
+  readonly realId: number;
+}
 
 /** GET /vm/<vm>/define/disk: every disk object in array order. */
 export async function listDisks(ctx: AppContext, vm: VmRow, superAdmin = false): Promise<DiskObject[]> {
@@ -102,8 +102,8 @@ function fieldOf(input: Record<string, unknown>, errors: FieldErrors, key: strin
 /**
  * POST /vm/<vm>/define/disk/<disk_id>: only the next disk_id (count + 1), else 412. An unknown
  * `zpool` is a field error (`Storage does not exist on the VM's node`), like every other input
- * problem of this call; path traversal is `Invalid value.` and nothing is written. The call waits
- * until the image exists (or the task failed: 400 FAILURE with the task's message).
+ * problem of this call; path traversal is `Invalid value.` and nothing is written. The route waits
+ * for the task (the HTTP layer's wait) and answers with createdDisk.
  */
 export async function createDisk(
   ctx: AppContext,
@@ -111,8 +111,7 @@ export async function createDisk(
   vm: VmRow,
   rawId: string | undefined,
   data: Readonly<Record<string, unknown>>,
-  http: FastifyRequest,
-): Promise<CreateDiskOutcome> {
+): Promise<CreateDiskTask> {
   const disks = await vmDisks(ctx.db, vm.uuid);
   if (parseIntField(rawId) !== disks.length + 1) throw apiError('invalidDiskId');
   const realId = disks.length === 0 ? 0 : Math.max(...disks.map((d) => d.real_id)) + 1;
@@ -165,8 +164,12 @@ export async function createDisk(
     },
   });
 
-  const status = await awaitTask(ctx, taskId, http);
-  if (!status) return { kind: 'pending', taskId };
+  return { taskId, realId };
+}
+
+/** The disk a create task made, once it ended: its object, or 400 FAILURE with the task's message. */
+export async function createdDisk(ctx: AppContext, vm: VmRow, created: CreateDiskTask, status: TaskStatus): Promise<DiskObject> {
+  const { realId } = created;
   if (!status.found) throw new FailureError(status.body.detail);
   if (status.body.status !== 'SUCCESS') {
     const result = status.body.result as { message?: string } | string | null;
@@ -175,36 +178,7 @@ export async function createDisk(
   const after = await vmDisks(ctx.db, vm.uuid);
   const row = after.find((d) => d.real_id === realId);
   if (!row) throw new Error(`disk ${realId} of ${vm.uuid} has no row after its create succeeded`);
-  return { kind: 'done', disk: await oneDisk(ctx, after, row) };
-}
-
-/**
- * Waits for a task to end, woken by its completion (no polling), for at most the stream timeout.
- * Null when it is still running then, or when the client went away.
- */
-async function awaitTask(ctx: AppContext, taskId: string, http: FastifyRequest): Promise<TaskStatus | null> {
-  const deadline = Date.now() + ctx.settings.streamTimeoutS * 1000;
-  const gone = new AbortController();
-  const onClose = (): void => gone.abort();
-  // The socket, not the request: a request's 'close' fires once its body is read.
-  const sock = http.raw.socket;
-  sock.once('close', onClose);
-  try {
-    for (;;) {
-      // Subscribe before reading the state, so a completion in between is not missed.
-      const woken = ctx.events.next(taskId, gone.signal);
-      const status = await ctx.tasks.statusOf(taskId);
-      if (status.done) return status;
-      const left = deadline - Date.now();
-      if (gone.signal.aborted || left <= 0) return null;
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([woken, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
-      clearTimeout(timer);
-    }
-  } finally {
-    sock.off('close', onClose);
-    gone.abort(); // releases the last subscription
-  }
+  return oneDisk(ctx, after, row);
 }
 
 /**

@@ -4,16 +4,20 @@
  * `VM not found`; `disk_id` is the 1-based position in the VM's disk list, else 412.
  */
 import type { Kysely } from 'kysely';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { Database, NodeRow, NodeStorageRow, VmDiskRow, VmRow } from '../db/schema.js';
 import { apiError } from '../domain/errors.js';
 import { parseIntField } from '../domain/validate.js';
 import { dcSettings } from '../accounts/dc.settings.js';
 
-export const VM_STOPPED = 1;
-export const VM_RUNNING = 2;
-export const VM_STOPPING = 3;
-export const VM_NOTREADY = 7;
+import { VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING } from '../domain/vm.js';
+
+export { VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING };
+/** The lock a task on one disk takes (snapshot tasks, restores, a VM start). */
+export function diskLockKey(vmUuid: string, realId: number): string {
+  return `vm_snapshot vm:${vmUuid} disk:${realId}`;
+}
+
 export const OPERATIONAL_VM_STATUSES: ReadonlySet<number> = new Set([VM_RUNNING, VM_STOPPED, VM_STOPPING]);
 
 export const VM_STATUS_NAMES: Readonly<Record<number, string>> = {

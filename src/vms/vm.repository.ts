@@ -4,7 +4,7 @@
  * No rules here: those live in vm.service.ts and disk.service.ts.
  */
 import type { Insertable, Kysely, Transaction, Updateable } from 'kysely';
-import { SYSTEM_USER_ID } from '../app-context.js';
+import { SYSTEM_USER_ID } from '../domain/system.js';
 import type { Database, NodeRow, NodeStorageRow, TaskRow, UserRow, VmDiskRow, VmRow, VmTable } from '../db/schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -184,10 +184,4 @@ export async function activeVmTasks(db: Db, vmUuid: string): Promise<TaskRow[]> 
 
 export async function lockHeld(db: Db, key: string): Promise<boolean> {
   return (await db.selectFrom('task_lock').select('key').where('key', '=', key).executeTakeFirst()) !== undefined;
-}
-
-/** A unique-constraint violation on either engine (a racing insert of the same hostname/uuid/path). */
-export function isUniqueViolation(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
 }

@@ -4,7 +4,7 @@
  * body shape and fields (400), then state (406/409/417/423). Rules live in the services.
  */
 import type { ViewDef, ViewRequest, ViewResult } from '../http/view.js';
-import { requireAdmin } from '../http/auth.js';
+import { requireAdmin } from '../accounts/caller.js';
 import { FailureError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';
 import { parseBool } from '../domain/validate.js';
@@ -13,9 +13,9 @@ import { findVm } from './vm.lookup.js';
 import { listVms, vmRefs } from './vm.repository.js';
 import { vmObject } from './vm.output.js';
 import { createVm, deleteVm, setVmStatus, updateVm, vmStatus, vmView } from './vm.service.js';
-import { createDisk, deleteDisk, getDisk, listDisks, updateDisk } from './disk.service.js';
-import { submitPower } from '../hypervisor/libvirt.power.js';
-import { refuseLibvirtDiskChange, refuseLibvirtDiskDelete, refuseLibvirtVmDelete } from '../hypervisor/libvirt.guards.js';
+import { createDisk, createdDisk, deleteDisk, getDisk, listDisks, updateDisk } from './disk.service.js';
+import { submitPower } from './vm.power.js';
+import { refuseLibvirtDiskChange, refuseLibvirtDiskDelete, refuseLibvirtVmDelete } from './libvirt.guards.js';
 
 export { registerVmKinds } from './vm.kinds.js';
 
@@ -104,8 +104,11 @@ const vmDisk: ViewDef = {
       const vm = await lookup(req);
       refuseLibvirtDiskChange(vm);
       requireObjectBody(req);
-      const out = await createDisk(req.app, req.caller, vm, req.params['disk_id'], req.data, req.http);
-      return out.kind === 'done' ? { type: 'sync', result: out.disk, status: 201 } : { type: 'task', taskId: out.taskId };
+      const created = await createDisk(req.app, req.caller, vm, req.params['disk_id'], req.data);
+      // The answer is the disk once the image exists; a task still running at the stream timeout answers pending.
+      const status = await req.waitForTask(created.taskId);
+      if (!status) return { type: 'task', taskId: created.taskId };
+      return { type: 'sync', result: await createdDisk(req.app, vm, created, status), status: 201 };
     },
     async PUT(req) {
       requireAdmin(req.caller);

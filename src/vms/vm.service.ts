@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { Insertable, Transaction, Updateable } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import type { Database, NodeRow, UserRow, VmRow, VmTable } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { ApiError, FailureError, LOCK_FAILED, apiError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';
 import { validateFields, type FieldErrors, type Rule } from '../domain/validate.js';
@@ -19,14 +19,14 @@ import { dcSettings, type DcSnapshotSettings } from '../accounts/dc.settings.js'
 import { writeLog, logDetail } from '../tasks/task-log.js';
 import { OPERATIONAL_VM_STATUSES, VM_RUNNING, VM_STOPPED, requireNodeOnline, vmDisks, vmNode } from './vm.lookup.js';
 import * as repo from './vm.repository.js';
+import { isUniqueViolation } from '../db/capabilities.js';
 import { statusObject, vmLogObject, vmObject, type VmObject, type VmStatusObject } from './vm.output.js';
 import { diskDeleteItems, diskLock, VM_DEFINE_LOCK } from './disk.service.js';
 import type { VmDeleteContext } from './vm.kinds.js';
 import { vmTask } from '../tasks/vm-task.js';
+import { HOSTNAME_MAX, HOSTNAME_RE } from '../domain/vm.js';
 
-/** Hostnames (URL of define POST) and aliases. */
-export const HOSTNAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-export const HOSTNAME_MAX = 253;
+export { HOSTNAME_MAX, HOSTNAME_RE } from '../domain/vm.js';
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const USERNAME_MAX = 150;
 /**
@@ -280,7 +280,7 @@ export async function createVm(ctx: AppContext, caller: Caller, hostname: string
     });
   } catch (err) {
     // A concurrent POST of the same hostname or uuid got there first.
-    if (repo.isUniqueViolation(err)) throw apiError('vmExists');
+    if (isUniqueViolation(err)) throw apiError('vmExists');
     throw err;
   }
   return vmObject(vm, {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentRuntime } from '../../src/agent/agent-runtime.js';
 import { consumeResults } from '../../src/tasks/result.consumer.js';
+import { resyncAfterRepair } from '../../src/snapshots/snapshot.sync.js';
 import { RESULTS_QUEUE } from '../../src/queue/pgboss.queue.js';
 import { ADMIN_KEY } from '../helpers/server.js';
 import type { VmFixture } from '../helpers/fixtures.js';
@@ -113,7 +114,7 @@ describe('cluster: two servers, two agents', () => {
     let wokenAt = 0;
     void woken.then(() => (wokenAt = Date.now()));
     const completedAt = Date.now();
-    await consumeResults(b.runtime.ctx, b.runtime.cluster!.queue);
+    await consumeResults(b.runtime.ctx, b.runtime.cluster!.queue, resyncAfterRepair);
     // events.next has no timer: only B's NOTIFY, heard by A's listener, resolves it.
     await woken;
     expect(wokenAt - completedAt).toBeLessThan(3000);
@@ -121,7 +122,7 @@ describe('cluster: two servers, two agents', () => {
     const body = text.replace(/^ +/, '');
     expect(body.split('\n')[0]).toBe('200');
     expect(JSON.parse(body.slice(body.indexOf('\n') + 1))).toMatchObject({ status: 'SUCCESS', result: { message: 'Snapshot successfully created' } });
-    await consumeResults(a.runtime.ctx, a.runtime.cluster!.queue);
+    await consumeResults(a.runtime.ctx, a.runtime.cluster!.queue, resyncAfterRepair);
   });
 
   it('lists, and updates notes synchronously, through either server', async () => {

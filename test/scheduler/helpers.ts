@@ -4,7 +4,7 @@
  * work a tick starts.
  */
 import type { Logger } from '../../src/app-context.js';
-import type { SleepingClock } from '../../src/scheduler/clock.js';
+import type { SleepingClock } from '../../src/lib/clock.js';
 import type { TestServer } from '../helpers/server.js';
 
 interface Sleeper {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { rm, writeFile } from 'node:fs/promises';
 import { forEachDb, withServer, type TestServer } from '../helpers/server.js';
 import { makeVm, type VmFixture } from '../helpers/fixtures.js';
-import { runRetention } from '../../src/snapshots/snapshot.retention.js';
+import { runRetention } from '../../src/scheduler/retention.js';
 import { ManualClock, define, defineByName, settle } from './helpers.js';
 
 type Server = TestServer & { cleanup(): Promise<void> };

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { forEachDb, withServer, type TestServer } from '../helpers/server.js';
 import { makeVm, type VmFixture } from '../helpers/fixtures.js';
-import { runRetention } from '../../src/snapshots/snapshot.retention.js';
+import { runRetention } from '../../src/scheduler/retention.js';
 import { getSlot } from '../../src/scheduler/slot.repository.js';
 import { ManualClock, autoSnapshots, define, recordingLogger, settle } from './helpers.js';
 

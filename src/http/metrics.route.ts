@@ -5,9 +5,9 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../app-context.js';
-import { authenticate } from '../http/auth.js';
+import { authenticate } from './auth.js';
 import { apiError } from '../domain/errors.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics } from '../metrics/metrics.js';
 
 export function metricsRoute(app: FastifyInstance, ctx: AppContext, metrics: Metrics, opts: { public: boolean }): void {
   app.get('/metrics', async (request, reply) => {

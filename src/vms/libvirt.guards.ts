@@ -8,7 +8,7 @@
 import type { Kysely } from 'kysely';
 import type { Database, VmRow } from '../db/schema.js';
 import { apiError } from '../domain/errors.js';
-import { resolveDisk, vmDisks } from '../vms/vm.lookup.js';
+import { resolveDisk, vmDisks } from './vm.lookup.js';
 
 const VM_NOTCREATED = 9;
 

@@ -1,4 +1,4 @@
-import { ApiError } from '../domain/errors.js';
+import { ApiError } from './errors.js';
 
 export interface OrderBy<F extends string> {
   readonly field: F;

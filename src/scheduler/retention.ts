@@ -7,22 +7,23 @@
  * for up to ESNAP_SCHEDULE_RETRY_S, re-planning at each attempt, in the background: the task
  * completion that triggered it is not held up. Any other failure to start, or the lock still held
  * at the deadline, sends Danube's alert and writes its FAILURE entry under the create task's id.
+ * The snapshot create's completion (src/snapshots/snapshot.kinds.ts) calls runRetention through the
+ * hook it is registered with, so snapshots do not depend on the scheduler.
  */
 import { randomUUID } from 'node:crypto';
 import type { AppContext } from '../app-context.js';
-import { SYSTEM_USER_ID, SYSTEM_USERNAME } from '../app-context.js';
+import { SYSTEM_USER_ID, SYSTEM_USERNAME } from '../domain/system.js';
 import type { VmRow } from '../db/schema.js';
 import { planRetention } from '../domain/retention.js';
 import { makeTaskId, parseTaskId } from '../domain/taskid.js';
 import { writeLog } from '../tasks/task-log.js';
 import { vmDisks } from '../vms/vm.lookup.js';
 import { alerts } from '../alerts/alert.messages.js';
-import { sleeperOf } from '../scheduler/clock.js';
-import { isLockBusy, retryWhileLocked, WaitAborted } from '../scheduler/retry.js';
-import { automationOf } from '../scheduler/services.js';
-import { describeStartError } from '../scheduler/run.js';
-import { bulkDelete } from './snapshot.service.js';
-import { loadStorageAndNode, logObject, systemCaller } from './snapshot.context.js';
+import { sleeperOf } from '../lib/clock.js';
+import { isLockBusy, retryWhileLocked, WaitAborted } from './retry.js';
+import { describeStartError } from './run.js';
+import { bulkDelete } from '../snapshots/snapshot.service.js';
+import { loadStorageAndNode, logObject, systemCaller } from '../snapshots/snapshot.context.js';
 
 export const DELETE_LOG_MSG = "Delete snapshots of server's disk";
 
@@ -76,7 +77,7 @@ async function pruneOnce(ctx: AppContext, defineId: number, attempt: { last: Pru
  * absent, the definition's latest successful create is looked up.
  */
 export async function runRetention(ctx: AppContext, defineId: number, createTaskId?: string): Promise<void> {
-  const services = automationOf(ctx);
+  const services = ctx.automation;
   const attempt: { last: PruneAttempt | null } = { last: null };
   try {
     await pruneOnce(ctx, defineId, attempt);
@@ -108,7 +109,7 @@ async function reportFailure(ctx: AppContext, a: PruneAttempt | null, err: unkno
   }
   try {
     const { detail } = describeStartError(err);
-    const services = automationOf(ctx);
+    const services = ctx.automation;
     services.alerts.send(alerts.retentionFailed(a.vm.hostname, a.diskArrayId, a.define, a.snapnames));
     const taskId =
       createTaskId ??
