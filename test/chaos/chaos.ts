@@ -34,6 +34,12 @@ export interface ChaosOptions {
   /** Quiet-point checks during the run (besides the final one). */
   readonly checks?: number;
   readonly log?: (line: string) => void;
+  /**
+   * After the final check, plant three faults behind esnap's back (an orphan zfs snapshot, a disk
+   * overwritten, a row deleted) and check again: `planted` counts what that check found (the
+   * checker's own test; those findings are not counted as violations).
+   */
+  readonly plant?: boolean;
 }
 
 export interface Violation {
@@ -51,6 +57,8 @@ export interface ChaosReport {
   readonly opsPerS: number;
   readonly outcomes: Record<string, number>;
   readonly history: string[];
+  /** With `plant`: the violations the check after the planted faults reported. */
+  readonly planted: string[];
   summary(): string;
 }
 
@@ -291,6 +299,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
     // ---- writing and reading contents -----------------------------------------------------
     const writeToken = async (d: DiskM, token: string): Promise<void> => {
+      hashOfToken(token); // known by its hash, to name what a disk holds instead
       const buf = patternOf(token);
       if (d.format === 'raw') {
         const fh = await open(d.image, 'r+');
@@ -335,7 +344,17 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           const clone = `${cluster.zfs.name}/chk${cloneN++}`;
           await zfsRun(['clone', `${cfg.dataset}/${d.path}@${id}`, clone]);
           try {
-            return sha(await readFile(join(cluster.zfs.mountpoint, clone.slice(cluster.zfs.name.length + 1), 'disk.img')));
+            // zfs-fuse mounts a new clone a moment after `zfs clone` returns.
+            const file = join(cluster.zfs.mountpoint, clone.slice(cluster.zfs.name.length + 1), 'disk.img');
+            for (let i = 0; ; i++) {
+              try {
+                return sha(await readFile(file));
+              } catch (err) {
+                if (i >= 20) throw err;
+                if (i === 5) await zfsRun(['mount', clone]).catch(() => undefined);
+                await sleep(200);
+              }
+            }
           } finally {
             await zfsRun(['destroy', clone]);
           }
@@ -356,6 +375,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       if (end.state === 'REVOKED') return { outcome: 'revoked', result: end.result };
       if (end.state === 'FAILURE') {
         const now = Date.now();
+        history.push(`   task ${taskId} FAILURE after ${now - started} ms: ${JSON.stringify(end.result).slice(0, 300)}`);
         const excused =
           overlaps('kill', node, started, now) ||
           overlaps('slow', node, started, now) ||
@@ -635,12 +655,18 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
             const s = d.snaps.get(row.name);
             if (!s) continue;
             const got = await snapshotHash(vm, d, id).catch((e: unknown) => `unreadable: ${(e as Error).message}`);
-            if (got !== hashOfToken(s.token)) violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}) ${id} "${row.name}" does not hold the content written before it (${s.token})`);
+            if (got !== hashOfToken(s.token)) {
+              const other = [...hashCache].find(([, h]) => h === got)?.[0];
+              violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}) ${id} "${row.name}" does not hold the content written before it (${s.token}): it holds ${other !== undefined ? `the pattern of ${other || 'a new disk (zeros)'}` : got.slice(0, 200)}`);
+            }
           }
           // The disk's own content.
           const got = await readRawOf(d.format, d.image).catch((e: unknown) => `unreadable: ${(e as Error).message}`);
           const match = d.content.find((t) => hashOfToken(t) === got);
-          if (match === undefined) violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}) holds none of the expected contents [${d.content.join(' | ')}]`);
+          if (match === undefined) {
+            const other = [...hashCache].find(([, h]) => h === got)?.[0];
+            violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}) holds none of the expected contents [${d.content.join(' | ')}]: it holds ${other !== undefined ? `the pattern of ${other || 'a new disk (zeros)'}` : got.slice(0, 200)}`);
+          }
           else d.content = [match];
         }
         // Retention of the definition (only after a run that completed with no fault around it).
@@ -885,6 +911,23 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     for (const p of [...cluster.servers, ...cluster.agents]) if (!p.p?.alive()) violate(`${p.name} is not running at the end: ${p.p?.output().slice(-2000)}`);
     await sampleLocks();
     await check('final check');
+    const planted: string[] = [];
+    if (o.plant) {
+      const before = violations.length;
+      const vm = vms[0]!;
+      const zd = vm.disks.find((d) => d.kind === 'zfs')!;
+      const zcfg = cluster.storagesOf(vm.node).find((x) => x.name === 'zfs')!;
+      await zfsRun(['snapshot', `${zcfg.dataset}/${zd.path}@es-999999`]);
+      const fd = vm.disks.find((d) => d.kind === 'file')!;
+      const keep = fd.content;
+      await writeToken(fd, 'planted');
+      fd.content = keep;
+      const other = vms[1]!;
+      const victim = other.disks.flatMap((d) => [...d.snaps.values()].filter((x) => x.state === 'present' && x.id !== null))[0];
+      if (victim) await q('DELETE FROM snapshot WHERE id = $1', [victim.id]);
+      await check('planted check');
+      planted.push(...violations.splice(before).map((v) => v.what));
+    }
     const total = Object.values(faultCounts).reduce((a, b) => a + b, 0);
     return {
       seed: o.seed,
@@ -895,6 +938,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       opsPerS: o.ops / runSeconds,
       outcomes,
       history,
+      planted,
       summary() {
         const kinds = Object.entries(faultCounts).map(([k, n]) => `${n} ${k}`).join(', ');
         return `chaos: ${o.ops} ops, ${total} faults${kinds ? ` (${kinds})` : ''}, ${violations.length} violations`;

@@ -145,6 +145,12 @@ export class ChaosCluster {
   async stop(): Promise<void> {
     for (const p of [...this.agents, ...this.servers]) await p.p?.killGroup().catch(() => undefined);
     await this.pg.destroy().catch(() => undefined);
+    // zfs-fuse calls a pool busy for a while after its last user went away (killed agents' children).
+    for (let i = 0; i < 30; i++) {
+      const r = await runner.run(['zpool', 'destroy', '-f', this.zfs.name], { timeoutMs: 60_000 });
+      if (r.code === 0 || /no such pool/.test(r.stderr)) break;
+      await sleep(500);
+    }
     await this.zfs.cleanup().catch((e: unknown) => console.warn('chaos: zfs cleanup', e));
     await this.btrfs.cleanup().catch((e: unknown) => console.warn('chaos: btrfs cleanup', e));
     await rm(this.dir, { recursive: true, force: true });
