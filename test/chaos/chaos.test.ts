@@ -4,7 +4,10 @@
  * at least once; then the checker's own test: three faults planted behind esnap's back must be
  * reported. The long run is `npm run chaos` (README, bench/README.md).
  *
- * Regression seeds: 3 (150 ops, 10 faults: a PostgreSQL restart made the API answer 500).
+ * Regression seeds (kept as this run): seed 3 with 150 ops and 10 faults found the API answering 500
+ * during a PostgreSQL restart (test/http/db-unavailable.test.ts); seed 3 with 300 ops and 20 faults
+ * found a `disk_id: "all"` create answered FAILURE after an agent kill whose snapshots the repair
+ * sync adopted (test/cluster/agent-faults.test.ts, the late-success case).
  */
 import { expect, it } from 'vitest';
 import { loopFsUnavailable } from '../platform/loopfs.js';
