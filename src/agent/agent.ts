@@ -320,6 +320,8 @@ export class Agent {
         const d = this.#driver(p.storage);
         const data: ListResult = { snapshots: {}, damage: {} };
         for (const disk of p.disks) {
+          const discard = p.discard?.[disk.path] ?? [];
+          if (discard.length > 0 && (await d.diskExists(disk))) await d.destroy(disk, discard);
           const why = await d.imageDamage(disk, { thorough: true });
           data.damage[disk.path] = why;
           if (!(await d.diskExists(disk))) {

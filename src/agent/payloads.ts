@@ -31,7 +31,16 @@ export type AgentPayload =
       /** Restore into this disk instead of rolling back `disk` itself. */
       readonly target?: DiskRef;
     }
-  | { readonly op: 'list'; readonly storage: string; readonly disks: readonly DiskRef[] }
+  | {
+      readonly op: 'list';
+      readonly storage: string;
+      readonly disks: readonly DiskRef[];
+      /**
+       * Snapshot ids to destroy before listing, by disk path: what a create that ended FAILURE may
+       * have made on storage all the same (cut off by a crash, or finished after its deadline).
+       */
+      readonly discard?: Readonly<Record<string, readonly string[]>>;
+    }
   | { readonly op: 'disk_create'; readonly storage: string; readonly disk: DiskRef }
   | { readonly op: 'disk_delete'; readonly items: readonly StorageDisk[] }
   | { readonly op: 'noop' }

@@ -46,3 +46,30 @@ export function explainConnectError(err: unknown, url: string): unknown {
     { cause: err },
   );
 }
+
+/** Node's socket error codes of a database that cannot be reached (down, restarting, dropped link). */
+const UNREACHABLE_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTCONN']);
+
+/** node-postgres's own messages for a connection that went away or never came. */
+const UNREACHABLE_MESSAGES = /^(Connection terminated|Client has encountered a connection error|timeout exceeded when trying to connect|Connection terminated due to connection timeout)/;
+
+/**
+ * Whether `err` (or an error in its cause chain, or in an AggregateError) says that the database is
+ * not available right now: a refused or dropped connection, or PostgreSQL's own "shutting down",
+ * "starting up" and connection-exception classes (SQLSTATE 57P01–57P03, 08xxx). The API answers
+ * those with 503 instead of 500: the request may be sent again once the database is back.
+ *
+ * @example
+ *   isDatabaseUnavailable(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' })) // true
+ */
+export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
+  if (err === null || typeof err !== 'object' || depth > 8) return false;
+  const e = err as { code?: unknown; message?: unknown; cause?: unknown; errors?: unknown };
+  if (typeof e.code === 'string') {
+    if (UNREACHABLE_CODES.has(e.code)) return true;
+    if (/^57P0[123]$/.test(e.code) || /^08[0-9A-Z]{3}$/.test(e.code)) return true;
+  }
+  if (typeof e.message === 'string' && UNREACHABLE_MESSAGES.test(e.message)) return true;
+  if (Array.isArray(e.errors) && e.errors.some((x) => isDatabaseUnavailable(x, depth + 1))) return true;
+  return isDatabaseUnavailable(e.cause, depth + 1);
+}

@@ -7,6 +7,10 @@ import type { AppContext } from '../app-context.js';
 import { ApiError, FailureError } from '../domain/errors.js';
 import { registerViews, type ViewDef, type ViewRequest } from './view.js';
 import { dummyTaskId, sendJson } from './envelope.js';
+import { isDatabaseUnavailable } from '../db/connect-error.js';
+
+/** 503 body while the database cannot be reached (Django REST framework's ServiceUnavailable text). */
+export const DB_UNAVAILABLE = 'Service temporarily unavailable, try again later.';
 
 export const BODY_LIMIT = 1024 * 1024;
 
@@ -99,6 +103,12 @@ export async function buildApp(ctx: AppContext, opts: BuildOptions): Promise<Fas
     }
     if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
       await sendJson(reply, request, fe.statusCode, { detail: fe.message });
+      return;
+    }
+    // The database is down or restarting: the request may be sent again (a 500 would say esnap is broken).
+    if (isDatabaseUnavailable(error)) {
+      ctx.log.warn({ err: error, url: request.url, method: request.method }, 'database unavailable');
+      await sendJson(reply, request, 503, { detail: DB_UNAVAILABLE }, { 'retry-after': '1' });
       return;
     }
     // Internals never reach the client.

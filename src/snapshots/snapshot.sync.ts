@@ -29,7 +29,8 @@ export interface SyncContext {
   readonly recreate: boolean;
 }
 
-export async function submitVmSync(ctx: AppContext, caller: Caller, t: DiskTarget, type: TaskType = 'e'): Promise<string> {
+/** `discard`: snapshot ids the agent destroys on the disk before listing it (see resyncAfterRepair). */
+export async function submitVmSync(ctx: AppContext, caller: Caller, t: DiskTarget, type: TaskType = 'e', discard: readonly string[] = []): Promise<string> {
   return ctx.tasks.submit<SyncContext>({
     kind: 'snapshot_sync',
     type,
@@ -44,7 +45,12 @@ export async function submitVmSync(ctx: AppContext, caller: Caller, t: DiskTarge
     apiview: { view: 'vm_snapshot_list', method: 'PUT', hostname: t.vm.hostname, disk_id: t.diskArrayId },
     log: { msg: "Synchronize snapshots of server's disk", detail: logDetail([['disk_id', t.diskArrayId]]), object: logObject(t.vm) },
     prepare: async () => {
-      const payload: AgentPayload = { op: 'list', storage: t.storage.name, disks: [diskRef(t.vm, t.disk)] };
+      const payload: AgentPayload = {
+        op: 'list',
+        storage: t.storage.name,
+        disks: [diskRef(t.vm, t.disk)],
+        ...(discard.length > 0 ? { discard: { [t.disk.path]: discard } } : {}),
+      };
       return { payload, context: { storageId: t.storage.id, disks: [{ vmUuid: t.vm.uuid, realId: t.disk.real_id, path: t.disk.path }], recreate: true } };
     },
   });
@@ -164,7 +170,11 @@ export function syncResultMessage(lost: number, found: number): string {
 
 /**
  * After crash repair, the disks of the tasks that were cut off are re-synced, so rows match what
- * storage holds (a create that finished on storage is found again; a destroy that finished is lost).
+ * storage holds (a destroy that finished is lost). A create that ended FAILURE (cut off by a crash,
+ * or finished on storage after its deadline failed it) has its snapshot ids destroyed first, by the
+ * sync task on the agent: its answer said "no snapshot", so nothing of it may stay or be found
+ * again (the chaos run, seed 3 with 300 operations: a `disk_id: "all"` create interrupted by an
+ * agent kill answered FAILURE, and the re-sync adopted the two snapshots it had made).
  */
 export async function resyncAfterRepair(ctx: AppContext, failed: readonly TaskRow[]): Promise<void> {
   const seen = new Set<string>();
@@ -174,7 +184,19 @@ export async function resyncAfterRepair(ctx: AppContext, failed: readonly TaskRo
     if (!vm) continue;
     const disks = await vmDisks(ctx.db, vm.uuid);
     // A create names its disks in `items` (one per disk); the other operations in `disk`/`target`.
-    const payload = JSON.parse(task.payload) as { disk?: { path?: string }; target?: { path?: string }; items?: Array<{ disk?: { path?: string } }> };
+    const payload = JSON.parse(task.payload) as {
+      op?: string;
+      disk?: { path?: string };
+      target?: { path?: string };
+      items?: Array<{ disk?: { path?: string }; id?: string }>;
+    };
+    const now = await ctx.db.selectFrom('task').select('state').where('id', '=', task.id).executeTakeFirst();
+    const discard = new Map<string, string[]>();
+    if (payload.op === 'create' && now?.state === 'FAILURE') {
+      for (const item of payload.items ?? []) {
+        if (typeof item.disk?.path === 'string' && typeof item.id === 'string') discard.set(item.disk.path, [...(discard.get(item.disk.path) ?? []), item.id]);
+      }
+    }
     const named = [payload.disk?.path, payload.target?.path, ...(payload.items ?? []).map((i) => i.disk?.path)];
     const paths = new Set(named.filter((p): p is string => typeof p === 'string'));
     for (const [i, disk] of disks.entries()) {
@@ -183,7 +205,7 @@ export async function resyncAfterRepair(ctx: AppContext, failed: readonly TaskRo
       const { storage, node } = await loadStorageAndNode(ctx.db, disk);
       const caller = await systemCaller(ctx, vm.dc_id);
       try {
-        await submitVmSync(ctx, caller, { vm, disks, disk, diskArrayId: i + 1, storage, node }, 'i');
+        await submitVmSync(ctx, caller, { vm, disks, disk, diskArrayId: i + 1, storage, node }, 'i', discard.get(disk.path) ?? []);
       } catch (err) {
         ctx.log.error({ err, vm: vm.hostname }, 'repair sync could not start');
       }

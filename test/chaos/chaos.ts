@@ -1,0 +1,964 @@
+/**
+ * The chaos run (issue 18): a real cluster (test/chaos/cluster.ts) driven through N random
+ * operations from several concurrent clients over the public API, while a fault injector driven by
+ * the same seed kills servers and agents, restarts PostgreSQL, fills a storage to its free-space
+ * floor, hangs a guest agent mid-freeze and slows an agent's storage. A model keeps what every disk
+ * and snapshot must hold; a checker compares the model, the database and the storage at quiet
+ * points and at the end, without running a sync first.
+ *
+ * The model: each client owns two VMs on one node (four disks each: file, qcow2, btrfs, zfs) and
+ * does one operation at a time on them. Before each snapshot it writes a unique pattern into the
+ * disk image (the VM is stopped), so the content of every snapshot and disk is known. An operation
+ * whose answer was lost (connection reset, task status unreadable) is resolved later: a snapshot is
+ * "maybe" until the checker sees whether its row exists, a disk's content may be one of several.
+ *
+ * Used by bench/chaos.ts (`npm run chaos`) and test/chaos/chaos.test.ts (the short run).
+ */
+import { createHash } from 'node:crypto';
+import { open, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import pg from 'pg';
+import { createDriver } from '../../src/storage/drivers.js';
+import { NodeCommandRunner } from '../../src/storage/node-runner.js';
+import type { StorageDriver } from '../../src/storage/driver.js';
+import { sleep } from '../helpers/esnap-process.js';
+import { FakeGuestAgent } from '../helpers/fake-guest-agent.js';
+import { CHAOS_KEY, ChaosCluster, NODES, STORAGE_KINDS, zfsRun, type StorageKind } from './cluster.js';
+
+export interface ChaosOptions {
+  readonly ops: number;
+  readonly seed: number;
+  /** Faults to inject (default 2 % of ops); 0 runs the same workload without faults. */
+  readonly faults?: number;
+  readonly clients?: number;
+  /** Quiet-point checks during the run (besides the final one). */
+  readonly checks?: number;
+  readonly log?: (line: string) => void;
+  /**
+   * After the final check, plant three faults behind esnap's back (an orphan zfs snapshot, a disk
+   * overwritten, a row deleted) and check again: `planted` counts what that check found (the
+   * checker's own test; those findings are not counted as violations).
+   */
+  readonly plant?: boolean;
+}
+
+export interface Violation {
+  readonly what: string;
+  /** Index of the operation the violation is about (or the last one started), for the history. */
+  readonly op: number;
+}
+
+export interface ChaosReport {
+  readonly seed: number;
+  readonly ops: number;
+  readonly faults: Record<string, number>;
+  readonly violations: Violation[];
+  readonly seconds: number;
+  readonly opsPerS: number;
+  readonly outcomes: Record<string, number>;
+  readonly history: string[];
+  /** With `plant`: the violations the check after the planted faults reported. */
+  readonly planted: string[];
+  summary(): string;
+}
+
+const MiB = 1024 * 1024;
+const DISK_MB = 1;
+const RETENTION = 2;
+const runner = new NodeCommandRunner();
+
+// ---------------------------------------------------------------------------------------------
+// Seeded PRNG (mulberry32) and helpers
+
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+const between = (r: () => number, lo: number, hi: number) => Math.round(lo + r() * (hi - lo));
+
+// ---------------------------------------------------------------------------------------------
+// Contents: a token names a 1 MiB pattern; '' is the zeros a new disk holds.
+
+const hashCache = new Map<string, string>();
+
+function patternOf(token: string): Buffer {
+  const buf = Buffer.alloc(DISK_MB * MiB);
+  if (token === '') return buf;
+  const block = createHash('sha256').update(token).digest();
+  for (let at = 0; at < buf.length; at += block.length) block.copy(buf, at);
+  for (let at = 0; at < buf.length; at += 64 * 1024) buf.write(token.padEnd(64, ' '), at, 'latin1');
+  return buf;
+}
+
+function hashOfToken(token: string): string {
+  let h = hashCache.get(token);
+  if (!h) {
+    h = sha(patternOf(token));
+    hashCache.set(token, h);
+  }
+  return h;
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+// ---------------------------------------------------------------------------------------------
+// The model
+
+type SnapState = 'present' | 'maybe';
+
+interface SnapM {
+  readonly name: string;
+  id: number | null;
+  readonly token: string;
+  readonly define: string | null;
+  pinned: boolean | null;
+  note: string | null;
+  state: SnapState;
+}
+
+interface DiskM {
+  readonly arrayId: number;
+  readonly kind: StorageKind;
+  path: string;
+  image: string;
+  format: 'raw' | 'qcow2';
+  /** Contents the disk may hold (more than one after an operation whose answer was lost). */
+  content: string[];
+  readonly snaps: Map<string, SnapM>;
+}
+
+interface VmM {
+  readonly name: string;
+  readonly node: string;
+  uuid: string;
+  readonly disks: DiskM[];
+  readonly define: { name: string; disk: number };
+  /** Retention is checked only after a run that completed with no fault around it. */
+  retentionClean: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+type Api = { status: number; body: any } | null; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
+  const log = o.log ?? ((l: string) => console.log(l));
+  const faultsWanted = o.faults ?? Math.round(o.ops * 0.02);
+  const nClients = o.clients ?? 4;
+  const rngFault = prng(o.seed * 7919 + 1);
+  const history: string[] = [];
+  const violations: Violation[] = [];
+  const faultCounts: Record<string, number> = {};
+  const outcomes: Record<string, number> = {};
+  let opsStarted = 0;
+  let opsDone = 0;
+  const violate = (what: string, op = opsStarted) => {
+    violations.push({ what, op });
+    history.push(`!! violation: ${what}`);
+    log(`chaos: VIOLATION (seed ${o.seed}, op ${op}): ${what}`);
+  };
+
+  const cluster = await ChaosCluster.start(log);
+  const db = new pg.Pool({ connectionString: cluster.pg.url(), max: 4 });
+  db.on('error', () => undefined);
+  const drivers = new Map<string, StorageDriver>();
+  for (const node of NODES) {
+    for (const cfg of cluster.storagesOf(node)) {
+      const driver = createDriver(cfg, runner);
+      await driver.init();
+      drivers.set(`${node}/${cfg.name}`, driver);
+    }
+  }
+  const guestSock = join(cluster.dir, 'qga-guest.sock');
+  const guest = await FakeGuestAgent.start(guestSock);
+  const t0 = Date.now();
+  try {
+    // ---- HTTP with bookkeeping of errors -------------------------------------------------
+    const pickServer = (r: () => number): number => {
+      const up = cluster.servers.map((s, i) => (s.downSince === null ? i : -1)).filter((i) => i >= 0);
+      return up.length ? pick(r, up) : 0;
+    };
+    const overlaps = (kind: string, target: string | null, a: number, b: number, graceMs = 2000) =>
+      cluster.windows.some((w) => w.kind === kind && (target === null || w.target === target) && w.start <= b && (w.end === null || w.end + graceMs >= a));
+    const api = async (r: () => number, method: string, path: string, body?: unknown, timeoutMs = 60_000): Promise<Api> => {
+      const i = pickServer(r);
+      const server = cluster.servers[i]!;
+      const a = Date.now();
+      try {
+        const res = await fetch(`${cluster.url(i)}/api${path}`, {
+          method,
+          headers: { 'ES-API-KEY': CHAOS_KEY, ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}) },
+          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+        const text = await res.text();
+        const b = Date.now();
+        if (res.status >= 500) {
+          const excused = res.status === 503 && overlaps('pg', null, a, b, 5000);
+          if (!excused) violate(`${method} ${path} on ${server.name} answered ${res.status}: ${text.slice(0, 300)}`);
+          return null;
+        }
+        let parsed: unknown = text;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          /* not JSON */
+        }
+        return { status: res.status, body: parsed };
+      } catch (err) {
+        const b = Date.now();
+        if (!overlaps('kill', server.name, a, b, 1000)) violate(`${method} ${path} on ${server.name} failed outside its kill: ${(err as Error).message}`);
+        return null;
+      }
+    };
+    /** A GET that must get through: retried on other servers until it answers. */
+    const read = async (r: () => number, path: string): Promise<{ status: number; body: any }> => { // eslint-disable-line @typescript-eslint/no-explicit-any
+      for (let i = 0; ; i++) {
+        const res = await api(r, 'GET', path);
+        if (res) return res;
+        if (i > 600) throw new Error(`GET ${path}: no answer for minutes`);
+        await sleep(200);
+      }
+    };
+    const q = async <R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> => {
+      for (let i = 0; ; i++) {
+        try {
+          return (await db.query<R>(text, values)).rows;
+        } catch (err) {
+          if (i > 300) throw err;
+          await sleep(200);
+        }
+      }
+    };
+    /** Final status of a task: SUCCESS, FAILURE, REVOKED, or null when it did not end in time. */
+    const waitTask = async (r: () => number, id: string, ms = 240_000): Promise<{ state: string; result: any } | null> => { // eslint-disable-line @typescript-eslint/no-explicit-any
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        const res = await api(r, 'GET', `/task/${id}/status/`);
+        if (res && res.status !== 201) {
+          if (res.status === 404) return { state: 'MISSING', result: res.body };
+          return { state: String(res.body?.status), result: res.body?.result };
+        }
+        await sleep(res ? 100 : 300);
+      }
+      return null;
+    };
+    /** Waits until no task of these VMs waits or runs. */
+    const quietVms = async (uuids: string[], ms = 240_000): Promise<boolean> => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        const rows = await q(`SELECT id FROM task WHERE vm_uuid = ANY($1) AND state IN ('PENDING','STARTED')`, [uuids]);
+        if (rows.length === 0) return true;
+        await sleep(150);
+      }
+      return false;
+    };
+
+    // ---- set-up: VMs, disks, definitions ----------------------------------------------------
+    const setupRng = prng(o.seed);
+    const must = async (method: string, path: string, body: unknown, want: number[]): Promise<any> => { // eslint-disable-line @typescript-eslint/no-explicit-any
+      const res = await api(setupRng, method, path, body, 120_000);
+      if (!res || !want.includes(res.status)) throw new Error(`set-up ${method} ${path}: ${res?.status} ${JSON.stringify(res?.body)}`);
+      return res.body;
+    };
+    const vms: VmM[] = [];
+    for (let c = 0; c < nClients; c++) {
+      const node = NODES[c % NODES.length]!;
+      for (const k of [0, 1]) {
+        const name = `c${c}vm${k}`;
+        await must('POST', `/vm/${name}/define/`, { node }, [201]);
+        const disks: DiskM[] = [];
+        // The order of storages turns with the client, so that definitions (disk 1 or 2 on kvm) cover all four.
+        const kinds = [...STORAGE_KINDS.slice(c % STORAGE_KINDS.length), ...STORAGE_KINDS.slice(0, c % STORAGE_KINDS.length)];
+        for (const [i, kind] of kinds.entries()) {
+          const d = await must('POST', `/vm/${name}/define/disk/${i + 1}/`, { size: DISK_MB, zpool: kind }, [201]);
+          const path = String(d.result.path);
+          const img = await drivers.get(`${node}/${kind}`)!.imageOf({ path });
+          disks.push({ arrayId: i + 1, kind, path, image: img.path, format: img.format, content: [''], snaps: new Map() });
+        }
+        const defDisk = between(setupRng, 1, 2); // Danube: a kvm definition names disk 1 or 2
+        const define = { name: `d${c}${k}`, disk: defDisk };
+        await must('POST', `/vm/${name}/define/snapshot/${define.name}/`, { disk_id: defDisk, schedule: '0 0 1 1 *', retention: RETENTION, active: true }, [201]);
+        const [row] = await q<{ uuid: string }>('SELECT uuid FROM vm WHERE hostname = $1', [name]);
+        vms.push({ name, node, uuid: row!.uuid, disks, define, retentionClean: true });
+      }
+    }
+    // The guest VM: running, with a scripted guest agent; only the fault injector uses it.
+    await must('POST', '/vm/guestvm/define/', { node: 'node1', status: 'running', qga_socket: guestSock }, [201]);
+    await must('POST', '/vm/guestvm/define/disk/1/', { size: DISK_MB, zpool: 'file' }, [201]);
+    log(`chaos: ${vms.length} VMs × ${STORAGE_KINDS.length} disks (${STORAGE_KINDS.join(', ')}) on ${NODES.length} nodes, ${nClients} clients, set up in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+    // ---- writing and reading contents -----------------------------------------------------
+    const writeToken = async (d: DiskM, token: string): Promise<void> => {
+      hashOfToken(token); // known by its hash, to name what a disk holds instead
+      const buf = patternOf(token);
+      if (d.format === 'raw') {
+        const fh = await open(d.image, 'r+');
+        try {
+          await fh.write(buf, 0, buf.length, 0);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      } else {
+        const tmp = join(cluster.dir, `w-${token.replace(/[^a-z0-9]/gi, '_')}.raw`);
+        await writeFile(tmp, buf);
+        const r = await runner.run(['qemu-img', 'convert', '-n', '-f', 'raw', '-O', 'qcow2', tmp, d.image], { timeoutMs: 120_000 });
+        await rm(tmp, { force: true });
+        if (r.code !== 0) throw new Error(`writing ${d.image}: ${r.stderr}`);
+      }
+      d.content = [token];
+    };
+    const readRawOf = async (format: 'raw' | 'qcow2', image: string, snapshot?: string): Promise<string> => {
+      if (format === 'raw' && !snapshot) return sha(await readFile(image));
+      const tmp = join(cluster.dir, `r-${Date.now()}-${Math.random().toString(16).slice(2)}.raw`);
+      const argv = ['qemu-img', 'convert', '-U', '-f', 'qcow2', ...(snapshot ? ['-l', `snapshot.name=${snapshot}`] : []), '-O', 'raw', image, tmp];
+      const r = await runner.run(argv, { timeoutMs: 120_000 });
+      try {
+        if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr}`);
+        return sha(await readFile(tmp));
+      } finally {
+        await rm(tmp, { force: true });
+      }
+    };
+    let cloneN = 0;
+    const snapshotHash = async (vm: VmM, d: DiskM, id: string): Promise<string> => {
+      const cfg = cluster.storagesOf(vm.node).find((s) => s.name === d.kind)!;
+      switch (d.kind) {
+        case 'file':
+          return sha(await readFile(join(cfg.root!, '.snapshots', d.path, id)));
+        case 'btrfs':
+          return sha(await readFile(join(cfg.root!, '.snapshots', d.path, id, 'disk.img')));
+        case 'qcow2':
+          return readRawOf('qcow2', d.image, id);
+        case 'zfs': {
+          const clone = `${cluster.zfs.name}/chk${cloneN++}`;
+          await zfsRun(['clone', `${cfg.dataset}/${d.path}@${id}`, clone]);
+          try {
+            // zfs-fuse mounts a new clone a moment after `zfs clone` returns.
+            const file = join(cluster.zfs.mountpoint, clone.slice(cluster.zfs.name.length + 1), 'disk.img');
+            for (let i = 0; ; i++) {
+              try {
+                return sha(await readFile(file));
+              } catch (err) {
+                if (i >= 20) throw err;
+                if (i === 5) await zfsRun(['mount', clone]).catch(() => undefined);
+                await sleep(200);
+              }
+            }
+          } finally {
+            await zfsRun(['destroy', clone]);
+          }
+        }
+      }
+    };
+
+    // ---- operations ------------------------------------------------------------------------
+    type Outcome = 'ok' | 'refused' | 'failed' | 'revoked' | 'unknown';
+    const count = (k: string) => (outcomes[k] = (outcomes[k] ?? 0) + 1);
+    let tokenN = 0;
+
+    /** A task's end, classified; FAILURE must lie inside a fault window that could explain it. */
+    const settle = async (r: () => number, opIndex: number, started: number, taskId: string, node: string, kind: StorageKind | null): Promise<{ outcome: Outcome; result: any }> => { // eslint-disable-line @typescript-eslint/no-explicit-any
+      const end = await waitTask(r, taskId);
+      if (!end) return { outcome: 'unknown', result: null };
+      if (end.state === 'SUCCESS') return { outcome: 'ok', result: end.result };
+      if (end.state === 'REVOKED') return { outcome: 'revoked', result: end.result };
+      if (end.state === 'FAILURE') {
+        const now = Date.now();
+        history.push(`   task ${taskId} FAILURE after ${now - started} ms: ${JSON.stringify(end.result).slice(0, 300)}`);
+        const excused =
+          overlaps('kill', node, started, now) ||
+          overlaps('slow', node, started, now) ||
+          overlaps('kill', 'server1', started, now) ||
+          overlaps('kill', 'server2', started, now) ||
+          overlaps('pg', null, started, now, 5000) ||
+          (kind !== null && overlaps('full', kind, started, now, 3000));
+        if (!excused) violate(`task ${taskId} failed outside any fault: ${JSON.stringify(end.result)}`, opIndex);
+        return { outcome: 'failed', result: end.result };
+      }
+      violate(`task ${taskId} ended ${end.state}: ${JSON.stringify(end.result)}`, opIndex);
+      return { outcome: 'unknown', result: end.result };
+    };
+
+    const presentSnaps = (d: DiskM) => [...d.snaps.values()].filter((s) => s.state === 'present' && s.id !== null);
+    const learnId = async (r: () => number, vm: VmM, d: DiskM, s: SnapM): Promise<void> => {
+      const res = await read(r, `/vm/${vm.name}/snapshot/${s.name}/?disk_id=${d.arrayId}`);
+      if (res.status === 200) s.id = Number(res.body.result.id);
+      else violate(`snapshot ${vm.name}/${d.arrayId}/${s.name} reported created but GET answers ${res.status}`);
+    };
+
+    interface ClientCtx {
+      readonly c: number;
+      readonly r: () => number;
+      readonly vms: [VmM, VmM];
+    }
+
+    const doCreate = async (cx: ClientCtx, i: number, all: boolean, cancel = false): Promise<string> => {
+      const vm = pick(cx.r, cx.vms);
+      const targets = all ? vm.disks : [pick(cx.r, vm.disks)];
+      const name = `c${cx.c}s${tokenN++}`;
+      const snaps = new Map<DiskM, SnapM>();
+      for (const d of targets) {
+        const token = `${o.seed}:${name}:${d.arrayId}`;
+        await writeToken(d, token);
+        snaps.set(d, { name, id: null, token, define: null, pinned: false, note: '', state: 'maybe' });
+      }
+      const started = Date.now();
+      const res = await api(cx.r, 'POST', `/vm/${vm.name}/snapshot/${name}/`, { disk_id: all ? 'all' : targets[0]!.arrayId });
+      let outcome: Outcome;
+      if (!res) outcome = 'unknown';
+      else if (res.status !== 201) {
+        outcome = 'refused';
+        if (res.status === 406) violate(`create of a new name ${vm.name}/${name} refused as existing: ${JSON.stringify(res.body)}`, i);
+      } else {
+        const id = String(res.body.task_id);
+        if (cancel) await api(cx.r, 'PUT', `/task/${id}/cancel/`, {});
+        outcome = (await settle(cx.r, i, started, id, vm.node, all ? null : targets[0]!.kind)).outcome;
+      }
+      if (outcome === 'ok') {
+        for (const [d, s] of snaps) {
+          s.state = 'present';
+          d.snaps.set(name, s);
+          await learnId(cx.r, vm, d, s);
+        }
+      } else if (outcome === 'unknown') {
+        for (const [d, s] of snaps) d.snaps.set(name, s);
+        await quietVms([vm.uuid]);
+      }
+      return `${cancel ? 'create+cancel' : all ? 'create all' : 'create'} ${vm.name}/${all ? 'all' : targets[0]!.arrayId} ${name} → ${res?.status ?? 'lost'} ${outcome}`;
+    };
+
+    const doDelete = async (cx: ClientCtx, i: number, bulk: boolean): Promise<string> => {
+      const vm = pick(cx.r, cx.vms);
+      const d = pick(cx.r, vm.disks);
+      const cands = presentSnaps(d).filter((s) => s.define === null);
+      if (cands.length === 0) return doCreate(cx, i, false);
+      const chosen = bulk ? cands.filter(() => cx.r() < 0.5).slice(0, 3) : [pick(cx.r, cands)];
+      if (chosen.length === 0) chosen.push(cands[0]!);
+      const started = Date.now();
+      const res = bulk
+        ? await api(cx.r, 'DELETE', `/vm/${vm.name}/snapshot/`, { disk_id: d.arrayId, snapnames: chosen.map((s) => s.name) })
+        : await api(cx.r, 'DELETE', `/vm/${vm.name}/snapshot/${chosen[0]!.name}/`, { disk_id: d.arrayId });
+      const anyPinned = chosen.some((s) => s.pinned !== false);
+      let outcome: Outcome;
+      if (!res) outcome = 'unknown';
+      else if (res.status !== 201) {
+        outcome = 'refused';
+        if (!anyPinned && res.status === 417) violate(`delete of ok unpinned ${vm.name}/${d.arrayId} ${chosen.map((s) => s.name)} refused: ${JSON.stringify(res.body)}`, i);
+      } else outcome = (await settle(cx.r, i, started, String(res.body.task_id), vm.node, d.kind)).outcome;
+      if (outcome === 'ok') {
+        if (chosen.some((s) => s.pinned === true)) violate(`a pinned snapshot of ${vm.name}/${d.arrayId} was deleted`, i);
+        for (const s of chosen) d.snaps.delete(s.name);
+      } else if (outcome === 'unknown') {
+        for (const s of chosen) s.state = 'maybe';
+        await quietVms([vm.uuid]);
+      }
+      return `${bulk ? 'bulk delete' : 'delete'} ${vm.name}/${d.arrayId} ${chosen.map((s) => s.name).join(',')} → ${res?.status ?? 'lost'} ${outcome}`;
+    };
+
+    const doRollback = async (cx: ClientCtx, i: number, restore: boolean): Promise<string> => {
+      const vm = pick(cx.r, cx.vms);
+      const d = pick(cx.r, vm.disks);
+      const cands = presentSnaps(d);
+      if (cands.length === 0) return doCreate(cx, i, false);
+      const s = pick(cx.r, cands);
+      const target = restore ? cx.vms.find((v) => v !== vm)! : vm;
+      const td = target.disks[d.arrayId - 1]!;
+      const body = restore ? { disk_id: d.arrayId, force: true, target_hostname_or_uuid: target.name, target_disk_id: d.arrayId } : { disk_id: d.arrayId, force: true };
+      const started = Date.now();
+      const res = await api(cx.r, 'PUT', `/vm/${vm.name}/snapshot/${s.name}/`, body);
+      let outcome: Outcome;
+      if (!res) outcome = 'unknown';
+      else if (res.status !== 201) outcome = 'refused';
+      else outcome = (await settle(cx.r, i, started, String(res.body.task_id), vm.node, d.kind)).outcome;
+      // zfs destroys the newer snapshots of a rollback's disk, and every snapshot of a restore's target.
+      const destroyed = d.kind !== 'zfs' ? [] : restore ? [...td.snaps.values()] : [...d.snaps.values()].filter((x) => x.id === null || x.id > s.id!);
+      if (outcome === 'ok') {
+        td.content = [s.token];
+        for (const x of destroyed) td.snaps.delete(x.name);
+      } else if (outcome === 'unknown') {
+        td.content = [...new Set([...td.content, s.token])];
+        for (const x of destroyed) x.state = 'maybe';
+        await quietVms([vm.uuid, target.uuid]);
+      }
+      return `${restore ? `restore into ${target.name}` : 'rollback'} ${vm.name}/${d.arrayId} ${s.name} → ${res?.status ?? 'lost'} ${outcome}`;
+    };
+
+    const doNotePin = async (cx: ClientCtx, i: number): Promise<string> => {
+      const vm = pick(cx.r, cx.vms);
+      const d = pick(cx.r, vm.disks);
+      const cands = presentSnaps(d).filter((s) => s.define === null);
+      if (cands.length === 0) return doCreate(cx, i, false);
+      const s = pick(cx.r, cands);
+      const pin = cx.r() < 0.4;
+      const body = pin ? { disk_id: d.arrayId, pinned: !s.pinned } : { disk_id: d.arrayId, note: `note${tokenN++}` };
+      const res = await api(cx.r, 'PUT', `/vm/${vm.name}/snapshot/${s.name}/`, body);
+      if (res?.status === 200) {
+        if (pin) s.pinned = !s.pinned;
+        else s.note = (body as { note: string }).note;
+      } else if (!res) {
+        if (pin) s.pinned = null;
+        else s.note = null;
+      } else violate(`${pin ? 'pin' : 'note'} of ${vm.name}/${d.arrayId} ${s.name} answered ${res.status}: ${JSON.stringify(res.body)}`, i);
+      return `${pin ? 'pin' : 'note'} ${vm.name}/${d.arrayId} ${s.name} → ${res?.status ?? 'lost'}`;
+    };
+
+    const doSync = async (cx: ClientCtx, i: number): Promise<string> => {
+      const vm = pick(cx.r, cx.vms);
+      const d = pick(cx.r, vm.disks);
+      const started = Date.now();
+      const res = await api(cx.r, 'PUT', `/vm/${vm.name}/snapshot/`, { disk_id: d.arrayId });
+      let outcome: Outcome = 'unknown';
+      if (res?.status === 201) {
+        const end = await settle(cx.r, i, started, String(res.body.task_id), vm.node, d.kind);
+        outcome = end.outcome;
+        const message = String(end.result?.message ?? '');
+        if (end.outcome === 'ok' && /lost|found/.test(message)) violate(`sync of ${vm.name}/${d.arrayId} found storage and database apart: ${message}`, i);
+      } else if (res) outcome = 'refused';
+      if (outcome === 'unknown') await quietVms([vm.uuid]);
+      return `sync ${vm.name}/${d.arrayId} → ${res?.status ?? 'lost'} ${outcome}`;
+    };
+
+    const doRunNow = async (cx: ClientCtx, i: number): Promise<string> => {
+      const vm = pick(cx.r, cx.vms);
+      const d = vm.disks[vm.define.disk - 1]!;
+      const token = `${o.seed}:run${tokenN++}:${vm.name}`;
+      await writeToken(d, token);
+      const started = Date.now();
+      const res = await api(cx.r, 'POST', `/vm/${vm.name}/define/snapshot/${vm.define.name}/run/`, { disk_id: d.arrayId });
+      let outcome: Outcome;
+      if (!res) outcome = 'unknown';
+      else if (res.status !== 201) outcome = 'refused';
+      else outcome = (await settle(cx.r, i, started, String(res.body.task_id), vm.node, d.kind)).outcome;
+      // Retention runs as a task of its own after the create: wait for it.
+      await quietVms([vm.uuid]);
+      if (outcome === 'ok' || outcome === 'unknown') {
+        const list = await read(cx.r, `/vm/${vm.name}/snapshot/?full=true&define=${vm.define.name}&disk_id=${d.arrayId}`);
+        const fresh = (list.body.result as Array<{ name: string; id: number }>).filter((x) => !d.snaps.has(x.name));
+        if (outcome === 'ok' && fresh.length !== 1) violate(`run of ${vm.name}/${vm.define.name} succeeded with ${fresh.length} new snapshots`, i);
+        for (const x of fresh) d.snaps.set(x.name, { name: x.name, id: x.id, token, define: vm.define.name, pinned: false, note: '', state: outcome === 'ok' ? 'present' : 'maybe' });
+        const clean = outcome === 'ok' && !cluster.windows.some((w) => w.start <= Date.now() && (w.end === null || w.end + 3000 >= started));
+        // The newest RETENTION ok snapshots of the definition stay; older ones are due.
+        const ofDef = [...d.snaps.values()].filter((x) => x.define === vm.define.name && x.id !== null).sort((a, b) => b.id! - a.id!);
+        for (const x of ofDef.slice(RETENTION)) {
+          if (clean) d.snaps.delete(x.name);
+          else x.state = 'maybe';
+        }
+        vm.retentionClean = clean;
+      }
+      return `run ${vm.name}/${vm.define.name} (disk ${d.arrayId}) → ${res?.status ?? 'lost'} ${outcome}`;
+    };
+
+    const OPS: Array<[number, (cx: ClientCtx, i: number) => Promise<string>]> = [
+      [26, (cx, i) => doCreate(cx, i, false)],
+      [7, (cx, i) => doCreate(cx, i, true)],
+      [12, (cx, i) => doDelete(cx, i, false)],
+      [6, (cx, i) => doDelete(cx, i, true)],
+      [11, (cx, i) => doRollback(cx, i, false)],
+      [7, (cx, i) => doRollback(cx, i, true)],
+      [8, doNotePin],
+      [5, doSync],
+      [10, doRunNow],
+      [6, (cx, i) => doCreate(cx, i, false, true)],
+    ];
+    const totalW = OPS.reduce((a, [w]) => a + w, 0);
+    const chooseOp = (r: () => number) => {
+      let x = r() * totalW;
+      for (const [w, f] of OPS) {
+        if ((x -= w) < 0) return f;
+      }
+      return OPS[0]![1];
+    };
+
+    // ---- quiet points ------------------------------------------------------------------------
+    const nChecks = o.checks ?? 2;
+    const checkAt = Array.from({ length: nChecks }, (_, k) => Math.round(((k + 1) * o.ops) / (nChecks + 1)));
+    let pause: { want: number; parked: number; release: () => void; resume: Promise<void>; reached: () => void; all: Promise<void> } | null = null;
+    const parkIfPaused = async () => {
+      if (!pause) return;
+      pause.parked++;
+      if (pause.parked === pause.want) pause.reached();
+      await pause.resume;
+    };
+
+    const check = async (label: string): Promise<void> => {
+      const ct = Date.now();
+      // Every task final.
+      const end = Date.now() + 240_000;
+      let open = await q<{ id: string; state: string; kind: string }>(`SELECT id, state, kind FROM task WHERE state IN ('PENDING','STARTED')`);
+      while (open.length > 0 && Date.now() < end) {
+        await sleep(250);
+        open = await q(`SELECT id, state, kind FROM task WHERE state IN ('PENDING','STARTED')`);
+      }
+      for (const t of open) violate(`${label}: task ${t.id} (${t.kind}) still ${t.state} after 4 min of quiet`);
+      const stuck = await q<{ id: number; name: string; status: number }>(`SELECT id, name, status FROM snapshot WHERE status IN (2, 3, 4)`);
+      for (const s of stuck) violate(`${label}: snapshot row ${s.id} (${s.name}) has status ${s.status === 2 ? 'pending' : s.status === 3 ? 'rollback' : 'lost'}`);
+      for (const vm of vms) {
+        const rows = await q<{ id: number; name: string; disk_real_id: number; status: number; pinned: number; note: string; type: number }>(
+          `SELECT s.id, s.name, s.disk_real_id, s.status, s.pinned, s.note, s.type FROM snapshot s WHERE s.vm_uuid = $1`,
+          [vm.uuid],
+        );
+        for (const d of vm.disks) {
+          const realId = d.arrayId - 1; // disks are never removed, so the real id is the position
+          const dRows = rows.filter((x) => x.disk_real_id === realId);
+          // Resolve the "maybe" snapshots from the rows.
+          for (const s of [...d.snaps.values()]) {
+            const row = dRows.find((x) => x.name === s.name);
+            if (s.state === 'maybe') {
+              if (row) {
+                s.state = 'present';
+                s.id = row.id;
+              } else d.snaps.delete(s.name);
+            }
+          }
+          for (const row of dRows) {
+            const s = d.snaps.get(row.name);
+            if (!s) {
+              violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}) has row ${row.id} "${row.name}" the model does not know`);
+              continue;
+            }
+            if (s.id !== row.id) violate(`${label}: ${vm.name} disk ${d.arrayId} "${row.name}" is row ${row.id}, the model says ${s.id}`);
+            if (s.pinned !== null && Boolean(row.pinned) !== s.pinned) violate(`${label}: ${vm.name}/${d.arrayId} "${row.name}" pinned=${row.pinned}, expected ${s.pinned}`);
+            if (s.note !== null && row.note !== s.note) violate(`${label}: ${vm.name}/${d.arrayId} "${row.name}" note "${row.note}", expected "${s.note}"`);
+            if (s.pinned === null) s.pinned = Boolean(row.pinned);
+            if (s.note === null) s.note = row.note;
+          }
+          for (const s of d.snaps.values()) {
+            if (!dRows.some((x) => x.name === s.name)) violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}): snapshot "${s.name}" (row ${s.id}) is missing from the database`);
+          }
+          // Storage against rows: no orphans, no duplicates, every row there with its content.
+          const listed = await drivers.get(`${vm.node}/${d.kind}`)!.list({ path: d.path });
+          const ids = listed.map((x) => x.id).filter((x) => /^[ae]s-\d+$/.test(x));
+          const seen = new Set<string>();
+          for (const id of ids) {
+            if (seen.has(id)) violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}) holds ${id} twice on storage`);
+            seen.add(id);
+            const n = Number(id.slice(3));
+            if (!dRows.some((x) => x.id === n)) violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}): orphan ${id} on storage, no row`);
+          }
+          for (const row of dRows) {
+            const id = `${row.type === 1 ? 'as' : 'es'}-${row.id}`;
+            if (!seen.has(id)) {
+              violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}): row ${row.id} "${row.name}" has no ${id} on storage`);
+              continue;
+            }
+            const s = d.snaps.get(row.name);
+            if (!s) continue;
+            const got = await snapshotHash(vm, d, id).catch((e: unknown) => `unreadable: ${(e as Error).message}`);
+            if (got !== hashOfToken(s.token)) {
+              const other = [...hashCache].find(([, h]) => h === got)?.[0];
+              violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}) ${id} "${row.name}" does not hold the content written before it (${s.token}): it holds ${other !== undefined ? `the pattern of ${other || 'a new disk (zeros)'}` : got.slice(0, 200)}`);
+            }
+          }
+          // The disk's own content.
+          const got = await readRawOf(d.format, d.image).catch((e: unknown) => `unreadable: ${(e as Error).message}`);
+          const match = d.content.find((t) => hashOfToken(t) === got);
+          if (match === undefined) {
+            const other = [...hashCache].find(([, h]) => h === got)?.[0];
+            violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}) holds none of the expected contents [${d.content.join(' | ')}]: it holds ${other !== undefined ? `the pattern of ${other || 'a new disk (zeros)'}` : got.slice(0, 200)}`);
+          }
+          else d.content = [match];
+        }
+        // Retention of the definition (only after a run that completed with no fault around it).
+        if (vm.retentionClean) {
+          const defRows = rows.filter((x) => x.type === 1 && x.status === 1 && !x.pinned && d0(vm).snaps.get(x.name)?.define === vm.define.name);
+          if (defRows.length > RETENTION) violate(`${label}: ${vm.name}/${vm.define.name} keeps ${defRows.length} snapshots, retention ${RETENTION}`);
+        }
+      }
+      // Nothing esnap-named on storage outside the known disks' snapshot lists is checked by disk;
+      // locks: no two tasks held one disk lock at once.
+      await checkLocks(label);
+      log(`chaos: ${label}: checked in ${((Date.now() - ct) / 1000).toFixed(1)} s, ${violations.length} violations so far`);
+    };
+    const d0 = (vm: VmM) => vm.disks[vm.define.disk - 1]!;
+
+    /** Lock intervals from the task table: [created, finished] of tasks holding the same disk lock must not overlap. */
+    const lockSamples = new Map<string, Set<string>>(); // lock key -> task ids seen holding it
+    const sampleLocks = async () => {
+      try {
+        const rows = (await db.query<{ key: string; task_id: string }>('SELECT key, task_id FROM task_lock')).rows;
+        for (const r of rows) {
+          if (!r.key.startsWith('vm_snapshot ')) continue;
+          let s = lockSamples.get(r.key);
+          if (!s) lockSamples.set(r.key, (s = new Set()));
+          s.add(r.task_id);
+        }
+      } catch {
+        /* database down: the next sample */
+      }
+    };
+    const checkLocks = async (label: string) => {
+      for (const [key, ids] of lockSamples) {
+        if (ids.size < 2) continue;
+        const rows = await q<{ id: string; created: string; finished: string | null }>(`SELECT id, created, finished FROM task WHERE id = ANY($1) ORDER BY created`, [[...ids]]);
+        for (let k = 1; k < rows.length; k++) {
+          const prev = rows[k - 1]!;
+          const cur = rows[k]!;
+          if (prev.finished === null || Date.parse(prev.finished) > Date.parse(cur.created)) {
+            violate(`${label}: lock ${key} held by ${prev.id} (${prev.created}–${prev.finished}) and ${cur.id} (from ${cur.created}) at once`);
+          }
+        }
+      }
+    };
+
+    // ---- clients ---------------------------------------------------------------------------------
+    const faultStep = faultsWanted > 0 ? o.ops / (faultsWanted + 1) : Infinity;
+    let faultsDone = 0;
+    const client = async (c: number): Promise<void> => {
+      const cx: ClientCtx = { c, r: prng(o.seed * 131 + c + 17), vms: [vms[2 * c]!, vms[2 * c + 1]!] };
+      for (;;) {
+        await parkIfPaused();
+        // Keep pace with the fault injector: fault k lands before op (k + 1.5) × step.
+        while (faultsDone < faultsWanted && opsStarted >= (faultsDone + 1.5) * faultStep) {
+          await sleep(50);
+          if (pause) await parkIfPaused();
+        }
+        if (opsStarted >= o.ops) return;
+        const i = opsStarted++;
+        if (checkAt.includes(i) && i > 0) await quietPoint(`quiet point at op ${i}`);
+        const a = Date.now();
+        let line: string;
+        try {
+          line = await chooseOp(cx.r)(cx, i);
+        } catch (err) {
+          line = `op threw: ${(err as Error).message}`;
+          violate(`client ${c} op ${i} threw: ${(err as Error).stack ?? err}`, i);
+        }
+        count(line.split(' → ')[1]?.split(' ').pop() ?? 'other');
+        history.push(`#${i} c${c} ${new Date(a).toISOString().slice(11, 23)} ${line} (${Date.now() - a} ms)`);
+        opsDone++;
+        if (opsDone % 100 === 0) log(`chaos: ${opsDone}/${o.ops} ops, ${faultsDone} faults, ${violations.length} violations`);
+      }
+    };
+
+    let faultBusy: Promise<void> = Promise.resolve();
+    const quietPoint = async (label: string): Promise<void> => {
+      // The other clients park; the fault injector finishes its current fault.
+      let reached!: () => void;
+      let release!: () => void;
+      const all = new Promise<void>((r) => (reached = r));
+      const resume = new Promise<void>((r) => (release = r));
+      pause = { want: nClients - 1, parked: 0, release, resume, reached, all };
+      if (pause.want > 0) await all;
+      await faultBusy;
+      await check(label);
+      const p = pause;
+      pause = null;
+      p.release();
+    };
+
+    // ---- faults ----------------------------------------------------------------------------------
+    const KINDS = ['kill server', 'kill agent', 'pg restart', 'storage full', 'guest hang', 'slow disk'] as const;
+    type Kind = (typeof KINDS)[number];
+    const firstRound = [...KINDS].sort(() => rngFault() - 0.5);
+    const chooseFault = (k: number): Kind => {
+      if (k < firstRound.length) return firstRound[k]!;
+      const x = rngFault();
+      return x < 0.3 ? 'kill server' : x < 0.6 ? 'kill agent' : x < 0.7 ? 'pg restart' : x < 0.8 ? 'storage full' : x < 0.9 ? 'guest hang' : 'slow disk';
+    };
+    const faultNames: Record<Kind, string> = {
+      'kill server': 'server kills',
+      'kill agent': 'agent kills',
+      'pg restart': 'pg restarts',
+      'storage full': 'storage fills',
+      'guest hang': 'guest hangs',
+      'slow disk': 'slow disks',
+    };
+    const guestRng = prng(o.seed * 31 + 5);
+    const inject = async (kind: Kind): Promise<string> => {
+      switch (kind) {
+        case 'kill server': {
+          const i = between(rngFault, 0, 1);
+          const s = cluster.servers[i]!;
+          const close = cluster.open('kill', s.name);
+          await cluster.kill(s);
+          const down = between(rngFault, 200, 3000);
+          await sleep(down);
+          await cluster.startServer(i);
+          close();
+          return `kill -9 ${s.name}, back after ${down} ms`;
+        }
+        case 'kill agent': {
+          const i = between(rngFault, 0, 1);
+          const a = cluster.agents[i]!;
+          const close = cluster.open('kill', a.name);
+          await cluster.kill(a);
+          const down = between(rngFault, 200, 3000);
+          await sleep(down);
+          await cluster.startAgent(i);
+          close();
+          return `kill -9 agent ${a.name}, back after ${down} ms`;
+        }
+        case 'pg restart': {
+          const close = cluster.open('pg', 'postgres');
+          cluster.pg.stop();
+          const down = between(rngFault, 500, 3000);
+          await sleep(down);
+          cluster.pg.start();
+          close();
+          return `PostgreSQL stopped for ${down} ms`;
+        }
+        case 'storage full': {
+          const which = rngFault() < 0.5 ? 'btrfs' : 'zfs';
+          const mount = which === 'btrfs' ? cluster.btrfs.mountpoint : cluster.zfs.mountpoint;
+          const st = await statfs(mount);
+          const size = st.blocks * st.bsize;
+          const free = st.bavail * st.bsize;
+          // Down to 4 % free: below the 5 % floor, yet room for a few small writes.
+          const fill = Math.max(0, free - Math.round(size * 0.04));
+          const file = join(mount, 'chaos-fill');
+          const close = cluster.open('full', which);
+          const r = await runner.run(['fallocate', '-l', String(fill), file], { timeoutMs: 120_000 });
+          if (r.code !== 0) {
+            // zfs-fuse has no fallocate: write it.
+            const fh = await open(file, 'w');
+            const chunk = Buffer.alloc(4 * MiB, 0x5a);
+            try {
+              for (let at = 0; at < fill; at += chunk.length) await fh.write(chunk, 0, Math.min(chunk.length, fill - at));
+            } catch {
+              /* full before the end: that is the point */
+            } finally {
+              await fh.close();
+            }
+          }
+          const hold = between(rngFault, 1000, 4000);
+          await sleep(hold);
+          await rm(file, { force: true });
+          close();
+          return `${which} filled to 4 % free (${Math.round(fill / MiB)} MiB) for ${hold} ms`;
+        }
+        case 'guest hang': {
+          const close = cluster.open('guest', 'guestvm');
+          guest.script = { freeze: () => 'silence' };
+          const name = `g${tokenN++}`;
+          const started = Date.now();
+          const res = await api(guestRng, 'POST', `/vm/guestvm/snapshot/${name}/`, { disk_id: 1, fsfreeze: true });
+          let what = `${res?.status ?? 'lost'}`;
+          if (res?.status === 201) {
+            const end = await settle(guestRng, opsStarted, started, String(res.body.task_id), 'node1', 'file');
+            what += ` ${end.outcome} ${JSON.stringify(end.result?.message ?? '')}`;
+            if (end.outcome === 'ok') {
+              const row = await read(guestRng, `/vm/guestvm/snapshot/${name}/`);
+              if (row.body?.result?.fsfreeze !== false) violate(`guestvm ${name}: a snapshot whose freeze hung is flagged fsfreeze=${row.body?.result?.fsfreeze}`);
+              if (!/freeze failed/.test(String(end.result?.message))) violate(`guestvm ${name}: the hung freeze is not reported: ${JSON.stringify(end.result)}`);
+            }
+          }
+          guest.script = {};
+          close();
+          return `guest agent silent on freeze: create ${name} → ${what} in ${Date.now() - started} ms`;
+        }
+        case 'slow disk': {
+          const i = between(rngFault, 0, 1);
+          const a = cluster.agents[i]!;
+          const close = cluster.open('slow', a.name);
+          // A graceful stop (running tasks finish), then the agent with every storage step delayed.
+          a.downSince = Date.now();
+          await a.p?.stop('SIGTERM');
+          await cluster.startAgent(i, 150);
+          const hold = between(rngFault, 2000, 6000);
+          await sleep(hold);
+          a.downSince = Date.now();
+          await a.p?.stop('SIGTERM');
+          await cluster.startAgent(i);
+          close();
+          return `agent ${a.name} storage slowed by 150 ms a step for ${hold} ms`;
+        }
+      }
+    };
+    const injector = async (): Promise<void> => {
+      for (let k = 0; k < faultsWanted; k++) {
+        while (opsStarted < (k + 1) * faultStep && opsDone < o.ops) await sleep(50);
+        while (pause) await sleep(50);
+        const kind = chooseFault(k);
+        let done!: () => void;
+        faultBusy = new Promise<void>((r) => (done = r));
+        const a = Date.now();
+        try {
+          const what = await inject(kind);
+          history.push(`## fault ${k + 1} ${new Date(a).toISOString().slice(11, 23)} ${what}`);
+          faultCounts[faultNames[kind]] = (faultCounts[faultNames[kind]] ?? 0) + 1;
+        } catch (err) {
+          violate(`fault ${kind} could not be injected or undone: ${(err as Error).stack ?? err}`);
+          // Bring everything back if something stayed down.
+          for (const [i, s] of cluster.servers.entries()) if (s.downSince !== null || !s.p?.alive()) await cluster.startServer(i).catch(() => undefined);
+          for (const [i, ag] of cluster.agents.entries()) if (ag.downSince !== null || !ag.p?.alive()) await cluster.startAgent(i).catch(() => undefined);
+        } finally {
+          faultsDone++;
+          done();
+        }
+      }
+    };
+
+    const sampler = setInterval(() => void sampleLocks(), 200);
+    const runStart = Date.now();
+    try {
+      await Promise.all([injector(), ...Array.from({ length: nClients }, (_, c) => client(c))]);
+    } finally {
+      clearInterval(sampler);
+    }
+    const runSeconds = (Date.now() - runStart) / 1000;
+    // Processes that died on their own are violations too.
+    for (const p of [...cluster.servers, ...cluster.agents]) if (!p.p?.alive()) violate(`${p.name} is not running at the end: ${p.p?.output().slice(-2000)}`);
+    await sampleLocks();
+    await check('final check');
+    const planted: string[] = [];
+    if (o.plant) {
+      const before = violations.length;
+      const vm = vms[0]!;
+      const zd = vm.disks.find((d) => d.kind === 'zfs')!;
+      const zcfg = cluster.storagesOf(vm.node).find((x) => x.name === 'zfs')!;
+      await zfsRun(['snapshot', `${zcfg.dataset}/${zd.path}@es-999999`]);
+      const fd = vm.disks.find((d) => d.kind === 'file')!;
+      const keep = fd.content;
+      await writeToken(fd, 'planted');
+      fd.content = keep;
+      const other = vms[1]!;
+      const victim = other.disks.flatMap((d) => [...d.snaps.values()].filter((x) => x.state === 'present' && x.id !== null))[0];
+      if (victim) await q('DELETE FROM snapshot WHERE id = $1', [victim.id]);
+      await check('planted check');
+      planted.push(...violations.splice(before).map((v) => v.what));
+    }
+    const total = Object.values(faultCounts).reduce((a, b) => a + b, 0);
+    return {
+      seed: o.seed,
+      ops: o.ops,
+      faults: faultCounts,
+      violations,
+      seconds: runSeconds,
+      opsPerS: o.ops / runSeconds,
+      outcomes,
+      history,
+      planted,
+      summary() {
+        const kinds = Object.entries(faultCounts).map(([k, n]) => `${n} ${k}`).join(', ');
+        return `chaos: ${o.ops} ops, ${total} faults${kinds ? ` (${kinds})` : ''}, ${violations.length} violations`;
+      },
+    };
+  } finally {
+    await guest.stop().catch(() => undefined);
+    await db.end().catch(() => undefined);
+    await cluster.stop();
+  }
+}
+
+/** The lines of history around each violation (by op index), for the report. */
+export function explain(report: ChaosReport, around = 6): string[] {
+  const out: string[] = [];
+  for (const v of report.violations) {
+    out.push(`violation (seed ${report.seed}, op ${v.op}): ${v.what}`);
+    const at = report.history.findIndex((h) => h.startsWith(`#${v.op} `));
+    const from = Math.max(0, (at < 0 ? report.history.length : at) - around);
+    for (const h of report.history.slice(from, from + 2 * around + 1)) out.push(`    ${h}`);
+  }
+  return out;
+}
