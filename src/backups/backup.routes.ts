@@ -4,7 +4,7 @@
  * backup.service.ts.
  */
 import type { ViewDef, ViewRequest, ViewResult } from '../http/view.js';
-import { requireAdmin, requireSuperAdmin } from '../http/auth.js';
+import { requireAdmin, requireSuperAdmin } from '../accounts/caller.js';
 import { FailureError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';
 import type { VmRow } from '../db/schema.js';

@@ -8,8 +8,8 @@
 import { ANNOUNCE_HOURS, announceRestore } from '../transport/trust.service.js';
 import type { Transaction } from 'kysely';
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
-import { requireAdmin } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
+import { requireAdmin } from '../accounts/caller.js';
 import type { Database, VmDiskRow, VmRow } from '../db/schema.js';
 import { ApiError, apiError, FailureError } from '../domain/errors.js';
 import { NAME_RE, NOTE_FORBIDDEN, parseBool, validateFields } from '../domain/validate.js';

@@ -7,7 +7,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { makeDummyTaskId } from '../domain/taskid.js';
 import type { ViewDef, ViewRequest, ViewResult } from './view.js';
 import { streamTask } from './stream.js';
-import { JsonText } from './json-text.js';
+import { JsonText } from '../lib/json-text.js';
 
 export function jsonIndent(request: FastifyRequest): number | undefined {
   const accept = request.headers['accept'];

@@ -21,7 +21,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import type { Database, VmDiskRow, VmRow } from '../db/schema.js';
 import { HOSTNAME_MAX, HOSTNAME_RE, VM_NOTREADY, VM_RUNNING, VM_STOPPED, VM_STOPPING } from '../domain/vm.js';
-import { insertVm, newVmRow } from '../vms/vm.repository.js';
+import { insertVm, newVmRow } from '../db/vm-rows.js';
 import { NO_STORAGE_ID, statusOfState } from './libvirt.domains.js';
 import type { DomainInventory, DomainReport } from './libvirt.inventory.js';
 import type { MappedDisk } from './disk-mapping.js';

@@ -15,7 +15,7 @@ import { CompiledQuery, type Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { isPostgres } from '../db/dialect.js';
 import { PLUCK } from '../db/sqlite-statements.js';
-import { JsonText } from '../http/json-text.js';
+import { JsonText } from '../lib/json-text.js';
 import type { Sort } from './snapshot.repository.js';
 
 export interface VmListFilter {

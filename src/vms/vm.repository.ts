@@ -3,7 +3,7 @@
  * snapshot definitions), plus the few lookups of users, nodes and storages that VM input names.
  * No rules here: those live in vm.service.ts and disk.service.ts.
  */
-import type { Insertable, Kysely, Transaction, Updateable } from 'kysely';
+import type { Kysely, Transaction, Updateable } from 'kysely';
 import { SYSTEM_USER_ID } from '../domain/system.js';
 import type { Database, NodeRow, NodeStorageRow, TaskRow, UserRow, VmDiskRow, VmRow, VmTable } from '../db/schema.js';
 
@@ -58,36 +58,8 @@ export async function vmByUuid(db: Db, uuid: string): Promise<VmRow | undefined>
   return db.selectFrom('vm').selectAll().where('uuid', '=', uuid).executeTakeFirst();
 }
 
-/** What a new VM's row needs; everything else has the defaults of `newVmRow`. */
-export type NewVm = Pick<Insertable<VmTable>, 'uuid' | 'hostname' | 'dc_id' | 'owner_id' | 'node_id' | 'status'> & Partial<Insertable<VmTable>>;
-
-/**
- * A new VM's row: alias = hostname, brand kvm, no guest sockets, no snapshot limits, status changed,
- * created and changed `now`; any of them can be given in `vm`.
- *
- * @example
- *   await insertVm(db, newVmRow({ uuid, hostname: 'web01', dc_id: 1, owner_id: 1, node_id: 1, status: 1 }, now));
- */
-export function newVmRow(vm: NewVm, now: string): Insertable<VmTable> {
-  return {
-    alias: vm.hostname,
-    brand: 'kvm',
-    status_change: now,
-    qmp_socket: null,
-    qga_socket: null,
-    snapshot_limit_manual: null,
-    snapshot_limit_auto: null,
-    snapshot_size_limit: null,
-    snapshot_size_percent_limit: null,
-    created: now,
-    changed: now,
-    ...vm,
-  };
-}
-
-export async function insertVm(db: Db, row: Insertable<VmTable>): Promise<VmRow> {
-  return db.insertInto('vm').values(row).returningAll().executeTakeFirstOrThrow();
-}
+// The new-VM row builder lives below the features (the libvirt inventory uses it too).
+export { insertVm, newVmRow, type NewVm } from '../db/vm-rows.js';
 
 /** The updated row, or undefined when the VM was deleted since it was read. */
 export async function updateVm(db: Db, uuid: string, set: Updateable<VmTable>): Promise<VmRow | undefined> {

@@ -133,8 +133,8 @@ export const LAYERS: readonly string[] = [
   'bin', 'cli',
   '.',
   'http',
-  'overview', 'backups', 'metrics', 'definitions', 'scheduler', 'agent', 'snapshots', 'vms', 'accounts', 'tasks', 'nodes', 'alerts', 'health',
-  'queue', 'storage', 'hypervisor', 'guest', 'db',
+  'agent', 'overview', 'backups', 'metrics', 'definitions', 'scheduler', 'snapshots', 'vms', 'accounts', 'tasks', 'nodes', 'alerts', 'health',
+  'transport', 'queue', 'storage', 'hypervisor', 'guest', 'db',
   'domain', 'lib',
 ];
 
