@@ -27,7 +27,7 @@ import { Transform, type Readable, type Writable } from 'node:stream';
 import { createDriver, type StorageConfig } from '../storage/drivers.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { NodeCommandRunner } from '../storage/node-runner.js';
-import { streamingOf } from '../storage/stream.js';
+import { diskWriterOf, snapshotReaderOf } from '../storage/stream.js';
 import { announcedReceive } from './announcements.js';
 import { COMMIT_PREFIX, EXIT_BASE_MISSING, EXIT_FAILED, EXIT_REFUSED, parseServeRequest, ServeRefusal, type ServeRequest } from './serve-request.js';
 import { nativeBaseSnapshot, nativeKind, nativeSnapshotExists, sendArgv } from './native-streams.js';
@@ -93,9 +93,10 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
         await streamOut(io, sendArgv(cfg, r.disk, r.snapshot, r.base));
         return;
       }
-      const streaming = streamingOf(createDriver(cfg, io.runner));
-      if (!streaming) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot stream images`, EXIT_REFUSED);
-      const read = await streaming.readSnapshotStream({ path: r.disk }, r.snapshot);
+      // A driver may read snapshots before it can write disks (qcow2): the reader alone.
+      const reader = snapshotReaderOf(createDriver(cfg, io.runner));
+      if (!reader) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot stream images`, EXIT_REFUSED);
+      const read = await reader.readSnapshotStream({ path: r.disk }, r.snapshot);
       await Promise.all([pipeline(read.stream, io.stdout, { end: false }), read.done()]);
       return;
     }
@@ -104,9 +105,9 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
       if (size === null) {
         throw new ServeFailure(`no restore task ${r.taskId} of ${where} was announced to this node`, EXIT_REFUSED);
       }
-      const streaming = streamingOf(createDriver(cfg, io.runner));
-      if (!streaming) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot write images`, EXIT_REFUSED);
-      const write = await streaming.openDiskWrite({ path: r.disk, sizeBytes: size });
+      const writer = diskWriterOf(createDriver(cfg, io.runner));
+      if (!writer) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot write images`, EXIT_REFUSED);
+      const write = await writer.openDiskWrite({ path: r.disk, sizeBytes: size });
       // The image (exactly `size` bytes), then the sender's `commit <sha-256>\n` (ssh-transfer.ts).
       const hash = createHash('sha256');
       let received = 0;
