@@ -8,7 +8,7 @@
  *   so the backup node sends a full stream instead.
  * - `send image`: the snapshot's raw image (the driver's readSnapshotStream) to stdout.
  * - `receive`: only while the server has announced that restore task for that disk to this node
- *   (announcements.ts): stdin goes to the driver's crash-safe disk write, committed only when
+ *   (announcements.ts; waited for a while, bounded, since a busy agent may apply it late): stdin goes to the driver's crash-safe disk write, committed only when
  *   exactly the disk's size arrived followed by the sender's `commit <sha-256>` line naming the
  *   same SHA-256; an abort or a dropped connection ends without it (old bytes stay).
  * - `snapshot` / `release`: take or destroy a backup's `is-<n>` source snapshot.
@@ -31,7 +31,7 @@ import { diskWriterOf, snapshotReaderOf } from '../storage/stream.js';
 import { announcedReceive } from './announcements.js';
 import { COMMIT_PREFIX, EXIT_BASE_MISSING, EXIT_FAILED, EXIT_REFUSED, parseServeRequest, ServeRefusal, type ServeRequest } from './serve-request.js';
 import { nativeBaseSnapshot, nativeKind, nativeSnapshotExists, sendArgv } from './native-streams.js';
-import type { ServeConfig } from './trust-files.js';
+import { ANNOUNCE_WAIT_MS, type ServeConfig } from './trust-files.js';
 
 export interface ServeIo {
   readonly stdin: Readable;
@@ -101,7 +101,7 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
       return;
     }
     case 'receive': {
-      const size = await announcedReceive(config.announcedDir, r.taskId, r.storage, r.disk, io.now());
+      const size = await awaitAnnouncement(config, r, io);
       if (size === null) {
         throw new ServeFailure(`no restore task ${r.taskId} of ${where} was announced to this node`, EXIT_REFUSED);
       }
@@ -153,6 +153,22 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
         await driver.create({ path: r.disk }, r.snapshot, { name: r.snapshot });
       }
       return;
+  }
+}
+
+/**
+ * The announced disk size of a receive, polled until it appears or serve.json's announceWaitMs
+ * (default ANNOUNCE_WAIT_MS) has passed: the server queues the announcement to this node before
+ * the restore task to the backup node, but a busy agent may apply it after the backup node has
+ * connected. Null: not announced within the wait.
+ */
+async function awaitAnnouncement(config: ServeConfig, r: Extract<ServeRequest, { op: 'receive' }>, io: ServeIo): Promise<number | null> {
+  const waitMs = config.announceWaitMs ?? ANNOUNCE_WAIT_MS;
+  const end = Date.now() + waitMs;
+  for (;;) {
+    const size = await announcedReceive(config.announcedDir, r.taskId, r.storage, r.disk, io.now());
+    if (size !== null || Date.now() >= end) return size;
+    await new Promise((res) => setTimeout(res, Math.min(250, Math.max(1, end - Date.now()))));
   }
 }
 
