@@ -10,6 +10,10 @@
  * (`send image`) into restic. It is restored through the API over SSH into a second VM on compute1
  * (`receive`, announced by the server), then compute1's qcow2 storage is destroyed and the backup is
  * restored on backup1 into a VM there: the bytes are those of the snapshot the backup read.
+ *
+ * Type 1 on zfs-fuse (compute1's dataset storage `ztank`, backup1's `zbkp`): a full backup, then an
+ * incremental one after a change, both pulled over SSH (`send dataset`); compute1's dataset is
+ * destroyed and both backups are restored on backup1 with the bytes they were taken with.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -22,10 +26,12 @@ import { NodeCommandRunner } from '../../src/storage/node-runner.js';
 import { parseSshAddress } from '../../src/transport/ssh-address.js';
 import { makeNodeVm, newClusterDb, silentLogger, startClusterServer, waitFor, waitNodeOnline, type ClusterDb, type ClusterServer } from '../cluster/cluster.helpers.js';
 import { useTempDirs } from '../helpers/temp-dirs.js';
-import { platformUnavailable } from '../platform/require.js';
+import { platformUnavailable, requirePlatform } from '../platform/require.js';
 import { resticUnavailable } from '../platform/restic.js';
 import { qemuUnavailable } from '../platform/qemu.js';
 import { startSshd, sshdUnavailable, waitForProcessesGone, type PrivateSshd } from '../platform/sshd.js';
+import { makeZfsPool, zfsUnavailable, type ZfsPool } from '../platform/zfs.js';
+import { ZfsDriver } from '../../src/storage/zfs/zfs.driver.js';
 
 const MiB = 1024 * 1024;
 const runner = new NodeCommandRunner();
@@ -53,6 +59,15 @@ async function guestSha(image: string, dir: string): Promise<string> {
   }
 }
 
+/** `zfs destroy -r -f`, retried while zfs-fuse says busy (its daemon winding down a mount or a receive). */
+async function destroyDataset(name: string): Promise<void> {
+  for (let i = 0; i < 120; i++) {
+    const r = await runner.run(['zfs', 'destroy', '-r', '-f', name]);
+    if (r.code === 0 || /does not exist/.test(r.stderr)) return;
+    await new Promise((res) => setTimeout(res, 500));
+  }
+}
+
 describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nodes', async () => {
   const reason = (await sshdUnavailable()) ?? (await resticUnavailable()) ?? (await qemuUnavailable());
   if (reason !== null) return platformUnavailable('cluster backups over SSH', reason);
@@ -63,9 +78,17 @@ describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nod
   let sshd: PrivateSshd;
   const agents: AgentRuntime[] = [];
   let root: string;
+  // Type 1 on zfs-fuse: a dataset `src` (compute1's storage `ztank`) and `bkp` (backup1's `zbkp`) of one pool.
+  const zfsReason = await zfsUnavailable();
+  let pool: ZfsPool | null = null;
 
   beforeAll(async () => {
     root = await tempDir('esnap-bkp-cluster-');
+    if (zfsReason === null) {
+      pool = await makeZfsPool(320);
+      for (const ds of ['src', 'bkp']) await must(['zfs', 'create', `${pool.name}/${ds}`]);
+    }
+    const zfs = (name: string, ds: string) => (pool ? [{ name, driver: 'zfs', dataset: `${pool.name}/${ds}` }] : []);
     db = await newClusterDb();
     server = await startClusterServer(db, { streamTimeoutS: 300 });
     const computeSsh = join(root, 'compute-ssh');
@@ -79,6 +102,7 @@ describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nod
         storages: [
           { name: 'default', driver: 'file', root: join(root, 'compute-storage') },
           { name: 'qcow', driver: 'qcow2', root: join(root, 'compute-qcow') },
+          ...zfs('ztank', 'src'),
         ],
         heartbeatS: 1,
         log: silentLogger,
@@ -92,6 +116,7 @@ describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nod
         storages: [
           { name: 'default', driver: 'file', root: join(root, 'backup-default') },
           { name: 'backup', driver: 'file', root: join(root, 'backup-restic') },
+          ...zfs('zbkp', 'bkp'),
         ],
         heartbeatS: 1,
         log: silentLogger,
@@ -113,6 +138,10 @@ describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nod
     await waitForProcessesGone([join(root ?? '/nonexistent', 'compute-ssh')]);
     await server?.close();
     await db?.drop();
+    if (pool) {
+      for (const ds of ['bkp', 'src']) await destroyDataset(`${pool.name}/${ds}`);
+      await pool.cleanup();
+    }
   });
 
   it('backs up over SSH, restores over SSH on the source node, and on the backup node after the source storage is gone', async () => {
@@ -155,5 +184,50 @@ describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nod
     // Verify re-reads the backup on backup1.
     const v = await s.stream('PUT', `/api/vm/web01/backup/${b.name}`, { body: { verify: true } });
     expect(v.finalStatus, JSON.stringify(v.final)).toBe(200);
+  }, 600_000);
+
+  it('type 1 on zfs-fuse: full, then incremental over SSH; restored on the backup node after the source dataset is gone', async (ctx) => {
+    if (!pool) return requirePlatform(`type 1 on zfs-fuse: ${zfsReason}`) ? undefined : ctx.skip();
+    const s = server;
+    const db = s.runtime.ctx.db;
+    const vm = await makeNodeVm(s, 'compute1', 'db01', { disks: [24] });
+    const target = await makeNodeVm(s, 'backup1', 'db02', { disks: [24] });
+    const ztank = await db.selectFrom('node_storage').innerJoin('node', 'node.id', 'node_storage.node_id').select('node_storage.id').where('node.hostname', '=', 'compute1').where('node_storage.name', '=', 'ztank').executeTakeFirstOrThrow();
+    await db.updateTable('vm_disk').set({ storage_id: ztank.id }).where('vm_uuid', '=', vm.uuid).execute();
+    await rm(vm.diskPaths[0]!);
+    const path = (await db.selectFrom('vm_disk').select('path').where('vm_uuid', '=', vm.uuid).executeTakeFirstOrThrow()).path;
+    const driver = new ZfsDriver({ dataset: `${pool.name}/src`, runner });
+    await driver.createDisk({ path, sizeBytes: 24 * MiB });
+    const image = await driver.imagePathOf({ path });
+    await must(['dd', 'if=/dev/urandom', `of=${image}`, 'bs=1M', 'count=6', 'seek=2', 'conv=notrunc,fsync', 'status=none']);
+
+    const def = await s.req('POST', '/api/vm/db01/define/backup/hourly', { body: { type: 1, node: 'backup1', zpool: 'zbkp', schedule: '0 * * * *', retention: 4 } });
+    expect(def.status, def.text).toBe(201);
+    const names: string[] = [];
+    const sums: string[] = [];
+    for (const round of [0, 1]) {
+      if (round === 1) await must(['dd', 'if=/dev/urandom', `of=${image}`, 'bs=1M', 'count=1', 'seek=12', 'conv=notrunc,fsync', 'status=none']);
+      sums.push(await sha256(image));
+      const c = await s.stream('POST', '/api/vm/db01/backup/hourly', { body: {} });
+      expect(c.finalStatus, JSON.stringify(c.final)).toBe(200);
+      expect(JSON.stringify(c.final)).toContain(round === 0 ? 'full=true' : 'full=false');
+      const list = await s.req('GET', '/api/vm/db01/backup', { query: { full: 'true' } });
+      const b = (list.body.result as Array<{ name: string; status: number }>).find((x) => !names.includes(x.name))!;
+      expect(b.status).toBe(1);
+      names.push(b.name);
+      const row = await db.selectFrom('backup').select('checksum').where('name', '=', b.name).executeTakeFirstOrThrow();
+      expect(row.checksum).toBe(sums[round]);
+      // Backup names have a resolution of one second.
+      await new Promise((res) => setTimeout(res, 1100));
+    }
+
+    // The source dataset is destroyed; the first (full) and the incremental backup restore on backup1.
+    await destroyDataset(`${pool.name}/src`);
+    expect((await runner.run(['zfs', 'list', `${pool.name}/src`])).code).not.toBe(0);
+    for (const [i, name] of names.entries()) {
+      const r = await s.stream('PUT', `/api/vm/db01/backup/${name}`, { body: { target_hostname_or_uuid: 'db02', target_disk_id: 1 } });
+      expect(r.finalStatus, JSON.stringify(r.final)).toBe(200);
+      expect(await sha256(target.diskPaths[0]!)).toBe(sums[i]);
+    }
   }, 600_000);
 });
