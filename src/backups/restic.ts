@@ -193,6 +193,9 @@ export class Restic {
           throw err;
         });
         const [fedErr, readErr] = await Promise.all([fed, read]);
+        // A source that failed first is the cause, not restic's read error that followed.
+        const sourceErr = readErr ?? fedErr;
+        if (r.code !== 0 && sourceErr) throw new StorageError('backend', `cannot read the snapshot: ${sourceErr instanceof Error ? sourceErr.message : String(sourceErr)}`, { cause: sourceErr });
         if (r.code !== 0) throw resticError('restic backup', r);
         const summary = r.stdout
           .split('\n')

@@ -32,6 +32,8 @@ export interface AgentSshOptions {
   readonly storages: readonly StorageConfig[];
   /** The entry script sshd runs as the forced command (default: this build's bin/esnap-ssh-serve.js). */
   readonly serveScript?: string;
+  /** serve.json's announceWaitMs (tests shorten it; default ANNOUNCE_WAIT_MS). */
+  readonly announceWaitMs?: number;
 }
 
 export class AgentSsh {
@@ -57,7 +59,7 @@ export class AgentSsh {
       // The node still works and can be a backup node; it cannot be a backup source until it has one.
       log.warn({ err: (err as Error).message }, 'no SSH host key for ESNAP_NODE_ADDRESS: backup nodes cannot reach this node');
     }
-    const serveConfig = await writeServeConfig(opts.dir, opts.node, opts.storages);
+    const serveConfig = await writeServeConfig(opts.dir, opts.node, opts.storages, opts.announceWaitMs);
     return new AgentSsh({ address: formatSshAddress(opts.address), publicKey, hostKey }, serveConfig, command, opts, log);
   }
 

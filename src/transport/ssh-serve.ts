@@ -8,7 +8,7 @@
  *   so the backup node sends a full stream instead.
  * - `send image`: the snapshot's raw image (the driver's readSnapshotStream) to stdout.
  * - `receive`: only while the server has announced that restore task for that disk to this node
- *   (announcements.ts): stdin goes to the driver's crash-safe disk write, committed only when
+ *   (announcements.ts; waited for a while, bounded, since a busy agent may apply it late): stdin goes to the driver's crash-safe disk write, committed only when
  *   exactly the disk's size arrived followed by the sender's `commit <sha-256>` line naming the
  *   same SHA-256; an abort or a dropped connection ends without it (old bytes stay).
  * - `snapshot` / `release`: take or destroy a backup's `is-<n>` source snapshot.
@@ -27,11 +27,11 @@ import { Transform, type Readable, type Writable } from 'node:stream';
 import { createDriver, type StorageConfig } from '../storage/drivers.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { NodeCommandRunner } from '../storage/node-runner.js';
-import { streamingOf } from '../storage/stream.js';
+import { diskWriterOf, snapshotReaderOf } from '../storage/stream.js';
 import { announcedReceive } from './announcements.js';
 import { COMMIT_PREFIX, EXIT_BASE_MISSING, EXIT_FAILED, EXIT_REFUSED, parseServeRequest, ServeRefusal, type ServeRequest } from './serve-request.js';
 import { nativeBaseSnapshot, nativeKind, nativeSnapshotExists, sendArgv } from './native-streams.js';
-import type { ServeConfig } from './trust-files.js';
+import { ANNOUNCE_WAIT_MS, type ServeConfig } from './trust-files.js';
 
 export interface ServeIo {
   readonly stdin: Readable;
@@ -93,20 +93,21 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
         await streamOut(io, sendArgv(cfg, r.disk, r.snapshot, r.base));
         return;
       }
-      const streaming = streamingOf(createDriver(cfg, io.runner));
-      if (!streaming) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot stream images`, EXIT_REFUSED);
-      const read = await streaming.readSnapshotStream({ path: r.disk }, r.snapshot);
+      // A driver may read snapshots before it can write disks (qcow2): the reader alone.
+      const reader = snapshotReaderOf(createDriver(cfg, io.runner));
+      if (!reader) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot stream images`, EXIT_REFUSED);
+      const read = await reader.readSnapshotStream({ path: r.disk }, r.snapshot);
       await Promise.all([pipeline(read.stream, io.stdout, { end: false }), read.done()]);
       return;
     }
     case 'receive': {
-      const size = await announcedReceive(config.announcedDir, r.taskId, r.storage, r.disk, io.now());
+      const size = await awaitAnnouncement(config, r, io);
       if (size === null) {
         throw new ServeFailure(`no restore task ${r.taskId} of ${where} was announced to this node`, EXIT_REFUSED);
       }
-      const streaming = streamingOf(createDriver(cfg, io.runner));
-      if (!streaming) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot write images`, EXIT_REFUSED);
-      const write = await streaming.openDiskWrite({ path: r.disk, sizeBytes: size });
+      const writer = diskWriterOf(createDriver(cfg, io.runner));
+      if (!writer) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot write images`, EXIT_REFUSED);
+      const write = await writer.openDiskWrite({ path: r.disk, sizeBytes: size });
       // The image (exactly `size` bytes), then the sender's `commit <sha-256>\n` (ssh-transfer.ts).
       const hash = createHash('sha256');
       let received = 0;
@@ -152,6 +153,22 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
         await driver.create({ path: r.disk }, r.snapshot, { name: r.snapshot });
       }
       return;
+  }
+}
+
+/**
+ * The announced disk size of a receive, polled until it appears or serve.json's announceWaitMs
+ * (default ANNOUNCE_WAIT_MS) has passed: the server queues the announcement to this node before
+ * the restore task to the backup node, but a busy agent may apply it after the backup node has
+ * connected. Null: not announced within the wait.
+ */
+async function awaitAnnouncement(config: ServeConfig, r: Extract<ServeRequest, { op: 'receive' }>, io: ServeIo): Promise<number | null> {
+  const waitMs = config.announceWaitMs ?? ANNOUNCE_WAIT_MS;
+  const end = Date.now() + waitMs;
+  for (;;) {
+    const size = await announcedReceive(config.announcedDir, r.taskId, r.storage, r.disk, io.now());
+    if (size !== null || Date.now() >= end) return size;
+    await new Promise((res) => setTimeout(res, Math.min(250, Math.max(1, end - Date.now()))));
   }
 }
 

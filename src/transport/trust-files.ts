@@ -39,7 +39,15 @@ export interface ServeConfig {
   readonly storages: readonly StorageConfig[];
   /** Folder of the announced restores. */
   readonly announcedDir: string;
+  /**
+   * How long a receive waits for its announcement (default ANNOUNCE_WAIT_MS): the announcement is
+   * a job on this node's queue, and a busy agent may apply it after the backup node has connected.
+   */
+  readonly announceWaitMs?: number;
 }
+
+/** Default wait of a receive for its restore announcement. */
+export const ANNOUNCE_WAIT_MS = 30_000;
 
 /** Characters a path in the forced command may have: it is read by the login shell, inside double quotes. */
 const SAFE_PATH_RE = /^\/[A-Za-z0-9/._+-]+$/;
@@ -106,8 +114,8 @@ export async function applyTrust(dir: string, trust: TrustSet, command: string):
 }
 
 /** Writes serve.json for the forced command. */
-export async function writeServeConfig(dir: string, node: string, storages: readonly StorageConfig[]): Promise<ServeConfig> {
-  const config: ServeConfig = { node, storages, announcedDir: join(dir, ANNOUNCED_DIR) };
+export async function writeServeConfig(dir: string, node: string, storages: readonly StorageConfig[], announceWaitMs?: number): Promise<ServeConfig> {
+  const config: ServeConfig = { node, storages, announcedDir: join(dir, ANNOUNCED_DIR), ...(announceWaitMs !== undefined ? { announceWaitMs } : {}) };
   await mkdir(config.announcedDir, { recursive: true, mode: 0o700 });
   await writeIfChanged(dir, SERVE_CONFIG_FILE, `${JSON.stringify(config, null, 2)}\n`);
   return config;

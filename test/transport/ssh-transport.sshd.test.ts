@@ -57,7 +57,8 @@ async function makePair(dir: string, storages: readonly StorageConfig[]): Promis
   const srcDir = join(dir, 'source-ssh');
   const sshd = await startSshd({ dir: join(dir, 'sshd'), authorizedKeysFile: join(srcDir, 'authorized_keys') });
   const address = parseSshAddress(`${sshd.user}@127.0.0.1:${sshd.port}`)!;
-  const source = await AgentSsh.start(runner, { dir: srcDir, node: 'source', address, storages, serveScript: SSH_SERVE_BIN }, log);
+  // A receive nobody announced is refused after a short wait here (the default waits 30 s for a late announcement).
+  const source = await AgentSsh.start(runner, { dir: srcDir, node: 'source', address, storages, serveScript: SSH_SERVE_BIN, announceWaitMs: 300 }, log);
   // The backup node's own sshd is not part of this test: its host key is given as a file.
   const bkpDir = join(dir, 'backup-ssh');
   const backup = await AgentSsh.start(runner, { dir: bkpDir, node: 'backup', address: parseSshAddress('root@127.0.0.1:1')!, storages: [], serveScript: SSH_SERVE_BIN }, log);
