@@ -5,6 +5,7 @@
  * a backup stays listed and restorable after its VM, node or pool is gone, reached through the
  * VM's original hostname.
  */
+import { vmTask } from '../tasks/vm-task.js';
 import { ANNOUNCE_HOURS, announceRestore } from '../transport/trust.service.js';
 import type { Transaction } from 'kysely';
 import type { AppContext } from '../app-context.js';
@@ -237,14 +238,7 @@ export async function planCreateBackup(ctx: AppContext, caller: Caller, hostname
   const tz = auto ? 'a' : 'e';
   return {
     kind: 'backup_create',
-    type: tz,
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: vm.dc_id,
-    dcBound: true,
-    vmUuid: vm.uuid,
-    node: { id: define.node_id, hostname: define.node_hostname },
+    ...vmTask(caller, vm, { id: define.node_id, hostname: define.node_hostname }, tz),
     // The backup reads a snapshot of the disk: snapshot operations on it wait (lock refused).
     locks: [backupLockKey(vm.uuid, disk.real_id), diskLockKey(vm.uuid, disk.real_id)],
     apiview: apiview('POST', { vm_hostname: vm.hostname, vm_disk_id: diskArrayId, name }, true),
@@ -316,14 +310,7 @@ export async function submitCleanup(ctx: AppContext, node: { id: number; hostnam
   const caller = await systemCaller(ctx, vm.dc_id);
   await ctx.tasks.submit({
     kind: 'backup_cleanup',
-    type: 'a',
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: vm.dc_id,
-    dcBound: true,
-    vmUuid: vm.uuid,
-    node,
+    ...vmTask(caller, vm, node, 'a'),
     locks: [],
     apiview: { view: 'vm_backup', method: 'DELETE', hostname: vm.hostname, cleanup: true },
     log: { msg: 'Remove leftovers of a failed backup', detail: logDetail([['hostname', vm.hostname], ['backup_id', p.backupId]]), object: { type: 'vm', name: vm.hostname, alias: vm.alias, pk: vm.uuid } },
@@ -426,14 +413,7 @@ async function restoreBackup(ctx: AppContext, caller: Caller, t: BackupTarget, d
   const now = ctx.clock.now().toISOString();
   return ctx.tasks.submit<BackupRestoreContext>({
     kind: 'backup_restore',
-    type: 'e',
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: vm.owner_id,
-    dcId: vm.dc_id,
-    dcBound: true,
-    vmUuid: vm.uuid,
-    node: { id: node.id, hostname: node.hostname },
+    ...vmTask(caller, vm, node, 'e'),
     locks: [backupLockKey(vm.uuid, disk.real_id), diskLockKey(vm.uuid, disk.real_id)],
     apiview: apiview('PUT', bkp, bkp.vm_uuid !== null, {
       target_hostname: vm.hostname,
