@@ -7,7 +7,9 @@
  * - `database`: its pg-boss connection answers a query (the queue depth of its node);
  * - `storages`: every storage driver is initialised;
  * - `registration`: its `register` message, with storages and sizes, is in the queue the servers
- *   consume and it works its node's queue; not so before that, nor from the moment it begins to stop.
+ *   consume and it works its node's queue; not so before that, nor from the moment it begins to stop;
+ * - `libvirt` (ESNAP_HYPERVISOR=libvirt, once a server has answered an inventory): the node's
+ *   skipped domains counted by reason, never named (src/hypervisor/libvirt.skips.ts); it stays ok.
  *
  * The server starts before the agent connects (so /healthz answers while a start-up waits for the
  * database) and stops after the agent has stopped: start and stop are symmetric around it.
@@ -16,6 +18,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../app-context.js';
 import { HEALTHY_BODY, runChecks, type HealthCheck, type Readiness } from '../health/health.checks.js';
+import type { SkipSummary } from '../hypervisor/libvirt.skips.js';
 
 /** What the agent runtime has reached; it updates this object as it starts and stops. */
 export interface AgentHealthState {
@@ -25,10 +28,12 @@ export interface AgentHealthState {
   /** Registered, and taking work from its node's queue. */
   registered: boolean;
   stopping: boolean;
+  /** The node's skipped libvirt domains as the servers last reported them; null: no report (yet). */
+  libvirtSkips: (() => SkipSummary | null) | null;
 }
 
 export function newAgentHealthState(): AgentHealthState {
-  return { ping: null, storagesReady: false, registered: false, stopping: false };
+  return { ping: null, storagesReady: false, registered: false, stopping: false, libvirtSkips: null };
 }
 
 export function agentReadiness(state: AgentHealthState): Promise<Readiness> {
@@ -54,6 +59,8 @@ export function agentReadiness(state: AgentHealthState): Promise<Readiness> {
       },
     },
   ];
+  const skipped = state.libvirtSkips?.() ?? null;
+  if (skipped !== null) checks.push({ name: 'libvirt', probe: async () => skipped });
   return runChecks(checks);
 }
 

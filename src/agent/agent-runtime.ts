@@ -42,6 +42,7 @@ import { AgentSsh, type AgentSshOptions } from '../transport/agent-ssh.js';
 import { SshTransfer } from '../transport/ssh-transfer.js';
 import { StorageError } from '../storage/driver.js';
 import { CONTROL_KINDS } from '../transport/trust.service.js';
+import { SKIPS_KIND, SkipBoard } from '../hypervisor/libvirt.skips.js';
 
 function heartbeat(node: string): RegisterMessage {
   return { type: 'heartbeat', node, at: new Date().toISOString() };
@@ -178,6 +179,16 @@ export class AgentRuntime {
         ssh = side;
         rt.ssh = side;
         agent.control = (msg) => side.control(msg);
+      }
+      if (opts.hypervisor?.kind === 'libvirt') {
+        // The servers apply this node's inventories and answer each with its skipped domains.
+        const skips = new SkipBoard(node, log);
+        healthState.libvirtSkips = () => skips.summary();
+        const other = agent.control;
+        agent.control = async (msg) => {
+          if (msg.kind === SKIPS_KIND) skips.receive(msg.payload);
+          else await other?.(msg);
+        };
       }
       const register: RegisterMessage = {
         type: 'register',

@@ -7,6 +7,9 @@
  *   control message, src/transport/trust.service.ts), then
  *   `heartbeat` every ESNAP_NODE_SILENCE_S / 3 seconds, and `usage` with the storages' fresh size
  *   and free bytes after tasks that change them and every minute (src/nodes/storage.usage.ts).
+ *   With ESNAP_HYPERVISOR=libvirt, `domains` with the node's domain inventory; the server applying
+ *   it answers with a `libvirt_skips` control message (the skipped domains, for the agent's /readyz:
+ *   src/hypervisor/libvirt.skips.ts).
  * - `esnap.results`: `started` when the agent has taken a task's job (the job's move to `active`
  *   in pg-boss is the claim: from then on the task can no longer be withdrawn or cancelled), and
  *   `finished` with the outcome. `interrupted` marks a failure the agent reports for a job it found

@@ -25,6 +25,9 @@ import { insertVm, newVmRow } from '../db/vm-rows.js';
 import { NO_STORAGE_ID, statusOfState } from './libvirt.domains.js';
 import type { DomainInventory, DomainReport } from './libvirt.inventory.js';
 import type { MappedDisk } from './disk-mapping.js';
+import { logSkipChanges, skipSummary, type DomainConflict, type SkipSummary } from './libvirt.skips.js';
+
+export type { DomainConflict } from './libvirt.skips.js';
 
 export const VM_NOTCREATED = 9;
 const DEFAULT_DC = 'main';
@@ -32,15 +35,13 @@ const ADMIN_ID = 1;
 
 const STATUS: Readonly<Record<string, number>> = { running: VM_RUNNING, stopping: VM_STOPPING, stopped: VM_STOPPED };
 
-export interface DomainConflict {
-  readonly uuid: string;
-  readonly name: string;
-  readonly reason: string;
-}
-
 export interface ApplyResult {
   readonly applied: number;
   readonly conflicts: readonly DomainConflict[];
+  /** The node's skip list differs from the one before this inventory. */
+  readonly changed: boolean;
+  /** The inventory was older than one already applied: nothing was written. */
+  readonly stale: boolean;
 }
 
 type Trx = Transaction<Database>;
@@ -56,15 +57,9 @@ const APPLY_GROUP = 25;
  * counted by reason (`skipped_domains`, `skipped`); null when it applied none. A conflict does not
  * make the process unready; it stays listed until resolved.
  */
-export function libvirtSkipSummary(): { skipped_domains: number; skipped: string } | null {
+export function libvirtSkipSummary(): SkipSummary | null {
   if (libvirtConflicts.size === 0) return null;
-  const byReason = new Map<string, number>();
-  for (const list of libvirtConflicts.values()) for (const c of list) byReason.set(c.reason, (byReason.get(c.reason) ?? 0) + 1);
-  const total = [...byReason.values()].reduce((a, b) => a + b, 0);
-  return {
-    skipped_domains: total,
-    skipped: total === 0 ? '' : `${[...byReason].map(([r, n]) => `${r} (${n})`).join('; ')}: see 'libvirt domain skipped' in the log`,
-  };
+  return skipSummary([...libvirtConflicts.values()].flat());
 }
 
 export async function applyInventory(ctx: AppContext, inv: DomainInventory): Promise<ApplyResult> {
@@ -73,7 +68,7 @@ export async function applyInventory(ctx: AppContext, inv: DomainInventory): Pro
   const node = await ctx.db.selectFrom('node').selectAll().where('hostname', '=', inv.node).executeTakeFirst();
   if (!node) throw new Error(`libvirt inventory of unknown node ${inv.node}`);
   const last = lastApplied.get(inv.node);
-  if (last !== undefined && last > inv.at) return { applied: 0, conflicts: libvirtConflicts.get(inv.node) ?? [] };
+  if (last !== undefined && last > inv.at) return { applied: 0, conflicts: libvirtConflicts.get(inv.node) ?? [], changed: false, stale: true };
   lastApplied.set(inv.node, inv.at);
   const dc = await ctx.db.selectFrom('dc').selectAll().where('name', '=', inv.dc ?? DEFAULT_DC).executeTakeFirst();
   if (!dc) throw new Error(`ESNAP_LIBVIRT_DC ${inv.dc ?? DEFAULT_DC} is not a DC`);
@@ -118,14 +113,9 @@ export async function applyInventory(ctx: AppContext, inv: DomainInventory): Pro
     conflicts.unshift(...previous.filter((c) => !read.has(c.uuid) && present.has(c.uuid)));
   }
   libvirtConflicts.set(inv.node, conflicts);
-  if (JSON.stringify(conflicts) !== before) {
-    for (const c of conflicts) ctx.log.warn({ node: inv.node, domain: c.name, uuid: c.uuid, reason: c.reason }, 'libvirt domain skipped');
-    const still = new Set(conflicts.map((c) => c.uuid));
-    for (const c of JSON.parse(before) as DomainConflict[]) {
-      if (!still.has(c.uuid)) ctx.log.info({ node: inv.node, domain: c.name, uuid: c.uuid }, 'libvirt domain no longer skipped');
-    }
-  }
-  return { applied, conflicts };
+  const skipsChanged = JSON.stringify(conflicts) !== before;
+  logSkipChanges(ctx.log, inv.node, previous, conflicts);
+  return { applied, conflicts, changed: skipsChanged, stale: false };
 }
 
 interface CurrentVm {

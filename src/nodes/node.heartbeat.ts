@@ -11,7 +11,7 @@ import { nodeQueueName, REGISTER_QUEUE, type PgBossQueue } from '../queue/pgboss
 import { NODE_ONLINE, registerNode, updateStorageUsage } from './node.repository.js';
 import { Ticker } from '../lib/ticker.js';
 import { applyInventory } from '../hypervisor/libvirt.rows.js';
-import { broadcastTrust, recordSsh } from '../transport/trust.service.js';
+import { broadcastTrust, recordSsh, type ControlMessage } from '../transport/trust.service.js';
 
 export const NODE_UNREACHABLE = 3;
 
@@ -64,7 +64,17 @@ export async function consumeRegistrations(ctx: AppContext, queue: PgBossQueue):
         await broadcastTrust(ctx.db, (node, msg) => queue.publishReliably(nodeQueueName(node), msg));
         ctx.log.info({ node: m.node, storages: m.storages.map((s) => s.name) }, 'node registered');
       } else if (m.type === 'domains') {
-        await applyInventory(ctx, m);
+        const r = await applyInventory(ctx, m);
+        // The agent's /readyz shows its node's skips: a full inventory always answers (a restarted
+        // agent, or one another server answered last, learns the current list within a resync), a
+        // partial one when the list changed.
+        if (!r.stale && (!m.partial || r.changed)) {
+          await queue.createQueue(nodeQueueName(m.node), 'node');
+          const msg: ControlMessage = { kind: 'libvirt_skips', taskId: '', payload: { at: m.at, skipped: r.conflicts } };
+          await queue.publishReliably(nodeQueueName(m.node), msg).catch((err: unknown) => {
+            ctx.log.warn({ err, node: m.node }, 'could not send the libvirt skip list to the agent');
+          });
+        }
       } else if (m.type === 'usage') {
         await updateStorageUsage(ctx.db, m.node, m.storages);
       } else {

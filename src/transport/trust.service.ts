@@ -15,6 +15,7 @@ import { normalizePublicKey } from './ssh-identity.js';
 import { formatSshAddress, parseSshAddress } from './ssh-address.js';
 import type { TrustSet } from './trust-files.js';
 import type { Announcement } from './announcements.js';
+import type { SkipReport } from '../hypervisor/libvirt.skips.js';
 
 /** What an agent says about its node's SSH side in its `register` message. */
 export interface SshRegistration {
@@ -31,9 +32,11 @@ export type ControlMessage =
   | { readonly kind: 'trust'; readonly taskId: ''; readonly payload: TrustSet }
   // taskId `announce:<restore task id>` / `withdraw:<…>`: a job id of its own on the node's queue.
   | { readonly kind: 'announce'; readonly taskId: string; readonly payload: Announcement }
-  | { readonly kind: 'withdraw'; readonly taskId: string; readonly payload: { readonly taskId: string } };
+  | { readonly kind: 'withdraw'; readonly taskId: string; readonly payload: { readonly taskId: string } }
+  // The node's skipped libvirt domains after a server applied its inventory (src/hypervisor/libvirt.skips.ts SKIPS_KIND).
+  | { readonly kind: 'libvirt_skips'; readonly taskId: ''; readonly payload: SkipReport };
 
-export const CONTROL_KINDS: ReadonlySet<string> = new Set(['trust', 'announce', 'withdraw']);
+export const CONTROL_KINDS: ReadonlySet<string> = new Set(['trust', 'announce', 'withdraw', 'libvirt_skips']);
 
 /** Sends a control message to one node's queue (pg-boss: `publishReliably` of the node queue). */
 export type SendControl = (node: string, msg: ControlMessage) => Promise<void>;
