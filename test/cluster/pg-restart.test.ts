@@ -7,6 +7,7 @@
  * Needs the PostgreSQL server binaries (/usr/lib/postgresql/<v>/bin) and root (to run them as the
  * postgres user); skipped otherwise.
  */
+import { CONTROL_KINDS } from '../../src/transport/trust.service.js';
 import { platformUnavailable } from '../platform/require.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -109,9 +110,10 @@ describe('cluster: PostgreSQL restart under load', () => {
       const files = (await readdir(join(dir, vm.node, '.snapshots', `${vm.uuid}-disk0`))).filter((f) => !f.startsWith('.') && !f.endsWith('.json'));
       expect(files.sort()).toEqual(rows.map((r) => `es-${r.id}`).sort());
     }
-    // Task jobs only: the control messages an agent's registration causes (SSH trust) are jobs too.
+    // Task jobs only: control messages (an agent's registration causes SSH trust ones) are jobs too.
+    const control = [...CONTROL_KINDS].map((k) => `'${k}'`).join(', ');
     const jobs = await db.query<{ state: string; n: string }>(
-      `SELECT state, count(*) AS n FROM ${db.bossSchema}.job WHERE name LIKE 'esnap.node.%' AND data->>'kind' NOT IN ('trust', 'announce', 'withdraw') GROUP BY state`,
+      `SELECT state, count(*) AS n FROM ${db.bossSchema}.job WHERE name LIKE 'esnap.node.%' AND data->>'kind' NOT IN (${control}) GROUP BY state`,
     );
     expect(jobs.map((j) => [j.state, Number(j.n)])).toEqual([['completed', accepted.length]]);
     // Both servers answer again, and a new task runs end to end.
