@@ -17,6 +17,7 @@ import * as m0004 from './migrations/0004_backups.js';
 import * as m0005 from './migrations/0005_libvirt.js';
 import * as m0006 from './migrations/0006_overview_indexes.js';
 import * as m0007 from './migrations/0007_ssh_trust.js';
+import * as m0008 from './migrations/0008_due_index.js';
 
 /** Every migration, in order. */
 const migrations: ReadonlyArray<readonly [string, Migration]> = [
@@ -27,6 +28,7 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0005_libvirt', m0005],
   ['0006_overview_indexes', m0006],
   ['0007_ssh_trust', m0007],
+  ['0008_due_index', m0008],
 ];
 
 export const knownMigrations: readonly string[] = migrations.map(([name]) => name);

@@ -25,12 +25,14 @@ export interface DueCursor {
 
 /**
  * Active definitions whose next run is due, oldest slot first, in keyset pages after `after`.
- * Ordered by (next_run, id) so the next_run index serves it: with nothing due a tick reads no rows.
+ * Ordered by (next_run, id) so the (next_run, id) index serves it: with nothing due a tick reads no
+ * rows, and the cursor is a row comparison, so each page is a range of that index (an `OR` of the
+ * two columns made PostgreSQL scan and sort every due definition per page).
  */
 export async function dueDefinitions(db: Db, nowIso: string, after: DueCursor | null, limit: number): Promise<DefineRow[]> {
   let q = db.selectFrom('snapshot_define').selectAll().where('next_run', '<=', nowIso).where('active', '=', 1);
   if (after) {
-    q = q.where((eb) => eb.or([eb('next_run', '>', after.nextRun), eb.and([eb('next_run', '=', after.nextRun), eb('id', '>', after.id)])]));
+    q = q.where((eb) => eb(eb.refTuple('next_run', 'id'), '>', eb.tuple(after.nextRun, after.id)));
   }
   return q.orderBy('next_run').orderBy('id').limit(limit).execute();
 }

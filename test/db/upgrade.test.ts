@@ -222,6 +222,12 @@ const steps: Record<string, Step> = {
       await db.updateTable('node').set({ ssh_address: 'esnap@node2.example:22', ssh_host_key: `ssh-ed25519 ${'A'.repeat(68)}` }).where('hostname', '=', 'node2.example').execute();
     },
   },
+  '0008_due_index': {
+    // An index only: every row stays as it was.
+    newColumns: {},
+    newTables: {},
+    async seed() {},
+  },
 };
 
 /** The tables of the connection's schema (PostgreSQL: its search_path) and their columns, in order. */
