@@ -27,10 +27,25 @@ export interface SyncContext {
   readonly disks: SyncDisk[];
   /** VM-level sync recreates rows for unknown es-/as- snapshots; node-level does not (spec 10.4). */
   readonly recreate: boolean;
+  /**
+   * Snapshot ids (es-/as-) by disk path that a delete ended FAILURE was destroying: those gone from
+   * storage lose their row instead of turning lost (see resyncAfterRepair). Absent in older tasks.
+   */
+  readonly forget?: Readonly<Record<string, readonly string[]>>;
 }
 
-/** `discard`: snapshot ids the agent destroys on the disk before listing it (see resyncAfterRepair). */
-export async function submitVmSync(ctx: AppContext, caller: Caller, t: DiskTarget, type: TaskType = 'e', discard: readonly string[] = []): Promise<string> {
+/**
+ * `discard`: snapshot ids the agent destroys on the disk before listing it; `forget`: snapshot ids
+ * whose rows go when they are gone from storage (see resyncAfterRepair).
+ */
+export async function submitVmSync(
+  ctx: AppContext,
+  caller: Caller,
+  t: DiskTarget,
+  type: TaskType = 'e',
+  discard: readonly string[] = [],
+  forget: readonly string[] = [],
+): Promise<string> {
   return ctx.tasks.submit<SyncContext>({
     kind: 'snapshot_sync',
     type,
@@ -51,7 +66,15 @@ export async function submitVmSync(ctx: AppContext, caller: Caller, t: DiskTarge
         disks: [diskRef(t.vm, t.disk)],
         ...(discard.length > 0 ? { discard: { [t.disk.path]: discard } } : {}),
       };
-      return { payload, context: { storageId: t.storage.id, disks: [{ vmUuid: t.vm.uuid, realId: t.disk.real_id, path: t.disk.path }], recreate: true } };
+      return {
+        payload,
+        context: {
+          storageId: t.storage.id,
+          disks: [{ vmUuid: t.vm.uuid, realId: t.disk.real_id, path: t.disk.path }],
+          recreate: true,
+          ...(forget.length > 0 ? { forget: { [t.disk.path]: forget } } : {}),
+        },
+      };
     },
   });
 }
@@ -103,12 +126,22 @@ export async function applySync(
     const listed: SyncListed[] | null | undefined = data[d.path];
     // A disk whose image is gone has no snapshots either: its rows become lost.
     const snaps = listed ?? [];
-    const rows = await trx
+    let rows = await trx
       .selectFrom('snapshot')
       .select(['id', 'type', 'status', 'size'])
       .where('vm_uuid', '=', d.vmUuid)
       .where('disk_real_id', '=', d.realId)
       .execute();
+    // A destroy cut off after storage had done it is finished here: its rows go, not lost.
+    const forget = new Set(c.forget?.[d.path] ?? []);
+    if (forget.size > 0) {
+      const there = new Set(snaps.map((l) => l.id));
+      const gone = rows.filter((r) => forget.has(zfsName(r)) && !there.has(zfsName(r))).map((r) => r.id);
+      if (gone.length > 0) {
+        await trx.deleteFrom('snapshot').where('id', 'in', gone).execute();
+        rows = rows.filter((r) => !gone.includes(r.id));
+      }
+    }
     const pending = await hasPendingSnapshotTask(trx, d.vmUuid, task.id);
     const plan = planSync(
       rows.map((r) => ({ id: r.id, backendId: zfsName(r), status: r.status, size: r.size === null ? null : Number(r.size) })),
@@ -174,38 +207,54 @@ export function syncResultMessage(lost: number, found: number): string {
  * or finished on storage after its deadline failed it) has its snapshot ids destroyed first, by the
  * sync task on the agent: its answer said "no snapshot", so nothing of it may stay or be found
  * again (the chaos run, seed 3 with 300 operations: a `disk_id: "all"` create interrupted by an
- * agent kill answered FAILURE, and the re-sync adopted the two snapshots it had made).
+ * agent kill answered FAILURE, and the re-sync adopted the two snapshots it had made). A delete
+ * that ended FAILURE may have destroyed some of its snapshots before it was cut off (its failure
+ * cleanup set their rows back to ok): the re-sync finishes it, deleting the rows of those gone from
+ * storage instead of marking them lost (seed 1 with 1,000 operations, op 168: a qcow2 delete cut
+ * off by an agent kill).
  */
 export async function resyncAfterRepair(ctx: AppContext, failed: readonly TaskRow[]): Promise<void> {
-  const seen = new Set<string>();
+  // Per VM disk (uuid + path) what its one re-sync destroys first and which rows it may forget,
+  // gathered over every task first, so two cut-off tasks of one disk both count.
+  const discard = new Map<string, string[]>();
+  const forget = new Map<string, string[]>();
+  const add = (m: Map<string, string[]>, key: string, ids: readonly string[]) => m.set(key, [...(m.get(key) ?? []), ...ids]);
+  const targets: Array<{ vmUuid: string; paths: Set<string> }> = [];
   for (const task of failed) {
     if (!task.vm_uuid || !task.kind.startsWith('snapshot_')) continue;
-    const vm = await ctx.db.selectFrom('vm').selectAll().where('uuid', '=', task.vm_uuid).executeTakeFirst();
-    if (!vm) continue;
-    const disks = await vmDisks(ctx.db, vm.uuid);
     // A create names its disks in `items` (one per disk); the other operations in `disk`/`target`.
     const payload = JSON.parse(task.payload) as {
       op?: string;
       disk?: { path?: string };
       target?: { path?: string };
       items?: Array<{ disk?: { path?: string }; id?: string }>;
+      ids?: unknown;
     };
     const now = await ctx.db.selectFrom('task').select('state').where('id', '=', task.id).executeTakeFirst();
-    const discard = new Map<string, string[]>();
     if (payload.op === 'create' && now?.state === 'FAILURE') {
       for (const item of payload.items ?? []) {
-        if (typeof item.disk?.path === 'string' && typeof item.id === 'string') discard.set(item.disk.path, [...(discard.get(item.disk.path) ?? []), item.id]);
+        if (typeof item.disk?.path === 'string' && typeof item.id === 'string') add(discard, `${task.vm_uuid}/${item.disk.path}`, [item.id]);
       }
     }
+    if (payload.op === 'destroy' && now?.state === 'FAILURE' && typeof payload.disk?.path === 'string' && Array.isArray(payload.ids)) {
+      add(forget, `${task.vm_uuid}/${payload.disk.path}`, payload.ids.filter((x): x is string => typeof x === 'string'));
+    }
     const named = [payload.disk?.path, payload.target?.path, ...(payload.items ?? []).map((i) => i.disk?.path)];
-    const paths = new Set(named.filter((p): p is string => typeof p === 'string'));
+    targets.push({ vmUuid: task.vm_uuid, paths: new Set(named.filter((p): p is string => typeof p === 'string')) });
+  }
+  const seen = new Set<string>();
+  for (const { vmUuid, paths } of targets) {
+    const vm = await ctx.db.selectFrom('vm').selectAll().where('uuid', '=', vmUuid).executeTakeFirst();
+    if (!vm) continue;
+    const disks = await vmDisks(ctx.db, vm.uuid);
     for (const [i, disk] of disks.entries()) {
-      if (!paths.has(disk.path) || seen.has(`${vm.uuid}/${disk.real_id}`)) continue;
-      seen.add(`${vm.uuid}/${disk.real_id}`);
+      const key = `${vm.uuid}/${disk.path}`;
+      if (!paths.has(disk.path) || seen.has(key)) continue;
+      seen.add(key);
       const { storage, node } = await loadStorageAndNode(ctx.db, disk);
       const caller = await systemCaller(ctx, vm.dc_id);
       try {
-        await submitVmSync(ctx, caller, { vm, disks, disk, diskArrayId: i + 1, storage, node }, 'i', discard.get(disk.path) ?? []);
+        await submitVmSync(ctx, caller, { vm, disks, disk, diskArrayId: i + 1, storage, node }, 'i', discard.get(key) ?? [], forget.get(key) ?? []);
       } catch (err) {
         ctx.log.error({ err, vm: vm.hostname }, 'repair sync could not start');
       }

@@ -7,7 +7,11 @@
  * Regression seeds (kept as this run): seed 3 with 150 ops and 10 faults found the API answering 500
  * during a PostgreSQL restart (test/http/db-unavailable.test.ts); seed 3 with 300 ops and 20 faults
  * found a `disk_id: "all"` create answered FAILURE after an agent kill whose snapshots the repair
- * sync adopted (test/cluster/agent-faults.test.ts, the late-success case).
+ * sync adopted (test/cluster/agent-faults.test.ts, the late-success case). Seed 1 with 1,000 ops and
+ * 40 faults (`npm run chaos -- --ops 1000 --seed 1 --faults 40`, too long for the suite; bench/README.md)
+ * found a delete cut off by an agent kill whose row the repair sync then marked lost
+ * (test/cluster/agent-faults.test.ts, the bulk-delete case), a model error for a zfs rollback past a
+ * lost create, and two agents of the harness sharing one data dir (cluster.ts).
  */
 import { expect, it } from 'vitest';
 import { loopFsUnavailable } from '../platform/loopfs.js';

@@ -115,6 +115,11 @@ export class ChaosCluster {
       ['agent'],
       {
         ESNAP_DATABASE_URL: this.pg.url(),
+        // A data dir per agent, as on two real machines: its run/children records are what a
+        // restarted agent reaps, so two agents sharing one dir killed each other's storage commands
+        // (seed 1, 1,000 operations, op 426: node2's agent restarted for a slow-disk fault killed the
+        // `zfs snapshot` node1's agent was running, exit 137).
+        ESNAP_DATA_DIR: join(this.dir, `${a.name}-data`),
         ESNAP_NODE: a.name,
         ESNAP_STORAGES: JSON.stringify(this.storagesOf(a.name)),
         ESNAP_NODE_SILENCE_S: '30',

@@ -44,10 +44,10 @@ async function fillDisk(path: string, mb: number): Promise<void> {
   await fh.close();
 }
 
-/** Storage and rows agree: every OK row has its file, every file its OK row, nothing half-done. */
+/** Storage and rows agree: every row is OK with its file, every file has its OK row, nothing half-done or lost. */
 async function expectRowsMatchStorage(s: ClusterServer, root: string, vm: VmFixture): Promise<void> {
   const rows = await s.runtime.ctx.db.selectFrom('snapshot').select(['id', 'status', 'type']).where('vm_uuid', '=', vm.uuid).execute();
-  for (const r of rows) expect([1, 4]).toContain(r.status);
+  for (const r of rows) expect(r.status).toBe(1);
   const files = (await readdir(join(root, '.snapshots', `${vm.uuid}-disk0`)).catch(() => [] as string[])).filter(
     (f) => !f.startsWith('.') && !f.endsWith('.json'),
   );
@@ -158,7 +158,14 @@ describe('cluster: agent killed mid-task', () => {
     const r = await s.req('DELETE', '/api/vm/faulty/snapshot', { body: { snapnames: ['d1', 'd2', 'd3'] } });
     expect(r.status).toBe(201);
     await killAndRecover(r.body.task_id, 4800);
-    const again = await s.stream('DELETE', '/api/vm/faulty/snapshot', { body: { snapnames: ['base'] } });
+    // The destroy the kill cut off is finished by the repair: a snapshot already gone from storage
+    // has no row left (not ok, not lost), one still there keeps its ok row (chaos run, seed 1 with
+    // 1,000 operations, op 168: a qcow2 delete cut off by an agent kill left a lost row).
+    const left = await s.runtime.ctx.db.selectFrom('snapshot').select(['name', 'status']).where('vm_uuid', '=', vm.uuid).where('name', 'in', ['d1', 'd2', 'd3']).execute();
+    expect(left.every((x) => x.status === 1)).toBe(true);
+    expect(left.length).toBeLessThan(3); // the kill came after the first unlink
+    expect((await s.stream('POST', '/api/vm/faulty/snapshot/d4', { body: {} })).finalStatus).toBe(200);
+    const again = await s.stream('DELETE', '/api/vm/faulty/snapshot', { body: { snapnames: [...left.map((x) => x.name), 'd4'] } });
     expect(again.finalStatus).toBe(200);
     await expectRowsMatchStorage(s, spec().root, vm);
   }, 120_000);

@@ -143,6 +143,9 @@ export async function spawnAgent(
       ESNAP_NODE: spec.node,
       ESNAP_STORAGES: JSON.stringify([{ name: 'default', driver: 'file', root: spec.root }]),
       ESNAP_NODE_SILENCE_S: '3',
+      // Its own data dir (a sibling of the storage): agents sharing the default ./data reap each
+      // other's running storage commands when one restarts (run/children, src/storage/child-records.ts).
+      ESNAP_DATA_DIR: `${spec.root}-agent-data`,
       ...(opts.env ?? {}),
     },
     { ...(opts.preload ? { preload: opts.preload } : {}), ...(opts.slowMs ? { slowMs: opts.slowMs } : {}) },
