@@ -37,11 +37,14 @@ describe('backup crash repair [sqlite]', async () => {
     await data?.cleanup();
   });
 
+  // A bound, not a timing: a 256 MiB restic backup on a loaded CI machine took longer than the
+  // former 30 s, and the test then read the list before the task had ended.
   const waitDrained = async (s: EsnapServe): Promise<void> => {
-    for (let i = 0; i < 600; i++) {
+    for (let i = 0; i < 3600; i++) {
       if ((await s.api('GET', '/api/task/')).body.length === 0) return;
       await sleep(50);
     }
+    throw new Error('tasks still running after 180 s');
   };
 
   it('repairs a backup cut off by SIGKILL, and the next backup succeeds', async () => {
