@@ -11,7 +11,9 @@
  * Locks: backups and dumps share the repository; `forget --prune` takes it alone. Inside this
  * process a reader/writer lock orders them; against other processes restic's own lock decides,
  * and an operation that finds the repository locked waits and tries again (restic 0.14 has no
- * --retry-lock), so a prune never makes a backup fail, nor the other way round.
+ * --retry-lock), so a prune never makes a backup fail, nor the other way round. Before each retry
+ * it clears stale locks (`restic unlock`): the lock of a restic killed with its agent would
+ * otherwise block every prune.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { access, chmod, mkdir, open, readFile } from 'node:fs/promises';
@@ -282,6 +284,10 @@ export class Restic {
         return await fn(attempt);
       } catch (err) {
         if (!(err instanceof ResticLocked) || Date.now() - began > LOCK_WAIT_MAX_MS) throw err;
+        // A restic killed with SIGKILL (a crashed agent's child) leaves its lock behind, and restic
+        // 0.14 waits on it for ever; `unlock` removes only stale locks (process gone on this host,
+        // or older than 30 min), never a live one.
+        await this.#run(['restic', 'unlock']).catch(() => undefined);
         await sleep(LOCK_RETRY_MS);
       }
     }
