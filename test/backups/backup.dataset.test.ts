@@ -48,7 +48,12 @@ describe('type 1 (dataset) backups, embedded, zfs-fuse', async () => {
   async function lastBackup(): Promise<Record<string, unknown>> {
     return (await s.runtime.ctx.db.selectFrom('backup').selectAll().orderBy('id', 'desc').executeTakeFirstOrThrow()) as unknown as Record<string, unknown>;
   }
+  // A backup's name carries its second (Danube's `<bkpdef>-YYYYmmdd_HHMMSS`): two in the same second
+  // collide (406 `Backup already exists`), so each waits for a second after the previous one's.
+  let lastSecond = 0;
   async function backup(): Promise<{ detail: string }> {
+    while (Math.floor(Date.now() / 1000) <= lastSecond) await new Promise((r) => setTimeout(r, 20));
+    lastSecond = Math.floor(Date.now() / 1000);
     const c = await s.stream('POST', '/api/vm/web01/backup/daily', { body: {} });
     expect(c.finalStatus, JSON.stringify(c.final)).toBe(200);
     return { detail: String((c.final as { result: { detail: string } }).result.detail) };
