@@ -14,7 +14,8 @@ type VmTaskFields = Pick<TaskSpec, 'type' | 'userId' | 'username' | 'ownerId' | 
 
 export function vmTask(
   caller: Caller,
-  vm: Pick<VmRow, 'uuid' | 'owner_id' | 'dc_id'>,
+  // uuid null: a task on what a deleted VM left (its backups), with the owner and DC it had.
+  vm: Pick<VmRow, 'owner_id' | 'dc_id'> & { readonly uuid: VmRow['uuid'] | null },
   node: { readonly id: number; readonly hostname: string },
   type: TaskSpec['type'] = 'e',
 ): VmTaskFields {
