@@ -5,7 +5,7 @@
  */
 import { Gauge, Histogram, type Registry } from 'prom-client';
 import type { AppContext } from '../app-context.js';
-import type { CompletionListener } from '../tasks/task.service.js';
+import type { CompletionListener } from '../tasks/task.types.js';
 import { durationListener } from '../metrics/metrics.js';
 import { isStale, latestSlots } from '../scheduler/slot-plan.js';
 

@@ -15,7 +15,7 @@ import type { Database, VmDiskRow, VmRow } from '../db/schema.js';
 import { ApiError, apiError, FailureError } from '../domain/errors.js';
 import { NAME_RE, NOTE_FORBIDDEN, parseBool, validateFields } from '../domain/validate.js';
 import { parseOrderBy } from '../domain/order-by.js';
-import type { TaskSpec } from '../tasks/task.service.js';
+import type { TaskSpec } from '../tasks/task.types.js';
 import { logDetail } from '../tasks/task-log.js';
 import { diskLockKey, diskRef, logObject, systemCaller } from '../snapshots/snapshot.context.js';
 import { notreadyOf } from '../snapshots/snapshot.rollback.js';

@@ -9,7 +9,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AppContext } from '../app-context.js';
 import type { TaskQueue } from '../queue/queue.js';
-import type { CompletionEvent, CompletionListener } from '../tasks/task.service.js';
+import type { CompletionEvent, CompletionListener } from '../tasks/task.types.js';
 import type { DefineLabels, SchedulerObserver, SkipReason } from '../scheduler/services.js';
 import type { Alert } from '../alerts/alert.messages.js';
 import type { AlertObserver } from '../alerts/alert.sink.js';

@@ -7,8 +7,8 @@
  *   ctx.tasks.submit({ kind: 'disk_delete', ...vmTask(caller, vm, node), locks, apiview, log, prepare });
  */
 import type { VmRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
-import type { TaskSpec } from './task.service.js';
+import type { Caller } from '../accounts/caller.js';
+import type { TaskSpec } from './task.types.js';
 
 type VmTaskFields = Pick<TaskSpec, 'type' | 'userId' | 'username' | 'ownerId' | 'dcId' | 'dcBound' | 'vmUuid' | 'node'>;
 

@@ -8,7 +8,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { forEachDb, withServer, type TestServer } from '../helpers/server.js';
 import { idleNodeTaskService, testTaskSpec } from '../helpers/task-fixtures.js';
 import { InProcessQueue } from '../../src/queue/in-process.queue.js';
-import type { TaskService, TaskSpec } from '../../src/tasks/task.service.js';
+import type { TaskService } from '../../src/tasks/task.service.js';
+import type { TaskSpec } from '../../src/tasks/task.types.js';
 
 const NODE = 'cancel-nowhere';
 

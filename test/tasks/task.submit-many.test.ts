@@ -13,7 +13,8 @@ import type { Database } from '../../src/db/schema.js';
 import { FailureError, LOCK_FAILED } from '../../src/domain/errors.js';
 import { InProcessQueue } from '../../src/queue/in-process.queue.js';
 import { writeLog, type LogEntry } from '../../src/tasks/task-log.js';
-import type { SubmitResult, TaskService, TaskSpec } from '../../src/tasks/task.service.js';
+import type { TaskService } from '../../src/tasks/task.service.js';
+import type { SubmitResult, TaskSpec } from '../../src/tasks/task.types.js';
 
 /** A node without an agent: what is sent stays in its queue, where the test can count it. */
 const NODE = 'submit-many-nowhere';
