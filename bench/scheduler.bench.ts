@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { createRuntime, type Runtime } from '../src/runtime.js';
 import { fmt, percentile } from './lib.js';
-import type { TaskSpec } from '../src/tasks/task.service.js';
+import type { TaskSpec } from '../src/tasks/task.types.js';
 import { bossSchemaFor, nodeQueueName } from '../src/queue/pgboss.queue.js';
 import { dialectOf } from '../src/db/capabilities.js';
 

@@ -27,7 +27,7 @@ import { createDriver, type StorageConfig } from '../storage/drivers.js';
 import type { StorageDriver } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { agentRunner } from '../storage/agent-runner.js';
-import type { TaskOutcome } from '../tasks/task.service.js';
+import type { TaskOutcome } from '../tasks/task.types.js';
 import { storageRoots } from '../backups/backup-node.js';
 import { Agent, failure, type AgentReporter } from './agent.js';
 import { RunningTasks } from './running-tasks.js';

@@ -16,7 +16,7 @@
  *   active at its own start: the previous agent died while running it, so its disks are re-synced.
  */
 import type { StorageReport, StorageUsage } from '../nodes/node.repository.js';
-import type { TaskOutcome } from '../tasks/task.service.js';
+import type { TaskOutcome } from '../tasks/task.types.js';
 import type { DomainInventory } from '../hypervisor/libvirt.inventory.js';
 import type { SshRegistration } from '../transport/trust.service.js';
 

@@ -2,7 +2,7 @@
  * The backup node's side of backup tasks: create, restore, verify, delete, each handed to the
  * engine of the backup's type (engine.ts), and turned into the task's outcome here.
  */
-import type { TaskOutcome } from '../tasks/task.service.js';
+import type { TaskOutcome } from '../tasks/task.types.js';
 import { pointOfNoReturn } from '../storage/op-scope.js';
 import { engineFor, registerEngine, type BackupAgentIo } from './engine.js';
 import { BACKUP_DAMAGED_MSG, resticEngine } from './engine.restic.js';

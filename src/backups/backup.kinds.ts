@@ -6,7 +6,7 @@
  */
 import { withdrawRestore } from '../transport/trust.service.js';
 import type { AppContext } from '../app-context.js';
-import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.service.js';
+import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.types.js';
 import { clearDamage } from '../vms/disk.damage.js';
 import { revertNotready } from '../snapshots/snapshot.rollback.js';
 import { alerts } from '../alerts/alert.messages.js';

@@ -5,7 +5,8 @@
  */
 import { Gauge, Histogram, type Registry } from 'prom-client';
 import type { AppContext } from '../app-context.js';
-import type { CompletionEvent, CompletionListener } from '../tasks/task.service.js';
+import type { CompletionListener } from '../tasks/task.types.js';
+import { durationListener } from '../metrics/metrics.js';
 import { isStale, latestSlots } from '../scheduler/slot-plan.js';
 
 const STATUS: Readonly<Record<number, string>> = { 1: 'ok', 2: 'pending', 3: 'restore', 4: 'lost', 5: 'damaged' };
@@ -85,15 +86,6 @@ export class BackupMetrics {
   }
 
   listener(): CompletionListener {
-    return {
-      committed: (e: CompletionEvent) => {
-        const operation = OPERATIONS[e.task.kind];
-        if (!operation) return;
-        const from = Date.parse(e.task.started ?? e.task.created);
-        const to = Date.parse(e.task.finished ?? '');
-        if (!Number.isFinite(from) || !Number.isFinite(to)) return;
-        this.duration.observe({ operation, result: e.state.toLowerCase() }, Math.max(0, to - from) / 1000);
-      },
-    };
+    return durationListener(OPERATIONS, this.duration);
   }
 }

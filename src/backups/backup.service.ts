@@ -15,7 +15,7 @@ import type { Database, VmDiskRow, VmRow } from '../db/schema.js';
 import { ApiError, apiError, FailureError } from '../domain/errors.js';
 import { NAME_RE, NOTE_FORBIDDEN, parseBool, validateFields } from '../domain/validate.js';
 import { parseOrderBy } from '../domain/order-by.js';
-import type { TaskSpec } from '../tasks/task.service.js';
+import type { TaskSpec } from '../tasks/task.types.js';
 import { logDetail } from '../tasks/task-log.js';
 import { diskLockKey, diskRef, logObject, systemCaller } from '../snapshots/snapshot.context.js';
 import { notreadyOf } from '../snapshots/snapshot.rollback.js';
@@ -358,14 +358,8 @@ async function verifyBackup(ctx: AppContext, caller: Caller, t: BackupTarget): P
   const from = location(bkp);
   return ctx.tasks.submit<BackupVerifyContext>({
     kind: 'backup_verify',
-    type: 'e',
-    userId: caller.user.id,
-    username: caller.user.username,
-    ownerId: t.vm?.owner_id ?? caller.user.id,
-    dcId: bkp.dc_id,
-    dcBound: true,
-    vmUuid: bkp.vm_uuid,
-    node: { id: node.id, hostname: node.hostname },
+    // The backup's VM may be gone: the task then belongs to the caller, in the backup's DC.
+    ...vmTask(caller, { uuid: bkp.vm_uuid, owner_id: t.vm?.owner_id ?? caller.user.id, dc_id: bkp.dc_id }, node, 'e'),
     locks: [backupLockKey(bkp.vm_uuid ?? bkp.vm_hostname, bkp.disk_real_id)],
     apiview: apiview('PUT', bkp, bkp.vm_uuid !== null, { verify: true }),
     log: { msg: LOG_BKP_VERIFY, detail: logDetail(baseDetail(bkp)), object: logObj(t.vm, bkp) },
@@ -507,14 +501,7 @@ async function deleteMany(ctx: AppContext, caller: Caller, vm: VmRow | null, row
   return {
     task: await ctx.tasks.submit<BackupDeleteContext>({
       kind: 'backup_delete',
-      type: tt,
-      userId: caller.user.id,
-      username: caller.user.username,
-      ownerId: vm?.owner_id ?? caller.user.id,
-      dcId: first.dc_id,
-      dcBound: true,
-      vmUuid: first.vm_uuid,
-      node: { id: node.id, hostname: node.hostname },
+      ...vmTask(caller, { uuid: first.vm_uuid, owner_id: vm?.owner_id ?? caller.user.id, dc_id: first.dc_id }, node, tt),
       locks: [backupLockKey(first.vm_uuid ?? first.vm_hostname, first.disk_real_id)],
       apiview: bulk
         ? { view: 'vm_backup_list', method: 'DELETE', hostname: first.vm_hostname, disk_id: first.vm_disk_id, bkpnames: rest.map((r) => r.name), vm: first.vm_uuid !== null }

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { VmRow } from '../db/schema.js';
 import { nextCronRun } from '../domain/cron.js';
 import { makeDummyTaskId } from '../domain/taskid.js';

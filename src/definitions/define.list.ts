@@ -3,7 +3,7 @@
  * (optionally one disk's), as names or objects, in Danube's `order_by`.
  */
 import type { AppContext } from '../app-context.js';
-import type { Caller } from '../http/auth.js';
+import type { Caller } from '../accounts/caller.js';
 import type { VmRow } from '../db/schema.js';
 import { ApiError } from '../domain/errors.js';
 import { parseBool } from '../domain/validate.js';

@@ -11,8 +11,6 @@ import { apiError } from '../domain/errors.js';
 import { hashKey } from '../accounts/secrets.js';
 import { isDcAdmin, type Caller } from '../accounts/caller.js';
 
-export { isDcAdmin, requireAdmin, requireSuperAdmin, type Caller } from '../accounts/caller.js';
-
 /** Resolves the credentials of a request to an active user with API access, or throws 403. */
 export async function authenticate(ctx: AppContext, request: FastifyRequest): Promise<UserRow> {
   const apiKey = request.headers['es-api-key'];

@@ -12,7 +12,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../app-context.js';
-import type { TaskStatus } from '../tasks/task.service.js';
+import type { TaskStatus } from '../tasks/task.types.js';
 import { renderJson } from './envelope.js';
 
 interface OpenStreams {

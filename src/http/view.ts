@@ -6,11 +6,11 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../app-context.js';
-import type { Caller } from './auth.js';
+import type { Caller } from '../accounts/caller.js';
 import { authenticate, resolveDc } from './auth.js';
 import { sendResult } from './envelope.js';
 import { waitForTask } from './stream.js';
-import type { TaskStatus } from '../tasks/task.service.js';
+import type { TaskStatus } from '../tasks/task.types.js';
 import { ApiError } from '../domain/errors.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';

@@ -8,7 +8,7 @@
  * is src/vms/vm.power.ts. The status the completion records is what libvirt reported at the end; later changes
  * arrive with the next inventory.
  */
-import type { TaskOutcome } from '../tasks/task.service.js';
+import type { TaskOutcome } from '../tasks/task.types.js';
 import { DOMAIN_STATE } from './libvirt.domains.js';
 import type { Virsh } from './virsh.js';
 

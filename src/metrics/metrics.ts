@@ -9,7 +9,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AppContext } from '../app-context.js';
 import type { TaskQueue } from '../queue/queue.js';
-import type { CompletionEvent, CompletionListener } from '../tasks/task.service.js';
+import type { CompletionEvent, CompletionListener } from '../tasks/task.types.js';
 import type { DefineLabels, SchedulerObserver, SkipReason } from '../scheduler/services.js';
 import type { Alert } from '../alerts/alert.messages.js';
 import type { AlertObserver } from '../alerts/alert.sink.js';
@@ -26,6 +26,26 @@ const OPERATIONS: Readonly<Record<string, string>> = {
 
 function labels(d: DefineLabels): Record<(typeof DEFINE)[number], string> {
   return { vm: d.vm, disk: String(d.disk), define: d.define };
+}
+
+/**
+ * A completion listener that observes, for each task whose kind `operations` names, its duration
+ * from start (or submission if it never started) to completion, labelled with the operation and
+ * the lower-cased final state. Tasks of other kinds and rows without valid times are ignored.
+ *
+ * @example tasks.addListener(durationListener({ snapshot_create: 'create' }, histogram));
+ */
+export function durationListener(operations: Readonly<Record<string, string>>, histogram: Histogram<'operation' | 'result'>): CompletionListener {
+  return {
+    committed: (e: CompletionEvent) => {
+      const operation = operations[e.task.kind];
+      if (!operation) return;
+      const from = Date.parse(e.task.started ?? e.task.created);
+      const to = Date.parse(e.task.finished ?? '');
+      if (!Number.isFinite(from) || !Number.isFinite(to)) return;
+      histogram.observe({ operation, result: e.state.toLowerCase() }, Math.max(0, to - from) / 1000);
+    },
+  };
 }
 
 export class Metrics implements SchedulerObserver, AlertObserver {
@@ -120,16 +140,7 @@ export class Metrics implements SchedulerObserver, AlertObserver {
 
   /** Observes the duration of every snapshot create, delete and rollback task. */
   listener(): CompletionListener {
-    return {
-      committed: (e: CompletionEvent) => {
-        const operation = OPERATIONS[e.task.kind];
-        if (!operation) return;
-        const from = Date.parse(e.task.started ?? e.task.created);
-        const to = Date.parse(e.task.finished ?? '');
-        if (!Number.isFinite(from) || !Number.isFinite(to)) return;
-        this.operationDuration.observe({ operation, result: e.state.toLowerCase() }, Math.max(0, to - from) / 1000);
-      },
-    };
+    return durationListener(OPERATIONS, this.operationDuration);
   }
 
   /** Reads the database-derived gauges afresh and renders every metric. */

@@ -6,7 +6,7 @@
  */
 import type { Transaction } from 'kysely';
 import type { Database } from '../db/schema.js';
-import type { CompletionEvent, CompletionListener, TaskResult } from '../tasks/task.service.js';
+import type { CompletionEvent, CompletionListener, TaskResult } from '../tasks/task.types.js';
 import type { CreateContext, DeleteContext } from '../snapshots/snapshot.service.js';
 import { alerts } from '../alerts/alert.messages.js';
 import type { AutomationServices } from './services.js';

@@ -15,7 +15,7 @@ import { ApiError, FailureError, apiError } from '../domain/errors.js';
 import { makeTaskId } from '../domain/taskid.js';
 import { writeLog } from '../tasks/task-log.js';
 import { planCreateSnapshot, type CreateContext } from '../snapshots/snapshot.service.js';
-import type { TaskSpec } from '../tasks/task.service.js';
+import type { TaskSpec } from '../tasks/task.types.js';
 import { logObject, type DiskTarget } from '../snapshots/snapshot.context.js';
 import { requireNodeOnline, requireOperational, requireSnapshotsEnabled } from '../vms/vm.lookup.js';
 import { alerts } from '../alerts/alert.messages.js';

@@ -29,7 +29,7 @@ import { sleeperOf, type Sleeper } from '../lib/clock.js';
 import { decideSlot, type SlotDecision } from './slot-plan.js';
 import { claimSlotsIn, definitionsInProgress, dueDefinitions, earliestNextRun, pruneSlots, setSlotState, type ClaimRequest, type DueCursor } from './slot.repository.js';
 import { RunTargets, describeStartError, nameKey, planRun, recordStartFailure, takenNames } from './run.js';
-import type { SubmitResult, TaskSpec } from '../tasks/task.service.js';
+import type { SubmitResult, TaskSpec } from '../tasks/task.types.js';
 import type { CreateContext } from '../snapshots/snapshot.service.js';
 import { isLockBusy } from './retry.js';
 import type { AutomationServices } from './services.js';

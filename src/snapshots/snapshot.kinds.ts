@@ -6,7 +6,7 @@
 import type { AppContext } from '../app-context.js';
 import type { CreateData, DamageData, ListResult } from '../agent/payloads.js';
 import { clearDamage, setDamageByPath } from '../vms/disk.damage.js';
-import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.service.js';
+import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.types.js';
 import { SNAP_OK, deleteSnapshots, setStatus } from './snapshot.repository.js';
 import type { CreateContext, DeleteContext } from './snapshot.service.js';
 import { revertNotready, type RollbackContext } from './snapshot.rollback.js';

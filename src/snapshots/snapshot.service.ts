@@ -27,7 +27,7 @@ import {
 } from './snapshot.repository.js';
 import { diskLockKey, diskRef, logObject, type DiskTarget } from './snapshot.context.js';
 import type { AgentPayload, CreateItem } from '../agent/payloads.js';
-import type { TaskSpec } from '../tasks/task.service.js';
+import type { TaskSpec } from '../tasks/task.types.js';
 import type { NewSnapshot } from '../db/schema.js';
 import { requireOperational, VM_STOPPED } from '../vms/vm.lookup.js';
 import { assertCapacity } from './capacity.js';

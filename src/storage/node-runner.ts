@@ -146,16 +146,11 @@ export class NodeCommandRunner implements CommandRunner {
       /** Set when we killed the child; the run then fails with this error once it has exited. */
       let killedWith: Error | undefined;
 
-      const finish = (code: number | null, error?: Error): void => {
-        if (settled) return;
+      const finish = this.finisher(argv, { stdout, stderr, elapsed }, { resolve, reject }, () => {
         settled = true;
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
-        const durationMs = elapsed();
-        this.report(error ? { argv, code, durationMs, error } : { argv, code, durationMs });
-        if (error) reject(error);
-        else resolve({ code: code ?? 0, stdout: stdout.text(), stderr: stderr.text(), durationMs });
-      };
+      });
 
       const kill = (error: Error): void => {
         if (settled || killedWith) return;
@@ -299,18 +294,11 @@ export class NodeCommandRunner implements CommandRunner {
     if (signal?.aborted) queueMicrotask(onAbort);
     else signal?.addEventListener('abort', onAbort, { once: true });
     const done = new Promise<RunResult>((resolve, reject) => {
-      let settled = false;
-      const finish = (code: number | null, error?: Error): void => {
-        if (settled) return;
-        settled = true;
+      const finish = this.finisher(argv, { stdout, stderr, elapsed }, { resolve, reject }, () => {
         exited = true;
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
-        const durationMs = elapsed();
-        this.report(error ? { argv, code, durationMs, error } : { argv, code, durationMs });
-        if (error) reject(error);
-        else resolve({ code: code ?? 0, stdout: stdout.text(), stderr: stderr.text(), durationMs });
-      };
+      });
       child.on('error', (err) => finish(null, new Error(`Cannot run ${show(argv)}: ${err.message}`, { cause: err })));
       child.on('exit', () => {
         if (killedWith) finish(null, killedWith);
@@ -321,6 +309,29 @@ export class NodeCommandRunner implements CommandRunner {
       });
     });
     return { stdin: child.stdin ?? null, stdout: streamOut ? child.stdout : null, done, kill };
+  }
+
+  /**
+   * The `finish` of a run or spawn: the first call ends it and later ones do nothing. It calls
+   * `ended` (the caller marks the run over and stops its timer and abort listener), reports the
+   * run once, then rejects with the error or resolves with the captured output.
+   */
+  private finisher(
+    argv: readonly string[],
+    output: { readonly stdout: Capture; readonly stderr: Capture; readonly elapsed: () => number },
+    settle: { readonly resolve: (result: RunResult) => void; readonly reject: (error: Error) => void },
+    ended: () => void,
+  ): (code: number | null, error?: Error) => void {
+    let settled = false;
+    return (code, error) => {
+      if (settled) return;
+      settled = true;
+      ended();
+      const durationMs = output.elapsed();
+      this.report(error ? { argv, code, durationMs, error } : { argv, code, durationMs });
+      if (error) settle.reject(error);
+      else settle.resolve({ code: code ?? 0, stdout: output.stdout.text(), stderr: output.stderr.text(), durationMs });
+    };
   }
 
   private report(info: RunInfo): void {

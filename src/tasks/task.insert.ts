@@ -8,7 +8,7 @@ import { sql, type Insertable, type Transaction } from 'kysely';
 import type { Database, NewSnapshot } from '../db/schema.js';
 import { apiError, FailureError, LOCK_FAILED } from '../domain/errors.js';
 import { writeLog, writeLogs, type LogEntry } from './task-log.js';
-import type { TaskSpec } from './task.service.js';
+import type { TaskSpec } from './task.types.js';
 
 class LockBusy extends Error {}
 

@@ -26,20 +26,6 @@ import type {
   TaskStatus,
 } from './task.types.js';
 
-// The types moved to task.types.ts; re-exported for the features that import them from here.
-export type {
-  CompletionEvent,
-  CompletionListener,
-  KindHandler,
-  RunningCanceller,
-  SubmitResult,
-  SubmittedBatch,
-  TaskOutcome,
-  TaskResult,
-  TaskSpec,
-  TaskStatus,
-} from './task.types.js';
-
 /** A failed outcome with Danube's detail text. */
 export function failure(message: string, returncode = 1): TaskOutcome {
   return { returncode, message, detail: `Got bad return code (${returncode}). Error: ${message}` };

@@ -7,14 +7,15 @@
  *   ctx.tasks.submit({ kind: 'disk_delete', ...vmTask(caller, vm, node), locks, apiview, log, prepare });
  */
 import type { VmRow } from '../db/schema.js';
-import type { Caller } from '../http/auth.js';
-import type { TaskSpec } from './task.service.js';
+import type { Caller } from '../accounts/caller.js';
+import type { TaskSpec } from './task.types.js';
 
 type VmTaskFields = Pick<TaskSpec, 'type' | 'userId' | 'username' | 'ownerId' | 'dcId' | 'dcBound' | 'vmUuid' | 'node'>;
 
 export function vmTask(
   caller: Caller,
-  vm: Pick<VmRow, 'uuid' | 'owner_id' | 'dc_id'>,
+  // uuid null: a task on what a deleted VM left (its backups), with the owner and DC it had.
+  vm: Pick<VmRow, 'owner_id' | 'dc_id'> & { readonly uuid: VmRow['uuid'] | null },
   node: { readonly id: number; readonly hostname: string },
   type: TaskSpec['type'] = 'e',
 ): VmTaskFields {

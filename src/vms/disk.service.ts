@@ -18,7 +18,7 @@ import { parseIntField, validateFields, type FieldErrors, type Rule } from '../d
 import { assertDiskPath } from '../storage/driver.js';
 import { findStorage } from '../nodes/node.repository.js';
 import { logDetail } from '../tasks/task-log.js';
-import type { TaskStatus } from '../tasks/task.service.js';
+import type { TaskStatus } from '../tasks/task.types.js';
 import { VM_STOPPED, arrayDiskId, requireNodeOnline, resolveDisk, vmDisks, vmNode } from './vm.lookup.js';
 import * as repo from './vm.repository.js';
 import { MB, diskObject, vmLogObject, type DiskObject } from './vm.output.js';

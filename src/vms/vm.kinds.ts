@@ -6,7 +6,7 @@
  * image that is already gone succeeds.
  */
 import type { AppContext } from '../app-context.js';
-import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.service.js';
+import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.types.js';
 import * as repo from './vm.repository.js';
 
 export interface DiskCreateContext {

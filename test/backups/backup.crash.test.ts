@@ -10,7 +10,7 @@ import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startServe, sleep, type EsnapServe } from '../helpers/esnap-process.js';
-import { newServeData, type ServeData } from '../helpers/serve-data.js';
+import { newBackupServeData, type ServeData } from '../helpers/serve-data.js';
 import { openDatabase } from '../../src/db/dialect.js';
 import { platformUnavailable } from '../platform/require.js';
 import { resticUnavailable } from '../platform/restic.js';
@@ -23,14 +23,8 @@ describe('backup crash repair [sqlite]', async () => {
   let server: EsnapServe | null = null;
 
   beforeAll(async () => {
-    data = await newServeData('sqlite', { prefix: 'esnap-bkcrash-', node: 'bknode' });
-    env = {
-      ...data.env,
-      ESNAP_STORAGES: JSON.stringify([
-        { name: 'default', driver: 'file', root: join(data.dir, 'storage') },
-        { name: 'backup', driver: 'file', root: join(data.dir, 'backup') },
-      ]),
-    };
+    data = await newBackupServeData('sqlite', { prefix: 'esnap-bkcrash-', node: 'bknode' });
+    env = data.env;
   });
   afterAll(async () => {
     await server?.stop('SIGKILL');

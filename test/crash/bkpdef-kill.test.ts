@@ -6,9 +6,8 @@
  * log, a definition whose last logged write is a delete is gone, and writes work again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { join } from 'node:path';
 import { startServe, sleep, type EsnapServe } from '../helpers/esnap-process.js';
-import { newServeData, type ServeData } from '../helpers/serve-data.js';
+import { newBackupServeData, type ServeData } from '../helpers/serve-data.js';
 import { openDatabase } from '../../src/db/dialect.js';
 
 const KILLS = 3;
@@ -19,14 +18,8 @@ describe('backup definition writes under kill -9 [sqlite]', () => {
   let server: EsnapServe | null = null;
 
   beforeAll(async () => {
-    data = await newServeData('sqlite', { prefix: 'esnap-bkdkill-', node: 'kdnode' });
-    env = {
-      ...data.env,
-      ESNAP_STORAGES: JSON.stringify([
-        { name: 'default', driver: 'file', root: join(data.dir, 'storage') },
-        { name: 'backup', driver: 'file', root: join(data.dir, 'backup') },
-      ]),
-    };
+    data = await newBackupServeData('sqlite', { prefix: 'esnap-bkdkill-', node: 'kdnode' });
+    env = data.env;
   });
   afterAll(async () => {
     await server?.stop('SIGKILL');

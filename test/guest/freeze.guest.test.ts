@@ -4,7 +4,6 @@
  * The guest's data disk is a raw image on the host; the "snapshot" copies that file while the
  * guest is frozen, as the file driver would.
  */
-import { spawn } from 'node:child_process';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,6 +12,7 @@ import { withFreeze } from '../../src/guest/freeze.js';
 import { QgaClient, type FsfreezeStatus } from '../../src/guest/qga.js';
 import { bootGuest, buildGuest, guestUnavailable, type Guest } from '../platform/guest.js';
 import { platformUnavailable } from '../platform/require.js';
+import { e2fs, expectCleanExt4 } from '../helpers/ext4.js';
 
 const reason = await guestUnavailable();
 
@@ -49,14 +49,8 @@ describe('filesystem freeze in a real guest', () => {
     expect(r).toEqual({ value: 'copied', frozen: true, error: null });
     expect(seen).toEqual(['frozen']);
     expect(await status(guest.qgaSocket)).toBe('thawed');
-    // A frozen ext4 has flushed its journal: the copy needs no recovery (a copy of the live,
-    // unfrozen image shows `needs_recovery` and lacks the marker), checks clean, holds the marker.
-    const features = (await run(['dumpe2fs', '-h', snap])).stdout.split('\n').find((l) => l.startsWith('Filesystem features:'));
-    expect(features).toMatch(/has_journal/);
-    expect(features).not.toMatch(/needs_recovery/);
-    const fsck = await run(['e2fsck', '-fn', snap]);
-    expect({ code: fsck.code, out: fsck.stdout + fsck.stderr }).toMatchObject({ code: 0 });
-    expect((await run(['debugfs', '-R', 'cat /marker.txt', snap])).stdout).toBe(marker);
+    // A clean filesystem that holds the marker (a copy of the live, unfrozen image would not).
+    await expectCleanExt4(snap, '/marker.txt', marker);
     // And the guest can write again.
     await guestWriteFile(guest.qgaSocket, '/data/after.txt', 'thawed\n');
   }, 120_000);
@@ -129,9 +123,9 @@ describe('filesystem freeze in a real guest', () => {
       expect(g.body.result.fsfreeze).toBe(true);
       expect(await status(guest.qgaSocket)).toBe('thawed');
       const snapFile = join(dirname(guest.dataImage!), '.snapshots', basename(guest.dataImage!), `es-${g.body.result.id}`);
-      const features = (await run(['dumpe2fs', '-h', snapFile])).stdout.split('\n').find((l) => l.startsWith('Filesystem features:'));
+      const features = (await e2fs(['dumpe2fs', '-h', snapFile])).stdout.split('\n').find((l) => l.startsWith('Filesystem features:'));
       expect(features).not.toMatch(/needs_recovery/);
-      expect((await run(['debugfs', '-R', 'cat /api-marker.txt', snapFile])).stdout).toBe('through the API\n');
+      expect((await e2fs(['debugfs', '-R', 'cat /api-marker.txt', snapFile])).stdout).toBe('through the API\n');
     } finally {
       await s.cleanup();
     }
@@ -158,18 +152,4 @@ async function guestWriteFile(socket: string, path: string, text: string): Promi
   } finally {
     await qga.close();
   }
-}
-
-function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const [cmd, ...args] = argv;
-    const env = { ...process.env, PATH: `${process.env.PATH ?? '/usr/bin:/bin'}:/usr/sbin:/sbin` }; // e2fsprogs live in sbin
-    const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
 }

@@ -7,6 +7,8 @@
  *   const s = await startServe(data.env);
  *   … openDatabase(data.dbUrl) while it is stopped …
  *   await data.cleanup();
+ *
+ * For backups: `newBackupServeData(kind, opts)`, the same with two file storages in ESNAP_STORAGES.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -39,4 +41,18 @@ export async function newServeData(kind: TestDb, opts: { prefix: string; node: s
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * newServeData for backup tests: ESNAP_STORAGES names two file storages in the data dir, `default`
+ * (the VMs' disks, folder storage/) and `backup` (where a backup definition with zpool 'backup'
+ * keeps its restic repository, folder backup/).
+ */
+export async function newBackupServeData(kind: TestDb, opts: { prefix: string; node: string; key?: string }): Promise<ServeData> {
+  const data = await newServeData(kind, opts);
+  const storages = [
+    { name: 'default', driver: 'file', root: join(data.dir, 'storage') },
+    { name: 'backup', driver: 'file', root: join(data.dir, 'backup') },
+  ];
+  return { ...data, env: { ...data.env, ESNAP_STORAGES: JSON.stringify(storages) } };
 }

@@ -9,7 +9,7 @@
  * - `disk_id: "all"` takes both disks under the one freeze.
  * - The guest is thawed when the snapshot fails, and at the freeze limit while it still runs.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { chmod, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,6 +23,7 @@ import { withServer, type TestServer } from '../helpers/server.js';
 import { buildGuest, guestUnavailable } from '../platform/guest.js';
 import { cleanupDomains, defineDomain, libvirtUnavailable, LIBVIRT_URI, uniqueName, virsh } from '../platform/libvirt.js';
 import { platformUnavailable } from '../platform/require.js';
+import { expectCleanExt4 } from '../helpers/ext4.js';
 
 const run = promisify(execFile);
 const unavailable = (await libvirtUnavailable()) ?? (await guestUnavailable());
@@ -126,17 +127,6 @@ describe('freeze through libvirt in a real guest', () => {
     return join(dir, file);
   }
 
-  async function expectCleanWith(image: string, path: string, text: string): Promise<void> {
-    // A frozen ext4 has flushed its journal: the copy needs no recovery (a copy of the live,
-    // unfrozen image shows needs_recovery and lacks the unsynced file), checks clean, holds it.
-    const features = (await tool(['dumpe2fs', '-h', image])).stdout.split('\n').find((l) => l.startsWith('Filesystem features:'));
-    expect(features).toMatch(/has_journal/);
-    expect(features).not.toMatch(/needs_recovery/);
-    const fsck = await tool(['e2fsck', '-fn', image]);
-    expect({ code: fsck.code, out: fsck.stdout + fsck.stderr }).toMatchObject({ code: 0 });
-    expect((await tool(['debugfs', '-R', `cat ${path}`, image])).stdout).toBe(text);
-  }
-
   it('a snapshot with fsfreeze is a clean ext4 holding data written without sync; the guest is thawed after', async () => {
     const marker = `written before the freeze ${Date.now()}\n`;
     await guestWrite('/data/marker.txt', marker);
@@ -146,7 +136,7 @@ describe('freeze through libvirt in a real guest', () => {
     const g = await s.req('GET', `/api/vm/${name}/snapshot/frozen1/`, { query: { disk_id: '2' } });
     expect(g.body.result.fsfreeze).toBe(true);
     expect(await status()).toBe('thawed');
-    await expectCleanWith(await dataSnapshot(g.body.result.id as number), '/marker.txt', marker);
+    await expectCleanExt4(await dataSnapshot(g.body.result.id as number), '/marker.txt', marker);
     // And the guest writes again.
     await guestWrite('/data/after.txt', 'thawed\n');
   }, 180_000);
@@ -171,7 +161,7 @@ describe('freeze through libvirt in a real guest', () => {
     };
     const rootSnaps = blocks.return.find((b) => b.inserted?.file?.endsWith(`${name}.qcow2`))?.inserted?.image?.snapshots ?? [];
     expect(rootSnaps.map((x) => x.name)).toContain(`es-${rows[0]!.id}`);
-    await expectCleanWith(await dataSnapshot(rows[1]!.id), '/all.txt', marker);
+    await expectCleanExt4(await dataSnapshot(rows[1]!.id), '/all.txt', marker);
     expect(await status()).toBe('thawed');
   }, 180_000);
 
@@ -211,17 +201,3 @@ describe('freeze through libvirt in a real guest', () => {
     expect(await status()).toBe('thawed');
   }, 120_000);
 });
-
-function tool(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const [cmd, ...args] = argv;
-    const env = { ...process.env, PATH: `${process.env.PATH ?? '/usr/bin:/bin'}:/usr/sbin:/sbin` }; // e2fsprogs live in sbin
-    const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
-}

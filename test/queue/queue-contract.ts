@@ -6,11 +6,13 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import type { QueueMessage, TaskQueue } from '../../src/queue/queue.js';
-import { SYSTEM_USER_ID, SYSTEM_USERNAME, systemClock } from '../../src/app-context.js';
+import { systemClock } from '../../src/app-context.js';
 import { LocalTaskEvents } from '../../src/tasks/task.events.js';
-import { TaskService, type TaskOutcome } from '../../src/tasks/task.service.js';
+import { TaskService } from '../../src/tasks/task.service.js';
+import type { TaskOutcome } from '../../src/tasks/task.types.js';
 import { silentLogger } from '../../src/runtime.js';
 import { withServer, type TestDb } from '../helpers/server.js';
+import { SYSTEM_TASK } from '../helpers/task-fixtures.js';
 
 export interface QueueFactory {
   readonly name: string;
@@ -225,12 +227,7 @@ export function queueContract(f: QueueFactory): void {
         const taskId = await tasks.submit({
           kind: 'contract_race',
           type: 'e',
-          userId: SYSTEM_USER_ID,
-          username: SYSTEM_USERNAME,
-          ownerId: 1,
-          dcId: 1,
-          dcBound: true,
-          vmUuid: null,
+          ...SYSTEM_TASK,
           node: { id: nodeId, hostname: n },
           locks: [lock],
           apiview: { view: 'contract' },

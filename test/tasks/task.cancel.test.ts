@@ -6,12 +6,10 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { forEachDb, withServer, type TestServer } from '../helpers/server.js';
-import { insertIdleNode } from '../helpers/fixtures.js';
-import { SYSTEM_USER_ID, SYSTEM_USERNAME, systemClock } from '../../src/app-context.js';
+import { idleNodeTaskService, testTaskSpec } from '../helpers/task-fixtures.js';
 import { InProcessQueue } from '../../src/queue/in-process.queue.js';
-import { LocalTaskEvents } from '../../src/tasks/task.events.js';
-import { TaskService, type TaskSpec } from '../../src/tasks/task.service.js';
-import { silentLogger } from '../../src/runtime.js';
+import type { TaskService } from '../../src/tasks/task.service.js';
+import type { TaskSpec } from '../../src/tasks/task.types.js';
 
 const NODE = 'cancel-nowhere';
 
@@ -34,10 +32,8 @@ forEachDb('TaskService.cancel', (kind) => {
 
   beforeAll(async () => {
     s = await withServer(kind, { localAgent: false });
-    const db = s.runtime.ctx.db;
-    nodeId = await insertIdleNode(s, NODE);
     queue = new ClaimingQueue();
-    tasks = new TaskService(db, queue, new LocalTaskEvents(), systemClock, silentLogger);
+    ({ tasks, nodeId } = await idleNodeTaskService(s, NODE, queue));
     tasks.registerKind<{ label: string }>('test_cancel', {
       complete: async (_trx, _task, c, outcome) => {
         if (outcome.returncode !== 0) failedCleanups.push(c.label);
@@ -52,21 +48,7 @@ forEachDb('TaskService.cancel', (kind) => {
   afterAll(async () => s.cleanup());
 
   function spec(label: string): TaskSpec<{ label: string }> {
-    return {
-      kind: 'test_cancel',
-      type: 'a',
-      userId: SYSTEM_USER_ID,
-      username: SYSTEM_USERNAME,
-      ownerId: 1,
-      dcId: 1,
-      dcBound: true,
-      vmUuid: null,
-      node: { id: nodeId, hostname: NODE },
-      locks: [`cancel ${label}`],
-      apiview: { view: 'test', label },
-      log: { msg: 'Test task', detail: `label=${label}`, object: { type: 'vm', name: label, alias: label, pk: label } },
-      prepare: async () => ({ payload: { label }, context: { label } }),
-    };
+    return testTaskSpec('test_cancel', { id: nodeId, hostname: NODE }, label, [`cancel ${label}`], async () => ({ payload: { label }, context: { label } }));
   }
 
   const stateOf = async (id: string) => (await tasks.get(id))?.state;

@@ -7,15 +7,14 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Transaction } from 'kysely';
 import { forEachDb, withServer, type TestServer } from '../helpers/server.js';
-import { insertIdleNode } from '../helpers/fixtures.js';
-import { SYSTEM_USER_ID, SYSTEM_USERNAME, systemClock } from '../../src/app-context.js';
+import { idleNodeTaskService, testTaskSpec } from '../helpers/task-fixtures.js';
+import { SYSTEM_USER_ID, SYSTEM_USERNAME } from '../../src/app-context.js';
 import type { Database } from '../../src/db/schema.js';
 import { FailureError, LOCK_FAILED } from '../../src/domain/errors.js';
 import { InProcessQueue } from '../../src/queue/in-process.queue.js';
-import { LocalTaskEvents } from '../../src/tasks/task.events.js';
 import { writeLog, type LogEntry } from '../../src/tasks/task-log.js';
-import { TaskService, type SubmitResult, type TaskSpec } from '../../src/tasks/task.service.js';
-import { silentLogger } from '../../src/runtime.js';
+import type { TaskService } from '../../src/tasks/task.service.js';
+import type { SubmitResult, TaskSpec } from '../../src/tasks/task.types.js';
 
 /** A node without an agent: what is sent stays in its queue, where the test can count it. */
 const NODE = 'submit-many-nowhere';
@@ -28,33 +27,17 @@ forEachDb('TaskService.submitMany', (kind) => {
 
   beforeAll(async () => {
     s = await withServer(kind, { localAgent: false });
-    const db = s.runtime.ctx.db;
-    nodeId = await insertIdleNode(s, NODE);
     queue = new InProcessQueue();
-    tasks = new TaskService(db, queue, new LocalTaskEvents(), systemClock, silentLogger);
+    ({ tasks, nodeId } = await idleNodeTaskService(s, NODE, queue));
     tasks.registerKind('test_noop', { complete: async () => ({ result: { returncode: 0, message: 'ok' } }) });
   });
   afterAll(async () => s.cleanup());
 
   function spec(label: string, lock: string, prepare?: (trx: Transaction<Database>, taskId: string) => Promise<void>): TaskSpec<unknown> {
-    return {
-      kind: 'test_noop',
-      type: 'a',
-      userId: SYSTEM_USER_ID,
-      username: SYSTEM_USERNAME,
-      ownerId: 1,
-      dcId: 1,
-      dcBound: true,
-      vmUuid: null,
-      node: { id: nodeId, hostname: NODE },
-      locks: [lock],
-      apiview: { view: 'test', label },
-      log: { msg: 'Test task', detail: `label=${label}`, object: { type: 'vm', name: label, alias: label, pk: label } },
-      prepare: async (trx, taskId) => {
-        await prepare?.(trx, taskId);
-        return { payload: { label }, context: {} };
-      },
-    };
+    return testTaskSpec('test_noop', { id: nodeId, hostname: NODE }, label, [lock], async (trx, taskId) => {
+      await prepare?.(trx, taskId);
+      return { payload: { label }, context: {} };
+    });
   }
 
   /** A row that `prepare` writes before it fails: it must not survive. */
