@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Database } from './schema.js';
 import { CachedStatements } from './sqlite-statements.js';
+import { NamingPool } from './pg-statements.js';
 
 void CamelCasePlugin;
 
@@ -65,7 +66,8 @@ export function openDatabase(url: string, opts: { searchPath?: string; poolSize?
   // server goes away (a PostgreSQL restart) its 'error' would be uncaught and end the process. The
   // transaction's next query fails instead.
   pool.on('connect', (client) => client.on('error', () => undefined));
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  // Texts marked PREPARED go as named statements (pg-statements.ts).
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new NamingPool(pool) }) });
   const schema = opts.searchPath ?? searchPathOf(url);
   return { db, kind, url, ...(schema ? { schema } : {}) };
 }

@@ -15,6 +15,8 @@ import { CompiledQuery, type Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { isPostgres } from '../db/dialect.js';
 import { PLUCK } from '../db/sqlite-statements.js';
+import { PREPARED } from '../db/pg-statements.js';
+import { CALLER_COLUMNS, callerCtes, type CallerLookupRow } from '../accounts/caller-lookup.js';
 import { JsonText } from '../lib/json-text.js';
 import type { Sort } from './snapshot.repository.js';
 
@@ -55,21 +57,57 @@ function sqliteFormat(hostname: string, vmUuid: string): string {
   );
 }
 
-const shapes = new Map<string, string>();
+/** Placeholders by name: `$n` on PostgreSQL (each name once), `?` on SQLite (in the order of the text). */
+class Binder {
+  readonly order: string[] = [];
+  constructor(readonly pg: boolean) {}
 
-function buildSql(pg: boolean, full: boolean, f: VmListFilter, sort: readonly Sort[]): string {
-  let n = 0;
-  const p = (): string => (pg ? `$${++n}` : '?');
-  const where = [`s.vm_uuid = ${p()}`];
-  if (f.diskRealId !== undefined) where.push(`s.disk_real_id = ${p()}`);
-  if (f.type !== undefined) where.push(`s.type = ${p()}`);
-  if (f.define !== undefined) where.push(`d.name = ${p()}`);
+  readonly p = (name: string): string => {
+    if (!this.pg) {
+      this.order.push(name);
+      return '?';
+    }
+    let i = this.order.indexOf(name);
+    if (i < 0) i = this.order.push(name) - 1;
+    return `$${i + 1}`;
+  };
+}
+
+interface Shape {
+  readonly text: string;
+  /** Parameter names in binding order. */
+  readonly order: readonly string[];
+}
+
+const shapes = new Map<string, Shape>();
+
+function shapeKey(pg: boolean, full: boolean, f: Omit<VmListFilter, 'vmUuid'>, sort: readonly Sort[]): string {
+  return `${pg ? 'p' : 's'}${full ? 'f' : 'n'}${f.diskRealId === undefined ? '' : 'd'}${f.type === undefined ? '' : 't'}${
+    f.define === undefined ? '' : 'e'
+  }:${sort.map((s) => `${s.desc ? '-' : ''}${s.field}`).join(',')}`;
+}
+
+/**
+ * The list statement: `uuid` is the SQL of the VM's uuid (a parameter, or a column of the
+ * one-statement path's VM row). Parameters: `fmt` (SQLite, full), `uuid`, `disk`, `type`, `define`.
+ */
+function listSql(b: Binder, full: boolean, f: Omit<VmListFilter, 'vmUuid'>, sort: readonly Sort[], uuid: () => string): string {
+  const pg = b.pg;
+  const head = pg ? '' : `SELECT ${full ? SQLITE_OBJECT.replace('format(?', `format(${b.p('fmt')}`) : 's.name'} `;
   const orderBy = sort.length === 0 ? '' : ` ORDER BY ${sort.map((s) => `${SORT_SQL[s.field]} ${s.desc ? 'DESC' : 'ASC'}`).join(', ')}`;
-  const from = (lateral = ''): string =>
-    'FROM snapshot s JOIN vm v ON v.uuid = s.vm_uuid LEFT JOIN snapshot_define d ON d.id = s.define_id ' +
-    'LEFT JOIN (SELECT real_id, row_number() OVER (ORDER BY real_id) AS n FROM vm_disk WHERE vm_uuid = ' +
-    `${pg ? '$1' : '?'}) k ON k.real_id = s.disk_real_id${lateral} WHERE ${where.join(' AND ')}`;
-  if (!pg) return `${PLUCK}SELECT ${full ? SQLITE_OBJECT : 's.name'} ${from()}${orderBy}`;
+  const from = (lateral = ''): string => {
+    // Placeholders in the order of the text (SQLite binds them so): the window's uuid, then the filters.
+    const k = `(SELECT real_id, row_number() OVER (ORDER BY real_id) AS n FROM vm_disk WHERE vm_uuid = ${uuid()}) k`;
+    const where = [`s.vm_uuid = ${uuid()}`];
+    if (f.diskRealId !== undefined) where.push(`s.disk_real_id = ${b.p('disk')}`);
+    if (f.type !== undefined) where.push(`s.type = ${b.p('type')}`);
+    if (f.define !== undefined) where.push(`d.name = ${b.p('define')}`);
+    return (
+      'FROM snapshot s JOIN vm v ON v.uuid = s.vm_uuid LEFT JOIN snapshot_define d ON d.id = s.define_id ' +
+      `LEFT JOIN ${k} ON k.real_id = s.disk_real_id${lateral} WHERE ${where.join(' AND ')}`
+    );
+  };
+  if (!pg) return `${head}${from()}${orderBy}`;
   if (!full) return `SELECT coalesce(json_agg(s.name${orderBy})::text, '[]') AS j ${from()}`;
   const cols =
     'v.hostname AS hostname, s.vm_uuid AS vm_uuid, d.name AS define, s.name AS name, coalesce(k.n, 0)::int AS disk_id, ' +
@@ -78,6 +116,37 @@ function buildSql(pg: boolean, full: boolean, f: VmListFilter, sort: readonly So
   // One text value: the rows' JSON built and joined by the server (row_to_json is compact, unlike
   // json_build_object's "key" : value).
   return `SELECT coalesce('[' || string_agg(row_to_json(o)::text, ','${orderBy}) || ']', '[]') AS j ${from(` CROSS JOIN LATERAL (SELECT ${cols}) o`)}`;
+}
+
+function listShape(pg: boolean, full: boolean, f: VmListFilter, sort: readonly Sort[]): Shape {
+  const key = shapeKey(pg, full, f, sort);
+  let shape = shapes.get(key);
+  if (shape === undefined) {
+    const b = new Binder(pg);
+    const text = listSql(b, full, f, sort, () => b.p('uuid'));
+    // Named on PostgreSQL only for orders of one field: a bounded set of texts per connection.
+    shape = { text: pg ? `${sort.length <= 1 ? PREPARED : ''}${text}` : `${PLUCK}${text}`, order: b.order };
+    shapes.set(key, shape);
+  }
+  return shape;
+}
+
+function bind(order: readonly string[], values: Readonly<Record<string, unknown>>): unknown[] {
+  return order.map((n) => values[n]);
+}
+
+function filterValues(f: Omit<VmListFilter, 'vmUuid'>): Record<string, unknown> {
+  return { disk: f.diskRealId, type: f.type, define: f.define };
+}
+
+async function runList(db: Kysely<Database>, pg: boolean, vm: { readonly hostname: string; readonly uuid: string }, f: VmListFilter, sort: readonly Sort[], full: boolean): Promise<JsonText> {
+  const shape = listShape(pg, full, f, sort);
+  const values = { ...filterValues(f), uuid: vm.uuid, fmt: pg || !full ? undefined : sqliteFormat(vm.hostname, vm.uuid) };
+  const res = await db.executeQuery<unknown>(CompiledQuery.raw(shape.text, bind(shape.order, values)));
+  if (pg) return new JsonText((res.rows[0] as { j: string } | undefined)?.j ?? '[]');
+  // Pluck mode: one string per row.
+  const rows = res.rows as string[];
+  return new JsonText(full ? `[${rows.join(',')}]` : JSON.stringify(rows));
 }
 
 /**
@@ -90,24 +159,71 @@ export async function listVmSnapshotsJson(
   sort: readonly Sort[],
   full: boolean,
 ): Promise<JsonText> {
+  return runList(db, isPostgres(db), { hostname: vm.hostname, uuid: f.vmUuid }, f, sort, full);
+}
+
+// ---- the whole request in one statement (PostgreSQL) or two (SQLite) ----
+
+export interface FastListRequest {
+  /** SHA-256 of the ES-API-KEY header. */
+  readonly keyHash: string;
+  /** The DC the request names (prefix or `dc`), if any. */
+  readonly dcName: string | undefined;
+  /** The VM's hostname or uuid from the path. */
+  readonly vm: string;
+  readonly filter: Omit<VmListFilter, 'vmUuid' | 'diskRealId'>;
+  readonly sort: readonly Sort[];
+  readonly full: boolean;
+}
+
+export interface FastListResult {
+  /** The caller's columns (CALLER_COLUMNS), for callerFromLookup. */
+  readonly row: CallerLookupRow;
+  /** The VM found in the caller's DC with the caller's rights (findVm's rules), if any. */
+  readonly vm: { readonly uuid: string; readonly hostname: string; readonly ownerId: number } | null;
+  /** Reads the list (on PostgreSQL it came with the row). */
+  list(): Promise<JsonText>;
+}
+
+const fastShapes = new Map<string, Shape>();
+
+/**
+ * One statement: the key's user, the DC and the user's rights there (accounts/caller-lookup.ts),
+ * the VM as findVm finds it (in that DC, owned by the user unless admin, by hostname or uuid, the
+ * hostname first), and on PostgreSQL the list itself; on SQLite the list is a second statement
+ * (its rows are read in pluck mode). Both texts are fixed per request shape and prepared once.
+ */
+export async function lookupAndListSnapshots(db: Kysely<Database>, r: FastListRequest): Promise<FastListResult> {
   const pg = isPostgres(db);
-  const key = `${pg ? 'p' : 's'}${full ? 'f' : 'n'}${f.diskRealId === undefined ? '' : 'd'}${f.type === undefined ? '' : 't'}${
-    f.define === undefined ? '' : 'e'
-  }:${sort.map((s) => `${s.desc ? '-' : ''}${s.field}`).join(',')}`;
-  let text = shapes.get(key);
-  if (text === undefined) {
-    text = buildSql(pg, full, f, sort);
-    shapes.set(key, text);
+  const dcNamed = r.dcName !== undefined;
+  const key = `${dcNamed ? 'D' : ''}${pg ? shapeKey(pg, r.full, r.filter, r.sort) : 's'}`;
+  let shape = fastShapes.get(key);
+  if (shape === undefined) {
+    const b = new Binder(pg);
+    const ctes = callerCtes(b.p, dcNamed);
+    const vm =
+      'cv AS (SELECT vm.uuid AS v_uuid, vm.hostname AS v_hostname, vm.owner_id AS v_owner_id FROM cu JOIN cd ON true JOIN vm ON vm.dc_id = cd.d_id ' +
+      `WHERE (cd.d_is_admin = 1 OR vm.owner_id = cu.u_id) AND (vm.hostname = ${b.p('vm')} OR vm.uuid = ${b.p('vm')}) ` +
+      `ORDER BY CASE WHEN vm.hostname = ${b.p('vm')} THEN 0 ELSE 1 END LIMIT 1)`;
+    const list = pg ? `, (${listSql(b, r.full, r.filter, r.sort, () => 'cv.v_uuid')}) AS j` : '';
+    const text =
+      `WITH ${ctes}, ${vm} SELECT ${CALLER_COLUMNS}, cv.v_uuid, cv.v_hostname, cv.v_owner_id${list} ` +
+      'FROM (SELECT 1 AS one) one LEFT JOIN cu ON true LEFT JOIN cd ON true LEFT JOIN cv ON true';
+    shape = { text: pg ? `${PREPARED}${text}` : text, order: b.order };
+    fastShapes.set(key, shape);
   }
-  // SQLite's anonymous parameters bind in the order of the text: the format string, then the
-  // vm_disk window's uuid, then the filters.
-  const params: unknown[] = pg ? [f.vmUuid] : full ? [sqliteFormat(vm.hostname, f.vmUuid), f.vmUuid, f.vmUuid] : [f.vmUuid, f.vmUuid];
-  if (f.diskRealId !== undefined) params.push(f.diskRealId);
-  if (f.type !== undefined) params.push(f.type);
-  if (f.define !== undefined) params.push(f.define);
-  const res = await db.executeQuery<unknown>(CompiledQuery.raw(text, params));
-  if (pg) return new JsonText((res.rows[0] as { j: string } | undefined)?.j ?? '[]');
-  // Pluck mode: one string per row.
-  const rows = res.rows as string[];
-  return new JsonText(full ? `[${rows.join(',')}]` : JSON.stringify(rows));
+  const values = { key_hash: r.keyHash, dc: r.dcName, vm: r.vm, ...filterValues(r.filter) };
+  const res = await db.executeQuery<CallerLookupRow>(CompiledQuery.raw(shape.text, bind(shape.order, values)));
+  const row = res.rows[0]!;
+  const found = row['v_uuid'] !== null && row['v_uuid'] !== undefined;
+  const vm = found ? { uuid: row['v_uuid'] as string, hostname: row['v_hostname'] as string, ownerId: Number(row['v_owner_id']) } : null;
+  return {
+    row,
+    vm,
+    list: async () => {
+      if (pg) return new JsonText((row['j'] as string | null) ?? '[]');
+      if (!vm) return new JsonText('[]');
+      return runList(db, false, vm, { ...r.filter, vmUuid: vm.uuid }, r.sort, r.full);
+    },
+  };
 }
