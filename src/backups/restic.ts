@@ -23,7 +23,7 @@ import { StorageError } from '../storage/driver.js';
 import type { CommandRunner, RunResult, SpawnedCommand } from '../storage/runner.js';
 import type { DiskWritable, SnapshotReadable } from '../storage/stream.js';
 import type { ImageFeed, ImageSource } from './transfer.js';
-import { hashFile, spawnHasher } from './image-hash.js';
+import { spawnHasher } from './image-hash.js';
 
 export const RESTIC_DIR = '.esnap-restic';
 const STORAGE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -319,7 +319,8 @@ export class Restic {
   /**
    * `restic dump <id> /<filename>` into the sink `open()` gives (a disk being restored), or into
    * nothing (a verify). The bytes go from restic to their place without passing through this
-   * process where the sink allows it: into the sink's file aside (hashed after by the hasher),
+   * process where the sink allows it: into the sink's file aside (through `tee`, whose copy the
+   * hasher reads),
    * into the other node's receive (the caller commits with the recorded SHA-256, which that side
    * checks; `checksum` is then null), into the hasher (verify). The sink is committed by the
    * caller; on a locked repository it is aborted and opened again after a wait.
@@ -333,9 +334,9 @@ export class Restic {
         const argv = ['restic', 'dump', '--quiet', ...this.#limits(o), ...(open ? [] : ['--no-cache']), resticId, `/${filename}`];
         try {
           if (!sink) return { checksum: await this.#dumpInto(argv, null), sink };
-          if (sink.path !== undefined) {
-            await this.#dumpInto(argv, sink.path);
-            return { checksum: await hashFile(this.#runner, sink.path), sink };
+          if (sink.path !== undefined && sink.createFile) {
+            await sink.createFile();
+            return { checksum: await this.#dumpInto(argv, sink.path), sink };
           }
           if (sink.pipe !== undefined) {
             const child = this.#spawn(argv, { stdoutTo: sink.pipe, stdout: 'capture' });
@@ -352,33 +353,38 @@ export class Restic {
     );
   }
 
-  /** restic writes the file (created here, `wx`), or the hasher's stdin (path null: its digest). */
+  /**
+   * `restic dump | tee <file> | hasher` with the pipes between the commands (path null: `restic
+   * dump | hasher`, a verify): the file is written and hashed at once, nothing passes through
+   * this process. Resolves with the SHA-256 of what restic wrote.
+   */
   async #dumpInto(argv: string[], path: string | null): Promise<string> {
-    if (path !== null) {
-      const fh = await open(path, 'wx');
-      let child: SpawnedCommand;
-      try {
-        child = this.#spawn(argv, { stdoutTo: fh.fd, stdout: 'capture' });
-      } finally {
-        await fh.close();
-      }
-      const r = await child.done;
-      if (r.code !== 0) throw resticError('restic dump', r);
-      return '';
-    }
     const hasher = await spawnHasher(this.#runner);
-    const hin = hasher.command.stdin!;
+    const started: SpawnedCommand[] = [hasher.command];
+    const close = (s: NodeJS.WritableStream | null): void => (s as unknown as { destroy(): void } | null)?.destroy();
     let child: SpawnedCommand;
+    let tee: SpawnedCommand | null = null;
     try {
-      child = this.#spawn(argv, { stdoutTo: hin, stdout: 'capture' });
+      if (path !== null) {
+        // tee opens the file the sink made (O_TRUNC of an empty file: its mode stays).
+        tee = this.#runner.spawn!(['tee', '--', path], { stdin: 'pipe', stdoutTo: hasher.command.stdin!, stdout: 'capture', timeoutMs: LONG_MS });
+        started.push(tee);
+        close(hasher.command.stdin);
+      }
+      child = this.#spawn(argv, { stdoutTo: (tee ?? hasher.command).stdin!, stdout: 'capture' });
     } catch (err) {
-      hasher.command.kill(err as Error);
+      for (const c of started) c.kill(err as Error);
       throw err;
     } finally {
-      (hin as unknown as { destroy(): void }).destroy();
+      close((tee ?? hasher.command).stdin);
+      if (tee) close(hasher.command.stdin);
     }
-    const [r, digest] = await Promise.all([child.done, settleValue(hasher.digest)]);
+    const [r, t, digest] = await Promise.all([child.done, tee?.done ?? null, settleValue(hasher.digest)]);
     if (r.code !== 0) throw resticError('restic dump', r);
+    if (t && t.code !== 0) {
+      const text = t.stderr.trim().slice(0, 500);
+      throw new StorageError(NO_SPACE_RE.test(text) ? 'no_space' : 'backend', `writing the restored image failed: ${text || `tee exit ${t.code}`}`);
+    }
     if (digest.error) throw digest.error;
     return digest.value!;
   }

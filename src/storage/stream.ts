@@ -10,6 +10,7 @@
  */
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
+import { open } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import type { DiskRef, StorageDriver } from './driver.js';
 
@@ -32,10 +33,12 @@ export interface DiskWritable {
   /** The disk's whole raw image, from offset 0. */
   readonly stream: Writable;
   /**
-   * The file aside that the stream writes, not created yet: a writer may create it itself
-   * (`wx`) and hand it to a command's stdout instead of using `stream` (never both).
+   * The file aside that the stream writes, not created yet: a writer may have it made
+   * (`createFile()`, with the disk's mode) and let a command write it instead of using `stream`
+   * (never both).
    */
   readonly path?: string;
+  createFile?(): Promise<void>;
   /**
    * The pipe the stream writes into (another node's receive): a command's stdout may be handed
    * to it instead of using `stream`; commit() then needs the SHA-256 the other side must find.
@@ -76,10 +79,14 @@ export function diskWriterOf(driver: StorageDriver): Pick<StreamingDriver, 'open
  * The write stream of a file aside, made (`wx`) only when first asked for: a restore either
  * writes through it or hands the file's path to a command (DiskWritable.path), never both.
  */
-export function lazyWriteStream(path: string, o: { mode?: number }): { stream(): Writable; finished(): Promise<void>; destroy(): Promise<void> } {
+export function lazyWriteStream(path: string, o: { mode?: number }): { stream(): Writable; create(): Promise<void>; finished(): Promise<void>; destroy(): Promise<void> } {
   let stream: Writable | null = null;
   let written: Promise<void> | null = null;
   return {
+    async create() {
+      const fh = await open(path, 'wx', o.mode ?? 0o666);
+      await fh.close();
+    },
     stream() {
       if (!stream) {
         stream = createWriteStream(path, { flags: 'wx', ...(o.mode !== undefined ? { mode: o.mode } : {}), highWaterMark: 4 * 1024 * 1024 });

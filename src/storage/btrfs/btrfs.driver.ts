@@ -362,6 +362,7 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
         return aside.stream();
       },
       path: image,
+      createFile: () => aside.create(),
       commit: async () => {
         try {
           await aside.finished();

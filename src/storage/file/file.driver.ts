@@ -262,6 +262,7 @@ export class FileDriver implements StorageDriver, StreamingDriver {
         return aside.stream();
       },
       path: sw.temp,
+      createFile: () => aside.create(),
       async commit() {
         try {
           await aside.finished();
