@@ -11,7 +11,8 @@
  * Locks: backups and dumps share the repository; `forget --prune` takes it alone. Inside this
  * process a reader/writer lock orders them; against other processes restic's own lock decides,
  * and an operation that finds the repository locked waits and tries again (restic 0.14 has no
- * --retry-lock), so a prune never makes a backup fail, nor the other way round.
+ * --retry-lock), so a prune never makes a backup fail, nor the other way round; before each try it
+ * removes stale locks (`restic unlock`: those of killed restic processes).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { access, chmod, mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
@@ -437,6 +438,10 @@ export class Restic {
         return await fn(attempt);
       } catch (err) {
         if (!(err instanceof ResticLocked) || Date.now() - began > LOCK_WAIT_MAX_MS) throw err;
+        // A lock whose restic was killed (an agent's restart ends its predecessor's commands) stays
+        // until removed: `restic unlock` removes stale ones only (this host's dead processes, or
+        // older than 30 minutes), never a live process's lock.
+        await this.#run(['restic', 'unlock']).catch(() => undefined);
         await sleep(LOCK_RETRY_MS);
       }
     }
