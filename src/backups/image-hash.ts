@@ -1,9 +1,9 @@
 /**
  * The SHA-256 of an image without the image passing through this process: `openssl dgst -sha256`
  * (OpenSSL's SHA-256 uses the CPU's SHA instructions, about 2.5 times coreutils' `sha256sum`
- * here), or `sha256sum` where openssl is not installed. Either reads a file or a pipe end handed
- * to its stdin (CommandRunner.spawn's stdinFrom), so a command's output can be hashed while it
- * also goes elsewhere only through a file both read (a snapshot file; a restore's file aside).
+ * here), or `sha256sum` where openssl is not installed. Either reads a file (a snapshot file,
+ * beside restic reading the same file) or a pipe end handed to its stdin (CommandRunner.spawn's
+ * stdinFrom/stdoutTo: `restic dump | tee <file> | hasher`, `zfs send | hasher`).
  */
 import { StorageError } from '../storage/driver.js';
 import type { CommandRunner, SpawnedCommand } from '../storage/runner.js';
