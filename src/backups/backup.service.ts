@@ -297,6 +297,8 @@ export async function planCreateBackup(ctx: AppContext, caller: Caller, hostname
         tags: ['esnap', `dc:${vm.dc_id}`, `vm:${vm.uuid}`, `bkp:${row.id}`],
         ...(freeze ? { freeze } : {}),
         ...(define.type === 1 ? { base } : {}),
+        compression: define.compression,
+        bwlimit: define.bwlimit,
       };
       await trx.updateTable('backup').set({ file_path: resticFilename(row.id) }).where('id', '=', row.id).execute();
       const cleanup = { op: 'backup_cleanup', backupId: row.id, type: define.type, source: payload.source, snapshot: payload.snapshot, storage: payload.storage } as const;

@@ -1,10 +1,13 @@
 /**
  * Type 2 (file) backups with restic, on the backup node. Create: snapshot `is-<id>` of the source
- * disk (with the guest frozen around it when asked), its image streamed into `restic backup
- * --stdin` (hashed on the way), the snapshot destroyed again whatever happened. Restore: `restic
- * dump` streamed into the target disk through its driver, written aside and switched in only when
- * the bytes' SHA-256 is the one recorded at backup time. Verify: `restic dump` of the repository
- * itself (not the local cache) to nowhere, hashed.
+ * disk (with the guest frozen around it when asked), its image handed to `restic backup --stdin`
+ * (the snapshot file as restic's stdin, or the other node's send command writing into it: the
+ * bytes do not pass through this process) and hashed beside it (restic.ts), the snapshot
+ * destroyed again whatever happened; the definition's compression and bwlimit become restic's
+ * `--compression` and `--limit-upload`. Restore: `restic dump` straight into the target disk's
+ * file aside (or the other node's receive), switched in only when the bytes' SHA-256 is the one
+ * recorded at backup time. Verify: `restic dump` of the repository itself (not the local cache)
+ * into the hasher.
  */
 import { StorageError } from '../storage/driver.js';
 import { outsideScope, pointOfNoReturn } from '../storage/op-scope.js';
@@ -47,7 +50,7 @@ export const resticEngine: BackupEngine = {
     await restic.ensure();
     const { freezeError } = await takeSourceSnapshot(p, io);
     try {
-      const r = await restic.backup(() => transfer.openSnapshotRead(p.source, p.snapshot), p.filename, p.tags);
+      const r = await restic.backup(() => transfer.openImageSource(p.source, p.snapshot), p.filename, p.tags, { compression: p.compression ?? null, bwlimit: p.bwlimit ?? null });
       const seconds = Math.round((Date.now() - began) / 1000);
       const detail = `size=${r.size}, added=${r.added ?? 'null'}, time_elapsed=${seconds}${freezeError ? `, msg='${freezeError}'` : ''}`;
       return { resticId: r.resticId, filePath: p.filename, checksum: r.checksum, size: r.size, added: r.added, seconds, detail };
@@ -66,12 +69,14 @@ export const resticEngine: BackupEngine = {
     const restic = resticFor(io, p.from.storage);
     const transfer = io.transferFor(p.target.node);
     const r = await restic.dump(resticIdOf(p.from), p.from.filename, () => transfer.openDiskWrite(p.target, p.taskId));
-    if (r.checksum !== p.checksum) {
+    // null: restic wrote into the other node's receive, which checks the bytes against the
+    // recorded SHA-256 that commit sends, and keeps the old bytes when they differ.
+    if (r.checksum !== null && r.checksum !== p.checksum) {
       await r.sink?.abort();
       throw new StorageError('backend', BACKUP_DAMAGED_MSG);
     }
     pointOfNoReturn();
-    await r.sink!.commit();
+    await r.sink!.commit(p.checksum);
   },
 
   async verify(p, io) {

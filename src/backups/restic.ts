@@ -16,7 +16,7 @@
  * otherwise block every prune.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { access, chmod, mkdir, open, readFile } from 'node:fs/promises';
+import { access, chmod, mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform, Writable, type Readable } from 'node:stream';
@@ -24,6 +24,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageError } from '../storage/driver.js';
 import type { CommandRunner, RunResult, SpawnedCommand } from '../storage/runner.js';
 import type { DiskWritable, SnapshotReadable } from '../storage/stream.js';
+import type { ImageFeed, ImageSource } from './transfer.js';
+import { spawnHasher } from './image-hash.js';
 
 export const RESTIC_DIR = '.esnap-restic';
 const STORAGE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -92,6 +94,41 @@ const lockOf = (repo: string): RwLock => {
   if (!l) LOCKS.set(repo, (l = new RwLock()));
   return l;
 };
+
+/** What a definition asks of a backup's transfer (bkpdef `compression`, `bwlimit`). */
+export interface ResticBackupOptions {
+  /** Danube's 0 none, 1 gzip, 2 bzip2, 3 xz; restic: 0 off, 1 and 2 auto, 3 max (repository v2). */
+  readonly compression?: number | null;
+  /** Bytes per second (Danube's bwlimit); null: no limit. */
+  readonly bwlimit?: number | null;
+}
+
+export interface ResticDumpOptions {
+  readonly bwlimit?: number | null;
+}
+
+/** restic's `--compression` for Danube's compression choice (restic 0.14, repository version 2). */
+export function compressionArgs(compression: number | null | undefined): string[] {
+  if (compression === null || compression === undefined) return [];
+  return ['--compression', compression === 0 ? 'off' : compression === 3 ? 'max' : 'auto'];
+}
+
+/**
+ * restic's `--limit-upload`/`--limit-download` (KiB/s) for a bwlimit in bytes per second: both,
+ * since a backup writes to and a restore reads from the repository; at least 1 KiB/s.
+ */
+export function limitArgs(bwlimit: number | null): string[] {
+  if (bwlimit === null || bwlimit <= 0) return [];
+  const kib = String(Math.max(1, Math.floor(bwlimit / 1024)));
+  return ['--limit-upload', kib, '--limit-download', kib];
+}
+
+interface ImageRun {
+  /** restic's result. */
+  readonly restic: Promise<RunResult>;
+  /** What the sender read and hashed, or why it failed; settles after restic has ended. */
+  readonly image: Promise<{ value: { sha256: string; bytes: number }; error: null } | { value: null; error: unknown }>;
+}
 
 export interface ResticBackupResult {
   readonly resticId: string;
@@ -163,41 +200,35 @@ export class Restic {
       }
       await chmod(this.#password, 0o600);
     }
-    const r = await this.#run(['restic', 'init', '--quiet']);
+    const r = await this.#run(['restic', 'init', '--quiet', '--repository-version', '2']);
     // Two first backups at once: the loser finds the repository made.
     if (r.code !== 0 && !(await exists(join(this.repo, 'config')))) throw resticError('restic init', r);
   }
 
   /**
-   * `restic backup --stdin` of the stream `open()` gives, hashed on the way in; tags `dc:<id>`,
-   * `vm:<uuid>`. A repository locked by a prune elsewhere: the stream is opened again after a wait.
+   * `restic backup --stdin` of the image `open()` gives (ImageSource), its SHA-256 taken where it
+   * costs no copy through this process: a file is restic's stdin itself and is hashed by a second
+   * reader of the same file (hasherArgv); a command (the other node's send over SSH) writes into
+   * restic's stdin and says what it sent; only a plain stream goes through here, hashed on the
+   * way. Tags `dc:<id>`, `vm:<uuid>`. A repository locked by a prune elsewhere: the image is
+   * opened again after a wait.
    */
-  async backup(open: () => Promise<SnapshotReadable>, filename: string, tags: readonly string[]): Promise<ResticBackupResult> {
+  async backup(open: () => Promise<ImageSource>, filename: string, tags: readonly string[], o: ResticBackupOptions = {}): Promise<ResticBackupResult> {
     return lockOf(this.repo).shared(() =>
       this.#retryLocked(async () => {
         const source = await open();
-        const argv = ['restic', 'backup', '--json', '--quiet', '--stdin', '--stdin-filename', filename, ...tags.flatMap((t) => ['--tag', t])];
-        let child: SpawnedCommand;
+        const argv = ['restic', 'backup', '--json', '--quiet', ...this.#limits(o), ...compressionArgs(o.compression), '--stdin', '--stdin-filename', filename, ...tags.flatMap((t) => ['--tag', t])];
+        let fed: ImageRun;
         try {
-          child = this.#spawn(argv, { stdin: 'pipe', stdout: 'capture' });
+          fed = source.kind === 'file' ? await this.#backupFromFile(argv, source) : source.kind === 'command' ? this.#backupFromCommand(argv, source) : this.#backupFromStream(argv, source.readable);
         } catch (err) {
-          source.stream.destroy();
+          if (source.kind === 'stream') source.readable.stream.destroy();
+          if (source.kind === 'file') source.close();
           throw err;
         }
-        const hash = new HashCount();
-        // Before pipeline's own handler closes restic's stdin (an EOF restic would save as the
-        // whole image), a failing source kills restic.
-        source.stream.once('error', (err) => child.kill(err));
-        const fed = settle(pipeline(source.stream, hash, child.stdin as Writable));
-        const read = settle(source.done());
-        const r = await child.done.catch((err: unknown) => {
-          source.stream.destroy();
-          throw err;
-        });
-        const [fedErr, readErr] = await Promise.all([fed, read]);
+        const [r, image] = await Promise.all([fed.restic, fed.image]);
         // A source that failed first is the cause, not restic's read error that followed.
-        const sourceErr = readErr ?? fedErr;
-        if (r.code !== 0 && sourceErr) throw new StorageError('backend', `cannot read the snapshot: ${sourceErr instanceof Error ? sourceErr.message : String(sourceErr)}`, { cause: sourceErr });
+        if (r.code !== 0 && image.error) throw new StorageError('backend', `cannot read the snapshot: ${errText(image.error)}`, { cause: image.error });
         if (r.code !== 0) throw resticError('restic backup', r);
         const summary = r.stdout
           .split('\n')
@@ -207,49 +238,173 @@ export class Restic {
           .find((o) => o['message_type'] === 'summary');
         const id = typeof summary?.['snapshot_id'] === 'string' ? summary['snapshot_id'] : null;
         if (!id) throw new StorageError('backend', `restic backup gave no snapshot id: ${r.stdout.slice(0, 300)}`);
-        // The source failed after its stream ended (its command exited badly): restic saved a cut
-        // image, which the caller forgets (outside this shared lock).
-        const cut = readErr ?? fedErr;
-        if (cut) throw Object.assign(new StorageError('backend', `cannot read the snapshot: ${cut instanceof Error ? cut.message : String(cut)}`, { cause: cut }), { orphanResticId: id });
+        const processed = typeof summary?.['total_bytes_processed'] === 'number' ? summary['total_bytes_processed'] : null;
+        // The source failed after its stream ended (its command exited badly), or restic stored
+        // other than what the sender counted: a cut image, which the caller forgets (outside this
+        // shared lock).
+        const cut = image.error ?? (image.value && processed !== null && processed !== image.value.bytes ? new Error(`restic stored ${processed} bytes, the sender sent ${image.value.bytes}`) : null);
+        if (cut || !image.value) {
+          const why = cut ?? new Error('no checksum');
+          throw Object.assign(new StorageError('backend', `cannot read the snapshot: ${errText(why)}`, { cause: why }), { orphanResticId: id });
+        }
         const added = typeof summary?.['data_added'] === 'number' ? summary['data_added'] : null;
-        return { resticId: id, checksum: hash.digest(), size: hash.bytes, added };
+        return { resticId: id, checksum: image.value.sha256, size: image.value.bytes, added };
+      }),
+    );
+  }
+
+  /** restic's stdin is the file; a hasher reads it beside restic (the page cache serves both). */
+  async #backupFromFile(argv: string[], source: Extract<ImageSource, { kind: 'file' }>): Promise<ImageRun> {
+    const forRestic = await open(source.path, 'r');
+    let forHash: FileHandle | null = null;
+    try {
+      forHash = await open(source.path, 'r');
+      const size = (await forRestic.stat()).size;
+      const child = this.#spawn(argv, { stdinFrom: forRestic.fd, stdout: 'capture' });
+      const hasher = await spawnHasher(this.#runner, forHash.fd).catch((err: unknown) => {
+        child.kill(err instanceof Error ? err : new Error(String(err)));
+        throw err;
+      });
+      return {
+        restic: child.done,
+        image: settleValue(hasher.digest.then((sha256) => ({ sha256, bytes: size }))),
+      };
+    } finally {
+      // The children hold their own copies; the source's stream (a qcow2 temp) may go now.
+      await forRestic.close();
+      await forHash?.close();
+      source.close();
+    }
+  }
+
+  /** The sender writes into restic's stdin and reports what it sent. */
+  #backupFromCommand(argv: string[], source: Extract<ImageSource, { kind: 'command' }>): ImageRun {
+    const child = this.#spawn(argv, { stdin: 'pipe', stdout: 'capture' });
+    const stdin = child.stdin!;
+    let feed: ImageFeed;
+    try {
+      feed = source.start(stdin);
+    } finally {
+      // restic's stdin now belongs to the sender: our copy closed, restic sees the end when it ends.
+      (stdin as unknown as { destroy(): void }).destroy();
+    }
+    // A failing sender kills restic, which must not save what it got so far as the whole image.
+    const image = settleValue(feed.done);
+    void image.then((s) => s.error && child.kill(s.error instanceof Error ? s.error : new Error(String(s.error))));
+    const restic = child.done.catch((err: unknown) => {
+      feed.kill(err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    });
+    return { restic, image };
+  }
+
+  /** A plain stream through this process, hashed on the way (drivers with no file to hand over). */
+  #backupFromStream(argv: string[], source: SnapshotReadable): ImageRun {
+    const child = this.#spawn(argv, { stdin: 'pipe', stdout: 'capture' });
+    const hash = new HashCount();
+    // Before pipeline's own handler closes restic's stdin (an EOF restic would save as the
+    // whole image), a failing source kills restic.
+    source.stream.once('error', (err) => child.kill(err));
+    const fed = settle(pipeline(source.stream, hash, child.stdin as Writable));
+    const read = settle(source.done());
+    const restic = child.done.catch((err: unknown) => {
+      source.stream.destroy();
+      throw err;
+    });
+    const image = Promise.all([fed, read, restic.catch(() => null)]).then(([fedErr, readErr]) => {
+      const error = readErr ?? fedErr;
+      return error ? { error, value: null } : { error: null, value: { sha256: hash.digest(), bytes: hash.bytes } };
+    });
+    return { restic, image };
+  }
+
+  /**
+   * `restic dump <id> /<filename>` into the sink `open()` gives (a disk being restored), or into
+   * nothing (a verify). The bytes go from restic to their place without passing through this
+   * process where the sink allows it: into the sink's file aside (through `tee`, whose copy the
+   * hasher reads),
+   * into the other node's receive (the caller commits with the recorded SHA-256, which that side
+   * checks; `checksum` is then null), into the hasher (verify). The sink is committed by the
+   * caller; on a locked repository it is aborted and opened again after a wait.
+   */
+  async dump(resticId: string, filename: string, open: (() => Promise<DiskWritable>) | null, o: ResticDumpOptions = {}): Promise<{ checksum: string | null; sink: DiskWritable | null }> {
+    assertResticId(resticId);
+    return lockOf(this.repo).shared(() =>
+      this.#retryLocked(async () => {
+        const sink = open ? await open() : null;
+        // A verify (no sink) reads the repository itself, not restic's local cache.
+        const argv = ['restic', 'dump', '--quiet', ...this.#limits(o), ...(open ? [] : ['--no-cache']), resticId, `/${filename}`];
+        try {
+          if (!sink) return { checksum: await this.#dumpInto(argv, null), sink };
+          if (sink.path !== undefined && sink.createFile) {
+            await sink.createFile();
+            return { checksum: await this.#dumpInto(argv, sink.path), sink };
+          }
+          if (sink.pipe !== undefined) {
+            const child = this.#spawn(argv, { stdoutTo: sink.pipe, stdout: 'capture' });
+            const r = await child.done;
+            if (r.code !== 0) throw resticError('restic dump', r);
+            return { checksum: null, sink };
+          }
+          return { checksum: await this.#dumpThrough(argv, sink), sink };
+        } catch (err) {
+          await sink?.abort();
+          throw err;
+        }
       }),
     );
   }
 
   /**
-   * `restic dump <id> /<filename>` into the sink `open()` gives (a disk being restored), or into
-   * nothing (a verify); resolves with the SHA-256 and byte count read. The sink is committed by
-   * the caller; on a locked repository it is aborted and opened again after a wait.
+   * `restic dump | tee <file> | hasher` with the pipes between the commands (path null: `restic
+   * dump | hasher`, a verify): the file is written and hashed at once, nothing passes through
+   * this process. Resolves with the SHA-256 of what restic wrote.
    */
-  async dump(resticId: string, filename: string, open: (() => Promise<DiskWritable>) | null): Promise<{ checksum: string; size: number; sink: DiskWritable | null }> {
-    assertResticId(resticId);
-    return lockOf(this.repo).shared(() =>
-      this.#retryLocked(async () => {
-        const sink = open ? await open() : null;
-        let child: SpawnedCommand;
-        try {
-          // A verify (no sink) reads the repository itself, not restic's local cache.
-          child = this.#spawn(['restic', 'dump', '--quiet', ...(open ? [] : ['--no-cache']), resticId, `/${filename}`], { stdout: 'stream' });
-        } catch (err) {
-          await sink?.abort();
-          throw err;
-        }
-        const hash = new HashCount();
-        const out = child.stdout as Readable;
-        const piped = settle(sink ? pipeline(out, hash, sink.stream) : pipeline(out, hash, new Writable({ write: (_c, _e, cb) => cb() })));
-        try {
-          const r = await child.done;
-          const pipeErr = await piped;
-          if (r.code !== 0) throw resticError('restic dump', r);
-          if (pipeErr) throw pipeErr;
-        } catch (err) {
-          await sink?.abort();
-          throw err;
-        }
-        return { checksum: hash.digest(), size: hash.bytes, sink };
-      }),
-    );
+  async #dumpInto(argv: string[], path: string | null): Promise<string> {
+    const hasher = await spawnHasher(this.#runner);
+    const started: SpawnedCommand[] = [hasher.command];
+    const close = (s: NodeJS.WritableStream | null): void => (s as unknown as { destroy(): void } | null)?.destroy();
+    let child: SpawnedCommand;
+    let tee: SpawnedCommand | null = null;
+    try {
+      if (path !== null) {
+        // tee opens the file the sink made (O_TRUNC of an empty file: its mode stays).
+        tee = this.#runner.spawn!(['tee', '--', path], { stdin: 'pipe', stdoutTo: hasher.command.stdin!, stdout: 'capture', timeoutMs: LONG_MS });
+        started.push(tee);
+        close(hasher.command.stdin);
+      }
+      child = this.#spawn(argv, { stdoutTo: (tee ?? hasher.command).stdin!, stdout: 'capture' });
+    } catch (err) {
+      for (const c of started) c.kill(err as Error);
+      throw err;
+    } finally {
+      close((tee ?? hasher.command).stdin);
+      if (tee) close(hasher.command.stdin);
+    }
+    const [r, t, digest] = await Promise.all([child.done, tee?.done ?? null, settleValue(hasher.digest)]);
+    if (r.code !== 0) throw resticError('restic dump', r);
+    if (t && t.code !== 0) {
+      const text = t.stderr.trim().slice(0, 500);
+      throw new StorageError(NO_SPACE_RE.test(text) ? 'no_space' : 'backend', `writing the restored image failed: ${text || `tee exit ${t.code}`}`);
+    }
+    if (digest.error) throw digest.error;
+    return digest.value!;
+  }
+
+  /** A sink with only a stream: through this process, hashed on the way. */
+  async #dumpThrough(argv: string[], sink: DiskWritable): Promise<string> {
+    const child = this.#spawn(argv, { stdout: 'stream' });
+    const hash = new HashCount();
+    const piped = settle(pipeline(child.stdout as Readable, hash, sink.stream));
+    const r = await child.done;
+    const pipeErr = await piped;
+    if (r.code !== 0) throw resticError('restic dump', r);
+    if (pipeErr) throw pipeErr;
+    return hash.digest();
+  }
+
+  #limits(o: { bwlimit?: number | null }): string[] {
+    return limitArgs(o.bwlimit ?? null);
   }
 
   /** Removes restic snapshots and prunes their data; takes the repository alone. */
@@ -299,7 +454,7 @@ export class Restic {
     });
   }
 
-  #spawn(argv: string[], o: { stdin?: 'pipe'; stdout: 'stream' | 'capture' }): SpawnedCommand {
+  #spawn(argv: string[], o: { stdin?: 'pipe'; stdout: 'stream' | 'capture'; stdinFrom?: number; stdoutTo?: number | NodeJS.WritableStream }): SpawnedCommand {
     if (!this.#runner.spawn) throw new StorageError('backend', 'this command runner cannot stream');
     return this.#runner.spawn(argv, { ...o, env: this.#env(), timeoutMs: LONG_MS });
   }
@@ -317,6 +472,18 @@ function resticError(what: string, r: RunResult): StorageError {
   if (LOCKED_RE.test(r.stderr)) return new ResticLocked('busy', `${what}: the repository is locked: ${text}`);
   if (NO_SPACE_RE.test(r.stderr)) return new StorageError('no_space', `Backup storage is full: ${what} failed: ${text}`);
   return new StorageError('backend', `${what} failed (exit ${r.code}): ${text}`);
+}
+
+/** The promise's value or error; never rejects. */
+function settleValue<T>(p: Promise<T>): Promise<{ value: T; error: null } | { value: null; error: unknown }> {
+  return p.then(
+    (value) => ({ value, error: null }),
+    (error: unknown) => ({ value: null, error: error ?? new Error('failed') }),
+  );
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** The promise's error, or null once it resolved; never rejects. */

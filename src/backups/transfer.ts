@@ -8,6 +8,23 @@ import type { DiskRef, StorageDriver } from '../storage/driver.js';
 import { StorageError } from '../storage/driver.js';
 import { diskWriterOf, snapshotReaderOf, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../storage/stream.js';
 
+/**
+ * Where a snapshot's image comes from for a file backup, best first: a file the commands read
+ * themselves (restic's stdin and the hasher's are that file), a command that writes it into a
+ * pipe end it is handed (ssh to the other node's send command, which hashes what it sends), or a
+ * stream through this process (a driver that has neither).
+ */
+export type ImageSource =
+  | { readonly kind: 'file'; readonly path: string; readonly size: number | null; close(): void }
+  | { readonly kind: 'command'; start(stdoutTo: NodeJS.WritableStream): ImageFeed }
+  | { readonly kind: 'stream'; readonly readable: SnapshotReadable };
+
+export interface ImageFeed {
+  /** The image's SHA-256 and size as the sender read them; rejects when the sender failed. */
+  readonly done: Promise<{ sha256: string; bytes: number }>;
+  kill(reason: Error): void;
+}
+
 /** A disk on a storage of a node. */
 export interface DiskEnd {
   readonly node: string;
@@ -21,6 +38,8 @@ export interface Transfer {
   /** Destroys it; a missing one is fine. */
   destroySnapshot(end: DiskEnd, snapshot: string): Promise<void>;
   openSnapshotRead(end: DiskEnd, snapshot: string): Promise<SnapshotReadable>;
+  /** The snapshot's image as the cheapest source this transfer has (see ImageSource). */
+  openImageSource(end: DiskEnd, snapshot: string): Promise<ImageSource>;
   /** The target of a restore; `taskId` is the restore task the server announced to that node. */
   openDiskWrite(end: DiskEnd, taskId: string): Promise<DiskWritable>;
 }
@@ -67,6 +86,12 @@ export class LocalTransfer implements Transfer {
 
   openSnapshotRead(end: DiskEnd, snapshot: string): Promise<SnapshotReadable> {
     return this.#reader(end).readSnapshotStream(end.disk, snapshot);
+  }
+
+  async openImageSource(end: DiskEnd, snapshot: string): Promise<ImageSource> {
+    const readable = await this.openSnapshotRead(end, snapshot);
+    if (readable.path === undefined) return { kind: 'stream', readable };
+    return { kind: 'file', path: readable.path, size: readable.size, close: () => readable.stream.destroy() };
   }
 
   openDiskWrite(end: DiskEnd): Promise<DiskWritable> {

@@ -8,7 +8,7 @@
  *   const { code, stdout } = await runner.run(['qemu-img', 'info', '--output=json', '-U', path], { timeoutMs: 30_000 });
  *   const { producer, consumer } = await runner.pipe(['zfs', 'send', 'tank/a@es-1'], ['zfs', 'recv', 'tank/b']);
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { pipeline } from 'node:stream';
 import type { CommandRunner, PipeOptions, PipeResult, RunOptions, RunResult, SpawnedCommand, SpawnOptions } from './runner.js';
@@ -87,9 +87,9 @@ export class NodeCommandRunner implements CommandRunner {
    * the agent's group must not decide when it stops: the next agent's start-up does, see
    * child-records.ts) and is recorded until it exits; a kill then takes its whole group.
    */
-  private spawnChild(command: string, args: readonly string[], env: NodeJS.ProcessEnv, stdio: ['pipe' | 'ignore', 'pipe', 'pipe']): ChildProcess {
+  private spawnChild(command: string, args: readonly string[], env: NodeJS.ProcessEnv, stdio: [StdioSlot, StdioSlot, 'pipe']): ChildProcess {
     const records = this.records;
-    const child = spawn(command, args, { shell: false, env, stdio, windowsHide: true, detached: records !== undefined });
+    const child: ChildProcess = spawn(command, args, { shell: false, env, stdio: stdio as StdioOptions, windowsHide: true, detached: records !== undefined });
     if (records && child.pid !== undefined) {
       const pid = child.pid;
       records.add(pid);
@@ -268,18 +268,23 @@ export class NodeCommandRunner implements CommandRunner {
     const started = performance.now();
     const elapsed = (): number => Math.round(performance.now() - started);
     const signal = withScopeSignal(options.signal);
-    const streamOut = options.stdout === 'stream';
+    const streamOut = options.stdout === 'stream' && options.stdoutTo === undefined;
+    const handedOut = options.stdoutTo !== undefined;
     const child = this.spawnChild(
       command,
       args,
       options.env ? { ...process.env, ...options.env } : process.env,
-      [options.stdin === 'pipe' ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      [
+        options.stdinFrom !== undefined ? (options.stdinFrom as StdioSlot) : options.stdin === 'pipe' ? 'pipe' : 'ignore',
+        handedOut ? (options.stdoutTo as StdioSlot) : 'pipe',
+        'pipe',
+      ],
     );
     // A process that exits without reading all its input must not crash us with EPIPE.
     child.stdin?.on('error', () => undefined);
     const stdout = new Capture(streamOut ? 0 : this.maxOutputBytes);
     const stderr = new Capture(this.maxOutputBytes);
-    if (!streamOut) child.stdout?.on('data', (c: Buffer) => stdout.push(c));
+    if (!streamOut && !handedOut) child.stdout?.on('data', (c: Buffer) => stdout.push(c));
     child.stderr?.on('data', (c: Buffer) => stderr.push(c));
     let killedWith: Error | undefined;
     let exited = false;
@@ -344,6 +349,9 @@ export class NodeCommandRunner implements CommandRunner {
     }
   }
 }
+
+/** What a child's stdio slot may be: a new pipe, /dev/null, a file descriptor, or another pipe's end. */
+type StdioSlot = 'pipe' | 'ignore' | number | NodeJS.ReadableStream | NodeJS.WritableStream;
 
 interface Outcome {
   readonly argv: readonly string[];

@@ -33,6 +33,14 @@ export interface SpawnOptions extends Omit<RunOptions, 'input'> {
   readonly stdin?: 'pipe' | 'ignore';
   /** `stream`: the caller reads stdout; `capture` (default): it is collected into the result. */
   readonly stdout?: 'stream' | 'capture';
+  /**
+   * Hands the process's stdin or stdout to a file descriptor or to another process's pipe end (a
+   * `SpawnedCommand`'s `stdin`), instead of the option above: the bytes then go from file or
+   * process to process without passing through this one (`producer | consumer` with no copy here).
+   * The caller still owns what it passed (close a file after the spawn; end a pipe when done).
+   */
+  readonly stdinFrom?: number | NodeJS.ReadableStream;
+  readonly stdoutTo?: number | NodeJS.WritableStream;
 }
 
 /** A running process whose streams the caller drives; `done` settles like `run`'s promise. */

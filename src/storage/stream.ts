@@ -8,6 +8,9 @@
  * disk holds its old bytes or all the new ones, never a mix); `abort()` leaves the old bytes.
  * The same seam is carried between nodes by the SSH transport (src/backups/transfer.ts).
  */
+import { createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
+import { open } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import type { DiskRef, StorageDriver } from './driver.js';
 
@@ -18,13 +21,35 @@ export interface SnapshotReadable {
   readonly size: number | null;
   /** Resolves once the producer ended well; rejects (StorageError) otherwise. */
   done(): Promise<void>;
+  /**
+   * The image as a file that stays as it is until the stream is closed: a reader may open it
+   * itself (hand it to a command's stdin) and then destroy the stream, without waiting for
+   * done(); the file may be gone once the stream is closed, what was opened stays readable.
+   */
+  readonly path?: string;
 }
 
 export interface DiskWritable {
   /** The disk's whole raw image, from offset 0. */
   readonly stream: Writable;
-  /** Switches the written bytes in atomically, after checking the size; the stream must have finished. */
-  commit(): Promise<void>;
+  /**
+   * The file aside that the stream writes, not created yet: a writer may have it made
+   * (`createFile()`, with the disk's mode) and let a command write it instead of using `stream`
+   * (never both).
+   */
+  readonly path?: string;
+  createFile?(): Promise<void>;
+  /**
+   * The pipe the stream writes into (another node's receive): a command's stdout may be handed
+   * to it instead of using `stream`; commit() then needs the SHA-256 the other side must find.
+   */
+  readonly pipe?: NodeJS.WritableStream;
+  /**
+   * Switches the written bytes in atomically, after checking the size; the stream (or what wrote
+   * `path` or `pipe`) must have finished. `sha256`: what the bytes written through `pipe` hash
+   * to (the other side commits only when it finds that).
+   */
+  commit(sha256?: string): Promise<void>;
   /** Drops what was written aside; the disk keeps its old bytes. */
   abort(): Promise<void>;
 }
@@ -48,4 +73,32 @@ export function snapshotReaderOf(driver: StorageDriver): Pick<StreamingDriver, '
 /** The driver's disk writer alone. */
 export function diskWriterOf(driver: StorageDriver): Pick<StreamingDriver, 'openDiskWrite'> | null {
   return typeof (driver as Partial<StreamingDriver>).openDiskWrite === 'function' ? (driver as unknown as StreamingDriver) : null;
+}
+
+/**
+ * The write stream of a file aside, made (`wx`) only when first asked for: a restore either
+ * writes through it or hands the file's path to a command (DiskWritable.path), never both.
+ */
+export function lazyWriteStream(path: string, o: { mode?: number }): { stream(): Writable; create(): Promise<void>; finished(): Promise<void>; destroy(): Promise<void> } {
+  let stream: Writable | null = null;
+  let written: Promise<void> | null = null;
+  return {
+    async create() {
+      const fh = await open(path, 'wx', o.mode ?? 0o666);
+      await fh.close();
+    },
+    stream() {
+      if (!stream) {
+        stream = createWriteStream(path, { flags: 'wx', ...(o.mode !== undefined ? { mode: o.mode } : {}), highWaterMark: 4 * 1024 * 1024 });
+        written = finished(stream);
+        written.catch(() => undefined);
+      }
+      return stream;
+    },
+    finished: () => written ?? Promise.resolve(),
+    async destroy() {
+      stream?.destroy();
+      await written?.catch(() => undefined);
+    },
+  };
 }

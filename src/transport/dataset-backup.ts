@@ -58,6 +58,8 @@ export interface PullRequest {
   readonly timeoutMs?: number;
   /** Called with the bytes sent so far, as chunks cross. */
   readonly onProgress?: (bytes: number) => void;
+  /** Bytes per second the stream may cross at (the definition's bwlimit); null or absent: no limit. */
+  readonly bwlimit?: number | null;
 }
 
 export interface PullResult {
@@ -72,6 +74,8 @@ export interface PullResult {
   readonly bytes: number;
   /** SHA-256 (hex) of the received snapshot's image, when asked for. */
   readonly checksum: string | null;
+  /** SHA-256 (hex) of the send stream that crossed (what zfs recv / btrfs receive got). */
+  readonly streamChecksum: string;
 }
 
 export class TransferError extends StorageError {
@@ -102,15 +106,15 @@ export async function pullDataset(runner: CommandRunner, req: PullRequest): Prom
   }
   if (base !== null) {
     const r = await transfer(runner, req, base, req.chain!);
-    if (r !== 'base_missing') return finish(runner, req, { full: false, detail, chain: req.chain!, bytes: r });
+    if (r !== 'base_missing') return finish(runner, req, { full: false, detail, chain: req.chain!, ...r });
     detail = `base ${base} is no longer on the source disk (a rollback destroyed it): full backup`;
   }
-  const bytes = await transfer(runner, req, null, req.newChain);
-  if (bytes === 'base_missing') throw new TransferError('full send refused as incremental'); // cannot happen: no base was sent
-  return finish(runner, req, { full: true, detail, chain: req.newChain, bytes });
+  const sent = await transfer(runner, req, null, req.newChain);
+  if (sent === 'base_missing') throw new TransferError('full send refused as incremental'); // cannot happen: no base was sent
+  return finish(runner, req, { full: true, detail, chain: req.newChain, ...sent });
 }
 
-async function finish(runner: CommandRunner, req: PullRequest, r: { full: boolean; detail: string; chain: string; bytes: number }): Promise<PullResult> {
+async function finish(runner: CommandRunner, req: PullRequest, r: { full: boolean; detail: string; chain: string; bytes: number; streamChecksum: string }): Promise<PullResult> {
   const location = chainSnapshot(req.target, r.chain, req.snapshot);
   const checksum = req.checksum === false ? null : await imageChecksum(runner, req.target, r.chain, req.snapshot);
   return { ...r, location, checksum };
@@ -128,8 +132,8 @@ async function chainHas(runner: CommandRunner, target: StorageConfig, chain: str
   );
 }
 
-/** One stream: producer | counter | consumer. Resolves with the bytes, or 'base_missing'. */
-async function transfer(runner: CommandRunner, req: PullRequest, base: string | null, chain: string): Promise<number | 'base_missing'> {
+/** One stream: producer | counter | consumer. Resolves with the bytes and their SHA-256, or 'base_missing'. */
+async function transfer(runner: CommandRunner, req: PullRequest, base: string | null, chain: string): Promise<{ bytes: number; streamChecksum: string } | 'base_missing'> {
   if (!runner.spawn) throw new TransferError('The command runner cannot stream');
   const producer =
     req.source.kind === 'local'
@@ -142,20 +146,47 @@ async function transfer(runner: CommandRunner, req: PullRequest, base: string | 
   const prod = runner.spawn(producer, { ...opts, stdout: 'stream' });
   const cons = runner.spawn(consumer, { ...opts, stdin: 'pipe' });
   let bytes = 0;
+  const hash = createHash('sha256');
+  const throttle = req.bwlimit ? new Throttle(req.bwlimit) : null;
   const counter = new Transform({
+    highWaterMark: 4 * 1024 * 1024,
     transform(chunk: Buffer, _enc, cb) {
       bytes += chunk.length;
+      hash.update(chunk);
       req.onProgress?.(bytes);
-      cb(null, chunk);
+      const wait = throttle?.delayFor(chunk.length) ?? 0;
+      if (wait > 0) setTimeout(() => cb(null, chunk), wait);
+      else cb(null, chunk);
     },
   });
   // The consumer gone (zfs recv refused the stream) closes our end: the producer then gets EPIPE.
   const flow = pipeline(prod.stdout as Readable, counter, cons.stdin as Writable).catch((err: unknown) => err);
   const [p, c] = await Promise.all([settle(prod.done), settle(cons.done), flow]);
-  if (p.ok && c.ok && p.value.code === 0 && c.value.code === 0) return bytes;
+  if (p.ok && c.ok && p.value.code === 0 && c.value.code === 0) return { bytes, streamChecksum: hash.digest('hex') };
   await cleanup(runner, req.target, chain, req.snapshot, newChain);
   if (p.ok && p.value.code === EXIT_BASE_MISSING && req.source.kind === 'ssh') return 'base_missing';
   throw new TransferError(failureText(req, producer, consumer, p, c));
+}
+
+/**
+ * A bandwidth limit as a token bucket over this stream's own clock: `delayFor(n)` says how long
+ * to hold a chunk of n bytes so that the bytes so far cross at no more than `bytesPerSecond`
+ * (one second's worth may go in a burst).
+ */
+export class Throttle {
+  #start: number | null = null;
+  #bytes = 0;
+  constructor(
+    readonly bytesPerSecond: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+  delayFor(n: number): number {
+    const t = this.now();
+    this.#start ??= t;
+    this.#bytes += n;
+    const due = this.#start + ((this.#bytes - this.bytesPerSecond) / this.bytesPerSecond) * 1000;
+    return Math.max(0, Math.ceil(due - t));
+  }
 }
 
 type Settled = { ok: true; value: RunResult } | { ok: false; error: Error };
@@ -206,6 +237,12 @@ export async function imageChecksum(runner: CommandRunner, target: StorageConfig
   const hash = createHash('sha256');
   await withBackupImage(runner, target, chain, snapshot, (path) => pipeline(createReadStream(path), hash));
   return hash.digest('hex');
+}
+
+/** `zfs send <dataset>/<chain>@<id>` / `btrfs send -q <root>/<chain>/<id>`: a backup as a full stream, every block read. */
+export function chainSendArgv(target: StorageConfig, chain: string, snapshot: string): string[] {
+  const snap = chainSnapshot(target, chain, snapshot);
+  return nativeKind(target.driver) === 'zfs' ? ['zfs', 'send', snap] : ['btrfs', 'send', '-q', snap];
 }
 
 /** Runs `use` with the path of a backup's image (see imageChecksum); a zfs clone is destroyed after. */

@@ -38,6 +38,9 @@ export const EXIT_BASE_MISSING = 3;
 /** What ends a receive's image when the sender commits: `commit <sha-256 hex>\n` (ssh-transfer.ts). */
 export const COMMIT_PREFIX = 'commit ';
 
+/** The last stderr line of a `send image` that ended well: `esnap: image <bytes> bytes sha256 <hex>`. */
+export const IMAGE_TRAILER_RE = /^esnap: image ([0-9]{1,18}) bytes sha256 ([0-9a-f]{64})$/;
+
 /** esnap's snapshot ids: manual `es-`, automatic `as-`, and backup bases `is-` (hidden from users). */
 export const SERVE_SNAPSHOT_RE = /^[aei]s-[0-9]{1,18}$/;
 /** Backup bases only: the incremental `<base>` of a dataset send. */

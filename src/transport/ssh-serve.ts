@@ -6,7 +6,9 @@
  * - `send dataset`: `zfs send [-i base]` / `btrfs send [-p base]` of the snapshot to stdout. A base
  *   that is gone (a forced rollback destroyed it) exits EXIT_BASE_MISSING before anything is sent,
  *   so the backup node sends a full stream instead.
- * - `send image`: the snapshot's raw image (the driver's readSnapshotStream) to stdout.
+ * - `send image`: the snapshot's raw image (the driver's readSnapshotStream) to stdout, hashed on
+ *   the way; when all went out, `esnap: image <bytes> bytes sha256 <hex>` is the last stderr line
+ *   (the backup node records it without the bytes passing through its own process).
  * - `receive`: only while the server has announced that restore task for that disk to this node
  *   (announcements.ts; waited for a while, bounded, since a busy agent may apply it late): stdin goes to the driver's crash-safe disk write, committed only when
  *   exactly the disk's size arrived followed by the sender's `commit <sha-256>` line naming the
@@ -97,7 +99,18 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
       const reader = snapshotReaderOf(createDriver(cfg, io.runner));
       if (!reader) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot stream images`, EXIT_REFUSED);
       const read = await reader.readSnapshotStream({ path: r.disk }, r.snapshot);
-      await Promise.all([pipeline(read.stream, io.stdout, { end: false }), read.done()]);
+      const hash = createHash('sha256');
+      let bytes = 0;
+      const tap = new Transform({
+        highWaterMark: 4 * 1024 * 1024,
+        transform(chunk: Buffer, _enc, cb) {
+          hash.update(chunk);
+          bytes += chunk.length;
+          cb(null, chunk);
+        },
+      });
+      await Promise.all([pipeline(read.stream, tap, io.stdout, { end: false }), read.done()]);
+      io.stderr.write(`esnap: image ${bytes} bytes sha256 ${hash.digest('hex')}\n`);
       return;
     }
     case 'receive': {

@@ -5,12 +5,16 @@
  *
  * - createSnapshot / destroySnapshot: `snapshot` / `release` (is- ids only).
  * - openSnapshotRead: `send image`; the stream is ssh's stdout, `done()` rejects with the remote
- *   side's message when ssh exits non-zero.
+ *   side's message when ssh exits non-zero. openImageSource: the same with ssh's stdout handed to
+ *   the consumer's stdin (restic), and the SHA-256 and size of the image taken from the send
+ *   command's last stderr line (IMAGE_TRAILER_RE), so the bytes never pass through this process.
  * - openDiskWrite: `receive <task id>`; the image goes to ssh's stdin and is followed, only on
  *   commit(), by the line `commit <sha-256 of the image>\n`. The other side switches the new bytes
  *   in only when exactly the disk's size arrived and that line names their SHA-256; abort() (or a
  *   dropped connection) ends the stream without it, and the disk keeps its old bytes. commit()
- *   resolves once the other side has committed (ssh exited 0).
+ *   resolves once the other side has committed (ssh exited 0). A command may write the image
+ *   into `pipe` (ssh's stdin) instead of `stream`; commit(sha256) then sends the SHA-256 the
+ *   caller expects (the backup's recorded one), and the other side checks the bytes against it.
  */
 import { createHash } from 'node:crypto';
 import { Writable, type Readable } from 'node:stream';
@@ -20,7 +24,8 @@ import type { DiskWritable, SnapshotReadable } from '../storage/stream.js';
 import type { DiskEnd, Transfer } from '../backups/transfer.js';
 import type { SshAddress } from './ssh-address.js';
 import { sshArgv, SSH_FAILED } from './ssh-client.js';
-import { COMMIT_PREFIX } from './serve-request.js';
+import { COMMIT_PREFIX, IMAGE_TRAILER_RE } from './serve-request.js';
+import type { ImageSource } from '../backups/transfer.js';
 
 
 function remoteError(node: string, what: string, r: { code: number; stderr: string }): StorageError {
@@ -46,7 +51,7 @@ export class SshTransfer implements Transfer {
     if (r.code !== 0) throw remoteError(this.node, what, r);
   }
 
-  #spawn(request: string[], opts: { stdin?: 'pipe'; stdout?: 'stream' }): SpawnedCommand {
+  #spawn(request: string[], opts: { stdin?: 'pipe'; stdout?: 'stream'; stdoutTo?: NodeJS.WritableStream }): SpawnedCommand {
     if (!this.runner.spawn) throw new StorageError('backend', 'The command runner cannot stream');
     return this.runner.spawn(this.#argv(request), { ...opts, timeoutMs: 7 * 24 * 3600_000 });
   }
@@ -66,6 +71,23 @@ export class SshTransfer implements Transfer {
     });
     done.catch(() => undefined); // observed by done() callers; never an unhandled rejection
     return { stream: child.stdout as Readable, size: null, done: () => done };
+  }
+
+  async openImageSource(end: DiskEnd, snapshot: string): Promise<ImageSource> {
+    return {
+      kind: 'command',
+      start: (stdoutTo) => {
+        const child = this.#spawn(['send', 'image', end.storage, end.disk.path, snapshot], { stdoutTo });
+        const done = child.done.then((r) => {
+          if (r.code !== 0) throw remoteError(this.node, `reading snapshot ${snapshot} of disk ${end.disk.path}`, r);
+          const m = IMAGE_TRAILER_RE.exec(r.stderr.trim().split('\n').pop() ?? '');
+          if (!m) throw new StorageError('backend', `reading snapshot ${snapshot} of disk ${end.disk.path} on node ${this.node}: its send command gave no checksum (an older esnap there?)`);
+          return { bytes: Number(m[1]), sha256: m[2]! };
+        });
+        done.catch(() => undefined);
+        return { done, kill: (err) => child.kill(err) };
+      },
+    };
   }
 
   async openDiskWrite(end: DiskEnd, taskId: string): Promise<DiskWritable> {
@@ -98,10 +120,11 @@ export class SshTransfer implements Transfer {
     let settled = false;
     return {
       stream,
-      commit: async () => {
+      pipe: stdin,
+      commit: async (sha256?: string) => {
         if (settled) throw new StorageError('backend', 'receive already ended');
         settled = true;
-        stdin.end(`${COMMIT_PREFIX}${hash.digest('hex')}\n`);
+        stdin.end(`${COMMIT_PREFIX}${sha256 ?? hash.digest('hex')}\n`);
         await exited;
         if (failed) throw failed;
       },

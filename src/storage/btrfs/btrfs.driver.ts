@@ -43,9 +43,9 @@ import {
 } from '../driver.js';
 import { code, diskPathTaken, isPathTaken, removeEmptyParents, rootStats } from '../fs-root.js';
 import type { CommandRunner } from '../runner.js';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import type { DiskWritable, SnapshotReadable, StreamingDriver } from '../stream.js';
+import { lazyWriteStream, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../stream.js';
 import { BtrfsCommands } from './btrfs.commands.js';
 import { recoverSwap, recoverSwaps, swapIn, swapPaths, swapPrepared, type SwapPaths } from './btrfs.swap.js';
 import {
@@ -340,7 +340,7 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
     const stream = createReadStream(image, { highWaterMark: 4 * 1024 * 1024 });
     const ended = finished(stream).catch((err: unknown) => fail(err, `cannot read snapshot ${id} of ${disk.path}`));
     ended.catch(() => undefined);
-    return { stream, size: st.size, done: () => ended };
+    return { stream, size: st.size, done: () => ended, path: image };
   }
 
   /**
@@ -355,15 +355,17 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
     await recoverSwap(this.cmd, p);
     await this.cmd.btrfs(['btrfs', 'subvolume', 'create', p.newPath]);
     const image = join(p.newPath, IMAGE);
-    const stream = createWriteStream(image, { flags: 'wx', mode: before.mode & 0o7777, highWaterMark: 4 * 1024 * 1024 });
-    const written = finished(stream);
-    written.catch(() => undefined);
+    const aside = lazyWriteStream(image, { mode: before.mode & 0o7777 });
     const drop = (): Promise<void> => this.cmd.deleteSubvolumes([p.newPath], { commit: false }).catch(() => undefined);
     return {
-      stream,
+      get stream() {
+        return aside.stream();
+      },
+      path: image,
+      createFile: () => aside.create(),
       commit: async () => {
         try {
-          await written;
+          await aside.finished();
           const got = (await stat(image)).size;
           if (got !== before.size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${before.size} bytes, the stream carried ${got}`);
           const fh = await open(image, 'r');
@@ -376,8 +378,7 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
         await swapPrepared(this.cmd, p);
       },
       abort: async () => {
-        stream.destroy();
-        await written.catch(() => undefined);
+        await aside.destroy();
         await drop();
       },
     };

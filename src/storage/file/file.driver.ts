@@ -23,9 +23,9 @@ import { constants as fsConstants, type Stats } from 'node:fs';
 import { copyFile, link, mkdir, realpath, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { fsyncPath, Journal, writeDurably } from '../journal.js';
 import { openSwitch, recoverSwitches, switchInCopy, tempName } from './file.switch.js';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import type { DiskWritable, SnapshotReadable, StreamingDriver } from '../stream.js';
+import { lazyWriteStream, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../stream.js';
 import { join, resolve, sep } from 'node:path';
 import {
   assertDiskPath,
@@ -244,23 +244,28 @@ export class FileDriver implements StorageDriver, StreamingDriver {
     const stream = createReadStream(snapshot.path, { highWaterMark: 4 * 1024 * 1024 });
     const ended = finished(stream).catch((err: unknown) => fail(err, `cannot read snapshot ${id} of ${disk.path}`));
     ended.catch(() => undefined); // observed through done()
-    return { stream, size: snapshot.stat.size, done: () => ended };
+    return { stream, size: snapshot.stat.size, done: () => ended, path: snapshot.path };
   }
 
-  /** Written aside and switched in like a rollback (file.switch.ts); the size must be the disk's. */
+  /**
+   * Written aside and switched in like a rollback (file.switch.ts); the size must be the disk's.
+   * The aside file is made by the first write to `stream`, or by the caller at `path`.
+   */
   async openDiskWrite(disk: DiskRef): Promise<DiskWritable> {
     assertDiskPath(disk.path);
     const { image } = await this.paths(disk);
     const st = await this.requireDisk(image, disk);
     const sw = await openSwitch({ root: this.root, journal: this.journal, image });
-    const stream = createWriteStream(sw.temp, { flags: 'wx', highWaterMark: 4 * 1024 * 1024 });
-    const written = finished(stream);
-    written.catch(() => undefined);
+    const aside = lazyWriteStream(sw.temp, {});
     return {
-      stream,
+      get stream() {
+        return aside.stream();
+      },
+      path: sw.temp,
+      createFile: () => aside.create(),
       async commit() {
         try {
-          await written;
+          await aside.finished();
           const got = (await stat(sw.temp)).size;
           if (got !== st.size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${st.size} bytes, the stream carried ${got}`);
         } catch (err) {
@@ -271,8 +276,7 @@ export class FileDriver implements StorageDriver, StreamingDriver {
         await sw.commit(`cannot switch ${disk.path} to the restored image`);
       },
       async abort() {
-        stream.destroy();
-        await written.catch(() => undefined);
+        await aside.destroy();
         await sw.abort();
       },
     };

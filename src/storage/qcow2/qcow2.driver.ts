@@ -58,7 +58,7 @@ import { realpathOfExisting, realpathOrFail, statOrNull } from './qcow2.fs.js';
 import { createReadStream } from 'node:fs';
 import { readdir, stat as statAsync } from 'node:fs/promises';
 import { finished } from 'node:stream/promises';
-import type { SnapshotReadable } from '../stream.js';
+import { lazyWriteStream, type DiskWritable, type SnapshotReadable } from '../stream.js';
 
 /** Raw copies of a snapshot a backup streams (`.esnap/stream-<hex>.raw`); init() removes leftovers. */
 const STREAM_TEMP_RE = /^stream-[0-9a-f]{12}\.raw$/;
@@ -379,6 +379,51 @@ export class Qcow2Driver implements StorageDriver {
     // A stream destroyed before its end (the backup failed) removes the copy too.
     stream.once('close', () => void unlink(temp).catch(() => undefined));
     return { stream, size, done: () => ended };
+  }
+
+  /**
+   * A restore stream (src/storage/stream.ts): the raw bytes go to a file under `.esnap/` first
+   * (room for the disk's size is needed meanwhile; a crash leaves it, and init() removes it), and
+   * commit() writes them into the disk's active layer like a snapshot restore: bracketed by the
+   * undo snapshot and journaled (qcow2.restore.ts), so a kill at any instant leaves the old
+   * content or the new. The disk's own internal snapshots stay.
+   */
+  async openDiskWrite(disk: DiskRef): Promise<DiskWritable> {
+    assertDiskPath(disk.path);
+    const { image } = this.paths(disk);
+    this.requireDisk(image, disk);
+    await assertDiskNotInUse({ imagePath: image, format: 'qcow2', qmpSocket: disk.qmpSocket, runner: this.runner, qmpTimeoutMs: this.qmpTimeoutMs });
+    const size = (await this.cmd.info(image, disk)).virtualSize;
+    const temp = join(this.root, META_DIR, `stream-${randomBytes(6).toString('hex')}.raw`);
+    const aside = lazyWriteStream(temp, {});
+    const drop = async (): Promise<void> => {
+      await aside.destroy();
+      await unlink(temp).catch(() => undefined);
+    };
+    return {
+      get stream() {
+        return aside.stream();
+      },
+      path: temp,
+      createFile: () => aside.create(),
+      commit: async () => {
+        try {
+          await aside.finished();
+          const got = (await statAsync(temp)).size;
+          if (got !== size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${size} bytes, the stream carried ${got}`);
+        } catch (err) {
+          await drop();
+          if (err instanceof StorageError) throw err;
+          fail(err, `cannot write disk ${disk.path}`);
+        }
+        try {
+          await restoreWithUndo(this.tools, { root: this.root, journal: this.journal, source: temp, id: null, target: image, what: `cannot restore a backup into ${disk.path}`, copyTimeoutMs: this.copyTimeoutMs });
+        } finally {
+          await unlink(temp).catch(() => undefined);
+        }
+      },
+      abort: drop,
+    };
   }
 
   async restore(src: DiskRef, id: string, dst: DiskRef): Promise<void> {

@@ -61,6 +61,8 @@ export const argv = {
   restore: (src: string, id: string, dst: string): string[] => [
     QEMU_IMG, 'convert', '-U', '-n', '-f', 'qcow2', '-l', `snapshot.name=${id}`, '-O', 'qcow2', '-t', 'writeback', src, dst,
   ],
+  /** The same from a raw image file (a backup's bytes written aside): into dst's active layer. */
+  restoreRaw: (raw: string, dst: string): string[] => [QEMU_IMG, 'convert', '-n', '-f', 'raw', '-O', 'qcow2', '-t', 'writeback', raw, dst],
   /**
    * One qemu-storage-daemon whose monitor reads QMP from stdin: several snapshot commands on one
    * open image in one process (see batchInput).

@@ -32,7 +32,8 @@ export interface RestoreJob {
   readonly root: string;
   readonly journal: Journal;
   readonly source: string;
-  readonly id: string;
+  /** The source's snapshot; null: the source is a raw image file (a backup restore). */
+  readonly id: string | null;
   readonly target: string;
   readonly what: string;
   readonly copyTimeoutMs: number;
@@ -51,7 +52,7 @@ export async function restoreWithUndo(t: QcowTools, j: RestoreJob): Promise<void
     throw err;
   });
   try {
-    await t.tool(argv.restore(j.source, j.id, j.target), j.what, j.copyTimeoutMs);
+    await t.tool(j.id === null ? argv.restoreRaw(j.source, j.target) : argv.restore(j.source, j.id, j.target), j.what, j.copyTimeoutMs);
   } catch (err) {
     // The old content comes back now; if that fails too, the entry stays for init().
     await undo(t, j.target);

@@ -20,8 +20,8 @@
  *   await driver.createDisk({ path: 'web01-disk0', sizeBytes: 10 * 2 ** 30 });
  *   await driver.create({ path: 'web01-disk0' }, 'es-1', { name: 'before-upgrade' });
  */
-import { open, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, normalize } from 'node:path';
+import { open, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, normalize } from 'node:path';
 import {
   assertDiskPath,
   assertSnapshotId,
@@ -49,7 +49,8 @@ import {
 } from './zfs.capabilities.js';
 import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
 import { IMAGE_NAME, ZfsCommands } from './zfs.commands.js';
-import { ASIDE_RE, repairRestores, restoreInto } from './zfs.restore.js';
+import { ASIDE_RE, repairRestores, repairRestoreWrites, restoreInto, RESTORE_PROP, RESTORE_TEMP } from './zfs.restore.js';
+import { lazyWriteStream, type DiskWritable } from '../stream.js';
 
 export interface ZfsDriverOptions {
   /** The storage's parent dataset, e.g. `tank/vms`; disks are datasets below it. */
@@ -119,6 +120,56 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     await this.cmd.zfs(['zfs', 'get', '-Hp', '-o', 'value', 'type', this.dataset]);
     this.caps ??= await detectCapabilities((argv) => this.cmd.runZfs(argv), this.dataset);
     await repairRestores(this.cmd, this.dataset);
+    await repairRestoreWrites(this.cmd, this.dataset);
+  }
+
+  /**
+   * A restore stream (src/storage/stream.ts): written to a file beside `disk.img` in the disk's
+   * dataset and renamed over it on commit (zfs.restore.ts, RESTORE_TEMP); the disk's snapshots
+   * stay. Room for a second copy of the disk's data is needed while it runs.
+   */
+  async openDiskWrite(disk: DiskRef): Promise<DiskWritable> {
+    const ds = this.diskDataset(disk);
+    const image = await this.cmd.imagePath(ds);
+    const st = await stat(image).catch((err: unknown) => {
+      throw new StorageError('disk_missing', `Disk ${disk.path} does not exist`, { cause: err });
+    });
+    const temp = join(dirname(image), RESTORE_TEMP);
+    await this.cmd.zfs(['zfs', 'set', `${RESTORE_PROP}=${RESTORE_TEMP}`, ds]);
+    await unlink(temp).catch(() => undefined); // an earlier abort's, if its clean-up failed
+    const aside = lazyWriteStream(temp, { mode: st.mode & 0o7777 });
+    const clear = (): Promise<unknown> => this.cmd.zfs(['zfs', 'inherit', RESTORE_PROP, ds]).catch(() => undefined); // else init() clears it
+    const drop = async (): Promise<void> => {
+      await aside.destroy();
+      await unlink(temp).catch(() => undefined);
+      await clear();
+    };
+    return {
+      get stream() {
+        return aside.stream();
+      },
+      path: temp,
+      createFile: () => aside.create(),
+      commit: async () => {
+        try {
+          await aside.finished();
+          const got = (await stat(temp)).size;
+          if (got !== st.size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${st.size} bytes, the stream carried ${got}`);
+          const fh = await open(temp, 'r');
+          await fh.sync();
+          await fh.close();
+          await rename(temp, image);
+        } catch (err) {
+          await drop();
+          throw asStorageError(err, `cannot write disk ${disk.path}`);
+        }
+        const dir = await open(dirname(image), 'r').catch(() => null);
+        await dir?.sync().catch(() => undefined);
+        await dir?.close();
+        await clear();
+      },
+      abort: drop,
+    };
   }
 
   async stats(): Promise<StorageStats> {

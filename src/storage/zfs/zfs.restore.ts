@@ -4,6 +4,8 @@
  * the original back; a crash in between is repaired by the next init() (repairRestores).
  */
 import { StorageError, type DiskRef } from '../driver.js';
+import { unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { CommandRunner } from '../runner.js';
 import type { ZfsCommands } from './zfs.commands.js';
 import { asStorageError, zfsError, ZfsError } from './zfs.errors.js';
@@ -94,5 +96,26 @@ export async function repairRestores(cmd: ZfsCommands, dataset: string): Promise
       await putBack(cmd, dstDs, aside);
       names.add(dstDs); // a second aside copy of the same disk is garbage now
     }
+  }
+}
+
+/**
+ * A restore stream into a zfs disk (ZfsDriver.openDiskWrite): the bytes go to RESTORE_TEMP beside
+ * `disk.img` in the disk's own dataset, and commit() renames it over `disk.img` (atomic; the
+ * dataset and its snapshots stay). Before the file is made, the dataset gets the user property
+ * RESTORE_PROP, cleared after the rename or the abort: a crash in between leaves it, and init()
+ * (repairRestoreWrites) finds every such dataset with one `zfs get -r` and removes the file.
+ */
+export const RESTORE_TEMP = '.disk.img.esnap-restore';
+export const RESTORE_PROP = 'es:restore-write';
+
+export async function repairRestoreWrites(cmd: ZfsCommands, dataset: string): Promise<void> {
+  const out = await cmd.zfs(['zfs', 'get', '-H', '-r', '-s', 'local', '-o', 'name,value', RESTORE_PROP, dataset]);
+  for (const line of out.stdout.split('\n')) {
+    const [name, value] = line.split('\t');
+    if (!name || value !== RESTORE_TEMP) continue;
+    const image = await cmd.imagePath(name).catch(() => null);
+    if (image !== null) await unlink(join(dirname(image), RESTORE_TEMP)).catch(() => undefined);
+    await cmd.zfs(['zfs', 'inherit', RESTORE_PROP, name]);
   }
 }
