@@ -223,7 +223,8 @@ for (const backend of [zfsBackend, btrfsBackend]) {
       // An announced restore of another disk does not open this one.
       await announce(pair.source.serveConfig.announcedDir, { taskId: TASK, storage: 'tank', disk: 'other-disk', sizeBytes: MiB, until: new Date(Date.now() + 3600_000).toISOString() });
       expect((await sshRaw(pair, `receive ${TASK} tank ${disk}`)).code).toBe(2);
-    });
+      // A bound, not a timing: eight logins, each starting Node (~1 s apiece on a loaded CI machine).
+    }, 120_000);
 
     it('refuses a key the node never authorized', async () => {
       const stranger = await AgentSsh.start(runner, { dir: await tempDir('esnap-stranger-'), node: 'stranger', address: parseSshAddress('root@127.0.0.1:1')!, storages: [], serveScript: SSH_SERVE_BIN }, log);
