@@ -10,6 +10,7 @@ import { sql } from 'kysely';
 import { forEachDb, startTestServer, withServer, type TestServer } from '../helpers/server.js';
 import { bossSchemaFor, nodeQueueName } from '../../src/queue/pgboss.queue.js';
 import { ManualClock } from './helpers.js';
+import { seedSlotDefinitions } from '../helpers/slot-seed.js';
 
 const N = Number(process.env['ESNAP_TEST_SLOT_N'] ?? 5000);
 const SLOT = '2026-05-01T01:00:00.000Z';
@@ -36,32 +37,7 @@ forEachDb('scheduler: one slot of many definitions', (kind) => {
       .values({ node_id: node.id, name: 'default', driver: 'file', config: '{"root":"/nonexistent"}', size: null, size_free: null, created: now })
       .returning('id')
       .executeTakeFirstOrThrow();
-    for (let i = 0; i < N; i += 500) {
-      const vms = Array.from({ length: Math.min(500, N - i) }, (_, k) => ({ uuid: randomUUID(), hostname: `sc${i + k}` }));
-      await db
-        .insertInto('vm')
-        .values(
-          vms.map((v) => ({
-            uuid: v.uuid, hostname: v.hostname, alias: v.hostname, dc_id: 1, owner_id: 1, node_id: node.id, brand: 'kvm', status: 1,
-            status_change: now, qmp_socket: null, qga_socket: null, snapshot_limit_manual: null, snapshot_limit_auto: null,
-            snapshot_size_limit: null, snapshot_size_percent_limit: null, created: now, changed: now,
-          })),
-        )
-        .execute();
-      await db
-        .insertInto('vm_disk')
-        .values(vms.map((v) => ({ vm_uuid: v.uuid, real_id: 0, storage_id: storage.id, path: `${v.uuid}-disk0`, size_mb: 1, created: now })))
-        .execute();
-      await db
-        .insertInto('snapshot_define')
-        .values(
-          vms.map((v) => ({
-            vm_uuid: v.uuid, disk_real_id: 0, name: 'daily', desc: '', schedule: '0 1 * * *', retention: 7, active: 1, fsfreeze: 0, tz: 'UTC',
-            catchup: 1, retention_days: null, next_run: SLOT, last_run: null, last_success: null, last_error: null, created: now, changed: now,
-          })),
-        )
-        .execute();
-    }
+    await seedSlotDefinitions(db, { n: N, nodeId: node.id, storageId: storage.id, nextRun: SLOT, schedule: '0 1 * * *', now, prefix: 'sc' });
   }, 300_000);
   afterAll(async () => {
     await b?.close();
