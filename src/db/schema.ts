@@ -159,6 +159,7 @@ export interface TaskTable {
   id: string;
   type: string; // task id type letter: e, a, ...
   kind: string; // what the agent runs: snapshot_create, snapshot_destroy, ...
+  define_id: number | null; // the snapshot definition a create runs for (migration 0009), else null
   user_id: number;
   owner_id: number;
   dc_id: number;

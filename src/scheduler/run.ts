@@ -14,6 +14,7 @@ import type { Caller } from '../accounts/caller.js';
 import { ApiError, FailureError, apiError } from '../domain/errors.js';
 import { makeTaskId } from '../domain/taskid.js';
 import { writeLog } from '../tasks/task-log.js';
+import { inChunk, inValues } from '../db/bulk.js';
 import { planCreateSnapshot, type CreateContext } from '../snapshots/snapshot.service.js';
 import type { TaskSpec } from '../tasks/task.types.js';
 import { logObject, type DiskTarget } from '../snapshots/snapshot.context.js';
@@ -42,10 +43,11 @@ export class RunTargets {
 
   async load(defs: readonly Pick<DefineRow, 'vm_uuid'>[]): Promise<void> {
     const uuids = [...new Set(defs.map((d) => d.vm_uuid))].filter((u) => !this.#vms.has(u));
-    for (let i = 0; i < uuids.length; i += 500) {
-      const chunk = uuids.slice(i, i + 500);
-      for (const vm of await this.db.selectFrom('vm').selectAll().where('uuid', 'in', chunk).execute()) this.#vms.set(vm.uuid, vm);
-      const disks = await this.db.selectFrom('vm_disk').selectAll().where('vm_uuid', 'in', chunk).orderBy('vm_uuid').orderBy('real_id').execute();
+    const size = inChunk(this.db);
+    for (let i = 0; i < uuids.length; i += size) {
+      const chunk = uuids.slice(i, i + size);
+      for (const vm of await this.db.selectFrom('vm').selectAll().where(inValues(this.db, 'uuid', chunk, 'text')).execute()) this.#vms.set(vm.uuid, vm);
+      const disks = await this.db.selectFrom('vm_disk').selectAll().where(inValues(this.db, 'vm_uuid', chunk, 'text')).orderBy('vm_uuid').orderBy('real_id').execute();
       for (const u of chunk) this.#disks.set(u, []);
       for (const d of disks) this.#disks.get(d.vm_uuid)!.push(d);
     }
@@ -133,16 +135,17 @@ export function nameKey(vmUuid: string, diskRealId: number, name: string): strin
   return `${vmUuid}/${diskRealId}/${name}`;
 }
 
-/** Which of these names exist already on their disks: one query per 500 instead of one per run. */
+/** Which of these names exist already on their disks: one query per 500 (SQLite) or 5,000 (PostgreSQL) instead of one per run. */
 export async function takenNames(db: Kysely<Database>, wanted: ReadonlyArray<{ vmUuid: string; name: string }>): Promise<Set<string>> {
   const out = new Set<string>();
-  for (let i = 0; i < wanted.length; i += 500) {
-    const chunk = wanted.slice(i, i + 500);
+  const size = inChunk(db);
+  for (let i = 0; i < wanted.length; i += size) {
+    const chunk = wanted.slice(i, i + size);
     const rows = await db
       .selectFrom('snapshot')
       .select(['vm_uuid', 'disk_real_id', 'name'])
-      .where('vm_uuid', 'in', [...new Set(chunk.map((w) => w.vmUuid))])
-      .where('name', 'in', [...new Set(chunk.map((w) => w.name))])
+      .where(inValues(db, 'vm_uuid', [...new Set(chunk.map((w) => w.vmUuid))], 'text'))
+      .where(inValues(db, 'name', [...new Set(chunk.map((w) => w.name))], 'text'))
       .execute();
     for (const r of rows) out.add(nameKey(r.vm_uuid, r.disk_real_id, r.name));
   }

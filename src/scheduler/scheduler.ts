@@ -36,6 +36,8 @@ import type { AutomationServices } from './services.js';
 import { checkStale, type StaleState } from './stale.js';
 import { StorageFullError } from '../snapshots/capacity.js';
 import { waitAndRun } from './scheduler.wait.js';
+import { inChunk, inValues } from '../db/bulk.js';
+import { dialectOf } from '../db/capabilities.js';
 
 const MINUTE_MS = 60_000;
 /** Woken this long after the instant it waits for, so the slot is surely due by the clock. */
@@ -46,7 +48,7 @@ const STALE_CHECK_MS = 5 * MINUTE_MS;
 const HOUR_MS = 3_600_000;
 
 export interface SchedulerOptions {
-  /** Definitions read and claimed per transaction. */
+  /** Definitions read and claimed per transaction (default 2,000 on PostgreSQL, 500 on SQLite). */
   readonly batchSize?: number;
   /** Runs started at once within a tick. */
   readonly concurrency?: number;
@@ -89,7 +91,9 @@ export class Scheduler {
     this.#ctx = ctx;
     this.#s = services;
     this.#sleeper = sleeperOf(ctx.clock);
-    this.#batch = opts.batchSize ?? 500;
+    // PostgreSQL takes a batch's rows in a few statements whatever its size (src/db/bulk.ts), so
+    // bigger batches mean fewer round trips; SQLite's single writer is held for the whole batch.
+    this.#batch = opts.batchSize ?? (dialectOf(ctx.db) === 'postgres' ? 2000 : 500);
     this.#concurrency = opts.concurrency ?? 8;
   }
 
@@ -240,8 +244,9 @@ export class Scheduler {
     const claimed = await this.#ctx.db.transaction().execute(async (trx) => {
       const won = await claimSlotsIn(trx, [...reqs.values()], nowIso);
       const ran = fires.filter((d) => won.has(d.id) && plans.get(d.id)!.kind !== 'overlap').map((d) => d.id);
-      for (let i = 0; i < ran.length; i += 500) {
-        await trx.updateTable('snapshot_define').set({ last_run: nowIso }).where('id', 'in', ran.slice(i, i + 500)).execute();
+      const size = inChunk(trx);
+      for (let i = 0; i < ran.length; i += size) {
+        await trx.updateTable('snapshot_define').set({ last_run: nowIso }).where(inValues(trx, 'id', ran.slice(i, i + size), 'integer')).execute();
       }
       const starting = fires.filter((d) => won.has(d.id) && plans.get(d.id)!.kind === 'start');
       const batch = await this.#ctx.tasks.submitManyIn(

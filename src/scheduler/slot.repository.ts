@@ -9,7 +9,8 @@
  * insert of the same slot even if `next_run` were ever set back.
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { lockRows } from '../db/capabilities.js';
+import { dialectOf, lockRows } from '../db/capabilities.js';
+import { insertRows } from '../db/bulk.js';
 import type { Database, DefineRow, ScheduleSlotTable } from '../db/schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -75,51 +76,52 @@ export async function claimSlots(db: Kysely<Database>, reqs: readonly ClaimReque
 export async function claimSlotsIn(trx: Transaction<Database>, reqs: readonly ClaimRequest[], nowIso: string): Promise<Set<number>> {
   const sorted = [...reqs].sort((a, b) => a.defineId - b.defineId);
   const moved: ClaimRequest[] = [];
+  const pg = dialectOf(trx) === 'postgres';
   // One compare-and-set statement per chunk (a statement per row made the claim of thousands
   // of definitions slow); RETURNING names the rows whose `next_run` still held what was read.
-  for (let i = 0; i < sorted.length; i += 200) {
-    const chunk = sorted.slice(i, i + 200);
+  // PostgreSQL takes a chunk as one JSON value joined to the table; SQLite a CASE per column.
+  const size = pg ? 2000 : 200;
+  for (let i = 0; i < sorted.length; i += size) {
+    const chunk = sorted.slice(i, i + size);
     const byId = new Map(chunk.map((r) => [r.defineId, r]));
+    const ids = [...byId.keys()];
     // Lock in id order first (where transactions interleave): two servers claiming overlapping
     // chunks then queue up instead of deadlocking on rows an UPDATE would visit in plan order.
-    await lockRows(trx, trx.selectFrom('snapshot_define').select('id').where('id', 'in', [...byId.keys()]).orderBy('id'));
-    const next = sql.join(chunk.map((r) => sql`WHEN ${r.defineId} THEN ${r.nextRun}`), sql` `);
-    const expected = sql.join(chunk.map((r) => sql`WHEN ${r.defineId} THEN ${r.expectedNextRun}`), sql` `);
-    const rows = await trx
-      .updateTable('snapshot_define')
-      .set({ next_run: sql<string | null>`CASE id ${next} END` })
-      .where('id', 'in', [...byId.keys()])
-      .where('active', '=', 1)
-      .where('next_run', '=', sql<string>`CASE id ${expected} END`)
-      .returning('id')
-      .execute();
+    await lockRows(trx, trx.selectFrom('snapshot_define').select('id').where((eb) => (pg ? eb('id', '=', sql<number>`ANY(${ids}::integer[])`) : eb('id', 'in', ids))).orderBy('id'));
+    let rows: Array<{ id: number }>;
+    if (pg) {
+      const json = JSON.stringify(chunk.map((r) => ({ id: r.defineId, next: r.nextRun, expected: r.expectedNextRun })));
+      rows = (
+        await sql<{ id: number }>`UPDATE snapshot_define AS d SET next_run = v.next
+          FROM json_to_recordset(${json}::json) AS v(id integer, next text, expected text)
+          WHERE d.id = v.id AND d.active = 1 AND d.next_run = v.expected RETURNING d.id`.execute(trx)
+      ).rows;
+    } else {
+      const next = sql.join(chunk.map((r) => sql`WHEN ${r.defineId} THEN ${r.nextRun}`), sql` `);
+      const expected = sql.join(chunk.map((r) => sql`WHEN ${r.defineId} THEN ${r.expectedNextRun}`), sql` `);
+      rows = await trx
+        .updateTable('snapshot_define')
+        .set({ next_run: sql<string | null>`CASE id ${next} END` })
+        .where('id', 'in', ids)
+        .where('active', '=', 1)
+        .where('next_run', '=', sql<string>`CASE id ${expected} END`)
+        .returning('id')
+        .execute();
+    }
     for (const row of rows) {
       const r = byId.get(row.id)!;
       if (r.slot !== null) moved.push(r);
     }
   }
   const won = new Set<number>();
-  // Inserted in chunks: one statement per chunk keeps the claim of thousands of slots fast.
-  for (let i = 0; i < moved.length; i += 200) {
-    const chunk = moved.slice(i, i + 200);
-    const rows = await trx
-      .insertInto('schedule_slot')
-      .values(
-        chunk.map((r) => ({
-          define_id: r.defineId,
-          slot: r.slot!,
-          source: r.source,
-          state: r.state,
-          reason: r.reason,
-          created: nowIso,
-          changed: nowIso,
-        })),
-      )
-      .onConflict((oc) => oc.columns(['define_id', 'slot']).doNothing())
-      .returning('define_id')
-      .execute();
-    for (const row of rows) won.add(row.define_id);
-  }
+  // The slot rows in bulk (src/db/bulk.ts); the primary key refuses a slot recorded before.
+  const back = await insertRows(
+    trx,
+    'schedule_slot',
+    moved.map((r) => ({ define_id: r.defineId, slot: r.slot!, source: r.source, state: r.state, reason: r.reason, created: nowIso, changed: nowIso })),
+    { onConflictDoNothing: ['define_id', 'slot'], returning: ['define_id'] },
+  );
+  for (const row of back) won.add(Number(row['define_id']));
   return won;
 }
 
@@ -148,27 +150,26 @@ export async function slotsOf(db: Db, defineId: number): Promise<ScheduleSlotTab
 export async function definitionsInProgress(db: Db, defines: ReadonlyArray<{ id: number; vmUuid: string }>, waitingSince: string): Promise<Set<number>> {
   const busy = new Set<number>();
   if (defines.length === 0) return busy;
-  const wanted = new Set(defines.map((d) => d.id));
-  const vmUuids = [...new Set(defines.map((d) => d.vmUuid))];
-  for (let i = 0; i < vmUuids.length; i += 500) {
+  const ids = [...new Set(defines.map((d) => d.id))];
+  const pg = dialectOf(db) === 'postgres';
+  // Through the (define_id, state) index of migration 0009: only these definitions' own tasks are
+  // read (a slot's first batch finds none; the tasks the same tick made for other definitions
+  // are never visited). PostgreSQL takes the ids as one array value.
+  const size = pg ? 5000 : 500;
+  for (let i = 0; i < ids.length; i += size) {
+    const chunk = ids.slice(i, i + size);
     const tasks = await db
       .selectFrom('task')
-      .select(['context'])
-      .where('vm_uuid', 'in', vmUuids.slice(i, i + 500))
+      .select('define_id')
+      .where((eb) => (pg ? eb('define_id', '=', sql<number>`ANY(${chunk}::integer[])`) : eb('define_id', 'in', chunk)))
       .where('state', 'in', ['PENDING', 'STARTED'])
       .where('kind', '=', 'snapshot_create')
       .execute();
-    for (const t of tasks) {
-      const defineId = (JSON.parse(t.context) as { defineId?: unknown }).defineId;
-      if (typeof defineId === 'number' && wanted.has(defineId)) busy.add(defineId);
-    }
-  }
-  const ids = [...wanted];
-  for (let i = 0; i < ids.length; i += 500) {
+    for (const t of tasks) if (t.define_id !== null) busy.add(t.define_id);
     const waiting = await db
       .selectFrom('schedule_slot')
       .select('define_id')
-      .where('define_id', 'in', ids.slice(i, i + 500))
+      .where((eb) => (pg ? eb('define_id', '=', sql<number>`ANY(${chunk}::integer[])`) : eb('define_id', 'in', chunk)))
       .where('state', '=', 'waiting')
       .where('changed', '>=', waitingSince)
       .execute();

@@ -128,6 +128,7 @@ export async function planCreateSnapshot(
   return {
     kind: 'snapshot_create',
     ...vmTask(caller, vm, t.node, auto ? 'a' : 'e'),
+    defineId: input.defineId ?? null,
     locks: targets.map((x) => diskLockKey(vm.uuid, x.disk.real_id)),
     apiview: { view: 'vm_snapshot', method: 'POST', hostname: vm.hostname, disk_id: diskIdLog, snapname: input.name },
     log: {

@@ -4,6 +4,7 @@
  */
 import type { Insertable, Kysely, Transaction } from 'kysely';
 import type { Database } from '../db/schema.js';
+import { insertRows } from '../db/bulk.js';
 
 export interface LogObject {
   readonly type: string; // vm, nodestorage, user, dc
@@ -42,9 +43,7 @@ export async function writeLog(db: Kysely<Database> | Transaction<Database>, e: 
 
 /** Many entries, a few hundred per statement (a scheduler tick logs thousands of tasks at once). */
 export async function writeLogs(db: Kysely<Database> | Transaction<Database>, entries: readonly LogEntry[]): Promise<void> {
-  for (let i = 0; i < entries.length; i += 200) {
-    await db.insertInto('task_log').values(entries.slice(i, i + 200).map(logRow)).execute();
-  }
+  await insertRows(db, 'task_log', entries.map(logRow));
 }
 
 function logRow(e: LogEntry): Insertable<Database['task_log']> {

@@ -8,6 +8,7 @@ import { sql, type Insertable, type Transaction } from 'kysely';
 import type { Database, NewSnapshot } from '../db/schema.js';
 import { apiError, FailureError, LOCK_FAILED } from '../domain/errors.js';
 import { writeLog, writeLogs, type LogEntry } from './task-log.js';
+import { insertRows } from '../db/bulk.js';
 import type { TaskSpec } from './task.types.js';
 
 class LockBusy extends Error {}
@@ -37,7 +38,7 @@ export type InsertResult = { readonly ok: true; readonly payload: unknown } | { 
 
 /**
  * Many tasks' rows, with the statements a single task cannot make fail written in bulk: the locks
- * of all tasks in a few statements (a task missing one of its keys fails with LOCK_FAILED and its
+ * of all tasks in a few statements (src/db/bulk.ts) (a task missing one of its keys fails with LOCK_FAILED and its
  * other keys are removed), each `prepare` under its own savepoint (what it wrote is undone if it
  * throws, and on PostgreSQL the transaction goes on after a failed statement), then the task rows
  * and log entries of the tasks that got this far. Only an error in those last rows, which no
@@ -55,14 +56,8 @@ export async function insertTasks(
   // Locks: a key already held, or taken by an earlier task of this batch, does not come back.
   const wanted = items.flatMap(({ spec, taskId }) => spec.locks.map((key) => ({ key, task_id: taskId, created: now })));
   const got = new Set<string>();
-  for (let i = 0; i < wanted.length; i += 500) {
-    const rows = await trx
-      .insertInto('task_lock')
-      .values(wanted.slice(i, i + 500))
-      .onConflict((oc) => oc.column('key').doNothing())
-      .returning(['key', 'task_id'])
-      .execute();
-    for (const r of rows) got.add(`${r.task_id}\n${r.key}`);
+  for (const r of await insertRows(trx, 'task_lock', wanted, { onConflictDoNothing: ['key'], returning: ['key', 'task_id'] })) {
+    got.add(`${String(r['task_id'])}\n${String(r['key'])}`);
   }
   const results: Array<InsertResult | null> = [];
   const undo: string[] = [];
@@ -102,15 +97,11 @@ export async function insertTasks(
     const key = (r: { vm_uuid: string; disk_real_id: number; name: string }) => `${r.vm_uuid}\n${r.disk_real_id}\n${r.name}`;
     const rows = bulk.flatMap((b) => b.spec.bulk!.snapshots);
     const inserted = new Map<string, { id: number; type: number }>();
-    for (let i = 0; i < rows.length; i += 500) {
-      const back = await trx
-        .insertInto('snapshot')
-        .values(rows.slice(i, i + 500) as NewSnapshot[])
-        .onConflict((oc) => oc.columns(['vm_uuid', 'disk_real_id', 'name']).doNothing())
-        .returning(['id', 'type', 'vm_uuid', 'disk_real_id', 'name'])
-        .execute();
-      for (const r of back) inserted.set(key(r), { id: r.id, type: r.type });
-    }
+    const back = (await insertRows(trx, 'snapshot', rows as NewSnapshot[], {
+      onConflictDoNothing: ['vm_uuid', 'disk_real_id', 'name'],
+      returning: ['id', 'type', 'vm_uuid', 'disk_real_id', 'name'],
+    })) as Array<{ id: number; type: number; vm_uuid: string; disk_real_id: number; name: string }>;
+    for (const r of back) inserted.set(key(r), { id: r.id, type: r.type });
     const orphans: number[] = [];
     for (const b of bulk) {
       const mine = b.spec.bulk!.snapshots.map((r) => inserted.get(key(r)));
@@ -129,13 +120,11 @@ export async function insertTasks(
   for (let i = 0; i < undo.length; i += 500) {
     await trx.deleteFrom('task_lock').where('task_id', 'in', undo.slice(i, i + 500)).execute();
   }
-  for (let i = 0; i < created.length; i += 200) {
-    const chunk = created.slice(i, i + 200);
-    await trx
-      .insertInto('task')
-      .values(chunk.map((c) => taskRow(c.spec, c.taskId, now, c.prepared)))
-      .execute();
-  }
+  await insertRows(
+    trx,
+    'task',
+    created.map((c) => taskRow(c.spec, c.taskId, now, c.prepared)),
+  );
   await writeLogs(
     trx,
     created.map((c) => pendingLogEntry(c.spec, c.taskId, now)),
@@ -148,6 +137,7 @@ function taskRow<C>(spec: TaskSpec<C>, taskId: string, now: string, prepared: { 
     id: taskId,
     type: spec.type,
     kind: spec.kind,
+    define_id: spec.defineId ?? null,
     user_id: spec.userId,
     owner_id: spec.ownerId,
     dc_id: spec.dcId,

@@ -36,6 +36,8 @@ export interface TaskSpec<C = unknown> {
   readonly dcId: number;
   readonly dcBound: boolean;
   readonly vmUuid: string | null;
+  /** The snapshot definition the task runs for (an automatic create), kept in `task.define_id`. */
+  readonly defineId?: number | null;
   readonly node: { readonly id: number; readonly hostname: string };
   readonly locks: readonly string[];
   readonly apiview: Record<string, unknown>;

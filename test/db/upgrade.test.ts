@@ -21,7 +21,7 @@ import { openDatabase } from '../../src/db/dialect.js';
 import { knownMigrations, migrateToLatest, migrateUpTo } from '../../src/db/migrate.js';
 import type { Database } from '../../src/db/schema.js';
 import { listBkpDefNames } from '../../src/backups/bkpdef.repository.js';
-import { claimSlots, dueDefinitions, slotsOf } from '../../src/scheduler/slot.repository.js';
+import { claimSlots, definitionsInProgress, dueDefinitions, slotsOf } from '../../src/scheduler/slot.repository.js';
 
 type AnyDb = Kysely<any>;
 type Row = Record<string, unknown>;
@@ -228,6 +228,13 @@ const steps: Record<string, Step> = {
     newTables: {},
     async seed() {},
   },
+  '0009_task_define': {
+    // Only pending or running creates get their definition from the context (none is seeded with
+    // one here: the backfill has its own test below); every other task keeps null.
+    newColumns: { task: { define_id: null } },
+    newTables: {},
+    async seed() {},
+  },
 };
 
 /** The tables of the connection's schema (PostgreSQL: its search_path) and their columns, in order. */
@@ -340,6 +347,31 @@ forEachDb('upgrades', (kind) => {
       }
     });
   }
+
+  it('0009_task_define: a pending automatic create gets its definition from the context, and the overlap check finds it', async () => {
+    const { url, searchPath } = await freshDb(kind);
+    const db = openDatabase(url, searchPath ? { searchPath } : {}).db;
+    const anyDb = db as unknown as AnyDb;
+    try {
+      await migrateUpTo(db, '0008_due_index');
+      const seeded: Seeded = {};
+      await steps['0001_initial']!.seed(anyDb, seeded);
+      const daily = seeded['daily'] as number;
+      const row = (await anyDb.selectFrom('task').selectAll().where('id', '=', '1e1d1-6f0e9a7c-3f1b-4c55-8a11').executeTakeFirstOrThrow()) as Row;
+      const vm = row['vm_uuid'] as string;
+      const pending = { ...row, type: 'a', state: 'PENDING', result: null, started: null, finished: null, context: JSON.stringify({ snapshotIds: [2], defineId: daily }) };
+      await anyDb.insertInto('task').values({ ...pending, id: '1a1d1-6f0e9a7c-3f1b-4c55-8a21' }).execute();
+      // Finished, or another kind: not backfilled.
+      await anyDb.insertInto('task').values({ ...pending, id: '1a1d1-6f0e9a7c-3f1b-4c55-8a22', state: 'SUCCESS' }).execute();
+      await anyDb.insertInto('task').values({ ...pending, id: '1a1d1-6f0e9a7c-3f1b-4c55-8a23', kind: 'snapshot_delete' }).execute();
+      await migrateToLatest(db);
+      const ids = await db.selectFrom('task').select(['id', 'define_id']).where('id', 'like', '1a1d1-6f0e9a7c-3f1b-4c55-8a2%').orderBy('id').execute();
+      expect(ids.map((r) => r.define_id)).toEqual([daily, null, null]);
+      expect([...(await definitionsInProgress(db, [{ id: daily, vmUuid: vm }], T0))]).toEqual([daily]);
+    } finally {
+      await db.destroy();
+    }
+  });
 
   describe('a database newer than this build', () => {
     it('esnap serve refuses to start: exit 1, naming the database migration and the newest this build knows', async () => {

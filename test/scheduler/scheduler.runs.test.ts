@@ -117,7 +117,7 @@ forEachDb('scheduler: Danube runs', (kind) => {
     await s.runtime.ctx.db
       .insertInto('task')
       .values({
-        id: '7a1d1-00000000-0000-0000-0000', type: 'a', kind: 'snapshot_create', user_id: 7, owner_id: 1, dc_id: 1, vm_uuid: web.uuid,
+        id: '7a1d1-00000000-0000-0000-0000', type: 'a', kind: 'snapshot_create', define_id: def.id, user_id: 7, owner_id: 1, dc_id: 1, vm_uuid: web.uuid,
         node_id: null, payload: '{}', context: JSON.stringify({ snapshotIds: [], diskArrayIds: [1], defineId: def.id, fsfreeze: false, name: 'ov-x', vmUuid: web.uuid }),
         node: 'elsewhere', apiview: '{}', state: 'STARTED', result: null, log_msg: '', log_detail: '', created: '2026-01-05T12:29:00Z', started: null, finished: null,
       })

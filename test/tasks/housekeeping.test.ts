@@ -35,6 +35,7 @@ function task(created: number, finished: number | null, state: string, opts: { t
     id,
     type,
     kind: 'snapshot_create',
+    define_id: null,
     user_id: 1,
     owner_id: 1,
     dc_id: 1,
