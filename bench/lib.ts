@@ -82,6 +82,8 @@ export function startLoadInChild(url: string, headers: Record<string, string>, c
   const done = new Promise<LoadResult>((resolve, reject) =>
     child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator failed (${code}): ${err}`)))),
   );
+  // A load process that died early is reported by stop(), not as an unhandled rejection.
+  done.catch(() => undefined);
   return {
     stop: () => {
       child.kill('SIGTERM');

@@ -217,14 +217,15 @@ async function startApiChild(pgUrl: string, schema: string, logFile: string): Pr
 /** pg_stat_statements, when the database has it (BENCH_SQL_STATS=1): reset at the slot, top statements after. */
 async function serverStats(rt: Runtime): Promise<{ reset(): Promise<void>; print(): Promise<void> } | null> {
   if (!process.env['BENCH_SQL_STATS'] || dialectOf(rt.ctx.db) !== 'postgres') return null;
-  const has = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_extension WHERE extname = 'pg_stat_statements'`.execute(rt.ctx.db);
-  if (!has.rows[0]?.n) return null;
+  const has = await sql<{ s: string }>`SELECT n.nspname AS s FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'`.execute(rt.ctx.db);
+  const ext = has.rows[0]?.s;
+  if (!ext) return null;
   return {
-    reset: async () => void (await sql`SELECT pg_stat_statements_reset()`.execute(rt.ctx.db)),
+    reset: async () => void (await sql`SELECT ${sql.ref(ext)}.pg_stat_statements_reset()`.execute(rt.ctx.db)),
     print: async () => {
       const r = await sql<{ calls: number; total: number; mean: number; rows: number; q: string }>`
         SELECT calls::int, total_exec_time AS total, mean_exec_time AS mean, rows::bigint AS rows, left(regexp_replace(query, '[[:space:]]+', ' ', 'g'), 110) AS q
-        FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        FROM ${sql.ref(`${ext}.pg_stat_statements`)} WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
         ORDER BY total_exec_time DESC LIMIT 15`.execute(rt.ctx.db);
       console.log('  pg_stat_statements since the slot (server-side execution time, every process on the database):');
       for (const x of r.rows) {
@@ -555,6 +556,9 @@ async function main(): Promise<void> {
     for (const w of withLoop) console.log(`  scheduler loop running:           ${fmt(w, 1)} ms (${fmt((100 * Math.max(0, w - without)) / windowMs, 4)} % of one core above the baseline)`);
     console.log(`  one tick with nothing due: p50 ${fmt(percentile(idleTicks, 50), 2)} ms, p99 ${fmt(percentile(idleTicks, 99), 2)} ms (the loop ticks once a minute)`);
     console.log(`  stale check of ${N} definitions: p50 ${fmt(percentile(staleChecks, 50), 1)} ms (the loop runs it every 5 minutes)`);
+  } catch (err) {
+    console.error('bench failed:', err);
+    throw err;
   } finally {
     await api?.close();
     for (const o of others) await o.close();
