@@ -9,6 +9,9 @@ import { FailureError } from '../domain/errors.js';
 import { formatDanubeTime } from '../domain/time.js';
 import { parseBool, parseIntField } from '../domain/validate.js';
 import { findVm, vmDisks } from '../vms/vm.lookup.js';
+import { backupObject } from '../backups/backup.output.js';
+import { listBackups } from '../backups/backup.repository.js';
+import { backupSettings } from '../backups/backup.settings.js';
 import { backupTrouble, needsAttention, nodeSummaries, problemsOf, vmStates, withSnapshotTotals, type Scope, type VmState, type VmSummary } from './overview.queries.js';
 
 const scopeOf = (req: ViewRequest): Scope => ({ dcId: req.caller.dc.id, ownerId: req.caller.isAdmin ? null : req.caller.user.id });
@@ -168,6 +171,22 @@ const timeline: ViewDef = {
   },
 };
 
+const backups: ViewDef = {
+  path: '/overview/backup',
+  name: 'overview_backup_list',
+  description:
+    "esnap addition. Every backup of the DC the caller sees, newest first, as GET /vm/<vm>/backup/?full=true answers them: an admin's list includes the backups of deleted VMs (vm null), others see their own VMs' only. Empty when backups are disabled in the DC.",
+  dcBound: true,
+  methods: {
+    async GET(req) {
+      if (!backupSettings(req.caller.dc).VMS_VM_BACKUP_ENABLED) return { type: 'sync', result: [] };
+      const scope = { dcId: req.caller.dc.id, ...(req.caller.isAdmin ? {} : { ownerId: req.caller.user.id }) };
+      const rows = await listBackups(req.app.db, scope, [{ field: 'created', desc: true }]);
+      return { type: 'sync', result: rows.map((r) => backupObject(r, req.caller.isAdmin, false)) };
+    },
+  },
+};
+
 const all: ViewDef = {
   path: '/overview',
   name: 'overview',
@@ -187,4 +206,4 @@ const all: ViewDef = {
   },
 };
 
-export const overviewViews: ViewDef[] = [all, problems, vms, nodes, timeline];
+export const overviewViews: ViewDef[] = [all, problems, vms, nodes, timeline, backups];
