@@ -18,6 +18,7 @@ import * as m0005 from './migrations/0005_libvirt.js';
 import * as m0006 from './migrations/0006_overview_indexes.js';
 import * as m0007 from './migrations/0007_ssh_trust.js';
 import * as m0008 from './migrations/0008_due_index.js';
+import * as m0009 from './migrations/0009_backup_slots.js';
 
 /** Every migration, in order. */
 const migrations: ReadonlyArray<readonly [string, Migration]> = [
@@ -29,6 +30,7 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0006_overview_indexes', m0006],
   ['0007_ssh_trust', m0007],
   ['0008_due_index', m0008],
+  ['0009_backup_slots', m0009],
 ];
 
 export const knownMigrations: readonly string[] = migrations.map(([name]) => name);
