@@ -3,7 +3,7 @@
  * slot it acts on is a `backup_slot` row (fired, from cron or by catch-up; skipped because missed
  * or because the previous backup still runs; failed with the message when the backup cannot start
  * or its task fails), at most one per slot; `catchup: false` skips a late slot instead of firing
- * it. The backup node bk1 has no agent, so the scheduled tasks wait until they are cancelled. On
+ * it; the VM's timeline marks the skipped and failed ones. The backup node bk1 has no agent, so the scheduled tasks wait until they are cancelled. On
  * SQLite and PostgreSQL.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -103,6 +103,19 @@ forEachDb('backup scheduler slots', (kind) => {
     } finally {
       await db().updateTable('node').set({ status: 2 }).where('hostname', '=', 'bk1').execute();
     }
+  });
+
+  it("the VM's timeline shows the skipped and failed backup slots, marked as backup runs", async () => {
+    const t = await s.req('GET', '/api/overview/vm/bk.test/timeline/');
+    expect(t.status).toBe(200);
+    const runs = (t.body.result.runs as { define: string; disk_id: number; slot: string; state: string; reason: string | null; backup?: boolean }[]).filter((r) => r.backup);
+    const byHour = new Map(runs.map((r) => [new Date(r.slot).getTime(), r]));
+    expect(byHour.get(T0 - 0.5 * HOUR)).toMatchObject({ define: 'hourly', disk_id: 1, state: 'failed' });
+    expect(byHour.get(T0 + 0.5 * HOUR)).toMatchObject({ state: 'skipped', reason: 'overlap' });
+    expect(byHour.get(T0 + 1.5 * HOUR)).toMatchObject({ state: 'skipped', reason: 'missed' });
+    expect(byHour.get(T0 + 3.5 * HOUR)).toMatchObject({ state: 'failed' });
+    // Fired slots that did not fail are not runs to mark.
+    expect(runs.every((r) => r.state !== 'fired')).toBe(true);
   });
 
   it('prunes slot history older than a week', async () => {

@@ -171,6 +171,25 @@ describe('web UI: backups page', async () => {
     expect(w.problems).toEqual([]);
   });
 
+  it("marks a backup definition's failed and skipped scheduled runs in the VM's timeline, in its backup lane", async () => {
+    const def = await db().selectFrom('backup_define').select('id').executeTakeFirstOrThrow();
+    const at = (h: number): string => new Date(Math.floor(Date.now() / 3600_000) * 3600_000 - h * 3600_000).toISOString();
+    await db().insertInto('backup_slot').values([
+      { define_id: def.id, slot: at(5), source: 'cron', state: 'failed', reason: 'Backup storage is full', created: at(5), changed: at(5) },
+      { define_id: def.id, slot: at(4), source: 'cron', state: 'skipped', reason: 'overlap', created: at(4), changed: at(4) },
+      { define_id: def.id, slot: at(3), source: 'cron', state: 'fired', reason: null, created: at(3), changed: at(3) },
+    ]).execute();
+    await w.page.goto(`${s.url}/vm/web01`);
+    const lane = w.page.getByTestId('timeline').locator('g[data-lane="1/backup daily"]');
+    await lane.waitFor();
+    expect(await lane.locator('line[data-run="failed"]').count()).toBe(1);
+    expect(await lane.locator('line[data-run="failed"] title').textContent()).toContain('Backup storage is full');
+    expect(await lane.locator('line[data-run="skipped"]').count()).toBe(1);
+    expect(await lane.locator('rect[data-backup-status]').count()).toBeGreaterThan(0);
+    await screenshot(w.page, 'backups-timeline');
+    expect(w.problems).toEqual([]);
+  });
+
   it('fits 400 px without sideways scrolling; axe-core finds nothing serious', async () => {
     await w.page.setViewportSize({ width: 400, height: 800 });
     try {
