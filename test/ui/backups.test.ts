@@ -91,6 +91,7 @@ describe('web UI: backups page', async () => {
   });
 
   it('lists every VM’s definitions and backups with status, size, node, storage, time and note', async () => {
+    expect((await s.req('PUT', '/api/vm/web01/define/backup/daily', { body: { catchup: false } })).status).toBe(200);
     await w.page.getByRole('link', { name: 'Backups', exact: true }).first().click();
     await w.page.getByRole('heading', { name: 'Backups of all VMs' }).waitFor();
     await backupRow('old-20261101_020000').waitFor();
@@ -102,6 +103,7 @@ describe('web UI: backups page', async () => {
     expect(await backupRow('old-20261101_020000').innerText()).toContain('gone01 (VM deleted)');
     const def = w.page.locator('table[data-testid="backup-definitions"] tbody tr[data-name="daily"]');
     expect(await def.innerText()).toContain('every day at 02:00 (UTC)');
+    expect(await def.innerText()).toContain('no catch-up');
     expect(await def.getByTestId('bkpdef-failed').innerText()).toContain('Backup storage is full');
     expect(await unlabelled(w.page)).toEqual([]);
     expect(await axeViolations(w.page)).toEqual([]);

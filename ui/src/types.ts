@@ -142,6 +142,8 @@ export interface BackupDefinition {
   retention: number;
   fsfreeze: boolean;
   tz: string;
+  /** After downtime the most recent missed slot fires once (true), or a late slot is skipped. */
+  catchup?: boolean;
   backups?: number;
   next_run?: string | null;
   last_run?: string | null;

@@ -113,7 +113,14 @@ function Definitions({ defs, act, all }: { defs: BackupDefinition[]; act: Act; a
                   {d.next_run ? <div class="muted">next: {formatUtc(d.next_run)}</div> : null}
                 </td>
                 <td>{d.retention === 0 ? 'keep all' : `keep ${d.retention}`}</td>
-                <td>{d.active ? <Badge kind="ok">active</Badge> : <Badge kind="warn">paused</Badge>}</td>
+                <td>
+                  {d.active ? <Badge kind="ok">active</Badge> : <Badge kind="warn">paused</Badge>}
+                  {d.catchup === false ? (
+                    <div class="muted" title="A slot missed while esnap was down is skipped, not run late">
+                      no catch-up
+                    </div>
+                  ) : null}
+                </td>
                 <td>
                   {d.last_success ? <time dateTime={d.last_success}>ok {formatAge(d.last_success, now)}</time> : 'no success yet'}
                   {d.last_error ? (
