@@ -33,6 +33,7 @@ export function registerBackupKinds(ctx: AppContext): void {
       if (outcome.returncode !== 0) {
         await trx.deleteFrom('backup').where('id', '=', c.backupId).execute();
         await trx.updateTable('backup_define').set({ last_error: outcome.message, last_run: now }).where('id', '=', c.defineId).execute();
+        if (c.slot) await trx.updateTable('backup_slot').set({ state: 'failed', reason: outcome.message, changed: now }).where('define_id', '=', c.defineId).where('slot', '=', c.slot).execute();
         const sink = alertOf(ctx);
         const a = bkp && !outcome.cancelled ? alerts.backupFailed(bkp.vm_hostname, bkp.vm_disk_id, bkp.name, define?.name ?? null, 'created') : null;
         const vm = await trx.selectFrom('vm').select(['uuid', 'hostname', 'alias', 'owner_id', 'dc_id']).where('uuid', '=', c.vmUuid).executeTakeFirst();
@@ -48,6 +49,7 @@ export function registerBackupKinds(ctx: AppContext): void {
       // No ok row without data: an outcome that does not name the stored data fails the backup.
       if (!(d.resticId || d.filePath) || !d.checksum) {
         await trx.deleteFrom('backup').where('id', '=', c.backupId).execute();
+        if (c.slot) await trx.updateTable('backup_slot').set({ state: 'failed', reason: 'Backup agent reported no data', changed: now }).where('define_id', '=', c.defineId).where('slot', '=', c.slot).execute();
         return { result: { returncode: 1, message: 'Backup agent reported no data', detail: 'Got bad return code (1). Error: Backup agent reported no data' } };
       }
       await trx

@@ -28,6 +28,8 @@ export interface BackupScope {
   /** Array disk id at backup time. */
   readonly diskId?: number;
   readonly define?: string;
+  /** Only backups of existing VMs owned by this user (what a non-admin sees). */
+  readonly ownerId?: number;
 }
 
 const COLUMNS: Readonly<Record<string, 'b.name' | 'b.size' | 'b.time' | 'b.id' | 'b.vm_hostname' | 'b.vm_disk_id'>> = {
@@ -53,6 +55,7 @@ function scoped(db: Db, s: BackupScope) {
   if (s.vmHostnameFilter !== undefined) q = s.vmHostnameFilter === '' ? q.where('b.vm_uuid', 'is', null) : q.where('b.vm_hostname', '=', s.vmHostnameFilter);
   if (s.diskId !== undefined) q = q.where('b.vm_disk_id', '=', s.diskId);
   if (s.define !== undefined) q = q.where('d.name', '=', s.define);
+  if (s.ownerId !== undefined) q = q.where('vm.owner_id', '=', s.ownerId);
   return q.selectAll('b').select(['vm.hostname as vm_current_hostname', 'd.name as define_name', 'dc.name as dc_name']);
 }
 

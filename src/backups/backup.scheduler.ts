@@ -1,8 +1,11 @@
 /**
  * Scheduled backups: backup definitions fire as snapshot definitions do, with the scheduler's
  * pure slot arithmetic (slot-plan.ts: the most recent due slot fires once, older ones are missed;
- * staleness after two silent periods) and a compare-and-set claim on `backup_define.next_run`
- * that commits with the backup's task (a slot fires at most once, with any number of servers).
+ * with `catchup` off a late slot is skipped too; staleness after two silent periods) and a
+ * compare-and-set claim on `backup_define.next_run` that commits with the backup's task and the
+ * slot's row in `backup_slot` (a slot fires at most once, with any number of servers; the row
+ * says fired, skipped with the reason — missed, overlap — or failed with the message, and a
+ * fired slot whose backup fails is marked failed by the task's completion).
  *
  * A run is skipped while the definition's previous backup is still pending or running (a backup
  * of a large disk may outlast its period). A run that cannot start (VM or node not operational,
@@ -16,7 +19,24 @@ import { decideSlot, isStale, latestSlots } from '../scheduler/slot-plan.js';
 import { sleeperOf, type Sleeper } from '../lib/clock.js';
 import type { AutomationServices } from '../scheduler/services.js';
 import { systemCaller } from '../snapshots/snapshot.context.js';
-import { planCreateBackup } from './backup.service.js';
+import { planCreateBackup, type BackupCreateContext } from './backup.service.js';
+import { SLOT_HISTORY_DAYS } from '../scheduler/scheduler.js';
+import type { SlotState } from '../scheduler/slot.repository.js';
+import type { TaskSpec } from '../tasks/task.service.js';
+
+/** A slot already recorded (its row exists): the transaction is rolled back, nothing fires twice. */
+class SlotTaken extends Error {}
+
+/** The create task of a scheduled slot: its context names the slot. */
+function withSlot(spec: TaskSpec<BackupCreateContext>, slot: string): TaskSpec<BackupCreateContext> {
+  return {
+    ...spec,
+    prepare: async (trx, taskId) => {
+      const r = await spec.prepare(trx, taskId);
+      return { ...r, context: { ...r.context, slot } };
+    },
+  };
+}
 
 const MINUTE_MS = 60_000;
 const STALE_CHECK_MS = 5 * MINUTE_MS;
@@ -71,6 +91,7 @@ export class BackupScheduler {
       if (now - lastStale >= STALE_CHECK_MS) {
         lastStale = now;
         await this.checkStale().catch((err: unknown) => this.#ctx.log.error({ err }, 'backup stale check failed'));
+        await this.pruneSlots().catch((err: unknown) => this.#ctx.log.error({ err }, 'backup slot history could not be pruned'));
       }
       const boundary = Math.floor(now / MINUTE_MS) * MINUTE_MS + MINUTE_MS + 5;
       await this.#sleeper.sleep(boundary - this.#ctx.clock.now().getTime(), signal);
@@ -96,7 +117,7 @@ export class BackupScheduler {
     for (const d of due) {
       let dec;
       try {
-        dec = decideSlot({ schedule: d.schedule, tz: d.tz, catchup: true, nextRun: new Date(d.next_run!) }, now);
+        dec = decideSlot({ schedule: d.schedule, tz: d.tz, catchup: d.catchup === 1, nextRun: new Date(d.next_run!) }, now);
       } catch (err) {
         ctx.log.error({ err, defineId: d.id }, 'backup definition schedule cannot be evaluated');
         await ctx.db.updateTable('backup_define').set({ next_run: null }).where('id', '=', d.id).where('next_run', '=', d.next_run).execute();
@@ -122,6 +143,10 @@ export class BackupScheduler {
           failure = err;
         }
       }
+      const slot = dec.slot.toISOString();
+      const source = dec.kind === 'fire' && dec.late ? 'catchup' : 'cron';
+      // The slot travels with the task, so its failure marks the slot failed (backup.kinds.ts).
+      if (spec) spec = withSlot(spec, slot);
       const outcome = await ctx.db.transaction().execute(async (trx) => {
         const moved = await trx
           .updateTable('backup_define')
@@ -131,11 +156,24 @@ export class BackupScheduler {
           .where('active', '=', 1)
           .executeTakeFirst();
         if (Number(moved.numUpdatedRows) === 0) return null; // another server claimed it
-        if (!spec) return { batch: null };
-        const batch = await ctx.tasks.submitManyIn(trx, [spec]);
-        const r = batch.results[0]!;
-        if (!r.ok) await trx.updateTable('backup_define').set({ last_error: describeStartError(r.error).detail }).where('id', '=', d.id).execute();
+        // The slot's row; its primary key refuses the same slot twice (next_run set back).
+        const state = (s: SlotState, reason: string | null) => ({ define_id: d.id, slot, source, state: s, reason, created: nowIso, changed: nowIso });
+        let row = dec.kind !== 'fire' ? state('skipped', 'missed') : overlap ? state('skipped', 'overlap') : !spec ? state('failed', describeStartError(failure).detail) : state('fired', null);
+        let batch = null;
+        if (spec) {
+          batch = await ctx.tasks.submitManyIn(trx, [spec]);
+          const r = batch.results[0]!;
+          if (!r.ok) {
+            row = state('failed', describeStartError(r.error).detail);
+            await trx.updateTable('backup_define').set({ last_error: row.reason }).where('id', '=', d.id).execute();
+          }
+        }
+        const recorded = await trx.insertInto('backup_slot').values(row).onConflict((oc) => oc.columns(['define_id', 'slot']).doNothing()).returning('define_id').execute();
+        if (recorded.length === 0) throw new SlotTaken();
         return { batch };
+      }).catch((err: unknown) => {
+        if (err instanceof SlotTaken) return null;
+        throw err;
       });
       if (outcome === null) continue;
       if (dec.kind !== 'fire') {
@@ -160,6 +198,13 @@ export class BackupScheduler {
       report.failed.push({ defineId: d.id, detail });
     }
     return report;
+  }
+
+  /** Drops slot history older than the snapshot scheduler keeps its own (SLOT_HISTORY_DAYS). */
+  async pruneSlots(): Promise<number> {
+    const before = new Date(this.#ctx.clock.now().getTime() - SLOT_HISTORY_DAYS * 24 * 3600_000).toISOString();
+    const res = await this.#ctx.db.deleteFrom('backup_slot').where('created', '<', before).executeTakeFirst();
+    return Number(res.numDeletedRows);
   }
 
   /** "Definition stale" alerts for backup definitions without a successful backup in two periods. */

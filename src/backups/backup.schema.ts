@@ -17,6 +17,8 @@ export interface BackupDefineTable {
   compression: number;
   fsfreeze: number;
   tz: string;
+  /** Migration 0009: 1 fires the most recent missed slot once after downtime, 0 skips a late slot. */
+  catchup: Generated<number>;
   next_run: string | null;
   last_run: string | null;
   last_success: string | null;

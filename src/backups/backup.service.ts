@@ -175,6 +175,8 @@ export interface BackupCreateContext {
   readonly vmUuid: string;
   /** What a cleanup after a failure needs (backup.kinds.ts). */
   readonly cleanup?: Extract<BackupPayload, { op: 'backup_cleanup' }>;
+  /** A scheduled run's slot (backup_slot), marked failed when the backup fails. */
+  readonly slot?: string;
 }
 
 /** POST `/vm/<vm>/backup/<bkpdef>`: a backup of the definition's disk, now. */

@@ -1,7 +1,7 @@
 /**
  * The backup definition object, keys in the order Danube's BackupDefineSerializer declares them
  * (hostname, vm_uuid, dc, name, disk_id, type, node, zpool, desc, bwlimit, active, schedule,
- * retention, compression, fsfreeze), then esnap's `tz`; extended mode adds Danube's `backups`
+ * retention, compression, fsfreeze), then esnap's `tz` and `catchup`; extended mode adds Danube's `backups`
  * count and esnap's monitoring fields. Danube shows non-admins the node's colour instead of its
  * hostname; esnap nodes have no colour, so non-admins get `node: null`.
  */
@@ -27,6 +27,8 @@ export interface BkpDefObject {
   compression: number;
   fsfreeze: boolean;
   tz: string;
+  /** esnap: after downtime the most recent missed slot fires once (true), or a late slot is skipped. */
+  catchup: boolean;
   backups?: number;
   next_run?: string | null;
   last_run?: string | null;
@@ -53,6 +55,7 @@ export function bkpDefObject(row: BkpDefListRow, disks: readonly VmDiskRow[], ex
     compression: row.compression,
     fsfreeze: row.fsfreeze === 1,
     tz: row.tz,
+    catchup: row.catchup === 1,
   };
   if (extended) {
     obj.backups = row.backups ?? 0;

@@ -67,7 +67,7 @@ export const backupDefineViews: ViewDef[] = [
       'Show (GET), create (POST), update (PUT) or delete (DELETE) a backup definition of a VM disk. Fields: disk_id ' +
       '(default 1), type (1 dataset: native zfs/btrfs send to a storage of the same driver, 2 file: restic; default 1, ' +
       'fixed after creation), node (a backup node), zpool (a storage of that node), schedule, retention, active, ' +
-      "compression (0-3), bwlimit, desc, fsfreeze, and esnap's tz. Non-admins see node as null. Writes need an Admin.",
+      "compression (0-3), bwlimit, desc, fsfreeze, and esnap's tz and catchup (default true: after downtime the most recent missed slot still fires once; false: a late slot is skipped). Non-admins see node as null. Writes need an Admin.",
     dcBound: true,
     methods: {
       GET: async (req) => sync(showBkpDef(req.caller, await target(req), req.data)),

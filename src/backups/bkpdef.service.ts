@@ -163,6 +163,7 @@ function rules(caller: Caller, vm: VmRow, post: boolean) {
     compression: { kind: 'int', required: true },
     ...(isHvm(vm) ? { fsfreeze: { kind: 'bool' } as const } : {}),
     tz: { kind: 'string', check: (v: string) => (isValidTimeZone(v) ? null : INVALID_TZ) },
+    catchup: { kind: 'bool' },
   } as const satisfies Record<string, Rule>;
 }
 
@@ -233,7 +234,7 @@ async function check(ctx: AppContext, caller: Caller, t: BkpDefTarget, input: Re
 const nextRun = nextRunOf;
 const logEntry = definitionLogEntry;
 
-const LOGGED = ['type', 'node', 'zpool', 'desc', 'bwlimit', 'active', 'schedule', 'retention', 'compression', 'fsfreeze', 'tz'] as const;
+const LOGGED = ['type', 'node', 'zpool', 'desc', 'bwlimit', 'active', 'schedule', 'retention', 'compression', 'fsfreeze', 'tz', 'catchup'] as const;
 
 async function reread(ctx: AppContext, caller: Caller, t: BkpDefTarget, name: string): Promise<BkpDefObject> {
   const row = await repo.findBkpDef(ctx.db, t.vm.uuid, t.disk.real_id, name);
@@ -275,6 +276,7 @@ export async function createBkpDef(ctx: AppContext, caller: Caller, t: BkpDefTar
     compression: v['compression'] as number,
     fsfreeze: v['fsfreeze'] === true ? 1 : 0,
     tz,
+    catchup: v['catchup'] === false ? 0 : 1,
     next_run: nextRun(ctx, active, schedule, tz),
     last_run: null,
     last_success: null,
@@ -282,7 +284,7 @@ export async function createBkpDef(ctx: AppContext, caller: Caller, t: BkpDefTar
     created: now,
     changed: now,
   };
-  const stored: Record<string, unknown> = { ...row, node: c.nodeHostname, zpool: v['zpool'], active, fsfreeze: row.fsfreeze === 1 };
+  const stored: Record<string, unknown> = { ...row, node: c.nodeHostname, zpool: v['zpool'], active, fsfreeze: row.fsfreeze === 1, catchup: row.catchup === 1 };
   const pairs: Array<readonly [string, unknown]> = [
     ['disk_id', t.disks.indexOf(t.disk) + 1],
     ['bkpdef', name],
@@ -317,6 +319,7 @@ export async function updateBkpDef(ctx: AppContext, caller: Caller, t: BkpDefTar
   for (const k of ['desc', 'bwlimit', 'schedule', 'retention', 'compression', 'tz'] as const) if (v[k] !== undefined) (patch as Record<string, unknown>)[k] = v[k];
   if (v['active'] !== undefined) patch.active = v['active'] ? 1 : 0;
   if (v['fsfreeze'] !== undefined) patch.fsfreeze = v['fsfreeze'] ? 1 : 0;
+  if (v['catchup'] !== undefined) patch.catchup = v['catchup'] ? 1 : 0;
   const active = (v['active'] as boolean | undefined) ?? d.active === 1;
   const schedule = (v['schedule'] as string | undefined) ?? d.schedule;
   const tz = (v['tz'] as string | undefined) ?? d.tz;

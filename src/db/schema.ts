@@ -230,6 +230,8 @@ export interface Database {
   task_lock: TaskLockTable;
   task_log: TaskLogTable;
   schedule_slot: ScheduleSlotTable;
+  /** The backup scheduler's slots (migration 0009), as schedule_slot is the snapshot scheduler's. */
+  backup_slot: ScheduleSlotTable;
   backup_define: BackupDefineTable;
   backup: BackupTable;
 }

@@ -9,6 +9,9 @@ import { FailureError } from '../domain/errors.js';
 import { formatDanubeTime } from '../domain/time.js';
 import { parseBool, parseIntField } from '../domain/validate.js';
 import { findVm, vmDisks } from '../vms/vm.lookup.js';
+import { backupObject } from '../backups/backup.output.js';
+import { listBackups } from '../backups/backup.repository.js';
+import { backupSettings } from '../backups/backup.settings.js';
 import { backupTrouble, needsAttention, nodeSummaries, problemsOf, vmStates, withSnapshotTotals, type Scope, type VmState, type VmSummary } from './overview.queries.js';
 
 const scopeOf = (req: ViewRequest): Scope => ({ dcId: req.caller.dc.id, ownerId: req.caller.isAdmin ? null : req.caller.user.id });
@@ -96,7 +99,7 @@ const timeline: ViewDef = {
   path: '/overview/vm/:hostname_or_uuid/timeline',
   name: 'overview_vm_timeline',
   description:
-    "esnap addition. A VM's snapshots and backups of the last days (days, default 7) and its definitions' skipped and failed scheduled slots, for a timeline per disk and definition.",
+    "esnap addition. A VM's snapshots and backups of the last days (days, default 7) and its definitions' skipped and failed scheduled slots (those of backup definitions with backup: true), for a timeline per disk and definition.",
   dcBound: true,
   methods: {
     async GET(req) {
@@ -115,8 +118,20 @@ const timeline: ViewDef = {
         .where('created', '>=', since)
         .orderBy('created')
         .execute();
-      const bkpdefs = await req.app.db.selectFrom('backup_define').select(['id', 'name']).where('vm_uuid', '=', vm.uuid).execute();
+      const bkpdefs = await req.app.db.selectFrom('backup_define').select(['id', 'name', 'disk_real_id']).where('vm_uuid', '=', vm.uuid).execute();
       const bkpdefName = new Map(bkpdefs.map((d) => [d.id, d.name]));
+      const bkpdefById = new Map(bkpdefs.map((d) => [d.id, d]));
+      const backupSlots =
+        bkpdefs.length === 0
+          ? []
+          : await req.app.db
+              .selectFrom('backup_slot')
+              .select(['define_id', 'slot', 'state', 'reason'])
+              .where('define_id', 'in', bkpdefs.map((d) => d.id))
+              .where('state', 'in', ['skipped', 'failed'])
+              .where('slot', '>=', since)
+              .orderBy('slot')
+              .execute();
       const backups = await req.app.db
         .selectFrom('backup')
         .select(['name', 'vm_disk_id', 'define_id', 'status', 'created', 'size'])
@@ -158,12 +173,35 @@ const timeline: ViewDef = {
             created: formatDanubeTime(new Date(b.created)),
             size: b.size === null ? null : Number(b.size),
           })),
-          runs: slots.map((r) => {
-            const d = defName.get(r.define_id);
-            return { define: d?.name ?? null, disk_id: d ? diskId(d.disk_real_id) : 0, slot: formatDanubeTime(new Date(r.slot)), state: r.state, reason: r.reason };
-          }),
+          runs: [
+            ...slots.map((r) => {
+              const d = defName.get(r.define_id);
+              return { define: d?.name ?? null, disk_id: d ? diskId(d.disk_real_id) : 0, slot: formatDanubeTime(new Date(r.slot)), state: r.state, reason: r.reason };
+            }),
+            // The backup scheduler's skipped and failed slots (backup_slot), marked `backup: true`.
+            ...backupSlots.map((r) => {
+              const d = bkpdefById.get(r.define_id);
+              return { define: d?.name ?? null, disk_id: d ? diskId(d.disk_real_id) : 0, slot: formatDanubeTime(new Date(r.slot)), state: r.state, reason: r.reason, backup: true };
+            }),
+          ],
         },
       };
+    },
+  },
+};
+
+const backups: ViewDef = {
+  path: '/overview/backup',
+  name: 'overview_backup_list',
+  description:
+    "esnap addition. Every backup of the DC the caller sees, newest first, as GET /vm/<vm>/backup/?full=true answers them: an admin's list includes the backups of deleted VMs (vm null), others see their own VMs' only. Empty when backups are disabled in the DC.",
+  dcBound: true,
+  methods: {
+    async GET(req) {
+      if (!backupSettings(req.caller.dc).VMS_VM_BACKUP_ENABLED) return { type: 'sync', result: [] };
+      const scope = { dcId: req.caller.dc.id, ...(req.caller.isAdmin ? {} : { ownerId: req.caller.user.id }) };
+      const rows = await listBackups(req.app.db, scope, [{ field: 'created', desc: true }]);
+      return { type: 'sync', result: rows.map((r) => backupObject(r, req.caller.isAdmin, false)) };
     },
   },
 };
@@ -187,4 +225,4 @@ const all: ViewDef = {
   },
 };
 
-export const overviewViews: ViewDef[] = [all, problems, vms, nodes, timeline];
+export const overviewViews: ViewDef[] = [all, problems, vms, nodes, timeline, backups];

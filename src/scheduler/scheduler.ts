@@ -42,7 +42,8 @@ import { dialectOf } from '../db/capabilities.js';
 const MINUTE_MS = 60_000;
 /** Woken this long after the instant it waits for, so the slot is surely due by the clock. */
 const WAKE_SLACK_MS = 5;
-const SLOT_HISTORY_DAYS = 7;
+/** Days of slot history kept (the backup scheduler keeps its own as long). */
+export const SLOT_HISTORY_DAYS = 7;
 /** Staleness is about missed periods (a minute at the least): checking every 5 minutes is enough. */
 const STALE_CHECK_MS = 5 * MINUTE_MS;
 const HOUR_MS = 3_600_000;

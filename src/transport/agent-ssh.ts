@@ -18,9 +18,9 @@ import type { QueueMessage } from '../queue/queue.js';
 import type { StorageConfig } from '../storage/drivers.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { announce, withdrawAnnouncement, type Announcement } from './announcements.js';
-import { formatSshAddress, parseSshAddress, type SshAddress } from './ssh-address.js';
+import { formatSshAddress, type SshAddress } from './ssh-address.js';
 import { ensureIdentity, readHostKey } from './ssh-identity.js';
-import { applyTrust, forcedCommand, writeServeConfig, type ServeConfig, type TrustSet } from './trust-files.js';
+import { applyTrust, forcedCommand, readTrustedHosts, trustedHosts, writeServeConfig, type ServeConfig, type TrustSet } from './trust-files.js';
 import type { SshRegistration } from './trust.service.js';
 
 export interface AgentSshOptions {
@@ -60,10 +60,14 @@ export class AgentSsh {
       log.warn({ err: (err as Error).message }, 'no SSH host key for ESNAP_NODE_ADDRESS: backup nodes cannot reach this node');
     }
     const serveConfig = await writeServeConfig(opts.dir, opts.node, opts.storages, opts.announceWaitMs);
-    return new AgentSsh({ address: formatSshAddress(opts.address), publicKey, hostKey }, serveConfig, command, opts, log);
+    const side = new AgentSsh({ address: formatSshAddress(opts.address), publicKey, hostKey }, serveConfig, command, opts, log);
+    // The last trust set's addresses, until the servers send the next: a restarted agent's first
+    // jobs (the cleanup of a backup it was killed in) may come before that (trust-files.ts).
+    side.#hosts = await readTrustedHosts(opts.dir);
+    return side;
   }
 
-  /** Where a node's sshd is, from the last trust set; null when it registered none. */
+  /** Where a node's sshd is, from the last trust set (also one applied before a restart); null when it registered none. */
   addressOf(node: string): SshAddress | null {
     return this.#hosts.get(node) ?? null;
   }
@@ -78,10 +82,7 @@ export class AgentSsh {
       case 'trust': {
         const trust = msg.payload as TrustSet;
         await applyTrust(this.opts.dir, trust, this.command);
-        this.#hosts = new Map(trust.hosts.flatMap((h) => {
-          const a = parseSshAddress(h.address);
-          return a ? [[h.node, a] as const] : [];
-        }));
+        this.#hosts = trustedHosts(trust.hosts);
         this.log.info({ backupKeys: trust.backupKeys.map((k) => k.node), hosts: trust.hosts.length }, 'SSH trust updated');
         return;
       }

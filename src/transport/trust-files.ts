@@ -9,6 +9,9 @@
  *   name; this agent's ssh pins them (StrictHostKeyChecking=yes, UserKnownHostsFile=this file).
  * - `serve.json`: what the forced command needs to know about this node (its name and storages):
  *   sshd gives the command none of the agent's environment.
+ * - `hosts.json`: where every node's sshd is (node → ESNAP_NODE_ADDRESS), from the last trust set:
+ *   an agent restarted after a crash runs the cleanup of its interrupted backups before the servers'
+ *   next trust set reaches it, and still has to reach the source nodes (readTrustedHosts).
  *
  * Every file is written whole to a temporary name and renamed (sshd never reads half a file), mode
  * 0600, and only when its content changes.
@@ -16,12 +19,13 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StorageConfig } from '../storage/drivers.js';
-import { knownHostsName, parseSshAddress } from './ssh-address.js';
+import { formatSshAddress, knownHostsName, parseSshAddress, type SshAddress } from './ssh-address.js';
 import { normalizePublicKey } from './ssh-identity.js';
 
 export const AUTHORIZED_KEYS_FILE = 'authorized_keys';
 export const KNOWN_HOSTS_FILE = 'known_hosts';
 export const SERVE_CONFIG_FILE = 'serve.json';
+export const HOSTS_FILE = 'hosts.json';
 /** Restores the servers announced to this node (one JSON file per task, see announcements.ts). */
 export const ANNOUNCED_DIR = 'announced';
 
@@ -107,10 +111,35 @@ export async function writeIfChanged(dir: string, name: string, text: string): P
   return true;
 }
 
-/** Applies a trust set: the authorized keys (with `command`) and the known hosts. */
+/** The valid node → address pairs of a trust set's hosts (what `hosts.json` holds). */
+export function trustedHosts(hosts: TrustSet['hosts']): Map<string, SshAddress> {
+  const out = new Map<string, SshAddress>();
+  for (const h of hosts) {
+    const a = parseSshAddress(h.address);
+    if (a !== null && NODE_RE.test(h.node)) out.set(h.node, a);
+  }
+  return out;
+}
+
+/** Applies a trust set: the authorized keys (with `command`), the known hosts and the hosts' addresses. */
 export async function applyTrust(dir: string, trust: TrustSet, command: string): Promise<void> {
   await writeIfChanged(dir, AUTHORIZED_KEYS_FILE, authorizedKeysText(trust.backupKeys, command));
   await writeIfChanged(dir, KNOWN_HOSTS_FILE, knownHostsText(trust.hosts));
+  const hosts = [...trustedHosts(trust.hosts)].sort(([a], [b]) => a.localeCompare(b)).map(([node, a]) => ({ node, address: formatSshAddress(a) }));
+  await writeIfChanged(dir, HOSTS_FILE, `${JSON.stringify(hosts)}\n`);
+}
+
+/** The hosts of the last trust set applied in `dir` (empty before the first, or when the file is unreadable). */
+export async function readTrustedHosts(dir: string): Promise<Map<string, SshAddress>> {
+  const text = await readFile(join(dir, HOSTS_FILE), 'utf8').catch(() => null);
+  if (text === null) return new Map();
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    if (!Array.isArray(parsed)) return new Map();
+    return trustedHosts(parsed.filter((h): h is { node: string; address: string } => typeof h?.node === 'string' && typeof h?.address === 'string').map((h) => ({ ...h, hostKey: '' })));
+  } catch {
+    return new Map();
+  }
 }
 
 /** Writes serve.json for the forced command. */

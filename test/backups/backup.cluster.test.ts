@@ -15,68 +15,24 @@
  * incremental one after a change, both pulled over SSH (`send dataset`); compute1's dataset is
  * destroyed and both backups are restored on backup1 with the bytes they were taken with.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AgentRuntime } from '../../src/agent/agent-runtime.js';
-import { NodeCommandRunner } from '../../src/storage/node-runner.js';
-import { parseSshAddress } from '../../src/transport/ssh-address.js';
-import { makeNodeVm, newClusterDb, silentLogger, startClusterServer, waitFor, waitNodeOnline, type ClusterDb, type ClusterServer } from '../cluster/cluster.helpers.js';
 import { useTempDirs } from '../helpers/temp-dirs.js';
 import { platformUnavailable, requirePlatform } from '../platform/require.js';
 import { resticUnavailable } from '../platform/restic.js';
 import { qemuUnavailable } from '../platform/qemu.js';
-import { startSshd, sshdUnavailable, waitForProcessesGone, type PrivateSshd } from '../platform/sshd.js';
+import { sshdUnavailable } from '../platform/sshd.js';
 import { makeZfsPool, zfsUnavailable, type ZfsPool } from '../platform/zfs.js';
 import { ZfsDriver } from '../../src/storage/zfs/zfs.driver.js';
-
-const MiB = 1024 * 1024;
-const runner = new NodeCommandRunner();
-const SSH_SERVE_BIN = join(process.cwd(), 'dist/src/bin/esnap-ssh-serve.js');
-
-async function sha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(path), h);
-  return h.digest('hex');
-}
-
-async function must(argv: string[]): Promise<void> {
-  const r = await runner.run(argv, { timeoutMs: 120_000 });
-  expect(r.code, `${argv.join(' ')}: ${r.stderr}`).toBe(0);
-}
-
-/** The SHA-256 of a qcow2 image's guest bytes (its raw export). */
-async function guestSha(image: string, dir: string): Promise<string> {
-  const raw = join(dir, `raw-${Date.now()}.img`);
-  await must(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', image, raw]);
-  try {
-    return await sha256(raw);
-  } finally {
-    await rm(raw, { force: true });
-  }
-}
-
-/** `zfs destroy -r -f`, retried while zfs-fuse says busy (its daemon winding down a mount or a receive). */
-async function destroyDataset(name: string): Promise<void> {
-  for (let i = 0; i < 120; i++) {
-    const r = await runner.run(['zfs', 'destroy', '-r', '-f', name]);
-    if (r.code === 0 || /does not exist/.test(r.stderr)) return;
-    await new Promise((res) => setTimeout(res, 500));
-  }
-}
+import { destroyDataset, guestSha, MiB, must, runner, sha256, startBackupCluster, type BackupCluster } from './backup-cluster.js';
 
 describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nodes', async () => {
   const reason = (await sshdUnavailable()) ?? (await resticUnavailable()) ?? (await qemuUnavailable());
   if (reason !== null) return platformUnavailable('cluster backups over SSH', reason);
 
   const tempDir = useTempDirs();
-  let db: ClusterDb;
-  let server: ClusterServer;
-  let sshd: PrivateSshd;
-  const agents: AgentRuntime[] = [];
+  let cluster: BackupCluster;
   let root: string;
   // Type 1 on zfs-fuse: a dataset `src` (compute1's storage `ztank`) and `bkp` (backup1's `zbkp`) of one pool.
   const zfsReason = await zfsUnavailable();
@@ -89,55 +45,13 @@ describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nod
       for (const ds of ['src', 'bkp']) await must(['zfs', 'create', `${pool.name}/${ds}`]);
     }
     const zfs = (name: string, ds: string) => (pool ? [{ name, driver: 'zfs', dataset: `${pool.name}/${ds}` }] : []);
-    db = await newClusterDb();
-    server = await startClusterServer(db, { streamTimeoutS: 300 });
-    const computeSsh = join(root, 'compute-ssh');
-    sshd = await startSshd({ dir: join(root, 'sshd'), authorizedKeysFile: join(computeSsh, 'authorized_keys') });
-    for (const d of ['compute-storage', 'compute-qcow', 'backup-default', 'backup-restic', 'backup-keys']) await mkdir(join(root, d), { recursive: true });
-    agents.push(
-      await AgentRuntime.start({
-        databaseUrl: db.agentUrl(),
-        bossSchema: db.bossSchema,
-        node: 'compute1',
-        storages: [
-          { name: 'default', driver: 'file', root: join(root, 'compute-storage') },
-          { name: 'qcow', driver: 'qcow2', root: join(root, 'compute-qcow') },
-          ...zfs('ztank', 'src'),
-        ],
-        heartbeatS: 1,
-        log: silentLogger,
-        ssh: { dir: computeSsh, address: parseSshAddress(`${sshd.user}@127.0.0.1:${sshd.port}`)!, serveScript: SSH_SERVE_BIN },
-        backupNode: false,
-      }),
-      await AgentRuntime.start({
-        databaseUrl: db.agentUrl(),
-        bossSchema: db.bossSchema,
-        node: 'backup1',
-        storages: [
-          { name: 'default', driver: 'file', root: join(root, 'backup-default') },
-          { name: 'backup', driver: 'file', root: join(root, 'backup-restic') },
-          ...zfs('zbkp', 'bkp'),
-        ],
-        heartbeatS: 1,
-        log: silentLogger,
-        // backup1's own sshd is not needed: nobody pulls from it.
-        ssh: { dir: join(root, 'backup-ssh'), address: parseSshAddress('root@127.0.0.1:1')!, serveScript: SSH_SERVE_BIN },
-        backupNode: true,
-        backupKeysDir: join(root, 'backup-keys'),
-      }),
-    );
-    for (const n of ['compute1', 'backup1']) await waitNodeOnline(server, n);
-    const backup = agents[1]!;
-    // compute1 authorizes backup1's key (forced command) and backup1 pins compute1's host key.
-    await waitFor('compute1 authorizes backup1', async () => (await readFile(join(computeSsh, 'authorized_keys'), 'utf8').catch(() => '')).includes(backup.ssh!.registration.publicKey), 30_000);
-    await waitFor('backup1 knows compute1', async () => backup.ssh!.addressOf('compute1') !== null, 30_000);
+    cluster = await startBackupCluster(root, {
+      compute: [{ name: 'qcow', driver: 'qcow2', root: join(root, 'compute-qcow') }, ...zfs('ztank', 'src')],
+      backup: zfs('zbkp', 'bkp'),
+    });
   }, 180_000);
   afterAll(async () => {
-    for (const a of agents) await a.stop();
-    await sshd?.stop();
-    await waitForProcessesGone([join(root ?? '/nonexistent', 'compute-ssh')]);
-    await server?.close();
-    await db?.drop();
+    await cluster?.stop();
     if (pool) {
       for (const ds of ['bkp', 'src']) await destroyDataset(`${pool.name}/${ds}`);
       await pool.cleanup();
@@ -145,16 +59,12 @@ describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nod
   });
 
   it('backs up over SSH, restores over SSH on the source node, and on the backup node after the source storage is gone', async () => {
-    const s = server;
-    const web01 = await makeNodeVm(s, 'compute1', 'web01', { disks: [32] });
-    const web03 = await makeNodeVm(s, 'compute1', 'web03', { disks: [32] });
-    const web02 = await makeNodeVm(s, 'backup1', 'web02', { disks: [32] });
+    const s = cluster.server;
+    const web01 = await cluster.vm('compute1', 'web01', 32);
+    const web03 = await cluster.vm('compute1', 'web03', 32);
+    const web02 = await cluster.vm('backup1', 'web02', 32);
     // web01's disk moves to compute1's qcow2 storage: a real qcow2 image with data in it.
-    const db = s.runtime.ctx.db;
-    const qcow = await db.selectFrom('node_storage').innerJoin('node', 'node.id', 'node_storage.node_id').select('node_storage.id').where('node.hostname', '=', 'compute1').where('node_storage.name', '=', 'qcow').executeTakeFirstOrThrow();
-    await db.updateTable('vm_disk').set({ storage_id: qcow.id }).where('vm_uuid', '=', web01.uuid).execute();
-    await rm(web01.diskPaths[0]!);
-    const src = join(root, 'compute-qcow', (await db.selectFrom('vm_disk').select('path').where('vm_uuid', '=', web01.uuid).executeTakeFirstOrThrow()).path);
+    const src = join(root, 'compute-qcow', await cluster.moveDisk(web01, 'compute1', 'qcow'));
     await must(['qemu-img', 'create', '-q', '-f', 'qcow2', src, `${32 * MiB}`]);
     await must(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', '-c', 'write -P 0xa5 7M 3M', '-c', 'write -P 0x11 31M 1M', src]);
     const original = await guestSha(src, root);
@@ -188,14 +98,11 @@ describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nod
 
   it('type 1 on zfs-fuse: full, then incremental over SSH; restored on the backup node after the source dataset is gone', async (ctx) => {
     if (!pool) return requirePlatform(`type 1 on zfs-fuse: ${zfsReason}`) ? undefined : ctx.skip();
-    const s = server;
+    const s = cluster.server;
     const db = s.runtime.ctx.db;
-    const vm = await makeNodeVm(s, 'compute1', 'db01', { disks: [24] });
-    const target = await makeNodeVm(s, 'backup1', 'db02', { disks: [24] });
-    const ztank = await db.selectFrom('node_storage').innerJoin('node', 'node.id', 'node_storage.node_id').select('node_storage.id').where('node.hostname', '=', 'compute1').where('node_storage.name', '=', 'ztank').executeTakeFirstOrThrow();
-    await db.updateTable('vm_disk').set({ storage_id: ztank.id }).where('vm_uuid', '=', vm.uuid).execute();
-    await rm(vm.diskPaths[0]!);
-    const path = (await db.selectFrom('vm_disk').select('path').where('vm_uuid', '=', vm.uuid).executeTakeFirstOrThrow()).path;
+    const vm = await cluster.vm('compute1', 'db01', 24);
+    const target = await cluster.vm('backup1', 'db02', 24);
+    const path = await cluster.moveDisk(vm, 'compute1', 'ztank');
     const driver = new ZfsDriver({ dataset: `${pool.name}/src`, runner });
     await driver.createDisk({ path, sizeBytes: 24 * MiB });
     const image = await driver.imagePathOf({ path });

@@ -33,11 +33,11 @@ forEachDb('backup definitions', (kind) => {
     expect(r.status).toBe(201);
     expect(Object.keys(r.body.result)).toEqual([
       'hostname', 'vm_uuid', 'dc', 'name', 'disk_id', 'type', 'node', 'zpool', 'desc', 'bwlimit',
-      'active', 'schedule', 'retention', 'compression', 'fsfreeze', 'tz',
+      'active', 'schedule', 'retention', 'compression', 'fsfreeze', 'tz', 'catchup',
     ]);
     expect(r.body.result).toMatchObject({
       hostname: 'bk.test', vm_uuid: vm, dc: 'main', name: 'nightly', disk_id: 1, type: 2, node: 'bk1', zpool: 'files',
-      desc: 'off-host', bwlimit: 1000, active: true, schedule: '0 2 * * *', retention: 7, compression: 0, fsfreeze: false, tz: 'UTC',
+      desc: 'off-host', bwlimit: 1000, active: true, schedule: '0 2 * * *', retention: 7, compression: 0, fsfreeze: false, tz: 'UTC', catchup: true,
     });
     const g = await s.req('GET', '/api/vm/bk.test/define/backup/nightly', { query: { extended: 'true' } });
     expect(g.status).toBe(200);

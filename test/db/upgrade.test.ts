@@ -235,6 +235,16 @@ const steps: Record<string, Step> = {
     newTables: {},
     async seed() {},
   },
+  '0010_backup_slots': {
+    // Existing backup definitions catch up after downtime, as they did before (Danube's behaviour); no slot history yet.
+    newColumns: { backup_define: { catchup: 1 } },
+    newTables: { backup_slot: 0 },
+    async seed(db) {
+      // A later installation: the backup scheduler has fired a slot of the definition.
+      const def = await db.selectFrom('backup_define').select('id').executeTakeFirstOrThrow();
+      await db.insertInto('backup_slot').values({ define_id: def.id, slot: T1, source: 'cron', state: 'fired', reason: null, created: T1, changed: T1 }).execute();
+    },
+  },
 };
 
 /** The tables of the connection's schema (PostgreSQL: its search_path) and their columns, in order. */

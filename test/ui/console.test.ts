@@ -138,7 +138,7 @@ describe('web UI: operations console', () => {
     expect(await w.page.locator('article[data-node="down01.test"] h3 .badge').getAttribute('class')).toBe('badge badge-bad');
     const backup = problems.locator('li[data-kind="backup_lost"]');
     expect(await backup.innerText()).toContain('1 backup of web01 lost (gone from the backup storage)');
-    expect(await backup.getByRole('link', { name: 'Open web01' }).getAttribute('href')).toBe('/vm/web01');
+    expect(await backup.getByRole('link', { name: 'Open the backups of web01' }).getAttribute('href')).toBe('/backups/web01');
     // Every problem is worded, marked and links somewhere.
     expect(await problems.locator('li').count()).toBe(7);
     expect(await problems.locator('li a[href]').count()).toBe(7);
@@ -342,6 +342,7 @@ describe('web UI: operations console', () => {
         ['/', 'main[data-ready="overview"]'],
         ['/vm/web01', 'table[data-testid="snapshots"]'],
         ['/tasks', 'table[data-testid="task-log"]'],
+        ['/backups', 'table[data-testid="backups"]'],
       ] as const) {
         await w.page.goto(`${s.url}${path}`);
         await w.page.locator(ready).waitFor();
@@ -366,6 +367,7 @@ describe('web UI: operations console', () => {
       ['/', 'section[data-charts="ready"]'],
       ['/vm/web01', 'table[data-testid="snapshots"] tbody tr[data-name="s1"]'],
       ['/tasks', 'table[data-testid="task-log"] tbody tr'],
+      ['/backups', 'table[data-testid="backups"] tbody tr[data-name]'],
     ] as const) {
       await w.page.goto(`${s.url}${path}`);
       await w.page.locator(ready).first().waitFor();

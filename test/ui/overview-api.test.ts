@@ -168,12 +168,31 @@ forEachDb('overview endpoints', (kind) => {
     expect((await s.req('GET', '/api/overview/node/', { query: { days: '0' } })).status).toBe(400);
   });
 
+  it('lists every backup of the DC, newest first: admins also those of deleted VMs, users their own VMs\' only', async () => {
+    const db = s.runtime.ctx.db;
+    const base = await db.selectFrom('backup').selectAll().where('name', '=', 'nightly-4').executeTakeFirstOrThrow();
+    const { id: _id, ...row } = base;
+    const olga = await db.selectFrom('vm').select('uuid').where('hostname', '=', 'olga01').executeTakeFirstOrThrow();
+    await db.insertInto('backup').values({ ...row, name: 'gone-1', vm_uuid: null, vm_hostname: 'gone01' }).execute();
+    await db.insertInto('backup').values({ ...row, name: 'olga-1', vm_uuid: olga.uuid, vm_hostname: 'olga01', note: 'mine' }).execute();
+    const all = await s.req('GET', '/api/overview/backup/');
+    expect(all.status).toBe(200);
+    const list = all.body.result as { hostname: string; vm: string | null; name: string; status: number; node: string | null; zpool: string; note: string }[];
+    expect(list.map((b) => `${b.hostname}/${b.name}:${b.status}`)).toEqual(['olga01/olga-1:1', 'gone01/gone-1:1', 'good01/nightly-4:1', 'good01/nightly-3:5', 'good01/nightly-2:5', 'good01/nightly-1:4']);
+    expect(list[1]).toMatchObject({ vm: null, node: s.node });
+    // The same objects as a VM's own list.
+    expect(list.filter((b) => b.hostname === 'good01')).toEqual((await s.req('GET', '/api/vm/good01/backup/', { query: { full: 'true' } })).body.result);
+    const mine = (await s.req('GET', '/api/overview/backup/', { key: user.key })).body.result as { name: string; node: string | null }[];
+    expect(mine).toEqual([expect.objectContaining({ name: 'olga-1', node: null, note: 'mine' })]);
+    await db.deleteFrom('backup').where('name', 'in', ['gone-1', 'olga-1']).execute();
+  });
+
   it('needs credentials and is described in the OpenAPI document', async () => {
-    for (const p of ['/api/overview/', '/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/good01/timeline/']) {
+    for (const p of ['/api/overview/', '/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/good01/timeline/', '/api/overview/backup/']) {
       expect((await s.req('GET', p, { key: null })).status).toBe(403);
     }
     const doc = (await s.req('GET', '/api/openapi.json')).body as { paths: Record<string, unknown> };
-    for (const p of ['/api/overview/', '/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/{hostname_or_uuid}/timeline/', '/api/dc/{dcPrefix}/overview/problems/']) {
+    for (const p of ['/api/overview/', '/api/overview/problems/', '/api/overview/vm/', '/api/overview/node/', '/api/overview/vm/{hostname_or_uuid}/timeline/', '/api/overview/backup/', '/api/dc/{dcPrefix}/overview/problems/']) {
       expect(doc.paths[p], p).toBeDefined();
     }
   });

@@ -8,6 +8,7 @@ import { Login } from './pages/login.js';
 import { Overview } from './pages/overview.js';
 import { VmPage } from './pages/vm.js';
 import { TasksPage, TrackedList } from './pages/tasks.js';
+import { BackupsPage } from './pages/backups.js';
 
 export function App() {
   const [who, setWho] = useState<Identity | null>(() => (loadCredentials() ? loadIdentity() : null));
@@ -52,6 +53,7 @@ export function App() {
         <span class="brand">esnap</span>
         <nav aria-label="Main">
           {link('/', 'Overview', route.page === 'overview')}
+          {link('/backups', 'Backups', route.page === 'backups')}
           {link('/tasks', 'Tasks', route.page === 'tasks')}
         </nav>
         <span class="who">
@@ -75,6 +77,7 @@ export function App() {
       </div>
       {route.page === 'overview' ? <Overview /> : null}
       {route.page === 'vm' ? <VmPage key={route.hostname} hostname={route.hostname} who={who} /> : null}
+      {route.page === 'backups' ? <BackupsPage key={route.hostname ?? ''} hostname={route.hostname} who={who} /> : null}
       {route.page === 'tasks' ? <TasksPage /> : null}
       {route.page === 'missing' ? (
         <main id="main">

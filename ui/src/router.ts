@@ -1,20 +1,32 @@
-/** History-API routing: `/`, `/vm/<hostname>`, `/tasks`. The server answers index.html for these. */
+/** History-API routing: `/`, `/vm/<hostname>`, `/backups`, `/backups/<hostname>`, `/tasks`. The server answers index.html for these. */
 import { useEffect, useState } from 'preact/hooks';
 
-export type Route = { readonly page: 'overview' } | { readonly page: 'vm'; readonly hostname: string } | { readonly page: 'tasks' } | { readonly page: 'missing' };
+export type Route =
+  | { readonly page: 'overview' }
+  | { readonly page: 'vm'; readonly hostname: string }
+  | { readonly page: 'backups'; readonly hostname: string | null }
+  | { readonly page: 'tasks' }
+  | { readonly page: 'missing' };
 
 export function parseRoute(pathname: string): Route {
   if (pathname === '/' || pathname === '/index.html') return { page: 'overview' };
   if (pathname === '/tasks' || pathname === '/tasks/') return { page: 'tasks' };
-  const m = /^\/vm\/([^/]+)\/?$/.exec(pathname);
+  if (pathname === '/backups' || pathname === '/backups/') return { page: 'backups', hostname: null };
+  const m = /^\/(vm|backups)\/([^/]+)\/?$/.exec(pathname);
   if (m) {
     try {
-      return { page: 'vm', hostname: decodeURIComponent(m[1]!) };
+      const hostname = decodeURIComponent(m[2]!);
+      return m[1] === 'vm' ? { page: 'vm', hostname } : { page: 'backups', hostname };
     } catch {
       return { page: 'missing' };
     }
   }
   return { page: 'missing' };
+}
+
+/** The backups page of one VM, or of all VMs. */
+export function backupsPath(hostname: string | null): string {
+  return hostname === null ? '/backups' : `/backups/${encodeURIComponent(hostname)}`;
 }
 
 export function vmPath(hostname: string): string {

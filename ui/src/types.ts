@@ -126,3 +126,48 @@ export interface NodesOverview {
     storages: { name: string; driver: string; size: number | null; size_free: number | null; free_percent: number | null; below_floor: boolean; snapshot_bytes: { day: string; bytes: number }[] }[];
   }[];
 }
+
+/** A backup definition (GET /vm/define/backup/?full=true&extended=true). */
+export interface BackupDefinition {
+  hostname: string;
+  name: string;
+  disk_id: number;
+  /** 1 dataset (zfs/btrfs send), 2 file (restic). */
+  type: number;
+  node: string | null;
+  zpool: string;
+  desc: string;
+  active: boolean;
+  schedule: string;
+  retention: number;
+  fsfreeze: boolean;
+  tz: string;
+  /** After downtime the most recent missed slot fires once (true), or a late slot is skipped. */
+  catchup?: boolean;
+  backups?: number;
+  next_run?: string | null;
+  last_run?: string | null;
+  last_success?: string | null;
+  last_error?: string | null;
+}
+
+/** A backup (GET /vm/<vm>/backup/?full=true, GET /overview/backup/). */
+export interface Backup {
+  /** The VM's hostname when the backup was made. */
+  hostname: string;
+  vm_uuid: string | null;
+  /** The VM's hostname now; null once the VM is gone. */
+  vm: string | null;
+  define: string | null;
+  name: string;
+  disk_id: number;
+  type: number;
+  node: string | null;
+  zpool: string;
+  created: string;
+  /** 1 ok, 2 pending, 3 restore, 4 lost, 5 damaged. */
+  status: number;
+  size: number | null;
+  time: number | null;
+  note: string;
+}

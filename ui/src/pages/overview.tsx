@@ -13,7 +13,7 @@ import { Badge, DiskFlags, ErrorText, Loading } from '../components.js';
 import { BytesChart, StorageBar } from '../charts.js';
 import { formatAge, formatBytes, formatMb, formatUtc } from '../format.js';
 import { useLoad, useNow } from '../hooks.js';
-import { onLinkClick, vmPath } from '../router.js';
+import { backupsPath, onLinkClick, vmPath } from '../router.js';
 import type { NodesOverview, Problem, VmSummary } from '../types.js';
 
 /** VM rows per page: a thousand rows would cost the first paint more than they help (problems come first anyway). */
@@ -48,7 +48,7 @@ const storageAnchor = (node: string, storage: string): string => `storage-${node
 
 /** Where to act on a problem: the VM's definitions or snapshots, or the storage/node below. */
 function target(p: Problem): { href: string; label: string } {
-  if (p.vm && p.kind.startsWith('backup_')) return { href: vmPath(p.vm), label: `Open ${p.vm}` };
+  if (p.vm && p.kind.startsWith('backup_')) return { href: backupsPath(p.vm), label: `Open the backups of ${p.vm}` };
   if (p.vm) {
     const section = p.kind === 'snapshot_lost' ? 'snapshots' : 'definitions';
     return { href: `${vmPath(p.vm)}#${section}`, label: p.kind === 'snapshot_lost' ? `Open the snapshots of ${p.vm}` : `Open the definitions of ${p.vm}` };

@@ -14,7 +14,8 @@ interface TimelineData {
   to: string;
   snapshots: { name: string; disk_id: number; define: string | null; type: number; status: number; created: string; size: number | null }[];
   backups?: { name: string; disk_id: number; define: string | null; status: number; created: string; size: number | null }[];
-  runs: { define: string | null; disk_id: number; slot: string; state: string; reason: string | null }[];
+  /** `backup`: a backup definition's slot (drawn in its backup lane). */
+  runs: { define: string | null; disk_id: number; slot: string; state: string; reason: string | null; backup?: boolean }[];
 }
 
 const BACKUP_CLASS: Record<number, string> = { 1: 'tl-ok', 2: 'tl-pending', 3: 'tl-pending', 4: 'tl-lost', 5: 'tl-lost' };
@@ -32,7 +33,8 @@ export function Timeline({ hostname }: { hostname: string }) {
   const lanes = new Map<string, { disk: number; define: string | null }>();
   const laneKey = (disk: number, define: string | null): string => `${disk}\u0000${define ?? ''}`;
   for (const s of data.snapshots) lanes.set(laneKey(s.disk_id, s.define), { disk: s.disk_id, define: s.define });
-  for (const r of data.runs) lanes.set(laneKey(r.disk_id, r.define), { disk: r.disk_id, define: r.define });
+  const runLane = (r: TimelineData['runs'][number]): string | null => (r.backup ? backupLane(r.define) : r.define);
+  for (const r of data.runs) lanes.set(laneKey(r.disk_id, runLane(r)), { disk: r.disk_id, define: runLane(r) });
   const backups = data.backups ?? [];
   for (const b of backups) lanes.set(laneKey(b.disk_id, backupLane(b.define)), { disk: b.disk_id, define: backupLane(b.define) });
   const order = [...lanes.entries()].sort((a, b) => a[1].disk - b[1].disk || (a[1].define ?? '~').localeCompare(b[1].define ?? '~'));
@@ -69,7 +71,7 @@ export function Timeline({ hostname }: { hostname: string }) {
                   </text>
                   <line class="tl-axis" x1={labelW} x2={labelW + plotW} y1={y} y2={y} />
                   {data.runs
-                    .filter((r) => laneKey(r.disk_id, r.define) === key)
+                    .filter((r) => laneKey(r.disk_id, runLane(r)) === key)
                     .map((r) => (
                       <line key={r.slot} class={r.state === 'failed' ? 'tl-failed' : 'tl-skipped'} x1={x(r.slot)} x2={x(r.slot)} y1={y - 8} y2={y + 8} data-run={r.state}>
                         <title>

@@ -7,7 +7,7 @@ import type { Identity } from '../auth.js';
 import { Badge, DiskFlags, ErrorText, Loading } from '../components.js';
 import { formatMb } from '../format.js';
 import { useLoad } from '../hooks.js';
-import { onLinkClick } from '../router.js';
+import { backupsPath, onLinkClick } from '../router.js';
 import { waitForeign } from '../tasks.js';
 import type { Definition, Disk, Snapshot, Vm, VmStatus } from '../types.js';
 import { Snapshots } from './snapshots.js';
@@ -112,6 +112,11 @@ export function VmPage({ hostname, who }: { hostname: string; who: Identity }) {
               {libvirt ? <span class="muted"> (reported by libvirt)</span> : null}
             </Fact>
             <Fact term="Owner">{data.vm.owner ?? '—'}</Fact>
+            <Fact term="Backups">
+              <a href={backupsPath(hostname)} onClick={(e) => onLinkClick(e, backupsPath(hostname))}>
+                Backups of {hostname}
+              </a>
+            </Fact>
             <Fact term="Disks" testId="vm-disks">
               {data.disks.length === 0
                 ? 'none'
