@@ -22,7 +22,7 @@ import { systemCaller } from '../snapshots/snapshot.context.js';
 import { planCreateBackup, type BackupCreateContext } from './backup.service.js';
 import { SLOT_HISTORY_DAYS } from '../scheduler/scheduler.js';
 import type { SlotState } from '../scheduler/slot.repository.js';
-import type { TaskSpec } from '../tasks/task.service.js';
+import type { TaskSpec } from '../tasks/task.types.js';
 
 /** A slot already recorded (its row exists): the transaction is rolled back, nothing fires twice. */
 class SlotTaken extends Error {}
