@@ -11,7 +11,11 @@
  * Locks: backups and dumps share the repository; `forget --prune` takes it alone. Inside this
  * process a reader/writer lock orders them; against other processes restic's own lock decides,
  * and an operation that finds the repository locked waits and tries again (restic 0.14 has no
- * --retry-lock), so a prune never makes a backup fail, nor the other way round.
+ * --retry-lock), so a prune never makes a backup fail, nor the other way round. Before each new
+ * try it runs `restic unlock`, which removes stale locks only (a lock made on this host by a
+ * process that is gone, or older than 30 minutes): a restic killed with its agent (SIGKILL to the
+ * process group) leaves its lock behind, and restic never ignores one by itself, so without this a
+ * prune waited behind a dead backup's lock for hours, and every backup behind the prune.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { access, chmod, mkdir, open, readFile } from 'node:fs/promises';
@@ -282,6 +286,8 @@ export class Restic {
         return await fn(attempt);
       } catch (err) {
         if (!(err instanceof ResticLocked) || Date.now() - began > LOCK_WAIT_MAX_MS) throw err;
+        // Stale locks only (see the header); a live holder's lock stays, and we wait for it.
+        await this.#run(['restic', 'unlock', '--quiet']).catch(() => undefined);
         await sleep(LOCK_RETRY_MS);
       }
     }
