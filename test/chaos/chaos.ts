@@ -643,6 +643,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     // ---- backups ---------------------------------------------------------------------------------
     type BkpRow = { id: number; name: string; status: number; checksum: string; restic_id: string | null };
     const bkpRows = (defId: number) => q<BkpRow>(`SELECT id, name, status, checksum, restic_id FROM backup WHERE define_id = $1 ORDER BY id`, [defId]);
+    /** A fault in the last minute: its repair or cleanup tasks may hold a disk's locks for a while. */
+    const nearFault = (at: number) => cluster.windows.some((w) => w.end === null || w.end + 60_000 >= at);
     const presentBackups = (cx: ClientCtx) => cx.bkpDefs.flatMap((b) => [...b.backups.values()].filter((x) => x.state === 'present').map((x) => ({ b, x })));
 
     const doBackup = async (cx: ClientCtx, i: number): Promise<string> => {
@@ -658,8 +660,18 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       if (!res) outcome = 'unknown';
       else if (res.status !== 201) outcome = 'refused';
       else outcome = (await settle(cx.r, i, started, String(res.body.task_id), vm.node, d.kind)).outcome;
-      // Retention deletes as a task of its own after the backup: wait for it too.
-      await quietVms([vm.uuid]);
+      // Retention deletes as a task of its own, submitted by a hook of the server that recorded the
+      // backup's end, after its commit: the backup can be SUCCESS with no retention task yet (seed
+      // 1, 10,000 operations, op 854: 4 backups kept, then a verify refused by the retention's lock
+      // and a restore of a backup retention had deleted). Wait until it has run, within a bound (a
+      // server killed before its hook leaves retention to the definition's next backup).
+      const bound = Date.now() + 60_000;
+      for (;;) {
+        await quietVms([vm.uuid]);
+        if (outcome === 'refused' || outcome === 'revoked' || Date.now() > bound) break;
+        if ((await bkpRows(b.defId)).filter((r) => r.status === 1).length <= BKP_RETENTION) break;
+        await sleep(250);
+      }
       const after = await bkpRows(b.defId);
       const fresh = after.filter((r) => !before.has(r.id));
       if (outcome === 'ok') {
@@ -693,7 +705,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       else if (res.status === 200) outcome = 'ok';
       else if (res.status !== 201) {
         outcome = 'refused';
-        violate(`delete of ok backup ${b.vm.name}/${x.name} answered ${res.status}: ${JSON.stringify(res.body)}`, i);
+        if (!nearFault(started)) violate(`delete of ok backup ${b.vm.name}/${x.name} answered ${res.status}: ${JSON.stringify(res.body)}`, i);
       } else outcome = (await settle(cx.r, i, started, String(res.body.task_id), BACKUP_NODE, null)).outcome;
       if (outcome === 'ok') b.backups.delete(x.id);
       else if (outcome === 'unknown' || outcome === 'failed') {
@@ -716,7 +728,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       if (!res) outcome = 'unknown';
       else if (res.status !== 201) {
         outcome = 'refused';
-        violate(`restore of ok backup ${b.vm.name}/${x.name} into ${target.name}/${td.arrayId} answered ${res.status}: ${JSON.stringify(res.body)}`, i);
+        if (!nearFault(started)) violate(`restore of ok backup ${b.vm.name}/${x.name} into ${target.name}/${td.arrayId} answered ${res.status}: ${JSON.stringify(res.body)}`, i);
       } else outcome = (await settle(cx.r, i, started, String(res.body.task_id), BACKUP_NODE, td.kind)).outcome;
       if (outcome === 'ok') td.content = [...x.tokens];
       else if (outcome === 'unknown' || outcome === 'failed') {
@@ -737,7 +749,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       if (!res) outcome = 'unknown';
       else if (res.status !== 201) {
         outcome = 'refused';
-        violate(`verify of ok backup ${b.vm.name}/${x.name} answered ${res.status}: ${JSON.stringify(res.body)}`, i);
+        if (!nearFault(started)) violate(`verify of ok backup ${b.vm.name}/${x.name} answered ${res.status}: ${JSON.stringify(res.body)}`, i);
       } else outcome = (await settle(cx.r, i, started, String(res.body.task_id), BACKUP_NODE, null)).outcome;
       if (outcome !== 'ok') await quietVms([b.vm.uuid]);
       return `backup verify ${b.vm.name}/${b.disk.arrayId} ${x.name} → ${res?.status ?? 'lost'} ${outcome}`;
