@@ -15,6 +15,16 @@
  * Failure rules: a handler that throws fails its job (node queues never retry: a task is retried or
  * failed by esnap's own repair, see agent-runtime.ts); completing or failing a job is retried until
  * the database answers, so a PostgreSQL restart loses nothing.
+ *
+ * Leases (the servers' queues, `esnap.results` and `esnap.register`): a server killed while it
+ * holds such a job must not leave it `active` until pg-boss's expiry (minutes; a task would stay
+ * STARTED that long). A consumer holds each of these jobs on a short lease (`leaseSeconds`, 30 s):
+ * right after the fetch and then every sixth of the lease it extends the job's `expire_in` to
+ * "now + lease", for as long as its handler runs, however slow. Every consumer of the queue also
+ * hands back (state `retry`, as `requeue` does) the jobs whose lease has lapsed, i.e. whose holder
+ * stopped renewing: it died, or could not reach the database for a whole lease. In the second case
+ * the job may be handled twice; the handlers of these queues are idempotent (a result applied
+ * twice changes nothing, see tasks/result.consumer.ts), which is what makes the lease safe.
  */
 import pg from 'pg';
 import PgBoss from 'pg-boss';
@@ -29,6 +39,10 @@ import { jobIdOf, nodeQueueName, REGISTER_QUEUE, RESULTS_QUEUE } from './pgboss.
 export { bossSchemaFor, bossSchemaForUrl, jobIdOf, nodeQueueName, REGISTER_QUEUE, RESULTS_QUEUE } from './pgboss.names.js';
 
 const SEND_ATTEMPTS = 4;
+/** Default lease of a job of a leased queue (see the header). */
+export const DEFAULT_LEASE_S = 30;
+/** The queues whose jobs are held on a lease: the servers' own, with idempotent handlers. */
+const LEASED_QUEUES: ReadonlySet<string> = new Set([RESULTS_QUEUE, REGISTER_QUEUE]);
 const QUEUE_CHANNEL = 'esnap_queue';
 
 /** Queue settings: node jobs never retry and never expire while a long task runs. */
@@ -50,6 +64,8 @@ export interface PgBossQueueOptions {
   readonly listener?: PgListener;
   readonly pollIntervalMs?: number;
   readonly poolSize?: number;
+  /** The lease of a job of `esnap.results` / `esnap.register` (DEFAULT_LEASE_S; tests shorten it). */
+  readonly leaseSeconds?: number;
 }
 
 export type JobHandler = (data: unknown) => Promise<void>;
@@ -66,6 +82,10 @@ interface Consumer {
   readonly concurrency: number;
   readonly discard: boolean;
   readonly running: Set<Promise<void>>;
+  /** Leased queues: the ids of the jobs this consumer's handlers hold now. */
+  readonly held: Set<string>;
+  /** Leased queues: the timer that renews the leases and reclaims lapsed ones. */
+  leaseTimer: NodeJS.Timeout | null;
   stopping: boolean;
   loop: Promise<void> | null;
   kicked: boolean;
@@ -79,6 +99,7 @@ export class PgBossQueue implements TaskQueue {
   readonly #created = new Set<string>();
   readonly #channel: string;
   readonly #pollMs: number;
+  readonly #leaseS: number;
   #closed = false;
 
   private constructor(private readonly opts: PgBossQueueOptions) {
@@ -111,6 +132,7 @@ export class PgBossQueue implements TaskQueue {
     this.#boss.on('error', (err: unknown) => opts.log.warn({ err: err instanceof Error ? err.message : err }, 'pg-boss error'));
     this.#channel = channelName(QUEUE_CHANNEL, opts.schema);
     this.#pollMs = opts.pollIntervalMs ?? 2000;
+    this.#leaseS = Math.max(2, opts.leaseSeconds ?? DEFAULT_LEASE_S);
   }
 
   /** Starts pg-boss; a server also installs or migrates its schema and creates the shared queues. */
@@ -229,13 +251,56 @@ export class PgBossQueue implements TaskQueue {
       concurrency: Math.max(1, opts.concurrency ?? 4),
       discard: opts.discard ?? false,
       running: new Set(),
+      held: new Set(),
+      leaseTimer: null,
       stopping: false,
       loop: null,
       kicked: false,
       wake: null,
     };
     this.#consumers.set(name, c);
+    if (LEASED_QUEUES.has(name)) {
+      // Jobs a dead consumer left behind are taken back at once, then at every renewal.
+      await this.#reclaimLapsed(name);
+      c.leaseTimer = setInterval(() => void this.#tendLeases(c), Math.max(500, Math.floor((this.#leaseS * 1000) / 6)));
+      c.leaseTimer.unref();
+    }
     c.loop = this.#loop(c);
+  }
+
+  /** Renews the leases of the jobs `c` holds, then hands back lapsed ones (anyone's). */
+  async #tendLeases(c: Consumer): Promise<void> {
+    try {
+      await this.#renew(c.name, [...c.held]);
+      await this.#reclaimLapsed(c.name);
+    } catch (err) {
+      // The database is away: the next tick tries again (a lease outlives several ticks).
+      this.opts.log.warn({ err: (err as Error).message, queue: c.name }, 'queue lease renewal failed');
+    }
+  }
+
+  /** Extends the lease of active jobs to now + lease. */
+  async #renew(name: string, ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.#pool.query(
+      `UPDATE ${this.opts.schema}.job SET expire_in = (now() - started_on) + make_interval(secs => $3)
+       WHERE name = $1 AND id = ANY($2::uuid[]) AND state = 'active'`,
+      [name, [...ids], this.#leaseS],
+    );
+  }
+
+  /** Hands back the active jobs of a leased queue whose lease lapsed (their holder is gone). */
+  async #reclaimLapsed(name: string): Promise<number> {
+    const { rowCount } = await this.#pool.query(
+      `UPDATE ${this.opts.schema}.job SET state = 'retry', start_after = now()
+       WHERE name = $1 AND state = 'active' AND started_on + expire_in < now()`,
+      [name],
+    );
+    if ((rowCount ?? 0) > 0) {
+      this.opts.log.warn({ queue: name, jobs: rowCount }, 'reclaimed jobs whose holder stopped renewing its lease');
+      this.#kick(name);
+    }
+    return rowCount ?? 0;
   }
 
   /** Stops one consumer in this process (the queue stays open), waiting for its jobs in flight. */
@@ -246,6 +311,7 @@ export class PgBossQueue implements TaskQueue {
     this.#kick(name);
     await c.loop;
     await Promise.all([...c.running]);
+    if (c.leaseTimer) clearInterval(c.leaseTimer);
     if (this.#consumers.get(name) === c) this.#consumers.delete(name);
   }
 
@@ -331,6 +397,7 @@ export class PgBossQueue implements TaskQueue {
     for (const c of this.#consumers.values()) {
       await c.loop;
       await Promise.all([...c.running]);
+      if (c.leaseTimer) clearInterval(c.leaseTimer);
     }
     this.#closed = true;
     await this.#boss.stop({ graceful: false, close: false }).catch((err: unknown) => this.opts.log.warn({ err }, 'pg-boss stop failed'));
@@ -377,6 +444,13 @@ export class PgBossQueue implements TaskQueue {
           this.opts.log.warn({ err: (err as Error).message, queue: c.name }, 'queue fetch failed');
         }
         got = jobs.length;
+        if (c.leaseTimer && jobs.length > 0) {
+          // Shorten the queue's expiry to the lease at once; the timer renews it from here.
+          for (const job of jobs) c.held.add(job.id);
+          await this.#renew(c.name, jobs.map((j) => j.id)).catch((err: unknown) => {
+            this.opts.log.warn({ err: (err as Error).message, queue: c.name }, 'queue lease renewal failed');
+          });
+        }
         for (const job of jobs) this.#run(c, job);
       }
       // Fetch again at once while jobs keep coming and slots are free; otherwise wait for a kick
@@ -405,6 +479,7 @@ export class PgBossQueue implements TaskQueue {
         'record job end',
       );
     })().finally(() => {
+      c.held.delete(job.id);
       c.running.delete(p);
       this.#kick(c.name);
     });

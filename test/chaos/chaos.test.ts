@@ -1,8 +1,8 @@
 /**
  * The short chaos run (issue 18): a real two-node cluster (private PostgreSQL, two `esnap serve`,
- * two `esnap agent`, file/qcow2/btrfs/zfs-fuse storages) under a fixed seed, with every fault kind
- * at least once; then the checker's own test: three faults planted behind esnap's back must be
- * reported. The long run is `npm run chaos` (README, bench/README.md).
+ * two `esnap agent`, file/qcow2/btrfs/zfs-fuse storages and a restic backup storage on node1) under
+ * a fixed seed, with every fault kind at least once and every backup operation; then the checker's
+ * own test: four faults planted behind esnap's back must be reported. The long run is `npm run chaos` (README, bench/README.md).
  *
  * Regression seeds (kept as this run): seed 3 with 150 ops and 10 faults found the API answering 500
  * during a PostgreSQL restart (test/http/db-unavailable.test.ts); seed 3 with 300 ops and 20 faults
@@ -37,5 +37,7 @@ if (reason !== null) {
     expect(planted).toMatch(/orphan es-999999/);
     expect(planted).toMatch(/holds none of the expected contents/);
     expect(planted).toMatch(/missing from the database/);
+    expect(planted).toMatch(/orphan restic snapshot/);
+    for (const k of ['backup', 'backup restore', 'backup verify', 'backup delete']) expect(report.kinds[k] ?? 0, `${k}: ${JSON.stringify(report.kinds)}`).toBeGreaterThan(0);
   }, 600_000);
 }

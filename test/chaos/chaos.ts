@@ -12,9 +12,22 @@
  * whose answer was lost (connection reset, task status unreadable) is resolved later: a snapshot is
  * "maybe" until the checker sees whether its row exists, a disk's content may be one of several.
  *
+ * Backups (on by default, `backups: false` leaves them out): node1 is the backup node, with a
+ * restic (type 2) storage; the VMs of node1 have backup definitions on their disks 1 and 2 where
+ * type 2 can read them (file, qcow2, btrfs). Their clients also back up (after writing a pattern,
+ * as for a snapshot), restore a backup into a file or btrfs disk of their stopped VMs, verify and
+ * delete. The backup node is the disks' own node, so backups and restores use local pipes; the
+ * SSH transport between nodes is not in the run. The checker adds: no backup row other than ok
+ * (no pending, restore, lost or damaged); every ok row known to the model with the checksum of
+ * the content its disk held when it was taken; every ok row's restic snapshot in the repository,
+ * tagged with its id, and no restic snapshot without an ok row; at the end, the bytes restic holds
+ * for each (`restic dump`) hash to the row's checksum; no backup snapshot `is-…` left on a disk.
+ *
  * Used by bench/chaos.ts (`npm run chaos`) and test/chaos/chaos.test.ts (the short run).
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { open, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -23,7 +36,7 @@ import { NodeCommandRunner } from '../../src/storage/node-runner.js';
 import type { StorageDriver } from '../../src/storage/driver.js';
 import { sleep } from '../helpers/esnap-process.js';
 import { FakeGuestAgent } from '../helpers/fake-guest-agent.js';
-import { CHAOS_KEY, ChaosCluster, NODES, STORAGE_KINDS, zfsRun, type StorageKind } from './cluster.js';
+import { BACKUP_NODE, BACKUP_STORAGE, CHAOS_KEY, ChaosCluster, NODES, STORAGE_KINDS, zfsRun, type StorageKind } from './cluster.js';
 
 export interface ChaosOptions {
   readonly ops: number;
@@ -40,6 +53,12 @@ export interface ChaosOptions {
    * checker's own test; those findings are not counted as violations).
    */
   readonly plant?: boolean;
+  /**
+   * Backup operations (default on): type 2 (restic) backups of node1's disks to node1's backup
+   * storage, restored, verified and deleted; the checker compares rows, the model and the restic
+   * repository. Off: the snapshot-only workload of the first runs.
+   */
+  readonly backups?: boolean;
 }
 
 export interface Violation {
@@ -56,6 +75,8 @@ export interface ChaosReport {
   readonly seconds: number;
   readonly opsPerS: number;
   readonly outcomes: Record<string, number>;
+  /** Operations by kind (`create`, `backup restore`, …; a kind with nothing to act on falls back to a create or a backup). */
+  readonly kinds: Record<string, number>;
   readonly history: string[];
   /** With `plant`: the violations the check after the planted faults reported. */
   readonly planted: string[];
@@ -145,6 +166,28 @@ interface VmM {
   retentionClean: boolean;
 }
 
+/** A backup in the model: its row, and the contents it may hold (one once its checksum was seen). */
+interface BkpM {
+  readonly id: number;
+  readonly name: string;
+  tokens: string[];
+  state: SnapState;
+}
+
+/** A backup definition (one disk of a node1 VM) and its backups by row id. */
+interface BkpDefM {
+  readonly vm: VmM;
+  readonly disk: DiskM;
+  readonly name: string;
+  readonly defId: number;
+  readonly backups: Map<number, BkpM>;
+}
+
+/** Drivers a type 2 backup reads (zfs cannot stream yet), and those a restore writes into. */
+const BACKUP_KINDS: ReadonlySet<StorageKind> = new Set(['file', 'qcow2', 'btrfs']);
+const RESTORE_KINDS: ReadonlySet<StorageKind> = new Set(['file', 'btrfs']);
+const BKP_RETENTION = 3;
+
 // ---------------------------------------------------------------------------------------------
 // The run
 
@@ -159,6 +202,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const violations: Violation[] = [];
   const faultCounts: Record<string, number> = {};
   const outcomes: Record<string, number> = {};
+  const kinds: Record<string, number> = {};
   let opsStarted = 0;
   let opsDone = 0;
   const violate = (what: string, op = opsStarted) => {
@@ -263,6 +307,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       return false;
     };
 
+    // The lock log (see checkLocks): a copy of every task_lock row, made by a trigger in esnap's own
+    // transaction; the harness's only addition to the database.
+    await q(`CREATE TABLE chaos_lock_log (key text NOT NULL, task_id text NOT NULL)`);
+    await q(`CREATE FUNCTION chaos_lock_log_f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO chaos_lock_log VALUES (NEW.key, NEW.task_id); RETURN NEW; END $$`);
+    await q(`CREATE TRIGGER chaos_lock_log_t AFTER INSERT ON task_lock FOR EACH ROW EXECUTE FUNCTION chaos_lock_log_f()`);
+
     // ---- set-up: VMs, disks, definitions ----------------------------------------------------
     const setupRng = prng(o.seed);
     const must = async (method: string, path: string, body: unknown, want: number[]): Promise<any> => { // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -295,6 +345,22 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     // The guest VM: running, with a scripted guest agent; only the fault injector uses it.
     await must('POST', '/vm/guestvm/define/', { node: 'node1', status: 'running', qga_socket: guestSock }, [201]);
     await must('POST', '/vm/guestvm/define/disk/1/', { size: DISK_MB, zpool: 'file' }, [201]);
+    // Backup definitions: disks 1 and 2 (the kvm limit) of node1's VMs, where type 2 can read them.
+    const withBackups = o.backups ?? true;
+    const bkpDefs: BkpDefM[] = [];
+    if (withBackups) {
+      for (const vm of vms) {
+        if (vm.node !== BACKUP_NODE) continue;
+        for (const d of vm.disks.slice(0, 2)) {
+          if (!BACKUP_KINDS.has(d.kind)) continue;
+          const name = `b${vm.name.replace(/\D/g, '')}${d.arrayId}`;
+          await must('POST', `/vm/${vm.name}/define/backup/${name}`, { disk_id: d.arrayId, type: 2, node: BACKUP_NODE, zpool: BACKUP_STORAGE, schedule: '0 0 1 1 *', retention: BKP_RETENTION, active: true }, [201]);
+          const [row] = await q<{ id: number }>('SELECT id FROM backup_define WHERE vm_uuid = $1 AND name = $2', [vm.uuid, name]);
+          bkpDefs.push({ vm, disk: d, name, defId: row!.id, backups: new Map() });
+        }
+      }
+      log(`chaos: ${bkpDefs.length} backup definitions (type 2, restic) to ${BACKUP_NODE}/${BACKUP_STORAGE}: ${bkpDefs.map((b) => `${b.vm.name}/${b.disk.arrayId} ${b.disk.kind}`).join(', ')}`);
+    }
     log(`chaos: ${vms.length} VMs × ${STORAGE_KINDS.length} disks (${STORAGE_KINDS.join(', ')}) on ${NODES.length} nodes, ${nClients} clients, set up in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     // ---- writing and reading contents -----------------------------------------------------
@@ -401,6 +467,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       readonly c: number;
       readonly r: () => number;
       readonly vms: [VmM, VmM];
+      readonly bkpDefs: BkpDefM[];
     }
 
     const doCreate = async (cx: ClientCtx, i: number, all: boolean, cancel = false): Promise<string> => {
@@ -573,6 +640,192 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       return `run ${vm.name}/${vm.define.name} (disk ${d.arrayId}) → ${res?.status ?? 'lost'} ${outcome}`;
     };
 
+    // ---- backups ---------------------------------------------------------------------------------
+    type BkpRow = { id: number; name: string; status: number; checksum: string; restic_id: string | null };
+    const bkpRows = (defId: number) => q<BkpRow>(`SELECT id, name, status, checksum, restic_id FROM backup WHERE define_id = $1 ORDER BY id`, [defId]);
+    /** A fault in the last minute: its repair or cleanup tasks may hold a disk's locks for a while. */
+    const nearFault = (at: number) => cluster.windows.some((w) => w.end === null || w.end + 60_000 >= at);
+    const presentBackups = (cx: ClientCtx) => cx.bkpDefs.flatMap((b) => [...b.backups.values()].filter((x) => x.state === 'present').map((x) => ({ b, x })));
+
+    const doBackup = async (cx: ClientCtx, i: number): Promise<string> => {
+      if (cx.bkpDefs.length === 0) return doCreate(cx, i, false);
+      const b = pick(cx.r, cx.bkpDefs);
+      const { vm, disk: d } = b;
+      const token = `${o.seed}:bk${tokenN++}:${vm.name}:${d.arrayId}`;
+      await writeToken(d, token);
+      const before = new Set((await bkpRows(b.defId)).map((r) => r.id));
+      const started = Date.now();
+      const res = await api(cx.r, 'POST', `/vm/${vm.name}/backup/${b.name}`, { disk_id: d.arrayId });
+      let outcome: Outcome;
+      if (!res) outcome = 'unknown';
+      else if (res.status !== 201) outcome = 'refused';
+      else outcome = (await settle(cx.r, i, started, String(res.body.task_id), vm.node, d.kind)).outcome;
+      // Retention deletes as a task of its own, submitted by a hook of the server that recorded the
+      // backup's end, after its commit: the backup can be SUCCESS with no retention task yet (seed
+      // 1, 10,000 operations, op 854: 4 backups kept, then a verify refused by the retention's lock
+      // and a restore of a backup retention had deleted). Wait until it has run, within a bound (a
+      // server killed before its hook leaves retention to the definition's next backup).
+      const bound = Date.now() + 60_000;
+      for (;;) {
+        await quietVms([vm.uuid]);
+        if (outcome === 'refused' || outcome === 'revoked' || Date.now() > bound) break;
+        if ((await bkpRows(b.defId)).filter((r) => r.status === 1).length <= BKP_RETENTION) break;
+        await sleep(250);
+      }
+      const after = await bkpRows(b.defId);
+      const fresh = after.filter((r) => !before.has(r.id));
+      if (outcome === 'ok') {
+        const ok = fresh.filter((r) => r.status === 1);
+        if (ok.length !== 1) violate(`backup of ${vm.name}/${d.arrayId} (${b.name}) succeeded with ${ok.length} new ok rows: ${JSON.stringify(fresh)}`, i);
+        for (const r of ok) if (r.checksum !== hashOfToken(token)) violate(`backup ${r.name} of ${vm.name}/${d.arrayId} (${d.kind}) has checksum ${r.checksum}, the disk held ${token}`, i);
+      }
+      for (const r of fresh) b.backups.set(r.id, { id: r.id, name: r.name, tokens: [token], state: outcome === 'ok' ? 'present' : 'maybe' });
+      // Rows gone since: retention's deletes, which take the oldest.
+      const ids = new Set(after.map((r) => r.id));
+      const kept = [...b.backups.values()].filter((x) => ids.has(x.id));
+      for (const x of [...b.backups.values()]) {
+        if (ids.has(x.id)) continue;
+        if (x.state === 'present' && kept.some((k) => k.id < x.id)) violate(`backup ${x.name} (row ${x.id}) of ${vm.name}/${d.arrayId} vanished while older ones were kept`, i);
+        b.backups.delete(x.id);
+      }
+      const clean = outcome === 'ok' && !cluster.windows.some((w) => w.start <= Date.now() && (w.end === null || w.end + 3000 >= started));
+      const okNow = after.filter((r) => r.status === 1).length;
+      if (clean && okNow > BKP_RETENTION) violate(`${vm.name}/${b.name} keeps ${okNow} backups, retention ${BKP_RETENTION}`, i);
+      return `backup ${vm.name}/${d.arrayId} ${b.name}${fresh.length ? ` (${fresh.map((r) => r.name).join(',')})` : ''} → ${res?.status ?? 'lost'} ${outcome}`;
+    };
+
+    const doBackupDelete = async (cx: ClientCtx, i: number): Promise<string> => {
+      const cands = presentBackups(cx);
+      if (cands.length === 0) return doBackup(cx, i);
+      const { b, x } = pick(cx.r, cands);
+      const started = Date.now();
+      const res = await api(cx.r, 'DELETE', `/vm/${b.vm.name}/backup/${x.name}`, { disk_id: b.disk.arrayId });
+      let outcome: Outcome;
+      if (!res) outcome = 'unknown';
+      else if (res.status === 200) outcome = 'ok';
+      else if (res.status !== 201) {
+        outcome = 'refused';
+        if (!nearFault(started)) violate(`delete of ok backup ${b.vm.name}/${x.name} answered ${res.status}: ${JSON.stringify(res.body)}`, i);
+      } else outcome = (await settle(cx.r, i, started, String(res.body.task_id), BACKUP_NODE, null)).outcome;
+      if (outcome === 'ok') b.backups.delete(x.id);
+      else if (outcome === 'unknown' || outcome === 'failed') {
+        x.state = 'maybe';
+        await quietVms([b.vm.uuid]);
+      }
+      return `backup delete ${b.vm.name}/${b.disk.arrayId} ${x.name} → ${res?.status ?? 'lost'} ${outcome}`;
+    };
+
+    const doBackupRestore = async (cx: ClientCtx, i: number): Promise<string> => {
+      const cands = presentBackups(cx);
+      if (cands.length === 0) return doBackup(cx, i);
+      const { b, x } = pick(cx.r, cands);
+      const target = pick(cx.r, cx.vms);
+      const td = pick(cx.r, target.disks.filter((d) => RESTORE_KINDS.has(d.kind)));
+      const started = Date.now();
+      const body = { disk_id: b.disk.arrayId, target_hostname_or_uuid: target.name, target_disk_id: td.arrayId, force: true };
+      const res = await api(cx.r, 'PUT', `/vm/${b.vm.name}/backup/${x.name}`, body);
+      let outcome: Outcome;
+      if (!res) outcome = 'unknown';
+      else if (res.status !== 201) {
+        outcome = 'refused';
+        if (!nearFault(started)) violate(`restore of ok backup ${b.vm.name}/${x.name} into ${target.name}/${td.arrayId} answered ${res.status}: ${JSON.stringify(res.body)}`, i);
+      } else outcome = (await settle(cx.r, i, started, String(res.body.task_id), BACKUP_NODE, td.kind)).outcome;
+      if (outcome === 'ok') td.content = [...x.tokens];
+      else if (outcome === 'unknown' || outcome === 'failed') {
+        // Old bytes or all the new ones (the restore switches in only a verified copy).
+        td.content = [...new Set([...td.content, ...x.tokens])];
+        await quietVms([b.vm.uuid, target.uuid]);
+      }
+      return `backup restore ${b.vm.name}/${b.disk.arrayId} ${x.name} into ${target.name}/${td.arrayId} (${td.kind}) → ${res?.status ?? 'lost'} ${outcome}`;
+    };
+
+    const doBackupVerify = async (cx: ClientCtx, i: number): Promise<string> => {
+      const cands = presentBackups(cx);
+      if (cands.length === 0) return doBackup(cx, i);
+      const { b, x } = pick(cx.r, cands);
+      const started = Date.now();
+      const res = await api(cx.r, 'PUT', `/vm/${b.vm.name}/backup/${x.name}`, { disk_id: b.disk.arrayId, verify: true });
+      let outcome: Outcome;
+      if (!res) outcome = 'unknown';
+      else if (res.status !== 201) {
+        outcome = 'refused';
+        if (!nearFault(started)) violate(`verify of ok backup ${b.vm.name}/${x.name} answered ${res.status}: ${JSON.stringify(res.body)}`, i);
+      } else outcome = (await settle(cx.r, i, started, String(res.body.task_id), BACKUP_NODE, null)).outcome;
+      if (outcome !== 'ok') await quietVms([b.vm.uuid]);
+      return `backup verify ${b.vm.name}/${b.disk.arrayId} ${x.name} → ${res?.status ?? 'lost'} ${outcome}`;
+    };
+
+    /** restic on the backup storage's repository (read-only, without restic's lock). */
+    const restic = (args: string[]): Promise<Buffer> => {
+      const { repo, passwordFile } = cluster.resticRepo();
+      return new Promise((resolve, reject) => {
+        const p = spawn('restic', [...args, '--no-lock'], { env: { ...process.env, RESTIC_REPOSITORY: repo, RESTIC_PASSWORD_FILE: passwordFile } });
+        const out: Buffer[] = [];
+        let err = '';
+        p.stdout.on('data', (b: Buffer) => out.push(b));
+        p.stderr.on('data', (b: Buffer) => (err += b.toString()));
+        p.on('error', reject);
+        p.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`restic ${args.join(' ')}: exit ${code}: ${err.slice(0, 500)}`))));
+      });
+    };
+
+    const checkBackups = async (label: string, final: boolean): Promise<void> => {
+      const odd = await q<{ id: number; name: string; status: number }>(`SELECT id, name, status FROM backup WHERE status <> 1`);
+      const statusName: Record<number, string> = { 2: 'pending', 3: 'restore', 4: 'lost', 5: 'damaged' };
+      for (const r of odd) violate(`${label}: backup row ${r.id} (${r.name}) has status ${statusName[r.status] ?? r.status}`);
+      for (const b of bkpDefs) {
+        const rows = await bkpRows(b.defId);
+        for (const x of [...b.backups.values()]) {
+          if (x.state !== 'maybe') continue;
+          if (rows.some((r) => r.id === x.id)) x.state = 'present';
+          else b.backups.delete(x.id);
+        }
+        for (const r of rows) {
+          const x = b.backups.get(r.id);
+          if (!x) {
+            violate(`${label}: ${b.vm.name}/${b.name} has backup row ${r.id} "${r.name}" the model does not know`);
+            continue;
+          }
+          const match = x.tokens.filter((t) => hashOfToken(t) === r.checksum);
+          if (match.length === 0) violate(`${label}: backup ${r.name} (row ${r.id}) of ${b.vm.name}/${b.disk.arrayId} has checksum ${r.checksum}, not that of [${x.tokens.join(' | ')}]`);
+          else x.tokens = match;
+        }
+        for (const x of b.backups.values()) if (!rows.some((r) => r.id === x.id)) violate(`${label}: backup ${x.name} (row ${x.id}) of ${b.vm.name}/${b.name} is missing from the database`);
+      }
+      // The repository against the rows: every ok row's restic snapshot there, no snapshot without a row.
+      const okRows = await q<{ id: number; name: string; restic_id: string | null; checksum: string }>(`SELECT id, name, restic_id, checksum FROM backup WHERE status = 1 AND type = 2`);
+      if (!existsSync(cluster.resticRepo().repo)) {
+        for (const r of okRows) violate(`${label}: backup ${r.name} (row ${r.id}) is ok but there is no restic repository`);
+        return;
+      }
+      let snaps: Array<{ id: string; tags?: string[]; paths?: string[] }>;
+      try {
+        snaps = JSON.parse((await restic(['snapshots', '--json'])).toString() || '[]') as typeof snaps;
+      } catch (err) {
+        violate(`${label}: restic snapshots failed: ${(err as Error).message}`);
+        return;
+      }
+      const same = (a: string, b: string) => a.startsWith(b) || b.startsWith(a);
+      for (const r of okRows) {
+        const s = r.restic_id ? snaps.find((x) => same(x.id, r.restic_id!)) : undefined;
+        if (!s) {
+          violate(`${label}: backup ${r.name} (row ${r.id}) is ok but restic has no snapshot ${r.restic_id}`);
+          continue;
+        }
+        if (!(s.tags ?? []).includes(`bkp:${r.id}`)) violate(`${label}: restic snapshot ${s.id} of backup row ${r.id} is tagged ${JSON.stringify(s.tags)}`);
+        if (final) {
+          // The bytes restic holds are those the row's checksum names.
+          const got = await restic(['dump', s.id, s.paths?.[0] ?? '/']).then(sha, (e: unknown) => `unreadable: ${(e as Error).message}`);
+          if (got !== r.checksum) violate(`${label}: backup ${r.name} (row ${r.id}): restic holds ${got.slice(0, 200)}, the row says ${r.checksum}`);
+        }
+      }
+      for (const s of snaps) {
+        const tag = (s.tags ?? []).find((t) => t.startsWith('bkp:'));
+        const row = okRows.find((r) => r.restic_id !== null && same(s.id, r.restic_id));
+        if (!row) violate(`${label}: orphan restic snapshot ${s.id} (${tag ?? 'untagged'}) with no ok backup row`);
+      }
+    };
+
     const OPS: Array<[number, (cx: ClientCtx, i: number) => Promise<string>]> = [
       [26, (cx, i) => doCreate(cx, i, false)],
       [7, (cx, i) => doCreate(cx, i, true)],
@@ -584,6 +837,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       [5, doSync],
       [10, doRunNow],
       [6, (cx, i) => doCreate(cx, i, false, true)],
+      ...(withBackups
+        ? ([
+            [6, doBackup],
+            [4, doBackupRestore],
+            [2, doBackupVerify],
+            [2, doBackupDelete],
+          ] as Array<[number, (cx: ClientCtx, i: number) => Promise<string>]>)
+        : []),
     ];
     const totalW = OPS.reduce((a, [w]) => a + w, 0);
     const chooseOp = (r: () => number) => {
@@ -653,6 +914,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           // Storage against rows: no orphans, no duplicates, every row there with its content.
           const listed = await drivers.get(`${vm.node}/${d.kind}`)!.list({ path: d.path });
           const ids = listed.map((x) => x.id).filter((x) => /^[ae]s-\d+$/.test(x));
+          // A type 2 backup's own snapshot (is-<backup id>) is destroyed when the backup ends, or by the cleanup of one cut off.
+          for (const x of listed) if (/^is-/.test(x.id)) violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}) still holds the backup snapshot ${x.id}`);
           const seen = new Set<string>();
           for (const id of ids) {
             if (seen.has(id)) violate(`${label}: ${vm.name} disk ${d.arrayId} (${d.kind}) holds ${id} twice on storage`);
@@ -692,44 +955,43 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       // Nothing esnap-named on storage outside the known disks' snapshot lists is checked by disk;
       // locks: no two tasks held one disk lock at once.
       await checkLocks(label);
+      if (withBackups) await checkBackups(label, label === 'final check');
       log(`chaos: ${label}: checked in ${((Date.now() - ct) / 1000).toFixed(1)} s, ${violations.length} violations so far`);
     };
     const d0 = (vm: VmM) => vm.disks[vm.define.disk - 1]!;
 
-    /** Lock intervals from the task table: [created, finished] of tasks holding the same disk lock must not overlap. */
-    const lockSamples = new Map<string, Set<string>>(); // lock key -> task ids seen holding it
-    const sampleLocks = async () => {
-      try {
-        const rows = (await db.query<{ key: string; task_id: string }>('SELECT key, task_id FROM task_lock')).rows;
-        for (const r of rows) {
-          if (!r.key.startsWith('vm_snapshot ')) continue;
-          let s = lockSamples.get(r.key);
-          if (!s) lockSamples.set(r.key, (s = new Set()));
-          s.add(r.task_id);
-        }
-      } catch {
-        /* database down: the next sample */
-      }
-    };
+    /**
+     * No two tasks held one disk lock at once. Which task took which lock: every row esnap inserts
+     * into task_lock is copied by a trigger the harness installs (below) into chaos_lock_log, in the
+     * same transaction, so no lock is missed however short it was held. When: from the task log's
+     * times, the task's PENDING row (the lock is taken with it) to its final row (released with it).
+     */
     const checkLocks = async (label: string) => {
-      for (const [key, ids] of lockSamples) {
-        if (ids.size < 2) continue;
-        const rows = await q<{ id: string; created: string; finished: string | null }>(`SELECT id, created, finished FROM task WHERE id = ANY($1) ORDER BY created`, [[...ids]]);
-        for (let k = 1; k < rows.length; k++) {
-          const prev = rows[k - 1]!;
-          const cur = rows[k]!;
-          if (prev.finished === null || Date.parse(prev.finished) > Date.parse(cur.created)) {
-            violate(`${label}: lock ${key} held by ${prev.id} (${prev.created}–${prev.finished}) and ${cur.id} (from ${cur.created}) at once`);
-          }
+      const rows = await q<{ key: string; task_id: string; start: string; end: string | null }>(
+        `SELECT l.key, l.task_id, COALESCE(p.time, t.created) AS start, COALESCE(f.time, t.finished) AS end
+           FROM (SELECT DISTINCT key, task_id FROM chaos_lock_log WHERE key LIKE 'vm_snapshot %' OR key LIKE 'vm_backup %') l
+           JOIN task t ON t.id = l.task_id
+           LEFT JOIN (SELECT task_id, min(time) AS time FROM task_log WHERE status = 'PENDING' GROUP BY task_id) p ON p.task_id = l.task_id
+           LEFT JOIN (SELECT task_id, max(time) AS time FROM task_log WHERE status IN ('SUCCESS', 'FAILURE', 'REVOKED') GROUP BY task_id) f ON f.task_id = l.task_id
+          ORDER BY l.key, 3`,
+      );
+      for (let k = 1; k < rows.length; k++) {
+        const prev = rows[k - 1]!;
+        const cur = rows[k]!;
+        if (prev.key !== cur.key) continue;
+        if (prev.end === null || Date.parse(prev.end) > Date.parse(cur.start)) {
+          violate(`${label}: lock ${cur.key} held by ${prev.task_id} (${prev.start}–${prev.end}) and ${cur.task_id} (from ${cur.start}) at once`);
         }
       }
+      log(`chaos: ${label}: ${rows.length} lock holds checked`);
     };
 
     // ---- clients ---------------------------------------------------------------------------------
     const faultStep = faultsWanted > 0 ? o.ops / (faultsWanted + 1) : Infinity;
     let faultsDone = 0;
     const client = async (c: number): Promise<void> => {
-      const cx: ClientCtx = { c, r: prng(o.seed * 131 + c + 17), vms: [vms[2 * c]!, vms[2 * c + 1]!] };
+      const cx: ClientCtx = { c, r: prng(o.seed * 131 + c + 17), vms: [vms[2 * c]!, vms[2 * c + 1]!], bkpDefs: [] };
+      cx.bkpDefs.push(...bkpDefs.filter((b) => cx.vms.includes(b.vm)));
       for (;;) {
         await parkIfPaused();
         // Keep pace with the fault injector: fault k lands before op (k + 1.5) × step.
@@ -749,6 +1011,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           violate(`client ${c} op ${i} threw: ${(err as Error).stack ?? err}`, i);
         }
         count(line.split(' → ')[1]?.split(' ').pop() ?? 'other');
+        const kind = /^(.*?) c\d+vm\d/.exec(line)?.[1] ?? 'other';
+        kinds[kind] = (kinds[kind] ?? 0) + 1;
         history.push(`#${i} c${c} ${new Date(a).toISOString().slice(11, 23)} ${line} (${Date.now() - a} ms)`);
         opsDone++;
         if (opsDone % 100 === 0) log(`chaos: ${opsDone}/${o.ops} ops, ${faultsDone} faults, ${violations.length} violations`);
@@ -913,17 +1177,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       }
     };
 
-    const sampler = setInterval(() => void sampleLocks(), 200);
     const runStart = Date.now();
-    try {
-      await Promise.all([injector(), ...Array.from({ length: nClients }, (_, c) => client(c))]);
-    } finally {
-      clearInterval(sampler);
-    }
+    await Promise.all([injector(), ...Array.from({ length: nClients }, (_, c) => client(c))]);
     const runSeconds = (Date.now() - runStart) / 1000;
     // Processes that died on their own are violations too.
     for (const p of [...cluster.servers, ...cluster.agents]) if (!p.p?.alive()) violate(`${p.name} is not running at the end: ${p.p?.output().slice(-2000)}`);
-    await sampleLocks();
     await check('final check');
     const planted: string[] = [];
     if (o.plant) {
@@ -939,6 +1197,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       const other = vms[1]!;
       const victim = other.disks.flatMap((d) => [...d.snaps.values()].filter((x) => x.state === 'present' && x.id !== null))[0];
       if (victim) await q('DELETE FROM snapshot WHERE id = $1', [victim.id]);
+      // A backup row deleted behind esnap's back: its restic snapshot is an orphan, the model misses it.
+      const bvictim = bkpDefs.flatMap((b) => [...b.backups.values()])[0];
+      if (bvictim) await q('DELETE FROM backup WHERE id = $1', [bvictim.id]);
       await check('planted check');
       planted.push(...violations.splice(before).map((v) => v.what));
     }
@@ -951,6 +1212,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       seconds: runSeconds,
       opsPerS: o.ops / runSeconds,
       outcomes,
+      kinds,
       history,
       planted,
       summary() {

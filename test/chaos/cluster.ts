@@ -3,7 +3,9 @@
  * ports and two `esnap agent` processes (node1, node2), each in a process group of its own so a
  * kill -9 takes everything it started. Every node has four storages: `file` and `qcow2` in a
  * folder, `btrfs` on a loop filesystem and `zfs` on a zfs-fuse pool (one of each shared by the two
- * nodes, a folder or dataset per node).
+ * nodes, a folder or dataset per node). node1 is also a backup node (ESNAP_BACKUP_NODE=1) with a fifth
+ * storage `backup` (a folder holding its restic repository): backups of node1's disks go to node1
+ * itself, through local pipes (no SSH between the nodes).
  *
  * Used by test/chaos/chaos.ts only.
  */
@@ -21,6 +23,9 @@ export const CHAOS_KEY = 'chaos-admin-key-0123456789abcdef0123';
 export const NODES = ['node1', 'node2'] as const;
 export const STORAGE_KINDS = ['file', 'qcow2', 'btrfs', 'zfs'] as const;
 export type StorageKind = (typeof STORAGE_KINDS)[number];
+/** The backup node, and its backup storage's name (see storagesOf). */
+export const BACKUP_NODE = 'node1';
+export const BACKUP_STORAGE = 'backup';
 
 const runner = new NodeCommandRunner();
 
@@ -64,7 +69,7 @@ export class ChaosCluster {
     const c = this;
     for (const node of NODES) {
       await zfsRun(['create', `${zfs.name}/${node}`]);
-      for (const k of ['file', 'qcow2'] as const) await mkdir(join(dir, node, k), { recursive: true });
+      for (const k of ['file', 'qcow2', BACKUP_STORAGE] as const) await mkdir(join(dir, node, k), { recursive: true });
       await mkdir(join(btrfs.mountpoint, node), { recursive: true });
     }
     for (let i = 0; i < 2; i++) c.servers.push({ name: `server${i + 1}`, p: null, downSince: null, port: await freePort() });
@@ -81,7 +86,16 @@ export class ChaosCluster {
       { name: 'qcow2', driver: 'qcow2', root: join(this.dir, node, 'qcow2') },
       { name: 'btrfs', driver: 'btrfs', root: join(this.btrfs.mountpoint, node) },
       { name: 'zfs', driver: 'zfs', dataset: `${this.zfs.name}/${node}` },
+      ...(node === BACKUP_NODE ? [{ name: BACKUP_STORAGE, driver: 'file', root: join(this.dir, node, BACKUP_STORAGE) }] : []),
     ];
+  }
+
+  /** The restic repository of the backup storage, and the file holding its password. */
+  resticRepo(): { repo: string; passwordFile: string } {
+    return {
+      repo: join(this.dir, BACKUP_NODE, BACKUP_STORAGE, '.esnap-restic'),
+      passwordFile: join(this.dir, `${BACKUP_NODE}-data`, 'backup-keys', `${BACKUP_STORAGE}.restic-password`),
+    };
   }
 
   url(i: number): string {
@@ -124,6 +138,7 @@ export class ChaosCluster {
         ESNAP_STORAGES: JSON.stringify(this.storagesOf(a.name)),
         ESNAP_NODE_SILENCE_S: '30',
         ESNAP_FREEZE_LIMIT_S: '3',
+        ESNAP_BACKUP_NODE: a.name === BACKUP_NODE ? '1' : '0',
       },
       { group: true, ...(slowMs > 0 ? { slowMs } : {}) },
     );
