@@ -97,6 +97,15 @@ export async function repairRestores(cmd: ZfsCommands, dataset: string): Promise
       names.add(dstDs); // a second aside copy of the same disk is garbage now
     }
   }
+  // A crash between a restore's unmount and its rename (or before a received dataset was mounted)
+  // leaves a disk unmounted: every disk operation would then fail on it until it is mounted again.
+  const mounted = await cmd.zfs(['zfs', 'list', '-H', '-o', 'name,mounted,canmount,mountpoint', '-r', '-t', 'filesystem', dataset]);
+  for (const line of mounted.stdout.split('\n')) {
+    const [name, isMounted, canmount, mountpoint] = line.split('\t');
+    if (!name || isMounted !== 'no' || canmount !== 'on' || !mountpoint?.startsWith('/') || ASIDE_RE.test(name)) continue;
+    // One disk that cannot be mounted now must not stop the storage: its operations say why.
+    await cmd.zfs(['zfs', 'mount', name]).catch(() => undefined);
+  }
 }
 
 /**
