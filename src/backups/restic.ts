@@ -157,6 +157,9 @@ export class HashCount extends Transform {
   }
 }
 
+/** ensure() in flight per repository folder. */
+const ensuring = new Map<string, Promise<void>>();
+
 export class Restic {
   readonly repo: string;
   readonly #password: string;
@@ -181,7 +184,19 @@ export class Restic {
   }
 
   /** Creates the password and the repository on first use; no-op once both exist. */
-  async ensure(): Promise<void> {
+  ensure(): Promise<void> {
+    // Two first backups at once in this process: one makes the password and the repository, the
+    // other waits for it. Two `restic init` at once each wrote a key and a config, and the
+    // repository then failed with "config or key … is damaged" (found by the chaos run).
+    let p = ensuring.get(this.repo);
+    if (!p) {
+      p = this.#ensure().finally(() => ensuring.delete(this.repo));
+      ensuring.set(this.repo, p);
+    }
+    return p;
+  }
+
+  async #ensure(): Promise<void> {
     const haveRepo = await exists(join(this.repo, 'config'));
     const haveKey = await exists(this.#password);
     if (haveRepo && !haveKey) {

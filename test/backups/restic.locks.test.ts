@@ -41,6 +41,16 @@ describe('restic locks', async () => {
     return child;
   }
 
+  it('first uses at once make one password and one repository that both can read', async () => {
+    const dir = await tempDir('esnap-restic-init-');
+    const make = () => new Restic({ runner: new NodeCommandRunner(), storageRoot: join(dir, 'storage'), storageName: 'backup', keysDir: join(dir, 'keys') });
+    await Promise.all([make().ensure(), make().ensure(), make().ensure()]);
+    const env = { ...process.env, RESTIC_REPOSITORY: join(dir, 'storage', RESTIC_DIR), RESTIC_PASSWORD_FILE: join(dir, 'keys', 'backup.restic-password') };
+    execFileSync('restic', ['backup', '--quiet', '--stdin', '--stdin-filename', 'a'], { env, input: Buffer.alloc(4096, 7) });
+    expect(snapshotIds(env)).toHaveLength(1);
+    expect(await readdir(join(dir, 'storage', RESTIC_DIR, 'keys'))).toHaveLength(1);
+  }, 60_000);
+
   it('a forget goes on past the lock of a restic process that was killed', async () => {
     const { restic, env, locks } = await repo();
     execFileSync('restic', ['backup', '--quiet', '--stdin', '--stdin-filename', 'a'], { env, input: Buffer.alloc(4096, 7) });
