@@ -13,6 +13,7 @@ import { PgTaskEvents, TASK_CHANNEL } from './tasks/pg-task.events.js';
 import { consumeRegistrations, localHeartbeat } from './nodes/node.heartbeat.js';
 import { consumeResults } from './tasks/result.consumer.js';
 import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
+import { recheckLateBackupDeletes } from './backups/backup.service.js';
 import { ClusterSweep } from './tasks/deadline.sweep.js';
 import { ClusterCanceller } from './agent/cluster.cancel.js';
 
@@ -76,7 +77,11 @@ export class ClusterTransport {
       }
     }
     await consumeRegistrations(ctx, this.queue);
-    await consumeResults(ctx, this.queue, resyncAfterRepair);
+    // An uncertain end re-syncs the snapshots' disks and re-checks a late backup delete's backups.
+    await consumeResults(ctx, this.queue, async (c, tasks) => {
+      await resyncAfterRepair(c, tasks);
+      await recheckLateBackupDeletes(c, tasks);
+    });
     const sweep = new ClusterSweep(ctx, this.queue, { deadlineS: opts.agentDeadlineS, silenceS: opts.nodeSilenceS });
     sweep.start();
     this.#services.push(sweep);

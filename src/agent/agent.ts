@@ -351,6 +351,7 @@ export class Agent {
       case 'backup_verify':
       case 'backup_delete':
       case 'backup_cleanup':
+      case 'backup_check':
         if (p.op === 'backup_restore' && p.target.node === this.node) {
           await this.#assertNotInUse(this.#driver(p.target.storage), p.target.disk);
         }

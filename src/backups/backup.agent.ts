@@ -38,6 +38,10 @@ export async function runBackupOp(p: BackupPayload, io: BackupAgentIo): Promise<
     case 'backup_cleanup':
       await engine.cleanup(p, io);
       return { returncode: 0, message: 'Backup leftovers removed', detail: '' };
+    case 'backup_check': {
+      const data = await engine.present(p, io);
+      return { returncode: 0, message: 'Backups checked', detail: `present=${data.resticIds.length + data.filenames.length}`, data };
+    }
     case 'backup_delete':
       pointOfNoReturn();
       await engine.remove(p, io);

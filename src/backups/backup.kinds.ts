@@ -10,11 +10,11 @@ import type { KindHandler, TaskOutcome, TaskResult } from '../tasks/task.types.j
 import { clearDamage } from '../vms/disk.damage.js';
 import { revertNotready } from '../snapshots/snapshot.rollback.js';
 import { alerts } from '../alerts/alert.messages.js';
-import { BACKUP_DAMAGED, BACKUP_OK } from './backup.schema.js';
-import type { BackupCreated, BackupVerified } from './backup.payloads.js';
-import type { BackupCreateContext, BackupDeleteContext, BackupRestoreContext, BackupVerifyContext } from './backup.service.js';
+import { BACKUP_DAMAGED, BACKUP_OK, BACKUP_PENDING } from './backup.schema.js';
+import type { BackupCreated, BackupPresent, BackupVerified } from './backup.payloads.js';
+import type { BackupCheckContext, BackupCreateContext, BackupDeleteContext, BackupRestoreContext, BackupVerifyContext } from './backup.service.js';
 import { runBackupRetention } from './backup.retention.js';
-import { submitCleanup } from './backup.service.js';
+import { submitBackupCheck, submitCleanup } from './backup.service.js';
 
 function failed(outcome: TaskOutcome): TaskResult {
   return { returncode: outcome.returncode || 1, message: outcome.message, detail: outcome.detail ?? `Got bad return code (${outcome.returncode}). Error: ${outcome.message}` };
@@ -113,11 +113,31 @@ export function registerBackupKinds(ctx: AppContext): void {
     },
   });
 
+  ctx.tasks.registerKind<BackupCheckContext>('backup_check', {
+    async complete(trx, _task, c, outcome) {
+      const now = ctx.clock.now().toISOString();
+      const ids = c.items.map((i) => i.id);
+      const d = outcome.data as Partial<BackupPresent> | undefined;
+      if (outcome.returncode !== 0 || !d || !Array.isArray(d.resticIds) || !Array.isArray(d.filenames)) {
+        // Nothing known: the backups are ok again, as before the delete.
+        await trx.updateTable('backup').set({ status: BACKUP_OK, status_change: now }).where('id', 'in', ids).where('status', '=', BACKUP_PENDING).execute();
+        return { result: failed(outcome) };
+      }
+      const kept = c.items.filter((i) => (i.resticId !== null ? d.resticIds!.includes(i.resticId) : d.filenames!.includes(i.filename))).map((i) => i.id);
+      const gone = ids.filter((id) => !kept.includes(id));
+      if (kept.length > 0) await trx.updateTable('backup').set({ status: BACKUP_OK, status_change: now }).where('id', 'in', kept).where('status', '=', BACKUP_PENDING).execute();
+      if (gone.length > 0) await trx.deleteFrom('backup').where('id', 'in', gone).where('status', '=', BACKUP_PENDING).execute();
+      return { result: { returncode: 0, message: 'Backups checked', detail: `kept=${kept.length}, deleted=${gone.length}` } };
+    },
+  });
+
   ctx.tasks.registerKind<BackupDeleteContext>('backup_delete', {
     async complete(trx, _task, c, outcome) {
       if (outcome.returncode !== 0) {
-        await trx.updateTable('backup').set({ status: BACKUP_OK, status_change: ctx.clock.now().toISOString() }).where('id', 'in', [...c.backupIds]).execute();
-        return { result: failed(outcome) };
+        // The delete may have removed some or all of its backups before it failed or was cut off
+        // (an agent killed mid-forget): the rows stay pending until a check on the backup node
+        // says which are still stored (the chaos run, seed 3: a row ok with its restic snapshot gone).
+        return { result: failed(outcome), after: () => submitBackupCheck(ctx, c.backupIds) };
       }
       await trx.deleteFrom('backup').where('id', 'in', [...c.backupIds]).execute();
       return { result: { returncode: 0, message: c.bulk ? 'Backups successfully deleted' : 'Backup successfully deleted', detail: c.bulk ? c.detail : '' } };

@@ -48,6 +48,11 @@ export type BackupPayload =
    * restic stored under the backup's tag `bkp:<id>` is forgotten. Missing pieces are fine.
    */
   | { readonly op: 'backup_cleanup'; readonly backupId: number; readonly type: number; readonly source: DiskEnd; readonly snapshot: string; readonly storage: string }
+  /**
+   * After a delete that failed or whose end is uncertain (its agent killed, its deadline passed):
+   * which of its backups the storage still holds (BackupPresent). Reads only.
+   */
+  | { readonly op: 'backup_check'; readonly type: number; readonly storage: string; readonly resticIds: readonly string[]; readonly items?: readonly BackupLocation[] }
   | {
       readonly op: 'backup_delete';
       readonly type: number;
@@ -69,6 +74,12 @@ export interface BackupCreated {
   readonly size: number;
   readonly added: number | null;
   readonly seconds: number;
+}
+
+/** `backup_check` data: the restic ids (type 2) and file names (type 1) still stored. */
+export interface BackupPresent {
+  readonly resticIds: readonly string[];
+  readonly filenames: readonly string[];
 }
 
 /** `backup_verify` data. */

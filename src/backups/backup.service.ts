@@ -11,7 +11,8 @@ import type { Transaction } from 'kysely';
 import type { AppContext } from '../app-context.js';
 import type { Caller } from '../accounts/caller.js';
 import { requireAdmin } from '../accounts/caller.js';
-import type { Database, VmDiskRow, VmRow } from '../db/schema.js';
+import type { Database, TaskRow, VmDiskRow, VmRow } from '../db/schema.js';
+import { isFinalTaskState } from '../domain/task-state.js';
 import { ApiError, apiError, FailureError } from '../domain/errors.js';
 import { NAME_RE, NOTE_FORBIDDEN, parseBool, validateFields } from '../domain/validate.js';
 import { parseOrderBy } from '../domain/order-by.js';
@@ -320,6 +321,56 @@ export async function submitCleanup(ctx: AppContext, node: { id: number; hostnam
     log: { msg: 'Remove leftovers of a failed backup', detail: logDetail([['hostname', vm.hostname], ['backup_id', p.backupId]]), object: { type: 'vm', name: vm.hostname, alias: vm.alias, pk: vm.uuid } },
     prepare: async () => ({ payload: p, context: {} }),
   });
+}
+
+/** The backups a `backup_check` looks for, with what names each in the storage. */
+export interface BackupCheckContext {
+  readonly items: ReadonlyArray<{ readonly id: number; readonly type: number; readonly resticId: string | null; readonly filename: string }>;
+}
+
+/**
+ * After a delete that failed or ended uncertain, a task on the backup node looks which of its
+ * backups are still stored: those gone leave the database, the others are ok again (backup.kinds.ts).
+ * The rows stay pending meanwhile; without a check (none could be started) they are ok again.
+ */
+export async function submitBackupCheck(ctx: AppContext, ids: readonly number[]): Promise<void> {
+  const rows = (await repo.findBackupsById(ctx.db, ids)).filter((r) => r.status === BACKUP_PENDING);
+  if (rows.length === 0) return;
+  const first = rows[0]!;
+  const back = () => ctx.db.updateTable('backup').set({ status: BACKUP_OK, status_change: ctx.clock.now().toISOString() }).where('id', 'in', rows.map((r) => r.id)).where('status', '=', BACKUP_PENDING).execute();
+  try {
+    const caller = await systemCaller(ctx, first.dc_id);
+    const node = { id: first.node_id, hostname: first.node_hostname };
+    const vm = first.vm_uuid ? await ctx.db.selectFrom('vm').selectAll().where('uuid', '=', first.vm_uuid).executeTakeFirst() : undefined;
+    const payload: BackupPayload = { op: 'backup_check', type: first.type, storage: first.storage_name, resticIds: rows.flatMap((r) => (r.restic_id ? [r.restic_id] : [])), items: rows.map(location) };
+    const context: BackupCheckContext = { items: rows.map((r) => ({ id: r.id, type: r.type, resticId: r.restic_id, filename: r.file_path })) };
+    await ctx.tasks.submit<BackupCheckContext>({
+      kind: 'backup_check',
+      ...vmTask(caller, { uuid: first.vm_uuid, owner_id: vm?.owner_id ?? caller.user.id, dc_id: first.dc_id }, node, 'a'),
+      locks: [],
+      apiview: { view: 'vm_backup_list', method: 'GET', hostname: first.vm_hostname, check: true },
+      log: { msg: 'Check backups after a failed delete', detail: logDetail([['hostname', first.vm_hostname], ['bkpnames', rows.map((r) => r.name).join(',')]]), object: logObj(vm ?? null, first) },
+      prepare: async () => ({ payload, context }),
+    });
+  } catch (err) {
+    ctx.log.error({ err, backups: rows.map((r) => r.id) }, 'backup check not started: the backups are ok again');
+    await back();
+  }
+}
+
+/**
+ * A delete that succeeded after it had been failed (its agent silent past the deadline): its
+ * failure's check may have found the backups still there and made them ok; they are checked again.
+ * Other tasks are left to the snapshots' re-sync. Part of the cluster's Resync (result.consumer.ts).
+ */
+export async function recheckLateBackupDeletes(ctx: AppContext, tasks: readonly TaskRow[]): Promise<void> {
+  for (const t of tasks) {
+    if (t.kind !== 'backup_delete' || !isFinalTaskState(t.state)) continue;
+    const ids = (JSON.parse(t.context) as Partial<BackupDeleteContext>).backupIds ?? [];
+    if (ids.length === 0) continue;
+    await ctx.db.updateTable('backup').set({ status: BACKUP_PENDING, status_change: ctx.clock.now().toISOString() }).where('id', 'in', [...ids]).where('status', '=', BACKUP_OK).execute();
+    await submitBackupCheck(ctx, ids);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

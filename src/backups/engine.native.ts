@@ -27,7 +27,7 @@ import type { StorageConfig } from '../storage/drivers.js';
 import { outsideScope, pointOfNoReturn } from '../storage/op-scope.js';
 import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
 import { nativeBaseSnapshot, nativeKind } from '../transport/native-streams.js';
-import { chainSendArgv, findChain, imageChecksum, locateBackup, pullDataset, removeBackup, withBackupImage, type PullSource } from '../transport/dataset-backup.js';
+import { backupPresent, chainSendArgv, findChain, imageChecksum, locateBackup, pullDataset, removeBackup, withBackupImage, type PullSource } from '../transport/dataset-backup.js';
 import type { BackupAgentIo, BackupEngine } from './engine.js';
 import type { BackupPayload } from './backup.payloads.js';
 import { BACKUP_DAMAGED_MSG } from './engine.restic.js';
@@ -188,6 +188,15 @@ export const nativeEngine: BackupEngine = {
       const { cfg, chain, snapshot } = located(io, { storage: item.storage, filename: item.filename });
       await removeBackup(io.runner, cfg, chain, snapshot);
     }
+  },
+
+  async present(p, io) {
+    const filenames: string[] = [];
+    for (const item of p.items ?? []) {
+      const { cfg, chain, snapshot } = located(io, { storage: item.storage, filename: item.filename });
+      if (await backupPresent(io.runner, cfg, chain, snapshot)) filenames.push(item.filename);
+    }
+    return { resticIds: [], filenames };
   },
 
   async cleanup(p, io) {

@@ -94,6 +94,15 @@ export const resticEngine: BackupEngine = {
     await resticFor(io, p.storage).forget(p.resticIds);
   },
 
+  async present(p, io) {
+    const restic = resticFor(io, p.storage);
+    // No repository where rows say there are backups: the storage is not what it was (unmounted,
+    // replaced), which is not the same as the backups being deleted.
+    if (!(await restic.exists())) throw new StorageError('backend', `There is no restic repository in ${restic.repo}`);
+    const ids = (await restic.snapshots()).map((s) => s.id);
+    return { resticIds: p.resticIds.filter((r) => ids.some((id) => id.startsWith(r) || r.startsWith(id))), filenames: [] };
+  },
+
   async cleanup(p, io) {
     await io.transferFor(p.source.node).destroySnapshot(p.source, p.snapshot);
     const restic = resticFor(io, p.storage);

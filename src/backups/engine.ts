@@ -7,7 +7,7 @@
 import type { Logger } from '../app-context.js';
 import { StorageError } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
-import type { BackupCreated, BackupPayload, BackupVerified } from './backup.payloads.js';
+import type { BackupCreated, BackupPayload, BackupPresent, BackupVerified } from './backup.payloads.js';
 import type { TransferFor } from './transfer.js';
 import type { StorageConfig } from '../storage/drivers.js';
 import type { SshAddress } from '../transport/ssh-address.js';
@@ -45,6 +45,8 @@ export interface BackupEngine {
   remove(p: Op<'backup_delete'>, io: BackupAgentIo): Promise<void>;
   /** Removes what a failed or interrupted create left (its source snapshot, partial data). */
   cleanup(p: Op<'backup_cleanup'>, io: BackupAgentIo): Promise<void>;
+  /** Which of the named backups the storage still holds; throws when the storage cannot be read. */
+  present(p: Op<'backup_check'>, io: BackupAgentIo): Promise<BackupPresent>;
 }
 
 const ENGINES = new Map<number, BackupEngine>();

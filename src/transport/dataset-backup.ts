@@ -132,6 +132,22 @@ async function chainHas(runner: CommandRunner, target: StorageConfig, chain: str
   );
 }
 
+/**
+ * Whether a backup's snapshot is still in the backup storage: true, false (definitely gone), or an
+ * error when the storage itself cannot be read (an unmounted storage is not a deleted backup).
+ */
+export async function backupPresent(runner: CommandRunner, target: StorageConfig, chain: string, id: string): Promise<boolean> {
+  const snap = chainSnapshot(target, chain, id);
+  if (nativeKind(target.driver) === 'zfs') {
+    const r = await runner.run(['zfs', 'list', '-H', '-o', 'name', snap], { timeoutMs: 60_000 });
+    if (r.code === 0) return true;
+    if (/does not exist/i.test(r.stderr)) return false;
+    throw new TransferError(`zfs list ${snap}: ${r.stderr.trim()}`);
+  }
+  if (!target.root || !(await lstat(target.root).then((st) => st.isDirectory(), () => false))) throw new TransferError(`The backup storage's folder ${target.root ?? '(none)'} cannot be read`);
+  return chainHas(runner, target, chain, id);
+}
+
 /** One stream: producer | counter | consumer. Resolves with the bytes and their SHA-256, or 'base_missing'. */
 async function transfer(runner: CommandRunner, req: PullRequest, base: string | null, chain: string): Promise<{ bytes: number; streamChecksum: string } | 'base_missing'> {
   if (!runner.spawn) throw new TransferError('The command runner cannot stream');
