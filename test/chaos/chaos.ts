@@ -621,8 +621,24 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       if (!res) outcome = 'unknown';
       else if (res.status !== 201) outcome = 'refused';
       else outcome = (await settle(cx.r, i, started, String(res.body.task_id), vm.node, d.kind)).outcome;
-      // Retention runs as a task of its own after the create: wait for it.
-      await quietVms([vm.uuid]);
+      // Retention deletes as a task of its own, submitted by a hook of the server that recorded the
+      // create's end, after its commit (and it waits while the disk is locked): the create can be
+      // SUCCESS with no retention task yet (seed 1, 2,000 operations without faults: the next
+      // write to the qcow2 disk found it locked by retention's delete). Wait until the definition
+      // keeps at most RETENTION unpinned ok snapshots on the disk, within a bound (a server killed
+      // before its hook leaves retention to the next run).
+      const bound = Date.now() + 60_000;
+      for (;;) {
+        await quietVms([vm.uuid]);
+        if (outcome === 'refused' || outcome === 'revoked' || Date.now() > bound) break;
+        const kept = await q<{ n: string }>(
+          `SELECT count(*) AS n FROM snapshot s JOIN snapshot_define sd ON sd.id = s.define_id JOIN vm_disk vd ON vd.vm_uuid = s.vm_uuid AND vd.real_id = s.disk_real_id
+            WHERE s.vm_uuid = $1 AND sd.name = $2 AND vd.path = $3 AND s.status = 1 AND s.pinned = 0`,
+          [vm.uuid, vm.define.name, d.path],
+        );
+        if (Number(kept[0]?.n ?? 0) <= RETENTION) break;
+        await sleep(250);
+      }
       if (outcome === 'ok' || outcome === 'unknown') {
         const list = await read(cx.r, `/vm/${vm.name}/snapshot/?full=true&define=${vm.define.name}&disk_id=${d.arrayId}`);
         const fresh = (list.body.result as Array<{ name: string; id: number }>).filter((x) => !d.snaps.has(x.name));
