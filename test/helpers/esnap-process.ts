@@ -71,6 +71,20 @@ export function spawnEsnap(args: readonly string[], env: Record<string, string>,
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once('close', (code) => r(code)));
   const alive = () => proc.exitCode === null && proc.signalCode === null;
+  if (opts.group) {
+    // A group of its own outlives this process: when the test process ends while it runs (a test
+    // that timed out never reached its clean-up), the group goes with it. Without this a timed-out
+    // chaos run left two servers and two agents running for over an hour.
+    const reap = (): void => {
+      try {
+        process.kill(-proc.pid!, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    };
+    process.once('exit', reap);
+    void exited.then(() => process.removeListener('exit', reap));
+  }
   return {
     proc,
     output: () => out,
