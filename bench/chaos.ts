@@ -5,9 +5,11 @@
  * model, the database and the storage are compared. Prints the summary line, the history around
  * every violation, and exits 1 on any violation.
  *
- * Run (root): npm run chaos -- --ops 300 --seed 1 [--faults 20] [--clients 4] [--checks 2] [--baseline] [--history] [--no-backups]
+ * Run (root): npm run chaos -- --ops 300 --seed 1 [--faults 20] [--clients 4] [--checks 2] [--baseline] [--history] [--no-backups] [--no-libvirt]
  * --baseline runs the same workload (same seed) without faults first and prints both throughputs.
  * --no-backups leaves out the backup operations (the snapshot-only workload of the first runs).
+ * --no-libvirt registers every VM through the API (by default node2's second VM of each client is a
+ * libvirt domain its agent discovers; that needs a running libvirtd).
  */
 import { explain, runChaos, type ChaosReport } from '../test/chaos/chaos.js';
 
@@ -22,13 +24,14 @@ const faults = Number(arg('faults', String(Math.round(ops * 0.02))));
 const clients = Number(arg('clients', '4'));
 const checks = Number(arg('checks', '2'));
 const backups = !process.argv.includes('--no-backups');
+const libvirt = !process.argv.includes('--no-libvirt');
 
 let base: ChaosReport | null = null;
 if (process.argv.includes('--baseline')) {
-  base = await runChaos({ ops, seed, faults: 0, clients, checks, backups });
+  base = await runChaos({ ops, seed, faults: 0, clients, checks, backups, libvirt });
   console.log(`${base.summary()} (baseline without faults: ${base.opsPerS.toFixed(2)} ops/s)`);
 }
-const report = await runChaos({ ops, seed, faults, clients, checks, backups });
+const report = await runChaos({ ops, seed, faults, clients, checks, backups, libvirt });
 if (process.argv.includes('--history')) for (const h of report.history) console.log(h);
 console.log(`outcomes: ${JSON.stringify(report.outcomes)}`);
 console.log(`operations: ${JSON.stringify(report.kinds)}`);

@@ -26,7 +26,7 @@
  * Used by bench/chaos.ts (`npm run chaos`) and test/chaos/chaos.test.ts (the short run).
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { open, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -36,7 +36,8 @@ import { NodeCommandRunner } from '../../src/storage/node-runner.js';
 import type { StorageDriver } from '../../src/storage/driver.js';
 import { sleep } from '../helpers/esnap-process.js';
 import { FakeGuestAgent } from '../helpers/fake-guest-agent.js';
-import { BACKUP_NODE, BACKUP_STORAGE, CHAOS_KEY, ChaosCluster, NODES, STORAGE_KINDS, zfsRun, type StorageKind } from './cluster.js';
+import { BACKUP_NODE, BACKUP_STORAGE, CHAOS_KEY, ChaosCluster, LIBVIRT_NODE, NODES, STORAGE_KINDS, zfsRun, type StorageKind } from './cluster.js';
+import { cleanupDomains, defineDomain, domainXml } from '../platform/libvirt.js';
 
 export interface ChaosOptions {
   readonly ops: number;
@@ -59,6 +60,12 @@ export interface ChaosOptions {
    * repository. Off: the snapshot-only workload of the first runs.
    */
   readonly backups?: boolean;
+  /**
+   * libvirt domains (default off): on node2 the second VM of each client is a stopped libvirt
+   * domain (type qemu) with one disk on each storage, found by node2's agent (ESNAP_HYPERVISOR=
+   * libvirt) instead of registered through the API; the same operations run on it.
+   */
+  readonly libvirt?: boolean;
 }
 
 export interface Violation {
@@ -147,6 +154,8 @@ interface SnapM {
 
 interface DiskM {
   readonly arrayId: number;
+  /** vm_disk.real_id (a discovered domain's disks need not be numbered in their order). */
+  realId: number;
   readonly kind: StorageKind;
   path: string;
   image: string;
@@ -211,7 +220,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     log(`chaos: VIOLATION (seed ${o.seed}, op ${op}): ${what}`);
   };
 
-  const cluster = await ChaosCluster.start(log);
+  const withLibvirt = o.libvirt ?? false;
+  const cluster = await ChaosCluster.start(log, { libvirt: withLibvirt });
+  /** The run's libvirt domains (uuids), undefined again at the end. */
+  const domains = new Set<string>();
+  const runTag = randomBytes(2).toString('hex');
   const db = new pg.Pool({ connectionString: cluster.pg.url(), max: 4 });
   db.on('error', () => undefined);
   const drivers = new Map<string, StorageDriver>();
@@ -320,25 +333,62 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       if (!res || !want.includes(res.status)) throw new Error(`set-up ${method} ${path}: ${res?.status} ${JSON.stringify(res?.body)}`);
       return res.body;
     };
+    /** A discovered domain's disks once node2's agent has mapped them all (discovery is asynchronous). */
+    const waitDiscovered = async (name: string, n: number): Promise<Array<{ disk_id: number; zpool: string | null; path: string }>> => {
+      const end = Date.now() + 120_000;
+      for (;;) {
+        const res = await api(setupRng, 'GET', `/vm/${name}/define/disk`);
+        const list = res?.status === 200 ? (res.body.result as Array<{ disk_id: number; zpool: string | null; path: string }>) : [];
+        if (list.length === n && list.every((d) => d.zpool !== null)) return list;
+        if (Date.now() > end) throw new Error(`set-up: libvirt domain ${name} not discovered with ${n} mapped disks in 120 s: ${JSON.stringify(res?.body)}`);
+        await sleep(500);
+      }
+    };
     const vms: VmM[] = [];
     for (let c = 0; c < nClients; c++) {
       const node = NODES[c % NODES.length]!;
       for (const k of [0, 1]) {
-        const name = `c${c}vm${k}`;
-        await must('POST', `/vm/${name}/define/`, { node }, [201]);
+        const domain = withLibvirt && node === LIBVIRT_NODE && k === 1;
+        const name = domain ? `c${c}lv${runTag}` : `c${c}vm${k}`;
         const disks: DiskM[] = [];
         // The order of storages turns with the client, so that definitions (disk 1 or 2 on kvm) cover all four.
         const kinds = [...STORAGE_KINDS.slice(c % STORAGE_KINDS.length), ...STORAGE_KINDS.slice(0, c % STORAGE_KINDS.length)];
-        for (const [i, kind] of kinds.entries()) {
-          const d = await must('POST', `/vm/${name}/define/disk/${i + 1}/`, { size: DISK_MB, zpool: kind }, [201]);
-          const path = String(d.result.path);
-          const img = await drivers.get(`${node}/${kind}`)!.imageOf({ path });
-          disks.push({ arrayId: i + 1, kind, path, image: img.path, format: img.format, content: [''], snaps: new Map() });
+        if (domain) {
+          // A stopped domain with one disk on each storage in the driver's own layout, made by the
+          // driver as esnap would make it; node2's agent discovers it (no API call registers it).
+          const xmlDisks: Array<{ target: string; source: string; format: 'raw' | 'qcow2' }> = [];
+          for (const [i, kind] of kinds.entries()) {
+            const path = `${name}-${i + 1}`;
+            const driver = drivers.get(`${node}/${kind}`)!;
+            await driver.createDisk({ path, sizeBytes: DISK_MB * 1024 * 1024 });
+            const img = await driver.imageOf({ path });
+            xmlDisks.push({ target: `vd${String.fromCharCode(97 + i)}`, source: img.path, format: img.format });
+          }
+          domains.add(await defineDomain(domainXml(name, { disks: xmlDisks })));
+          const found = await waitDiscovered(name, kinds.length);
+          for (const [i, kind] of kinds.entries()) {
+            const got = found.find((d) => d.disk_id === i + 1);
+            if (!got || got.zpool !== kind) throw new Error(`set-up: domain ${name} disk ${i + 1} was discovered as ${JSON.stringify(got)}, expected on ${kind}`);
+            const img = await drivers.get(`${node}/${kind}`)!.imageOf({ path: got.path });
+            disks.push({ arrayId: i + 1, realId: -1, kind, path: got.path, image: img.path, format: img.format, content: [''], snaps: new Map() });
+          }
+        } else {
+          await must('POST', `/vm/${name}/define/`, { node }, [201]);
+          for (const [i, kind] of kinds.entries()) {
+            const d = await must('POST', `/vm/${name}/define/disk/${i + 1}/`, { size: DISK_MB, zpool: kind }, [201]);
+            const path = String(d.result.path);
+            const img = await drivers.get(`${node}/${kind}`)!.imageOf({ path });
+            disks.push({ arrayId: i + 1, realId: -1, kind, path, image: img.path, format: img.format, content: [''], snaps: new Map() });
+          }
         }
         const defDisk = between(setupRng, 1, 2); // Danube: a kvm definition names disk 1 or 2
         const define = { name: `d${c}${k}`, disk: defDisk };
         await must('POST', `/vm/${name}/define/snapshot/${define.name}/`, { disk_id: defDisk, schedule: '0 0 1 1 *', retention: RETENTION, active: true }, [201]);
         const [row] = await q<{ uuid: string }>('SELECT uuid FROM vm WHERE hostname = $1', [name]);
+        for (const d of disks) {
+          const [dr] = await q<{ real_id: number }>('SELECT real_id FROM vm_disk WHERE vm_uuid = $1 AND path = $2', [row!.uuid, d.path]);
+          d.realId = dr!.real_id;
+        }
         vms.push({ name, node, uuid: row!.uuid, disks, define, retentionClean: true });
       }
     }
@@ -361,7 +411,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       }
       log(`chaos: ${bkpDefs.length} backup definitions (type 2, restic) to ${BACKUP_NODE}/${BACKUP_STORAGE}: ${bkpDefs.map((b) => `${b.vm.name}/${b.disk.arrayId} ${b.disk.kind}`).join(', ')}`);
     }
-    log(`chaos: ${vms.length} VMs × ${STORAGE_KINDS.length} disks (${STORAGE_KINDS.join(', ')}) on ${NODES.length} nodes, ${nClients} clients, set up in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    log(`chaos: ${vms.length} VMs × ${STORAGE_KINDS.length} disks (${STORAGE_KINDS.join(', ')}) on ${NODES.length} nodes${domains.size ? ` (${domains.size} of them libvirt domains on ${LIBVIRT_NODE})` : ''}, ${nClients} clients, set up in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     // ---- writing and reading contents -----------------------------------------------------
     const writeToken = async (d: DiskM, token: string): Promise<void> => {
@@ -902,7 +952,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           [vm.uuid],
         );
         for (const d of vm.disks) {
-          const realId = d.arrayId - 1; // disks are never removed, so the real id is the position
+          const realId = d.realId;
           const dRows = rows.filter((x) => x.disk_real_id === realId);
           // Resolve the "maybe" snapshots from the rows.
           for (const s of [...d.snaps.values()]) {
@@ -1029,7 +1079,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           violate(`client ${c} op ${i} threw: ${(err as Error).stack ?? err}`, i);
         }
         count(line.split(' → ')[1]?.split(' ').pop() ?? 'other');
-        const kind = /^(.*?) c\d+vm\d/.exec(line)?.[1] ?? 'other';
+        const kind = /^(.*?) c\d+(?:vm\d|lv[0-9a-f]{4})/.exec(line)?.[1] ?? 'other';
         kinds[kind] = (kinds[kind] ?? 0) + 1;
         history.push(`#${i} c${c} ${new Date(a).toISOString().slice(11, 23)} ${line} (${Date.now() - a} ms)`);
         opsDone++;
@@ -1242,6 +1292,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     await guest.stop().catch(() => undefined);
     await db.end().catch(() => undefined);
     await cluster.stop();
+    await cleanupDomains(domains).catch((e: unknown) => log(`chaos: libvirt clean-up: ${(e as Error).message}`));
   }
 }
 

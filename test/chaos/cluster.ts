@@ -5,7 +5,8 @@
  * folder, `btrfs` on a loop filesystem and `zfs` on a zfs-fuse pool (one of each shared by the two
  * nodes, a folder or dataset per node). node1 is also a backup node (ESNAP_BACKUP_NODE=1) with a fifth
  * storage `backup` (a folder holding its restic repository): backups of node1's disks go to node1
- * itself, through local pipes (no SSH between the nodes).
+ * itself, through local pipes (no SSH between the nodes). With `libvirt`, node2's agent runs with
+ * ESNAP_HYPERVISOR=libvirt and the run's libvirt domains (chaos.ts) are its VMs of one client each.
  *
  * Used by test/chaos/chaos.ts only.
  */
@@ -18,6 +19,7 @@ import { PrivatePostgres } from '../helpers/private-pg.js';
 import { makeLoopFs, type LoopFs } from '../platform/loopfs.js';
 import { makeZfsPool, type ZfsPool } from '../platform/zfs.js';
 import type { StorageConfig } from '../../src/storage/drivers.js';
+import { LIBVIRT_URI } from '../platform/libvirt.js';
 
 export const CHAOS_KEY = 'chaos-admin-key-0123456789abcdef0123';
 export const NODES = ['node1', 'node2'] as const;
@@ -26,6 +28,8 @@ export type StorageKind = (typeof STORAGE_KINDS)[number];
 /** The backup node, and its backup storage's name (see storagesOf). */
 export const BACKUP_NODE = 'node1';
 export const BACKUP_STORAGE = 'backup';
+/** The node whose agent runs with ESNAP_HYPERVISOR=libvirt when the run has libvirt domains. */
+export const LIBVIRT_NODE = 'node2';
 
 const runner = new NodeCommandRunner();
 
@@ -46,14 +50,16 @@ export class ChaosCluster {
     readonly pg: PrivatePostgres,
     readonly btrfs: LoopFs,
     readonly zfs: ZfsPool,
+    /** LIBVIRT_NODE's agent discovers the machine's libvirt domains (qemu:///system). */
+    readonly libvirt: boolean,
   ) {}
 
-  static async start(log: (l: string) => void): Promise<ChaosCluster> {
+  static async start(log: (l: string) => void, opts: { libvirt?: boolean } = {}): Promise<ChaosCluster> {
     const dir = await mkdtemp(join(tmpdir(), 'esnap-chaos-'));
     const pg = await PrivatePostgres.create();
     const btrfs = await makeLoopFs('btrfs', 768);
     const zfs = await makeZfsPool(384);
-    const c = new ChaosCluster(dir, pg, btrfs, zfs);
+    const c = new ChaosCluster(dir, pg, btrfs, zfs, opts.libvirt ?? false);
     try {
       await c.init();
     } catch (err) {
@@ -139,6 +145,7 @@ export class ChaosCluster {
         ESNAP_NODE_SILENCE_S: '30',
         ESNAP_FREEZE_LIMIT_S: '3',
         ESNAP_BACKUP_NODE: a.name === BACKUP_NODE ? '1' : '0',
+        ...(this.libvirt && a.name === LIBVIRT_NODE ? { ESNAP_HYPERVISOR: 'libvirt', ESNAP_LIBVIRT_URI: LIBVIRT_URI } : {}),
       },
       { group: true, ...(slowMs > 0 ? { slowMs } : {}) },
     );

@@ -60,6 +60,36 @@ export interface EsnapProcess {
   killGroup(): Promise<number | null>;
 }
 
+/**
+ * Process groups of their own outlive this process: when it ends while they run (a test that timed
+ * out never reached its clean-up, or the run was stopped with SIGTERM/SIGINT), they go with it.
+ * Without this a timed-out chaos run left two servers and two agents running for over an hour.
+ */
+const liveGroups = new Set<number>();
+let reaping = false;
+function reapOnExit(): void {
+  if (reaping) return;
+  reaping = true;
+  const reap = (): void => {
+    for (const pgid of liveGroups) {
+      try {
+        process.kill(-pgid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    liveGroups.clear();
+  };
+  process.once('exit', reap);
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(sig, () => {
+      reap();
+      // Then the signal's usual end.
+      process.kill(process.pid, sig);
+    });
+  }
+}
+
 /** Starts `esnap <args>` with `env` (on top of esnapEnv); does not wait for anything. */
 export function spawnEsnap(args: readonly string[], env: Record<string, string>, opts: SpawnOptions = {}): EsnapProcess {
   const preload = opts.preload ?? (opts.slowMs ? SLOW_STORAGE : undefined);
@@ -71,19 +101,10 @@ export function spawnEsnap(args: readonly string[], env: Record<string, string>,
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once('close', (code) => r(code)));
   const alive = () => proc.exitCode === null && proc.signalCode === null;
-  if (opts.group) {
-    // A group of its own outlives this process: when the test process ends while it runs (a test
-    // that timed out never reached its clean-up), the group goes with it. Without this a timed-out
-    // chaos run left two servers and two agents running for over an hour.
-    const reap = (): void => {
-      try {
-        process.kill(-proc.pid!, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    };
-    process.once('exit', reap);
-    void exited.then(() => process.removeListener('exit', reap));
+  if (opts.group && proc.pid !== undefined) {
+    liveGroups.add(proc.pid);
+    reapOnExit();
+    void exited.then(() => liveGroups.delete(proc.pid!));
   }
   return {
     proc,
