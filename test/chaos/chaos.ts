@@ -678,6 +678,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       // keeps at most RETENTION unpinned ok snapshots on the disk, within a bound (a server killed
       // before its hook leaves retention to the next run).
       const bound = Date.now() + 60_000;
+      let retained = false;
       for (;;) {
         await quietVms([vm.uuid]);
         if (outcome === 'refused' || outcome === 'revoked' || Date.now() > bound) break;
@@ -686,7 +687,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
             WHERE s.vm_uuid = $1 AND sd.name = $2 AND vd.path = $3 AND s.status = 1 AND s.pinned = 0`,
           [vm.uuid, vm.define.name, d.path],
         );
-        if (Number(kept[0]?.n ?? 0) <= RETENTION) break;
+        if (Number(kept[0]?.n ?? 0) <= RETENTION) {
+          retained = true;
+          break;
+        }
         await sleep(250);
       }
       if (outcome === 'ok' || outcome === 'unknown') {
@@ -694,7 +698,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         const fresh = (list.body.result as Array<{ name: string; id: number }>).filter((x) => !d.snaps.has(x.name));
         if (outcome === 'ok' && fresh.length !== 1) violate(`run of ${vm.name}/${vm.define.name} succeeded with ${fresh.length} new snapshots`, i);
         for (const x of fresh) d.snaps.set(x.name, { name: x.name, id: x.id, token, define: vm.define.name, pinned: false, note: '', state: outcome === 'ok' ? 'present' : 'maybe' });
-        const clean = outcome === 'ok' && !cluster.windows.some((w) => w.start <= Date.now() && (w.end === null || w.end + 3000 >= started));
+        // Retention not seen within the bound (a loaded machine): the older ones may still go later.
+        const clean = outcome === 'ok' && retained && !cluster.windows.some((w) => w.start <= Date.now() && (w.end === null || w.end + 3000 >= started));
         // The newest RETENTION ok snapshots of the definition stay; older ones are due.
         const ofDef = [...d.snaps.values()].filter((x) => x.define === vm.define.name && x.id !== null).sort((a, b) => b.id! - a.id!);
         for (const x of ofDef.slice(RETENTION)) {
@@ -755,7 +760,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         b.backups.delete(x.id);
       }
       const clean = outcome === 'ok' && !cluster.windows.some((w) => w.start <= Date.now() && (w.end === null || w.end + 3000 >= started));
-      const okNow = after.filter((r) => r.status === 1).length;
+      const okAfter = after.filter((r) => r.status === 1).sort((a, b) => a.id - b.id);
+      const okNow = okAfter.length;
+      // Retention not seen within the bound: the oldest beyond it may still go, later.
+      for (const r of okAfter.slice(0, Math.max(0, okNow - BKP_RETENTION))) {
+        const x = b.backups.get(r.id);
+        if (x) x.state = 'maybe';
+      }
       if (clean && okNow > BKP_RETENTION) violate(`${vm.name}/${b.name} keeps ${okNow} backups, retention ${BKP_RETENTION}`, i);
       return `backup ${vm.name}/${d.arrayId} ${b.name}${fresh.length ? ` (${fresh.map((r) => r.name).join(',')})` : ''} → ${res?.status ?? 'lost'} ${outcome}`;
     };
@@ -841,10 +852,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       for (const r of odd) violate(`${label}: backup row ${r.id} (${r.name}) has status ${statusName[r.status] ?? r.status}`);
       for (const b of bkpDefs) {
         const rows = await bkpRows(b.defId);
+        // The oldest ok rows beyond the retention are due to a retention that has not run yet: they stay "maybe".
+        const okRows = rows.filter((r) => r.status === 1).sort((a, z) => a.id - z.id);
+        const due = new Set(okRows.slice(0, Math.max(0, okRows.length - BKP_RETENTION)).map((r) => r.id));
         for (const x of [...b.backups.values()]) {
           if (x.state !== 'maybe') continue;
-          if (rows.some((r) => r.id === x.id)) x.state = 'present';
-          else b.backups.delete(x.id);
+          if (!rows.some((r) => r.id === x.id)) b.backups.delete(x.id);
+          else if (!due.has(x.id)) x.state = 'present';
         }
         for (const r of rows) {
           const x = b.backups.get(r.id);
