@@ -123,22 +123,25 @@ interface CurrentVm {
   /** Keys of the attached disks; `detached` those of the detached ones. */
   readonly attached: Set<string>;
   readonly detached: Set<string>;
+  /** Keys of attached disks on no esnap storage (a later inventory may map them). */
+  readonly unmapped: Set<string>;
 }
 
 /** This node's libvirt VMs and their disk keys, in two queries. */
 async function currentRows(db: Kysely<Database>, nodeId: number): Promise<Map<string, CurrentVm>> {
   const vms = await db.selectFrom('vm').select(['uuid', 'hostname', 'alias', 'status']).where('node_id', '=', nodeId).where('libvirt', '=', 1).execute();
-  const out = new Map<string, CurrentVm>(vms.map((v) => [v.uuid, { row: v, attached: new Set(), detached: new Set() }]));
+  const out = new Map<string, CurrentVm>(vms.map((v) => [v.uuid, { row: v, attached: new Set(), detached: new Set(), unmapped: new Set() }]));
   const disks = await db
     .selectFrom('vm_disk')
     .innerJoin('vm', 'vm.uuid', 'vm_disk.vm_uuid')
-    .select(['vm_disk.vm_uuid', 'vm_disk.libvirt_target', 'vm_disk.libvirt_source', 'vm_disk.detached'])
+    .select(['vm_disk.vm_uuid', 'vm_disk.libvirt_target', 'vm_disk.libvirt_source', 'vm_disk.detached', 'vm_disk.storage_id'])
     .where('vm.node_id', '=', nodeId)
     .where('vm.libvirt', '=', 1)
     .execute();
   for (const d of disks) {
     const vm = out.get(d.vm_uuid);
     (d.detached === 1 ? vm?.detached : vm?.attached)?.add(key(d.libvirt_target, d.libvirt_source));
+    if (d.detached !== 1 && d.storage_id === NO_STORAGE_ID) vm?.unmapped.add(key(d.libvirt_target, d.libvirt_source));
   }
   return out;
 }
@@ -152,6 +155,8 @@ function unchanged(d: DomainReport, cur: CurrentVm | undefined): boolean {
   const keys = new Set(d.disks.map((x) => key(x.target, x.source)));
   if (keys.size !== cur.attached.size) return false;
   for (const k of keys) if (!cur.attached.has(k)) return false;
+  // A disk on no storage that now maps to one (its image made later, a storage busy at the last read).
+  if (d.disks.some((x) => x.storage !== null && cur.unmapped.has(key(x.target, x.source)))) return false;
   return true;
 }
 
@@ -198,6 +203,20 @@ function key(target: string | null, source: string | null): string {
   return `${target ?? ''}\u0000${source ?? ''}`;
 }
 
+/** The storage a mapped disk goes on, or why none. */
+async function placeDisk(trx: Trx, disk: MappedDisk, storageIds: ReadonlyMap<string, number>): Promise<{ storageId: number | null; unmapped: string | null }> {
+  let storageId = disk.storage !== null ? (storageIds.get(disk.storage) ?? null) : null;
+  let unmapped = disk.reason;
+  if (storageId !== null && disk.path !== null) {
+    // One image, one disk: an image already a disk of another VM is not taken twice.
+    const other = await trx.selectFrom('vm_disk').select('id').where('storage_id', '=', storageId).where('path', '=', disk.path).executeTakeFirst();
+    if (other) [storageId, unmapped] = [null, 'image is already a disk of another VM'];
+  } else if (storageId === null && unmapped === null) {
+    unmapped = `storage ${disk.storage ?? ''} is not registered on this node`;
+  }
+  return { storageId, unmapped };
+}
+
 async function syncDisks(trx: Trx, vmUuid: string, disks: readonly MappedDisk[], storageIds: ReadonlyMap<string, number>, now: string): Promise<void> {
   const rows = await trx.selectFrom('vm_disk').selectAll().where('vm_uuid', '=', vmUuid).orderBy('real_id').execute();
   const byKey = new Map<string, VmDiskRow>(rows.map((r) => [key(r.libvirt_target, r.libvirt_source), r]));
@@ -209,18 +228,18 @@ async function syncDisks(trx: Trx, vmUuid: string, disks: readonly MappedDisk[],
     const row = byKey.get(k);
     if (row) {
       if (row.detached === 1) await trx.updateTable('vm_disk').set({ detached: 0 }).where('id', '=', row.id).execute();
+      // A disk on no storage is mapped once it can be (same target and source: the same disk). A
+      // mapped disk keeps its storage: a read that fails for a moment does not unmap it.
+      if (row.storage_id === NO_STORAGE_ID && disk.storage !== null) {
+        const { storageId } = await placeDisk(trx, disk, storageIds);
+        if (storageId !== null) {
+          await trx.updateTable('vm_disk').set({ storage_id: storageId, path: disk.path!, size_mb: disk.sizeMb, unmapped: null }).where('id', '=', row.id).execute();
+        }
+      }
       continue;
     }
     const realId = nextRealId++;
-    let storageId = disk.storage !== null ? (storageIds.get(disk.storage) ?? null) : null;
-    let unmapped = disk.reason;
-    if (storageId !== null && disk.path !== null) {
-      // One image, one disk: an image already a disk of another VM is not taken twice.
-      const other = await trx.selectFrom('vm_disk').select('id').where('storage_id', '=', storageId).where('path', '=', disk.path).executeTakeFirst();
-      if (other) [storageId, unmapped] = [null, 'image is already a disk of another VM'];
-    } else if (storageId === null && unmapped === null) {
-      unmapped = `storage ${disk.storage ?? ''} is not registered on this node`;
-    }
+    const { storageId, unmapped } = await placeDisk(trx, disk, storageIds);
     await trx
       .insertInto('vm_disk')
       .values({
