@@ -1,7 +1,7 @@
 /**
  * Backups of every VM (`/backups`) or of one (`/backups/<hostname>`): the backup definitions (with
  * "Back up now") and the backups (status, damaged and lost included, size, node, storage, time,
- * note) with verify, restore into a stopped VM's disk, and delete. Restore and delete are
+ * note, editable in place) with verify, restore into a stopped VM's disk, and delete. Restore and delete are
  * destructive (red, never primary, confirmed in a dialog); an action that cannot succeed is
  * disabled with the reason as its tooltip. Reads the public API (definitions, a VM's backups) and
  * esnap's /overview/backup/ for all VMs' backups in one request.
@@ -13,6 +13,7 @@ import type { Identity } from '../auth.js';
 import { Badge, ColumnHeads, Dialog, DialogButtons, DiskOptions, EmptyRow, ErrorText, Loading } from '../components.js';
 import { formatAge, formatBytes, formatDuration, formatUtc } from '../format.js';
 import { useLoad, useNow } from '../hooks.js';
+import { NoteCell } from '../note-cell.js';
 import type { IconName } from '../icons.js';
 import { backupsPath, navigate, onLinkClick, vmPath } from '../router.js';
 import { ScheduleText } from '../schedule-text.js';
@@ -181,7 +182,15 @@ function BackupList({ backups, act, all }: { backups: Backup[]; act: Act; all: b
                   <td>{b.zpool}</td>
                   <td>{b.created ? formatUtc(b.created) : '—'}</td>
                   <td>{b.time === null ? '—' : formatDuration(b.time * 1000)}</td>
-                  <td class="note">{b.note}</td>
+                  <td>
+                    <NoteCell
+                      key={b.note}
+                      note={b.note}
+                      what={`backup ${b.name} of ${b.hostname}, disk ${b.disk_id}`}
+                      id={`bkp-note-${b.hostname}-${b.disk_id}-${b.name}`}
+                      save={(note) => act(`Note of ${b.name}`, 'PUT', path(b), { disk_id: b.disk_id, note }, { syncText: 'saved' })}
+                    />
+                  </td>
                   <td class="actions">
                     <RowButton
                       label="Verify"

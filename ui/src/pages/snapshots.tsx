@@ -8,6 +8,7 @@ import { seg } from '../api.js';
 import { syncNotice, type Act } from '../actions.js';
 import { Icon } from '../icons.js';
 import { Badge, ColumnHeads, EmptyRow } from '../components.js';
+import { NoteCell } from '../note-cell.js';
 import { formatBytes, formatMb, formatUtc, SNAPSHOT_STATUS, SNAPSHOT_TYPE } from '../format.js';
 import type { Snapshot } from '../types.js';
 import type { VmData } from './vm.js';
@@ -53,59 +54,6 @@ function StatusCell({ s }: { s: Snapshot }) {
         </span>
       ) : null}
     </>
-  );
-}
-
-function NoteCell({ s, act, hostname }: { s: Snapshot; act: Act; hostname: string }) {
-  const [editing, setEditing] = useState(false);
-  const [value, setValue] = useState(s.note);
-  const [error, setError] = useState<string | null>(null);
-  if (!editing) {
-    return (
-      <>
-        <span class="note">{s.note}</span>{' '}
-        <button
-          type="button"
-          class="link"
-          aria-label={`Edit note of ${s.name} on disk ${s.disk_id}`}
-          onClick={() => {
-            setValue(s.note);
-            setError(null);
-            setEditing(true);
-          }}
-        >
-          Edit
-        </button>
-      </>
-    );
-  }
-  return (
-    <form
-      class="inline"
-      onSubmit={async (e) => {
-        e.preventDefault();
-        try {
-          await act(`Note of ${s.name}`, 'PUT', `vm/${seg(hostname)}/snapshot/${seg(s.name)}`, { disk_id: s.disk_id, note: value }, { syncText: 'saved' });
-          setEditing(false);
-        } catch (err) {
-          setError((err as Error).message);
-        }
-      }}
-    >
-      <label class="sr-only" for={`note-${s.id}`}>
-        Note for {s.name} on disk {s.disk_id}
-      </label>
-      <input id={`note-${s.id}`} name="note" maxLength={128} value={value} onInput={(e) => setValue(e.currentTarget.value)} aria-invalid={error ? 'true' : undefined} />
-      <button type="submit">Save</button>
-      <button type="button" onClick={() => setEditing(false)}>
-        Cancel
-      </button>
-      {error ? (
-        <span class="error" role="alert">
-          {error}
-        </span>
-      ) : null}
-    </form>
   );
 }
 
@@ -286,7 +234,13 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
                 </td>
                 <td class="num">{formatBytes(s.size)}</td>
                 <td>
-                  <NoteCell key={`${s.id}-${s.note}`} s={s} act={act} hostname={vm.hostname} />
+                  <NoteCell
+                    key={`${s.id}-${s.note}`}
+                    note={s.note}
+                    what={`${s.name} on disk ${s.disk_id}`}
+                    id={`note-${s.id}`}
+                    save={(note) => act(`Note of ${s.name}`, 'PUT', `${base}/${seg(s.name)}`, { disk_id: s.disk_id, note }, { syncText: 'saved' })}
+                  />
                 </td>
                 <td>
                   {s.pinned ? (
