@@ -7,7 +7,7 @@ import { useMemo, useState } from 'preact/hooks';
 import { seg } from '../api.js';
 import { syncNotice, type Act } from '../actions.js';
 import { Icon } from '../icons.js';
-import { Badge, ColumnHeads, EmptyRow } from '../components.js';
+import { Badge, ColumnHeads, EmptyRow, RowAction } from '../components.js';
 import { NoteCell } from '../note-cell.js';
 import { formatBytes, formatMb, formatUtc, SNAPSHOT_STATUS, SNAPSHOT_TYPE } from '../format.js';
 import type { Snapshot } from '../types.js';
@@ -69,17 +69,6 @@ export function rollbackBlock(s: Snapshot, vmStatus: string): string | null {
 export function deleteBlock(s: Snapshot): string | null {
   if (s.pinned) return 'The snapshot is pinned: unpin it to delete it';
   return locked(s) ? 'A task is running on this snapshot' : null;
-}
-
-/** A destructive row action: red, never primary; disabled with its reason as tooltip and description. */
-function ActionButton({ label, aria, reason, onClick }: { label: string; aria: string; reason: string | null; onClick: () => void }) {
-  return (
-    <span title={reason ?? undefined} class="action">
-      <button type="button" class="danger" disabled={reason !== null} aria-label={reason ? `${aria} (${reason})` : aria} data-reason={reason ?? undefined} onClick={onClick}>
-        {label}
-      </button>
-    </span>
-  );
 }
 
 export function Snapshots({ data, act }: { data: VmData; act: Act }) {
@@ -264,9 +253,9 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
                   </button>
                 </td>
                 <td class="actions">
-                  <ActionButton label="Roll back" aria={`Roll back to ${s.name} on disk ${s.disk_id}`} reason={rollbackBlock(s, vm.status)} onClick={() => setDialog({ kind: 'rollback', snap: s })} />
-                  <ActionButton label="Restore…" aria={`Restore ${s.name} of disk ${s.disk_id} into another disk`} reason={restoreBlock(s)} onClick={() => setDialog({ kind: 'restore', snap: s })} />
-                  <ActionButton label="Delete" aria={`Delete ${s.name} on disk ${s.disk_id}`} reason={deleteBlock(s)} onClick={() => setDialog({ kind: 'delete', snaps: [s] })} />
+                  <RowAction danger label="Roll back" aria={`Roll back to ${s.name} on disk ${s.disk_id}`} reason={rollbackBlock(s, vm.status)} onClick={() => setDialog({ kind: 'rollback', snap: s })} />
+                  <RowAction danger label="Restore…" aria={`Restore ${s.name} of disk ${s.disk_id} into another disk`} reason={restoreBlock(s)} onClick={() => setDialog({ kind: 'restore', snap: s })} />
+                  <RowAction danger label="Delete" aria={`Delete ${s.name} on disk ${s.disk_id}`} reason={deleteBlock(s)} onClick={() => setDialog({ kind: 'delete', snaps: [s] })} />
                 </td>
               </tr>
             );
