@@ -10,9 +10,9 @@
  */
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import { open } from 'node:fs/promises';
+import { open, stat, unlink } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
-import type { DiskRef, StorageDriver } from './driver.js';
+import { StorageError, type DiskRef, type StorageDriver } from './driver.js';
 
 export interface SnapshotReadable {
   /** The snapshot's raw image bytes. */
@@ -100,5 +100,56 @@ export function lazyWriteStream(path: string, o: { mode?: number }): { stream():
       stream?.destroy();
       await written?.catch(() => undefined);
     },
+  };
+}
+
+/**
+ * The DiskWritable of a driver that writes a restore into a file aside (`temp`, made with `mode`
+ * through lazyWriteStream) and then switches it in. commit() waits for the writer, checks that it
+ * carried exactly `size` bytes, and runs `switchIn()`; any failure until `switchIn()` returned
+ * drops the file (and what `clear` undoes) and is thrown through `toError` (a StorageError passes
+ * as it is). abort() drops too. `clear`: undoes what the driver marked for its crash recovery while
+ * the file is aside (zfs: its restore property); called after the switch or a drop, and must not
+ * throw.
+ *
+ * @example
+ *   return asideWritable({ temp, size, disk: disk.path, toError: asStorageError,
+ *     switchIn: () => rename(temp, image), clear: () => unmark() });
+ */
+export function asideWritable(o: {
+  readonly temp: string;
+  readonly mode?: number;
+  readonly size: number;
+  /** The disk's path, for messages. */
+  readonly disk: string;
+  switchIn(): Promise<void>;
+  clear?(): Promise<void>;
+  toError(err: unknown, what: string): StorageError;
+}): DiskWritable {
+  const aside = lazyWriteStream(o.temp, o.mode !== undefined ? { mode: o.mode } : {});
+  const drop = async (): Promise<void> => {
+    await aside.destroy();
+    await unlink(o.temp).catch(() => undefined);
+    await o.clear?.();
+  };
+  return {
+    get stream() {
+      return aside.stream();
+    },
+    path: o.temp,
+    createFile: () => aside.create(),
+    commit: async () => {
+      try {
+        await aside.finished();
+        const got = (await stat(o.temp)).size;
+        if (got !== o.size) throw new StorageError('size_mismatch', `Disk ${o.disk} has ${o.size} bytes, the stream carried ${got}`);
+        await o.switchIn();
+      } catch (err) {
+        await drop();
+        throw o.toError(err, `cannot write disk ${o.disk}`);
+      }
+      await o.clear?.();
+    },
+    abort: drop,
   };
 }

@@ -17,7 +17,8 @@ import { NodeCommandRunner } from '../../src/storage/node-runner.js';
 import { Qcow2Driver } from '../../src/storage/qcow2/qcow2.driver.js';
 import { ZfsDriver } from '../../src/storage/zfs/zfs.driver.js';
 import { RESTORE_PROP, RESTORE_TEMP } from '../../src/storage/zfs/zfs.restore.js';
-import { diskWriterOf } from '../../src/storage/stream.js';
+import type { DiskRef } from '../../src/storage/driver.js';
+import { diskWriterOf, type StreamingDriver } from '../../src/storage/stream.js';
 import { platformUnavailable } from '../platform/require.js';
 import { qemuUnavailable } from '../platform/qemu.js';
 import { makeZfsPool, zfsUnavailable, type ZfsPool } from '../platform/zfs.js';
@@ -55,6 +56,48 @@ async function killAt(args: string[], until: string): Promise<string> {
 
 const bytes = (fill: number): Buffer => Buffer.alloc(SIZE, fill);
 
+/** An aborted write and a short one (refused on commit); the caller checks that both left the disk as it was. */
+async function abortAndShort(d: Pick<StreamingDriver, 'openDiskWrite'>, disk: DiskRef): Promise<void> {
+  const aborted = await d.openDiskWrite(disk);
+  aborted.stream.write(Buffer.alloc(MiB, 9));
+  await aborted.abort();
+  const short = await d.openDiskWrite(disk);
+  await pipeline(Readable.from([Buffer.alloc(SIZE - 1, 7)]), short.stream);
+  await expect(short.commit()).rejects.toThrow(/stream carried/);
+}
+
+/** A whole image of `fill` bytes written and committed. */
+async function writeWhole(d: Pick<StreamingDriver, 'openDiskWrite'>, disk: DiskRef, fill: number): Promise<void> {
+  const w = await d.openDiskWrite(disk);
+  await pipeline(Readable.from([bytes(fill)]), w.stream);
+  await w.commit();
+}
+
+/** Where the child stops to be killed, by what it prints there (restore-write.child.mjs). */
+const KILL_AT = { write: 'written', commit: 'converting' } as const;
+
+/** A child's restore write into a disk: the driver kind, its storage (root or dataset), the disk, and a new driver on the same storage. */
+interface Writer<D> {
+  readonly kind: 'qcow2' | 'zfs';
+  readonly where: string;
+  readonly disk: string;
+  driver(): D;
+}
+
+/**
+ * The kill cases: a child writes a restore into the disk and is SIGKILLed with its process group
+ * at `phase`; `killed` looks at what the kill left; then a new driver runs init(), as the
+ * restarted agent would, and is returned.
+ */
+async function killThenInit<D extends { init(): Promise<void> }>(w: Writer<D>, phase: keyof typeof KILL_AT, killed: () => Promise<void>): Promise<D> {
+  await killAt([w.kind, w.where, w.disk, String(SIZE), phase], KILL_AT[phase]);
+  await killed();
+  const again = w.driver();
+  await again.init();
+  return again;
+}
+
+
 describe('restore writes into qcow2 disks (qemu-img)', async () => {
   const reason = await qemuUnavailable();
   if (reason !== null) return platformUnavailable('needs qemu-img', reason);
@@ -70,6 +113,7 @@ describe('restore writes into qcow2 disks (qemu-img)', async () => {
     await rm(out);
     return b;
   };
+  const writer = (): Writer<Qcow2Driver> => ({ kind: 'qcow2', where: root, disk: disk.path, driver: () => new Qcow2Driver({ root, runner }) });
   const leftovers = async (): Promise<string[]> => (await readdir(join(root, '.esnap'))).filter((f) => f.endsWith('.raw'));
   const writeGuest = async (fill: number): Promise<void> => {
     const raw = join(root, 'fill.raw');
@@ -91,18 +135,11 @@ describe('restore writes into qcow2 disks (qemu-img)', async () => {
 
   it('writes on commit only, keeps the disk snapshots; abort and a short stream keep the old bytes', async () => {
     expect(diskWriterOf(d)).not.toBeNull();
-    const aborted = await d.openDiskWrite(disk);
-    aborted.stream.write(Buffer.alloc(MiB, 9));
-    await aborted.abort();
-    const short = await d.openDiskWrite(disk);
-    await pipeline(Readable.from([Buffer.alloc(SIZE - 1, 7)]), short.stream);
-    await expect(short.commit()).rejects.toThrow(/stream carried/);
+    await abortAndShort(d, disk);
     expect((await guest()).equals(bytes(2))).toBe(true);
     expect(await leftovers()).toEqual([]);
 
-    const w = await d.openDiskWrite(disk);
-    await pipeline(Readable.from([bytes(5)]), w.stream);
-    await w.commit();
+    await writeWhole(d, disk, 5);
     expect((await guest()).equals(bytes(5))).toBe(true);
     expect(await leftovers()).toEqual([]);
     expect((await d.list(disk)).map((s) => s.id)).toEqual(['es-1']);
@@ -112,21 +149,19 @@ describe('restore writes into qcow2 disks (qemu-img)', async () => {
   }, 120_000);
 
   it('SIGKILL mid-write leaves the raw copy aside; init() removes it, the disk keeps its bytes', async () => {
-    await killAt(['qcow2', root, disk.path, String(SIZE), 'write'], 'written');
-    expect((await leftovers()).length).toBe(1);
-    expect((await guest()).equals(bytes(2))).toBe(true);
-    const again = new Qcow2Driver({ root, runner });
-    await again.init();
+    await killThenInit(writer(), 'write', async () => {
+      expect((await leftovers()).length).toBe(1);
+      expect((await guest()).equals(bytes(2))).toBe(true);
+    });
     expect(await leftovers()).toEqual([]);
     expect((await guest()).equals(bytes(2))).toBe(true);
   }, 120_000);
 
   it('SIGKILL while the commit converts: init() undoes it, the disk has its old bytes', async () => {
-    await killAt(['qcow2', root, disk.path, String(SIZE), 'commit'], 'converting');
-    const info = JSON.parse(await must(['qemu-img', 'info', '-U', '--output=json', image()])) as { snapshots?: Array<{ name: string }> };
-    expect(info.snapshots?.map((s) => s.name)).toContain('esnap-restore-undo');
-    const again = new Qcow2Driver({ root, runner });
-    await again.init();
+    const again = await killThenInit(writer(), 'commit', async () => {
+      const info = JSON.parse(await must(['qemu-img', 'info', '-U', '--output=json', image()])) as { snapshots?: Array<{ name: string }> };
+      expect(info.snapshots?.map((s) => s.name)).toContain('esnap-restore-undo');
+    });
     expect((await guest()).equals(bytes(2))).toBe(true);
     expect(await leftovers()).toEqual([]);
     expect((await again.list(disk)).map((s) => s.id)).toEqual(['es-1']);
@@ -141,6 +176,7 @@ describe('restore writes into zfs disks (zfs-fuse)', async () => {
   let dataset: string;
   const disk = { path: 'vm1-disk0', sizeBytes: SIZE };
   let image: string;
+  const writer = (): Writer<ZfsDriver> => ({ kind: 'zfs', where: dataset, disk: disk.path, driver: () => new ZfsDriver({ dataset, runner }) });
   const leftover = async (): Promise<{ file: boolean; prop: string }> => ({
     file: (await readdir(join(image, '..'))).includes(RESTORE_TEMP),
     prop: (await must(['zfs', 'get', '-H', '-o', 'value', RESTORE_PROP, `${dataset}/${disk.path}`])).trim(),
@@ -163,18 +199,11 @@ describe('restore writes into zfs disks (zfs-fuse)', async () => {
   });
 
   it('writes on commit only, keeps the disk snapshots; abort and a short stream keep the old bytes', async () => {
-    const aborted = await d.openDiskWrite(disk);
-    aborted.stream.write(Buffer.alloc(MiB, 9));
-    await aborted.abort();
-    const short = await d.openDiskWrite(disk);
-    await pipeline(Readable.from([Buffer.alloc(SIZE - 1, 7)]), short.stream);
-    await expect(short.commit()).rejects.toThrow(/stream carried/);
+    await abortAndShort(d, disk);
     expect((await readFile(image)).equals(bytes(2))).toBe(true);
     expect(await leftover()).toEqual({ file: false, prop: '-' });
 
-    const w = await d.openDiskWrite(disk);
-    await pipeline(Readable.from([bytes(5)]), w.stream);
-    await w.commit();
+    await writeWhole(d, disk, 5);
     expect((await readFile(image)).equals(bytes(5))).toBe(true);
     expect(await leftover()).toEqual({ file: false, prop: '-' });
     expect((await d.list(disk)).map((s) => s.id)).toEqual(['es-1']);
@@ -184,11 +213,10 @@ describe('restore writes into zfs disks (zfs-fuse)', async () => {
   }, 120_000);
 
   it('SIGKILL mid-write leaves the file aside and the mark; init() removes both, the disk keeps its bytes', async () => {
-    await killAt(['zfs', dataset, disk.path, String(SIZE), 'write'], 'written');
-    expect(await leftover()).toEqual({ file: true, prop: RESTORE_TEMP });
-    expect((await readFile(image)).equals(bytes(2))).toBe(true);
-    const again = new ZfsDriver({ dataset, runner });
-    await again.init();
+    await killThenInit(writer(), 'write', async () => {
+      expect(await leftover()).toEqual({ file: true, prop: RESTORE_TEMP });
+      expect((await readFile(image)).equals(bytes(2))).toBe(true);
+    });
     expect(await leftover()).toEqual({ file: false, prop: '-' });
     expect((await readFile(image)).equals(bytes(2))).toBe(true);
   }, 120_000);

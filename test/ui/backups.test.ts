@@ -2,7 +2,7 @@
  * The Backups page in a real browser, on an embedded server with restic (a file storage `backup`
  * on the local node): the definitions and backups of every VM and of one (status ok, damaged,
  * lost, a deleted VM's), the overview's backup problems linking there; verify and restore (into a
- * stopped VM's disk: the bytes arrive) and delete, destructive actions red and confirmed, actions
+ * stopped VM's disk: the bytes arrive), note editing, and delete, destructive actions red and confirmed, actions
  * that cannot succeed disabled with their reason; axe-core, 400 px, the keyboard.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -125,6 +125,40 @@ describe('web UI: backups page', async () => {
     expect(await btn(okName, 'Verify').getAttribute('class')).toBeNull();
     // The tooltip is on the disabled button's wrapper (a disabled button gets no hover).
     expect(await btn('daily-20261201_020000', 'Restore').locator('xpath=..').getAttribute('title')).toMatch(/damaged/);
+  });
+
+  it('edits a backup’s note from the keyboard: one notice, kept after a reload; Escape cancels, a bad note is refused in place', async () => {
+    const what = `backup ${okName} of web01, disk 1`;
+    const edit = backupRow(okName).getByRole('button', { name: `Edit note of ${what}` });
+    const field = backupRow(okName).getByLabel(`Note for ${what}`);
+    const focused = (l: typeof edit) => l.evaluate((el) => el === document.activeElement);
+    await edit.focus();
+    await w.page.keyboard.press('Enter');
+    await field.waitFor();
+    expect(await focused(field)).toBe(true);
+    expect(await axeViolations(w.page)).toEqual([]);
+    await w.page.keyboard.press('Escape');
+    await edit.waitFor();
+    expect(await focused(edit)).toBe(true);
+    expect((await s.req('GET', `/api/vm/web01/backup/${okName}`)).body.result.note).toBe('before the upgrade');
+
+    await w.page.keyboard.press('Enter');
+    await field.fill('a<b');
+    await w.page.keyboard.press('Enter');
+    await backupRow(okName).getByRole('alert').filter({ hasText: 'note: Invalid value.' }).waitFor();
+    expect(w.problems.some((p) => p.includes('HTTP 400'))).toBe(true);
+    w.reset();
+
+    await field.fill('kept for the audit');
+    await w.page.keyboard.press('Enter');
+    await notice().and(w.page.locator('[data-kind="ok"]')).waitFor();
+    expect(await notice().innerText()).toContain(`Note of ${okName}: saved`);
+    expect(await w.page.getByTestId('notice').count()).toBe(1);
+    await edit.waitFor();
+    expect((await s.req('GET', `/api/vm/web01/backup/${okName}`)).body.result.note).toBe('kept for the audit');
+    await w.page.reload();
+    await backupRow(okName).getByText('kept for the audit').waitFor();
+    expect(w.problems).toEqual([]);
   });
 
   it('verifies a backup: one notice with the outcome', async () => {

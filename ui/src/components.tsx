@@ -145,3 +145,55 @@ export function DiskFlags({ target, detached, unmapped, long }: { target?: strin
     </>
   );
 }
+
+/**
+ * A table row's action button. Destructive ones (`danger`) are red, never primary. One that cannot
+ * succeed now is disabled with the reason as the tooltip (on a wrapper: a disabled button gets no
+ * hover), in its accessible name and in `data-reason`.
+ */
+export function RowAction({ label, aria, reason, danger, onClick }: { label: string; aria: string; reason: string | null; danger?: boolean; onClick: () => void }) {
+  return (
+    <span title={reason ?? undefined} class="action">
+      <button type="button" class={danger ? 'danger' : undefined} disabled={reason !== null} aria-label={reason ? `${aria} (${reason})` : aria} data-reason={reason ?? undefined} onClick={onClick}>
+        {label}
+      </button>
+    </span>
+  );
+}
+
+/**
+ * A titled section with one grid table that scrolls sideways inside itself, never the page (a
+ * focusable region, for the keyboard): its column heads, `empty` as the one row when `rows` is
+ * empty, else the rows; `after` follows the table inside the section (its dialogs).
+ */
+export function GridSection<T>(props: {
+  id: string;
+  title: string;
+  testId: string;
+  cols: readonly string[];
+  rows: readonly T[];
+  row: (item: T) => ComponentChildren;
+  empty: ComponentChildren;
+  after?: ComponentChildren;
+}) {
+  const titleId = `${props.id}-title`;
+  return (
+    <section aria-labelledby={titleId}>
+      <h2 id={titleId}>{props.title}</h2>
+      <div class="scroll" tabIndex={0} role="region" aria-labelledby={titleId}>
+        <table class="grid" data-testid={props.testId}>
+          <thead>
+            <tr>
+              <ColumnHeads names={props.cols} />
+            </tr>
+          </thead>
+          <tbody>
+            {props.rows.length === 0 ? <EmptyRow cols={props.cols.length}>{props.empty}</EmptyRow> : null}
+            {props.rows.map(props.row)}
+          </tbody>
+        </table>
+      </div>
+      {props.after}
+    </section>
+  );
+}

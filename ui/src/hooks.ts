@@ -74,3 +74,34 @@ export function useNow(ms = 30000): number {
   }, [ms]);
   return now;
 }
+
+/**
+ * A dialog's submit: runs `fn` once, closing the dialog as soon as the server has accepted the
+ * task (`accepted`; its end is the page's notice) or when `fn` resolves; a refusal before that
+ * stays in the dialog as `error`, and the dialog can be submitted again.
+ *
+ * @example
+ *   const [error, busy, submit] = useSubmit(onClose);
+ *   void submit((accepted) => act('Delete x', 'DELETE', path, body, { onAccepted: accepted }));
+ */
+export function useSubmit(onClose: () => void): [string | null, boolean, (fn: (accepted: () => void) => Promise<unknown>) => Promise<void>] {
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (fn: (accepted: () => void) => Promise<unknown>): Promise<void> => {
+    setBusy(true);
+    setError(null);
+    let closed = false;
+    try {
+      await fn(() => {
+        closed = true;
+        onClose();
+      });
+      if (!closed) onClose();
+    } catch (err) {
+      if (!closed) setError((err as Error).message);
+    } finally {
+      if (!closed) setBusy(false);
+    }
+  };
+  return [error, busy, submit];
+}

@@ -58,7 +58,7 @@ import { realpathOfExisting, realpathOrFail, statOrNull } from './qcow2.fs.js';
 import { createReadStream } from 'node:fs';
 import { readdir, stat as statAsync } from 'node:fs/promises';
 import { finished } from 'node:stream/promises';
-import { lazyWriteStream, type DiskWritable, type SnapshotReadable } from '../stream.js';
+import { asideWritable, type DiskWritable, type SnapshotReadable } from '../stream.js';
 
 /** Raw copies of a snapshot a backup streams (`.esnap/stream-<hex>.raw`); init() removes leftovers. */
 const STREAM_TEMP_RE = /^stream-[0-9a-f]{12}\.raw$/;
@@ -395,35 +395,19 @@ export class Qcow2Driver implements StorageDriver {
     await assertDiskNotInUse({ imagePath: image, format: 'qcow2', qmpSocket: disk.qmpSocket, runner: this.runner, qmpTimeoutMs: this.qmpTimeoutMs });
     const size = (await this.cmd.info(image, disk)).virtualSize;
     const temp = join(this.root, META_DIR, `stream-${randomBytes(6).toString('hex')}.raw`);
-    const aside = lazyWriteStream(temp, {});
-    const drop = async (): Promise<void> => {
-      await aside.destroy();
-      await unlink(temp).catch(() => undefined);
-    };
-    return {
-      get stream() {
-        return aside.stream();
-      },
-      path: temp,
-      createFile: () => aside.create(),
-      commit: async () => {
-        try {
-          await aside.finished();
-          const got = (await statAsync(temp)).size;
-          if (got !== size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${size} bytes, the stream carried ${got}`);
-        } catch (err) {
-          await drop();
-          if (err instanceof StorageError) throw err;
-          fail(err, `cannot write disk ${disk.path}`);
-        }
+    return asideWritable({
+      temp,
+      size,
+      disk: disk.path,
+      toError: fail,
+      switchIn: async () => {
         try {
           await restoreWithUndo(this.tools, { root: this.root, journal: this.journal, source: temp, id: null, target: image, what: `cannot restore a backup into ${disk.path}`, copyTimeoutMs: this.copyTimeoutMs });
         } finally {
           await unlink(temp).catch(() => undefined);
         }
       },
-      abort: drop,
-    };
+    });
   }
 
   async restore(src: DiskRef, id: string, dst: DiskRef): Promise<void> {

@@ -50,7 +50,7 @@ import {
 import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
 import { IMAGE_NAME, ZfsCommands } from './zfs.commands.js';
 import { ASIDE_RE, repairRestores, repairRestoreWrites, restoreInto, RESTORE_PROP, RESTORE_TEMP } from './zfs.restore.js';
-import { lazyWriteStream, type DiskWritable } from '../stream.js';
+import { asideWritable, type DiskWritable } from '../stream.js';
 
 export interface ZfsDriverOptions {
   /** The storage's parent dataset, e.g. `tank/vms`; disks are datasets below it. */
@@ -137,39 +137,26 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     const temp = join(dirname(image), RESTORE_TEMP);
     await this.cmd.zfs(['zfs', 'set', `${RESTORE_PROP}=${RESTORE_TEMP}`, ds]);
     await unlink(temp).catch(() => undefined); // an earlier abort's, if its clean-up failed
-    const aside = lazyWriteStream(temp, { mode: st.mode & 0o7777 });
-    const clear = (): Promise<unknown> => this.cmd.zfs(['zfs', 'inherit', RESTORE_PROP, ds]).catch(() => undefined); // else init() clears it
-    const drop = async (): Promise<void> => {
-      await aside.destroy();
-      await unlink(temp).catch(() => undefined);
-      await clear();
-    };
-    return {
-      get stream() {
-        return aside.stream();
-      },
-      path: temp,
-      createFile: () => aside.create(),
-      commit: async () => {
-        try {
-          await aside.finished();
-          const got = (await stat(temp)).size;
-          if (got !== st.size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${st.size} bytes, the stream carried ${got}`);
-          const fh = await open(temp, 'r');
-          await fh.sync();
-          await fh.close();
-          await rename(temp, image);
-        } catch (err) {
-          await drop();
-          throw asStorageError(err, `cannot write disk ${disk.path}`);
-        }
+    return asideWritable({
+      temp,
+      mode: st.mode & 0o7777,
+      size: st.size,
+      disk: disk.path,
+      toError: asStorageError,
+      switchIn: async () => {
+        const fh = await open(temp, 'r');
+        await fh.sync();
+        await fh.close();
+        await rename(temp, image);
         const dir = await open(dirname(image), 'r').catch(() => null);
         await dir?.sync().catch(() => undefined);
-        await dir?.close();
-        await clear();
+        await dir?.close().catch(() => undefined);
       },
-      abort: drop,
-    };
+      // A failed inherit is left for init() to clear.
+      clear: async () => {
+        await this.cmd.zfs(['zfs', 'inherit', RESTORE_PROP, ds]).catch(() => undefined);
+      },
+    });
   }
 
   async stats(): Promise<StorageStats> {

@@ -1,7 +1,7 @@
 /**
  * Backups of every VM (`/backups`) or of one (`/backups/<hostname>`): the backup definitions (with
  * "Back up now") and the backups (status, damaged and lost included, size, node, storage, time,
- * note) with verify, restore into a stopped VM's disk, and delete. Restore and delete are
+ * note, editable in place) with verify, restore into a stopped VM's disk, and delete. Restore and delete are
  * destructive (red, never primary, confirmed in a dialog); an action that cannot succeed is
  * disabled with the reason as its tooltip. Reads the public API (definitions, a VM's backups) and
  * esnap's /overview/backup/ for all VMs' backups in one request.
@@ -10,13 +10,15 @@ import { useEffect, useMemo, useState } from 'preact/hooks';
 import { getResult, seg } from '../api.js';
 import { makeAct, type Act, type Notice } from '../actions.js';
 import type { Identity } from '../auth.js';
-import { Badge, ColumnHeads, Dialog, DialogButtons, DiskOptions, EmptyRow, ErrorText, Loading } from '../components.js';
+import { Badge, Dialog, DialogButtons, ErrorText, GridSection, Loading, RowAction } from '../components.js';
 import { formatAge, formatBytes, formatDuration, formatUtc } from '../format.js';
-import { useLoad, useNow } from '../hooks.js';
+import { useLoad, useNow, useSubmit } from '../hooks.js';
+import { NoteCell } from '../note-cell.js';
 import type { IconName } from '../icons.js';
 import { backupsPath, navigate, onLinkClick, vmPath } from '../router.js';
 import { ScheduleText } from '../schedule-text.js';
-import type { Backup, BackupDefinition, Disk, Vm } from '../types.js';
+import type { Backup, BackupDefinition } from '../types.js';
+import { NO_TARGET, RestoreTargetFields, type RestoreTarget } from './restore-target.js';
 import { Toast } from './vm.js';
 
 export const BACKUP_STATUS: Readonly<Record<number, string>> = { 1: 'ok', 2: 'pending', 3: 'restore', 4: 'lost', 5: 'damaged' };
@@ -70,80 +72,62 @@ function VmLink({ hostname }: { hostname: string }) {
   );
 }
 
-/** A row action; destructive ones are red, never primary; disabled with the reason as tooltip and in their name. */
-function RowButton({ label, aria, reason, danger, onClick }: { label: string; aria: string; reason: string | null; danger?: boolean; onClick: () => void }) {
-  return (
-    <span title={reason ?? undefined} class="action">
-      <button type="button" class={danger ? 'danger' : undefined} disabled={reason !== null} aria-label={reason ? `${aria} (${reason})` : aria} data-reason={reason ?? undefined} onClick={onClick}>
-        {label}
-      </button>
-    </span>
-  );
-}
-
 function Definitions({ defs, act, all }: { defs: BackupDefinition[]; act: Act; all: boolean }) {
   const now = useNow();
   const cols = [...(all ? ['VM'] : []), 'Name', 'Disk', 'Type', 'Node', 'Storage', 'Schedule', 'Retention', 'State', 'Last run', 'Backups', 'Actions'];
   return (
-    <section aria-labelledby="bkpdefs-title">
-      <h2 id="bkpdefs-title">Backup definitions</h2>
-      <div class="scroll" tabIndex={0} role="region" aria-labelledby="bkpdefs-title">
-        <table class="grid" data-testid="backup-definitions">
-          <thead>
-            <tr>
-              <ColumnHeads names={cols} />
-            </tr>
-          </thead>
-          <tbody>
-            {defs.length === 0 ? <EmptyRow cols={cols.length}>No backup definitions.</EmptyRow> : null}
-            {defs.map((d) => (
-              <tr key={`${d.hostname}/${d.disk_id}/${d.name}`} data-name={d.name} data-vm={d.hostname}>
-                {all ? (
-                  <td>
-                    <VmLink hostname={d.hostname} />
-                  </td>
-                ) : null}
-                <th scope="row">{d.name}</th>
-                <td>{d.disk_id}</td>
-                <td>{TYPE_NAME[d.type] ?? d.type}</td>
-                <td>{d.node ?? '—'}</td>
-                <td>{d.zpool}</td>
-                <td>
-                  <ScheduleText schedule={d.schedule} tz={d.tz} />
-                  {d.next_run ? <div class="muted">next: {formatUtc(d.next_run)}</div> : null}
-                </td>
-                <td>{d.retention === 0 ? 'keep all' : `keep ${d.retention}`}</td>
-                <td>
-                  {d.active ? <Badge kind="ok">active</Badge> : <Badge kind="warn">paused</Badge>}
-                  {d.catchup === false ? (
-                    <div class="muted" title="A slot missed while esnap was down is skipped, not run late">
-                      no catch-up
-                    </div>
-                  ) : null}
-                </td>
-                <td>
-                  {d.last_success ? <time dateTime={d.last_success}>ok {formatAge(d.last_success, now)}</time> : 'no success yet'}
-                  {d.last_error ? (
-                    <div class="error-text" data-testid="bkpdef-failed">
-                      <Badge kind="bad">failed</Badge> {d.last_error}
-                    </div>
-                  ) : null}
-                </td>
-                <td>{d.backups ?? ''}</td>
-                <td class="actions">
-                  <RowButton
-                    label="Back up now"
-                    aria={`Back up now: definition ${d.name} of ${d.hostname}`}
-                    reason={null}
-                    onClick={() => void act(`Backup ${d.name} of ${d.hostname}`, 'POST', `vm/${seg(d.hostname)}/backup/${seg(d.name)}`, { disk_id: d.disk_id }).catch(() => undefined)}
-                  />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
-    </section>
+    <GridSection
+      id="bkpdefs"
+      title="Backup definitions"
+      testId="backup-definitions"
+      cols={cols}
+      rows={defs}
+      empty="No backup definitions."
+      row={(d) => (
+        <tr key={`${d.hostname}/${d.disk_id}/${d.name}`} data-name={d.name} data-vm={d.hostname}>
+          {all ? (
+            <td>
+              <VmLink hostname={d.hostname} />
+            </td>
+          ) : null}
+          <th scope="row">{d.name}</th>
+          <td>{d.disk_id}</td>
+          <td>{TYPE_NAME[d.type] ?? d.type}</td>
+          <td>{d.node ?? '—'}</td>
+          <td>{d.zpool}</td>
+          <td>
+            <ScheduleText schedule={d.schedule} tz={d.tz} />
+            {d.next_run ? <div class="muted">next: {formatUtc(d.next_run)}</div> : null}
+          </td>
+          <td>{d.retention === 0 ? 'keep all' : `keep ${d.retention}`}</td>
+          <td>
+            {d.active ? <Badge kind="ok">active</Badge> : <Badge kind="warn">paused</Badge>}
+            {d.catchup === false ? (
+              <div class="muted" title="A slot missed while esnap was down is skipped, not run late">
+                no catch-up
+              </div>
+            ) : null}
+          </td>
+          <td>
+            {d.last_success ? <time dateTime={d.last_success}>ok {formatAge(d.last_success, now)}</time> : 'no success yet'}
+            {d.last_error ? (
+              <div class="error-text" data-testid="bkpdef-failed">
+                <Badge kind="bad">failed</Badge> {d.last_error}
+              </div>
+            ) : null}
+          </td>
+          <td>{d.backups ?? ''}</td>
+          <td class="actions">
+            <RowAction
+              label="Back up now"
+              aria={`Back up now: definition ${d.name} of ${d.hostname}`}
+              reason={null}
+              onClick={() => void act(`Backup ${d.name} of ${d.hostname}`, 'POST', `vm/${seg(d.hostname)}/backup/${seg(d.name)}`, { disk_id: d.disk_id }).catch(() => undefined)}
+            />
+          </td>
+        </tr>
+      )}
+    />
   );
 }
 
@@ -154,139 +138,88 @@ function BackupList({ backups, act, all }: { backups: Backup[]; act: Act; all: b
   const cols = [...(all ? ['VM'] : []), 'Name', 'Disk', 'Definition', 'Status', 'Size', 'Node', 'Storage', 'Created', 'Took', 'Note', 'Actions'];
   const path = (b: Backup): string => `vm/${seg(b.hostname)}/backup/${seg(b.name)}`;
   return (
-    <section aria-labelledby="backups-title">
-      <h2 id="backups-title">Backups</h2>
-      <div class="scroll" tabIndex={0} role="region" aria-labelledby="backups-title">
-        <table class="grid" data-testid="backups">
-          <thead>
-            <tr>
-              <ColumnHeads names={cols} />
-            </tr>
-          </thead>
-          <tbody>
-            {backups.length === 0 ? <EmptyRow cols={cols.length}>No backups.</EmptyRow> : null}
-            {backups.map((b) => {
-              const status = BACKUP_STATUS[b.status] ?? String(b.status);
-              return (
-                <tr key={`${b.hostname}/${b.disk_id}/${b.name}`} data-name={b.name} data-status={status}>
-                  {all ? <td>{b.vm ? <VmLink hostname={b.vm} /> : <span>{b.hostname} <span class="muted">(VM deleted)</span></span>}</td> : null}
-                  <th scope="row">{b.name}</th>
-                  <td>{b.disk_id}</td>
-                  <td>{b.define ?? '—'}</td>
-                  <td>
-                    <Badge kind={STATUS_KIND[b.status] ?? 'info'}>{status}</Badge>
-                  </td>
-                  <td>{b.size === null ? '—' : formatBytes(b.size)}</td>
-                  <td>{b.node ?? '—'}</td>
-                  <td>{b.zpool}</td>
-                  <td>{b.created ? formatUtc(b.created) : '—'}</td>
-                  <td>{b.time === null ? '—' : formatDuration(b.time * 1000)}</td>
-                  <td class="note">{b.note}</td>
-                  <td class="actions">
-                    <RowButton
-                      label="Verify"
-                      aria={`Verify backup ${b.name}`}
-                      reason={verifyBlock(b)}
-                      onClick={() => void act(`Verify ${b.name}`, 'PUT', path(b), { disk_id: b.disk_id, verify: true }).catch(() => undefined)}
-                    />
-                    <RowButton label="Restore" danger aria={`Restore backup ${b.name}`} reason={restoreBlock(b)} onClick={() => setOpen({ kind: 'restore', b })} />
-                    <RowButton label="Delete" danger aria={`Delete backup ${b.name}`} reason={deleteBlock(b)} onClick={() => setOpen({ kind: 'delete', b })} />
-                  </td>
-                </tr>
-              );
-            })}
-          </tbody>
-        </table>
-      </div>
-      {open?.kind === 'restore' ? <RestoreDialog b={open.b} act={act} path={path(open.b)} onClose={() => setOpen(null)} /> : null}
-      {open?.kind === 'delete' ? <DeleteDialog b={open.b} act={act} path={path(open.b)} onClose={() => setOpen(null)} /> : null}
-    </section>
+    <GridSection
+      id="backups"
+      title="Backups"
+      testId="backups"
+      cols={cols}
+      rows={backups}
+      empty="No backups."
+      after={
+        <>
+          {open?.kind === 'restore' ? <RestoreDialog b={open.b} act={act} path={path(open.b)} onClose={() => setOpen(null)} /> : null}
+          {open?.kind === 'delete' ? <DeleteDialog b={open.b} act={act} path={path(open.b)} onClose={() => setOpen(null)} /> : null}
+        </>
+      }
+      row={(b) => {
+        const status = BACKUP_STATUS[b.status] ?? String(b.status);
+        return (
+          <tr key={`${b.hostname}/${b.disk_id}/${b.name}`} data-name={b.name} data-status={status}>
+            {all ? <td>{b.vm ? <VmLink hostname={b.vm} /> : <span>{b.hostname} <span class="muted">(VM deleted)</span></span>}</td> : null}
+            <th scope="row">{b.name}</th>
+            <td>{b.disk_id}</td>
+            <td>{b.define ?? '—'}</td>
+            <td>
+              <Badge kind={STATUS_KIND[b.status] ?? 'info'}>{status}</Badge>
+            </td>
+            <td>{b.size === null ? '—' : formatBytes(b.size)}</td>
+            <td>{b.node ?? '—'}</td>
+            <td>{b.zpool}</td>
+            <td>{b.created ? formatUtc(b.created) : '—'}</td>
+            <td>{b.time === null ? '—' : formatDuration(b.time * 1000)}</td>
+            <td>
+              <NoteCell
+                key={b.note}
+                note={b.note}
+                what={`backup ${b.name} of ${b.hostname}, disk ${b.disk_id}`}
+                id={`bkp-note-${b.hostname}-${b.disk_id}-${b.name}`}
+                save={(note) => act(`Note of ${b.name}`, 'PUT', path(b), { disk_id: b.disk_id, note }, { syncText: 'saved' })}
+              />
+            </td>
+            <td class="actions">
+              <RowAction
+                label="Verify"
+                aria={`Verify backup ${b.name}`}
+                reason={verifyBlock(b)}
+                onClick={() => void act(`Verify ${b.name}`, 'PUT', path(b), { disk_id: b.disk_id, verify: true }).catch(() => undefined)}
+              />
+              <RowAction label="Restore" danger aria={`Restore backup ${b.name}`} reason={restoreBlock(b)} onClick={() => setOpen({ kind: 'restore', b })} />
+              <RowAction label="Delete" danger aria={`Delete backup ${b.name}`} reason={deleteBlock(b)} onClick={() => setOpen({ kind: 'delete', b })} />
+            </td>
+          </tr>
+        );
+      }}
+    />
   );
 }
 
-/** Submits once; closes when the server has accepted the task (its end is the page's notice), shows its refusal otherwise. */
-function useSubmit(onClose: () => void): [string | null, boolean, (fn: (accepted: () => void) => Promise<unknown>) => void] {
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = (fn: (accepted: () => void) => Promise<unknown>): void => {
-    setBusy(true);
-    setError(null);
-    let closed = false;
-    const close = (): void => {
-      if (!closed) onClose();
-      closed = true;
-    };
-    fn(close).then(close, (err: Error) => {
-      if (closed) return;
-      setError(err.message);
-      setBusy(false);
-    });
-  };
-  return [error, busy, submit];
-}
-
 function RestoreDialog({ b, act, path, onClose }: { b: Backup; act: Act; path: string; onClose: () => void }) {
-  const [vms, setVms] = useState<Vm[] | null>(null);
-  const [target, setTarget] = useState('');
-  const [disks, setDisks] = useState<Disk[] | null>(null);
-  const [targetDisk, setTargetDisk] = useState(0);
-  const [loadError, setLoadError] = useState<string | null>(null);
+  const [target, setTarget] = useState<RestoreTarget>(NO_TARGET);
   const [error, busy, submit] = useSubmit(onClose);
-  useEffect(() => {
-    getResult<Vm[]>('vm', { full: true }).then(setVms, (e: Error) => setLoadError(e.message));
-  }, []);
-  useEffect(() => {
-    setDisks(null);
-    if (!target) return;
-    getResult<Disk[]>(`vm/${seg(target)}/define/disk`).then(
-      (d) => {
-        setDisks(d);
-        setTargetDisk(d.find((x) => x.disk_id === b.disk_id)?.disk_id ?? d[0]?.disk_id ?? 0);
-      },
-      (e: Error) => setLoadError(e.message),
-    );
-  }, [target, b.disk_id]);
-  const chosen = disks?.find((d) => d.disk_id === targetDisk);
-  // A file backup's size is the disk's (bytes); the server refuses another size.
-  const mismatch = chosen && b.type === 2 && b.size !== null && chosen.size * 1024 * 1024 !== b.size;
   return (
     <Dialog title={`Restore backup ${b.name}`} onClose={onClose}>
       <form
         onSubmit={(e) => {
           e.preventDefault();
-          const body = { disk_id: b.disk_id, target_hostname_or_uuid: target, target_disk_id: targetDisk };
-          submit((accepted) => act(`Restore ${b.name} into ${target}`, 'PUT', path, body, { onAccepted: accepted }));
+          const body = { disk_id: b.disk_id, target_hostname_or_uuid: target.hostname, target_disk_id: target.diskId };
+          void submit((accepted) => act(`Restore ${b.name} into ${target.hostname}`, 'PUT', path, body, { onAccepted: accepted }));
         }}
       >
         <p class="warning" role="note">
           <strong>Warning:</strong> all data on the target disk is replaced by disk {b.disk_id} of {b.hostname} as of {b.created ? formatUtc(b.created) : b.name}. The target VM must be stopped
           and its disk the same size; the VM may be on any node.
         </p>
-        <ErrorText error={loadError} />
-        <label>
-          Target VM
-          <select name="target" required value={target} onChange={(e) => setTarget(e.currentTarget.value)}>
-            <option value="">choose…</option>
-            {(vms ?? []).map((v) => (
-              <option key={v.uuid} value={v.hostname} disabled={v.status !== 'stopped'}>
-                {v.hostname} ({v.status === 'stopped' ? 'stopped' : `${v.status}: stop it first`})
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Target disk
-          <select name="target_disk_id" required disabled={!disks} value={targetDisk} onChange={(e) => setTargetDisk(Number(e.currentTarget.value))}>
-            <DiskOptions disks={disks ?? []} />
-          </select>
-        </label>
-        {mismatch ? (
-          <p class="warning" role="note">
-            Sizes differ: the server will refuse (Disk size mismatch).
-          </p>
-        ) : null}
+        <RestoreTargetFields
+          vmLabel="Target VM"
+          stoppedOnly
+          value={target}
+          onChange={setTarget}
+          prefer={(disks) => disks.find((x) => x.disk_id === b.disk_id)}
+          // A file backup's size is the disk's (bytes); the server refuses another size.
+          differs={(d) => b.type === 2 && b.size !== null && d.size * 1024 * 1024 !== b.size}
+        />
         <ErrorText error={error} />
-        <DialogButtons label="Restore" danger disabled={busy || !target || !targetDisk} onCancel={onClose} />
+        <DialogButtons label="Restore" danger disabled={busy || !target.hostname || !target.diskId} onCancel={onClose} />
       </form>
     </Dialog>
   );
@@ -299,7 +232,7 @@ function DeleteDialog({ b, act, path, onClose }: { b: Backup; act: Act; path: st
       <form
         onSubmit={(e) => {
           e.preventDefault();
-          submit((accepted) => act(`Delete ${b.name}`, 'DELETE', path, { disk_id: b.disk_id }, { onAccepted: accepted, syncText: 'removed from the list' }));
+          void submit((accepted) => act(`Delete ${b.name}`, 'DELETE', path, { disk_id: b.disk_id }, { onAccepted: accepted, syncText: 'removed from the list' }));
         }}
       >
         <p class="warning" role="note">

@@ -7,8 +7,10 @@ import { useEffect, useState } from 'preact/hooks';
 import { getResult, seg } from '../api.js';
 import type { Act } from '../actions.js';
 import { Dialog, DialogButtons, DiskOptions, ErrorText } from '../components.js';
+import { useSubmit } from '../hooks.js';
 import { formatMb, formatUtc } from '../format.js';
-import type { Disk, Snapshot, Vm } from '../types.js';
+import type { Snapshot } from '../types.js';
+import { NO_TARGET, RestoreTargetFields, type RestoreTarget } from './restore-target.js';
 import type { VmData } from './vm.js';
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -48,28 +50,6 @@ interface Props {
   data: VmData;
   act: Act;
   onClose: () => void;
-}
-
-function useSubmit(onClose: () => void): [string | null, boolean, (fn: (accepted: () => void) => Promise<unknown>) => Promise<void>] {
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = async (fn: (accepted: () => void) => Promise<unknown>): Promise<void> => {
-    setBusy(true);
-    setError(null);
-    let closed = false;
-    try {
-      await fn(() => {
-        closed = true;
-        onClose();
-      });
-      if (!closed) onClose();
-    } catch (err) {
-      if (!closed) setError((err as Error).message);
-    } finally {
-      if (!closed) setBusy(false);
-    }
-  };
-  return [error, busy, submit];
 }
 
 export function CreateDialog({ data, act, onClose }: Props) {
@@ -228,70 +208,35 @@ export function RollbackDialog({ data, snap, act, onClose }: Props & { snap: Sna
 }
 
 export function RestoreDialog({ data, snap, act, onClose }: Props & { snap: Snapshot }) {
-  const [vms, setVms] = useState<Vm[] | null>(null);
-  const [target, setTarget] = useState('');
-  const [disks, setDisks] = useState<Disk[] | null>(null);
-  const [targetDisk, setTargetDisk] = useState(0);
+  const [target, setTarget] = useState<RestoreTarget>(NO_TARGET);
   const [force, setForce] = useState(false);
-  const [loadError, setLoadError] = useState<string | null>(null);
   const [error, busy, submit] = useSubmit(onClose);
   const source = data.disks.find((d) => d.disk_id === snap.disk_id);
-  useEffect(() => {
-    getResult<Vm[]>('vm', { full: true }).then(setVms, (e: Error) => setLoadError(e.message));
-  }, []);
-  useEffect(() => {
-    setDisks(null);
-    if (!target) return;
-    getResult<Disk[]>(`vm/${seg(target)}/define/disk`).then(
-      (d) => {
-        setDisks(d);
-        setTargetDisk(d.find((x) => x.size === source?.size)?.disk_id ?? d[0]?.disk_id ?? 0);
-      },
-      (e: Error) => setLoadError(e.message),
-    );
-  }, [target, source?.size]);
-  const chosen = disks?.find((d) => d.disk_id === targetDisk);
   return (
     <Dialog title={`Restore ${snap.name} into another server`} onClose={onClose}>
       <form
         onSubmit={(e) => {
           e.preventDefault();
-          const body = { disk_id: snap.disk_id, target_hostname_or_uuid: target, target_disk_id: targetDisk, force };
-          void submit((accepted) => act(`Restore ${snap.name} into ${target}`, 'PUT', `vm/${seg(data.vm.hostname)}/snapshot/${seg(snap.name)}`, body, { onAccepted: accepted }));
+          const body = { disk_id: snap.disk_id, target_hostname_or_uuid: target.hostname, target_disk_id: target.diskId, force };
+          void submit((accepted) => act(`Restore ${snap.name} into ${target.hostname}`, 'PUT', `vm/${seg(data.vm.hostname)}/snapshot/${seg(snap.name)}`, body, { onAccepted: accepted }));
         }}
       >
         <p class="warning" role="note">
           <strong>Warning:</strong> all data on the target disk is replaced by disk {snap.disk_id} as of {snap.name}
           {source ? ` (${formatMb(source.size)})` : ''}. The target disk must have the same size and its server must be stopped; the target disk's snapshots may be lost.
         </p>
-        <ErrorText error={loadError} />
-        <label>
-          Target server
-          <select name="target" required value={target} onChange={(e) => setTarget(e.currentTarget.value)}>
-            <option value="">choose…</option>
-            {(vms ?? []).map((v) => (
-              <option key={v.uuid} value={v.hostname}>
-                {v.hostname} ({v.status})
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Target disk
-          <select name="target_disk_id" required disabled={!disks} value={targetDisk} onChange={(e) => setTargetDisk(Number(e.currentTarget.value))}>
-            <DiskOptions disks={disks ?? []} />
-          </select>
-        </label>
-        {chosen && source && chosen.size !== source.size ? (
-          <p class="warning" role="note">
-            Sizes differ: the server will refuse (Disk size mismatch).
-          </p>
-        ) : null}
+        <RestoreTargetFields
+          vmLabel="Target server"
+          value={target}
+          onChange={setTarget}
+          prefer={(disks) => disks.find((x) => x.size === source?.size)}
+          differs={(d) => source !== undefined && d.size !== source.size}
+        />
         <label class="check">
           <input type="checkbox" name="force" checked={force} onChange={(e) => setForce(e.currentTarget.checked)} /> Force: restore although the target disk has snapshots
         </label>
         <ErrorText error={error} />
-        <DialogButtons label="Restore" danger disabled={busy || !target || !targetDisk} onCancel={onClose} />
+        <DialogButtons label="Restore" danger disabled={busy || !target.hostname || !target.diskId} onCancel={onClose} />
       </form>
     </Dialog>
   );

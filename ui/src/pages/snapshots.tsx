@@ -7,7 +7,8 @@ import { useMemo, useState } from 'preact/hooks';
 import { seg } from '../api.js';
 import { syncNotice, type Act } from '../actions.js';
 import { Icon } from '../icons.js';
-import { Badge, ColumnHeads, EmptyRow } from '../components.js';
+import { Badge, ColumnHeads, EmptyRow, RowAction } from '../components.js';
+import { NoteCell } from '../note-cell.js';
 import { formatBytes, formatMb, formatUtc, SNAPSHOT_STATUS, SNAPSHOT_TYPE } from '../format.js';
 import type { Snapshot } from '../types.js';
 import type { VmData } from './vm.js';
@@ -56,59 +57,6 @@ function StatusCell({ s }: { s: Snapshot }) {
   );
 }
 
-function NoteCell({ s, act, hostname }: { s: Snapshot; act: Act; hostname: string }) {
-  const [editing, setEditing] = useState(false);
-  const [value, setValue] = useState(s.note);
-  const [error, setError] = useState<string | null>(null);
-  if (!editing) {
-    return (
-      <>
-        <span class="note">{s.note}</span>{' '}
-        <button
-          type="button"
-          class="link"
-          aria-label={`Edit note of ${s.name} on disk ${s.disk_id}`}
-          onClick={() => {
-            setValue(s.note);
-            setError(null);
-            setEditing(true);
-          }}
-        >
-          Edit
-        </button>
-      </>
-    );
-  }
-  return (
-    <form
-      class="inline"
-      onSubmit={async (e) => {
-        e.preventDefault();
-        try {
-          await act(`Note of ${s.name}`, 'PUT', `vm/${seg(hostname)}/snapshot/${seg(s.name)}`, { disk_id: s.disk_id, note: value }, { syncText: 'saved' });
-          setEditing(false);
-        } catch (err) {
-          setError((err as Error).message);
-        }
-      }}
-    >
-      <label class="sr-only" for={`note-${s.id}`}>
-        Note for {s.name} on disk {s.disk_id}
-      </label>
-      <input id={`note-${s.id}`} name="note" maxLength={128} value={value} onInput={(e) => setValue(e.currentTarget.value)} aria-invalid={error ? 'true' : undefined} />
-      <button type="submit">Save</button>
-      <button type="button" onClick={() => setEditing(false)}>
-        Cancel
-      </button>
-      {error ? (
-        <span class="error" role="alert">
-          {error}
-        </span>
-      ) : null}
-    </form>
-  );
-}
-
 /** Why an action on a snapshot cannot succeed now (the button is disabled with this as its tooltip), or null. */
 export function restoreBlock(s: Snapshot): string | null {
   if (s.status === 4) return 'The snapshot is lost: its data is gone from storage';
@@ -121,17 +69,6 @@ export function rollbackBlock(s: Snapshot, vmStatus: string): string | null {
 export function deleteBlock(s: Snapshot): string | null {
   if (s.pinned) return 'The snapshot is pinned: unpin it to delete it';
   return locked(s) ? 'A task is running on this snapshot' : null;
-}
-
-/** A destructive row action: red, never primary; disabled with its reason as tooltip and description. */
-function ActionButton({ label, aria, reason, onClick }: { label: string; aria: string; reason: string | null; onClick: () => void }) {
-  return (
-    <span title={reason ?? undefined} class="action">
-      <button type="button" class="danger" disabled={reason !== null} aria-label={reason ? `${aria} (${reason})` : aria} data-reason={reason ?? undefined} onClick={onClick}>
-        {label}
-      </button>
-    </span>
-  );
 }
 
 export function Snapshots({ data, act }: { data: VmData; act: Act }) {
@@ -286,7 +223,13 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
                 </td>
                 <td class="num">{formatBytes(s.size)}</td>
                 <td>
-                  <NoteCell key={`${s.id}-${s.note}`} s={s} act={act} hostname={vm.hostname} />
+                  <NoteCell
+                    key={`${s.id}-${s.note}`}
+                    note={s.note}
+                    what={`${s.name} on disk ${s.disk_id}`}
+                    id={`note-${s.id}`}
+                    save={(note) => act(`Note of ${s.name}`, 'PUT', `${base}/${seg(s.name)}`, { disk_id: s.disk_id, note }, { syncText: 'saved' })}
+                  />
                 </td>
                 <td>
                   {s.pinned ? (
@@ -310,9 +253,9 @@ export function Snapshots({ data, act }: { data: VmData; act: Act }) {
                   </button>
                 </td>
                 <td class="actions">
-                  <ActionButton label="Roll back" aria={`Roll back to ${s.name} on disk ${s.disk_id}`} reason={rollbackBlock(s, vm.status)} onClick={() => setDialog({ kind: 'rollback', snap: s })} />
-                  <ActionButton label="Restore…" aria={`Restore ${s.name} of disk ${s.disk_id} into another disk`} reason={restoreBlock(s)} onClick={() => setDialog({ kind: 'restore', snap: s })} />
-                  <ActionButton label="Delete" aria={`Delete ${s.name} on disk ${s.disk_id}`} reason={deleteBlock(s)} onClick={() => setDialog({ kind: 'delete', snaps: [s] })} />
+                  <RowAction danger label="Roll back" aria={`Roll back to ${s.name} on disk ${s.disk_id}`} reason={rollbackBlock(s, vm.status)} onClick={() => setDialog({ kind: 'rollback', snap: s })} />
+                  <RowAction danger label="Restore…" aria={`Restore ${s.name} of disk ${s.disk_id} into another disk`} reason={restoreBlock(s)} onClick={() => setDialog({ kind: 'restore', snap: s })} />
+                  <RowAction danger label="Delete" aria={`Delete ${s.name} on disk ${s.disk_id}`} reason={deleteBlock(s)} onClick={() => setDialog({ kind: 'delete', snaps: [s] })} />
                 </td>
               </tr>
             );
