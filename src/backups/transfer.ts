@@ -15,7 +15,13 @@ import { diskWriterOf, snapshotReaderOf, type DiskWritable, type SnapshotReadabl
  * stream through this process (a driver that has neither).
  */
 export type ImageSource =
-  | { readonly kind: 'file'; readonly path: string; readonly size: number | null; close(): void }
+  | {
+      readonly kind: 'file';
+      readonly path: string;
+      readonly size: number | null;
+      /** Called once the commands that read `path` have exited (a zfs clone cannot go before). */
+      close(): Promise<void>;
+    }
   | { readonly kind: 'command'; start(stdoutTo: NodeJS.WritableStream): ImageFeed }
   | { readonly kind: 'stream'; readonly readable: SnapshotReadable };
 
@@ -91,7 +97,16 @@ export class LocalTransfer implements Transfer {
   async openImageSource(end: DiskEnd, snapshot: string): Promise<ImageSource> {
     const readable = await this.openSnapshotRead(end, snapshot);
     if (readable.path === undefined) return { kind: 'stream', readable };
-    return { kind: 'file', path: readable.path, size: readable.size, close: () => readable.stream.destroy() };
+    const release = readable.release?.bind(readable);
+    return {
+      kind: 'file',
+      path: readable.path,
+      size: readable.size,
+      close: async () => {
+        if (release) return release();
+        readable.stream.destroy();
+      },
+    };
   }
 
   openDiskWrite(end: DiskEnd): Promise<DiskWritable> {

@@ -50,7 +50,8 @@ import {
 import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
 import { IMAGE_NAME, ZfsCommands } from './zfs.commands.js';
 import { ASIDE_RE, repairRestores, repairRestoreWrites, restoreInto, RESTORE_PROP, RESTORE_TEMP } from './zfs.restore.js';
-import { lazyWriteStream, type DiskWritable } from '../stream.js';
+import { lazyWriteStream, type DiskWritable, type SnapshotReadable } from '../stream.js';
+import { readThroughClone, repairReadClones } from './zfs.read.js';
 
 export interface ZfsDriverOptions {
   /** The storage's parent dataset, e.g. `tank/vms`; disks are datasets below it. */
@@ -121,6 +122,18 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     this.caps ??= await detectCapabilities((argv) => this.cmd.runZfs(argv), this.dataset);
     await repairRestores(this.cmd, this.dataset);
     await repairRestoreWrites(this.cmd, this.dataset);
+    await repairReadClones(this.cmd, this.dataset);
+  }
+
+  /**
+   * A snapshot's image for a type 2 backup (src/storage/stream.ts), read through a temporary
+   * clone of the snapshot (zfs.read.ts): `path` is the clone's `disk.img`, and release() (or
+   * reading `stream` to its end) removes the clone; init() removes one a crash left.
+   */
+  async readSnapshotStream(disk: DiskRef, id: string): Promise<SnapshotReadable> {
+    const ds = this.diskDataset(disk);
+    assertSnapshotId(id);
+    return readThroughClone(this.cmd, this.dataset, ds, id, `snapshot ${id} of ${disk.path}`);
   }
 
   /**
