@@ -39,8 +39,13 @@ export interface DiskEnd {
 }
 
 export interface Transfer {
-  /** Takes snapshot `snapshot` (an `is-<n>` id) of the disk; one that exists already is kept. */
-  createSnapshot(end: DiskEnd, snapshot: string): Promise<void>;
+  /**
+   * Takes snapshot `snapshot` (an `is-<n>` id) of the disk; one that exists already is kept.
+   * `freezeTask`: the backup task whose fsfreeze the server announced to the disk's node, which
+   * then freezes the guest around the snapshot (SshTransfer; on this node the caller freezes).
+   * Resolves with why the freeze did not hold (the snapshot was taken unfrozen), or null.
+   */
+  createSnapshot(end: DiskEnd, snapshot: string, freezeTask?: string): Promise<{ freezeError: string | null }>;
   /** Destroys it; a missing one is fine. */
   destroySnapshot(end: DiskEnd, snapshot: string): Promise<void>;
   openSnapshotRead(end: DiskEnd, snapshot: string): Promise<SnapshotReadable>;
@@ -76,7 +81,7 @@ export class LocalTransfer implements Transfer {
     return s;
   }
 
-  async createSnapshot(end: DiskEnd, snapshot: string): Promise<void> {
+  async createSnapshot(end: DiskEnd, snapshot: string): Promise<{ freezeError: null }> {
     const d = this.#driver(end);
     this.#reader(end); // refuse before a snapshot is made that nothing can read
     try {
@@ -84,6 +89,7 @@ export class LocalTransfer implements Transfer {
     } catch (err) {
       if (!(err instanceof StorageError && err.code === 'snapshot_exists')) throw err;
     }
+    return { freezeError: null };
   }
 
   async destroySnapshot(end: DiskEnd, snapshot: string): Promise<void> {
