@@ -5,16 +5,19 @@
  * file; the clone is gone once the backup has ended. Backup, then restore into another zfs disk:
  * identical bytes. A reader killed with SIGKILL while it holds the clone (the `send image` of
  * esnap's forced command, a real process) leaves the clone; the driver's init() removes it, and
- * the snapshot it was made from can be destroyed again.
+ * the snapshot it was made from can be destroyed again. The forced command's `send image` (a
+ * backup of this disk from another node) reads the same clone and removes it when done.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NodeCommandRunner } from '../../src/storage/node-runner.js';
 import { ZfsDriver } from '../../src/storage/zfs/zfs.driver.js';
+import { serve } from '../../src/transport/ssh-serve.js';
 import { withServer, type TestServer } from '../helpers/server.js';
 import { platformUnavailable } from '../platform/require.js';
 import { resticUnavailable } from '../platform/restic.js';
@@ -91,6 +94,30 @@ describe('type 2 (restic) backups of a zfs disk, embedded, zfs-fuse', async () =
     expect(r.finalStatus, JSON.stringify(r.final)).toBe(200);
     expect(sha(await readFile(await image('web02')))).toBe(sha(original));
   }, 300_000);
+
+  it("the forced command's send image of a zfs disk (a backup from another node) streams the clone, then removes it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'esnap-zfssend-'));
+    try {
+      const disk = paths['web02']!;
+      await zfs('snapshot', `${pool.name}/vms/${disk}@is-998`);
+      const expected = sha(await readFile(await image('web02')));
+      const out = new PassThrough();
+      const err = new PassThrough();
+      const chunks: Buffer[] = [];
+      out.on('data', (c: Buffer) => chunks.push(c));
+      let stderr = '';
+      err.on('data', (c: Buffer) => (stderr += c.toString()));
+      const config = { node: s.node, storages: [{ name: 'default', driver: 'zfs', dataset: `${pool.name}/vms` }], announcedDir: join(dir, 'announced') };
+      const code = await serve(config, `send image default ${disk} is-998`, { stdin: new PassThrough(), stdout: out, stderr: err, runner, now: () => new Date() });
+      expect(code, stderr).toBe(0);
+      expect(stderr).toBe(`esnap: image ${16 * MB} bytes sha256 ${expected}\n`);
+      expect(sha(Buffer.concat(chunks))).toBe(expected);
+      expect(await extras()).toEqual([`${pool.name}/vms/${disk}@is-998`]);
+      await zfs('destroy', `${pool.name}/vms/${disk}@is-998`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   it('a reader killed with SIGKILL while it holds the clone: init() removes the clone', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'esnap-zfsread-'));
