@@ -20,8 +20,8 @@
  *   await driver.createDisk({ path: 'web01-disk0', sizeBytes: 10 * 2 ** 30 });
  *   await driver.create({ path: 'web01-disk0' }, 'es-1', { name: 'before-upgrade' });
  */
-import { open, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, normalize } from 'node:path';
+import { open, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, normalize } from 'node:path';
 import {
   assertDiskPath,
   assertSnapshotId,
@@ -49,8 +49,8 @@ import {
 } from './zfs.capabilities.js';
 import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
 import { IMAGE_NAME, ZfsCommands } from './zfs.commands.js';
-import { ASIDE_RE, repairRestores, repairRestoreWrites, restoreInto, RESTORE_PROP, RESTORE_TEMP } from './zfs.restore.js';
-import { lazyWriteStream, type DiskWritable, type SnapshotReadable } from '../stream.js';
+import { ASIDE_RE, openRestoreWrite, repairRestores, repairRestoreWrites, restoreInto } from './zfs.restore.js';
+import type { DiskWritable, SnapshotReadable } from '../stream.js';
 import { readThroughClone, repairReadClones } from './zfs.read.js';
 
 export interface ZfsDriverOptions {
@@ -142,48 +142,9 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
    * stay. Room for a second copy of the disk's data is needed while it runs.
    */
   async openDiskWrite(disk: DiskRef): Promise<DiskWritable> {
-    const ds = this.diskDataset(disk);
-    const image = await this.cmd.imagePath(ds);
-    const st = await stat(image).catch((err: unknown) => {
-      throw new StorageError('disk_missing', `Disk ${disk.path} does not exist`, { cause: err });
-    });
-    const temp = join(dirname(image), RESTORE_TEMP);
-    await this.cmd.zfs(['zfs', 'set', `${RESTORE_PROP}=${RESTORE_TEMP}`, ds]);
-    await unlink(temp).catch(() => undefined); // an earlier abort's, if its clean-up failed
-    const aside = lazyWriteStream(temp, { mode: st.mode & 0o7777 });
-    const clear = (): Promise<unknown> => this.cmd.zfs(['zfs', 'inherit', RESTORE_PROP, ds]).catch(() => undefined); // else init() clears it
-    const drop = async (): Promise<void> => {
-      await aside.destroy();
-      await unlink(temp).catch(() => undefined);
-      await clear();
-    };
-    return {
-      get stream() {
-        return aside.stream();
-      },
-      path: temp,
-      createFile: () => aside.create(),
-      commit: async () => {
-        try {
-          await aside.finished();
-          const got = (await stat(temp)).size;
-          if (got !== st.size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${st.size} bytes, the stream carried ${got}`);
-          const fh = await open(temp, 'r');
-          await fh.sync();
-          await fh.close();
-          await rename(temp, image);
-        } catch (err) {
-          await drop();
-          throw asStorageError(err, `cannot write disk ${disk.path}`);
-        }
-        const dir = await open(dirname(image), 'r').catch(() => null);
-        await dir?.sync().catch(() => undefined);
-        await dir?.close();
-        await clear();
-      },
-      abort: drop,
-    };
+    return openRestoreWrite(this.cmd, this.diskDataset(disk), disk);
   }
+
 
   async stats(): Promise<StorageStats> {
     const props = await this.cmd.getProps(this.dataset, ['used', 'available']);

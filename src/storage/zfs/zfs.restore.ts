@@ -4,9 +4,10 @@
  * the original back; a crash in between is repaired by the next init() (repairRestores).
  */
 import { StorageError, type DiskRef } from '../driver.js';
-import { unlink } from 'node:fs/promises';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { CommandRunner } from '../runner.js';
+import { lazyWriteStream, type DiskWritable } from '../stream.js';
 import type { ZfsCommands } from './zfs.commands.js';
 import { asStorageError, zfsError, ZfsError } from './zfs.errors.js';
 
@@ -127,4 +128,48 @@ export async function repairRestoreWrites(cmd: ZfsCommands, dataset: string): Pr
     if (image !== null) await unlink(join(dirname(image), RESTORE_TEMP)).catch(() => undefined);
     await cmd.zfs(['zfs', 'inherit', RESTORE_PROP, name]);
   }
+}
+
+/** The restore stream of ZfsDriver.openDiskWrite (`ds`: the disk's checked dataset); see above. */
+export async function openRestoreWrite(cmd: ZfsCommands, ds: string, disk: DiskRef): Promise<DiskWritable> {
+  const image = await cmd.imagePath(ds);
+  const st = await stat(image).catch((err: unknown) => {
+    throw new StorageError('disk_missing', `Disk ${disk.path} does not exist`, { cause: err });
+  });
+  const temp = join(dirname(image), RESTORE_TEMP);
+  await cmd.zfs(['zfs', 'set', `${RESTORE_PROP}=${RESTORE_TEMP}`, ds]);
+  await unlink(temp).catch(() => undefined); // an earlier abort's, if its clean-up failed
+  const aside = lazyWriteStream(temp, { mode: st.mode & 0o7777 });
+  const clear = (): Promise<unknown> => cmd.zfs(['zfs', 'inherit', RESTORE_PROP, ds]).catch(() => undefined); // else init() clears it
+  const drop = async (): Promise<void> => {
+    await aside.destroy();
+    await unlink(temp).catch(() => undefined);
+    await clear();
+  };
+  return {
+    get stream() {
+      return aside.stream();
+    },
+    path: temp,
+    createFile: () => aside.create(),
+    commit: async () => {
+      try {
+        await aside.finished();
+        const got = (await stat(temp)).size;
+        if (got !== st.size) throw new StorageError('size_mismatch', `Disk ${disk.path} has ${st.size} bytes, the stream carried ${got}`);
+        const fh = await open(temp, 'r');
+        await fh.sync();
+        await fh.close();
+        await rename(temp, image);
+      } catch (err) {
+        await drop();
+        throw asStorageError(err, `cannot write disk ${disk.path}`);
+      }
+      const dir = await open(dirname(image), 'r').catch(() => null);
+      await dir?.sync().catch(() => undefined);
+      await dir?.close();
+      await clear();
+    },
+    abort: drop,
+  };
 }
