@@ -175,7 +175,7 @@ export class AgentRuntime {
       const stats = await agent.storageStats();
       const storages = opts.storages.map((s) => ({ ...s, size: stats.get(s.name)?.size ?? null, free: stats.get(s.name)?.free ?? null }));
       if (opts.ssh) {
-        const side = await AgentSsh.start(runner, { ...opts.ssh, node, storages: opts.storages }, log);
+        const side = await AgentSsh.start(runner, { ...opts.ssh, node, storages: opts.storages, ...(opts.freezeLimitS !== undefined ? { freezeLimitMs: opts.freezeLimitS * 1000 } : {}) }, log);
         ssh = side;
         rt.ssh = side;
         agent.control = (msg) => side.control(msg);

@@ -28,6 +28,7 @@ export function registerBackupKinds(ctx: AppContext): void {
   ctx.tasks.registerKind<BackupCreateContext>('backup_create', {
     async complete(trx, task, c, outcome) {
       const now = ctx.clock.now().toISOString();
+      if (c.announcedTo) await withdrawRestore(ctx, c.announcedTo, task.id);
       const bkp = await trx.selectFrom('backup').selectAll().where('id', '=', c.backupId).executeTakeFirst();
       const define = await trx.selectFrom('backup_define').select(['name']).where('id', '=', c.defineId).executeTakeFirst();
       if (outcome.returncode !== 0) {

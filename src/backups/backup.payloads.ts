@@ -25,7 +25,11 @@ export type BackupPayload =
       readonly storage: string;
       readonly filename: string;
       readonly tags: readonly string[];
-      readonly freeze?: { readonly socket: string };
+      /**
+       * fsfreeze: the VM's guest agent socket on its node; `task` (the disk on another node): this
+       * backup task, whose freeze the server announced to that node (source-snapshot.ts).
+       */
+      readonly freeze?: { readonly socket: string; readonly task?: string };
       /** Type 1: the newest backup's base snapshot on the source disk (`is-<m>`), for an incremental send. */
       readonly base?: string | null;
       /** The definition's compression (Danube's 0 none, 1 gzip, 2 bzip2, 3 xz); absent: the engine's default. */

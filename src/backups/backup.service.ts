@@ -178,6 +178,8 @@ export interface BackupCreateContext {
   readonly cleanup?: Extract<BackupPayload, { op: 'backup_cleanup' }>;
   /** A scheduled run's slot (backup_slot), marked failed when the backup fails. */
   readonly slot?: string;
+  /** The disk's node when its freeze was announced there: withdrawn at the end. */
+  readonly announcedTo?: string;
 }
 
 /** POST `/vm/<vm>/backup/<bkpdef>`: a backup of the definition's disk, now. */
@@ -288,7 +290,16 @@ export async function planCreateBackup(ctx: AppContext, caller: Caller, hostname
         })
         .returning('id')
         .executeTakeFirstOrThrow();
-      const freeze = fsfreeze && vm.status !== VM_STOPPED && vm.qga_socket ? { socket: vm.qga_socket } : undefined;
+      const socket = fsfreeze && vm.status !== VM_STOPPED && vm.qga_socket ? vm.qga_socket : null;
+      // The guest agent's socket is on the disk's node: when that is not the backup node, the
+      // freeze of this task is announced to it (before the task reaches the backup node's queue),
+      // and its forced command freezes the guest around the snapshot (src/backups/source-snapshot.ts).
+      const announcedTo = socket !== null && sourceNode.hostname !== define.node_hostname ? sourceNode.hostname : null;
+      if (announcedTo) {
+        const until = new Date(Date.parse(iso) + ANNOUNCE_HOURS * 3600_000).toISOString();
+        await announceRestore(ctx, announcedTo, { taskId, storage: storage.name, disk: diskRef(vm, disk).path, freezeSocket: socket!, until });
+      }
+      const freeze = socket !== null ? { socket, ...(announcedTo ? { task: taskId } : {}) } : undefined;
       const payload: BackupPayload = {
         op: 'backup_create',
         backupId: row.id,
@@ -305,7 +316,7 @@ export async function planCreateBackup(ctx: AppContext, caller: Caller, hostname
       };
       await trx.updateTable('backup').set({ file_path: resticFilename(row.id) }).where('id', '=', row.id).execute();
       const cleanup = { op: 'backup_cleanup', backupId: row.id, type: define.type, source: payload.source, snapshot: payload.snapshot, storage: payload.storage } as const;
-      return { payload, context: { backupId: row.id, defineId: define.id, vmUuid: vm.uuid, cleanup } };
+      return { payload, context: { backupId: row.id, defineId: define.id, vmUuid: vm.uuid, cleanup, ...(announcedTo ? { announcedTo } : {}) } };
     },
   };
 }

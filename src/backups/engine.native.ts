@@ -3,8 +3,8 @@
  * the source disk's node (this node through local pipes, another over SSH: src/transport/) into a
  * chain on a backup storage of the same driver (src/transport/dataset-backup.ts).
  *
- * Create: snapshot `is-<id>` of the source disk (frozen around it when asked and the disk is on
- * this node), sent incrementally from the newest backup's base `is-<m>` when that is still on both
+ * Create: snapshot `is-<id>` of the source disk (frozen around it when asked, on the disk's own
+ * node: source-snapshot.ts), sent incrementally from the newest backup's base `is-<m>` when that is still on both
  * sides, else in full into a new chain (the task's detail says why: a forced rollback destroyed the
  * base). `is-<id>` stays on the source disk as the next base; the old base is released. The
  * recorded checksum is `stream:<SHA-256 of the send stream that was received>`: the received
@@ -25,7 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import { StorageError } from '../storage/driver.js';
 import type { StorageConfig } from '../storage/drivers.js';
 import { outsideScope, pointOfNoReturn } from '../storage/op-scope.js';
-import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
+import { takeSourceSnapshot } from './source-snapshot.js';
 import { nativeBaseSnapshot, nativeKind } from '../transport/native-streams.js';
 import { backupPresent, chainSendArgv, findChain, imageChecksum, locateBackup, pullDataset, removeBackup, withBackupImage, type PullSource } from '../transport/dataset-backup.js';
 import type { BackupAgentIo, BackupEngine } from './engine.js';
@@ -82,16 +82,16 @@ function sourceOf(io: BackupAgentIo, end: DiskEnd): PullSource {
 async function baseSnapshot(io: BackupAgentIo, end: DiskEnd, id: string, op: 'snapshot' | 'release'): Promise<void> {
   if (end.node === io.node) return nativeBaseSnapshot(io.runner, storageConfig(io, end.storage), end.disk.path, id, op);
   const transfer = io.transferFor(end.node);
-  return op === 'snapshot' ? transfer.createSnapshot(end, id) : transfer.destroySnapshot(end, id);
+  if (op === 'release') return transfer.destroySnapshot(end, id);
+  await transfer.createSnapshot(end, id);
 }
 
-async function takeSnapshot(p: CreatePayload, io: BackupAgentIo): Promise<string | null> {
-  const take = (): Promise<void> => baseSnapshot(io, p.source, p.snapshot, 'snapshot');
-  if (!p.freeze) return take().then(() => null);
-  // The guest agent's socket is on the disk's node: a freeze from another node cannot reach it.
-  if (p.source.node !== io.node) return take().then(() => `fsfreeze of a VM on node ${p.source.node} is not possible from backup node ${io.node}`);
-  const r = await withFreeze({ socket: p.freeze.socket, limitMs: io.freezeLimitMs ?? DEFAULT_FREEZE_LIMIT_MS, log: io.log }, take);
-  return r.error ?? null;
+function takeSnapshot(p: CreatePayload, io: BackupAgentIo): Promise<string | null> {
+  return takeSourceSnapshot(p, io, async (task) => {
+    if (p.source.node !== io.node) return io.transferFor(p.source.node).createSnapshot(p.source, p.snapshot, task);
+    await baseSnapshot(io, p.source, p.snapshot, 'snapshot');
+    return { freezeError: null };
+  });
 }
 
 /** `<disk path with / as _>-<backup id>`: a chain name an operator can read. */

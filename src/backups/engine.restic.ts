@@ -11,10 +11,9 @@
  */
 import { StorageError } from '../storage/driver.js';
 import { outsideScope, pointOfNoReturn } from '../storage/op-scope.js';
-import { withFreeze, DEFAULT_FREEZE_LIMIT_MS } from '../guest/freeze.js';
+import { takeSourceSnapshot } from './source-snapshot.js';
 import { Restic } from './restic.js';
 import type { BackupAgentIo, BackupEngine } from './engine.js';
-import type { BackupPayload } from './backup.payloads.js';
 
 export const BACKUP_DAMAGED_MSG = 'Backup is damaged: its data does not match the checksum recorded when it was made';
 
@@ -30,25 +29,13 @@ function resticIdOf(from: { resticId: string | null }): string {
   return from.resticId;
 }
 
-/** Takes the backup's source snapshot, with the guest frozen around it when the payload asks. */
-export async function takeSourceSnapshot(p: Extract<BackupPayload, { op: 'backup_create' }>, io: BackupAgentIo): Promise<{ freezeError: string | null }> {
-  const transfer = io.transferFor(p.source.node);
-  const take = (): Promise<void> => transfer.createSnapshot(p.source, p.snapshot);
-  if (!p.freeze) {
-    await take();
-    return { freezeError: null };
-  }
-  const r = await withFreeze({ socket: p.freeze.socket, limitMs: io.freezeLimitMs ?? DEFAULT_FREEZE_LIMIT_MS, log: io.log }, take);
-  return { freezeError: r.error ?? null };
-}
-
 export const resticEngine: BackupEngine = {
   async create(p, io) {
     const began = Date.now();
     const restic = resticFor(io, p.storage);
     const transfer = io.transferFor(p.source.node);
     await restic.ensure();
-    const { freezeError } = await takeSourceSnapshot(p, io);
+    const freezeError = await takeSourceSnapshot(p, io, (task) => transfer.createSnapshot(p.source, p.snapshot, task));
     try {
       const r = await restic.backup(() => transfer.openImageSource(p.source, p.snapshot), p.filename, p.tags, { compression: p.compression ?? null, bwlimit: p.bwlimit ?? null });
       const seconds = Math.round((Date.now() - began) / 1000);

@@ -238,10 +238,19 @@ export class Restic {
           fed = source.kind === 'file' ? await this.#backupFromFile(argv, source) : source.kind === 'command' ? this.#backupFromCommand(argv, source) : this.#backupFromStream(argv, source.readable);
         } catch (err) {
           if (source.kind === 'stream') source.readable.stream.destroy();
-          if (source.kind === 'file') source.close();
+          if (source.kind === 'file') await source.close();
           throw err;
         }
-        const [r, image] = await Promise.all([fed.restic, fed.image]);
+        let closeError: unknown = null;
+        let ran: [RunResult, Awaited<ImageRun['image']>];
+        try {
+          ran = await Promise.all([fed.restic, fed.image]);
+        } finally {
+          // The readers of a file have exited: what the source made for them (a zfs clone) may go
+          // now. Failing that fails the backup (the clone would keep the source snapshot).
+          if (source.kind === 'file') closeError = await source.close().then(() => null, (err: unknown) => err ?? new Error('the image source did not close'));
+        }
+        const [r, image] = ran;
         // A source that failed first is the cause, not restic's read error that followed.
         if (r.code !== 0 && image.error) throw new StorageError('backend', `cannot read the snapshot: ${errText(image.error)}`, { cause: image.error });
         if (r.code !== 0) throw resticError('restic backup', r);
@@ -257,7 +266,7 @@ export class Restic {
         // The source failed after its stream ended (its command exited badly), or restic stored
         // other than what the sender counted: a cut image, which the caller forgets (outside this
         // shared lock).
-        const cut = image.error ?? (image.value && processed !== null && processed !== image.value.bytes ? new Error(`restic stored ${processed} bytes, the sender sent ${image.value.bytes}`) : null);
+        const cut = image.error ?? closeError ?? (image.value && processed !== null && processed !== image.value.bytes ? new Error(`restic stored ${processed} bytes, the sender sent ${image.value.bytes}`) : null);
         if (cut || !image.value) {
           const why = cut ?? new Error('no checksum');
           throw Object.assign(new StorageError('backend', `cannot read the snapshot: ${errText(why)}`, { cause: why }), { orphanResticId: id });
@@ -285,10 +294,9 @@ export class Restic {
         image: settleValue(hasher.digest.then((sha256) => ({ sha256, bytes: size }))),
       };
     } finally {
-      // The children hold their own copies; the source's stream (a qcow2 temp) may go now.
+      // The children hold their own copies; the source itself is closed once they have exited.
       await forRestic.close();
       await forHash?.close();
-      source.close();
     }
   }
 

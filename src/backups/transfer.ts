@@ -15,7 +15,13 @@ import { diskWriterOf, snapshotReaderOf, type DiskWritable, type SnapshotReadabl
  * stream through this process (a driver that has neither).
  */
 export type ImageSource =
-  | { readonly kind: 'file'; readonly path: string; readonly size: number | null; close(): void }
+  | {
+      readonly kind: 'file';
+      readonly path: string;
+      readonly size: number | null;
+      /** Called once the commands that read `path` have exited (a zfs clone cannot go before). */
+      close(): Promise<void>;
+    }
   | { readonly kind: 'command'; start(stdoutTo: NodeJS.WritableStream): ImageFeed }
   | { readonly kind: 'stream'; readonly readable: SnapshotReadable };
 
@@ -33,8 +39,13 @@ export interface DiskEnd {
 }
 
 export interface Transfer {
-  /** Takes snapshot `snapshot` (an `is-<n>` id) of the disk; one that exists already is kept. */
-  createSnapshot(end: DiskEnd, snapshot: string): Promise<void>;
+  /**
+   * Takes snapshot `snapshot` (an `is-<n>` id) of the disk; one that exists already is kept.
+   * `freezeTask`: the backup task whose fsfreeze the server announced to the disk's node, which
+   * then freezes the guest around the snapshot (SshTransfer; on this node the caller freezes).
+   * Resolves with why the freeze did not hold (the snapshot was taken unfrozen), or null.
+   */
+  createSnapshot(end: DiskEnd, snapshot: string, freezeTask?: string): Promise<{ freezeError: string | null }>;
   /** Destroys it; a missing one is fine. */
   destroySnapshot(end: DiskEnd, snapshot: string): Promise<void>;
   openSnapshotRead(end: DiskEnd, snapshot: string): Promise<SnapshotReadable>;
@@ -70,7 +81,7 @@ export class LocalTransfer implements Transfer {
     return s;
   }
 
-  async createSnapshot(end: DiskEnd, snapshot: string): Promise<void> {
+  async createSnapshot(end: DiskEnd, snapshot: string): Promise<{ freezeError: null }> {
     const d = this.#driver(end);
     this.#reader(end); // refuse before a snapshot is made that nothing can read
     try {
@@ -78,6 +89,7 @@ export class LocalTransfer implements Transfer {
     } catch (err) {
       if (!(err instanceof StorageError && err.code === 'snapshot_exists')) throw err;
     }
+    return { freezeError: null };
   }
 
   async destroySnapshot(end: DiskEnd, snapshot: string): Promise<void> {
@@ -91,7 +103,16 @@ export class LocalTransfer implements Transfer {
   async openImageSource(end: DiskEnd, snapshot: string): Promise<ImageSource> {
     const readable = await this.openSnapshotRead(end, snapshot);
     if (readable.path === undefined) return { kind: 'stream', readable };
-    return { kind: 'file', path: readable.path, size: readable.size, close: () => readable.stream.destroy() };
+    const release = readable.release?.bind(readable);
+    return {
+      kind: 'file',
+      path: readable.path,
+      size: readable.size,
+      close: async () => {
+        if (release) return release();
+        readable.stream.destroy();
+      },
+    };
   }
 
   openDiskWrite(end: DiskEnd): Promise<DiskWritable> {

@@ -25,8 +25,17 @@ export interface SnapshotReadable {
    * The image as a file that stays as it is until the stream is closed: a reader may open it
    * itself (hand it to a command's stdin) and then destroy the stream, without waiting for
    * done(); the file may be gone once the stream is closed, what was opened stays readable.
+   * Unless `release` is there: then the file lives until release() (see there).
    */
   readonly path?: string;
+  /**
+   * Present when the file at `path` exists only for this read and cannot go while it is open (a
+   * zfs clone of the snapshot: its unmount is refused while a reader holds the file). A caller
+   * that hands `path` to commands calls release() once they have exited; it closes the stream
+   * and removes what the read made. A caller that reads `stream` to its end needs not: done()
+   * releases before it resolves.
+   */
+  release?(): Promise<void>;
 }
 
 export interface DiskWritable {

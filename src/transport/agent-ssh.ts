@@ -34,6 +34,8 @@ export interface AgentSshOptions {
   readonly serveScript?: string;
   /** serve.json's announceWaitMs (tests shorten it; default ANNOUNCE_WAIT_MS). */
   readonly announceWaitMs?: number;
+  /** serve.json's freezeLimitMs: ESNAP_FREEZE_LIMIT_S for the freezes the forced command does. */
+  readonly freezeLimitMs?: number;
 }
 
 export class AgentSsh {
@@ -59,7 +61,7 @@ export class AgentSsh {
       // The node still works and can be a backup node; it cannot be a backup source until it has one.
       log.warn({ err: (err as Error).message }, 'no SSH host key for ESNAP_NODE_ADDRESS: backup nodes cannot reach this node');
     }
-    const serveConfig = await writeServeConfig(opts.dir, opts.node, opts.storages, opts.announceWaitMs);
+    const serveConfig = await writeServeConfig(opts.dir, opts.node, opts.storages, opts.announceWaitMs, opts.freezeLimitMs);
     const side = new AgentSsh({ address: formatSshAddress(opts.address), publicKey, hostKey }, serveConfig, command, opts, log);
     // The last trust set's addresses, until the servers send the next: a restarted agent's first
     // jobs (the cleanup of a backup it was killed in) may come before that (trust-files.ts).

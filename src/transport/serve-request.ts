@@ -7,7 +7,9 @@
  *   send image <storage> <disk> <snapshot>              the snapshot's raw image bytes
  *   receive <task id> <storage> <disk>                  raw image bytes on stdin written into the
  *                                                       disk, only during that announced restore
- *   snapshot <storage> <disk> <is-n>                    take the backup's source snapshot (is- ids only)
+ *   snapshot <storage> <disk> <is-n> [freeze <task id>] take the backup's source snapshot (is- ids only);
+ *                                                       with freeze: the guest frozen around it, when
+ *                                                       that backup task's freeze was announced here
  *   release <storage> <disk> <is-n>                     destroy a backup's source snapshot (is- ids only)
  *
  * Words are separated by single spaces; the whole command may hold only letters, digits and
@@ -23,7 +25,8 @@ export type ServeRequest =
   | { readonly op: 'send'; readonly format: 'dataset'; readonly storage: string; readonly disk: string; readonly snapshot: string; readonly base: string | null }
   | { readonly op: 'send'; readonly format: 'image'; readonly storage: string; readonly disk: string; readonly snapshot: string }
   | { readonly op: 'receive'; readonly taskId: string; readonly storage: string; readonly disk: string }
-  | { readonly op: 'snapshot' | 'release'; readonly storage: string; readonly disk: string; readonly snapshot: string };
+  | { readonly op: 'snapshot'; readonly storage: string; readonly disk: string; readonly snapshot: string; readonly freezeTask: string | null }
+  | { readonly op: 'release'; readonly storage: string; readonly disk: string; readonly snapshot: string };
 
 /** Refused: the command's exit code is EXIT_REFUSED and stderr says `esnap: refused: <message>`. */
 export class ServeRefusal extends Error {
@@ -41,6 +44,12 @@ export const COMMIT_PREFIX = 'commit ';
 /** The last stderr line of a `send image` that ended well: `esnap: image <bytes> bytes sha256 <hex>`. */
 export const IMAGE_TRAILER_RE = /^esnap: image ([0-9]{1,18}) bytes sha256 ([0-9a-f]{64})$/;
 
+/**
+ * A `snapshot … freeze` whose freeze did not hold (the snapshot was taken all the same) says why on
+ * a stderr line `esnap: freeze: <Danube's message>` before it exits 0.
+ */
+export const FREEZE_NOTE_PREFIX = 'esnap: freeze: ';
+
 /** esnap's snapshot ids: manual `es-`, automatic `as-`, and backup bases `is-` (hidden from users). */
 export const SERVE_SNAPSHOT_RE = /^[aei]s-[0-9]{1,18}$/;
 /** Backup bases only: the incremental `<base>` of a dataset send. */
@@ -51,7 +60,7 @@ const MAX_LENGTH = 1024;
 
 const USAGE =
   'allowed: "send dataset <storage> <disk> <snapshot> [<base>]", "send image <storage> <disk> <snapshot>", "receive <task id> <storage> <disk>", ' +
-  '"snapshot <storage> <disk> <is-n>", "release <storage> <disk> <is-n>"';
+  '"snapshot <storage> <disk> <is-n> [freeze <task id>]", "release <storage> <disk> <is-n>"';
 
 /**
  * Parses SSH_ORIGINAL_COMMAND against this node's storage names (null: any well-formed name, for
@@ -109,9 +118,15 @@ export function parseServeRequest(command: string | undefined, storages: readonl
     return { op: 'receive', taskId, storage: storage(s), disk: disk(d) };
   }
   if (verb === 'snapshot' || verb === 'release') {
-    const [s, d, snap, ...extra] = rest;
-    if (extra.length > 0) throw new ServeRefusal(`too many words (${USAGE})`);
-    return { op: verb, storage: storage(s), disk: disk(d), snapshot: snapshot(snap, BASE_SNAPSHOT_RE, 'a backup snapshot id (is-<n>)') };
+    const [s, d, snap, freeze, taskId, ...extra] = rest;
+    const base = { storage: storage(s), disk: disk(d), snapshot: snapshot(snap, BASE_SNAPSHOT_RE, 'a backup snapshot id (is-<n>)') };
+    if (verb === 'release' || freeze === undefined) {
+      if (freeze !== undefined) throw new ServeRefusal(`too many words (${USAGE})`);
+      return verb === 'release' ? { op: verb, ...base } : { op: verb, ...base, freezeTask: null };
+    }
+    if (freeze !== 'freeze' || extra.length > 0) throw new ServeRefusal(`snapshot takes "freeze <task id>" after the snapshot id, nothing else (${USAGE})`);
+    if (taskId === undefined || !TASK_ID_RE.test(taskId)) throw new ServeRefusal(`${JSON.stringify(taskId ?? '')} is not an esnap task id`);
+    return { op: verb, ...base, freezeTask: taskId };
   }
   throw new ServeRefusal(`${JSON.stringify(verb)} is not a command of this key (${USAGE})`);
 }

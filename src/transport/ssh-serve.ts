@@ -13,7 +13,10 @@
  *   (announcements.ts; waited for a while, bounded, since a busy agent may apply it late): stdin goes to the driver's crash-safe disk write, committed only when
  *   exactly the disk's size arrived followed by the sender's `commit <sha-256>` line naming the
  *   same SHA-256; an abort or a dropped connection ends without it (old bytes stay).
- * - `snapshot` / `release`: take or destroy a backup's `is-<n>` source snapshot.
+ * - `snapshot` / `release`: take or destroy a backup's `is-<n>` source snapshot; `snapshot … freeze
+ *   <task id>` freezes the guest around it through its agent socket on this node, which the server
+ *   announced for that backup task (announcements.ts); a freeze that did not hold is said on a
+ *   stderr line `esnap: freeze: …` (FREEZE_NOTE_PREFIX), the snapshot taken all the same.
  *
  * It never calls a driver's init(): that repairs interrupted operations, which is the agent's job
  * (a restore the agent is running would look interrupted from here). zfs and btrfs snapshots are
@@ -30,8 +33,9 @@ import { createDriver, type StorageConfig } from '../storage/drivers.js';
 import type { CommandRunner } from '../storage/runner.js';
 import { NodeCommandRunner } from '../storage/node-runner.js';
 import { diskWriterOf, snapshotReaderOf } from '../storage/stream.js';
-import { announcedReceive } from './announcements.js';
-import { COMMIT_PREFIX, EXIT_BASE_MISSING, EXIT_FAILED, EXIT_REFUSED, parseServeRequest, ServeRefusal, type ServeRequest } from './serve-request.js';
+import { announcedFreeze, announcedReceive } from './announcements.js';
+import { COMMIT_PREFIX, EXIT_BASE_MISSING, EXIT_FAILED, EXIT_REFUSED, FREEZE_NOTE_PREFIX, parseServeRequest, ServeRefusal, type ServeRequest } from './serve-request.js';
+import { DEFAULT_FREEZE_LIMIT_MS, withFreeze } from '../guest/freeze.js';
 import { nativeBaseSnapshot, nativeKind, nativeSnapshotExists, sendArgv } from './native-streams.js';
 import { ANNOUNCE_WAIT_MS, type ServeConfig } from './trust-files.js';
 
@@ -153,19 +157,30 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
       });
       return;
     }
-    case 'snapshot':
     case 'release':
-      if (nativeKind(cfg.driver) !== null) {
-        await nativeBaseSnapshot(io.runner, cfg, r.disk, r.snapshot, r.op);
-        return;
-      }
-      {
+      if (nativeKind(cfg.driver) !== null) return nativeBaseSnapshot(io.runner, cfg, r.disk, r.snapshot, r.op);
+      return createDriver(cfg, io.runner).destroy({ path: r.disk }, [r.snapshot]);
+    case 'snapshot': {
+      const take = async (): Promise<void> => {
+        if (nativeKind(cfg.driver) !== null) return nativeBaseSnapshot(io.runner, cfg, r.disk, r.snapshot, r.op);
         const driver = createDriver(cfg, io.runner);
-        if (r.op === 'release') return driver.destroy({ path: r.disk }, [r.snapshot]);
         if ((await driver.list({ path: r.disk })).some((x) => x.id === r.snapshot)) return;
         await driver.create({ path: r.disk }, r.snapshot, { name: r.snapshot });
+      };
+      if (r.freezeTask === null) return take();
+      // The guest agent's socket is on this node; which one comes from the server's announcement
+      // of that backup task, never from the request. A freeze that cannot be done (none announced,
+      // the agent does not answer) still takes the snapshot, unfrozen, and says so.
+      const socket = await awaitAnnounced(config, io, (now) => announcedFreeze(config.announcedDir, r.freezeTask!, r.storage, r.disk, now));
+      if (socket === null) {
+        await take();
+        io.stderr.write(`${FREEZE_NOTE_PREFIX}Filesystem freeze failed (no fsfreeze of backup task ${r.freezeTask} was announced to node ${config.node})\n`);
+        return;
       }
+      const frozen = await withFreeze({ socket, limitMs: config.freezeLimitMs ?? DEFAULT_FREEZE_LIMIT_MS }, take);
+      if (frozen.error) io.stderr.write(`${FREEZE_NOTE_PREFIX}${frozen.error.replace(/\n/g, ' / ')}\n`);
       return;
+    }
   }
 }
 
@@ -175,12 +190,17 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
  * the restore task to the backup node, but a busy agent may apply it after the backup node has
  * connected. Null: not announced within the wait.
  */
-async function awaitAnnouncement(config: ServeConfig, r: Extract<ServeRequest, { op: 'receive' }>, io: ServeIo): Promise<number | null> {
+function awaitAnnouncement(config: ServeConfig, r: Extract<ServeRequest, { op: 'receive' }>, io: ServeIo): Promise<number | null> {
+  return awaitAnnounced(config, io, (now) => announcedReceive(config.announcedDir, r.taskId, r.storage, r.disk, now));
+}
+
+/** `read` polled until it gives a value or serve.json's announceWaitMs has passed (see above). */
+async function awaitAnnounced<T>(config: ServeConfig, io: ServeIo, read: (now: Date) => Promise<T | null>): Promise<T | null> {
   const waitMs = config.announceWaitMs ?? ANNOUNCE_WAIT_MS;
   const end = Date.now() + waitMs;
   for (;;) {
-    const size = await announcedReceive(config.announcedDir, r.taskId, r.storage, r.disk, io.now());
-    if (size !== null || Date.now() >= end) return size;
+    const value = await read(io.now());
+    if (value !== null || Date.now() >= end) return value;
     await new Promise((res) => setTimeout(res, Math.min(250, Math.max(1, end - Date.now()))));
   }
 }

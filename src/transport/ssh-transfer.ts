@@ -3,7 +3,9 @@
  * forced command (ssh-serve.ts): the backup node's agent is the client, with its own key and the
  * other node's pinned host key.
  *
- * - createSnapshot / destroySnapshot: `snapshot` / `release` (is- ids only).
+ * - createSnapshot / destroySnapshot: `snapshot` / `release` (is- ids only); `snapshot … freeze
+ *   <task id>` has the other node freeze the guest around it, its `esnap: freeze: …` line is the
+ *   freeze's failure.
  * - openSnapshotRead: `send image`; the stream is ssh's stdout, `done()` rejects with the remote
  *   side's message when ssh exits non-zero. openImageSource: the same with ssh's stdout handed to
  *   the consumer's stdin (restic), and the SHA-256 and size of the image taken from the send
@@ -24,7 +26,7 @@ import type { DiskWritable, SnapshotReadable } from '../storage/stream.js';
 import type { DiskEnd, Transfer } from '../backups/transfer.js';
 import type { SshAddress } from './ssh-address.js';
 import { sshArgv, SSH_FAILED } from './ssh-client.js';
-import { COMMIT_PREFIX, IMAGE_TRAILER_RE } from './serve-request.js';
+import { COMMIT_PREFIX, FREEZE_NOTE_PREFIX, IMAGE_TRAILER_RE } from './serve-request.js';
 import type { ImageSource } from '../backups/transfer.js';
 
 
@@ -46,9 +48,10 @@ export class SshTransfer implements Transfer {
     return sshArgv(this.sshDir, this.address, request);
   }
 
-  async #run(request: string[], what: string): Promise<void> {
+  async #run(request: string[], what: string): Promise<string> {
     const r = await this.runner.run(this.#argv(request), { timeoutMs: 10 * 60_000 });
     if (r.code !== 0) throw remoteError(this.node, what, r);
+    return r.stderr;
   }
 
   #spawn(request: string[], opts: { stdin?: 'pipe'; stdout?: 'stream'; stdoutTo?: NodeJS.WritableStream }): SpawnedCommand {
@@ -56,12 +59,14 @@ export class SshTransfer implements Transfer {
     return this.runner.spawn(this.#argv(request), { ...opts, timeoutMs: 7 * 24 * 3600_000 });
   }
 
-  createSnapshot(end: DiskEnd, snapshot: string): Promise<void> {
-    return this.#run(['snapshot', end.storage, end.disk.path, snapshot], `snapshot ${snapshot} of disk ${end.disk.path}`);
+  async createSnapshot(end: DiskEnd, snapshot: string, freezeTask?: string): Promise<{ freezeError: string | null }> {
+    const stderr = await this.#run(['snapshot', end.storage, end.disk.path, snapshot, ...(freezeTask ? ['freeze', freezeTask] : [])], `snapshot ${snapshot} of disk ${end.disk.path}`);
+    const notes = stderr.split('\n').filter((l) => l.startsWith(FREEZE_NOTE_PREFIX)).map((l) => l.slice(FREEZE_NOTE_PREFIX.length).trim());
+    return { freezeError: notes.length > 0 ? notes.join(' / ') : null };
   }
 
-  destroySnapshot(end: DiskEnd, snapshot: string): Promise<void> {
-    return this.#run(['release', end.storage, end.disk.path, snapshot], `release of snapshot ${snapshot} of disk ${end.disk.path}`);
+  async destroySnapshot(end: DiskEnd, snapshot: string): Promise<void> {
+    await this.#run(['release', end.storage, end.disk.path, snapshot], `release of snapshot ${snapshot} of disk ${end.disk.path}`);
   }
 
   async openSnapshotRead(end: DiskEnd, snapshot: string): Promise<SnapshotReadable> {

@@ -48,6 +48,8 @@ export interface ServeConfig {
    * a job on this node's queue, and a busy agent may apply it after the backup node has connected.
    */
   readonly announceWaitMs?: number;
+  /** Longest a guest stays frozen for a backup's snapshot (the agent's ESNAP_FREEZE_LIMIT_S). */
+  readonly freezeLimitMs?: number;
 }
 
 /** Default wait of a receive for its restore announcement. */
@@ -143,8 +145,14 @@ export async function readTrustedHosts(dir: string): Promise<Map<string, SshAddr
 }
 
 /** Writes serve.json for the forced command. */
-export async function writeServeConfig(dir: string, node: string, storages: readonly StorageConfig[], announceWaitMs?: number): Promise<ServeConfig> {
-  const config: ServeConfig = { node, storages, announcedDir: join(dir, ANNOUNCED_DIR), ...(announceWaitMs !== undefined ? { announceWaitMs } : {}) };
+export async function writeServeConfig(dir: string, node: string, storages: readonly StorageConfig[], announceWaitMs?: number, freezeLimitMs?: number): Promise<ServeConfig> {
+  const config: ServeConfig = {
+    node,
+    storages,
+    announcedDir: join(dir, ANNOUNCED_DIR),
+    ...(announceWaitMs !== undefined ? { announceWaitMs } : {}),
+    ...(freezeLimitMs !== undefined ? { freezeLimitMs } : {}),
+  };
   await mkdir(config.announcedDir, { recursive: true, mode: 0o700 });
   await writeIfChanged(dir, SERVE_CONFIG_FILE, `${JSON.stringify(config, null, 2)}\n`);
   return config;

@@ -6,7 +6,8 @@
  * gets it too, so a restarted agent rewrites its files from the database's view.
  *
  * Restores are announced the same way: `announce` to the target node before the restore task is
- * queued on the backup node, `withdraw` once it ended (src/transport/announcements.ts).
+ * queued on the backup node, `withdraw` once it ended (src/transport/announcements.ts); so are
+ * backups with fsfreeze of a VM on another node (the announcement names the guest agent socket).
  */
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';

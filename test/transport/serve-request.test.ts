@@ -34,6 +34,16 @@ describe('forced command requests', () => {
     expect(parseServeRequest(`receive ${TASK} backup vm2-disk1`, STORAGES)).toEqual({ op: 'receive', taskId: TASK, storage: 'backup', disk: 'vm2-disk1' });
     expect(parseServeRequest('snapshot tank vm1-disk0 is-9', STORAGES)).toMatchObject({ op: 'snapshot', snapshot: 'is-9' });
     expect(parseServeRequest('release tank vm1-disk0 is-9', STORAGES)).toMatchObject({ op: 'release' });
+    expect(parseServeRequest('snapshot tank vm1-disk0 is-9', STORAGES)).toMatchObject({ freezeTask: null });
+    expect(parseServeRequest(`snapshot tank vm1-disk0 is-9 freeze ${TASK}`, STORAGES)).toEqual({ op: 'snapshot', storage: 'tank', disk: 'vm1-disk0', snapshot: 'is-9', freezeTask: TASK });
+  });
+
+  it('snapshot … freeze takes a task id and nothing else; release takes no freeze', () => {
+    expect(refusal('snapshot tank vm1 is-9 freeze')).toMatch(/not an esnap task id/);
+    expect(refusal('snapshot tank vm1 is-9 freeze /run/qga.sock')).toMatch(/not an esnap task id/);
+    expect(refusal(`snapshot tank vm1 is-9 thaw ${TASK}`)).toMatch(/"freeze <task id>"/);
+    expect(refusal(`snapshot tank vm1 is-9 freeze ${TASK} extra`)).toMatch(/"freeze <task id>"/);
+    expect(refusal(`release tank vm1 is-9 freeze ${TASK}`)).toMatch(/too many words/);
   });
 
   it('refuses a shell, other commands and anything a shell would read', () => {

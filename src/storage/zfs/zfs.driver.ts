@@ -20,8 +20,8 @@
  *   await driver.createDisk({ path: 'web01-disk0', sizeBytes: 10 * 2 ** 30 });
  *   await driver.create({ path: 'web01-disk0' }, 'es-1', { name: 'before-upgrade' });
  */
-import { open, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, normalize } from 'node:path';
+import { open, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, normalize } from 'node:path';
 import {
   assertDiskPath,
   assertSnapshotId,
@@ -49,8 +49,9 @@ import {
 } from './zfs.capabilities.js';
 import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
 import { IMAGE_NAME, ZfsCommands } from './zfs.commands.js';
-import { ASIDE_RE, repairRestores, repairRestoreWrites, restoreInto, RESTORE_PROP, RESTORE_TEMP } from './zfs.restore.js';
-import { asideWritable, type DiskWritable } from '../stream.js';
+import { ASIDE_RE, openRestoreWrite, repairRestores, repairRestoreWrites, restoreInto } from './zfs.restore.js';
+import type { DiskWritable, SnapshotReadable } from '../stream.js';
+import { readThroughClone, repairReadClones } from './zfs.read.js';
 
 export interface ZfsDriverOptions {
   /** The storage's parent dataset, e.g. `tank/vms`; disks are datasets below it. */
@@ -121,6 +122,18 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     this.caps ??= await detectCapabilities((argv) => this.cmd.runZfs(argv), this.dataset);
     await repairRestores(this.cmd, this.dataset);
     await repairRestoreWrites(this.cmd, this.dataset);
+    await repairReadClones(this.cmd, this.dataset);
+  }
+
+  /**
+   * A snapshot's image for a type 2 backup (src/storage/stream.ts), read through a temporary
+   * clone of the snapshot (zfs.read.ts): `path` is the clone's `disk.img`, and release() (or
+   * reading `stream` to its end) removes the clone; init() removes one a crash left.
+   */
+  async readSnapshotStream(disk: DiskRef, id: string): Promise<SnapshotReadable> {
+    const ds = this.diskDataset(disk);
+    assertSnapshotId(id);
+    return readThroughClone(this.cmd, this.dataset, ds, id, `snapshot ${id} of ${disk.path}`);
   }
 
   /**
@@ -129,34 +142,7 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
    * stay. Room for a second copy of the disk's data is needed while it runs.
    */
   async openDiskWrite(disk: DiskRef): Promise<DiskWritable> {
-    const ds = this.diskDataset(disk);
-    const image = await this.cmd.imagePath(ds);
-    const st = await stat(image).catch((err: unknown) => {
-      throw new StorageError('disk_missing', `Disk ${disk.path} does not exist`, { cause: err });
-    });
-    const temp = join(dirname(image), RESTORE_TEMP);
-    await this.cmd.zfs(['zfs', 'set', `${RESTORE_PROP}=${RESTORE_TEMP}`, ds]);
-    await unlink(temp).catch(() => undefined); // an earlier abort's, if its clean-up failed
-    return asideWritable({
-      temp,
-      mode: st.mode & 0o7777,
-      size: st.size,
-      disk: disk.path,
-      toError: asStorageError,
-      switchIn: async () => {
-        const fh = await open(temp, 'r');
-        await fh.sync();
-        await fh.close();
-        await rename(temp, image);
-        const dir = await open(dirname(image), 'r').catch(() => null);
-        await dir?.sync().catch(() => undefined);
-        await dir?.close().catch(() => undefined);
-      },
-      // A failed inherit is left for init() to clear.
-      clear: async () => {
-        await this.cmd.zfs(['zfs', 'inherit', RESTORE_PROP, ds]).catch(() => undefined);
-      },
-    });
+    return openRestoreWrite(this.cmd, this.diskDataset(disk), disk);
   }
 
   async stats(): Promise<StorageStats> {

@@ -56,7 +56,7 @@ const QUOTED = /cannot [a-z ]+'([^']*)': (.*)/;
  */
 const RULES: ReadonlyArray<{ re: RegExp; reason: ZfsReason; code: (target: string | null) => StorageErrorCode }> = [
   { re: /out of space|No space left on device|quota exceeded/, reason: 'no_space', code: () => 'no_space' },
-  { re: /dataset is busy|pool or dataset is busy|Device or resource busy/, reason: 'busy', code: () => 'busy' },
+  { re: /dataset is busy|pool or dataset is busy|Device or resource busy|target is busy/, reason: 'busy', code: () => 'busy' },
   { re: /Please make sure that the zfs-fuse daemon is running|failed to initialize ZFS library/, reason: 'no_daemon', code: () => 'backend' },
   // Features an older zfs lacks (zfs-fuse: list -p, written, destroy -n, several snapshots per call, zvols).
   {

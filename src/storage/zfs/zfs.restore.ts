@@ -4,9 +4,10 @@
  * the original back; a crash in between is repaired by the next init() (repairRestores).
  */
 import { StorageError, type DiskRef } from '../driver.js';
-import { unlink } from 'node:fs/promises';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { CommandRunner } from '../runner.js';
+import { asideWritable, type DiskWritable } from '../stream.js';
 import type { ZfsCommands } from './zfs.commands.js';
 import { asStorageError, zfsError, ZfsError } from './zfs.errors.js';
 
@@ -127,4 +128,35 @@ export async function repairRestoreWrites(cmd: ZfsCommands, dataset: string): Pr
     if (image !== null) await unlink(join(dirname(image), RESTORE_TEMP)).catch(() => undefined);
     await cmd.zfs(['zfs', 'inherit', RESTORE_PROP, name]);
   }
+}
+
+/** The restore stream of ZfsDriver.openDiskWrite (`ds`: the disk's checked dataset); see above. */
+export async function openRestoreWrite(cmd: ZfsCommands, ds: string, disk: DiskRef): Promise<DiskWritable> {
+  const image = await cmd.imagePath(ds);
+  const st = await stat(image).catch((err: unknown) => {
+    throw new StorageError('disk_missing', `Disk ${disk.path} does not exist`, { cause: err });
+  });
+  const temp = join(dirname(image), RESTORE_TEMP);
+  await cmd.zfs(['zfs', 'set', `${RESTORE_PROP}=${RESTORE_TEMP}`, ds]);
+  await unlink(temp).catch(() => undefined); // an earlier abort's, if its clean-up failed
+  return asideWritable({
+    temp,
+    mode: st.mode & 0o7777,
+    size: st.size,
+    disk: disk.path,
+    toError: asStorageError,
+    switchIn: async () => {
+      const fh = await open(temp, 'r');
+      await fh.sync();
+      await fh.close();
+      await rename(temp, image);
+      const dir = await open(dirname(image), 'r').catch(() => null);
+      await dir?.sync().catch(() => undefined);
+      await dir?.close().catch(() => undefined);
+    },
+    // A failed inherit is left for init() to clear.
+    clear: async () => {
+      await cmd.zfs(['zfs', 'inherit', RESTORE_PROP, ds]).catch(() => undefined);
+    },
+  });
 }
