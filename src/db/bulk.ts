@@ -50,9 +50,8 @@ export async function insertRows<T extends keyof Database & string>(
   }
   for (let i = 0; i < rows.length; i += SQLITE_CHUNK) {
     // The generic table type defeats Kysely's builder types here; the rows are Insertable<Database[T]>.
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     let q: any = (db as Kysely<any>).insertInto(table).values(rows.slice(i, i + SQLITE_CHUNK) as never);
-    if (opts.onConflictDoNothing) q = q.onConflict((oc: any) => oc.columns(opts.onConflictDoNothing).doNothing()); // eslint-disable-line @typescript-eslint/no-explicit-any
+    if (opts.onConflictDoNothing) q = q.onConflict((oc: any) => oc.columns(opts.onConflictDoNothing).doNothing());
     if (opts.returning) out.push(...((await q.returning(opts.returning).execute()) as Array<Record<string, unknown>>));
     else await q.execute();
   }
@@ -66,11 +65,8 @@ export async function insertRows<T extends keyof Database & string>(
  * @example
  *   db.selectFrom('vm').selectAll().where(inValues(db, 'uuid', uuids, 'text'))
  */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function inValues(db: Db, column: string, values: readonly unknown[], pgType: 'integer' | 'text'): (eb: any) => any {
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   if (dialectOf(db) === 'postgres') return (eb: any) => eb(column, '=', sql`ANY(${values}::${sql.raw(pgType)}[])`);
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   return (eb: any) => eb(column, 'in', values);
 }
 

@@ -6,7 +6,6 @@ import type { Kysely } from 'kysely';
  * read from the index alone (storage_id, created, size).
  */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
 
 export async function up(db: AnyDb): Promise<void> {

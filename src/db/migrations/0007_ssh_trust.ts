@@ -8,7 +8,6 @@ import type { Kysely } from 'kysely';
  * whose agent registered before (they send them at their next start).
  */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
 
 export async function up(db: AnyDb): Promise<void> {

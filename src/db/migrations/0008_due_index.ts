@@ -7,7 +7,6 @@ import type { Kysely } from 'kysely';
  * on PostgreSQL, bench/README.md issue 17).
  */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
 
 export async function up(db: AnyDb): Promise<void> {

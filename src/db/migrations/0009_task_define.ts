@@ -10,7 +10,6 @@ import { isPostgres } from '../dialect.js';
  * pending or running get the column from their context; finished ones keep null (nothing asks).
  */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
 
 export async function up(db: AnyDb): Promise<void> {

@@ -8,7 +8,6 @@ import type { Kysely } from 'kysely';
  * Its primary key refuses a second row for the same slot, as schedule_slot's does.
  */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
 
 export async function up(db: AnyDb): Promise<void> {
