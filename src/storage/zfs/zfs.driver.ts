@@ -182,10 +182,18 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     if (!isAbsolute(file) || normalize(file) !== file || basename(file) !== IMAGE_NAME) return null;
     const folder = dirname(file);
     const r = await this.cmd.runZfs(['zfs', 'list', '-H', '-o', 'name,mountpoint', folder]);
-    if (r.code !== 0) return null;
-    const [name, mountpoint] = r.stdout.trim().split('\t');
-    if (mountpoint !== folder || name === undefined || !name.startsWith(`${this.dataset}/`)) return null;
-    return name.slice(this.dataset.length + 1);
+    const [name, mountpoint] = r.code === 0 ? r.stdout.trim().split('\t') : [];
+    if (mountpoint === folder && name !== undefined && name.startsWith(`${this.dataset}/`)) return name.slice(this.dataset.length + 1);
+    // zfs-fuse does not always resolve a path to its dataset (seen in the chaos run under load: a
+    // disk dataset made a moment before came back as not under the storage): the storage's own
+    // datasets by mountpoint then.
+    const all = await this.cmd.runZfs(['zfs', 'list', '-H', '-r', '-t', 'filesystem', '-o', 'name,mountpoint', this.dataset]);
+    if (all.code !== 0) return null;
+    for (const line of all.stdout.split('\n')) {
+      const [n, m] = line.split('\t');
+      if (m === folder && n !== undefined && n.startsWith(`${this.dataset}/`)) return n.slice(this.dataset.length + 1);
+    }
+    return null;
   }
 
   async createDisk(disk: DiskRef): Promise<void> {
