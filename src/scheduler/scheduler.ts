@@ -30,7 +30,7 @@ import { formatAutoSnapshotName } from '../domain/time.js';
 import { sleeperOf, type Sleeper } from '../lib/clock.js';
 import { decideSlot, type SlotDecision } from './slot-plan.js';
 import { claimSlotsIn, definitionsInProgress, dueDefinitions, earliestNextRun, pruneSlots, setSlotState, type ClaimRequest, type DueCursor } from './slot.repository.js';
-import { RunTargets, describeStartError, nameKey, planRun, recordStartFailure, takenNames } from './run.js';
+import { RunTargets, describeStartError, planRun, recordStartFailure } from './run.js';
 import type { SubmitResult, TaskSpec } from '../tasks/task.types.js';
 import type { CreateContext } from '../snapshots/snapshot.service.js';
 import { isLockBusy } from './retry.js';
@@ -328,10 +328,15 @@ export class Scheduler {
       else starting.push(d);
     }
     const name = (def: DefineRow): string => formatAutoSnapshotName(def.name, now);
-    const taken = await takenNames(
-      this.#ctx.db,
-      starting.map((d) => ({ vmUuid: d.vm_uuid, name: name(d) })),
-    );
+    // No lookup of taken names (it was 22 s of a 100,000-definition slot, issue 17): a tick is its
+    // slot's first attempt (a run waiting for its disk lock retries through startRun, which looks
+    // the name up), and `<define>-<this tick's second>` cannot be held by a snapshot of this
+    // definition's earlier slots: each fired at an earlier second, since firing moves next_run
+    // past its tick and slots are whole minutes. Only another create of that exact name (a user's,
+    // a run-now in the same second) can hold it, and then the bulk insert's ON CONFLICT in the
+    // claim's transaction fails the run with the same 406 `Snapshot already exists` (task.insert.ts):
+    // slot failed, FAILURE entry, alert. One order differs: such a run of a VM that is also not
+    // operational now fails with 423 (its check comes first here) instead of 406.
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < starting.length) {
@@ -339,7 +344,7 @@ export class Scheduler {
         const n = name(def);
         try {
           const { caller, target } = targets.target(def);
-          const spec = await planRun(this.#ctx, caller, target, def, n, taken.has(nameKey(def.vm_uuid, def.disk_real_id, n)));
+          const spec = await planRun(this.#ctx, caller, target, def, n, false);
           plans.set(def.id, { kind: 'start', spec, name: n });
         } catch (err) {
           plans.set(def.id, { kind: 'fail', err, name: n });
