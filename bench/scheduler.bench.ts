@@ -303,6 +303,10 @@ async function openRuntime(dir: string, root: string, localAgent: boolean, schem
   return createRuntime({
     databaseUrl: pgUrl ?? `sqlite:${join(dir, 'esnap.db')}`, ...(pgUrl && schema ? { searchPath: schema } : {}),
     adminApiKey: KEY, node, localAgent, storages: [{ name: 'default', driver: 'file', root }], scheduler: false,
+    // The bench stops the node's consumer when it does not wait for the snapshots: a tick longer
+    // than the default 120 s deadline had the cluster sweep fail its first tasks (and remove their
+    // snapshot rows), which the read-back then counted as missing.
+    agentDeadlineS: 3600,
   });
 }
 
@@ -415,6 +419,8 @@ async function main(): Promise<void> {
   try {
     // The per-row baselines take one transaction per row: measured on at most 1,000 rows.
     const baseline = await taskRowBaseline(rt);
+    // Printed now too: a run that fails later still shows its same-run baseline.
+    console.log(`baseline (${where}, load average ${la()}): ${baseline.n} bare task-row inserts: ${fmt(baseline.each / 1000, 2)} s one transaction each, ${fmt(baseline.bulk / 1000, 2)} s in one transaction`);
     const submitted = N <= 2000 ? await submitBaseline(rt) : null;
     // What runs beside the slot, seeded before its definitions (they do not depend on the slot).
     let t0 = performance.now();

@@ -37,11 +37,49 @@ export async function lockRows<DB, TB extends keyof DB, O>(db: Db, query: Select
 }
 
 /**
- * For batch work several servers may run at once (housekeeping): each takes rows no other
+ * For batch work several servers may run at once (housekeeping, the scheduler's due pages): each takes rows no other
  * transaction holds (`FOR UPDATE SKIP LOCKED`) instead of waiting for them; unchanged on SQLite.
  */
 export function skipLockedRows<DB, TB extends keyof DB, O>(db: Db, query: SelectQueryBuilder<DB, TB, O>): SelectQueryBuilder<DB, TB, O> {
   return needsRowLocks(db) ? query.forUpdate().skipLocked() : query;
+}
+
+/**
+ * Reads a batch of rows, works out what to do with them (`plan`, which may read through other
+ * connections of `db`), then writes in one transaction, such that servers running the same batch
+ * work at once take different rows:
+ *
+ * - where transactions interleave (PostgreSQL), `read` runs inside the write transaction and is
+ *   expected to take its rows with `skipLockedRows`: they stay locked until the commit, and a
+ *   second server's read passes over them to the next rows instead of waiting;
+ * - on SQLite (one connection, one writer) `read` and `plan` run before the write transaction: a
+ *   read through the connection while that transaction is open would wait for the transaction.
+ *
+ * `write` is skipped when `plan` returns null (nothing to write).
+ *
+ * @example
+ *   const { rows } = await readPlanWrite(db, {
+ *     read: (q) => skipLockedRows(q, q.selectFrom('snapshot_define').selectAll().limit(500)).execute(),
+ *     plan: async (rows) => (rows.length ? rows : null),
+ *     write: (trx, rows) => claim(trx, rows),
+ *   });
+ */
+export async function readPlanWrite<R, P, W>(
+  db: Kysely<Database>,
+  steps: { read(q: Db): Promise<R>; plan(rows: R): Promise<P | null>; write(trx: Transaction<Database>, plan: P): Promise<W> },
+): Promise<{ rows: R; plan: P | null; written: W | null }> {
+  if (!needsRowLocks(db)) {
+    const rows = await steps.read(db);
+    const plan = await steps.plan(rows);
+    const written = plan === null ? null : await db.transaction().execute((trx) => steps.write(trx, plan));
+    return { rows, plan, written };
+  }
+  return db.transaction().execute(async (trx) => {
+    const rows = await steps.read(trx);
+    const plan = await steps.plan(rows);
+    const written = plan === null ? null : await steps.write(trx, plan);
+    return { rows, plan, written };
+  });
 }
 
 /** Whether an insert or update failed on a unique constraint or primary key, on either engine. */

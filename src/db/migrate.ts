@@ -20,6 +20,7 @@ import * as m0007 from './migrations/0007_ssh_trust.js';
 import * as m0008 from './migrations/0008_due_index.js';
 import * as m0009 from './migrations/0009_task_define.js';
 import * as m0010 from './migrations/0010_backup_slots.js';
+import * as m0011 from './migrations/0011_task_open_xid.js';
 
 /** Every migration, in order. */
 const migrations: ReadonlyArray<readonly [string, Migration]> = [
@@ -33,6 +34,7 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0008_due_index', m0008],
   ['0009_task_define', m0009],
   ['0010_backup_slots', m0010],
+  ['0011_task_open_xid', m0011],
 ];
 
 export const knownMigrations: readonly string[] = migrations.map(([name]) => name);

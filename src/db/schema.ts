@@ -160,6 +160,7 @@ export interface TaskTable {
   type: string; // task id type letter: e, a, ...
   kind: string; // what the agent runs: snapshot_create, snapshot_destroy, ...
   define_id: number | null; // the snapshot definition a create runs for (migration 0009), else null
+  open_xid: string | null; // PostgreSQL: the inserting transaction (column default, migration 0011), read by the cluster sweep; null on SQLite
   user_id: number;
   owner_id: number;
   dc_id: number;

@@ -113,7 +113,10 @@ export async function planRun(
   t: DiskTarget,
   def: Pick<DefineRow, 'id' | 'fsfreeze'>,
   name: string,
-  /** Whether the name is taken, when the caller already looked it up (see takenNames). */
+  /**
+   * Whether the name is taken, when the caller knows (the tick passes false: its bulk insert
+   * refuses a taken name with the same 406, see Scheduler #planRuns); else it is looked up here.
+   */
   knownTaken?: boolean,
 ): Promise<TaskSpec<CreateContext>> {
   const taken =
@@ -128,28 +131,6 @@ export async function planRun(
   if (taken) throw apiError('snapshotExists');
   requireOperational(t.vm);
   return planCreateSnapshot(ctx, caller, [t], { name, fsfreeze: def.fsfreeze === 1, diskIdRaw: t.diskArrayId, defineId: def.id });
-}
-
-/** Key of a snapshot name on a disk, as takenNames returns it. */
-export function nameKey(vmUuid: string, diskRealId: number, name: string): string {
-  return `${vmUuid}/${diskRealId}/${name}`;
-}
-
-/** Which of these names exist already on their disks: one query per 500 (SQLite) or 5,000 (PostgreSQL) instead of one per run. */
-export async function takenNames(db: Kysely<Database>, wanted: ReadonlyArray<{ vmUuid: string; name: string }>): Promise<Set<string>> {
-  const out = new Set<string>();
-  const size = inChunk(db);
-  for (let i = 0; i < wanted.length; i += size) {
-    const chunk = wanted.slice(i, i + size);
-    const rows = await db
-      .selectFrom('snapshot')
-      .select(['vm_uuid', 'disk_real_id', 'name'])
-      .where(inValues(db, 'vm_uuid', [...new Set(chunk.map((w) => w.vmUuid))], 'text'))
-      .where(inValues(db, 'name', [...new Set(chunk.map((w) => w.name))], 'text'))
-      .execute();
-    for (const r of rows) out.add(nameKey(r.vm_uuid, r.disk_real_id, r.name));
-  }
-  return out;
 }
 
 /** HTTP status and Danube's error text of a failed start ("detail or message"). */

@@ -9,9 +9,10 @@
  * 2. plans each run: skipped when its definition still has an automatic snapshot in progress (no
  *    overlap), failed when a check refuses it, else the create task it will submit;
  * 3. in one transaction, claims the slots (slot.repository.ts: only the server whose claim
- *    succeeds acts) and submits the claimed runs' tasks (TaskService.submitManyIn, a savepoint
- *    each), so a slot row and its task commit together or not at all; the queue messages follow
- *    the commit;
+ *    succeeds acts) and submits the claimed runs' tasks (TaskService.submitManyIn), so a slot row
+ *    and its task commit together or not at all; the queue messages follow the commit. On
+ *    PostgreSQL steps 1–3 of a page share that transaction: the page is read with SKIP LOCKED, so
+ *    servers ticking one slot split it (readPlanWrite in src/db/capabilities.ts);
  * 4. reports: a run that found the disk lock held waits in the background with backoff for up to
  *    `retryS` (scheduler.wait.ts), then fails with the normal failure log and alert; a run that
  *    failed its checks gets its failure entry and alert;
@@ -23,12 +24,13 @@
  * manual clock and call `tick()` themselves.
  */
 import type { AppContext } from '../app-context.js';
-import type { DefineRow } from '../db/schema.js';
+import type { Transaction } from 'kysely';
+import type { Database, DefineRow } from '../db/schema.js';
 import { formatAutoSnapshotName } from '../domain/time.js';
 import { sleeperOf, type Sleeper } from '../lib/clock.js';
 import { decideSlot, type SlotDecision } from './slot-plan.js';
 import { claimSlotsIn, definitionsInProgress, dueDefinitions, earliestNextRun, pruneSlots, setSlotState, type ClaimRequest, type DueCursor } from './slot.repository.js';
-import { RunTargets, describeStartError, nameKey, planRun, recordStartFailure, takenNames } from './run.js';
+import { RunTargets, describeStartError, planRun, recordStartFailure } from './run.js';
 import type { SubmitResult, TaskSpec } from '../tasks/task.types.js';
 import type { CreateContext } from '../snapshots/snapshot.service.js';
 import { isLockBusy } from './retry.js';
@@ -37,7 +39,7 @@ import { checkStale, type StaleState } from './stale.js';
 import { StorageFullError } from '../snapshots/capacity.js';
 import { waitAndRun } from './scheduler.wait.js';
 import { inChunk, inValues } from '../db/bulk.js';
-import { dialectOf } from '../db/capabilities.js';
+import { dialectOf, readPlanWrite } from '../db/capabilities.js';
 
 const MINUTE_MS = 60_000;
 /** Woken this long after the instant it waits for, so the slot is surely due by the clock. */
@@ -177,16 +179,14 @@ export class Scheduler {
   async #tick(plannedAt: number | null): Promise<TickReport> {
     const started = performance.now();
     const now = this.#ctx.clock.now();
-    const nowIso = now.toISOString();
     const report: TickReport = { now, fired: [], skipped: [], waiting: [], failed: [], errors: 0 };
     const targets = new RunTargets(this.#ctx.db);
     let after: DueCursor | null = null;
     for (;;) {
-      const due = await dueDefinitions(this.#ctx.db, nowIso, after, this.#batch);
+      const due = await this.#handleBatch(after, now, targets, report);
       if (due.length === 0) break;
       const last = due[due.length - 1]!;
       after = { nextRun: last.next_run!, id: last.id };
-      await this.#handleBatch(due, now, targets, report);
       if (due.length < this.#batch) break;
     }
     if (now.getTime() - this.#lastSlotPrune >= HOUR_MS) {
@@ -197,8 +197,24 @@ export class Scheduler {
     return report;
   }
 
-  async #handleBatch(due: readonly DefineRow[], now: Date, targets: RunTargets, report: TickReport): Promise<void> {
+  /**
+   * One page of due definitions after `after`: read, planned, claimed and started (readPlanWrite:
+   * on PostgreSQL the page is read with SKIP LOCKED inside the claim's transaction, so servers
+   * ticking the same slot take different definitions). Returns the page.
+   */
+  async #handleBatch(after: DueCursor | null, now: Date, targets: RunTargets, report: TickReport): Promise<readonly DefineRow[]> {
     const nowIso = now.toISOString();
+    const { rows, plan, written } = await readPlanWrite(this.#ctx.db, {
+      read: (q) => dueDefinitions(q, nowIso, after, this.#batch),
+      plan: async (due) => (due.length === 0 ? null : this.#planBatch(due, now, targets, report)),
+      write: (trx, p) => this.#claimAndStart(trx, p, nowIso),
+    });
+    if (plan && written) await this.#afterCommit(rows, plan, written, targets, now, report);
+    return rows;
+  }
+
+  /** Each due definition's slot decision, claim request and run plan (no writes). */
+  async #planBatch(due: readonly DefineRow[], now: Date, targets: RunTargets, report: TickReport): Promise<BatchPlan> {
     const decisions = new Map<number, SlotDecision>();
     const reqs = new Map<number, ClaimRequest>();
     // Definitions due together mostly share schedule and next run (a daily 01:00 on many VMs);
@@ -231,41 +247,51 @@ export class Scheduler {
     }
     await targets.load(due);
     const fires = due.filter((d) => decisions.get(d.id)?.kind === 'fire');
-    // Every run is planned (overlap, checks, its task) before the claim, because the claim and
-    // the tasks commit in one transaction and reads stay outside it: SQLite has one connection,
-    // and a read through it while the transaction is open would wait for that transaction.
+    // Every run is planned (overlap, checks, its task) before the claim writes, and its reads go
+    // through other connections than the claim's transaction: on SQLite they run before that
+    // transaction opens (one connection), on PostgreSQL beside it (readPlanWrite).
     const plans = await this.#planRuns(fires, now, targets);
     for (const [id, p] of plans) {
       if (p.kind === 'overlap') reqs.set(id, { ...reqs.get(id)!, state: 'skipped', reason: 'overlap' });
       else if (p.kind === 'fail') reqs.set(id, { ...reqs.get(id)!, state: 'failed', reason: describeStartError(p.err).detail });
     }
 
-    // Claim and start together: a slot row and its task commit together or not at all, and the
-    // database's claim (slot.repository.ts) decides which server does both.
-    const claimed = await this.#ctx.db.transaction().execute(async (trx) => {
-      const won = await claimSlotsIn(trx, [...reqs.values()], nowIso);
-      const ran = fires.filter((d) => won.has(d.id) && plans.get(d.id)!.kind !== 'overlap').map((d) => d.id);
-      const size = inChunk(trx);
-      for (let i = 0; i < ran.length; i += size) {
-        await trx.updateTable('snapshot_define').set({ last_run: nowIso }).where(inValues(trx, 'id', ran.slice(i, i + size), 'integer')).execute();
-      }
-      const starting = fires.filter((d) => won.has(d.id) && plans.get(d.id)!.kind === 'start');
-      const batch = await this.#ctx.tasks.submitManyIn(
-        trx,
-        starting.map((d) => (plans.get(d.id) as StartPlan).spec),
-      );
-      const started = new Map<number, SubmitResult>();
-      for (const [i, r] of batch.results.entries()) {
-        const def = starting[i]!;
-        started.set(def.id, r);
-        if (r.ok) continue;
-        const slot = decisions.get(def.id)!.slot.toISOString();
-        // The slot says what became of it in the claim's own commit.
-        if (isLockBusy(r.error)) await setSlotState(trx, def.id, slot, 'waiting', 'disk lock held', nowIso);
-        else await setSlotState(trx, def.id, slot, 'failed', describeStartError(r.error).detail, nowIso);
-      }
-      return { won, batch, started };
-    });
+    return { decisions, reqs, fires, plans };
+  }
+
+  /**
+   * Claim and start together: a slot row and its task commit together or not at all, and the
+   * database's claim (slot.repository.ts) decides which server does both.
+   */
+  async #claimAndStart(trx: Transaction<Database>, p: BatchPlan, nowIso: string): Promise<Claimed> {
+    const { decisions, reqs, fires, plans } = p;
+    const won = await claimSlotsIn(trx, [...reqs.values()], nowIso);
+    const ran = fires.filter((d) => won.has(d.id) && plans.get(d.id)!.kind !== 'overlap').map((d) => d.id);
+    const size = inChunk(trx);
+    for (let i = 0; i < ran.length; i += size) {
+      await trx.updateTable('snapshot_define').set({ last_run: nowIso }).where(inValues(trx, 'id', ran.slice(i, i + size), 'integer')).execute();
+    }
+    const starting = fires.filter((d) => won.has(d.id) && plans.get(d.id)!.kind === 'start');
+    const batch = await this.#ctx.tasks.submitManyIn(
+      trx,
+      starting.map((d) => (plans.get(d.id) as StartPlan).spec),
+    );
+    const started = new Map<number, SubmitResult>();
+    for (const [i, r] of batch.results.entries()) {
+      const def = starting[i]!;
+      started.set(def.id, r);
+      if (r.ok) continue;
+      const slot = decisions.get(def.id)!.slot.toISOString();
+      // The slot says what became of it in the claim's own commit.
+      if (isLockBusy(r.error)) await setSlotState(trx, def.id, slot, 'waiting', 'disk lock held', nowIso);
+      else await setSlotState(trx, def.id, slot, 'failed', describeStartError(r.error).detail, nowIso);
+    }
+    return { won, batch, started };
+  }
+
+  /** After the commit: the queue messages, then each claimed run's report. */
+  async #afterCommit(due: readonly DefineRow[], p: BatchPlan, claimed: Claimed, targets: RunTargets, now: Date, report: TickReport): Promise<void> {
+    const { decisions, plans } = p;
     try {
       await claimed.batch.send();
     } catch (err) {
@@ -302,10 +328,15 @@ export class Scheduler {
       else starting.push(d);
     }
     const name = (def: DefineRow): string => formatAutoSnapshotName(def.name, now);
-    const taken = await takenNames(
-      this.#ctx.db,
-      starting.map((d) => ({ vmUuid: d.vm_uuid, name: name(d) })),
-    );
+    // No lookup of taken names (it was 22 s of a 100,000-definition slot, issue 17): a tick is its
+    // slot's first attempt (a run waiting for its disk lock retries through startRun, which looks
+    // the name up), and `<define>-<this tick's second>` cannot be held by a snapshot of this
+    // definition's earlier slots: each fired at an earlier second, since firing moves next_run
+    // past its tick and slots are whole minutes. Only another create of that exact name (a user's,
+    // a run-now in the same second) can hold it, and then the bulk insert's ON CONFLICT in the
+    // claim's transaction fails the run with the same 406 `Snapshot already exists` (task.insert.ts):
+    // slot failed, FAILURE entry, alert. One order differs: such a run of a VM that is also not
+    // operational now fails with 423 (its check comes first here) instead of 406.
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < starting.length) {
@@ -313,7 +344,7 @@ export class Scheduler {
         const n = name(def);
         try {
           const { caller, target } = targets.target(def);
-          const spec = await planRun(this.#ctx, caller, target, def, n, taken.has(nameKey(def.vm_uuid, def.disk_real_id, n)));
+          const spec = await planRun(this.#ctx, caller, target, def, n, false);
           plans.set(def.id, { kind: 'start', spec, name: n });
         } catch (err) {
           plans.set(def.id, { kind: 'fail', err, name: n });
@@ -379,6 +410,21 @@ export class Scheduler {
     if (skipped) report.skipped.push({ ...ref, reason: 'capacity' });
     else report.failed.push({ ...ref, detail });
   }
+}
+
+/** A page's decisions, claim requests and run plans, made before its claim's transaction writes. */
+interface BatchPlan {
+  readonly decisions: Map<number, SlotDecision>;
+  readonly reqs: Map<number, ClaimRequest>;
+  readonly fires: readonly DefineRow[];
+  readonly plans: Map<number, RunPlan>;
+}
+
+/** What the claim's transaction committed: the slots won and the tasks submitted. */
+interface Claimed {
+  readonly won: Set<number>;
+  readonly batch: Awaited<ReturnType<AppContext['tasks']['submitManyIn']>>;
+  readonly started: Map<number, SubmitResult>;
 }
 
 type StartPlan = { readonly kind: 'start'; readonly spec: TaskSpec<CreateContext>; readonly name: string };

@@ -245,6 +245,12 @@ const steps: Record<string, Step> = {
       await db.insertInto('backup_slot').values({ define_id: def.id, slot: T1, source: 'cron', state: 'fired', reason: null, created: T1, changed: T1 }).execute();
     },
   },
+  '0011_task_open_xid': {
+    // Tasks from before have no inserting transaction recorded (the sweep's first pass reads them all).
+    newColumns: { task: { open_xid: null } },
+    newTables: {},
+    async seed() {},
+  },
 };
 
 /** The tables of the connection's schema (PostgreSQL: its search_path) and their columns, in order. */

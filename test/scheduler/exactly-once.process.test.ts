@@ -4,10 +4,13 @@
  *
  * A spawned server has the real clock, and cron is minute-granular, so the race is the catch-up at
  * start-up: every definition's slot was missed while "the servers were down", and each server's
- * first tick fires it. To make sure both servers really race rather than one finishing before the
- * other starts, the test holds every definition row locked (FOR UPDATE) until both servers' claims
- * are waiting on it, then lets them go together. The schedule is yearly (1 January 00:00 UTC), so
- * the catch-up slot is the only slot in the test's lifetime and the expected counts are exact.
+ * first tick fires it. To make sure both servers really compete rather than one finishing before
+ * the other starts, the test holds every definition row locked (FOR UPDATE, as another server's
+ * claim would) until both servers have finished a tick: a tick passes over rows a claim holds
+ * (SKIP LOCKED) instead of waiting for them, and the held definitions stay due, so each server
+ * retries them about a second later; then the test lets them go and both take what they get. The
+ * schedule is yearly (1 January 00:00 UTC), so the catch-up slot is the only slot in the test's
+ * lifetime and the expected counts are exact.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,7 +18,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_KEY, testDatabases } from '../helpers/server.js';
-import { spawnEsnap, type EsnapProcess } from '../helpers/esnap-process.js';
+import { listeningPort, spawnEsnap, type EsnapProcess } from '../helpers/esnap-process.js';
 import type { AgentRuntime } from '../../src/agent/agent-runtime.js';
 import {
   makeNodeVm,
@@ -39,7 +42,16 @@ function serve(db: ClusterDb, dataDir: string): EsnapProcess {
     ESNAP_LISTEN: '127.0.0.1:0',
     ESNAP_ADMIN_API_KEY: ADMIN_KEY,
     ESNAP_LOCAL_AGENT: '0',
+    ESNAP_METRICS_PUBLIC: '1',
   });
+}
+
+/** Scheduler ticks the server has finished, from its /metrics (0 until it listens). */
+async function ticksDone(s: EsnapProcess): Promise<number> {
+  if (!s.output().includes('"esnap listening"')) return 0;
+  const r = await fetch(`http://127.0.0.1:${listeningPort(s.output())}/metrics`);
+  const m = /^esnap_scheduler_tick_duration_seconds_count(?:\{[^}]*\})? (\d+)$/m.exec(await r.text());
+  return m ? Number(m[1]) : 0;
 }
 
 describe.runIf(testDatabases().includes('postgres'))('scheduler: exactly once with two server processes on PostgreSQL', () => {
@@ -84,23 +96,20 @@ describe.runIf(testDatabases().includes('postgres'))('scheduler: exactly once wi
       const holderPid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
 
       servers.push(serve(db, join(dir, 'a')), serve(db, join(dir, 'b')));
-      // Both first ticks have planned their runs and wait in their claim: one on the rows held
-      // here, the other on the rows (or the tuple lock) of the first.
+      // Both servers have finished a tick while every row was held (and neither waits on them).
       await waitFor(
-        'both servers waiting in their claim',
+        'both servers ticked past the held rows',
         async () => {
           for (const s of servers) if (s.proc.exitCode !== null) throw new Error(`a server exited:\n${s.output()}`);
-          const rows = await db.query<{ n: string }>(
-            `WITH first AS (SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))
-             SELECT count(*) AS n FROM pg_stat_activity a
-             WHERE a.pid IN (SELECT pid FROM first) OR EXISTS (SELECT 1 FROM first f WHERE f.pid = ANY(pg_blocking_pids(a.pid)))`,
-            [holderPid],
-          );
-          return Number(rows[0]!.n) >= 2;
+          const blocked = await db.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [holderPid]);
+          expect(Number(blocked[0]!.n)).toBe(0);
+          for (const s of servers) if ((await ticksDone(s)) < 1) return false;
+          return true;
         },
         20_000,
         50,
       );
+      expect(await setup.runtime.ctx.db.selectFrom('schedule_slot').select('define_id').execute()).toEqual([]);
       await holder.query('COMMIT');
     } finally {
       await holder.end();

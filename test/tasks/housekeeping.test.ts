@@ -36,6 +36,7 @@ function task(created: number, finished: number | null, state: string, opts: { t
     type,
     kind: 'snapshot_create',
     define_id: null,
+    open_xid: null,
     user_id: 1,
     owner_id: 1,
     dc_id: 1,
