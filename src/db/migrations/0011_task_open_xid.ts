@@ -12,7 +12,6 @@ import { isPostgres } from '../dialect.js';
  * runs there).
  */
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDb = Kysely<any>;
 
 export async function up(db: AnyDb): Promise<void> {
