@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sleep, startServe, type EsnapServe } from '../helpers/esnap-process.js';
+import { sleep, startServe, waitOutput, type EsnapServe } from '../helpers/esnap-process.js';
 import { qemuUnavailable } from '../platform/qemu.js';
 import { requirePlatform } from '../platform/require.js';
 import { runKillSeries, type SeriesDriver, type SeriesOp } from './kill-series.js';
@@ -89,8 +89,10 @@ it('a copy left running by a killed agent (PID only) is ended by the restart, be
 
     server = await startServe(env, { group: true });
     // Ended at start-up, not left to resume writing into the disk. The server may answer before its
-    // local agent has finished starting (the reap runs first in the agent's start-up), so allow it a
-    // bounded moment; a copy that is never ended still fails here.
+    // local agent has finished starting (the reap runs first in the agent's start-up): wait for the
+    // agent's own word that it ended the leftovers (a fixed 15 s was too short under CI load once),
+    // then for the process to be gone; a copy that is never ended still fails here.
+    await waitOutput(server, 'ended storage commands left running by the previous agent', 120_000);
     for (let i = 0; i < 150 && (await startOf(cp!.pid)) !== null; i++) await new Promise((r) => setTimeout(r, 100));
     expect(await startOf(cp!.pid)).toBeNull();
     const records = await readdir(join(dir, 'run', 'children')).catch(() => []);
