@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withServer, type TestServer } from '../helpers/server.js';
+import { settle } from '../scheduler/helpers.js';
 import { platformUnavailable } from '../platform/require.js';
 import { resticUnavailable } from '../platform/restic.js';
 import { NodeCommandRunner } from '../../src/storage/node-runner.js';
@@ -36,14 +37,6 @@ class ForgetFaultRunner implements CommandRunner {
   }
 }
 
-async function waitIdle(s: TestServer): Promise<void> {
-  for (let i = 0; i < 1200; i++) {
-    const open = await s.runtime.ctx.db.selectFrom('task').select('id').where('state', 'in', ['PENDING', 'STARTED']).execute();
-    if (open.length === 0) return;
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new Error('tasks still open after 60 s');
-}
 
 describe('a backup delete that fails: the rows follow the backup storage', async () => {
   const reason = await resticUnavailable();
@@ -65,7 +58,7 @@ describe('a backup delete that fails: the rows follow the backup storage', async
     await new Promise((res) => setTimeout(res, 1100));
     const c = await s.stream('POST', '/api/vm/del01/backup/daily', { body: {} });
     expect(c.finalStatus, JSON.stringify(c.final)).toBe(200);
-    await waitIdle(s);
+    await settle(s, 60_000);
     const rows = await s.runtime.ctx.db.selectFrom('backup').select('name').orderBy('id', 'desc').execute();
     return rows[0]!.name;
   };
@@ -102,7 +95,7 @@ describe('a backup delete that fails: the rows follow the backup storage', async
     const del = await s.stream('DELETE', `/api/vm/del01/backup/${name}`, { body: {} });
     runner.fault = 'none';
     expect(del.finalStatus).not.toBe(200);
-    await waitIdle(s);
+    await settle(s, 60_000);
     expect(resticIds().some((id) => id.startsWith(row.restic_id!))).toBe(false);
     // Before the check: the row was ok, with nothing in the repository behind it.
     expect(await backupNamed(name)).toBeUndefined();
@@ -119,12 +112,12 @@ describe('a backup delete that fails: the rows follow the backup storage', async
     const del = await s.stream('DELETE', `/api/vm/del01/backup/${name}`, { body: {} });
     runner.fault = 'none';
     expect(del.finalStatus).not.toBe(200);
-    await waitIdle(s);
+    await settle(s, 60_000);
     expect(resticIds().some((id) => id.startsWith(row.restic_id!))).toBe(true);
     expect((await backupNamed(name))?.status).toBe(1);
     const again = await s.stream('DELETE', `/api/vm/del01/backup/${name}`, { body: {} });
     expect(again.finalStatus, JSON.stringify(again.final)).toBe(200);
-    await waitIdle(s);
+    await settle(s, 60_000);
     expect(await backupNamed(name)).toBeUndefined();
     expect(resticIds().some((id) => id.startsWith(row.restic_id!))).toBe(false);
   }, 120_000);
@@ -139,7 +132,7 @@ describe('a backup delete that fails: the rows follow the backup storage', async
     });
     const late = { kind: 'backup_delete', state: 'FAILURE', context: JSON.stringify({ backupIds: [row.id], bulk: false, detail: '' }) } as unknown as TaskRow;
     await recheckLateBackupDeletes(s.runtime.ctx, [late]);
-    await waitIdle(s);
+    await settle(s, 60_000);
     expect(await backupNamed(name)).toBeUndefined();
   }, 120_000);
 });

@@ -11,6 +11,7 @@ import { NodeCommandRunner } from '../../src/storage/node-runner.js';
 import type { CommandRunner, RunOptions, RunResult } from '../../src/storage/runner.js';
 import { resyncAfterRepair } from '../../src/snapshots/snapshot.sync.js';
 import { withServer, type TestServer } from '../helpers/server.js';
+import { settle } from '../scheduler/helpers.js';
 import { platformUnavailable } from '../platform/require.js';
 import { makeZfsPool, zfsUnavailable, type ZfsPool } from '../platform/zfs.js';
 
@@ -27,14 +28,6 @@ class CutRunner implements CommandRunner {
   }
 }
 
-async function waitIdle(s: TestServer): Promise<void> {
-  for (let i = 0; i < 2400; i++) {
-    const open = await s.runtime.ctx.db.selectFrom('task').select('id').where('state', 'in', ['PENDING', 'STARTED']).execute();
-    if (open.length === 0) return;
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new Error('tasks still open after 120 s');
-}
 
 const reason = await zfsUnavailable();
 if (reason !== null) {
@@ -70,7 +63,7 @@ if (reason !== null) {
     expect(task.state).toBe('FAILURE');
     // What the cluster's results consumer does for a task its agent did not finish.
     await resyncAfterRepair(s.runtime.ctx, [task]);
-    await waitIdle(s);
+    await settle(s, 120_000);
     const rows = await s.runtime.ctx.db.selectFrom('snapshot').select(['name', 'status']).orderBy('id').execute();
     // Before the fix: s2 and s3 stayed with status 4 (lost).
     expect(rows).toEqual([{ name: 's1', status: 1 }]);
