@@ -32,6 +32,7 @@ import { localHeartbeat } from './nodes/node.heartbeat.js';
 import { DEFAULT_MIN_FREE_PERCENT } from './snapshots/capacity.js';
 import type { Ticker } from './lib/ticker.js';
 import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
+import { startDiscardSweep } from './snapshots/snapshot.discard-sweep.js';
 import { AlertSink } from './alerts/alert.sink.js';
 import { Metrics } from './metrics/metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
@@ -236,6 +237,8 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     // last_heartbeat would otherwise stay at the start time, and the UI show it long silent.
     const embeddedHeartbeat: Ticker | null = agent && !cluster ? localHeartbeat(ctx, opts.node, silenceS) : null;
     housekeeping.start();
+    // What failed creates may have left on disks no sync has reached yet (src/snapshots/snapshot.discard.ts).
+    const discardSweep = startDiscardSweep(ctx);
     return {
       ctx,
       app,
@@ -262,6 +265,7 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
         await usageRefresh?.stop();
         await embeddedHeartbeat?.stop();
         await housekeeping.stop();
+        await discardSweep.stop();
         // The running tasks finish and their ends are recorded.
         await drained;
         // The cluster transport stops its loops, then the queue, then LISTEN.

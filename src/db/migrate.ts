@@ -21,6 +21,7 @@ import * as m0008 from './migrations/0008_due_index.js';
 import * as m0009 from './migrations/0009_task_define.js';
 import * as m0010 from './migrations/0010_backup_slots.js';
 import * as m0011 from './migrations/0011_task_open_xid.js';
+import * as m0012 from './migrations/0012_snapshot_discard.js';
 
 /** Every migration, in order. */
 const migrations: ReadonlyArray<readonly [string, Migration]> = [
@@ -35,6 +36,7 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0009_task_define', m0009],
   ['0010_backup_slots', m0010],
   ['0011_task_open_xid', m0011],
+  ['0012_snapshot_discard', m0012],
 ];
 
 export const knownMigrations: readonly string[] = migrations.map(([name]) => name);

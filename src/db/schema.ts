@@ -185,6 +185,15 @@ export interface TaskLockTable {
   created: string;
 }
 
+/** A snapshot a failed create may have left on storage, destroyed by the disk's next sync (migration 0012). */
+export interface SnapshotDiscardTable {
+  vm_uuid: string;
+  disk_path: string;
+  snapshot: string;
+  task_id: string;
+  created: string;
+}
+
 export interface TaskLogTable {
   id: Generated<number>;
   time: string;
@@ -227,6 +236,7 @@ export interface Database {
   vm_disk: VmDiskTable;
   snapshot: SnapshotTable;
   snapshot_define: SnapshotDefineTable;
+  snapshot_discard: SnapshotDiscardTable;
   task: TaskTable;
   task_lock: TaskLockTable;
   task_log: TaskLogTable;

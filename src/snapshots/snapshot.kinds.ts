@@ -11,6 +11,7 @@ import { SNAP_OK, deleteSnapshots, setStatus } from './snapshot.repository.js';
 import type { CreateContext, DeleteContext } from './snapshot.service.js';
 import { revertNotready, type RollbackContext } from './snapshot.rollback.js';
 import { applySync, syncResultMessage, type SyncContext } from './snapshot.sync.js';
+import { createDiscards, recordDiscards } from './snapshot.discard.js';
 
 function failed(outcome: TaskOutcome): TaskResult {
   return {
@@ -30,6 +31,9 @@ export function registerSnapshotKinds(ctx: AppContext, runRetention: (ctx: AppCo
       const now = ctx.clock.now().toISOString();
       if (outcome.returncode !== 0) {
         await deleteSnapshots(trx, c.snapshotIds);
+        // A create that had started may have left snapshots on storage (cut off by a crash, or a
+        // driver call cut off mid-way): the disk's next sync destroys them (snapshot.discard.ts).
+        if (task.started !== null) await recordDiscards(trx, createDiscards(task), now);
         // The agent refused a damaged image: the disk is flagged, later creates get 417.
         const damage = (outcome.data as Partial<DamageData> | undefined)?.damage ?? {};
         for (const [path, why] of Object.entries(damage)) await setDamageByPath(trx, c.vmUuid, path, why);

@@ -15,6 +15,7 @@ import type { TaskType } from '../domain/taskid.js';
 import { hasPendingSnapshotTask, zfsName } from './snapshot.repository.js';
 import { diskLockKey, diskRef, loadStorageAndNode, logObject, systemCaller, type DiskTarget } from './snapshot.context.js';
 import { vmDisks } from '../vms/vm.lookup.js';
+import { clearDiscards, createDiscards, pendingDiscards, recordDiscards } from './snapshot.discard.js';
 import type { RollbackContext } from './snapshot.rollback.js';
 
 export interface SyncDisk {
@@ -33,20 +34,18 @@ export interface SyncContext {
    * storage lose their row instead of turning lost (see resyncAfterRepair). Absent in older tasks.
    */
   readonly forget?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * The pending discards (snapshot.discard.ts) this sync's agent destroys before listing, by disk
+   * path: their rows go in the completion. Absent in older tasks.
+   */
+  readonly discarded?: Readonly<Record<string, readonly string[]>>;
 }
 
 /**
- * `discard`: snapshot ids the agent destroys on the disk before listing it; `forget`: snapshot ids
- * whose rows go when they are gone from storage (see resyncAfterRepair).
+ * The disk's pending discards (snapshot.discard.ts) are destroyed by the agent before it lists;
+ * `forget`: snapshot ids whose rows go when they are gone from storage (see resyncAfterRepair).
  */
-export async function submitVmSync(
-  ctx: AppContext,
-  caller: Caller,
-  t: DiskTarget,
-  type: TaskType = 'e',
-  discard: readonly string[] = [],
-  forget: readonly string[] = [],
-): Promise<string> {
+export async function submitVmSync(ctx: AppContext, caller: Caller, t: DiskTarget, type: TaskType = 'e', forget: readonly string[] = []): Promise<string> {
   return ctx.tasks.submit<SyncContext>({
     kind: 'snapshot_sync',
     type,
@@ -60,13 +59,10 @@ export async function submitVmSync(
     locks: [diskLockKey(t.vm.uuid, t.disk.real_id)],
     apiview: { view: 'vm_snapshot_list', method: 'PUT', hostname: t.vm.hostname, disk_id: t.diskArrayId },
     log: { msg: "Synchronize snapshots of server's disk", detail: logDetail([['disk_id', t.diskArrayId]]), object: logObject(t.vm) },
-    prepare: async () => {
-      const payload: AgentPayload = {
-        op: 'list',
-        storage: t.storage.name,
-        disks: [diskRef(t.vm, t.disk)],
-        ...(discard.length > 0 ? { discard: { [t.disk.path]: discard } } : {}),
-      };
+    prepare: async (trx) => {
+      const discard = Object.fromEntries(await pendingDiscards(trx, t.vm.uuid, [t.disk.path]));
+      const any = Object.keys(discard).length > 0;
+      const payload: AgentPayload = { op: 'list', storage: t.storage.name, disks: [diskRef(t.vm, t.disk)], ...(any ? { discard } : {}) };
       return {
         payload,
         context: {
@@ -74,6 +70,7 @@ export async function submitVmSync(
           disks: [{ vmUuid: t.vm.uuid, realId: t.disk.real_id, path: t.disk.path }],
           recreate: true,
           ...(forget.length > 0 ? { forget: { [t.disk.path]: forget } } : {}),
+          ...(any ? { discarded: discard } : {}),
         },
       };
     },
@@ -99,11 +96,27 @@ export async function submitNodeSync(ctx: AppContext, caller: Caller, node: Node
       detail: '',
       object: { type: 'nodestorage', name: `${storage.name}@${node.hostname}`, alias: storage.name, pk: String(storage.id) },
     },
-    prepare: async () => {
-      const payload: AgentPayload = { op: 'list', storage: storage.name, disks: disks.map((d) => ({ path: d.path })) };
+    prepare: async (trx) => {
+      // Disk paths are unique on a storage, so the discards of all its VMs share one map.
+      const discard: Record<string, string[]> = {};
+      const rows = await trx
+        .selectFrom('snapshot_discard as x')
+        .innerJoin('vm_disk as d', (j) => j.onRef('d.vm_uuid', '=', 'x.vm_uuid').onRef('d.path', '=', 'x.disk_path'))
+        .select(['x.disk_path', 'x.snapshot'])
+        .where('d.storage_id', '=', storage.id)
+        .orderBy('x.snapshot')
+        .execute();
+      for (const r of rows) (discard[r.disk_path] ??= []).push(r.snapshot);
+      const any = rows.length > 0;
+      const payload: AgentPayload = { op: 'list', storage: storage.name, disks: disks.map((d) => ({ path: d.path })), ...(any ? { discard } : {}) };
       return {
         payload,
-        context: { storageId: storage.id, disks: disks.map((d) => ({ vmUuid: d.vm_uuid, realId: d.real_id, path: d.path })), recreate: false },
+        context: {
+          storageId: storage.id,
+          disks: disks.map((d) => ({ vmUuid: d.vm_uuid, realId: d.real_id, path: d.path })),
+          recreate: false,
+          ...(any ? { discarded: discard } : {}),
+        },
       };
     },
   });
@@ -143,6 +156,10 @@ export async function applySync(
         rows = rows.filter((r) => !gone.includes(r.id));
       }
     }
+    // Discards this sync's agent destroyed before listing are done; any still pending (recorded
+    // after this sync was prepared) must not be adopted as found below.
+    await clearDiscards(trx, d.vmUuid, d.path, c.discarded?.[d.path] ?? []);
+    const undiscarded = new Set((await pendingDiscards(trx, d.vmUuid, [d.path])).get(d.path) ?? []);
     const pending = await hasPendingSnapshotTask(trx, d.vmUuid, task.id);
     const plan = planSync(
       rows.map((r) => ({ id: r.id, backendId: zfsName(r), status: r.status, size: r.size === null ? null : Number(r.size) })),
@@ -163,6 +180,7 @@ export async function applySync(
     lost += plan.lost;
     if (!c.recreate) continue;
     for (const f of plan.found) {
+      if (undiscarded.has(zfsName(f))) continue;
       const clash = await trx
         .selectFrom('snapshot')
         .select('id')
@@ -206,37 +224,38 @@ export function syncResultMessage(lost: number, found: number): string {
  * After crash repair, the disks of the tasks that were cut off are re-synced, so rows match what
  * storage holds (a destroy that finished is lost). A create that ended FAILURE (cut off by a crash,
  * or finished on storage after its deadline failed it) has its snapshot ids destroyed first, by the
- * sync task on the agent: its answer said "no snapshot", so nothing of it may stay or be found
- * again (the chaos run, seed 3 with 300 operations: a `disk_id: "all"` create interrupted by an
- * agent kill answered FAILURE, and the re-sync adopted the two snapshots it had made). A delete
+ * sync task on the agent, from the pending discards its failure recorded (snapshot.discard.ts):
+ * its answer said "no snapshot", so nothing of it may stay or be found again (the chaos run, seed
+ * 3 with 300 operations: a `disk_id: "all"` create interrupted by an agent kill answered FAILURE,
+ * and the re-sync adopted the two snapshots it had made). A sync cut off in turn is run again. A delete
  * that ended FAILURE may have destroyed some of its snapshots before it was cut off (its failure
  * cleanup set their rows back to ok): the re-sync finishes it, deleting the rows of those gone from
  * storage instead of marking them lost (seed 1 with 1,000 operations, op 168: a qcow2 delete cut
  * off by an agent kill).
  */
 export async function resyncAfterRepair(ctx: AppContext, failed: readonly TaskRow[]): Promise<void> {
-  // Per VM disk (uuid + path) what its one re-sync destroys first and which rows it may forget,
-  // gathered over every task first, so two cut-off tasks of one disk both count.
-  const discard = new Map<string, string[]>();
+  // Per VM disk (uuid + path) which rows its one re-sync may forget, gathered over every task
+  // first, so two cut-off tasks of one disk both count.
   const forget = new Map<string, string[]>();
   const add = (m: Map<string, string[]>, key: string, ids: readonly string[]) => m.set(key, [...(m.get(key) ?? []), ...ids]);
   const targets: Array<{ vmUuid: string; paths: Set<string> }> = [];
   for (const task of failed) {
     if (!task.vm_uuid || !task.kind.startsWith('snapshot_')) continue;
-    // A create names its disks in `items` (one per disk); the other operations in `disk`/`target`.
+    // A create names its disks in `items` (one per disk), a sync in `disks`; the other operations
+    // in `disk`/`target`.
     const payload = JSON.parse(task.payload) as {
       op?: string;
       disk?: { path?: string };
       target?: { path?: string };
       items?: Array<{ disk?: { path?: string }; id?: string }>;
+      disks?: Array<{ path?: string }>;
+      discard?: Record<string, unknown>;
       ids?: unknown;
     };
     const now = await ctx.db.selectFrom('task').select('state').where('id', '=', task.id).executeTakeFirst();
-    if (payload.op === 'create' && now?.state === 'FAILURE') {
-      for (const item of payload.items ?? []) {
-        if (typeof item.disk?.path === 'string' && typeof item.id === 'string') add(discard, `${task.vm_uuid}/${item.disk.path}`, [item.id]);
-      }
-    }
+    // Its failure completion recorded them already (snapshot.kinds.ts); a task failed before
+    // migration 0012 had not.
+    if (payload.op === 'create' && now?.state === 'FAILURE') await recordDiscards(ctx.db, createDiscards(task), ctx.clock.now().toISOString());
     if (payload.op === 'destroy' && now?.state === 'FAILURE' && typeof payload.disk?.path === 'string' && Array.isArray(payload.ids)) {
       add(forget, `${task.vm_uuid}/${payload.disk.path}`, payload.ids.filter((x): x is string => typeof x === 'string'));
     }
@@ -253,7 +272,9 @@ export async function resyncAfterRepair(ctx: AppContext, failed: readonly TaskRo
         add(forget, `${c.targetVm}/${path}`, (await rows.execute()).map(zfsName));
       }
     }
-    const named = [payload.disk?.path, payload.target?.path, ...(payload.items ?? []).map((i) => i.disk?.path)];
+    // A sync cut off in turn while it had discards to destroy is run again.
+    const synced = payload.op === 'list' && payload.discard ? (payload.disks ?? []).map((d) => d.path) : [];
+    const named = [payload.disk?.path, payload.target?.path, ...(payload.items ?? []).map((i) => i.disk?.path), ...synced];
     targets.push({ vmUuid: task.vm_uuid, paths: new Set(named.filter((p): p is string => typeof p === 'string')) });
   }
   const seen = new Set<string>();
@@ -268,7 +289,7 @@ export async function resyncAfterRepair(ctx: AppContext, failed: readonly TaskRo
       const { storage, node } = await loadStorageAndNode(ctx.db, disk);
       const caller = await systemCaller(ctx, vm.dc_id);
       try {
-        await submitVmSync(ctx, caller, { vm, disks, disk, diskArrayId: i + 1, storage, node }, 'i', discard.get(key) ?? [], forget.get(key) ?? []);
+        await submitVmSync(ctx, caller, { vm, disks, disk, diskArrayId: i + 1, storage, node }, 'i', forget.get(key) ?? []);
       } catch (err) {
         ctx.log.error({ err, vm: vm.hostname }, 'repair sync could not start');
       }

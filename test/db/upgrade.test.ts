@@ -251,6 +251,15 @@ const steps: Record<string, Step> = {
     newTables: {},
     async seed() {},
   },
+  '0012_snapshot_discard': {
+    // A new, empty table: failed creates from before had their discard list in the repair sync's payload.
+    newColumns: {},
+    newTables: { snapshot_discard: 0 },
+    async seed(db, s) {
+      // A later installation: a failed create of the VM left a snapshot for the next sync to destroy.
+      await db.insertInto('snapshot_discard').values({ vm_uuid: s['web'] as string, disk_path: 'disk0', snapshot: 'es-99', task_id: 'e1-1a2b3c4d-5e6f-7a8b-9c0d', created: T1 }).execute();
+    },
+  },
 };
 
 /** The tables of the connection's schema (PostgreSQL: its search_path) and their columns, in order. */
