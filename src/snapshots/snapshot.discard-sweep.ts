@@ -49,7 +49,7 @@ export async function retryPendingDiscards(ctx: AppContext, seen: Set<string>): 
 }
 
 /** The discard sweep's loop (every server runs one; see retryPendingDiscards). */
-export function startDiscardSweep(ctx: AppContext, everyMs = 60_000): Ticker {
+export function startDiscardSweep(ctx: AppContext, everyMs = 30_000): Ticker {
   const seen = new Set<string>();
   const ticker = new Ticker('snapshot-discard', everyMs, async () => void (await retryPendingDiscards(ctx, seen)), ctx.log);
   ticker.start();
