@@ -14,35 +14,25 @@ import { withServer, type TestServer } from '../helpers/server.js';
 import { settle } from '../scheduler/helpers.js';
 import { platformUnavailable } from '../platform/require.js';
 import { resticUnavailable } from '../platform/restic.js';
-import { NodeCommandRunner } from '../../src/storage/node-runner.js';
-import type { CommandRunner, RunOptions, RunResult } from '../../src/storage/runner.js';
+import { FaultRunner, isCommand } from '../helpers/fault-runner.js';
 import { passwordFile, RESTIC_DIR } from '../../src/backups/restic.js';
 import { recheckLateBackupDeletes } from '../../src/backups/backup.service.js';
 import type { TaskRow } from '../../src/db/schema.js';
 
 const MB = 1024 * 1024;
 
-/** The real runner; `forget` can be made to fail before it runs, or after it has run. */
-class ForgetFaultRunner implements CommandRunner {
-  readonly #base = new NodeCommandRunner();
-  fault: 'none' | 'before' | 'after' = 'none';
-  readonly pipe = this.#base.pipe.bind(this.#base);
-  readonly spawn = this.#base.spawn.bind(this.#base);
-  async run(argv: readonly string[], options?: RunOptions): Promise<RunResult> {
-    const forget = argv[0] === 'restic' && argv[1] === 'forget';
-    if (forget && this.fault === 'before') throw new Error('agent stopped before the forget');
-    const r = await this.#base.run(argv, options);
-    if (forget && this.fault === 'after') throw new Error('agent stopped after the forget');
-    return r;
-  }
-}
-
+/** Where `restic forget` is made to fail: before it runs, or after it has run. */
+let fault: 'none' | 'before' | 'after' = 'none';
+const forgetFault = (when: 'before' | 'after') => (argv: readonly string[]): undefined => {
+  if (fault === when && isCommand(argv, 'restic', 'forget')) throw new Error(`agent stopped ${when} the forget`);
+  return undefined;
+};
 
 describe('a backup delete that fails: the rows follow the backup storage', async () => {
   const reason = await resticUnavailable();
   if (reason !== null) return platformUnavailable('backup delete check needs restic', reason);
 
-  const runner = new ForgetFaultRunner();
+  const runner = new FaultRunner({ before: forgetFault('before'), after: forgetFault('after') });
   let s: TestServer & { cleanup(): Promise<void> };
   let backupRoot: string;
 
@@ -91,9 +81,9 @@ describe('a backup delete that fails: the rows follow the backup storage', async
     const name = await makeBackup();
     const row = (await backupNamed(name))!;
     expect(resticIds().some((id) => id.startsWith(row.restic_id!))).toBe(true);
-    runner.fault = 'after';
+    fault = 'after';
     const del = await s.stream('DELETE', `/api/vm/del01/backup/${name}`, { body: {} });
-    runner.fault = 'none';
+    fault = 'none';
     expect(del.finalStatus).not.toBe(200);
     await settle(s, 60_000);
     expect(resticIds().some((id) => id.startsWith(row.restic_id!))).toBe(false);
@@ -108,9 +98,9 @@ describe('a backup delete that fails: the rows follow the backup storage', async
   it('failed before restic forget: the check finds the data and the backup is ok again, and can be deleted', async () => {
     const name = await makeBackup();
     const row = (await backupNamed(name))!;
-    runner.fault = 'before';
+    fault = 'before';
     const del = await s.stream('DELETE', `/api/vm/del01/backup/${name}`, { body: {} });
-    runner.fault = 'none';
+    fault = 'none';
     expect(del.finalStatus).not.toBe(200);
     await settle(s, 60_000);
     expect(resticIds().some((id) => id.startsWith(row.restic_id!))).toBe(true);

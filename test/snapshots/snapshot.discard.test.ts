@@ -13,7 +13,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NodeCommandRunner } from '../../src/storage/node-runner.js';
-import type { CommandRunner, RunOptions, RunResult } from '../../src/storage/runner.js';
+import { FaultRunner, isCommand } from '../helpers/fault-runner.js';
 import { resyncAfterRepair } from '../../src/snapshots/snapshot.sync.js';
 import { retryPendingDiscards } from '../../src/snapshots/snapshot.discard-sweep.js';
 import type { TaskRow } from '../../src/db/schema.js';
@@ -22,39 +22,37 @@ import { settle } from '../scheduler/helpers.js';
 import { platformUnavailable } from '../platform/require.js';
 import { qemuUnavailable } from '../platform/qemu.js';
 
-/** The real runner, with the cuts an agent kill would make at these instants. */
-class CutRunner implements CommandRunner {
-  readonly #base = new NodeCommandRunner();
+/** The cuts an agent kill would make at these instants, and a step run during a sync. */
+const cuts = {
   /** Fail the task right after `qemu-img snapshot -c` made the snapshot. */
-  cutAfterCreate = false;
+  afterCreate: false,
   /** Fail the task before `qemu-img snapshot -d` runs. */
-  cutBeforeDelete = false;
+  beforeDelete: false,
   /** Runs once at the next qemu-img command (a sync reading the image, after its prepare). */
-  onList: (() => Promise<void>) | null = null;
-  readonly pipe = this.#base.pipe.bind(this.#base);
-  readonly spawn = this.#base.spawn.bind(this.#base);
-  async run(argv: readonly string[], options?: RunOptions): Promise<RunResult> {
+  onQemuImg: null as (() => Promise<void>) | null,
+};
+const runner = new FaultRunner({
+  async before(argv) {
     // The driver takes plain qemu-img (as where qemu-storage-daemon is not installed), whose runs
     // pass here one command at a time.
     if (argv[0] === 'qemu-storage-daemon') return { code: 127, stdout: '', stderr: 'qemu-storage-daemon: not installed here', durationMs: 0 };
-    const sub = argv[0] === 'qemu-img' && argv[1] === 'snapshot' ? argv[2] : undefined;
-    if (this.cutBeforeDelete && sub === '-d') throw new Error('agent killed before qemu-img snapshot -d');
-    if (argv[0] === 'qemu-img' && this.onList) {
-      const hook = this.onList;
-      this.onList = null;
+    if (cuts.beforeDelete && isCommand(argv, 'qemu-img', 'snapshot', '-d')) throw new Error('agent killed before qemu-img snapshot -d');
+    const hook = cuts.onQemuImg;
+    if (hook && argv[0] === 'qemu-img') {
+      cuts.onQemuImg = null;
       await hook();
     }
-    const r = await this.#base.run(argv, options);
-    if (this.cutAfterCreate && sub === '-c') throw new Error('agent killed after qemu-img snapshot -c');
-    return r;
-  }
-}
+    return undefined;
+  },
+  after(argv) {
+    if (cuts.afterCreate && isCommand(argv, 'qemu-img', 'snapshot', '-c')) throw new Error('agent killed after qemu-img snapshot -c');
+  },
+});
 
 const reason = await qemuUnavailable();
 if (reason !== null) {
   platformUnavailable('snapshot discards (qcow2)', reason);
 } else {
-  const runner = new CutRunner();
   let root: string;
   let s: TestServer & { cleanup(): Promise<void> };
   let image: string;
@@ -72,9 +70,9 @@ if (reason !== null) {
     db().selectFrom('task').selectAll().where('kind', '=', kind).orderBy('created', 'desc').orderBy('id', 'desc').executeTakeFirstOrThrow();
   /** A create cut off right after qemu-img made its snapshot: FAILURE, the snapshot on storage. */
   const cutCreate = async (): Promise<{ task: TaskRow; id: string }> => {
-    runner.cutAfterCreate = true;
+    cuts.afterCreate = true;
     const c = await s.stream('POST', `/api/vm/dc01/snapshot/cut${++n}/`, { body: {} });
-    runner.cutAfterCreate = false;
+    cuts.afterCreate = false;
     expect(c.final).toMatchObject({ status: 'FAILURE' });
     const task = await lastTask('snapshot_create');
     const id = (JSON.parse(task.payload) as { items: Array<{ id: string }> }).items[0]!.id;
@@ -107,10 +105,10 @@ if (reason !== null) {
     const { task, id } = await cutCreate();
     // The failure completion recorded what the create may have left.
     expect(await discards()).toEqual([id]);
-    runner.cutBeforeDelete = true;
+    cuts.beforeDelete = true;
     await resyncAfterRepair(s.runtime.ctx, [task]);
     await settle(s, 60_000);
-    runner.cutBeforeDelete = false;
+    cuts.beforeDelete = false;
     expect((await lastTask('snapshot_sync')).state).toBe('FAILURE');
     expect(await onStorage()).toContain(id);
     expect(await discards()).toEqual([id]);
@@ -124,10 +122,10 @@ if (reason !== null) {
 
   it('a repair sync cut off while it had discards is run again by the repair of that sync', async () => {
     const { task, id } = await cutCreate();
-    runner.cutBeforeDelete = true;
+    cuts.beforeDelete = true;
     await resyncAfterRepair(s.runtime.ctx, [task]);
     await settle(s, 60_000);
-    runner.cutBeforeDelete = false;
+    cuts.beforeDelete = false;
     const cutSync = await lastTask('snapshot_sync');
     expect(cutSync.state).toBe('FAILURE');
     // What the results consumer does for the sync whose agent did not finish it.
@@ -159,10 +157,10 @@ if (reason !== null) {
     // The sync is prepared without it (as if the failure had not committed yet) ...
     await db().deleteFrom('snapshot_discard').execute();
     // ... and it commits while the agent lists the image.
-    runner.onList = async () => void (await db().insertInto('snapshot_discard').values(recorded).execute());
+    cuts.onQemuImg = async () => void (await db().insertInto('snapshot_discard').values(recorded).execute());
     const sync = await s.stream('PUT', '/api/vm/dc01/snapshot/', { body: {} });
     expect(sync.finalStatus, JSON.stringify(sync.final)).toBe(200);
-    expect(runner.onList).toBeNull();
+    expect(cuts.onQemuImg).toBeNull();
     // Not adopted; still pending, so the next sync destroys it.
     expect(await rows()).toEqual(['keep']);
     expect(await discards()).toEqual([id]);

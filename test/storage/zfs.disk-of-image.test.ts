@@ -11,22 +11,18 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { NodeCommandRunner } from '../../src/storage/node-runner.js';
 import { ZfsDriver } from '../../src/storage/zfs/zfs.driver.js';
-import type { CommandRunner, RunOptions, RunResult } from '../../src/storage/runner.js';
+import { FaultRunner, isCommand } from '../helpers/fault-runner.js';
 import { platformUnavailable } from '../platform/require.js';
 import { makeZfsPool, zfsUnavailable, type ZfsPool } from '../platform/zfs.js';
 
 /** The real runner, but `zfs list … <absolute path>` answers as zfs-fuse sometimes does: not a dataset. */
-class NoPathLookup implements CommandRunner {
-  readonly #base = new NodeCommandRunner();
-  readonly pipe = this.#base.pipe.bind(this.#base);
-  readonly spawn = this.#base.spawn.bind(this.#base);
-  async run(argv: readonly string[], options?: RunOptions): Promise<RunResult> {
-    if (argv[0] === 'zfs' && argv[1] === 'list' && argv[argv.length - 1]!.startsWith('/')) {
-      return { code: 1, stdout: '', stderr: `cannot open '${argv[argv.length - 1]}': dataset does not exist\n`, durationMs: 0 };
-    }
-    return this.#base.run(argv, options);
-  }
-}
+const noPathLookup = new FaultRunner({
+  before(argv) {
+    const last = argv[argv.length - 1]!;
+    if (!isCommand(argv, 'zfs', 'list') || !last.startsWith('/')) return undefined;
+    return { code: 1, stdout: '', stderr: `cannot open '${last}': dataset does not exist\n`, durationMs: 0 };
+  },
+});
 
 const reason = await zfsUnavailable();
 if (reason !== null) {
@@ -48,7 +44,7 @@ if (reason !== null) {
     const image = (await real.imageOf({ path: 'dom-3' })).path;
     expect(await real.diskOfImage(image)).toBe('dom-3');
 
-    const driver = new ZfsDriver({ dataset: `${pool.name}/vms`, runner: new NoPathLookup() });
+    const driver = new ZfsDriver({ dataset: `${pool.name}/vms`, runner: noPathLookup });
     // Before: null (the disk was listed as not under an esnap storage).
     expect(await driver.diskOfImage(image)).toBe('dom-3');
     // A folder of the pool outside the storage's dataset is no disk of it.

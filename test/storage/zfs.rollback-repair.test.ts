@@ -8,32 +8,25 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { NodeCommandRunner } from '../../src/storage/node-runner.js';
-import type { CommandRunner, RunOptions, RunResult } from '../../src/storage/runner.js';
+import { FaultRunner, isCommand } from '../helpers/fault-runner.js';
 import { resyncAfterRepair } from '../../src/snapshots/snapshot.sync.js';
 import { withServer, type TestServer } from '../helpers/server.js';
 import { settle } from '../scheduler/helpers.js';
 import { platformUnavailable } from '../platform/require.js';
 import { makeZfsPool, zfsUnavailable, type ZfsPool } from '../platform/zfs.js';
 
-/** The real runner; `cutAfterRollback` fails the task right after `zfs rollback` has run. */
-class CutRunner implements CommandRunner {
-  readonly #base = new NodeCommandRunner();
-  cutAfterRollback = false;
-  readonly pipe = this.#base.pipe.bind(this.#base);
-  readonly spawn = this.#base.spawn.bind(this.#base);
-  async run(argv: readonly string[], options?: RunOptions): Promise<RunResult> {
-    const r = await this.#base.run(argv, options);
-    if (this.cutAfterRollback && argv[0] === 'zfs' && argv[1] === 'rollback') throw new Error('agent killed after zfs rollback');
-    return r;
-  }
-}
-
+/** Set while the task must fail right after `zfs rollback` has run. */
+let cutAfterRollback = false;
 
 const reason = await zfsUnavailable();
 if (reason !== null) {
   platformUnavailable('zfs rollback repair', reason);
 } else {
-  const runner = new CutRunner();
+  const runner = new FaultRunner({
+    after(argv) {
+      if (cutAfterRollback && isCommand(argv, 'zfs', 'rollback')) throw new Error('agent killed after zfs rollback');
+    },
+  });
   let pool: ZfsPool;
   let s: TestServer & { cleanup(): Promise<void> };
 
@@ -55,9 +48,9 @@ if (reason !== null) {
       const c = await s.stream('POST', `/api/vm/rb01/snapshot/${n}/`, { body: {} });
       expect(c.finalStatus, JSON.stringify(c.final)).toBe(200);
     }
-    runner.cutAfterRollback = true;
+    cutAfterRollback = true;
     const rb = await s.stream('PUT', '/api/vm/rb01/snapshot/s1/', { body: { force: true } });
-    runner.cutAfterRollback = false;
+    cutAfterRollback = false;
     expect(rb.final).toMatchObject({ status: 'FAILURE' });
     const task = await s.runtime.ctx.db.selectFrom('task').selectAll().where('kind', '=', 'snapshot_rollback').orderBy('created', 'desc').executeTakeFirstOrThrow();
     expect(task.state).toBe('FAILURE');
