@@ -34,10 +34,15 @@ export class RecordingRunner implements CommandRunner {
     }
     return runner.run(argv, options);
   }
-  /** `qemu-img snapshot -c` etc. as "-c", "-d", "-a"; other programs by name. */
+  /** `qemu-img snapshot -c` etc. as "-c", "-d", "-a"; other programs by name (past a `setpriv … --`). */
   ops(): string[] {
-    return this.calls.map((c) => (c[0] === 'qemu-img' ? `${c[1]}${c[1] === 'snapshot' ? ` ${c[2]}` : ''}` : (c[0] ?? '')));
+    return this.calls.map(program).map((c) => (c[0] === 'qemu-img' ? `${c[1]}${c[1] === 'snapshot' ? ` ${c[2]}` : ''}` : (c[0] ?? '')));
   }
+}
+
+/** A command's argv past a `setpriv … --` prefix (the driver runs qemu-storage-daemon so). */
+export function program(argv: readonly string[]): readonly string[] {
+  return argv[0] === 'setpriv' ? argv.slice(argv.indexOf('--') + 1) : argv;
 }
 
 /** Guest-visible bytes of `<root>/<disk.path>`, through qemu-io (never past the disk's end). */

@@ -9,7 +9,7 @@ import { StorageError, type DiskRef } from '../../src/storage/driver.js';
 import { platformUnavailable } from '../platform/require.js';
 import { qemuUnavailable, startQemu, type QemuProcess } from '../platform/qemu.js';
 import { expectStorageError } from './driver-contract.js';
-import { checkImage, fingerprint, MiB, pattern, qcow2Env, qcow2IO, tags, type Qcow2Env } from './qcow2.helpers.js';
+import { checkImage, fingerprint, MiB, pattern, program, qcow2Env, qcow2IO, tags, type Qcow2Env } from './qcow2.helpers.js';
 
 async function notStopped(p: Promise<unknown>): Promise<void> {
   const err: unknown = await p.then(
@@ -71,7 +71,7 @@ describe('qcow2 driver with a running QEMU', async () => {
 
       await e().driver.destroy(disk, ['as-3', 'es-4', 'es-77']);
       expect((await e().driver.list(disk)).map((s) => s.id)).toEqual(['es-1', 'es-2']);
-      expect(e().runner.calls.some((c) => c[0] === 'qemu-storage-daemon' || c.includes('-d'))).toBe(false);
+      expect(e().runner.calls.some((c) => program(c)[0] === 'qemu-storage-daemon' || c.includes('-d'))).toBe(false);
 
       await notStopped(e().driver.rollback(disk, 'es-1'));
       await notStopped(e().driver.rollback({ ...disk, qmpSocket: null }, 'es-1')); // the lock alone tells too
@@ -110,7 +110,7 @@ describe('qcow2 driver with a running QEMU', async () => {
     const disk: DiskRef = { ...base, qmpSocket: vm.qmpSocket };
     await e().driver.create(disk, 'es-1', { name: 'one' });
     // The offline tool (qemu-storage-daemon here; qemu-img where it is missing): both take QEMU's lock.
-    expect(e().runner.calls.some((c) => c[0] === 'qemu-storage-daemon')).toBe(true);
+    expect(e().runner.calls.some((c) => program(c)[0] === 'qemu-storage-daemon')).toBe(true);
     await e().driver.destroy(disk, ['es-1']);
     expect(await tags(e().image(base))).toEqual([]);
   });

@@ -10,6 +10,15 @@ import { qemuToolError } from './qcow2.errors.js';
 import { argv, batchInput, parseBatchOutput, parseInfo, type QcowInfo } from './qcow2.image.js';
 
 export class QemuCommands {
+  /**
+   * Put before qemu-storage-daemon's argv: `setpriv --pdeathsig KILL --` where util-linux has it
+   * (set by the driver's init). The daemon waits on its monitor for ever once its stdin is gone,
+   * so one whose agent was killed mid-batch would hold the image's write lock until the next
+   * start reaped it (the chaos run, seed 1: every later write of that disk refused for minutes);
+   * with this the kernel ends it when the agent dies.
+   */
+  daemonPrefix: readonly string[] = [];
+
   constructor(
     private readonly runner: CommandRunner,
     private readonly commandTimeoutMs: number,
@@ -40,7 +49,7 @@ export class QemuCommands {
     what: string,
   ): Promise<Array<string | null>> {
     const input = batchInput(commands.map((c) => ({ execute: c.execute, arguments: { device: 'esnap', name: c.name } })));
-    const r = await this.run(argv.storageDaemon(image, 'esnap'), what, this.commandTimeoutMs, input);
+    const r = await this.run([...this.daemonPrefix, ...argv.storageDaemon(image, 'esnap')], what, this.commandTimeoutMs, input);
     if (r.code !== 0) throw qemuToolError(r, what);
     const answers = parseBatchOutput(r.stdout);
     const out = commands.map((c, i) => {

@@ -47,7 +47,7 @@ import { code, diskPathTaken, fail, isPathTaken, removeEmptyParents, rootStats }
 import { assertDiskNotInUse } from '../in-use.js';
 import type { CommandRunner } from '../runner.js';
 import { qemuToolError, qmpError } from './qcow2.errors.js';
-import { argv, QEMU_IMG, QEMU_STORAGE_DAEMON, type QcowInfo } from './qcow2.image.js';
+import { argv, QEMU_IMG, QEMU_STORAGE_DAEMON, SETPRIV, type QcowInfo } from './qcow2.image.js';
 import { locateImage, openLive, type LibvirtQuickSnapshot, type LiveDisk, type QemuMonitor } from './qcow2.live.js';
 import { appendIndex, compactIfLarge, undoAppend, type AppendResult } from '../snapshot-index.js';
 import { META_DIR, migrateNames, namesDir, readNames, removeNames } from './qcow2.names.js';
@@ -133,6 +133,11 @@ export class Qcow2Driver implements StorageDriver {
     if (img.code !== 0) throw new StorageError('backend', `qemu-img --version failed: ${img.stderr.trim()}`);
     const daemon = await this.runner.run([QEMU_STORAGE_DAEMON, '--version'], { timeoutMs: 30_000 }).catch(() => null);
     this.daemon = daemon?.code === 0;
+    if (this.daemon) {
+      const deathsig = [SETPRIV, '--pdeathsig', 'KILL', '--'];
+      const guarded = await this.runner.run([...deathsig, QEMU_STORAGE_DAEMON, '--version'], { timeoutMs: 30_000 }).catch(() => null);
+      if (guarded?.code === 0) this.cmd.daemonPrefix = deathsig;
+    }
     for (const name of await readdir(join(this.root, META_DIR)).catch(() => [] as string[])) {
       if (STREAM_TEMP_RE.test(name)) await unlink(join(this.root, META_DIR, name)).catch(() => undefined);
     }

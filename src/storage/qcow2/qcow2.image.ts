@@ -13,6 +13,8 @@ import { StorageError } from '../driver.js';
 export const QEMU_IMG = 'qemu-img';
 export const QEMU_IO = 'qemu-io';
 export const QEMU_STORAGE_DAEMON = 'qemu-storage-daemon';
+/** util-linux's setpriv: runs qemu-storage-daemon with a parent-death signal (qcow2.commands.ts). */
+export const SETPRIV = 'setpriv';
 
 /** One internal snapshot as `qemu-img info --output=json` (and QMP `query-block`) reports it. */
 export interface QcowSnapshot {
