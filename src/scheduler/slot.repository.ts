@@ -66,6 +66,11 @@ export interface ClaimRequest {
   readonly source: SlotSource;
   readonly state: SlotState;
   readonly reason: string | null;
+  /**
+   * The slot starts a run (its definition's previous run is not in progress): `last_run` becomes
+   * the tick's time when this claim records the slot. Default false.
+   */
+  readonly run?: boolean;
 }
 
 /**
@@ -80,7 +85,17 @@ export async function claimSlots(db: Kysely<Database>, reqs: readonly ClaimReque
  * claimSlots inside the caller's transaction: the scheduler submits the claimed slots' tasks in
  * the same one, so a slot row and its task commit together or not at all.
  */
-export async function claimSlotsIn(trx: Transaction<Database>, reqs: readonly ClaimRequest[], nowIso: string): Promise<Set<number>> {
+export async function claimSlotsIn(
+  trx: Transaction<Database>,
+  reqs: readonly ClaimRequest[],
+  nowIso: string,
+  /**
+   * The caller read these definitions with `FOR UPDATE SKIP LOCKED` in this same transaction (the
+   * scheduler's due page), so they are locked already and the claim's own lock statement, a no-op
+   * then, is left out (1,000 ms of 20,000 definitions' tick, issue 17).
+   */
+  opts: { readonly locked?: boolean } = {},
+): Promise<Set<number>> {
   const sorted = [...reqs].sort((a, b) => a.defineId - b.defineId);
   const moved: ClaimRequest[] = [];
   const pg = dialectOf(trx) === 'postgres';
@@ -97,12 +112,22 @@ export async function claimSlotsIn(trx: Transaction<Database>, reqs: readonly Cl
       // Lock first, in id order, only rows no other transaction holds (the tick's own due page
       // holds them already): rows another server's claim holds are left to that claim instead of
       // waited for, and no two claims deadlock on rows an UPDATE would visit in plan order.
-      const free = await skipLockedRows(trx, trx.selectFrom('snapshot_define').select('id').where('id', '=', sql<number>`ANY(${ids}::integer[])`).orderBy('id')).execute();
-      ids = free.map((r) => r.id);
-      const json = JSON.stringify(ids.map((id) => byId.get(id)!).map((r) => ({ id: r.defineId, next: r.nextRun, expected: r.expectedNextRun })));
+      if (opts.locked !== true) {
+        const free = await skipLockedRows(trx, trx.selectFrom('snapshot_define').select('id').where('id', '=', sql<number>`ANY(${ids}::integer[])`).orderBy('id')).execute();
+        ids = free.map((r) => r.id);
+      }
+      // `last_run` goes in the same statement (a second UPDATE of the same rows was a round trip
+      // and a second row version each, issue 17): set for a run whose slot is not recorded yet,
+      // the slot row the insert below then records. The rows are locked here, so no other
+      // transaction can record that slot between this check and the insert.
+      const json = JSON.stringify(
+        ids.map((id) => byId.get(id)!).map((r) => ({ id: r.defineId, next: r.nextRun, expected: r.expectedNextRun, slot: r.run === true ? r.slot : null })),
+      );
       rows = (
-        await sql<{ id: number }>`UPDATE snapshot_define AS d SET next_run = v.next
-          FROM json_to_recordset(${json}::json) AS v(id integer, next text, expected text)
+        await sql<{ id: number }>`UPDATE snapshot_define AS d SET next_run = v.next,
+            last_run = CASE WHEN v.slot IS NOT NULL AND NOT EXISTS (SELECT 1 FROM schedule_slot s WHERE s.define_id = d.id AND s.slot = v.slot)
+              THEN ${nowIso} ELSE d.last_run END
+          FROM json_to_recordset(${json}::json) AS v(id integer, next text, expected text, slot text)
           WHERE d.id = v.id AND d.active = 1 AND d.next_run = v.expected RETURNING d.id`.execute(trx)
       ).rows;
     } else {
@@ -131,6 +156,13 @@ export async function claimSlotsIn(trx: Transaction<Database>, reqs: readonly Cl
     { onConflictDoNothing: ['define_id', 'slot'], returning: ['define_id'] },
   );
   for (const row of back) won.add(Number(row['define_id']));
+  if (!pg) {
+    // SQLite: the recorded slots' runs in one more statement per chunk (in process, no round trip).
+    const ran = moved.filter((r) => r.run === true && won.has(r.defineId)).map((r) => r.defineId);
+    for (let i = 0; i < ran.length; i += size) {
+      await trx.updateTable('snapshot_define').set({ last_run: nowIso }).where('id', 'in', ran.slice(i, i + size)).execute();
+    }
+  }
   return won;
 }
 

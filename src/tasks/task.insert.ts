@@ -54,7 +54,12 @@ export async function insertTasks(
   now: string,
 ): Promise<InsertResult[]> {
   // Locks: a key already held, or taken by an earlier task of this batch, does not come back.
-  const wanted = items.flatMap(({ spec, taskId }) => spec.locks.map((key) => ({ key, task_id: taskId, created: now })));
+  // In key order (a stable sort: among tasks wanting one key the first still gets it), so that two
+  // transactions inserting overlapping keys at once (servers, or pipelined scheduler pages) wait
+  // for each other in one direction only and cannot deadlock.
+  const wanted = items
+    .flatMap(({ spec, taskId }) => spec.locks.map((key) => ({ key, task_id: taskId, created: now })))
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const got = new Set<string>();
   for (const r of await insertRows(trx, 'task_lock', wanted, { onConflictDoNothing: ['key'], returning: ['key', 'task_id'] })) {
     got.add(`${String(r['task_id'])}\n${String(r['key'])}`);
