@@ -3,7 +3,9 @@
  * pure slot arithmetic (slot-plan.ts: the most recent due slot fires once, older ones are missed;
  * with `catchup` off a late slot is skipped too; staleness after two silent periods) and a
  * compare-and-set claim on `backup_define.next_run` that commits with the backup's task and the
- * slot's row in `backup_slot` (a slot fires at most once, with any number of servers; the row
+ * slot's row in `backup_slot`, taken as the snapshot scheduler takes its own (readPlanWrite: on
+ * PostgreSQL the definition's row is read FOR UPDATE SKIP LOCKED in the claim's transaction, so a
+ * server never waits for another's claim) (a slot fires at most once, with any number of servers; the row
  * says fired, skipped with the reason — missed, overlap — or failed with the message, and a
  * fired slot whose backup fails is marked failed by the task's completion).
  *
@@ -21,8 +23,12 @@ import type { AutomationServices } from '../scheduler/services.js';
 import { systemCaller } from '../snapshots/snapshot.context.js';
 import { planCreateBackup, type BackupCreateContext } from './backup.service.js';
 import { SLOT_HISTORY_DAYS } from '../scheduler/scheduler.js';
-import type { SlotState } from '../scheduler/slot.repository.js';
-import type { TaskSpec } from '../tasks/task.types.js';
+import type { SlotSource, SlotState } from '../scheduler/slot.repository.js';
+import type { SubmittedBatch, TaskSpec } from '../tasks/task.types.js';
+import type { Selectable, Transaction } from 'kysely';
+import type { BackupDefineTable, Database } from '../db/schema.js';
+import { readPlanWrite, skipLockedRows } from '../db/capabilities.js';
+import type { SlotDecision } from '../scheduler/slot-plan.js';
 
 /** A slot already recorded (its row exists): the transaction is rolled back, nothing fires twice. */
 class SlotTaken extends Error {}
@@ -36,6 +42,16 @@ function withSlot(spec: TaskSpec<BackupCreateContext>, slot: string): TaskSpec<B
       return { ...r, context: { ...r.context, slot } };
     },
   };
+}
+
+/** A due definition as the tick reads it. */
+type DueBackup = Selectable<BackupDefineTable> & { hostname: string; dc_id: number };
+
+/** What a claimed slot does: an overlap, the backup's task, or the error that keeps it from starting. */
+interface RunPlan {
+  readonly overlap: boolean;
+  readonly spec: TaskSpec<BackupCreateContext> | null;
+  readonly failure: unknown;
 }
 
 const MINUTE_MS = 60_000;
@@ -123,58 +139,30 @@ export class BackupScheduler {
         await ctx.db.updateTable('backup_define').set({ next_run: null }).where('id', '=', d.id).where('next_run', '=', d.next_run).execute();
         continue;
       }
-      const nextRun = dec.nextRun?.toISOString() ?? null;
       const disks = await ctx.db.selectFrom('vm_disk').select('real_id').where('vm_uuid', '=', d.vm_uuid).orderBy('real_id').execute();
       const diskId = disks.findIndex((x) => x.real_id === d.disk_real_id) + 1;
-      const busy = await ctx.db
-        .selectFrom('task')
-        .select('context')
-        .where('vm_uuid', '=', d.vm_uuid)
-        .where('kind', '=', 'backup_create')
-        .where('state', 'in', ['PENDING', 'STARTED'])
-        .execute();
-      const overlap = busy.some((t) => (JSON.parse(t.context) as { defineId?: number }).defineId === d.id);
-      let spec = null;
-      let failure: unknown = null;
-      if (dec.kind === 'fire' && !overlap) {
-        try {
-          spec = await planCreateBackup(ctx, await systemCaller(ctx, d.dc_id), d.vm_uuid, d.name, { disk_id: diskId }, () => undefined, true);
-        } catch (err) {
-          failure = err;
-        }
-      }
+      const nextRun = dec.nextRun?.toISOString() ?? null;
       const slot = dec.slot.toISOString();
       const source = dec.kind === 'fire' && dec.late ? 'catchup' : 'cron';
-      // The slot travels with the task, so its failure marks the slot failed (backup.kinds.ts).
-      if (spec) spec = withSlot(spec, slot);
-      const outcome = await ctx.db.transaction().execute(async (trx) => {
-        const moved = await trx
-          .updateTable('backup_define')
-          .set({ next_run: nextRun, ...(dec.kind === 'fire' && !overlap ? { last_run: nowIso } : {}) })
-          .where('id', '=', d.id)
-          .where('next_run', '=', d.next_run)
-          .where('active', '=', 1)
-          .executeTakeFirst();
-        if (Number(moved.numUpdatedRows) === 0) return null; // another server claimed it
-        // The slot's row; its primary key refuses the same slot twice (next_run set back).
-        const state = (s: SlotState, reason: string | null) => ({ define_id: d.id, slot, source, state: s, reason, created: nowIso, changed: nowIso });
-        let row = dec.kind !== 'fire' ? state('skipped', 'missed') : overlap ? state('skipped', 'overlap') : !spec ? state('failed', describeStartError(failure).detail) : state('fired', null);
-        let batch = null;
-        if (spec) {
-          batch = await ctx.tasks.submitManyIn(trx, [spec]);
-          const r = batch.results[0]!;
-          if (!r.ok) {
-            row = state('failed', describeStartError(r.error).detail);
-            await trx.updateTable('backup_define').set({ last_error: row.reason }).where('id', '=', d.id).execute();
-          }
-        }
-        const recorded = await trx.insertInto('backup_slot').values(row).onConflict((oc) => oc.columns(['define_id', 'slot']).doNothing()).returning('define_id').execute();
-        if (recorded.length === 0) throw new SlotTaken();
-        return { batch };
-      }).catch((err: unknown) => {
-        if (err instanceof SlotTaken) return null;
-        throw err;
-      });
+      // The claim (readPlanWrite, as the snapshot scheduler's): on PostgreSQL the definition's row
+      // is taken inside the claim's transaction with SKIP LOCKED, so a row another server's claim
+      // holds is passed over at once (that server fires the slot, or, if it rolls back, the row is
+      // still due at the next tick) instead of waited for; the plan's reads go through other
+      // connections beside it. On SQLite the read and the plan run before the write transaction.
+      let claim;
+      try {
+        claim = await readPlanWrite(ctx.db, {
+          read: (q) =>
+            skipLockedRows(q, q.selectFrom('backup_define').select('id').where('id', '=', d.id).where('next_run', '=', d.next_run).where('active', '=', 1)).execute(),
+          plan: (held) => (held.length === 0 ? Promise.resolve(null) : this.#plan(d, dec, diskId)),
+          write: (trx, p) => this.#claim(trx, d, p, { nextRun, slot, source, nowIso }),
+        });
+      } catch (err) {
+        if (!(err instanceof SlotTaken)) throw err;
+        continue;
+      }
+      const outcome = claim.written;
+      const { overlap, failure } = claim.plan ?? { overlap: false, failure: null };
       if (outcome === null) continue;
       if (dec.kind !== 'fire') {
         report.skipped.push({ defineId: d.id, reason: 'missed' });
@@ -198,6 +186,62 @@ export class BackupScheduler {
       report.failed.push({ defineId: d.id, detail });
     }
     return report;
+  }
+
+  /**
+   * What a claimed slot does (no writes): skipped as an overlap while the definition's previous
+   * backup is pending or running, else the backup's task, or the error that keeps it from starting.
+   */
+  async #plan(d: DueBackup, dec: SlotDecision, diskId: number): Promise<RunPlan> {
+    const ctx = this.#ctx;
+    if (dec.kind !== 'fire') return { overlap: false, spec: null, failure: null };
+    const busy = await ctx.db
+      .selectFrom('task')
+      .select('context')
+      .where('vm_uuid', '=', d.vm_uuid)
+      .where('kind', '=', 'backup_create')
+      .where('state', 'in', ['PENDING', 'STARTED'])
+      .execute();
+    const overlap = busy.some((t) => (JSON.parse(t.context) as { defineId?: number }).defineId === d.id);
+    if (overlap) return { overlap, spec: null, failure: null };
+    try {
+      const spec = await planCreateBackup(ctx, await systemCaller(ctx, d.dc_id), d.vm_uuid, d.name, { disk_id: diskId }, () => undefined, true);
+      // The slot travels with the task, so its failure marks the slot failed (backup.kinds.ts).
+      return { overlap, spec: withSlot(spec, dec.slot.toISOString()), failure: null };
+    } catch (err) {
+      return { overlap, spec: null, failure: err };
+    }
+  }
+
+  /**
+   * The claim's writes, in one transaction: `next_run` moved by compare-and-set (0 rows: another
+   * server claimed it), the slot's row, whose primary key refuses the same slot twice (next_run set
+   * back: SlotTaken rolls everything back), and the backup's task, which commits with them.
+   */
+  async #claim(trx: Transaction<Database>, d: DueBackup, p: RunPlan, c: { nextRun: string | null; slot: string; source: SlotSource; nowIso: string }): Promise<{ batch: SubmittedBatch | null } | null> {
+    const fires = p.spec !== null || (!p.overlap && p.failure !== null);
+    const moved = await trx
+      .updateTable('backup_define')
+      .set({ next_run: c.nextRun, ...(fires ? { last_run: c.nowIso } : {}) })
+      .where('id', '=', d.id)
+      .where('next_run', '=', d.next_run)
+      .where('active', '=', 1)
+      .executeTakeFirst();
+    if (Number(moved.numUpdatedRows) === 0) return null; // another server claimed it
+    const state = (s: SlotState, reason: string | null) => ({ define_id: d.id, slot: c.slot, source: c.source, state: s, reason, created: c.nowIso, changed: c.nowIso });
+    let row = p.overlap ? state('skipped', 'overlap') : p.spec ? state('fired', null) : p.failure !== null ? state('failed', describeStartError(p.failure).detail) : state('skipped', 'missed');
+    let batch = null;
+    if (p.spec) {
+      batch = await this.#ctx.tasks.submitManyIn(trx, [p.spec]);
+      const r = batch.results[0]!;
+      if (!r.ok) {
+        row = state('failed', describeStartError(r.error).detail);
+        await trx.updateTable('backup_define').set({ last_error: row.reason }).where('id', '=', d.id).execute();
+      }
+    }
+    const recorded = await trx.insertInto('backup_slot').values(row).onConflict((oc) => oc.columns(['define_id', 'slot']).doNothing()).returning('define_id').execute();
+    if (recorded.length === 0) throw new SlotTaken();
+    return { batch };
   }
 
   /** Drops slot history older than the snapshot scheduler keeps its own (SLOT_HISTORY_DAYS). */
