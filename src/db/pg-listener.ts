@@ -27,6 +27,8 @@ export class PgListener {
   readonly #backoff = new Backoff({ firstMs: 100, maxMs: 2000 });
   #timer: NodeJS.Timeout | null = null;
   #connecting: Promise<void> | null = null;
+  /** The LISTEN statements sent after connecting, one after the other (see listen). */
+  #listens: Promise<void> = Promise.resolve();
   /** Counts reconnections (tests and metrics). */
   reconnects = 0;
 
@@ -42,7 +44,16 @@ export class PgListener {
       set = new Set();
       this.#channels.set(channel, set);
       const c = this.#client;
-      if (c) c.query(`LISTEN ${quoteIdent(channel)}`).catch((err: unknown) => this.log.warn({ err, channel }, 'LISTEN failed'));
+      // One statement at a time on the connection: several subscriptions made in one tick would
+      // otherwise send a query while another runs (deprecated by node-postgres, an error in pg 9).
+      if (c) {
+        this.#listens = this.#listens
+          .then(() => c.query(`LISTEN ${quoteIdent(channel)}`))
+          .then(
+            () => undefined,
+            (err: unknown) => this.log.warn({ err, channel }, 'LISTEN failed'),
+          );
+      }
     }
     set.add(handler);
   }
