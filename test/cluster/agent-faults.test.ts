@@ -253,9 +253,11 @@ describe('cluster: an agent that never answers', () => {
     const resumed = new Date().toISOString();
     agent!.proc.kill('SIGCONT');
     // The agent finishes the create and reports success after all; the task stays FAILURE (its
-    // answer), so the re-sync destroys what it made instead of finding it again (chaos run, seed 3).
+    // answer), so a sync destroys what it made instead of finding it again (chaos run, seed 3): the
+    // one its failure started at once (queued behind the create on the stopped agent), or the
+    // re-sync after the late success when that one had not been able to start.
     const syncDone = async () =>
-      (await s.runtime.ctx.db.selectFrom('task').select('id').where('vm_uuid', '=', vm.uuid).where('kind', '=', 'snapshot_sync').where('state', '=', 'SUCCESS').where('created', '>', resumed).execute()).length > 0;
+      (await s.runtime.ctx.db.selectFrom('task').select('id').where('vm_uuid', '=', vm.uuid).where('kind', '=', 'snapshot_sync').where('state', '=', 'SUCCESS').where('finished', '>', resumed).execute()).length > 0;
     await waitFor('the re-sync after the late success', syncDone, 30_000, 100);
     await waitFor('no open task', async () => (await openTasks(s, vm.uuid)) === 0, 30_000, 100);
     expect((await waitTask(s, r.body.task_id)).body.status).toBe('FAILURE');
