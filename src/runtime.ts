@@ -32,7 +32,7 @@ import { localHeartbeat } from './nodes/node.heartbeat.js';
 import { DEFAULT_MIN_FREE_PERCENT } from './snapshots/capacity.js';
 import type { Ticker } from './lib/ticker.js';
 import { resyncAfterRepair } from './snapshots/snapshot.sync.js';
-import { discardOnFailure, startDiscardSweep } from './snapshots/snapshot.discard-sweep.js';
+import { startDiscardSweep } from './snapshots/snapshot.discard-sweep.js';
 import { AlertSink } from './alerts/alert.sink.js';
 import { Metrics } from './metrics/metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
@@ -156,8 +156,6 @@ export async function createRuntime(opts: RuntimeOptions): Promise<Runtime> {
     registerTaskKinds(ctx);
     tasks.addListener(automationListener(automation));
     tasks.addListener(metrics.listener());
-    // A started create that failed: its disks synced at once, so nothing it left stays (src/snapshots/snapshot.discard.ts).
-    tasks.addListener(discardOnFailure(ctx));
     tasks.addListener(new BackupMetrics(ctx, metrics.registry).listener());
     const scheduler = new Scheduler(ctx, automation);
     const backupScheduler = new BackupScheduler(ctx, automation);

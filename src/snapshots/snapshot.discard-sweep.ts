@@ -9,9 +9,6 @@ import { NODE_ONLINE } from '../nodes/node.repository.js';
 import { vmDisks } from '../vms/vm.lookup.js';
 import { loadStorageAndNode, systemCaller } from './snapshot.context.js';
 import { submitVmSync } from './snapshot.sync.js';
-import { createDiscards } from './snapshot.discard.js';
-import type { VmDiskRow, VmRow } from '../db/schema.js';
-import type { CompletionListener } from '../tasks/task.types.js';
 
 /**
  * One pass of the discard sweep: a disk with pending discards that this process saw pending on
@@ -35,49 +32,20 @@ export async function retryPendingDiscards(ctx: AppContext, seen: Set<string>): 
       continue;
     }
     if (!seen.has(key)) continue;
-    if (await syncForDiscard(ctx, vm, disks, i)) submitted++;
+    const disk = disks[i]!;
+    try {
+      const { storage, node } = await loadStorageAndNode(ctx.db, disk);
+      if (node.status !== NODE_ONLINE) continue;
+      await submitVmSync(ctx, await systemCaller(ctx, vm.dc_id), { vm, disks, disk, diskArrayId: i + 1, storage, node }, 'i');
+      submitted++;
+    } catch (err) {
+      // A held lock: another task works on the disk; the next pass tries again.
+      if (!(err instanceof FailureError && err.result === LOCK_FAILED)) ctx.log.error({ err, vm: vm.hostname, disk: g.disk_path }, 'discard sync could not start');
+    }
   }
   seen.clear();
   for (const k of now) seen.add(k);
   return submitted;
-}
-
-/**
- * Submits the sync of disk `i` of a VM; false when its node is not online or the disk is busy (its
- * lock held: the next pass, or the sync already running, takes the discards).
- */
-async function syncForDiscard(ctx: AppContext, vm: VmRow, disks: VmDiskRow[], i: number): Promise<boolean> {
-  const disk = disks[i]!;
-  try {
-    const { storage, node } = await loadStorageAndNode(ctx.db, disk);
-    if (node.status !== NODE_ONLINE) return false;
-    await submitVmSync(ctx, await systemCaller(ctx, vm.dc_id), { vm, disks, disk, diskArrayId: i + 1, storage, node }, 'i');
-    return true;
-  } catch (err) {
-    if (!(err instanceof FailureError && err.result === LOCK_FAILED)) ctx.log.error({ err, vm: vm.hostname, disk: disk.path }, 'discard sync could not start');
-    return false;
-  }
-}
-
-/**
- * A create that had started and ended FAILURE or REVOKED: its disks are synced at once, before its
- * end is announced to the client (`committed` runs before the waiters wake), so what it may have
- * left is gone by the time anyone looks (the chaos run's checker found a zfs leftover of a failed
- * create still there at its quiet point, half a minute before the sweep would have taken it).
- */
-export function discardOnFailure(ctx: AppContext): CompletionListener {
-  return {
-    async committed(event) {
-      const { task, state } = event;
-      if (task.kind !== 'snapshot_create' || state === 'SUCCESS' || task.started === null || !task.vm_uuid) return;
-      const paths = new Set(createDiscards(task).map((d) => d.path));
-      if (paths.size === 0) return;
-      const vm = await ctx.db.selectFrom('vm').selectAll().where('uuid', '=', task.vm_uuid).executeTakeFirst();
-      if (!vm) return;
-      const disks = await vmDisks(ctx.db, vm.uuid);
-      for (const [i, d] of disks.entries()) if (paths.has(d.path)) await syncForDiscard(ctx, vm, disks, i);
-    },
-  };
 }
 
 /** The discard sweep's loop (every server runs one; see retryPendingDiscards). */
