@@ -33,7 +33,8 @@ export function registerSnapshotKinds(ctx: AppContext, runRetention: (ctx: AppCo
         await deleteSnapshots(trx, c.snapshotIds);
         // A create that had started may have left snapshots on storage (cut off by a crash, or a
         // driver call cut off mid-way): the disk's next sync destroys them (snapshot.discard.ts).
-        if (task.started !== null) await recordDiscards(trx, createDiscards(task), now);
+        // A cancel's agent undid its own, the one in progress too (agent.ts).
+        if (task.started !== null && outcome.cancelled !== true) await recordDiscards(trx, createDiscards(task), now);
         // The agent refused a damaged image: the disk is flagged, later creates get 417.
         const damage = (outcome.data as Partial<DamageData> | undefined)?.damage ?? {};
         for (const [path, why] of Object.entries(damage)) await setDamageByPath(trx, c.vmUuid, path, why);

@@ -963,6 +963,15 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         open = await q(`SELECT id, state, kind FROM task WHERE state IN ('PENDING','STARTED')`);
       }
       for (const t of open) violate(`${label}: task ${t.id} (${t.kind}) still ${t.state} after 4 min of quiet`);
+      // What failed creates may have left is repair work too: the sync that destroys it (the
+      // repair's, or the discard sweep's within a minute) must have run (src/snapshots/snapshot.discard.ts).
+      let discards = await q<{ vm_uuid: string; disk_path: string; snapshot: string }>(`SELECT vm_uuid, disk_path, snapshot FROM snapshot_discard`);
+      while (discards.length > 0 && Date.now() < end) {
+        await sleep(500);
+        discards = await q(`SELECT vm_uuid, disk_path, snapshot FROM snapshot_discard`);
+      }
+      for (const d of discards) violate(`${label}: ${d.snapshot} of ${d.vm_uuid}/${d.disk_path}, left by a failed create, still not destroyed after 4 min of quiet`);
+      while (Date.now() < end && (await q<{ id: string }>(`SELECT id FROM task WHERE state IN ('PENDING','STARTED')`)).length > 0) await sleep(250);
       const stuck = await q<{ id: number; name: string; status: number }>(`SELECT id, name, status FROM snapshot WHERE status IN (2, 3, 4)`);
       for (const s of stuck) violate(`${label}: snapshot row ${s.id} (${s.name}) has status ${s.status === 2 ? 'pending' : s.status === 3 ? 'rollback' : 'lost'}`);
       for (const vm of vms) {

@@ -253,9 +253,8 @@ describe('cluster: an agent that never answers', () => {
     const resumed = new Date().toISOString();
     agent!.proc.kill('SIGCONT');
     // The agent finishes the create and reports success after all; the task stays FAILURE (its
-    // answer), so a sync destroys what it made instead of finding it again (chaos run, seed 3): the
-    // one its failure started at once (queued behind the create on the stopped agent), or the
-    // re-sync after the late success when that one had not been able to start.
+    // answer), so the re-sync destroys what it made instead of finding it again (chaos run, seed 3).
+    // A sync that finished after the resume: the re-sync, or one of the discard sweep's.
     const syncDone = async () =>
       (await s.runtime.ctx.db.selectFrom('task').select('id').where('vm_uuid', '=', vm.uuid).where('kind', '=', 'snapshot_sync').where('state', '=', 'SUCCESS').where('finished', '>', resumed).execute()).length > 0;
     await waitFor('the re-sync after the late success', syncDone, 30_000, 100);
