@@ -12,30 +12,16 @@
  * backup node bk1 has no agent, so the tasks stay queued.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sql, type Kysely } from 'kysely';
+import { sql } from 'kysely';
 import { startTestServer, testDatabases, withServer, type TestServer } from '../helpers/server.js';
 import { addVm } from '../definitions/fixtures.js';
-import type { Database } from '../../src/db/schema.js';
 import { ManualClock } from '../scheduler/helpers.js';
 import { addNode } from './fixtures.js';
+import { doneOrBlocked } from '../helpers/pg-blocking.js';
 
 const N = 6;
 const SLOT = '2026-05-01T01:00:00.000Z';
 
-/** Resolves 'done' when `p` settles, or 'blocked' as soon as a backend waits on `holderPid`. */
-async function doneOrBlocked(p: Promise<unknown>, db: Kysely<Database>, holderPid: number): Promise<'done' | 'blocked'> {
-  let done = false;
-  p.then(
-    () => (done = true),
-    () => (done = true),
-  );
-  for (;;) {
-    if (done) return 'done';
-    const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE ${holderPid}::int = ANY(pg_blocking_pids(pid))`.execute(db);
-    if (r.rows[0]!.n > 0) return 'blocked';
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 const byId = (x: number, y: number) => x - y;
 

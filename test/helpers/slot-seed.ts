@@ -60,3 +60,21 @@ export async function seedSlotDefinitions(db: Kysely<Database>, s: SlotSeed): Pr
     await s.afterChunk?.(vms);
   }
 }
+
+/**
+ * A node with no agent (its tasks stay queued) and one `file` storage on it, where a slot's
+ * definitions are seeded. Returns their ids.
+ */
+export async function seedIdleStorage(db: Kysely<Database>, hostname: string, now: string): Promise<{ nodeId: number; storageId: number }> {
+  const node = await db
+    .insertInto('node')
+    .values({ hostname, uuid: randomUUID(), status: 2, last_heartbeat: new Date().toISOString(), created: now })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  const storage = await db
+    .insertInto('node_storage')
+    .values({ node_id: node.id, name: 'default', driver: 'file', config: '{"root":"/nonexistent"}', size: null, size_free: null, created: now })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return { nodeId: node.id, storageId: storage.id };
+}

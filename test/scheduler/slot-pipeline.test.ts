@@ -9,12 +9,11 @@
  * waits for the second page's slots to be committed (bounded, 60 s: before, the tick read no
  * second page until the first committed, so they never were) and lets the first page go on.
  */
-import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql, type Kysely } from 'kysely';
 import { testDatabases, withServer, type TestServer } from '../helpers/server.js';
-import { seedSlotDefinitions } from '../helpers/slot-seed.js';
+import { seedIdleStorage, seedSlotDefinitions } from '../helpers/slot-seed.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
 import { diskLockKey } from '../../src/vms/vm.lookup.js';
 import type { Database } from '../../src/db/schema.js';
@@ -43,17 +42,8 @@ describe.runIf(testDatabases().includes('postgres'))('scheduler: the pages of a 
     db = s.runtime.ctx.db;
     const now = '2026-05-01T00:00:00.000Z';
     // A node without an agent: the tasks stay queued.
-    const node = await db
-      .insertInto('node')
-      .values({ hostname: 'idle-pipe', uuid: randomUUID(), status: 2, last_heartbeat: new Date().toISOString(), created: now })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    const storage = await db
-      .insertInto('node_storage')
-      .values({ node_id: node.id, name: 'default', driver: 'file', config: '{"root":"/nonexistent"}', size: null, size_free: null, created: now })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    await seedSlotDefinitions(db, { n: N, nodeId: node.id, storageId: storage.id, nextRun: SLOT, schedule: '0 1 * * *', now, prefix: 'pp' });
+    const { nodeId, storageId } = await seedIdleStorage(db, 'idle-pipe', now);
+    await seedSlotDefinitions(db, { n: N, nodeId, storageId, nextRun: SLOT, schedule: '0 1 * * *', now, prefix: 'pp' });
     defs.push(...(await db.selectFrom('snapshot_define').select(['id', 'vm_uuid']).orderBy('id').execute()));
   }, 120_000);
   afterAll(async () => {

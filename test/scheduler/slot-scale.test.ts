@@ -4,13 +4,12 @@
  * pending snapshot row and, on PostgreSQL, one queue job. Counts only; the time is measured in
  * bench/scheduler.bench.ts. The VMs live on a node without an agent, so the tasks stay queued.
  */
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { sql } from 'kysely';
 import { forEachDb, startTestServer, withServer, type TestServer } from '../helpers/server.js';
 import { bossSchemaFor, nodeQueueName } from '../../src/queue/pgboss.queue.js';
 import { ManualClock } from './helpers.js';
-import { seedSlotDefinitions } from '../helpers/slot-seed.js';
+import { seedIdleStorage, seedSlotDefinitions } from '../helpers/slot-seed.js';
 
 const N = Number(process.env['ESNAP_TEST_SLOT_N'] ?? 5000);
 const SLOT = '2026-05-01T01:00:00.000Z';
@@ -27,17 +26,9 @@ forEachDb('scheduler: one slot of many definitions', (kind) => {
     if (kind === 'postgres') b = await startTestServer('postgres', { clock, reuse: info });
     const db = a.runtime.ctx.db;
     const now = '2026-05-01T00:00:00.000Z';
-    const node = await db
-      .insertInto('node')
-      .values({ hostname: 'idle-scale', uuid: randomUUID(), status: 2, last_heartbeat: new Date().toISOString(), created: now })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    const storage = await db
-      .insertInto('node_storage')
-      .values({ node_id: node.id, name: 'default', driver: 'file', config: '{"root":"/nonexistent"}', size: null, size_free: null, created: now })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    await seedSlotDefinitions(db, { n: N, nodeId: node.id, storageId: storage.id, nextRun: SLOT, schedule: '0 1 * * *', now, prefix: 'sc' });
+    // A node without an agent: the tasks stay queued.
+    const { nodeId, storageId } = await seedIdleStorage(db, 'idle-scale', now);
+    await seedSlotDefinitions(db, { n: N, nodeId, storageId, nextRun: SLOT, schedule: '0 1 * * *', now, prefix: 'sc' });
   }, 300_000);
   afterAll(async () => {
     await b?.close();

@@ -8,32 +8,17 @@
  * as a claim does until its commit. Deterministic: the test asks PostgreSQL whether the tick is
  * waiting on that transaction (pg_blocking_pids) until the tick has ended; no timing.
  */
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sql, type Kysely } from 'kysely';
+import { sql } from 'kysely';
 import { startTestServer, testDatabases, withServer, type TestServer } from '../helpers/server.js';
-import { seedSlotDefinitions } from '../helpers/slot-seed.js';
+import { seedIdleStorage, seedSlotDefinitions } from '../helpers/slot-seed.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
-import type { Database } from '../../src/db/schema.js';
 import { ManualClock } from './helpers.js';
+import { doneOrBlocked } from '../helpers/pg-blocking.js';
 
 const N = 60;
 const SLOT = '2026-05-01T01:00:00.000Z';
 
-/** Resolves 'done' when `p` settles, or 'blocked' as soon as a backend waits on `holderPid`. */
-async function doneOrBlocked(p: Promise<unknown>, db: Kysely<Database>, holderPid: number): Promise<'done' | 'blocked'> {
-  let done = false;
-  p.then(
-    () => (done = true),
-    () => (done = true),
-  );
-  for (;;) {
-    if (done) return 'done';
-    const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE ${holderPid}::int = ANY(pg_blocking_pids(pid))`.execute(db);
-    if (r.rows[0]!.n > 0) return 'blocked';
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 describe.runIf(testDatabases().includes('postgres'))('scheduler: servers split a slot with SKIP LOCKED [postgres]', () => {
   const clock = new ManualClock('2026-05-01T00:59:00Z');
@@ -47,17 +32,8 @@ describe.runIf(testDatabases().includes('postgres'))('scheduler: servers split a
     const db = a.runtime.ctx.db;
     const now = '2026-05-01T00:00:00.000Z';
     // A node without an agent: the tasks stay queued.
-    const node = await db
-      .insertInto('node')
-      .values({ hostname: 'idle-skip', uuid: randomUUID(), status: 2, last_heartbeat: new Date().toISOString(), created: now })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    const storage = await db
-      .insertInto('node_storage')
-      .values({ node_id: node.id, name: 'default', driver: 'file', config: '{"root":"/nonexistent"}', size: null, size_free: null, created: now })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    await seedSlotDefinitions(db, { n: N, nodeId: node.id, storageId: storage.id, nextRun: SLOT, schedule: '0 1 * * *', now, prefix: 'sk' });
+    const { nodeId, storageId } = await seedIdleStorage(db, 'idle-skip', now);
+    await seedSlotDefinitions(db, { n: N, nodeId, storageId, nextRun: SLOT, schedule: '0 1 * * *', now, prefix: 'sk' });
     ids.push(...(await db.selectFrom('snapshot_define').select('id').orderBy('id').execute()).map((r) => r.id));
   }, 120_000);
   afterAll(async () => {
