@@ -322,11 +322,19 @@ export class Scheduler {
     return { won, batch, started };
   }
 
+  /** The queue messages of the pages in flight, sent one page after the other (see #afterCommit). */
+  #sends: Promise<void> = Promise.resolve();
+
   /** After the commit: the queue messages, then each claimed run's report. */
   async #afterCommit(due: readonly DefineRow[], p: BatchPlan, claimed: Claimed, targets: RunTargets, now: Date, report: TickReport): Promise<void> {
     const { decisions, plans } = p;
+    // One page's queue messages at a time: the pages of a tick overlap, and two pg-boss inserts of
+    // job batches at once deadlocked (slot-scale with two servers: "deadlock detected", the tasks
+    // left for the sweep to send). The pages' database work still overlaps.
+    const send = this.#sends.then(() => claimed.batch.send());
+    this.#sends = send.catch(() => undefined);
     try {
-      await claimed.batch.send();
+      await send;
     } catch (err) {
       report.errors++;
       this.#ctx.log.error({ err }, 'scheduled tasks were created but not all could be queued');
