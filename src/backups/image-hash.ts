@@ -5,6 +5,9 @@
  * beside restic reading the same file) or a pipe end handed to its stdin (CommandRunner.spawn's
  * stdinFrom/stdoutTo: `restic dump | tee <file> | hasher`, `zfs send | hasher`).
  */
+import { createHash } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StorageError } from '../storage/driver.js';
 import type { CommandRunner, SpawnedCommand } from '../storage/runner.js';
 
@@ -45,4 +48,52 @@ export async function spawnHasher(runner: CommandRunner, from?: number): Promise
   const digest = command.done.then((r) => digestOf(argv, r));
   digest.catch(() => undefined); // observed by the caller
   return { command, digest };
+}
+
+const FOLLOW_CHUNK = 4 * 1024 * 1024;
+const FOLLOW_POLL_MS = 5;
+const FLUSH_EVERY = 256 * 1024 * 1024;
+
+/**
+ * SHA-256 (hex) of a file that another process writes from start to end (`restic dump > file`),
+ * read while it grows, so the hash runs beside the writer instead of after it. For a sequential
+ * writer every byte below the file's size is final (the kernel moves the size only past bytes
+ * already copied), so what was read never changes; once `written` settles (the writer has
+ * exited, either way) the rest is read to the end. Reads are positional: the writer's offset in
+ * the shared file description does not move. Here, not in the hashing command: that one reads to
+ * an end of file, which a growing file reaches early.
+ */
+export async function hashGrowingFile(fh: FileHandle, written: Promise<unknown>): Promise<string> {
+  let ended = false;
+  const mark = (): void => {
+    ended = true;
+  };
+  written.then(mark, mark);
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(FOLLOW_CHUNK);
+  let pos = 0;
+  // Write-back while the writer runs: a flush of what is written so far every FLUSH_EVERY bytes
+  // (one at a time, not awaited here), so the caller's final fsync finds little left to write.
+  let flushed = 0;
+  let flushing: Promise<void> | null = null;
+  for (;;) {
+    const endedBefore = ended;
+    const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+    if (bytesRead > 0) {
+      hash.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+      if (!endedBefore && flushing === null && pos - flushed >= FLUSH_EVERY) {
+        flushed = pos;
+        flushing = fh.datasync().then(
+          () => void (flushing = null),
+          () => void (flushing = null),
+        );
+      }
+    } else if (endedBefore) {
+      await flushing;
+      return hash.digest('hex');
+    } else {
+      await sleep(FOLLOW_POLL_MS);
+    }
+  }
 }
