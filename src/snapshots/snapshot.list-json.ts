@@ -19,6 +19,7 @@ import { PREPARED } from '../db/pg-statements.js';
 import { CALLER_COLUMNS, callerCtes, type CallerLookupRow } from '../accounts/caller-lookup.js';
 import { JsonText } from '../lib/json-text.js';
 import type { Sort } from './snapshot.repository.js';
+import { ListCache, type CachedList } from './snapshot.list-cache.js';
 
 export interface VmListFilter {
   readonly vmUuid: string;
@@ -187,6 +188,35 @@ export interface FastListResult {
 
 const fastShapes = new Map<string, Shape>();
 
+/** This process's cache of PostgreSQL list answers (snapshot.list-cache.ts). */
+export const listCache = new ListCache();
+
+/**
+ * The fingerprint of every row the list of `cv`'s VM reads: the VM's row, its snapshot rows with
+ * their definitions, its disk rows, each as `ctid`/`xmin` (a row version's identity), plus the
+ * VM's uuid. Equal fingerprints in one statement's snapshot mean the same row versions, hence the
+ * same answer (snapshot.list-cache.ts).
+ */
+const FINGERPRINT_CTE =
+  "cf AS (SELECT md5(cv.v_uuid || '|' || " +
+  "coalesce((SELECT vm.ctid::text || vm.xmin::text FROM vm WHERE vm.uuid = cv.v_uuid), '') || '|' || " +
+  "coalesce((SELECT string_agg(s.ctid::text || s.xmin::text || coalesce(d.ctid::text || d.xmin::text, '-'), ',' ORDER BY s.id) " +
+  "FROM snapshot s LEFT JOIN snapshot_define d ON d.id = s.define_id WHERE s.vm_uuid = cv.v_uuid), '') || '|' || " +
+  "coalesce((SELECT string_agg(k.ctid::text || k.xmin::text, ',' ORDER BY k.id) FROM vm_disk k WHERE k.vm_uuid = cv.v_uuid), '')) AS fp FROM cv)";
+
+/** The answer's JSON: the cached one when the statement found the same fingerprint (and built no list), else the new one, kept. */
+function cachedOrBuilt(cacheKey: string, cached: CachedList | undefined, found: boolean, fp: string | null, built: string | null): string {
+  if (built === null && cached !== undefined && fp !== null && fp === cached.fingerprint) {
+    listCache.hits++;
+    return cached.json;
+  }
+  listCache.misses++;
+  const json = built ?? '[]';
+  if (found && fp !== null) listCache.set(cacheKey, { fingerprint: fp, json });
+  else listCache.delete(cacheKey);
+  return json;
+}
+
 /**
  * One statement: the key's user, the DC and the user's rights there (accounts/caller-lookup.ts),
  * the VM as findVm finds it (in that DC, owned by the user unless admin, by hostname or uuid, the
@@ -205,14 +235,19 @@ export async function lookupAndListSnapshots(db: Kysely<Database>, r: FastListRe
       'cv AS (SELECT vm.uuid AS v_uuid, vm.hostname AS v_hostname, vm.owner_id AS v_owner_id FROM cu JOIN cd ON true JOIN vm ON vm.dc_id = cd.d_id ' +
       `WHERE (cd.d_is_admin = 1 OR vm.owner_id = cu.u_id) AND (vm.hostname = ${b.p('vm')} OR vm.uuid = ${b.p('vm')}) ` +
       `ORDER BY CASE WHEN vm.hostname = ${b.p('vm')} THEN 0 ELSE 1 END LIMIT 1)`;
-    const list = pg ? `, (${listSql(b, r.full, r.filter, r.sort, () => 'cv.v_uuid')}) AS j` : '';
+    // PostgreSQL: the rows' fingerprint, and the list only when it differs from the cached one's.
+    const list = pg ? `, cf.fp AS fp, CASE WHEN cf.fp = ${b.p('fp')} THEN NULL ELSE (${listSql(b, r.full, r.filter, r.sort, () => 'cv.v_uuid')}) END AS j` : '';
     const text =
-      `WITH ${ctes}, ${vm} SELECT ${CALLER_COLUMNS}, cv.v_uuid, cv.v_hostname, cv.v_owner_id${list} ` +
-      'FROM (SELECT 1 AS one) one LEFT JOIN cu ON true LEFT JOIN cd ON true LEFT JOIN cv ON true';
+      `WITH ${ctes}, ${vm}${pg ? `, ${FINGERPRINT_CTE}` : ''} SELECT ${CALLER_COLUMNS}, cv.v_uuid, cv.v_hostname, cv.v_owner_id${list} ` +
+      `FROM (SELECT 1 AS one) one LEFT JOIN cu ON true LEFT JOIN cd ON true LEFT JOIN cv ON true${pg ? ' LEFT JOIN cf ON true' : ''}`;
     shape = { text: pg ? `${PREPARED}${text}` : text, order: b.order };
     fastShapes.set(key, shape);
   }
-  const values = { key_hash: r.keyHash, dc: r.dcName, vm: r.vm, ...filterValues(r.filter) };
+  // The cache's key: everything the answer depends on besides the rows (whose fingerprint the
+  // statement checks): the caller (rights), the DC and VM named, the shape and its filters.
+  const cacheKey = pg ? JSON.stringify([key, r.keyHash, r.dcName ?? null, r.vm, r.filter.type ?? null, r.filter.define ?? null]) : '';
+  const cached = pg ? listCache.get(cacheKey) : undefined;
+  const values = { key_hash: r.keyHash, dc: r.dcName, vm: r.vm, fp: cached?.fingerprint ?? null, ...filterValues(r.filter) };
   const res = await db.executeQuery<CallerLookupRow>(CompiledQuery.raw(shape.text, bind(shape.order, values)));
   const row = res.rows[0]!;
   const found = row['v_uuid'] !== null && row['v_uuid'] !== undefined;
@@ -221,7 +256,7 @@ export async function lookupAndListSnapshots(db: Kysely<Database>, r: FastListRe
     row,
     vm,
     list: async () => {
-      if (pg) return new JsonText((row['j'] as string | null) ?? '[]');
+      if (pg) return new JsonText(cachedOrBuilt(cacheKey, cached, vm !== null, row['fp'] as string | null, row['j'] as string | null));
       if (!vm) return new JsonText('[]');
       return runList(db, false, vm, { ...r.filter, vmUuid: vm.uuid }, r.sort, r.full);
     },
