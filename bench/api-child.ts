@@ -23,6 +23,9 @@ process.on('exit', (code) => process.stderr.write(`api child exits with ${code}\
 const rt = await createRuntime({
   log,
   databaseUrl, searchPath, adminApiKey: key, node: 'bench-api', localAgent: false, scheduler: false, taskLogDays: 36_500,
+  // As the bench's own runtimes: this server's cluster sweep must not fail the tasks of the node whose
+  // consumer the bench stops (with the default 120 s it failed 15,282 of a 100,000 slot's tasks).
+  agentDeadlineS: 3600,
   storages: [{ name: 'default', driver: 'file', root: join(dir, 'storage') }],
 });
 const url = await rt.app.listen({ host: '127.0.0.1', port: 0 });
