@@ -26,6 +26,9 @@ import { parseSshAddress } from '../src/transport/ssh-address.js';
 import { sshArgv } from '../src/transport/ssh-client.js';
 import { chainSendArgv, imageChecksum, pullDataset } from '../src/transport/dataset-backup.js';
 import { spawnHasher } from '../src/backups/image-hash.js';
+import { nativeEngine } from '../src/backups/engine.native.js';
+import type { BackupAgentIo } from '../src/backups/engine.js';
+import { defaultTransferFor } from '../src/backups/transfer.js';
 import { makeZfsPool } from '../test/platform/zfs.js';
 import { startSshd } from '../test/platform/sshd.js';
 
@@ -54,7 +57,7 @@ async function scribble(image: string, extents: number, extentBytes: number, rou
 
 export async function run(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'esnap-bench-send-'));
-  const pool = await makeZfsPool(3072);
+  const pool = await makeZfsPool(6144); // room for a restored 2 GiB image beside the chains
   const sshd = await startSshd({ dir: join(dir, 'sshd'), authorizedKeysFile: `${join(dir, 'src-ssh', 'authorized_keys')} ${join(dir, 'bare_keys')}` });
   try {
     for (const ds of ['src', 'esnap', 'bare']) await must(['zfs', 'create', `${pool.name}/${ds}`]);
@@ -129,6 +132,33 @@ export async function run(): Promise<void> {
     await imageChecksum(runner, target, 'c1', newest);
     const verifyBefore = performance.now() - ti;
     console.log(`verify of the newest backup: full zfs send into the hasher ${(verifyNow / 1000).toFixed(2)} s; image read from a clone (before) ${(verifyBefore / 1000).toFixed(2)} s`);
+
+    // Restore of the newest backup into a new disk of the source storage, on one node (as in embedded mode):
+    // esnap (the backup's image read from a clone of its snapshot, written through the zfs driver's restore
+    // sink: old bytes or new bytes) against bare `zfs send <backup> | zfs recv <new dataset>` of the same
+    // backup. Everything written before is flushed first (outside the timings).
+    const io: BackupAgentIo = {
+      node: 'n1', runner, log: silentLogger, transferFor: defaultTransferFor('n1', new Map([['tank', driver]])), roots: new Map(), keysDir: null,
+      storageConfigs: new Map([['tank', source], ['backups', target]]),
+    };
+    const restored = { path: 'vm2-disk0', sizeBytes: DISK };
+    await driver.createDisk(restored);
+    await must(['sync']);
+    const te = performance.now();
+    await nativeEngine.restore(
+      { op: 'backup_restore', backupId: 1, type: 1, from: { storage: 'backups', resticId: null, filename: `${target.dataset}/c1@${newest}` }, checksum: 'stream:bench', target: { node: 'n1', storage: 'tank', disk: restored }, taskId: 'bench-restore' },
+      io,
+    );
+    const restoreEsnap = performance.now() - te;
+    await must(['sync']);
+    const tb = performance.now();
+    const bareRestore = await runner.pipe!(chainSendArgv(target, 'c1', newest), ['zfs', 'recv', `${pool.name}/bare-restore`], { timeoutMs: 3600_000 });
+    if (bareRestore.producer.code !== 0 || bareRestore.consumer.code !== 0) throw new Error(`bare restore: ${bareRestore.producer.stderr} ${bareRestore.consumer.stderr}`);
+    const restoreBare = performance.now() - tb;
+    console.log(
+      `restore of the newest backup (2048 MiB disk): esnap ${(restoreEsnap / 1000).toFixed(2)} s (${(2048 / (restoreEsnap / 1000)).toFixed(0)} MiB/s of disk); ` +
+        `bare zfs send | zfs recv ${(restoreBare / 1000).toFixed(2)} s; esnap's share of bare ${((100 * restoreBare) / restoreEsnap).toFixed(0)} % (target ≥ 80 %)`,
+    );
     console.log(`second backup after 1 % changed in 8 extents (load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}):`);
     for (const r of rows) {
       console.log(
