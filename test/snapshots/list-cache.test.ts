@@ -19,7 +19,7 @@ describe.runIf(testDatabases().includes('postgres'))('snapshot list cache [postg
   let defineId: number;
 
   beforeAll(async () => {
-    s = (await startTestServer('postgres')) as typeof s;
+    s = (await startTestServer('postgres')) as unknown as typeof s;
     other = new pg.Client({ connectionString: s.dbInfo.databaseUrl, options: `-c search_path=${s.dbInfo.searchPath}` });
     await other.connect();
     vm = await makeVm(s, 'cache01', { disks: [1, 1] });
