@@ -22,7 +22,6 @@ import * as m0009 from './migrations/0009_task_define.js';
 import * as m0010 from './migrations/0010_backup_slots.js';
 import * as m0011 from './migrations/0011_task_open_xid.js';
 import * as m0012 from './migrations/0012_snapshot_discard.js';
-import * as m0013 from './migrations/0013_drop_next_run_index.js';
 
 /** Every migration, in order. */
 const migrations: ReadonlyArray<readonly [string, Migration]> = [
@@ -38,7 +37,6 @@ const migrations: ReadonlyArray<readonly [string, Migration]> = [
   ['0010_backup_slots', m0010],
   ['0011_task_open_xid', m0011],
   ['0012_snapshot_discard', m0012],
-  ['0013_drop_next_run_index', m0013],
 ];
 
 export const knownMigrations: readonly string[] = migrations.map(([name]) => name);

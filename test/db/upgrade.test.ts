@@ -260,12 +260,6 @@ const steps: Record<string, Step> = {
       await db.insertInto('snapshot_discard').values({ vm_uuid: s['web'] as string, disk_path: 'disk0', snapshot: 'es-99', task_id: 'e1-1a2b3c4d-5e6f-7a8b-9c0d', created: T1 }).execute();
     },
   },
-  '0013_drop_next_run_index': {
-    // An index dropped: every row stays as it was.
-    newColumns: {},
-    newTables: {},
-    async seed() {},
-  },
 };
 
 /** The tables of the connection's schema (PostgreSQL: its search_path) and their columns, in order. */

@@ -63,13 +63,22 @@ describe('QgaClient against the real qemu-ga on the host (freeze blocked)', () =
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    // The socket file appears at bind(), a moment before listen(): until then a connect is refused
+    // (CI saw ECONNREFUSED once), so wait for a connection, not for the file.
+    let qga: QgaClient;
     for (let i = 0; ; i++) {
-      if (await access(sock).then(() => true, () => false)) break;
+      if (await access(sock).then(() => true, () => false)) {
+        const c = await QgaClient.connect(sock).catch((err: unknown) => err as Error);
+        if (c instanceof QgaClient) {
+          qga = c;
+          break;
+        }
+        if (i > 100) throw c;
+      }
       if (child.exitCode !== null || i > 100) throw new Error(`qemu-ga did not start: ${stderr}`);
       await sleep(50);
     }
     // The safety check the whole suite depends on, before anything else talks to the agent.
-    const qga = await QgaClient.connect(sock);
     try {
       await qga.sync();
       const info = await qga.info();
