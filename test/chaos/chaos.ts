@@ -1276,6 +1276,32 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const runStart = Date.now();
     await Promise.all([injector(), ...Array.from({ length: nClients }, (_, c) => client(c))]);
     const runSeconds = (Date.now() - runStart) / 1000;
+    // Coverage: a backup kind that the random run never reached (under load every backup of a
+    // client may have ended unknown when its restores, verifies or deletes came up, which then fall
+    // back to a backup) runs once more now, after the last fault, through the same model and checks.
+    const backupKinds: ReadonlyArray<[string, (cx: ClientCtx, i: number) => Promise<string>]> = [
+      ['backup restore', doBackupRestore],
+      ['backup verify', doBackupVerify],
+      ['backup delete', doBackupDelete],
+    ];
+    if (withBackups && backupKinds.some(([k]) => (kinds[k] ?? 0) === 0)) {
+      const cx: ClientCtx = { c: 0, r: prng(o.seed * 131 + 99), vms: [vms[0]!, vms[1]!], bkpDefs: bkpDefs.filter((b) => b.vm === vms[0] || b.vm === vms[1]) };
+      const run1 = async (f: (cx: ClientCtx, i: number) => Promise<string>): Promise<void> => {
+        const i = opsStarted++;
+        const a = Date.now();
+        const line = await f(cx, i);
+        const kind = /^(.*?) c\d+(?:vm\d|lv[0-9a-f]{4})/.exec(line)?.[1] ?? 'other';
+        kinds[kind] = (kinds[kind] ?? 0) + 1;
+        history.push(`#${i} c0 ${new Date(a).toISOString().slice(11, 23)} ${line} (${Date.now() - a} ms) [coverage]`);
+        opsDone++;
+      };
+      for (let n = 0; n < 3 && presentBackups(cx).length === 0; n++) await run1(doBackup);
+      for (const [k, f] of backupKinds) {
+        if ((kinds[k] ?? 0) > 0) continue;
+        log(`chaos: coverage: ${k} was never reached in the random run; once more after the last fault`);
+        await run1(f);
+      }
+    }
     // Processes that died on their own are violations too.
     for (const p of [...cluster.servers, ...cluster.agents]) if (!p.p?.alive()) violate(`${p.name} is not running at the end: ${p.p?.output().slice(-2000)}`);
     await check('final check');
