@@ -1,9 +1,10 @@
 /**
- * The SHA-256 of an image without the image passing through this process: `openssl dgst -sha256`
- * (OpenSSL's SHA-256 uses the CPU's SHA instructions, about 2.5 times coreutils' `sha256sum`
- * here), or `sha256sum` where openssl is not installed. Either reads a file (a snapshot file,
- * beside restic reading the same file) or a pipe end handed to its stdin (CommandRunner.spawn's
- * stdinFrom/stdoutTo: `restic dump | tee <file> | hasher`, `zfs send | hasher`).
+ * The SHA-256 of an image. Of a stream, without the image passing through this process:
+ * `openssl dgst -sha256` (OpenSSL's SHA-256 uses the CPU's SHA instructions, about 2.5 times
+ * coreutils' `sha256sum` here), or `sha256sum` where openssl is not installed, reading a pipe end
+ * handed to its stdin (CommandRunner.spawn's stdinFrom/stdoutTo: `zfs send | hasher`,
+ * `restic dump | hasher`). Of a file another process is still writing (`restic dump > file`):
+ * hashGrowingFile, here, reading it as it grows.
  */
 import { createHash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
@@ -28,12 +29,6 @@ function digestOf(argv: readonly string[], r: { code: number; stdout: string; st
   const m = HEX_RE.exec(r.stdout.trim());
   if (r.code !== 0 || !m) throw new StorageError('backend', `${argv[0]} could not hash the image (exit ${r.code}): ${r.stderr.trim().slice(0, 300)}`);
   return m[1]!;
-}
-
-/** SHA-256 (hex) of a file, read by the hashing command. */
-export async function hashFile(runner: CommandRunner, path: string): Promise<string> {
-  const argv = [...(await hasherArgv(runner)), path];
-  return digestOf(argv, await runner.run(argv, { timeoutMs: LONG_MS }));
 }
 
 /**

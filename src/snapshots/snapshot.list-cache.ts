@@ -52,12 +52,4 @@ export class ListCache {
     this.#entries.delete(key);
     this.#bytes -= e.json.length + key.length;
   }
-
-  get size(): number {
-    return this.#entries.size;
-  }
-
-  get bytes(): number {
-    return this.#bytes;
-  }
 }

@@ -204,15 +204,18 @@ const FINGERPRINT_CTE =
   "FROM snapshot s LEFT JOIN snapshot_define d ON d.id = s.define_id WHERE s.vm_uuid = cv.v_uuid), '') || '|' || " +
   "coalesce((SELECT string_agg(k.ctid::text || k.xmin::text, ',' ORDER BY k.id) FROM vm_disk k WHERE k.vm_uuid = cv.v_uuid), '')) AS fp FROM cv)";
 
-/** The answer's JSON: the cached one when the statement found the same fingerprint (and built no list), else the new one, kept. */
-function cachedOrBuilt(cacheKey: string, cached: CachedList | undefined, found: boolean, fp: string | null, built: string | null): string {
+/**
+ * The answer's JSON: the cached one when the statement found the same fingerprint (and built no
+ * list), else the new one, kept. No fingerprint: no VM found (`cf` has a row only when `cv` has).
+ */
+function cachedOrBuilt(cacheKey: string, cached: CachedList | undefined, fp: string | null, built: string | null): string {
   if (built === null && cached !== undefined && fp !== null && fp === cached.fingerprint) {
     listCache.hits++;
     return cached.json;
   }
   listCache.misses++;
   const json = built ?? '[]';
-  if (found && fp !== null) listCache.set(cacheKey, { fingerprint: fp, json });
+  if (fp !== null) listCache.set(cacheKey, { fingerprint: fp, json });
   else listCache.delete(cacheKey);
   return json;
 }
@@ -256,7 +259,7 @@ export async function lookupAndListSnapshots(db: Kysely<Database>, r: FastListRe
     row,
     vm,
     list: async () => {
-      if (pg) return new JsonText(cachedOrBuilt(cacheKey, cached, vm !== null, row['fp'] as string | null, row['j'] as string | null));
+      if (pg) return new JsonText(cachedOrBuilt(cacheKey, cached, row['fp'] as string | null, row['j'] as string | null));
       if (!vm) return new JsonText('[]');
       return runList(db, false, vm, { ...r.filter, vmUuid: vm.uuid }, r.sort, r.full);
     },

@@ -1085,6 +1085,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     // ---- clients ---------------------------------------------------------------------------------
     const faultStep = faultsWanted > 0 ? o.ops / (faultsWanted + 1) : Infinity;
     let faultsDone = 0;
+    /** An op's line in the history and its kind's count. */
+    const recordOp = (c: number, i: number, startedAt: number, line: string, tag: string): void => {
+      const kind = /^(.*?) c\d+(?:vm\d|lv[0-9a-f]{4})/.exec(line)?.[1] ?? 'other';
+      kinds[kind] = (kinds[kind] ?? 0) + 1;
+      history.push(`#${i} c${c} ${new Date(startedAt).toISOString().slice(11, 23)} ${line} (${Date.now() - startedAt} ms)${tag}`);
+      opsDone++;
+    };
     const client = async (c: number): Promise<void> => {
       const cx: ClientCtx = { c, r: prng(o.seed * 131 + c + 17), vms: [vms[2 * c]!, vms[2 * c + 1]!], bkpDefs: [] };
       cx.bkpDefs.push(...bkpDefs.filter((b) => cx.vms.includes(b.vm)));
@@ -1107,10 +1114,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           violate(`client ${c} op ${i} threw: ${(err as Error).stack ?? err}`, i);
         }
         count(line.split(' → ')[1]?.split(' ').pop() ?? 'other');
-        const kind = /^(.*?) c\d+(?:vm\d|lv[0-9a-f]{4})/.exec(line)?.[1] ?? 'other';
-        kinds[kind] = (kinds[kind] ?? 0) + 1;
-        history.push(`#${i} c${c} ${new Date(a).toISOString().slice(11, 23)} ${line} (${Date.now() - a} ms)`);
-        opsDone++;
+        recordOp(c, i, a, line, '');
         if (opsDone % 100 === 0) log(`chaos: ${opsDone}/${o.ops} ops, ${faultsDone} faults, ${violations.length} violations`);
       }
     };
@@ -1289,11 +1293,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       const run1 = async (f: (cx: ClientCtx, i: number) => Promise<string>): Promise<void> => {
         const i = opsStarted++;
         const a = Date.now();
-        const line = await f(cx, i);
-        const kind = /^(.*?) c\d+(?:vm\d|lv[0-9a-f]{4})/.exec(line)?.[1] ?? 'other';
-        kinds[kind] = (kinds[kind] ?? 0) + 1;
-        history.push(`#${i} c0 ${new Date(a).toISOString().slice(11, 23)} ${line} (${Date.now() - a} ms) [coverage]`);
-        opsDone++;
+        recordOp(0, i, a, await f(cx, i), ' [coverage]');
       };
       for (let n = 0; n < 3 && presentBackups(cx).length === 0; n++) await run1(doBackup);
       for (const [k, f] of backupKinds) {
