@@ -7,7 +7,8 @@
  * (target: esnap within 20 % of bare). esnap's backup records the SHA-256 of the stream it received
  * (hashed on the way: inside its time); the image read of the former design (a whole read of the
  * received image for its SHA-256) is shown beside it. Then a verify of the newest backup: the
- * full `zfs send` of it into the hasher (now) against that image read (before).
+ * full `zfs send` of it into the hasher (now) against that image read (before). Then its restore
+ * into a zfs disk (target: ≥ 80 % of the bare `zfs send | zfs recv`), locally and over SSH.
  *
  * The disk holds 256 MiB of random data and is sparse beyond (a full 2 GiB of data takes minutes to
  * write on zfs-fuse); an incremental stream carries only the changed blocks either way.
@@ -29,6 +30,8 @@ import { spawnHasher } from '../src/backups/image-hash.js';
 import { nativeEngine } from '../src/backups/engine.native.js';
 import type { BackupAgentIo } from '../src/backups/engine.js';
 import { defaultTransferFor } from '../src/backups/transfer.js';
+import { SshTransfer } from '../src/transport/ssh-transfer.js';
+import { announce } from '../src/transport/announcements.js';
 import { makeZfsPool } from '../test/platform/zfs.js';
 import { startSshd } from '../test/platform/sshd.js';
 
@@ -133,32 +136,53 @@ export async function run(): Promise<void> {
     const verifyBefore = performance.now() - ti;
     console.log(`verify of the newest backup: full zfs send into the hasher ${(verifyNow / 1000).toFixed(2)} s; image read from a clone (before) ${(verifyBefore / 1000).toFixed(2)} s`);
 
-    // Restore of the newest backup into a new disk of the source storage, on one node (as in embedded mode):
-    // esnap (the backup's image read from a clone of its snapshot, written through the zfs driver's restore
-    // sink: old bytes or new bytes) against bare `zfs send <backup> | zfs recv <new dataset>` of the same
-    // backup. Everything written before is flushed first (outside the timings).
+    // Restore of the newest backup into a disk of the source storage, on one node (as in embedded mode) and
+    // from the backup node over SSH: esnap's native restore (`zfs send <backup>` into the target's
+    // `zfs recv`, which replaces the disk's dataset: ZfsDriver.receiveDisk) against bare `zfs send <backup> |
+    // zfs recv <new dataset>` (locally, and through `ssh … zfs recv` with the bare key over the same sshd), three
+    // rounds each, alternating which goes first; then once the former path (the backup's image read from a
+    // clone of its snapshot, written through the zfs driver's restore sink). Everything written before is
+    // flushed first (outside the timings).
     const io: BackupAgentIo = {
-      node: 'n1', runner, log: silentLogger, transferFor: defaultTransferFor('n1', new Map([['tank', driver]])), roots: new Map(), keysDir: null,
-      storageConfigs: new Map([['tank', source], ['backups', target]]),
+      node: 'n1', runner, log: silentLogger, transferFor: defaultTransferFor('n1', new Map([['tank', driver]]), () => new SshTransfer(runner, bkp.dir, 'source', address)),
+      storageConfigs: new Map([['tank', source], ['backups', target]]), roots: new Map(), keysDir: null,
     };
     const restored = { path: 'vm2-disk0', sizeBytes: DISK };
     await driver.createDisk(restored);
-    await must(['sync']);
-    const te = performance.now();
-    await nativeEngine.restore(
-      { op: 'backup_restore', backupId: 1, type: 1, from: { storage: 'backups', resticId: null, filename: `${target.dataset}/c1@${newest}` }, checksum: 'stream:bench', target: { node: 'n1', storage: 'tank', disk: restored }, taskId: 'bench-restore' },
-      io,
-    );
-    const restoreEsnap = performance.now() - te;
-    await must(['sync']);
-    const tb = performance.now();
-    const bareRestore = await runner.pipe!(chainSendArgv(target, 'c1', newest), ['zfs', 'recv', `${pool.name}/bare-restore`], { timeoutMs: 3600_000 });
-    if (bareRestore.producer.code !== 0 || bareRestore.consumer.code !== 0) throw new Error(`bare restore: ${bareRestore.producer.stderr} ${bareRestore.consumer.stderr}`);
-    const restoreBare = performance.now() - tb;
-    console.log(
-      `restore of the newest backup (2048 MiB disk): esnap ${(restoreEsnap / 1000).toFixed(2)} s (${(2048 / (restoreEsnap / 1000)).toFixed(0)} MiB/s of disk); ` +
-        `bare zfs send | zfs recv ${(restoreBare / 1000).toFixed(2)} s; esnap's share of bare ${((100 * restoreBare) / restoreEsnap).toFixed(0)} % (target ≥ 80 %)`,
-    );
+    const TASK = '1e1u1-6f75849b-1a2b-3c4d-5e6f';
+    await announce(src.serveConfig.announcedDir, { taskId: TASK, storage: 'tank', disk: restored.path, sizeBytes: DISK, until: new Date(Date.now() + 3600_000).toISOString() });
+    const restoreP = (node: string, targetDriver?: string) =>
+      ({ op: 'backup_restore', backupId: 1, type: 1, from: { storage: 'backups', resticId: null, filename: `${target.dataset}/c1@${newest}` }, checksum: 'stream:bench', target: { node, storage: 'tank', disk: restored }, taskId: TASK, ...(targetDriver ? { targetDriver } : {}) }) as const;
+    const timed = async (f: () => Promise<unknown>): Promise<number> => {
+      await must(['sync']);
+      const t = performance.now();
+      await f();
+      return performance.now() - t;
+    };
+    const bareRecv = async (over: 'local' | 'ssh', n: number): Promise<void> => {
+      const ds = `${pool.name}/bare-restore-${over}-${n}`;
+      const consumer = over === 'local' ? ['zfs', 'recv', ds] : bareSsh(`zfs recv ${ds}`);
+      const r = await runner.pipe!(chainSendArgv(target, 'c1', newest), consumer, { timeoutMs: 3600_000 });
+      if (r.producer.code !== 0 || r.consumer.code !== 0) throw new Error(`bare restore: ${r.producer.stderr} ${r.consumer.stderr}`);
+    };
+    const restoreRows: Array<{ over: string; esnap: number; bare: number }> = [];
+    for (let n = 1; n <= 3; n++) {
+      for (const over of ['local', 'ssh'] as const) {
+        const esnapOnce = () => timed(() => nativeEngine.restore(restoreP(over === 'local' ? 'n1' : 'source', 'zfs'), io));
+        const bareOnce = () => timed(() => bareRecv(over, n));
+        const [e, b] = n % 2 === 1 ? [await esnapOnce(), await bareOnce()] : await bareOnce().then(async (bb) => [await esnapOnce(), bb] as const);
+        restoreRows.push({ over, esnap: e, bare: b });
+      }
+    }
+    const restoreImage = await timed(() => nativeEngine.restore(restoreP('n1'), io));
+    console.log('restore of the newest backup (2048 MiB disk) into a zfs disk, esnap native / bare zfs send | zfs recv:');
+    for (const r of restoreRows) {
+      console.log(
+        `  ${r.over === 'local' ? 'local pipes' : 'over ssh   '}: esnap ${(r.esnap / 1000).toFixed(2)} s; bare ${(r.bare / 1000).toFixed(2)} s; ` +
+          `esnap's throughput ${((100 * r.bare) / r.esnap).toFixed(0)} % of bare (target ≥ 80 %)`,
+      );
+    }
+    console.log(`  the former path (image read from a clone, written through the restore sink): ${(restoreImage / 1000).toFixed(2)} s`);
     console.log(`second backup after 1 % changed in 8 extents (load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}):`);
     for (const r of rows) {
       console.log(

@@ -7,7 +7,7 @@ import { pointOfNoReturn } from '../storage/op-scope.js';
 import { engineFor, registerEngine, type BackupAgentIo } from './engine.js';
 import { BACKUP_DAMAGED_MSG, resticEngine } from './engine.restic.js';
 import { nativeEngine } from './engine.native.js';
-import type { BackupCreated, BackupPayload, BackupVerified } from './backup.payloads.js';
+import type { BackupCreated, BackupPayload, BackupRestored, BackupVerified } from './backup.payloads.js';
 
 export type { BackupAgentIo } from './engine.js';
 export { BACKUP_DAMAGED_MSG } from './engine.restic.js';
@@ -26,8 +26,10 @@ export async function runBackupOp(p: BackupPayload, io: BackupAgentIo): Promise<
     }
     case 'backup_restore': {
       const began = Date.now();
-      await engine.restore(p, io);
-      return { returncode: 0, message: 'Backup successfully restored', detail: `rc=0, time_elapsed=${Math.round((Date.now() - began) / 1000)}` };
+      const data = await engine.restore(p, io);
+      const seconds = Math.round((Date.now() - began) / 1000);
+      const detail = `rc=0, time_elapsed=${seconds}${data.replaced ? `, msg='the disk was replaced by the received dataset; its snapshots are gone'` : ''}`;
+      return { returncode: 0, message: 'Backup successfully restored', detail, data: data satisfies BackupRestored };
     }
     case 'backup_verify': {
       const data: BackupVerified = await engine.verify(p, io);

@@ -11,7 +11,7 @@ import { clearDamage } from '../vms/disk.damage.js';
 import { revertNotready } from '../snapshots/snapshot.rollback.js';
 import { alerts } from '../alerts/alert.messages.js';
 import { BACKUP_DAMAGED, BACKUP_OK, BACKUP_PENDING } from './backup.schema.js';
-import type { BackupCreated, BackupPresent, BackupVerified } from './backup.payloads.js';
+import type { BackupCreated, BackupPresent, BackupRestored, BackupVerified } from './backup.payloads.js';
 import type { BackupCheckContext, BackupCreateContext, BackupDeleteContext, BackupRestoreContext, BackupVerifyContext } from './backup.service.js';
 import { runBackupRetention } from './backup.retention.js';
 import { submitBackupCheck, submitCleanup } from './backup.service.js';
@@ -83,6 +83,11 @@ export function registerBackupKinds(ctx: AppContext): void {
       if (vm) await trx.updateTable('vm').set({ status: revertNotready(vm.status), changed: now }).where('uuid', '=', c.targetVm).execute();
       if (outcome.returncode !== 0) return { result: failed(outcome) };
       await clearDamage(trx, c.targetVm, c.targetDiskRealId);
+      // A dataset backup that replaced the disk's dataset took the disk's snapshots with the old one
+      // (force, Danube's default; without it a disk with snapshots was refused with 417).
+      if ((outcome.data as Partial<BackupRestored> | undefined)?.replaced === true) {
+        await trx.deleteFrom('snapshot').where('vm_uuid', '=', c.targetVm).where('disk_real_id', '=', c.targetDiskRealId).execute();
+      }
       return { result: { returncode: 0, message: 'Backup successfully restored', detail: outcome.detail ?? '' } };
     },
   });

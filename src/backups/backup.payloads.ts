@@ -45,6 +45,12 @@ export type BackupPayload =
       readonly checksum: string;
       readonly target: DiskEnd;
       readonly taskId: string;
+      /**
+       * The target storage's driver. A dataset backup whose driver can replace a disk of it by a
+       * native stream (native-streams.ts datasetRestoreSupported) is restored so, and the target
+       * disk's snapshots go with its old dataset (BackupRestored.replaced); absent: the image path.
+       */
+      readonly targetDriver?: string;
     }
   | { readonly op: 'backup_verify'; readonly backupId: number; readonly type: number; readonly from: ResticLocation; readonly checksum: string }
   /**
@@ -78,6 +84,12 @@ export interface BackupCreated {
   readonly size: number;
   readonly added: number | null;
   readonly seconds: number;
+}
+
+/** `backup_restore` data. */
+export interface BackupRestored {
+  /** The target disk's dataset was replaced by a native stream: its snapshots are gone with the old one. */
+  readonly replaced: boolean;
 }
 
 /** `backup_check` data: the restic ids (type 2) and file names (type 1) still stored. */

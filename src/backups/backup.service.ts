@@ -504,6 +504,7 @@ async function restoreBackup(ctx: AppContext, caller: Caller, t: BackupTarget, d
         checksum: bkp.checksum,
         target: { node: tnode.hostname, storage: storage.name, disk: diskRef(vm, disk) },
         taskId,
+        targetDriver: storage.driver,
       };
       return { payload, context: { backupId: bkp.id, targetVm: vm.uuid, targetDiskRealId: disk.real_id, announcedTo } };
     },

@@ -26,7 +26,7 @@ import { StorageError } from '../storage/driver.js';
 import type { StorageConfig } from '../storage/drivers.js';
 import { outsideScope, pointOfNoReturn } from '../storage/op-scope.js';
 import { takeSourceSnapshot } from './source-snapshot.js';
-import { nativeBaseSnapshot, nativeKind } from '../transport/native-streams.js';
+import { datasetRestoreSupported, nativeBaseSnapshot, nativeKind } from '../transport/native-streams.js';
 import { backupPresent, chainSendArgv, findChain, imageChecksum, locateBackup, pullDataset, removeBackup, withBackupImage, type PullSource } from '../transport/dataset-backup.js';
 import type { BackupAgentIo, BackupEngine } from './engine.js';
 import type { BackupPayload } from './backup.payloads.js';
@@ -62,6 +62,24 @@ async function fullSendChecksum(io: BackupAgentIo, cfg: StorageConfig, chain: st
   if (r.code !== 0) throw new StorageError('backend', `${argv.slice(0, 2).join(' ')} of backup ${snapshot} failed (exit ${r.code}): ${r.stderr.trim().slice(0, 500)}`);
   if (sum.e) throw sum.e;
   return sum.v!;
+}
+
+/**
+ * The restore of a dataset backup into a disk of its driver: `zfs send` of the backup (a full
+ * stream; zfs checks every block it reads, and `zfs recv` the stream's own checksums) straight into
+ * the target's receive, which swaps the disk's dataset only once the stream arrived whole.
+ */
+async function receiveNatively(io: BackupAgentIo, target: DiskEnd, taskId: string, send: readonly string[], snapshot: string): Promise<void> {
+  if (!io.runner.pipe) throw new StorageError('backend', 'this command runner cannot pipe');
+  const pipe = io.runner.pipe.bind(io.runner);
+  await io.transferFor(target.node).receiveDataset(target, taskId, snapshot, async (consumer) => {
+    const { producer, consumer: c } = await pipe(send, consumer, { timeoutMs: 24 * 3600_000, env: { LC_ALL: 'C' } });
+    if (producer.code === 0 && c.code === 0) return;
+    const say = (argv: readonly string[], r: { code: number; stderr: string }): string =>
+      `${argv[0] === 'ssh' ? `the receive on node ${target.node}` : argv.slice(0, 2).join(' ')} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`;
+    const parts = [producer.code !== 0 ? say(send, producer) : '', c.code !== 0 ? say(consumer, c) : ''].filter(Boolean);
+    throw new StorageError('backend', `Restore of backup ${snapshot} into disk ${target.disk.path} failed: ${parts.join('; ')}`);
+  });
 }
 
 function storageConfig(io: BackupAgentIo, name: string): StorageConfig {
@@ -144,6 +162,10 @@ export const nativeEngine: BackupEngine = {
 
   async restore(p, io) {
     const { cfg, chain, snapshot } = located(io, p.from);
+    if (p.targetDriver !== undefined && datasetRestoreSupported(cfg.driver, p.targetDriver)) {
+      await receiveNatively(io, p.target, p.taskId, chainSendArgv(cfg, chain, snapshot), snapshot);
+      return { replaced: true };
+    }
     const sink = await io.transferFor(p.target.node).openDiskWrite(p.target, p.taskId);
     const hash = createHash('sha256');
     const tap = new Transform({
@@ -167,6 +189,7 @@ export const nativeEngine: BackupEngine = {
     }
     pointOfNoReturn();
     await sink.commit(read);
+    return { replaced: false };
   },
 
   async verify(p, io) {

@@ -64,6 +64,7 @@ export const resticEngine: BackupEngine = {
     }
     pointOfNoReturn();
     await r.sink!.commit(p.checksum);
+    return { replaced: false };
   },
 
   async verify(p, io) {

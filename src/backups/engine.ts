@@ -7,7 +7,7 @@
 import type { Logger } from '../app-context.js';
 import { StorageError } from '../storage/driver.js';
 import type { CommandRunner } from '../storage/runner.js';
-import type { BackupCreated, BackupPayload, BackupPresent, BackupVerified } from './backup.payloads.js';
+import type { BackupCreated, BackupPayload, BackupPresent, BackupRestored, BackupVerified } from './backup.payloads.js';
 import type { TransferFor } from './transfer.js';
 import type { StorageConfig } from '../storage/drivers.js';
 import type { SshAddress } from '../transport/ssh-address.js';
@@ -39,7 +39,7 @@ type Op<K extends BackupPayload['op']> = Extract<BackupPayload, { op: K }>;
 export interface BackupEngine {
   create(p: Op<'backup_create'>, io: BackupAgentIo): Promise<BackupCreated & { detail?: string }>;
   /** Writes the backup into the target disk (crash-safe through the target's driver). */
-  restore(p: Op<'backup_restore'>, io: BackupAgentIo): Promise<void>;
+  restore(p: Op<'backup_restore'>, io: BackupAgentIo): Promise<BackupRestored>;
   /** Re-reads the backup; `ok: false` when its SHA-256 differs or it cannot be read. */
   verify(p: Op<'backup_verify'>, io: BackupAgentIo): Promise<BackupVerified>;
   remove(p: Op<'backup_delete'>, io: BackupAgentIo): Promise<void>;

@@ -53,6 +53,22 @@ export interface Transfer {
   openImageSource(end: DiskEnd, snapshot: string): Promise<ImageSource>;
   /** The target of a restore; `taskId` is the restore task the server announced to that node. */
   openDiskWrite(end: DiskEnd, taskId: string): Promise<DiskWritable>;
+  /**
+   * Replaces the disk by a native full stream (the restore of a dataset backup into a disk of the
+   * backup's driver): `feed` runs the consumer argv it is given (`zfs recv` here, ssh to the node's
+   * `receive dataset` there) with the stream on its stdin, and throws when either side failed.
+   * `received` is the snapshot the stream carries. The disk's own snapshots go (see ZfsDriver.receiveDisk).
+   */
+  receiveDataset(end: DiskEnd, taskId: string, received: string, feed: (consumer: readonly string[]) => Promise<void>): Promise<void>;
+}
+
+/** A driver that can replace a disk by a native full stream (ZfsDriver.receiveDisk). */
+export interface DatasetReceiver {
+  receiveDisk(dst: DiskRef, received: string, feed: (recv: readonly string[]) => Promise<void>): Promise<void>;
+}
+
+export function datasetReceiverOf(driver: StorageDriver): DatasetReceiver | null {
+  return typeof (driver as Partial<DatasetReceiver>).receiveDisk === 'function' ? (driver as unknown as DatasetReceiver) : null;
 }
 
 /** The transfer to use for a disk on `node` (the agent's own node: local). */
@@ -117,6 +133,13 @@ export class LocalTransfer implements Transfer {
 
   openDiskWrite(end: DiskEnd): Promise<DiskWritable> {
     return this.#writer(end).openDiskWrite(end.disk);
+  }
+
+  receiveDataset(end: DiskEnd, _taskId: string, received: string, feed: (consumer: readonly string[]) => Promise<void>): Promise<void> {
+    const d = this.#driver(end);
+    const r = datasetReceiverOf(d);
+    if (!r) throw new StorageError('backend', `Storage ${end.storage} (driver ${d.kind}) cannot receive a dataset stream`);
+    return r.receiveDisk(end.disk, received, feed);
   }
 }
 

@@ -33,6 +33,19 @@ export function datasetBackupSupported(source: string, target: string): boolean 
   return kind !== null && kind === nativeKind(target);
 }
 
+/**
+ * Drivers whose disks a dataset backup of the same driver can replace by a native full stream
+ * (ZfsDriver.receiveDisk); others are restored through the image (a btrfs receive into a staging
+ * subvolume swapped in is not built yet).
+ */
+const DATASET_RESTORE: ReadonlySet<NativeKind> = new Set(['zfs']);
+
+/** Whether a dataset backup on a storage of driver `backup` restores natively into a disk on `target`. */
+export function datasetRestoreSupported(backup: string, target: string): boolean {
+  const kind = nativeKind(backup);
+  return kind !== null && kind === nativeKind(target) && DATASET_RESTORE.has(kind);
+}
+
 /** btrfs: the snapshot folder of the driver's layout (src/storage/btrfs/btrfs.driver.ts). */
 const BTRFS_SNAPSHOT_DIR = '.snapshots';
 

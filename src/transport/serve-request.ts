@@ -7,6 +7,9 @@
  *   send image <storage> <disk> <snapshot>              the snapshot's raw image bytes
  *   receive <task id> <storage> <disk>                  raw image bytes on stdin written into the
  *                                                       disk, only during that announced restore
+ *   receive dataset <task id> <storage> <disk> <snap>   a native full stream (`zfs send` of backup
+ *                                                       <snap>) on stdin replaces the disk's dataset,
+ *                                                       only during that announced restore
  *   snapshot <storage> <disk> <is-n> [freeze <task id>] take the backup's source snapshot (is- ids only);
  *                                                       with freeze: the guest frozen around it, when
  *                                                       that backup task's freeze was announced here
@@ -25,6 +28,7 @@ export type ServeRequest =
   | { readonly op: 'send'; readonly format: 'dataset'; readonly storage: string; readonly disk: string; readonly snapshot: string; readonly base: string | null }
   | { readonly op: 'send'; readonly format: 'image'; readonly storage: string; readonly disk: string; readonly snapshot: string }
   | { readonly op: 'receive'; readonly taskId: string; readonly storage: string; readonly disk: string }
+  | { readonly op: 'receive-dataset'; readonly taskId: string; readonly storage: string; readonly disk: string; readonly snapshot: string }
   | { readonly op: 'snapshot'; readonly storage: string; readonly disk: string; readonly snapshot: string; readonly freezeTask: string | null }
   | { readonly op: 'release'; readonly storage: string; readonly disk: string; readonly snapshot: string };
 
@@ -60,6 +64,7 @@ const MAX_LENGTH = 1024;
 
 const USAGE =
   'allowed: "send dataset <storage> <disk> <snapshot> [<base>]", "send image <storage> <disk> <snapshot>", "receive <task id> <storage> <disk>", ' +
+  '"receive dataset <task id> <storage> <disk> <snapshot>", ' +
   '"snapshot <storage> <disk> <is-n> [freeze <task id>]", "release <storage> <disk> <is-n>"';
 
 /**
@@ -110,6 +115,12 @@ export function parseServeRequest(command: string | undefined, storages: readonl
       return { op: 'send', format, storage: storage(s), disk: disk(d), snapshot: snapshot(snap, SERVE_SNAPSHOT_RE, 'an esnap snapshot id') };
     }
     throw new ServeRefusal(`send takes "dataset" or "image", not ${JSON.stringify(format ?? '')} (${USAGE})`);
+  }
+  if (verb === 'receive' && rest[0] === 'dataset') {
+    const [, taskId, s, d, snap, ...extra] = rest;
+    if (extra.length > 0) throw new ServeRefusal(`too many words (${USAGE})`);
+    if (taskId === undefined || !TASK_ID_RE.test(taskId)) throw new ServeRefusal(`${JSON.stringify(taskId ?? '')} is not an esnap task id`);
+    return { op: 'receive-dataset', taskId, storage: storage(s), disk: disk(d), snapshot: snapshot(snap, SERVE_SNAPSHOT_RE, 'an esnap snapshot id') };
   }
   if (verb === 'receive') {
     const [taskId, s, d, ...extra] = rest;

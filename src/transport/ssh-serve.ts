@@ -13,6 +13,9 @@
  *   (announcements.ts; waited for a while, bounded, since a busy agent may apply it late): stdin goes to the driver's crash-safe disk write, committed only when
  *   exactly the disk's size arrived followed by the sender's `commit <sha-256>` line naming the
  *   same SHA-256; an abort or a dropped connection ends without it (old bytes stay).
+ * - `receive dataset`: only during an announced restore, like `receive`: stdin (a `zfs send` of the
+ *   backup) goes straight into `zfs recv`, which replaces the disk's dataset (ZfsDriver.receiveDisk:
+ *   the old dataset waits aside until the stream was received whole, then goes with its snapshots).
  * - `snapshot` / `release`: take or destroy a backup's `is-<n>` source snapshot; `snapshot … freeze
  *   <task id>` freezes the guest around it through its agent socket on this node, which the server
  *   announced for that backup task (announcements.ts); a freeze that did not hold is said on a
@@ -48,6 +51,11 @@ const freeze = () => import('../guest/freeze.js');
 
 export interface ServeIo {
   readonly stdin: Readable;
+  /**
+   * The file descriptor behind `stdin`, handed to `zfs recv` as its stdin for a `receive dataset`
+   * (the stream then never passes through this process). Absent: the bytes are piped through.
+   */
+  readonly stdinFd?: number;
   readonly stdout: Writable;
   readonly stderr: Writable;
   readonly runner: CommandRunner;
@@ -167,6 +175,17 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
       });
       return;
     }
+    case 'receive-dataset': {
+      const size = await awaitAnnouncement(config, r, io);
+      if (size === null) {
+        throw new ServeFailure(`no restore task ${r.taskId} of ${where} was announced to this node`, EXIT_REFUSED);
+      }
+      const [{ createDriver }, { datasetReceiverOf }] = await Promise.all([drivers(), import('../backups/transfer.js')]);
+      const receiver = datasetReceiverOf(createDriver(cfg, io.runner));
+      if (!receiver) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot receive a dataset stream`, EXIT_REFUSED);
+      await receiver.receiveDisk({ path: r.disk, sizeBytes: size }, r.snapshot, (recv) => receiveFromStdin(io, recv));
+      return;
+    }
     case 'release': {
       if (nativeKind(cfg.driver) !== null) return nativeBaseSnapshot(io.runner, cfg, r.disk, r.snapshot, r.op);
       const { createDriver } = await drivers();
@@ -204,7 +223,7 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
  * the restore task to the backup node, but a busy agent may apply it after the backup node has
  * connected. Null: not announced within the wait.
  */
-function awaitAnnouncement(config: ServeConfig, r: Extract<ServeRequest, { op: 'receive' }>, io: ServeIo): Promise<number | null> {
+function awaitAnnouncement(config: ServeConfig, r: Extract<ServeRequest, { op: 'receive' | 'receive-dataset' }>, io: ServeIo): Promise<number | null> {
   return awaitAnnounced(config, io, (now) => announcedReceive(config.announcedDir, r.taskId, r.storage, r.disk, now));
 }
 
@@ -217,6 +236,16 @@ async function awaitAnnounced<T>(config: ServeConfig, io: ServeIo, read: (now: D
     if (value !== null || Date.now() >= end) return value;
     await new Promise((res) => setTimeout(res, Math.min(250, Math.max(1, end - Date.now()))));
   }
+}
+
+/** Runs `argv` (zfs recv) with our stdin as its own; fails with its stderr when it exits non-zero. */
+async function receiveFromStdin(io: ServeIo, argv: readonly string[]): Promise<void> {
+  if (!io.runner.spawn) throw new Error('the command runner cannot stream');
+  const timeoutMs = 7 * 24 * 3600_000;
+  const child = io.runner.spawn(argv, io.stdinFd !== undefined ? { stdinFrom: io.stdinFd, timeoutMs } : { stdin: 'pipe', timeoutMs });
+  const flow = io.stdinFd !== undefined ? null : pipeline(io.stdin, child.stdin as Writable).catch(() => undefined);
+  const [result] = await Promise.all([child.done, flow]);
+  if (result.code !== 0) throw new ServeFailure(`${argv.slice(0, 2).join(' ')} failed (exit ${result.code}): ${result.stderr.trim()}`, EXIT_FAILED);
 }
 
 /** Spawns `argv` with its stdout going to ours; fails with its stderr when it exits non-zero. */
@@ -235,7 +264,12 @@ export async function runSshServe(args: readonly string[]): Promise<number> {
     return EXIT_REFUSED;
   }
   return serve(loadServeConfigFile(args[0]), process.env['SSH_ORIGINAL_COMMAND'], {
-    stdin: process.stdin,
+    // Made on first use: Node's stdin stream sets its pipe non-blocking, which a `zfs recv` given
+    // fd 0 (stdinFd) would then read as EAGAIN.
+    get stdin() {
+      return process.stdin;
+    },
+    stdinFd: 0,
     stdout: process.stdout,
     stderr: process.stderr,
     runner: new NodeCommandRunner(),

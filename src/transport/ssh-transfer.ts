@@ -142,4 +142,8 @@ export class SshTransfer implements Transfer {
       },
     };
   }
+
+  receiveDataset(end: DiskEnd, taskId: string, received: string, feed: (consumer: readonly string[]) => Promise<void>): Promise<void> {
+    return feed(this.#argv(['receive', 'dataset', taskId, end.storage, end.disk.path, received]));
+  }
 }

@@ -5,7 +5,11 @@
  * image); the base snapshot `is-<id>` stays on the source disk, hidden from the snapshot list and
  * never adopted by a sync; a rollback that destroys it makes the next backup full, said in the
  * task's detail; verify re-reads the image; a restore into a VM on a file storage gives identical
- * bytes. Type 1 onto a file storage answers Danube's 400.
+ * bytes. Type 1 onto a file storage answers Danube's 400. A restore into a zfs disk is a native
+ * `zfs send | zfs recv` that replaces the disk's dataset: refused with 417 without force while the
+ * disk has snapshots; with force (the default) the bytes are the backup's, the disk's snapshots
+ * (and its own backup base) are gone from storage and database, nothing is left aside, and the
+ * next backup of that disk is a full one.
  */
 import { createHash } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
@@ -144,5 +148,38 @@ describe('type 1 (dataset) backups, embedded, zfs-fuse', async () => {
     expect(r.finalStatus, JSON.stringify(r.final)).toBe(200);
     const restored = await readFile(join(s.storageRoot, 'files', dstPath));
     expect(sha(restored)).toBe(image2);
+    b2name = String(b2['name']);
+    b2image = image2;
+  }, 600_000);
+
+  let b2name = '';
+  let b2image = '';
+  it('restores into a zfs disk natively: the dataset is replaced, its snapshots go (417 without force), the next backup is full', async () => {
+    expect(b2name).not.toBe('');
+    const disk = `${pool.name}/vms/${srcPath}`;
+    const snapshotsOnDisk = async (): Promise<string[]> =>
+      (await zfs('list', '-H', '-r', '-t', 'snapshot', '-o', 'name', disk)).split('\n').filter(Boolean).map((n) => n.split('@')[1]!);
+    // web01's disk holds the user's snapshot 'before' and the base of its next backup.
+    expect((await s.req('GET', '/api/vm/web01/snapshot/', {})).body.result).toEqual(['before']);
+    expect(await snapshotsOnDisk()).toEqual(expect.arrayContaining(['is-' + String((await lastBackup())['id'])]));
+    await scribble([6, 10]);
+    const refused = await s.req('PUT', `/api/vm/web01/backup/${b2name}`, { body: { target_hostname_or_uuid: 'web01', target_disk_id: 1, force: false } });
+    expect(refused.status, refused.text).toBe(417);
+    expect(refused.body.detail).toBe('VM has snapshots');
+
+    const r = await s.stream('PUT', `/api/vm/web01/backup/${b2name}`, { body: { target_hostname_or_uuid: 'web01', target_disk_id: 1 } });
+    expect(r.finalStatus, JSON.stringify(r.final)).toBe(200);
+    expect(JSON.stringify(r.final)).toMatch(/the disk was replaced by the received dataset; its snapshots are gone/);
+    expect(sha(await readFile(await srcImage()))).toBe(b2image);
+    // The disk's snapshots went with its old dataset: none on storage, no rows, nothing left aside.
+    expect(await snapshotsOnDisk()).toEqual([]);
+    expect((await s.req('GET', '/api/vm/web01/snapshot/', {})).body.result).toEqual([]);
+    const datasets = await zfs('list', '-H', '-r', '-o', 'name', `${pool.name}/vms`);
+    expect(datasets).not.toMatch(/-esnap-restore-/);
+    // The backup's own base went too: the next backup is full and says why.
+    const next = await backup();
+    expect(next.detail).toMatch(/full=true/);
+    expect(next.detail).toMatch(/is no longer on the source disk/);
+    expect(await snapshotsOnDisk()).toEqual(['is-' + String((await lastBackup())['id'])]);
   }, 600_000);
 });

@@ -25,13 +25,14 @@ function refusal(command: string | undefined): string {
 }
 
 describe('forced command requests', () => {
-  it('accepts the five requests esnap sends', () => {
+  it('accepts the six requests esnap sends', () => {
     expect(parseServeRequest('send dataset tank vm1/disk0 is-7 is-6', STORAGES)).toEqual({
       op: 'send', format: 'dataset', storage: 'tank', disk: 'vm1/disk0', snapshot: 'is-7', base: 'is-6',
     });
     expect(parseServeRequest('send dataset tank vm1-disk0 es-3', STORAGES)).toMatchObject({ base: null, snapshot: 'es-3' });
     expect(parseServeRequest('send image tank vm1-disk0 as-12', STORAGES)).toMatchObject({ op: 'send', format: 'image' });
     expect(parseServeRequest(`receive ${TASK} backup vm2-disk1`, STORAGES)).toEqual({ op: 'receive', taskId: TASK, storage: 'backup', disk: 'vm2-disk1' });
+    expect(parseServeRequest(`receive dataset ${TASK} backup vm2-disk1 is-4`, STORAGES)).toEqual({ op: 'receive-dataset', taskId: TASK, storage: 'backup', disk: 'vm2-disk1', snapshot: 'is-4' });
     expect(parseServeRequest('snapshot tank vm1-disk0 is-9', STORAGES)).toMatchObject({ op: 'snapshot', snapshot: 'is-9' });
     expect(parseServeRequest('release tank vm1-disk0 is-9', STORAGES)).toMatchObject({ op: 'release' });
     expect(parseServeRequest('snapshot tank vm1-disk0 is-9', STORAGES)).toMatchObject({ freezeTask: null });
@@ -65,6 +66,8 @@ describe('forced command requests', () => {
     expect(refusal('send image tank .snapshots/vm1 es-1')).toMatch(/not a disk path/);
     expect(refusal('send image other vm1 es-1')).toMatch(/no storage "other" on this node/);
     expect(refusal(`receive ${TASK} tank /dev/sda`)).toMatch(/not a disk path/);
+    expect(refusal(`receive dataset ${TASK} tank ../vm1 is-4`)).toMatch(/not a disk path/);
+    expect(refusal(`receive dataset ${TASK} other vm1 is-4`)).toMatch(/no storage "other" on this node/);
   });
 
   it('refuses ids that are not esnap snapshots, bases that are not backup bases, stray words', () => {
@@ -74,6 +77,10 @@ describe('forced command requests', () => {
     expect(refusal('release tank vm1 as-1')).toMatch(/is-<n>/);
     expect(refusal('send image tank vm1 es-1 extra')).toMatch(/too many words/);
     expect(refusal('receive 123 tank vm1')).toMatch(/not an esnap task id/);
+    expect(refusal('receive dataset tank vm1 is-4')).toMatch(/not an esnap task id/);
+    expect(refusal(`receive dataset ${TASK} tank vm1 pool@x`)).toMatch(/characters esnap never sends/);
+    expect(refusal(`receive dataset ${TASK} tank vm1 foo`)).toMatch(/not an esnap snapshot id/);
+    expect(refusal(`receive dataset ${TASK} tank vm1 is-4 extra`)).toMatch(/too many words/);
     expect(refusal('send tar tank vm1 es-1')).toMatch(/send takes "dataset" or "image"/);
   });
 });

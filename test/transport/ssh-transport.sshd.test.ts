@@ -10,11 +10,14 @@
  * - Type 1 on zfs-fuse and on btrfs: a full backup, then an incremental one after a change, over
  *   SSH; the received images' SHA-256 equal the source snapshots'. A rollback that destroyed the
  *   base makes the next backup full, and says so.
+ * - Restore of a dataset backup over SSH into a zfs disk (`receive dataset`, the disk's dataset
+ *   replaced by the native stream): refused unannounced; a stream cut off mid-way leaves the old
+ *   bytes and snapshots and nothing aside; a whole one gives the backup's bytes, no snapshots left.
  * - sshd stopped mid-transfer: the pull fails with a clear error and nothing half-received is listed.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir } from 'node:fs/promises';
+import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,7 +30,8 @@ import type { StorageDriver } from '../../src/storage/driver.js';
 import { AgentSsh } from '../../src/transport/agent-ssh.js';
 import { parseSshAddress, type SshAddress } from '../../src/transport/ssh-address.js';
 import { sshArgv } from '../../src/transport/ssh-client.js';
-import { pullDataset, TransferError, type PullRequest } from '../../src/transport/dataset-backup.js';
+import { chainSendArgv, imageChecksum, pullDataset, TransferError, type PullRequest } from '../../src/transport/dataset-backup.js';
+import { SshTransfer } from '../../src/transport/ssh-transfer.js';
 import { nativeSnapshot } from '../../src/transport/native-streams.js';
 import type { TrustSet } from '../../src/transport/trust-files.js';
 import { announce } from '../../src/transport/announcements.js';
@@ -265,6 +269,51 @@ for (const backend of [zfsBackend, btrfsBackend]) {
       expect(third).toMatchObject({ full: true, chain: 'vm1-0-3' });
       expect(third.detail).toMatch(/base is-2 is no longer on the source disk \(a rollback destroyed it\): full backup/);
       expect(third.checksum).toBe(await sha256(image));
+    }, 300_000);
+
+    // zfs only: a btrfs disk is restored through its image (native-streams.ts DATASET_RESTORE).
+    if (backend === zfsBackend) it('restores a dataset backup over SSH by a native stream: unannounced refused, cut off keeps the old disk, whole replaces it', async () => {
+      const transfer = new SshTransfer(runner, pair.backup.dir, 'source', pair.address);
+      const dst = { path: 'vm2-disk0', sizeBytes: 160 * MiB };
+      await env.driver.createDisk(dst);
+      const dstImage = await env.image(dst.path);
+      await scribble(dstImage, [1, 30, 90]);
+      await env.driver.create({ path: dst.path }, 'es-7', { name: 'mine' });
+      const old = await sha256(dstImage);
+      const backupSum = await imageChecksum(runner, env.target, 'vm1-0-3', 'is-3');
+      const end = { node: 'source', storage: 'tank', disk: dst };
+      const send = chainSendArgv(env.target, 'vm1-0-3', 'is-3');
+      const feed = (producer: readonly string[]) => async (consumer: readonly string[]) => {
+        const r = await runner.pipe!(producer, consumer, { timeoutMs: 300_000 });
+        if (r.producer.code !== 0 || r.consumer.code !== 0) throw new Error(`exit ${r.producer.code}/${r.consumer.code}: ${r.consumer.stderr.trim()}`);
+      };
+      const unchanged = async (): Promise<void> => {
+        expect(await sha256(dstImage)).toBe(old);
+        expect((await env.driver.list({ path: dst.path })).map((x) => x.id)).toEqual(['es-7']);
+        expect((await runner.run(['zfs', 'list', '-H', '-r', '-o', 'name', env.source.dataset!])).stdout).not.toMatch(/-esnap-restore-/);
+      };
+
+      const unannounced = await transfer.receiveDataset(end, TASK, 'is-3', feed(send)).catch((err: unknown) => err as Error);
+      expect(unannounced).toBeInstanceOf(Error);
+      expect((unannounced as Error).message).toMatch(/no restore task .* was announced to this node/);
+      await unchanged();
+
+      await announce(pair.source.serveConfig.announcedDir, { taskId: TASK, storage: 'tank', disk: dst.path, sizeBytes: dst.sizeBytes, until: new Date(Date.now() + 3600_000).toISOString() });
+      // The stream cut off after its first half: zfs recv refuses it, the old dataset comes back.
+      const stream = join(await tempDir('esnap-stream-'), 'backup.zstream');
+      const out = await open(stream, 'w');
+      const saved = await runner.spawn!(send, { stdoutTo: out.fd, timeoutMs: 300_000 }).done;
+      await out.close();
+      expect(saved.code, saved.stderr).toBe(0);
+      const half = Math.floor((await stat(stream)).size / 2);
+      const cut = await transfer.receiveDataset(end, TASK, 'is-3', feed(['head', '-c', String(half), stream])).catch((err: unknown) => err as Error);
+      expect(cut).toBeInstanceOf(Error);
+      await unchanged();
+
+      await transfer.receiveDataset(end, TASK, 'is-3', feed(send));
+      expect(await sha256(dstImage)).toBe(backupSum);
+      expect(await env.driver.list({ path: dst.path })).toEqual([]);
+      expect((await runner.run(['zfs', 'list', '-H', '-r', '-o', 'name', env.source.dataset!])).stdout).not.toMatch(/-esnap-restore-/);
     }, 300_000);
 
     it('sshd stopped mid-transfer: a clear error, nothing half-received listed', async () => {

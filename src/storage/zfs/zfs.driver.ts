@@ -49,7 +49,7 @@ import {
 } from './zfs.capabilities.js';
 import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
 import { IMAGE_NAME, ZfsCommands } from './zfs.commands.js';
-import { ASIDE_RE, openRestoreWrite, repairRestores, repairRestoreWrites, restoreInto } from './zfs.restore.js';
+import { ASIDE_RE, openRestoreWrite, repairRestores, repairRestoreWrites, replaceableSize, replaceDataset, restoreInto } from './zfs.restore.js';
 import type { DiskWritable, SnapshotReadable } from '../stream.js';
 import { readThroughClone, repairReadClones } from './zfs.read.js';
 
@@ -377,6 +377,23 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
     const pipe = this.runner.pipe?.bind(this.runner);
     if (!pipe) throw new StorageError('backend', 'This command runner cannot pipe zfs send into zfs recv');
     await restoreInto(this.cmd, pipe, { srcDs, dstDs, id, src, dst, timeoutMs: this.restoreTimeoutMs });
+  }
+
+  /**
+   * Replaces a disk by a native full stream (the restore of a dataset backup): `feed` runs the
+   * `zfs recv` argv it is given with the stream on its stdin and throws when either side failed.
+   * The disk's dataset is swapped as in restore() (zfs.restore.ts replaceDataset): old bytes or
+   * new bytes after any crash, and the disk's snapshots go with the old dataset. `received` is the
+   * snapshot the stream carries; `sizeBytes` of `dst`, when given, must be the disk's image size.
+   */
+  async receiveDisk(dst: DiskRef, received: string, feed: (recv: readonly string[]) => Promise<void>): Promise<void> {
+    const dstDs = this.diskDataset(dst);
+    assertSnapshotId(received);
+    const size = await replaceableSize(this.cmd, dstDs, dst);
+    if (dst.sizeBytes !== undefined && dst.sizeBytes !== size) {
+      throw new StorageError('size_mismatch', `Disk ${dst.path} has ${size} bytes, the backup ${dst.sizeBytes}`);
+    }
+    await replaceDataset(this.cmd, dstDs, dst, { size, received, what: `backup ${received}`, receive: feed });
   }
 
   // ---- helpers ----

@@ -29,13 +29,49 @@ export async function restoreInto(cmd: ZfsCommands, pipe: NonNullable<CommandRun
   const { srcDs, dstDs, id, src, dst } = o;
   // Everything is checked before anything changes.
   await cmd.zfs(['zfs', 'get', '-Hp', '-o', 'value', 'type', `${srcDs}@${id}`]).catch((err: unknown) => cmd.whichMissing(err, srcDs));
+  const dstSize = await replaceableSize(cmd, dstDs, dst);
+  const srcSize = await cmd.imageSize(srcDs);
+  if (srcSize !== dstSize) throw new StorageError('size_mismatch', `${src.path} has ${srcSize} bytes, ${dst.path} ${dstSize}`);
+  const send = ['zfs', 'send', `${srcDs}@${id}`];
+  await replaceDataset(cmd, dstDs, dst, {
+    size: dstSize,
+    received: id,
+    what: `${src.path}@${id}`,
+    receive: async (recv) => {
+      const { producer, consumer } = await pipe(send, recv, { timeoutMs: o.timeoutMs, env: { LC_ALL: 'C' } });
+      if (consumer.code !== 0 || producer.code !== 0) {
+        throw zfsError(consumer.code !== 0 ? recv : send, { code: consumer.code || producer.code, stderr: `${consumer.stderr}\n${producer.stderr}` });
+      }
+    },
+  });
+}
+
+/** The image size of a disk dataset that a restore may replace: it exists and holds no other datasets. */
+export async function replaceableSize(cmd: ZfsCommands, dstDs: string, dst: DiskRef): Promise<number> {
   const children = await cmd.childDatasets(dstDs);
   if (children === null) throw new StorageError('disk_missing', `Disk ${dst.path} does not exist`);
   if (children.length > 0) throw new StorageError('backend', `Disk ${dst.path} holds other datasets; restore would drop them`);
-  const dstSize = await cmd.imageSize(dstDs);
-  const srcSize = await cmd.imageSize(srcDs);
-  if (srcSize !== dstSize) throw new StorageError('size_mismatch', `${src.path} has ${srcSize} bytes, ${dst.path} ${dstSize}`);
+  return cmd.imageSize(dstDs);
+}
 
+export interface Replacement {
+  /** The image size the received dataset must hold (the disk's own). */
+  readonly size: number;
+  /** The snapshot the full stream brings along (`<dstDs>@<received>`), destroyed once it is in. */
+  readonly received: string;
+  /** What is restored, for messages. */
+  readonly what: string;
+  /** Runs `zfs recv <dstDs>` (the argv given) fed with a full stream; throws when either side failed. */
+  receive(recv: readonly string[]): Promise<void>;
+}
+
+/**
+ * Replaces disk dataset `dstDs` by a received full stream, as `esbackup snap-restore` does: the
+ * disk is renamed aside (ASIDE_RE), `zfs recv` recreates it (it appears only once the stream is
+ * whole), then the received snapshot and the old disk with its snapshots are destroyed. A failure
+ * puts the original back; a crash in between is repaired by init() (repairRestores).
+ */
+export async function replaceDataset(cmd: ZfsCommands, dstDs: string, dst: DiskRef, r: Replacement): Promise<void> {
   const aside = `${dstDs}-esnap-restore-${Date.now()}`;
   // zfs-fuse renames only unmounted datasets; unmounting also fails (busy) while a VM holds the image.
   await cmd.zfs(['zfs', 'umount', dstDs]);
@@ -44,19 +80,11 @@ export async function restoreInto(cmd: ZfsCommands, pipe: NonNullable<CommandRun
     throw err;
   });
   try {
-    const send = ['zfs', 'send', `${srcDs}@${id}`];
-    const recv = ['zfs', 'recv', dstDs];
-    const { producer, consumer } = await pipe(send, recv, { timeoutMs: o.timeoutMs, env: { LC_ALL: 'C' } });
-    if (consumer.code !== 0 || producer.code !== 0) {
-      throw zfsError(consumer.code !== 0 ? recv : send, {
-        code: consumer.code || producer.code,
-        stderr: `${consumer.stderr}\n${producer.stderr}`,
-      });
-    }
+    await r.receive(['zfs', 'recv', dstDs]);
     const got = await cmd.imageSize(dstDs);
-    if (got !== dstSize) throw new StorageError('size_mismatch', `Snapshot ${id} of ${src.path} holds ${got} bytes, ${dst.path} ${dstSize}`);
+    if (got !== r.size) throw new StorageError('size_mismatch', `${r.what} holds ${got} bytes, ${dst.path} ${r.size}`);
   } catch (err) {
-    const failure = asStorageError(err, `cannot restore ${src.path}@${id} into ${dst.path}`);
+    const failure = asStorageError(err, `cannot restore ${r.what} into ${dst.path}`);
     await putBack(cmd, dstDs, aside).catch((undo: unknown) => {
       // The original is safe under the aside name; the next init() puts it back.
       throw new StorageError(failure.code, `${failure.message}; putting ${dstDs} back failed too (it is at ${aside})`, {
@@ -65,8 +93,8 @@ export async function restoreInto(cmd: ZfsCommands, pipe: NonNullable<CommandRun
     });
     throw failure;
   }
-  // The target now holds the snapshot's data: drop the received snapshot and the old target.
-  await cmd.zfs(['zfs', 'destroy', `${dstDs}@${id}`]);
+  // The target now holds the data: drop the received snapshot and the old target.
+  await cmd.zfs(['zfs', 'destroy', `${dstDs}@${r.received}`]);
   // Only garbage is left if this fails, and the next init() removes it: the restore is done.
   await cmd.zfs(['zfs', 'destroy', '-r', aside]).catch(() => undefined);
 }
