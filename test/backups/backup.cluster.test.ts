@@ -13,7 +13,9 @@
  *
  * Type 1 on zfs-fuse (compute1's dataset storage `ztank`, backup1's `zbkp`): a full backup, then an
  * incremental one after a change, both pulled over SSH (`send dataset`); compute1's dataset is
- * destroyed and both backups are restored on backup1 with the bytes they were taken with.
+ * destroyed and both backups are restored on backup1 with the bytes they were taken with. Before
+ * that, the incremental one is restored over SSH into a zfs disk on compute1 natively (the disk's
+ * dataset replaced, its snapshot gone with it).
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -128,6 +130,22 @@ describe('backups in a cluster: type 2 from qcow2 over SSH, restored on both nod
       // Backup names have a resolution of one second.
       await new Promise((res) => setTimeout(res, 1100));
     }
+
+    // The incremental backup restored over SSH into a zfs disk of another VM on compute1: a native stream
+    // into the forced command's `receive dataset`, which replaces the disk's dataset; the snapshot that
+    // disk had goes with it, from storage and from the database.
+    const other = await cluster.vm('compute1', 'db03', 24);
+    const otherPath = await cluster.moveDisk(other, 'compute1', 'ztank');
+    await driver.createDisk({ path: otherPath, sizeBytes: 24 * MiB });
+    const snap = await s.stream('POST', '/api/vm/db03/snapshot/mine', { body: { disk_id: 1 } });
+    expect(snap.finalStatus, JSON.stringify(snap.final)).toBe(200);
+    const native = await s.stream('PUT', `/api/vm/db01/backup/${names[1]!}`, { body: { target_hostname_or_uuid: 'db03', target_disk_id: 1 } });
+    expect(native.finalStatus, JSON.stringify(native.final)).toBe(200);
+    expect(JSON.stringify(native.final)).toMatch(/replaced by the received dataset/);
+    expect(await sha256(await driver.imagePathOf({ path: otherPath }))).toBe(sums[1]);
+    const left = await runner.run(['zfs', 'list', '-H', '-r', '-t', 'snapshot', '-o', 'name', `${pool.name}/src/${otherPath}`]);
+    expect([left.code, left.stdout.trim()]).toEqual([0, '']);
+    expect((await s.req('GET', '/api/vm/db03/snapshot/', {})).body.result).toEqual([]);
 
     // The source dataset is destroyed; the first (full) and the incremental backup restore on backup1.
     await destroyDataset(`${pool.name}/src`);
