@@ -144,6 +144,11 @@ export class SshTransfer implements Transfer {
   }
 
   receiveDataset(end: DiskEnd, taskId: string, received: string, feed: (consumer: readonly string[]) => Promise<void>): Promise<void> {
-    return feed(this.#argv(['receive', 'dataset', taskId, end.storage, end.disk.path, received]));
+    return feed(this.receiveDatasetArgv(end, taskId, received));
+  }
+
+  /** `ssh … receive dataset <task> <storage> <disk> <snapshot>`: the consumer receiveDataset hands its feed. */
+  receiveDatasetArgv(end: DiskEnd, taskId: string, received: string): string[] {
+    return this.#argv(['receive', 'dataset', taskId, end.storage, end.disk.path, received]);
   }
 }

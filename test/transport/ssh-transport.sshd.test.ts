@@ -11,13 +11,16 @@
  *   SSH; the received images' SHA-256 equal the source snapshots'. A rollback that destroyed the
  *   base makes the next backup full, and says so.
  * - Restore of a dataset backup over SSH into a zfs disk (`receive dataset`, the disk's dataset
- *   replaced by the native stream): refused unannounced; a stream cut off mid-way leaves the old
- *   bytes and snapshots and nothing aside; a whole one gives the backup's bytes, no snapshots left.
+ *   replaced by the native stream): refused unannounced; a stream cut off mid-way, and the backup
+ *   node's agent (a stand-in process that pipes the stream through itself) SIGKILLed mid-stream,
+ *   leave the old bytes and snapshots and nothing aside; a whole one gives the backup's bytes, no
+ *   snapshots left.
  * - sshd stopped mid-transfer: the pull fails with a clear error and nothing half-received is listed.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readdir, stat } from 'node:fs/promises';
+import { open, readdir, stat, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -308,6 +311,36 @@ for (const backend of [zfsBackend, btrfsBackend]) {
       const half = Math.floor((await stat(stream)).size / 2);
       const cut = await transfer.receiveDataset(end, TASK, 'is-3', feed(['head', '-c', String(half), stream])).catch((err: unknown) => err as Error);
       expect(cut).toBeInstanceOf(Error);
+      await unchanged();
+
+      // The backup node's agent killed mid-stream: a process that pipes `zfs send` into ssh (as the agent
+      // does, the bytes through it, slowly here so that the kill lands mid-way) is SIGKILLed; its commands
+      // run on (as an agent's do, in groups of their own), but ssh's stdin ends: the receive sees a cut
+      // stream and puts the old dataset back.
+      const agentScript = join(await tempDir('esnap-agent-'), 'agent.mjs');
+      await writeFile(
+        agentScript,
+        [
+          "import { spawn } from 'node:child_process';",
+          'const [send, consumer] = JSON.parse(process.argv[2]);',
+          "const p = spawn(send[0], send.slice(1), { stdio: ['ignore', 'pipe', 'ignore'], detached: true });",
+          "const c = spawn(consumer[0], consumer.slice(1), { stdio: ['pipe', 'ignore', 'ignore'], detached: true });",
+          'let n = 0;',
+          "p.stdout.on('data', (chunk) => {",
+          '  p.stdout.pause();',
+          '  c.stdin.write(chunk);',
+          "  if ((n += chunk.length) > 2 * 1024 * 1024) process.stdout.write('flowing\\n');",
+          '  setTimeout(() => p.stdout.resume(), 100);',
+          '});',
+        ].join('\n'),
+      );
+      const agent = spawn(process.execPath, [agentScript, JSON.stringify([send, transfer.receiveDatasetArgv(end, TASK, 'is-3')])], { stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise<void>((res, rej) => {
+        agent.stdout.on('data', () => res());
+        agent.on('exit', (code) => rej(new Error(`the stand-in agent ended (${code}) before the stream flowed`)));
+      });
+      agent.kill('SIGKILL');
+      await waitForProcessesGone([pair.source.dir, pair.backup.dir, agentScript], 120_000);
       await unchanged();
 
       await transfer.receiveDataset(end, TASK, 'is-3', feed(send));
