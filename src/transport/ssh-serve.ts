@@ -4,8 +4,9 @@
  * (serve-request.ts), refuses anything else, and runs one request on this node's storages:
  *
  * - `send dataset`: `zfs send [-i base]` / `btrfs send [-p base]` of the snapshot to stdout. A base
- *   that is gone (a forced rollback destroyed it) exits EXIT_BASE_MISSING before anything is sent,
- *   so the backup node sends a full stream instead.
+ *   that is gone (a forced rollback destroyed it) exits EXIT_BASE_MISSING with nothing sent (the
+ *   send refuses it before its first byte; only then is it looked up), so the backup node sends a
+ *   full stream instead.
  * - `send image`: the snapshot's raw image (the driver's readSnapshotStream) to stdout, hashed on
  *   the way; when all went out, `esnap: image <bytes> bytes sha256 <hex>` is the last stderr line
  *   (the backup node records it without the bytes passing through its own process).
@@ -107,12 +108,18 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
     case 'send': {
       if (r.format === 'dataset') {
         if (nativeKind(cfg.driver) === null) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot send a dataset stream`, EXIT_REFUSED);
-        const [hasSnapshot, hasBase] = await Promise.all([nativeSnapshotExists(io.runner, cfg, r.disk, r.snapshot), r.base === null || nativeSnapshotExists(io.runner, cfg, r.disk, r.base)]);
-        if (!hasSnapshot) throw new ServeFailure(`snapshot ${r.snapshot} of ${where} does not exist`, EXIT_FAILED);
-        if (!hasBase) {
-          throw new ServeFailure(`base snapshot ${r.base} of ${where} is gone (a rollback destroyed it?): send a full stream`, EXIT_BASE_MISSING);
+        // No look-up first (two `zfs list` cost ~40 ms of a ~0.6 s incremental): zfs and btrfs refuse a
+        // missing snapshot or base before they send a byte, and only a failure asks which it was.
+        const gone = (id: string): Promise<boolean> => nativeSnapshotExists(io.runner, cfg, r.disk, id).then((has) => !has, () => false);
+        try {
+          await streamOut(io, sendArgv(cfg, r.disk, r.snapshot, r.base));
+        } catch (err) {
+          if (await gone(r.snapshot)) throw new ServeFailure(`snapshot ${r.snapshot} of ${where} does not exist`, EXIT_FAILED);
+          if (r.base !== null && (await gone(r.base))) {
+            throw new ServeFailure(`base snapshot ${r.base} of ${where} is gone (a rollback destroyed it?): send a full stream`, EXIT_BASE_MISSING);
+          }
+          throw err;
         }
-        await streamOut(io, sendArgv(cfg, r.disk, r.snapshot, r.base));
         return;
       }
       // A driver may read snapshots before it can write disks (qcow2): the reader alone.

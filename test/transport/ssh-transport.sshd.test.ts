@@ -9,7 +9,7 @@
  *   announced, and a key the node never authorized are all refused.
  * - Type 1 on zfs-fuse and on btrfs: a full backup, then an incremental one after a change, over
  *   SSH; the received images' SHA-256 equal the source snapshots'. A rollback that destroyed the
- *   base makes the next backup full, and says so.
+ *   base makes the next backup full, and says so; so does a chain that no longer holds the base.
  * - Restore of a dataset backup over SSH into a zfs disk (`receive dataset`, the disk's dataset
  *   replaced by the native stream): refused unannounced; a stream cut off mid-way, and the backup
  *   node's agent (a stand-in process that pipes the stream through itself) SIGKILLed mid-stream,
@@ -272,6 +272,14 @@ for (const backend of [zfsBackend, btrfsBackend]) {
       expect(third).toMatchObject({ full: true, chain: 'vm1-0-3' });
       expect(third.detail).toMatch(/base is-2 is no longer on the source disk \(a rollback destroyed it\): full backup/);
       expect(third.checksum).toBe(await sha256(image));
+
+      // A chain that does not hold the base (its backup deleted by hand): the incremental is refused by the
+      // receive (zfs: only then is the chain looked at), and a full stream goes into a new chain; the chain is untouched.
+      expect((await sshRaw(pair, `snapshot tank ${disk} is-6`)).code).toBe(0);
+      const fourth = await pull({ snapshot: 'is-6', base: 'is-3', chain: 'vm1-0-1', newChain: 'vm1-0-6' });
+      expect(fourth).toMatchObject({ full: true, chain: 'vm1-0-6', detail: 'base is-3 is not in the backup storage: full backup' });
+      expect(fourth.checksum).toBe(await sha256(image));
+      expect(await env.listed('vm1-0-1')).toEqual(['is-1', 'is-2']);
     }, 300_000);
 
     // zfs only: a btrfs disk is restored through its image (native-streams.ts DATASET_RESTORE).
