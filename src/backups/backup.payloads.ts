@@ -32,6 +32,8 @@ export type BackupPayload =
       readonly freeze?: { readonly socket: string; readonly task?: string };
       /** Type 1: the newest backup's base snapshot on the source disk (`is-<m>`), for an incremental send. */
       readonly base?: string | null;
+      /** Type 1: that backup's location (`<dataset>/<chain>@is-<m>`), which names the chain to receive into. */
+      readonly baseFile?: string;
       /** The definition's compression (Danube's 0 none, 1 gzip, 2 bzip2, 3 xz); absent: the engine's default. */
       readonly compression?: number | null;
       /** The definition's bwlimit in bytes per second; null or absent: no limit. */

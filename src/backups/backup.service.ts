@@ -226,19 +226,18 @@ export async function planCreateBackup(ctx: AppContext, caller: Caller, hostname
   requireNodeOnline(sourceNode);
   const fsfreeze = define.fsfreeze === 1 && vm.qga_socket !== null;
   // Type 1: the newest backup's base snapshot on the source disk makes the next send incremental.
-  const base =
+  const newest =
     define.type === 1
-      ? ((
-          await ctx.db
-            .selectFrom('backup')
-            .select('base_snapshot')
-            .where('define_id', '=', define.id)
-            .where('status', '=', BACKUP_OK)
-            .where('base_snapshot', 'is not', null)
-            .orderBy('id', 'desc')
-            .executeTakeFirst()
-        )?.base_snapshot ?? null)
-      : null;
+      ? await ctx.db
+          .selectFrom('backup')
+          .select(['base_snapshot', 'file_path'])
+          .where('define_id', '=', define.id)
+          .where('status', '=', BACKUP_OK)
+          .where('base_snapshot', 'is not', null)
+          .orderBy('id', 'desc')
+          .executeTakeFirst()
+      : undefined;
+  const base = newest?.base_snapshot ?? null;
   const iso = now.toISOString();
   const tz = auto ? 'a' : 'e';
   return {
@@ -310,7 +309,7 @@ export async function planCreateBackup(ctx: AppContext, caller: Caller, hostname
         filename: resticFilename(row.id),
         tags: ['esnap', `dc:${vm.dc_id}`, `vm:${vm.uuid}`, `bkp:${row.id}`],
         ...(freeze ? { freeze } : {}),
-        ...(define.type === 1 ? { base } : {}),
+        ...(define.type === 1 ? { base, ...(newest?.file_path ? { baseFile: newest.file_path } : {}) } : {}),
         compression: define.compression,
         bwlimit: define.bwlimit,
       };

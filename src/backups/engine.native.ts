@@ -132,7 +132,10 @@ export const nativeEngine: BackupEngine = {
     const freezeError = await takeSnapshot(p, io);
     try {
       const base = p.base && p.base !== p.snapshot ? p.base : null;
-      const chain = base ? await findChain(io.runner, target, base) : null;
+      // The chain is named by the base backup's location; a listing of the backup storage only for a
+      // backup recorded without one (or one that is not this storage's).
+      const named = base && p.baseFile ? locateBackup(target, p.baseFile) : null;
+      const chain = !base ? null : named?.snapshot === base ? named.chain : await findChain(io.runner, target, base);
       const r = await pullDataset(io.runner, { source, disk: p.source.disk.path, snapshot: p.snapshot, base, target, chain, newChain: newChainName(p), checksum: false, bwlimit: p.bwlimit ?? null });
       // The new snapshot is the next base; the old one has served (a failure to release it only costs space).
       if (base) {
