@@ -48,10 +48,12 @@ export async function restoreInto(cmd: ZfsCommands, pipe: NonNullable<CommandRun
 
 /** The image size of a disk dataset that a restore may replace: it exists and holds no other datasets. */
 export async function replaceableSize(cmd: ZfsCommands, dstDs: string, dst: DiskRef): Promise<number> {
-  const children = await cmd.childDatasets(dstDs);
+  // Both at once (each a zfs command); a missing disk is named as such whichever answers first.
+  const [children, size] = await Promise.all([cmd.childDatasets(dstDs), cmd.imageSize(dstDs).then((n) => ({ n }), (err: unknown) => ({ err }))]);
   if (children === null) throw new StorageError('disk_missing', `Disk ${dst.path} does not exist`);
   if (children.length > 0) throw new StorageError('backend', `Disk ${dst.path} holds other datasets; restore would drop them`);
-  return cmd.imageSize(dstDs);
+  if ('err' in size) throw size.err;
+  return size.n;
 }
 
 export interface Replacement {
@@ -93,10 +95,9 @@ export async function replaceDataset(cmd: ZfsCommands, dstDs: string, dst: DiskR
     });
     throw failure;
   }
-  // The target now holds the data: drop the received snapshot and the old target.
-  await cmd.zfs(['zfs', 'destroy', `${dstDs}@${r.received}`]);
-  // Only garbage is left if this fails, and the next init() removes it: the restore is done.
-  await cmd.zfs(['zfs', 'destroy', '-r', aside]).catch(() => undefined);
+  // The target now holds the data: drop the received snapshot and the old target (at once; the
+  // old one is only garbage if its destroy fails, and the next init() removes it: the restore is done).
+  await Promise.all([cmd.zfs(['zfs', 'destroy', `${dstDs}@${r.received}`]), cmd.zfs(['zfs', 'destroy', '-r', aside]).catch(() => undefined)]);
 }
 
 /** Undoes a restore half way: the received dataset goes, the original comes back under its name. */
