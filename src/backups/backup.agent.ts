@@ -28,7 +28,7 @@ export async function runBackupOp(p: BackupPayload, io: BackupAgentIo): Promise<
       const began = Date.now();
       const data = await engine.restore(p, io);
       const seconds = Math.round((Date.now() - began) / 1000);
-      const detail = `rc=0, time_elapsed=${seconds}${data.replaced ? `, msg='the disk was replaced by the received dataset; its snapshots are gone'` : ''}`;
+      const detail = `rc=0, time_elapsed=${seconds}${data.snapshotsGone ? `, msg='the disk was replaced by the received dataset; its snapshots are gone'` : ''}`;
       return { returncode: 0, message: 'Backup successfully restored', detail, data: data satisfies BackupRestored };
     }
     case 'backup_verify': {

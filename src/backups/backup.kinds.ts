@@ -85,7 +85,7 @@ export function registerBackupKinds(ctx: AppContext): void {
       await clearDamage(trx, c.targetVm, c.targetDiskRealId);
       // A dataset backup that replaced the disk's dataset took the disk's snapshots with the old one
       // (force, Danube's default; without it a disk with snapshots was refused with 417).
-      if ((outcome.data as Partial<BackupRestored> | undefined)?.replaced === true) {
+      if ((outcome.data as Partial<BackupRestored> | undefined)?.snapshotsGone === true) {
         await trx.deleteFrom('snapshot').where('vm_uuid', '=', c.targetVm).where('disk_real_id', '=', c.targetDiskRealId).execute();
       }
       return { result: { returncode: 0, message: 'Backup successfully restored', detail: outcome.detail ?? '' } };

@@ -49,8 +49,8 @@ export type BackupPayload =
       readonly taskId: string;
       /**
        * The target storage's driver. A dataset backup whose driver can replace a disk of it by a
-       * native stream (native-streams.ts datasetRestoreSupported) is restored so, and the target
-       * disk's snapshots go with its old dataset (BackupRestored.replaced); absent: the image path.
+       * native stream (native-streams.ts datasetRestoreSupported) is restored so (on zfs the
+       * disk's snapshots go with its old dataset: BackupRestored.snapshotsGone); absent: the image path.
        */
       readonly targetDriver?: string;
     }
@@ -90,8 +90,10 @@ export interface BackupCreated {
 
 /** `backup_restore` data. */
 export interface BackupRestored {
-  /** The target disk's dataset was replaced by a native stream: its snapshots are gone with the old one. */
+  /** The target disk was replaced by a native stream (zfs dataset, btrfs subvolume). */
   readonly replaced: boolean;
+  /** Its snapshots went with the old one (zfs): their rows go too. */
+  readonly snapshotsGone?: boolean;
 }
 
 /** `backup_check` data: the restic ids (type 2) and file names (type 1) still stored. */

@@ -26,7 +26,7 @@ import { StorageError } from '../storage/driver.js';
 import type { StorageConfig } from '../storage/drivers.js';
 import { outsideScope, pointOfNoReturn } from '../storage/op-scope.js';
 import { takeSourceSnapshot } from './source-snapshot.js';
-import { datasetRestoreSupported, nativeBaseSnapshot, nativeKind } from '../transport/native-streams.js';
+import { datasetRestoreDropsSnapshots, datasetRestoreSupported, nativeBaseSnapshot, nativeKind } from '../transport/native-streams.js';
 import { backupPresent, chainSendArgv, findChain, imageChecksum, locateBackup, pullDataset, removeBackup, withBackupImage, type PullSource } from '../transport/dataset-backup.js';
 import type { BackupAgentIo, BackupEngine } from './engine.js';
 import type { BackupPayload } from './backup.payloads.js';
@@ -65,9 +65,10 @@ async function fullSendChecksum(io: BackupAgentIo, cfg: StorageConfig, chain: st
 }
 
 /**
- * The restore of a dataset backup into a disk of its driver: `zfs send` of the backup (a full
- * stream; zfs checks every block it reads, and `zfs recv` the stream's own checksums) straight into
- * the target's receive, which swaps the disk's dataset only once the stream arrived whole.
+ * The restore of a dataset backup into a disk of its driver: `zfs send`/`btrfs send` of the backup (a
+ * full stream; the filesystem checks every block it reads, and `zfs recv` the stream's own
+ * checksums) straight into the target's receive, which swaps the disk in only once the stream
+ * arrived whole.
  */
 async function receiveNatively(io: BackupAgentIo, target: DiskEnd, taskId: string, send: readonly string[], snapshot: string): Promise<void> {
   if (!io.runner.pipe) throw new StorageError('backend', 'this command runner cannot pipe');
@@ -167,7 +168,7 @@ export const nativeEngine: BackupEngine = {
     const { cfg, chain, snapshot } = located(io, p.from);
     if (p.targetDriver !== undefined && datasetRestoreSupported(cfg.driver, p.targetDriver)) {
       await receiveNatively(io, p.target, p.taskId, chainSendArgv(cfg, chain, snapshot), snapshot);
-      return { replaced: true };
+      return { replaced: true, snapshotsGone: datasetRestoreDropsSnapshots(p.targetDriver) };
     }
     const sink = await io.transferFor(p.target.node).openDiskWrite(p.target, p.taskId);
     const hash = createHash('sha256');

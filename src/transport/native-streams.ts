@@ -34,16 +34,23 @@ export function datasetBackupSupported(source: string, target: string): boolean 
 }
 
 /**
- * Drivers whose disks a dataset backup of the same driver can replace by a native full stream
- * (ZfsDriver.receiveDisk); others are restored through the image (a btrfs receive into a staging
- * subvolume swapped in is not built yet).
+ * Drivers whose disks a dataset backup of the same driver replaces by a native full stream
+ * (ZfsDriver.receiveDisk, BtrfsDriver.receiveDisk), and whether that takes the disk's snapshots
+ * along: a zfs disk's snapshots live in its dataset and go with it; a btrfs disk's are subvolumes
+ * of their own and stay.
  */
-const DATASET_RESTORE: ReadonlySet<NativeKind> = new Set(['zfs']);
+const DATASET_RESTORE: Readonly<Record<NativeKind, { readonly dropsSnapshots: boolean }>> = { zfs: { dropsSnapshots: true }, btrfs: { dropsSnapshots: false } };
+
+/** Whether the native restore into a disk of driver `target` destroys that disk's snapshots. */
+export function datasetRestoreDropsSnapshots(target: string): boolean {
+  const kind = nativeKind(target);
+  return kind !== null && DATASET_RESTORE[kind].dropsSnapshots;
+}
 
 /** Whether a dataset backup on a storage of driver `backup` restores natively into a disk on `target`. */
 export function datasetRestoreSupported(backup: string, target: string): boolean {
   const kind = nativeKind(backup);
-  return kind !== null && kind === nativeKind(target) && DATASET_RESTORE.has(kind);
+  return kind !== null && kind === nativeKind(target) && Object.hasOwn(DATASET_RESTORE, kind);
 }
 
 /** btrfs: the snapshot folder of the driver's layout (src/storage/btrfs/btrfs.driver.ts). */

@@ -313,6 +313,17 @@ describe('btrfs driver on a loop-mounted btrfs', async () => {
         await recovered(2);
       });
 
+      it('during a restore\'s receive (a backup stream into the staging folder): the old disk stays, the staging goes', async () => {
+        await prepare();
+        // What a kill mid `btrfs receive` leaves: a (partly) received subvolume in a staging folder.
+        const staging = join(e().root, '.esnap-receive', '1795770372000-0a1b2c3d');
+        await mkdir(staging, { recursive: true });
+        await sh('btrfs', 'subvolume', 'snapshot', join(snapDir(), 'es-1'), join(staging, 'is-7'));
+        await e().driver.init();
+        expect(await readdir(join(e().root, '.esnap-receive'))).toEqual([]);
+        await recovered(3);
+      });
+
       it('a rollback that finds leftovers (init() not run since the crash) recovers first', async () => {
         const { newPath, oldPath } = await prepare();
         await sh('btrfs', 'subvolume', 'snapshot', join(snapDir(), 'es-1'), newPath);

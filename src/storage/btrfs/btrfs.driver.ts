@@ -26,6 +26,7 @@
  */
 import type { Stats } from 'node:fs';
 import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { mkdir, open, rmdir, stat, statfs, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
@@ -81,6 +82,8 @@ export interface BtrfsDriverOptions {
 }
 
 const SNAPSHOT_DIR = '.snapshots';
+/** Where a restore receives a dataset backup's stream before swapping it in (a dot-folder: never a disk). */
+const RECEIVE_DIR = '.esnap-receive';
 const IMAGE = 'disk.img';
 const BTRFS_SUPER_MAGIC = 0x9123683e;
 /** NAME_MAX is 255; `.<name>.esnap-old` must still fit. */
@@ -122,6 +125,7 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
     if (fs.type !== BTRFS_SUPER_MAGIC) throw new StorageError('backend', `Storage root ${this.root} is not on a btrfs filesystem`);
     this.qgroups.reset();
     await recoverSwaps(this.cmd, this.root, join(this.root, SNAPSHOT_DIR));
+    await this.removeReceiveLeftovers();
     await migrateSnapshotFolders(snapshots).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
   }
 
@@ -298,6 +302,49 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
       throw new StorageError('size_mismatch', `Disk ${dst.path} has ${target.size} bytes, snapshot ${id} of ${src.path} has ${source.size}`);
     }
     await swapIn(this.cmd, pd, snapshot);
+  }
+
+  /**
+   * Replaces a disk by a native full stream (the restore of a dataset backup): `feed` runs the
+   * `btrfs receive <staging>` argv it is given with the stream on its stdin, into a staging folder
+   * of this filesystem (RECEIVE_DIR); the received read-only subvolume `received` is then swapped in
+   * as a rollback swaps a snapshot in (steps 1-4 above), and deleted. The disk's snapshots stay
+   * (they are subvolumes of their own). A failure or a cut stream leaves the old disk; init()
+   * deletes what a crash left in the staging folder.
+   */
+  async receiveDisk(dst: DiskRef, received: string, feed: (recv: readonly string[]) => Promise<void>): Promise<void> {
+    assertSnapshotId(received);
+    const pd = this.paths(dst);
+    const target = this.requireDisk(pd, dst);
+    if (dst.sizeBytes !== undefined && dst.sizeBytes !== target.size) {
+      throw new StorageError('size_mismatch', `Disk ${dst.path} has ${target.size} bytes, the backup ${dst.sizeBytes}`);
+    }
+    const staging = join(this.root, RECEIVE_DIR, `${Date.now()}-${randomBytes(4).toString('hex')}`);
+    await mkdir(staging, { recursive: true }).catch((err: unknown) => fail(err, 'cannot create the receive folder'));
+    const sub = join(staging, received);
+    try {
+      await feed(['btrfs', 'receive', staging]);
+      const got = await stat(join(sub, IMAGE)).catch((err: unknown) => fail(err, `the received backup ${received} holds no image`));
+      if (got.size !== target.size) throw new StorageError('size_mismatch', `backup ${received} holds ${got.size} bytes, ${dst.path} ${target.size}`);
+      await swapIn(this.cmd, pd, sub);
+    } finally {
+      if (isSubvolume(await lstatOrNull(sub))) await this.cmd.deleteSubvolumes([sub], { commit: false }).catch(() => undefined);
+      await rmdir(staging).catch(() => undefined); // init() takes what is left
+    }
+  }
+
+  /** What a restore's receive left when a crash cut it short: its subvolumes, then its folders. */
+  private async removeReceiveLeftovers(): Promise<void> {
+    const dir = join(this.root, RECEIVE_DIR);
+    for (const name of await readdirOrEmpty(dir)) {
+      const staging = join(dir, name);
+      const subs = await filterAsync(
+        (await readdirOrEmpty(staging)).map((n) => join(staging, n)),
+        async (path) => isSubvolume(await lstatOrNull(path)),
+      );
+      await this.cmd.deleteSubvolumes(subs, { commit: false });
+      await rmdir(staging).catch((err: unknown) => fail(err, `cannot remove ${staging}`));
+    }
   }
 
   async list(disk: DiskRef): Promise<SnapshotInfo[]> {
