@@ -26,8 +26,7 @@
  */
 import type { Stats } from 'node:fs';
 import { mkdirSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { mkdir, open, rmdir, stat, statfs, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import {
@@ -49,6 +48,7 @@ import { finished } from 'node:stream/promises';
 import { lazyWriteStream, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../stream.js';
 import { BtrfsCommands } from './btrfs.commands.js';
 import { recoverSwap, recoverSwaps, swapIn, swapPaths, swapPrepared, type SwapPaths } from './btrfs.swap.js';
+import { receiveInto, removeReceiveLeftovers } from './btrfs.receive.js';
 import {
   fail,
   filterAsync,
@@ -82,8 +82,6 @@ export interface BtrfsDriverOptions {
 }
 
 const SNAPSHOT_DIR = '.snapshots';
-/** Where a restore receives a dataset backup's stream before swapping it in (a dot-folder: never a disk). */
-const RECEIVE_DIR = '.esnap-receive';
 const IMAGE = 'disk.img';
 const BTRFS_SUPER_MAGIC = 0x9123683e;
 /** NAME_MAX is 255; `.<name>.esnap-old` must still fit. */
@@ -125,7 +123,7 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
     if (fs.type !== BTRFS_SUPER_MAGIC) throw new StorageError('backend', `Storage root ${this.root} is not on a btrfs filesystem`);
     this.qgroups.reset();
     await recoverSwaps(this.cmd, this.root, join(this.root, SNAPSHOT_DIR));
-    await this.removeReceiveLeftovers();
+    await removeReceiveLeftovers(this.cmd, this.root);
     await migrateSnapshotFolders(snapshots).catch((err: unknown) => fail(err, 'cannot clean up after an earlier crash'));
   }
 
@@ -305,12 +303,8 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
   }
 
   /**
-   * Replaces a disk by a native full stream (the restore of a dataset backup): `feed` runs the
-   * `btrfs receive <staging>` argv it is given with the stream on its stdin, into a staging folder
-   * of this filesystem (RECEIVE_DIR); the received subvolume `received` is then made writable, moved
-   * to `.esnap-new` and swapped in as a rollback's snapshot is (steps 2-4 above). The disk's snapshots stay
-   * (they are subvolumes of their own). A failure or a cut stream leaves the old disk; init()
-   * deletes what a crash left in the staging folder.
+   * Replaces a disk by a native full stream (the restore of a dataset backup; btrfs.receive.ts):
+   * the disk's snapshots stay (they are subvolumes of their own).
    */
   async receiveDisk(dst: DiskRef, received: string, feed: (recv: readonly string[]) => Promise<void>): Promise<void> {
     assertSnapshotId(received);
@@ -319,38 +313,7 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
     if (dst.sizeBytes !== undefined && dst.sizeBytes !== target.size) {
       throw new StorageError('size_mismatch', `Disk ${dst.path} has ${target.size} bytes, the backup ${dst.sizeBytes}`);
     }
-    const staging = join(this.root, RECEIVE_DIR, `${Date.now()}-${randomBytes(4).toString('hex')}`);
-    await mkdir(staging, { recursive: true }).catch((err: unknown) => fail(err, 'cannot create the receive folder'));
-    const sub = join(staging, received);
-    try {
-      await feed(['btrfs', 'receive', staging]);
-      const got = await stat(join(sub, IMAGE)).catch((err: unknown) => fail(err, `the received backup ${received} holds no image`));
-      if (got.size !== target.size) throw new StorageError('size_mismatch', `backup ${received} holds ${got.size} bytes, ${dst.path} ${target.size}`);
-      // The received subvolume itself becomes the new disk (step 1 without a snapshot of it: that
-      // and its later delete cost a third of a restore): made writable (-f: a received one refuses
-      // otherwise) and moved to `.esnap-new`, then steps 2-4.
-      await recoverSwap(this.cmd, pd);
-      await this.cmd.btrfs(['btrfs', 'property', 'set', '-f', '-ts', sub, 'ro', 'false']);
-      await rename(sub, pd.newPath).catch((err: unknown) => fail(err, `cannot move the received backup to ${pd.newPath}`));
-      await swapPrepared(this.cmd, pd);
-    } finally {
-      if (isSubvolume(await lstatOrNull(sub))) await this.cmd.deleteSubvolumes([sub], { commit: false }).catch(() => undefined);
-      await rmdir(staging).catch(() => undefined); // init() takes what is left
-    }
-  }
-
-  /** What a restore's receive left when a crash cut it short: its subvolumes, then its folders. */
-  private async removeReceiveLeftovers(): Promise<void> {
-    const dir = join(this.root, RECEIVE_DIR);
-    for (const name of await readdirOrEmpty(dir)) {
-      const staging = join(dir, name);
-      const subs = await filterAsync(
-        (await readdirOrEmpty(staging)).map((n) => join(staging, n)),
-        async (path) => isSubvolume(await lstatOrNull(path)),
-      );
-      await this.cmd.deleteSubvolumes(subs, { commit: false });
-      await rmdir(staging).catch((err: unknown) => fail(err, `cannot remove ${staging}`));
-    }
+    await receiveInto(this.cmd, this.root, pd, { disk: dst.path, size: target.size, image: IMAGE, received, feed });
   }
 
   async list(disk: DiskRef): Promise<SnapshotInfo[]> {
