@@ -13,6 +13,7 @@ import { StorageError } from '../driver.js';
 import type { BtrfsCommands } from './btrfs.commands.js';
 import { fail, filterAsync, isSubvolume, lstatOrNull, readdirOrEmpty } from './btrfs.fs.js';
 import { recoverSwap, swapPrepared, type SwapPaths } from './btrfs.swap.js';
+import { pointOfNoReturn } from '../op-scope.js';
 
 /** Where a restore receives a backup's stream before swapping it in (a dot-folder: never a disk). */
 export const RECEIVE_DIR = '.esnap-receive';
@@ -38,6 +39,8 @@ export async function receiveInto(cmd: BtrfsCommands, root: string, p: SwapPaths
     await r.feed(['btrfs', 'receive', staging]);
     const got = await stat(join(sub, r.image)).catch((err: unknown) => fail(err, `the received backup ${r.received} holds no image`));
     if (got.size !== r.size) throw new StorageError('size_mismatch', `backup ${r.received} holds ${got.size} bytes, ${r.disk} ${r.size}`);
+    // A task cancelled until here keeps the old disk; from here a cancel answers 406.
+    pointOfNoReturn();
     // Step 1 without a snapshot of the received subvolume (that and its later delete cost a third of a restore).
     await recoverSwap(cmd, p);
     await cmd.btrfs(['btrfs', 'property', 'set', '-f', '-ts', sub, 'ro', 'false']);

@@ -8,6 +8,7 @@ import { open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { CommandRunner } from '../runner.js';
 import { asideWritable, type DiskWritable } from '../stream.js';
+import { pointOfNoReturn } from '../op-scope.js';
 import type { ZfsCommands } from './zfs.commands.js';
 import { asStorageError, zfsError, ZfsError } from './zfs.errors.js';
 
@@ -85,6 +86,8 @@ export async function replaceDataset(cmd: ZfsCommands, dstDs: string, dst: DiskR
     await r.receive(['zfs', 'recv', dstDs]);
     const got = await cmd.imageSize(dstDs);
     if (got !== r.size) throw new StorageError('size_mismatch', `${r.what} holds ${got} bytes, ${dst.path} ${r.size}`);
+    // A task cancelled until here gets the old disk back (below); from here a cancel answers 406.
+    pointOfNoReturn();
   } catch (err) {
     const failure = asStorageError(err, `cannot restore ${r.what} into ${dst.path}`);
     await putBack(cmd, dstDs, aside).catch((undo: unknown) => {
