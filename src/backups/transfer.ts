@@ -6,7 +6,7 @@
  */
 import type { DiskRef, StorageDriver } from '../storage/driver.js';
 import { StorageError } from '../storage/driver.js';
-import { diskWriterOf, snapshotReaderOf, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../storage/stream.js';
+import { datasetReceiverOf, diskWriterOf, snapshotReaderOf, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../storage/stream.js';
 
 /**
  * Where a snapshot's image comes from for a file backup, best first: a file the commands read
@@ -62,14 +62,6 @@ export interface Transfer {
   receiveDataset(end: DiskEnd, taskId: string, received: string, feed: (consumer: readonly string[]) => Promise<void>): Promise<void>;
 }
 
-/** A driver that can replace a disk by a native full stream (ZfsDriver.receiveDisk). */
-export interface DatasetReceiver {
-  receiveDisk(dst: DiskRef, received: string, feed: (recv: readonly string[]) => Promise<void>): Promise<void>;
-}
-
-export function datasetReceiverOf(driver: StorageDriver): DatasetReceiver | null {
-  return typeof (driver as Partial<DatasetReceiver>).receiveDisk === 'function' ? (driver as unknown as DatasetReceiver) : null;
-}
 
 /** The transfer to use for a disk on `node` (the agent's own node: local). */
 export type TransferFor = (node: string) => Transfer;

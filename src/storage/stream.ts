@@ -84,6 +84,15 @@ export function diskWriterOf(driver: StorageDriver): Pick<StreamingDriver, 'open
   return typeof (driver as Partial<StreamingDriver>).openDiskWrite === 'function' ? (driver as unknown as StreamingDriver) : null;
 }
 
+/** A driver that can replace a disk by a native full stream (ZfsDriver/BtrfsDriver.receiveDisk). */
+export interface DatasetReceiver {
+  receiveDisk(dst: DiskRef, received: string, feed: (recv: readonly string[]) => Promise<void>): Promise<void>;
+}
+
+export function datasetReceiverOf(driver: StorageDriver): DatasetReceiver | null {
+  return typeof (driver as Partial<DatasetReceiver>).receiveDisk === 'function' ? (driver as unknown as DatasetReceiver) : null;
+}
+
 /**
  * The write stream of a file aside, made (`wx`) only when first asked for: a restore either
  * writes through it or hands the file's path to a command (DiskWritable.path), never both.

@@ -187,7 +187,7 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
       if (size === null) {
         throw new ServeFailure(`no restore task ${r.taskId} of ${where} was announced to this node`, EXIT_REFUSED);
       }
-      const [{ createDriver }, { datasetReceiverOf }] = await Promise.all([drivers(), import('../backups/transfer.js')]);
+      const [{ createDriver }, { datasetReceiverOf }] = await Promise.all([drivers(), streams()]);
       const receiver = datasetReceiverOf(createDriver(cfg, io.runner));
       if (!receiver) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot receive a dataset stream`, EXIT_REFUSED);
       await receiver.receiveDisk({ path: r.disk, sizeBytes: size }, r.snapshot, (recv) => receiveFromStdin(io, recv));
