@@ -53,12 +53,14 @@ describe('type 1 (dataset) backups, embedded, zfs-fuse', async () => {
     return (await s.runtime.ctx.db.selectFrom('backup').selectAll().orderBy('id', 'desc').executeTakeFirstOrThrow()) as unknown as Record<string, unknown>;
   }
   // A backup's name carries its second (Danube's `<bkpdef>-YYYYmmdd_HHMMSS`): two in the same second
-  // collide (406 `Backup already exists`), so each waits for a second after the previous one's.
+  // collide (406 `Backup already exists`), so each waits for a second after the previous one's. That
+  // second is the server's, read when the request arrives: the one after the answer is never earlier
+  // (the second before the request could be: CI, a request sent at .999 named in the next second).
   let lastSecond = 0;
   async function backup(): Promise<{ detail: string }> {
     while (Math.floor(Date.now() / 1000) <= lastSecond) await new Promise((r) => setTimeout(r, 20));
-    lastSecond = Math.floor(Date.now() / 1000);
     const c = await s.stream('POST', '/api/vm/web01/backup/daily', { body: {} });
+    lastSecond = Math.floor(Date.now() / 1000);
     expect(c.finalStatus, JSON.stringify(c.final)).toBe(200);
     return { detail: String((c.final as { result: { detail: string } }).result.detail) };
   }
