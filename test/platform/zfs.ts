@@ -180,12 +180,20 @@ async function reapStalePools(): Promise<void> {
 }
 
 async function destroyPool(name: string): Promise<void> {
-  // zfs-fuse answers "busy" for a moment after a dataset was used.
+  // zfs-fuse answers "busy" for a moment after a dataset was used, and for longer while it winds down
+  // a receive or a destroy under load (CI: "pool is busy" for over 2 s after a native restore's test).
+  // Its datasets go first (each unmount is where the busy shows), then the pool, for up to a minute.
+  const until = Date.now() + 60_000;
   for (let attempt = 0; ; attempt++) {
+    if (attempt > 0) {
+      const listed = await runner.run(['zfs', 'list', '-H', '-r', '-o', 'name', '-t', 'filesystem', name], { timeoutMs: 60_000 });
+      const children = listed.stdout.split('\n').filter((n) => n.startsWith(`${name}/`) && !n.slice(name.length + 1).includes('/'));
+      for (const ds of children) await runner.run(['zfs', 'destroy', '-r', '-f', ds], { timeoutMs: 60_000 });
+    }
     const r = await runner.run(['zpool', 'destroy', '-f', name], { timeoutMs: 60_000 });
     if (r.code === 0 || /no such pool/.test(r.stderr)) return;
-    if (attempt === 10) throw new Error(`zpool destroy ${name} failed: ${r.stderr.trim()}`);
-    await sleep(200);
+    if (Date.now() > until) throw new Error(`zpool destroy ${name} failed: ${r.stderr.trim()}`);
+    await sleep(Math.min(2000, 200 * 2 ** Math.min(attempt, 4)));
   }
 }
 
