@@ -49,6 +49,14 @@ async function must(argv: string[]): Promise<string> {
   return r.stdout;
 }
 
+/** `f`'s time in ms, after a `sync` outside it (each measured run starts from the same state). */
+async function timed(f: () => Promise<unknown>): Promise<number> {
+  await must(['sync']);
+  const t = performance.now();
+  await f();
+  return performance.now() - t;
+}
+
 async function scribble(image: string, extents: number, extentBytes: number, round: number): Promise<void> {
   const fh = await open(image, 'r+');
   try {
@@ -157,12 +165,6 @@ export async function run(): Promise<void> {
     await announce(src.serveConfig.announcedDir, { taskId: TASK, storage: 'tank', disk: restored.path, sizeBytes: DISK, until: new Date(Date.now() + 3600_000).toISOString() });
     const restoreP = (node: string, targetDriver?: string) =>
       ({ op: 'backup_restore', backupId: 1, type: 1, from: { storage: 'backups', resticId: null, filename: `${target.dataset}/c1@${newest}` }, checksum: 'stream:bench', target: { node, storage: 'tank', disk: restored }, taskId: TASK, ...(targetDriver ? { targetDriver } : {}) }) as const;
-    const timed = async (f: () => Promise<unknown>): Promise<number> => {
-      await must(['sync']);
-      const t = performance.now();
-      await f();
-      return performance.now() - t;
-    };
     const bareRecv = async (over: 'local' | 'ssh', n: number): Promise<void> => {
       const ds = `${pool.name}/bare-restore-${over}-${n}`;
       const consumer = over === 'local' ? ['zfs', 'recv', ds] : bareSsh(`zfs recv ${ds}`);
@@ -228,12 +230,6 @@ export async function runBtrfs(): Promise<void> {
     };
     const restoreP = (targetDriver?: string) =>
       ({ op: 'backup_restore', backupId: 1, type: 1, from: { storage: 'backups', resticId: null, filename: join(target.root, 'c1', 'is-1') }, checksum: 'stream:bench', target: { node: 'n1', storage: 'tank', disk: restored }, taskId: 'bench', ...(targetDriver ? { targetDriver } : {}) }) as const;
-    const timed = async (f: () => Promise<unknown>): Promise<number> => {
-      await must(['sync']);
-      const t = performance.now();
-      await f();
-      return performance.now() - t;
-    };
     const bare = async (n: number): Promise<void> => {
       const into = join(fs.mountpoint, `bare-${n}`);
       await mkdir(into);

@@ -142,10 +142,7 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
       return;
     }
     case 'receive': {
-      const size = await awaitAnnouncement(config, r, io);
-      if (size === null) {
-        throw new ServeFailure(`no restore task ${r.taskId} of ${where} was announced to this node`, EXIT_REFUSED);
-      }
+      const size = await requireAnnouncement(config, r, io, where);
       const [{ createDriver }, { diskWriterOf }] = await Promise.all([drivers(), streams()]);
       const writer = diskWriterOf(createDriver(cfg, io.runner));
       if (!writer) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot write images`, EXIT_REFUSED);
@@ -183,10 +180,7 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
       return;
     }
     case 'receive-dataset': {
-      const size = await awaitAnnouncement(config, r, io);
-      if (size === null) {
-        throw new ServeFailure(`no restore task ${r.taskId} of ${where} was announced to this node`, EXIT_REFUSED);
-      }
+      const size = await requireAnnouncement(config, r, io, where);
       const [{ createDriver }, { datasetReceiverOf }] = await Promise.all([drivers(), streams()]);
       const receiver = datasetReceiverOf(createDriver(cfg, io.runner));
       if (!receiver) throw new ServeFailure(`storage ${cfg.name} (${cfg.driver}) cannot receive a dataset stream`, EXIT_REFUSED);
@@ -228,10 +222,12 @@ async function run(config: ServeConfig, cfg: StorageConfig, r: ServeRequest, io:
  * The announced disk size of a receive, polled until it appears or serve.json's announceWaitMs
  * (default ANNOUNCE_WAIT_MS) has passed: the server queues the announcement to this node before
  * the restore task to the backup node, but a busy agent may apply it after the backup node has
- * connected. Null: not announced within the wait.
+ * connected. Not announced within the wait: refused (EXIT_REFUSED).
  */
-function awaitAnnouncement(config: ServeConfig, r: Extract<ServeRequest, { op: 'receive' | 'receive-dataset' }>, io: ServeIo): Promise<number | null> {
-  return awaitAnnounced(config, io, (now) => announcedReceive(config.announcedDir, r.taskId, r.storage, r.disk, now));
+async function requireAnnouncement(config: ServeConfig, r: Extract<ServeRequest, { op: 'receive' | 'receive-dataset' }>, io: ServeIo, where: string): Promise<number> {
+  const size = await awaitAnnounced(config, io, (now) => announcedReceive(config.announcedDir, r.taskId, r.storage, r.disk, now));
+  if (size === null) throw new ServeFailure(`no restore task ${r.taskId} of ${where} was announced to this node`, EXIT_REFUSED);
+  return size;
 }
 
 /** `read` polled until it gives a value or serve.json's announceWaitMs has passed (see above). */
