@@ -97,6 +97,8 @@ export class PgBossQueue implements TaskQueue {
   readonly #pool: pg.Pool;
   readonly #consumers = new Map<string, Consumer>();
   readonly #created = new Set<string>();
+  /** Queue creations of this process, one after the other (createQueue). */
+  #creating: Promise<void> = Promise.resolve();
   readonly #channel: string;
   readonly #pollMs: number;
   readonly #leaseS: number;
@@ -159,14 +161,44 @@ export class PgBossQueue implements TaskQueue {
     return this.opts.schema;
   }
 
-  /** Creates a queue once (idempotent in pg-boss too). Servers only: it creates a table. */
+  /**
+   * Creates a queue once (idempotent in pg-boss too). Servers only: it creates a table.
+   *
+   * The servers of a schema create queues one at a time, under a session advisory lock: pg-boss
+   * inserts the queue's row and then adds its partition's foreign key to the queue table, and two
+   * creations of one queue at once deadlocked (each waits for what the other holds: the table lock
+   * of the second's insert, the first's row), failing the victim's send (pgboss.create.test.ts).
+   * Behind the lock, the second creation finds the row and does nothing. In this process they also
+   * go one at a time, so that waiting creations never hold the pool's connections that the one
+   * holding the lock needs.
+   */
   async createQueue(name: string, kind: keyof typeof QUEUE_SETTINGS): Promise<void> {
     if (this.#created.has(name)) return;
+    const turn = this.#creating.then(() => this.#createLocked(name, kind));
+    this.#creating = turn.catch(() => undefined);
+    await turn;
+  }
+
+  async #createLocked(name: string, kind: keyof typeof QUEUE_SETTINGS): Promise<void> {
+    if (this.#created.has(name)) return;
+    const key = `${this.opts.schema} esnap queue create`;
+    const client = await this.#pool.connect();
+    let broken = false;
     try {
-      await this.#boss.createQueue(name, { name, ...QUEUE_SETTINGS[kind] });
+      await client.query('SELECT pg_advisory_lock(hashtext($1))', [key]);
+      try {
+        await this.#boss.createQueue(name, { name, ...QUEUE_SETTINGS[kind] });
+      } finally {
+        await client.query('SELECT pg_advisory_unlock(hashtext($1))', [key]).catch(() => {
+          broken = true; // the connection is closed below, and its session's lock with it
+        });
+      }
     } catch (err) {
-      // Two servers creating the same queue at once: the loser's DDL fails, but the queue exists.
+      // A connection lost meanwhile (its lock goes with its session): the queue may exist anyway.
+      broken = true;
       if (!(await this.#boss.getQueue(name))) throw err;
+    } finally {
+      client.release(broken);
     }
     this.#created.add(name);
   }
