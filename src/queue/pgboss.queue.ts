@@ -33,6 +33,7 @@ import { channelName, type PgListener } from '../db/pg-listener.js';
 import type { QueueHandler, QueueMessage, TaskQueue } from './queue.js';
 import { retry } from '../domain/backoff.js';
 import { jobIdOf, nodeQueueName, REGISTER_QUEUE, RESULTS_QUEUE } from './pgboss.names.js';
+import { BossJobTable } from './pgboss.jobs.js';
 
 // The names live in pgboss.names.ts (no pg-boss needed to compute them); re-exported for the
 // cluster code that uses both.
@@ -99,6 +100,7 @@ export class PgBossQueue implements TaskQueue {
   readonly #created = new Set<string>();
   /** Queue creations of this process, one after the other (createQueue). */
   #creating: Promise<void> = Promise.resolve();
+  readonly #jobs: BossJobTable;
   readonly #channel: string;
   readonly #pollMs: number;
   readonly #leaseS: number;
@@ -110,6 +112,7 @@ export class PgBossQueue implements TaskQueue {
     this.#pool.on('error', (err) => opts.log.warn({ err: err.message }, 'pg-boss pool connection lost'));
     // The same for a client in use (see db/dialect.ts): its running query fails, nothing is thrown.
     this.#pool.on('connect', (client) => client.on('error', () => undefined));
+    this.#jobs = new BossJobTable(this.#pool, opts.schema);
     const pool = this.#pool;
     const db: PgBoss.Db = {
       async executeSql(text: string, values?: unknown[]) {
@@ -162,45 +165,25 @@ export class PgBossQueue implements TaskQueue {
   }
 
   /**
-   * Creates a queue once (idempotent in pg-boss too). Servers only: it creates a table.
-   *
-   * The servers of a schema create queues one at a time, under a session advisory lock: pg-boss
-   * inserts the queue's row and then adds its partition's foreign key to the queue table, and two
-   * creations of one queue at once deadlocked (each waits for what the other holds: the table lock
-   * of the second's insert, the first's row), failing the victim's send (pgboss.create.test.ts).
-   * Behind the lock, the second creation finds the row and does nothing. In this process they also
-   * go one at a time, so that waiting creations never hold the pool's connections that the one
-   * holding the lock needs.
+   * Creates a queue once (idempotent in pg-boss too). Servers only: it creates a table. The
+   * servers of a schema create queues one at a time (BossJobTable.createLocked), and so do the
+   * creations of this process, so that waiting ones never hold the pool's connections that the
+   * one holding the lock needs.
    */
   async createQueue(name: string, kind: keyof typeof QUEUE_SETTINGS): Promise<void> {
     if (this.#created.has(name)) return;
-    const turn = this.#creating.then(() => this.#createLocked(name, kind));
+    const turn = this.#creating.then(async () => {
+      if (this.#created.has(name)) return;
+      try {
+        await this.#jobs.createLocked(() => this.#boss.createQueue(name, { name, ...QUEUE_SETTINGS[kind] }));
+      } catch (err) {
+        // A connection lost meanwhile: the queue may exist anyway.
+        if (!(await this.#boss.getQueue(name))) throw err;
+      }
+      this.#created.add(name);
+    });
     this.#creating = turn.catch(() => undefined);
     await turn;
-  }
-
-  async #createLocked(name: string, kind: keyof typeof QUEUE_SETTINGS): Promise<void> {
-    if (this.#created.has(name)) return;
-    const key = `${this.opts.schema} esnap queue create`;
-    const client = await this.#pool.connect();
-    let broken = false;
-    try {
-      await client.query('SELECT pg_advisory_lock(hashtext($1))', [key]);
-      try {
-        await this.#boss.createQueue(name, { name, ...QUEUE_SETTINGS[kind] });
-      } finally {
-        await client.query('SELECT pg_advisory_unlock(hashtext($1))', [key]).catch(() => {
-          broken = true; // the connection is closed below, and its session's lock with it
-        });
-      }
-    } catch (err) {
-      // A connection lost meanwhile (its lock goes with its session): the queue may exist anyway.
-      broken = true;
-      if (!(await this.#boss.getQueue(name))) throw err;
-    } finally {
-      client.release(broken);
-    }
-    this.#created.add(name);
   }
 
   async send(node: string, msg: QueueMessage): Promise<void> {
@@ -311,28 +294,18 @@ export class PgBossQueue implements TaskQueue {
     }
   }
 
-  /** Extends the lease of active jobs to now + lease. */
   async #renew(name: string, ids: readonly string[]): Promise<void> {
-    if (ids.length === 0) return;
-    await this.#pool.query(
-      `UPDATE ${this.opts.schema}.job SET expire_in = (now() - started_on) + make_interval(secs => $3)
-       WHERE name = $1 AND id = ANY($2::uuid[]) AND state = 'active'`,
-      [name, [...ids], this.#leaseS],
-    );
+    await this.#jobs.renew(name, ids, this.#leaseS);
   }
 
   /** Hands back the active jobs of a leased queue whose lease lapsed (their holder is gone). */
   async #reclaimLapsed(name: string): Promise<number> {
-    const { rowCount } = await this.#pool.query(
-      `UPDATE ${this.opts.schema}.job SET state = 'retry', start_after = now()
-       WHERE name = $1 AND state = 'active' AND started_on + expire_in < now()`,
-      [name],
-    );
-    if ((rowCount ?? 0) > 0) {
-      this.opts.log.warn({ queue: name, jobs: rowCount }, 'reclaimed jobs whose holder stopped renewing its lease');
+    const n = await this.#jobs.reclaimLapsed(name);
+    if (n > 0) {
+      this.opts.log.warn({ queue: name, jobs: n }, 'reclaimed jobs whose holder stopped renewing its lease');
       this.#kick(name);
     }
-    return rowCount ?? 0;
+    return n;
   }
 
   /** Stops one consumer in this process (the queue stays open), waiting for its jobs in flight. */
@@ -348,59 +321,30 @@ export class PgBossQueue implements TaskQueue {
   }
 
   async withdraw(node: string, taskId: string): Promise<boolean> {
-    const s = this.opts.schema;
-    // The update waits on a row a fetch has locked and then sees it active: taken wins. A job that
-    // is missing (never sent) or already cancelled will not run either.
-    const { rows } = await this.#pool.query<{ withdrawn: string; present: string }>(
-      `WITH c AS (
-         UPDATE ${s}.job SET state = 'cancelled', completed_on = now()
-         WHERE name = $1 AND id = $2 AND state < 'active' RETURNING 1
-       )
-       SELECT (SELECT count(*) FROM c) AS withdrawn,
-              (SELECT count(*) FROM ${s}.job WHERE name = $1 AND id = $2 AND state <> 'cancelled') AS present`,
-      [nodeQueueName(node), jobIdOf(taskId)],
-    );
-    const r = rows[0]!;
-    return Number(r.withdrawn) === 1 || Number(r.present) === 0;
+    return this.#jobs.withdraw(nodeQueueName(node), jobIdOf(taskId));
   }
 
   /** The tasks among `taskIds` that have a job on the node's queue, live or archived. */
   async knownTasks(node: string, taskIds: readonly string[]): Promise<Set<string>> {
     const byJob = new Map(taskIds.map((t) => [jobIdOf(t), t]));
-    const s = this.opts.schema;
-    const { rows } = await this.#pool.query<{ id: string }>(
-      `SELECT id FROM ${s}.job WHERE name = $1 AND id = ANY($2::uuid[])
-       UNION SELECT id FROM ${s}.archive WHERE name = $1 AND id = ANY($2::uuid[])`,
-      [nodeQueueName(node), [...byJob.keys()]],
-    );
-    return new Set(rows.map((r) => byJob.get(r.id)!));
+    const known = await this.#jobs.known(nodeQueueName(node), [...byJob.keys()]);
+    return new Set([...known].map((id) => byJob.get(id)!));
   }
 
   /** pg-boss's state of each task's job on a node (`created`, `active`, …); absent when there is none. */
   async jobStates(node: string, taskIds: readonly string[]): Promise<Map<string, string>> {
     const byJob = new Map(taskIds.map((t) => [jobIdOf(t), t]));
-    const { rows } = await this.#pool.query<{ id: string; state: string }>(
-      `SELECT id, state FROM ${this.opts.schema}.job WHERE name = $1 AND id = ANY($2::uuid[])`,
-      [nodeQueueName(node), [...byJob.keys()]],
-    );
-    return new Map(rows.map((r) => [byJob.get(r.id)!, r.state]));
+    const states = await this.#jobs.states(nodeQueueName(node), [...byJob.keys()]);
+    return new Map([...states].map(([id, state]) => [byJob.get(id)!, state]));
   }
 
   async depth(node: string): Promise<number> {
-    const { rows } = await this.#pool.query<{ n: string }>(
-      `SELECT count(*) AS n FROM ${this.opts.schema}.job WHERE name = $1 AND state < 'active'`,
-      [nodeQueueName(node)],
-    );
-    return Number(rows[0]!.n);
+    return this.#jobs.depth(nodeQueueName(node));
   }
 
   /** Jobs of a node that a worker holds as active (after a crash: the dead agent's work). */
   async activeJobs(node: string): Promise<Array<{ id: string; data: QueueMessage }>> {
-    const { rows } = await this.#pool.query<{ id: string; data: QueueMessage }>(
-      `SELECT id, data FROM ${this.opts.schema}.job WHERE name = $1 AND state = 'active' ORDER BY started_on`,
-      [nodeQueueName(node)],
-    );
-    return rows;
+    return this.#jobs.active<QueueMessage>(nodeQueueName(node));
   }
 
   /** Ends jobs as failed (never retried: node queues have no retries). */
@@ -412,10 +356,7 @@ export class PgBossQueue implements TaskQueue {
   /** Hands active jobs back to the queue so they are delivered again. */
   async requeue(node: string, ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.#pool.query(
-      `UPDATE ${this.opts.schema}.job SET state = 'retry', start_after = now() WHERE name = $1 AND id = ANY($2::uuid[]) AND state = 'active'`,
-      [nodeQueueName(node), [...ids]],
-    );
+    await this.#jobs.requeue(nodeQueueName(node), ids);
     this.#kick(nodeQueueName(node));
   }
 
