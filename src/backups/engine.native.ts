@@ -73,8 +73,8 @@ async function fullSendChecksum(io: BackupAgentIo, cfg: StorageConfig, chain: st
 async function receiveNatively(io: BackupAgentIo, target: DiskEnd, taskId: string, send: readonly string[], snapshot: string): Promise<void> {
   if (!io.runner.pipe) throw new StorageError('backend', 'this command runner cannot pipe');
   const pipe = io.runner.pipe.bind(io.runner);
-  await io.transferFor(target.node).receiveDataset(target, taskId, snapshot, async (consumer) => {
-    const { producer, consumer: c } = await pipe(send, consumer, { timeoutMs: 24 * 3600_000, env: { LC_ALL: 'C' } });
+  await io.transferFor(target.node).receiveDataset(target, taskId, snapshot, async (consumer, opts) => {
+    const { producer, consumer: c } = await pipe(send, consumer, { timeoutMs: 24 * 3600_000, env: { LC_ALL: 'C' }, onProducerDone: opts?.onStreamSent });
     if (producer.code === 0 && c.code === 0) return;
     const say = (argv: readonly string[], r: { code: number; stderr: string }): string =>
       `${argv[0] === 'ssh' ? `the receive on node ${target.node}` : argv.slice(0, 2).join(' ')} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`;

@@ -59,8 +59,14 @@ export interface Transfer {
    * `receive dataset` there) with the stream on its stdin, and throws when either side failed.
    * `received` is the snapshot the stream carries. The disk's own snapshots go (see ZfsDriver.receiveDisk).
    */
-  receiveDataset(end: DiskEnd, taskId: string, received: string, feed: (consumer: readonly string[]) => Promise<void>): Promise<void>;
+  receiveDataset(end: DiskEnd, taskId: string, received: string, feed: DatasetFeed): Promise<void>;
 }
+
+/**
+ * Runs the consumer argv it is given with the backup's stream on its stdin. `onStreamSent`, when
+ * given, is called once the whole stream has been handed to the consumer (the sender exited 0).
+ */
+export type DatasetFeed = (consumer: readonly string[], opts?: { readonly onStreamSent?: () => void }) => Promise<void>;
 
 
 /** The transfer to use for a disk on `node` (the agent's own node: local). */
@@ -127,7 +133,7 @@ export class LocalTransfer implements Transfer {
     return this.#writer(end).openDiskWrite(end.disk);
   }
 
-  receiveDataset(end: DiskEnd, _taskId: string, received: string, feed: (consumer: readonly string[]) => Promise<void>): Promise<void> {
+  receiveDataset(end: DiskEnd, _taskId: string, received: string, feed: DatasetFeed): Promise<void> {
     const d = this.#driver(end);
     const r = datasetReceiverOf(d);
     if (!r) throw new StorageError('backend', `Storage ${end.storage} (driver ${d.kind}) cannot receive a dataset stream`);

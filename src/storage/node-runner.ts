@@ -250,7 +250,11 @@ export class NodeCommandRunner implements CommandRunner {
         });
       });
 
-    return Promise.all([watch(prod, producer, false), watch(cons, consumer, true)]).then(([p, c]) => {
+    const produced = watch(prod, producer, false).then((o) => {
+      if (!o.error && o.code === 0) options.onProducerDone?.();
+      return o;
+    });
+    return Promise.all([produced, watch(cons, consumer, true)]).then(([p, c]) => {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       for (const o of [p, c]) {

@@ -90,6 +90,18 @@ export function pointOfNoReturn(): void {
   storage.getStore()?.commit();
 }
 
+/**
+ * The point of no return of the current operation, to be passed later from a callback (a process's
+ * exit, outside the scope's async context): marks it unless a cancel came first, and then does
+ * nothing (the cancel's kill is under way and the operation fails with it).
+ */
+export function pointOfNoReturnLater(): () => void {
+  const scope = storage.getStore();
+  return () => {
+    if (scope && !scope.cancelled) scope.commit();
+  };
+}
+
 /** Throws OperationCancelled when the current task has been cancelled (for long in-process steps). */
 export function throwIfCancelled(): void {
   if (storage.getStore()?.cancelled) throw new OperationCancelled();

@@ -19,7 +19,13 @@ export interface RunResult {
 }
 
 /** Options of a pipe: like a run's, without stdin (the consumer reads the producer's stdout). */
-export type PipeOptions = Omit<RunOptions, 'input'>;
+export interface PipeOptions extends Omit<RunOptions, 'input'> {
+  /**
+   * Called once, when the producer has exited 0 and its whole output has been read, while the
+   * consumer may still run (a remote receive that has all of the stream, finishing its work).
+   */
+  readonly onProducerDone?: () => void;
+}
 
 export interface PipeResult {
   /** The producer's result; its `stdout` is always empty (it went to the consumer). */

@@ -23,7 +23,8 @@ import { Writable, type Readable } from 'node:stream';
 import { StorageError } from '../storage/driver.js';
 import type { CommandRunner, SpawnedCommand } from '../storage/runner.js';
 import type { DiskWritable, SnapshotReadable } from '../storage/stream.js';
-import type { DiskEnd, Transfer } from '../backups/transfer.js';
+import type { DatasetFeed, DiskEnd, Transfer } from '../backups/transfer.js';
+import { pointOfNoReturnLater } from '../storage/op-scope.js';
 import type { SshAddress } from './ssh-address.js';
 import { sshArgv, SSH_FAILED } from './ssh-client.js';
 import { COMMIT_PREFIX, FREEZE_NOTE_PREFIX, IMAGE_TRAILER_RE } from './serve-request.js';
@@ -143,8 +144,15 @@ export class SshTransfer implements Transfer {
     };
   }
 
-  receiveDataset(end: DiskEnd, taskId: string, received: string, feed: (consumer: readonly string[]) => Promise<void>): Promise<void> {
-    return feed(this.receiveDatasetArgv(end, taskId, received));
+  /**
+   * The node's receive marks its own point of no return, out of this agent's reach: once the whole
+   * stream is sent this task's is passed too, so that a cancel from then on answers 406 and waits
+   * for the receive, instead of killing ssh while the node, which has all of the stream, replaces
+   * the disk (the task would end REVOKED with the disk replaced). A cancel before it cuts the
+   * stream, and the node keeps the old disk.
+   */
+  receiveDataset(end: DiskEnd, taskId: string, received: string, feed: DatasetFeed): Promise<void> {
+    return feed(this.receiveDatasetArgv(end, taskId, received), { onStreamSent: pointOfNoReturnLater() });
   }
 
   /** `ssh … receive dataset <task> <storage> <disk> <snapshot>`: the consumer receiveDataset hands its feed. */

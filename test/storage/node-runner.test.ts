@@ -1,3 +1,7 @@
+import { writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { NodeCommandRunner, defaultRunner, type RunInfo } from '../../src/storage/node-runner.js';
 
@@ -108,6 +112,30 @@ describe('NodeCommandRunner (real processes)', () => {
     });
     expect((await throwing.run(['true'])).code).toBe(0);
   });
+
+  it('pipe: tells when the producer has exited 0 while the consumer still runs, and never for a failed producer', async () => {
+    const runner = new NodeCommandRunner();
+    const dir = await mkdtemp(join(tmpdir(), 'esnap-pipe-'));
+    const go = join(dir, 'go');
+    try {
+      // The consumer reads the whole stream, then waits until the callback has run (a receive that
+      // finishes its work after the stream): called only at the end, the pipe would never finish.
+      const consumer = [
+        'node',
+        '-e',
+        `const fs=require('fs');let n=0;process.stdin.on('data',(c)=>{n+=c.length});process.stdin.on('end',()=>{const t=setInterval(()=>{if(fs.existsSync(${JSON.stringify(go)})){clearInterval(t);process.stdout.write(String(n))}},20)})`,
+      ];
+      const r = await runner.pipe(['head', '-c', '100000', '/dev/zero'], consumer, { onProducerDone: () => writeFileSync(go, '') });
+      expect(r.consumer.stdout).toBe('100000');
+
+      const failed: string[] = [];
+      const f = await runner.pipe(['sh', '-c', 'exit 3'], ['cat'], { onProducerDone: () => failed.push('called') });
+      expect(f.producer.code).toBe(3);
+      expect(failed).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 
   it('exports a ready default runner', async () => {
     expect((await defaultRunner.run(['printf', 'ok'])).stdout).toBe('ok');

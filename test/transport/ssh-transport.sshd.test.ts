@@ -38,6 +38,7 @@ import { SshTransfer } from '../../src/transport/ssh-transfer.js';
 import { nativeSnapshot } from '../../src/transport/native-streams.js';
 import type { TrustSet } from '../../src/transport/trust-files.js';
 import { announce } from '../../src/transport/announcements.js';
+import { OpScope, runInScope } from '../../src/storage/op-scope.js';
 
 import { useTempDirs } from '../helpers/temp-dirs.js';
 import { platformUnavailable } from '../platform/require.js';
@@ -356,7 +357,21 @@ for (const backend of [zfsBackend, btrfsBackend]) {
       await waitForProcessesGone([pair.source.dir, pair.backup.dir, agentScript], 120_000);
       await unchanged();
 
-      await transfer.receiveDataset(end, TASK, 'is-3', feed(send));
+      // The whole stream, in a task's scope: a cancel once all of it is sent (the node still receiving and
+      // replacing the disk, out of this side's reach) answers 'committed', and the restore runs to its end.
+      const scope = new OpScope();
+      let answer: string | null = null;
+      await runInScope(scope, () =>
+        transfer.receiveDataset(end, TASK, 'is-3', async (consumer, opts) => {
+          const onProducerDone = (): void => {
+            opts?.onStreamSent?.();
+            answer = scope.cancel();
+          };
+          const r = await runner.pipe!(send, consumer, { timeoutMs: 300_000, onProducerDone });
+          if (r.producer.code !== 0 || r.consumer.code !== 0) throw new Error(`exit ${r.producer.code}/${r.consumer.code}: ${r.consumer.stderr.trim()}`);
+        }),
+      );
+      expect(answer).toBe('committed');
       expect(await sha256(dstImage)).toBe(backupSum);
       // zfs: the snapshots went with the old dataset; btrfs: they are subvolumes of their own and stay.
       expect((await env.driver.list({ path: dst.path })).map((x) => x.id)).toEqual(backend === zfsBackend ? [] : ['es-7']);
