@@ -14,6 +14,7 @@ import { open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withServer, type TestServer } from '../helpers/server.js';
+import { defineVmsWithBackup } from './fixtures.js';
 import { platformUnavailable } from '../platform/require.js';
 import { loopFsUnavailable, makeLoopFs, type LoopFs } from '../platform/loopfs.js';
 
@@ -64,15 +65,9 @@ describe('type 1 (dataset) backups of a btrfs disk, embedded, native restore', a
         { name: 'files', driver: 'file', root: join(root, 'files') },
       ],
     });
-    for (const [vm, zpool] of [['web01', 'default'], ['web02', 'files']] as const) {
-      expect((await s.req('POST', `/api/vm/${vm}/define/`, { body: {} })).status).toBe(201);
-      const d = await s.req('POST', `/api/vm/${vm}/define/disk/1/`, { body: { size: 32, zpool } });
-      expect(d.status, d.text).toBe(201);
-      if (vm === 'web01') srcPath = d.body.result.path as string;
-      else dstPath = d.body.result.path as string;
-    }
-    const def = await s.req('POST', '/api/vm/web01/define/backup/daily', { body: { type: 1, node: s.node, zpool: 'backup', schedule: '0 2 * * *', retention: 5 } });
-    expect(def.status, def.text).toBe(201);
+    const paths = await defineVmsWithBackup(s, { web01: 'default', web02: 'files' }, { type: 1, node: s.node, zpool: 'backup', schedule: '0 2 * * *', retention: 5 });
+    srcPath = paths['web01']!;
+    dstPath = paths['web02']!;
   }, 180_000);
   afterAll(async () => {
     await s?.cleanup();
