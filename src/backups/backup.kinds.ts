@@ -12,7 +12,8 @@ import { revertNotready } from '../snapshots/snapshot.rollback.js';
 import { alerts } from '../alerts/alert.messages.js';
 import { BACKUP_DAMAGED, BACKUP_OK, BACKUP_PENDING } from './backup.schema.js';
 import type { BackupCreated, BackupPresent, BackupRestored, BackupVerified } from './backup.payloads.js';
-import type { BackupCheckContext, BackupCreateContext, BackupDeleteContext, BackupRestoreContext, BackupVerifyContext } from './backup.service.js';
+import type { BackupCheckContext, BackupCreateContext, BackupDeleteContext } from './backup.service.js';
+import type { BackupRestoreContext, BackupVerifyContext } from './backup.put.js';
 import { runBackupRetention } from './backup.retention.js';
 import { submitBackupCheck, submitCleanup } from './backup.service.js';
 

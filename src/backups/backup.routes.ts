@@ -8,7 +8,8 @@ import { requireAdmin, requireSuperAdmin } from '../accounts/caller.js';
 import { FailureError } from '../domain/errors.js';
 import { msg } from '../domain/messages.js';
 import type { VmRow } from '../db/schema.js';
-import { createBackup, deleteBackup, deleteBackups, listNodeBackups, listVmBackups, putBackup, resolveBackup, showBackup } from './backup.service.js';
+import { createBackup, deleteBackup, deleteBackups, listNodeBackups, listVmBackups, resolveBackup, showBackup } from './backup.service.js';
+import { putBackup } from './backup.put.js';
 
 const setOwner = (req: ViewRequest) => (vm: VmRow) => {
   req.ownerId = vm.owner_id;
