@@ -6,11 +6,11 @@
  * schema is enough for them.
  *
  * Delivery: a message's job id is derived from its task id, so sending a task twice (a restart
- * re-sends pending tasks) inserts it once. Workers are esnap's own fetch loops, not `boss.work()`:
- * pg-boss 10's worker waits a whole polling interval after every job, which caps a node at a few
- * tasks a second; here a worker fetches again as soon as a slot frees, and a `NOTIFY` after each
- * send wakes the consumers of that queue in every process. Polling remains only as the safety net
- * for a missed notification.
+ * re-sends pending tasks) inserts it once. Workers are esnap's own fetch loops (pgboss.consumers.ts),
+ * not `boss.work()`: pg-boss 10's worker waits a whole polling interval after every job, which caps
+ * a node at a few tasks a second; here a worker fetches again as soon as a slot frees, and a
+ * `NOTIFY` after each send wakes the consumers of that queue in every process. Polling remains only
+ * as the safety net for a missed notification.
  *
  * Failure rules: a handler that throws fails its job (node queues never retry: a task is retried or
  * failed by esnap's own repair, see agent-runtime.ts); completing or failing a job is retried until
@@ -34,6 +34,7 @@ import type { QueueHandler, QueueMessage, TaskQueue } from './queue.js';
 import { retry } from '../domain/backoff.js';
 import { jobIdOf, nodeQueueName, REGISTER_QUEUE, RESULTS_QUEUE } from './pgboss.names.js';
 import { BossJobTable } from './pgboss.jobs.js';
+import { BossConsumers, type ConsumeOptions, type JobHandler } from './pgboss.consumers.js';
 
 // The names live in pgboss.names.ts (no pg-boss needed to compute them); re-exported for the
 // cluster code that uses both.
@@ -69,41 +70,15 @@ export interface PgBossQueueOptions {
   readonly leaseSeconds?: number;
 }
 
-export type JobHandler = (data: unknown) => Promise<void>;
-
-export interface ConsumeOptions {
-  readonly concurrency?: number;
-  /** Delete a job once handled instead of keeping it as `completed` (heartbeats, results). */
-  readonly discard?: boolean;
-}
-
-interface Consumer {
-  readonly name: string;
-  readonly handler: JobHandler;
-  readonly concurrency: number;
-  readonly discard: boolean;
-  readonly running: Set<Promise<void>>;
-  /** Leased queues: the ids of the jobs this consumer's handlers hold now. */
-  readonly held: Set<string>;
-  /** Leased queues: the timer that renews the leases and reclaims lapsed ones. */
-  leaseTimer: NodeJS.Timeout | null;
-  stopping: boolean;
-  loop: Promise<void> | null;
-  kicked: boolean;
-  wake: (() => void) | null;
-}
-
 export class PgBossQueue implements TaskQueue {
   readonly #boss: PgBoss;
   readonly #pool: pg.Pool;
-  readonly #consumers = new Map<string, Consumer>();
+  readonly #consumers: BossConsumers;
   readonly #created = new Set<string>();
   /** Queue creations of this process, one after the other (createQueue). */
   #creating: Promise<void> = Promise.resolve();
   readonly #jobs: BossJobTable;
   readonly #channel: string;
-  readonly #pollMs: number;
-  readonly #leaseS: number;
   #closed = false;
 
   private constructor(private readonly opts: PgBossQueueOptions) {
@@ -136,8 +111,14 @@ export class PgBossQueue implements TaskQueue {
     this.#boss = new PgBoss({ db, schema: opts.schema, migrate: server, supervise: server, schedule: false });
     this.#boss.on('error', (err: unknown) => opts.log.warn({ err: err instanceof Error ? err.message : err }, 'pg-boss error'));
     this.#channel = channelName(QUEUE_CHANNEL, opts.schema);
-    this.#pollMs = opts.pollIntervalMs ?? 2000;
-    this.#leaseS = Math.max(2, opts.leaseSeconds ?? DEFAULT_LEASE_S);
+    this.#consumers = new BossConsumers({
+      boss: this.#boss,
+      jobs: this.#jobs,
+      log: opts.log,
+      pollMs: opts.pollIntervalMs ?? 2000,
+      leaseS: Math.max(2, opts.leaseSeconds ?? DEFAULT_LEASE_S),
+      closed: () => this.#closed,
+    });
   }
 
   /** Starts pg-boss; a server also installs or migrates its schema and creates the shared queues. */
@@ -155,7 +136,7 @@ export class PgBossQueue implements TaskQueue {
     }
     opts.listener?.listen(q.#channel, (name) => q.#kick(name));
     opts.listener?.onReconnect(() => {
-      for (const name of q.#consumers.keys()) q.#kick(name);
+      for (const name of q.#consumers.names()) q.#kick(name);
     });
     return q;
   }
@@ -249,75 +230,22 @@ export class PgBossQueue implements TaskQueue {
 
   /** `publish` that retries until the database takes the message or the queue closes. */
   async publishReliably(name: string, data: object, id?: string): Promise<void> {
-    await this.#persist(() => this.publish(name, data, id), `send to ${name}`);
+    await this.#consumers.persist(() => this.publish(name, data, id), `send to ${name}`);
   }
 
   async work(node: string, handler: QueueHandler, opts: { concurrency?: number } = {}): Promise<void> {
     await this.consume(nodeQueueName(node), (data) => handler(data as QueueMessage), opts);
   }
 
-  /** Works any queue with up to `concurrency` jobs at a time. */
+  /** Works any queue with up to `concurrency` jobs at a time (pgboss.consumers.ts). */
   async consume(name: string, handler: JobHandler, opts: ConsumeOptions = {}): Promise<void> {
     if (this.#closed) throw new Error('queue is stopped');
-    if (this.#consumers.has(name)) throw new Error(`queue ${name} already has a worker here`);
-    const c: Consumer = {
-      name,
-      handler,
-      concurrency: Math.max(1, opts.concurrency ?? 4),
-      discard: opts.discard ?? false,
-      running: new Set(),
-      held: new Set(),
-      leaseTimer: null,
-      stopping: false,
-      loop: null,
-      kicked: false,
-      wake: null,
-    };
-    this.#consumers.set(name, c);
-    if (LEASED_QUEUES.has(name)) {
-      // Jobs a dead consumer left behind are taken back at once, then at every renewal.
-      await this.#reclaimLapsed(name);
-      c.leaseTimer = setInterval(() => void this.#tendLeases(c), Math.max(500, Math.floor((this.#leaseS * 1000) / 6)));
-      c.leaseTimer.unref();
-    }
-    c.loop = this.#loop(c);
-  }
-
-  /** Renews the leases of the jobs `c` holds, then hands back lapsed ones (anyone's). */
-  async #tendLeases(c: Consumer): Promise<void> {
-    try {
-      await this.#renew(c.name, [...c.held]);
-      await this.#reclaimLapsed(c.name);
-    } catch (err) {
-      // The database is away: the next tick tries again (a lease outlives several ticks).
-      this.opts.log.warn({ err: (err as Error).message, queue: c.name }, 'queue lease renewal failed');
-    }
-  }
-
-  async #renew(name: string, ids: readonly string[]): Promise<void> {
-    await this.#jobs.renew(name, ids, this.#leaseS);
-  }
-
-  /** Hands back the active jobs of a leased queue whose lease lapsed (their holder is gone). */
-  async #reclaimLapsed(name: string): Promise<number> {
-    const n = await this.#jobs.reclaimLapsed(name);
-    if (n > 0) {
-      this.opts.log.warn({ queue: name, jobs: n }, 'reclaimed jobs whose holder stopped renewing its lease');
-      this.#kick(name);
-    }
-    return n;
+    await this.#consumers.start(name, handler, opts, LEASED_QUEUES.has(name));
   }
 
   /** Stops one consumer in this process (the queue stays open), waiting for its jobs in flight. */
   async stopConsumer(name: string): Promise<void> {
-    const c = this.#consumers.get(name);
-    if (!c) return;
-    c.stopping = true;
-    this.#kick(name);
-    await c.loop;
-    await Promise.all([...c.running]);
-    if (c.leaseTimer) clearInterval(c.leaseTimer);
-    if (this.#consumers.get(name) === c) this.#consumers.delete(name);
+    await this.#consumers.stopOne(name);
   }
 
   async withdraw(node: string, taskId: string): Promise<boolean> {
@@ -350,7 +278,7 @@ export class PgBossQueue implements TaskQueue {
   /** Ends jobs as failed (never retried: node queues have no retries). */
   async failJobs(node: string, ids: readonly string[], message: string): Promise<void> {
     if (ids.length === 0) return;
-    for (const id of ids) await this.#persist(() => this.#boss.fail(nodeQueueName(node), id, { message }), 'fail job');
+    for (const id of ids) await this.#consumers.persist(() => this.#boss.fail(nodeQueueName(node), id, { message }), 'fail job');
   }
 
   /** Hands active jobs back to the queue so they are delivered again. */
@@ -363,108 +291,13 @@ export class PgBossQueue implements TaskQueue {
   /** Stops taking jobs, waits for the ones in flight (their completion is recorded), then closes. */
   async stop(): Promise<void> {
     if (this.#closed) return;
-    for (const c of this.#consumers.values()) {
-      c.stopping = true;
-      this.#kick(c.name);
-    }
-    for (const c of this.#consumers.values()) {
-      await c.loop;
-      await Promise.all([...c.running]);
-      if (c.leaseTimer) clearInterval(c.leaseTimer);
-    }
+    await this.#consumers.stopAll();
     this.#closed = true;
     await this.#boss.stop({ graceful: false, close: false }).catch((err: unknown) => this.opts.log.warn({ err }, 'pg-boss stop failed'));
     await this.#pool.end().catch(() => undefined);
   }
 
   #kick(name: string): void {
-    const c = this.#consumers.get(name);
-    if (!c) return;
-    c.kicked = true;
-    c.wake?.();
-  }
-
-  async #wait(c: Consumer, ms: number): Promise<void> {
-    if (c.kicked || c.stopping) {
-      c.kicked = false;
-      return;
-    }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        c.wake = null;
-        resolve();
-      }, ms);
-      c.wake = () => {
-        clearTimeout(timer);
-        c.wake = null;
-        resolve();
-      };
-    });
-    c.kicked = false;
-  }
-
-  async #loop(c: Consumer): Promise<void> {
-    while (!c.stopping) {
-      const free = c.concurrency - c.running.size;
-      let got = 0;
-      if (free > 0) {
-        // Clear the flag before fetching: a send during the fetch kicks again and is not lost.
-        c.kicked = false;
-        let jobs: PgBoss.Job<unknown>[] = [];
-        try {
-          jobs = await this.#boss.fetch<unknown>(c.name, { batchSize: free });
-        } catch (err) {
-          this.opts.log.warn({ err: (err as Error).message, queue: c.name }, 'queue fetch failed');
-        }
-        got = jobs.length;
-        if (c.leaseTimer && jobs.length > 0) {
-          // Shorten the queue's expiry to the lease at once; the timer renews it from here.
-          for (const job of jobs) c.held.add(job.id);
-          await this.#renew(c.name, jobs.map((j) => j.id)).catch((err: unknown) => {
-            this.opts.log.warn({ err: (err as Error).message, queue: c.name }, 'queue lease renewal failed');
-          });
-        }
-        for (const job of jobs) this.#run(c, job);
-      }
-      // Fetch again at once while jobs keep coming and slots are free; otherwise wait for a kick
-      // (a send, a freed slot) or the polling interval.
-      if (got > 0 && c.running.size < c.concurrency) continue;
-      await this.#wait(c, this.#pollMs);
-    }
-  }
-
-  #run(c: Consumer, job: PgBoss.Job<unknown>): void {
-    const p: Promise<void> = (async () => {
-      let error: unknown = null;
-      try {
-        await c.handler(job.data);
-      } catch (err) {
-        error = err;
-        this.opts.log.error({ err, queue: c.name, job: job.id }, 'queue handler failed');
-      }
-      await this.#persist(
-        () =>
-          error === null
-            ? c.discard
-              ? this.#boss.deleteJob(c.name, job.id)
-              : this.#boss.complete(c.name, job.id)
-            : this.#boss.fail(c.name, job.id, { message: error instanceof Error ? error.message : String(error) }),
-        'record job end',
-      );
-    })().finally(() => {
-      c.held.delete(job.id);
-      c.running.delete(p);
-      this.#kick(c.name);
-    });
-    c.running.add(p);
-  }
-
-  /** Retries a database step with a capped backoff until it succeeds or the queue is closed. */
-  async #persist(step: () => Promise<unknown>, what: string): Promise<void> {
-    await retry(step, {
-      backoff: { firstMs: 100, maxMs: 2000 },
-      retryIf: () => !this.#closed,
-      onRetry: (err) => this.opts.log.warn({ err: (err as Error).message, what }, 'queue step failed; retrying'),
-    });
+    this.#consumers.kick(name);
   }
 }
