@@ -40,7 +40,8 @@ import { BossConsumers, type ConsumeOptions, type JobHandler } from './pgboss.co
 // cluster code that uses both.
 export { bossSchemaFor, bossSchemaForUrl, jobIdOf, nodeQueueName, REGISTER_QUEUE, RESULTS_QUEUE } from './pgboss.names.js';
 
-const SEND_ATTEMPTS = 4;
+/** A send's attempts: 4 in all, 50, 100 and 150 ms apart. */
+const SEND_RETRY = { attempts: 4, backoff: { firstMs: 50, growth: 'linear' } } as const;
 /** Default lease of a job of a leased queue (see the header). */
 export const DEFAULT_LEASE_S = 30;
 /** The queues whose jobs are held on a lease: the servers' own, with idempotent handlers. */
@@ -134,9 +135,9 @@ export class PgBossQueue implements TaskQueue {
       await q.#pool.end().catch(() => undefined);
       throw err;
     }
-    opts.listener?.listen(q.#channel, (name) => q.#kick(name));
+    opts.listener?.listen(q.#channel, (name) => q.#consumers.kick(name));
     opts.listener?.onReconnect(() => {
-      for (const name of q.#consumers.names()) q.#kick(name);
+      for (const name of q.#consumers.names()) q.#consumers.kick(name);
     });
     return q;
   }
@@ -176,8 +177,7 @@ export class PgBossQueue implements TaskQueue {
     // deadlocks pg-boss's queue DDL can cause with inserts running at the same moment.
     const id = jobIdOf(msg.taskId);
     await retry(() => this.publish(name, msg, id), {
-      attempts: SEND_ATTEMPTS,
-      backoff: { firstMs: 50, growth: 'linear' },
+      ...SEND_RETRY,
       onRetry: (err, attempt) => this.opts.log.warn({ err: (err as Error).message, taskId: msg.taskId, attempt }, 'queue send failed; retrying'),
     });
   }
@@ -192,29 +192,23 @@ export class PgBossQueue implements TaskQueue {
     if (this.opts.role === 'server') await this.createQueue(name, 'node');
     for (let i = 0; i < msgs.length; i += 1000) {
       const jobs = msgs.slice(i, i + 1000).map((m) => ({ id: jobIdOf(m.taskId), name, data: m }));
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await this.#boss.insert(jobs);
-          break;
-        } catch (err) {
-          if (attempt >= SEND_ATTEMPTS) throw err;
-          this.opts.log.warn({ err: (err as Error).message, jobs: jobs.length, attempt }, 'queue bulk send failed; retrying');
-          await new Promise((r) => setTimeout(r, 50 * attempt));
-        }
-      }
-    }
-    this.#kick(name);
-    if (this.opts.listener) {
-      await this.#pool.query('SELECT pg_notify($1, $2)', [this.#channel, name]).catch((err: unknown) => {
-        this.opts.log.warn({ err: (err as Error).message }, 'queue NOTIFY failed');
+      await retry(() => this.#boss.insert(jobs), {
+        ...SEND_RETRY,
+        onRetry: (err, attempt) => this.opts.log.warn({ err: (err as Error).message, jobs: jobs.length, attempt }, 'queue bulk send failed; retrying'),
       });
     }
+    await this.#wake(name);
   }
 
   /** Sends any message to a queue, then wakes its consumers here and in other processes. */
   async publish(name: string, data: object, id?: string): Promise<void> {
     await this.#boss.send(name, data, id ? { id } : {});
-    this.#kick(name);
+    await this.#wake(name);
+  }
+
+  /** Wakes the queue's consumers here and, by NOTIFY, in other processes. */
+  async #wake(name: string): Promise<void> {
+    this.#consumers.kick(name);
     if (this.opts.listener) {
       await this.#pool.query('SELECT pg_notify($1, $2)', [this.#channel, name]).catch((err: unknown) => {
         // Consumers elsewhere still find the job at their next poll.
@@ -285,7 +279,7 @@ export class PgBossQueue implements TaskQueue {
   async requeue(node: string, ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
     await this.#jobs.requeue(nodeQueueName(node), ids);
-    this.#kick(nodeQueueName(node));
+    this.#consumers.kick(nodeQueueName(node));
   }
 
   /** Stops taking jobs, waits for the ones in flight (their completion is recorded), then closes. */
@@ -295,9 +289,5 @@ export class PgBossQueue implements TaskQueue {
     this.#closed = true;
     await this.#boss.stop({ graceful: false, close: false }).catch((err: unknown) => this.opts.log.warn({ err }, 'pg-boss stop failed'));
     await this.#pool.end().catch(() => undefined);
-  }
-
-  #kick(name: string): void {
-    this.#consumers.kick(name);
   }
 }
