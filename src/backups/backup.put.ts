@@ -28,11 +28,9 @@ import {
   LOG_BKP_VERIFY,
   logObj,
   NOT_ENOUGH_SPACE,
-  own,
   requireBackupNodeOnline,
   type BackupTarget,
 } from './backup.service.js';
-
 
 export interface BackupRestoreContext {
   readonly backupId: number;
@@ -51,8 +49,8 @@ export interface BackupVerifyContext {
 
 export async function putBackup(ctx: AppContext, caller: Caller, t: BackupTarget, data: Readonly<Record<string, unknown>>): Promise<{ task: string } | { sync: BackupObject }> {
   requireAdmin(caller);
-  if (own(data, 'verify') && parseBool(data['verify'])) return { task: await verifyBackup(ctx, caller, t) };
-  if (own(data, 'note')) return { sync: await saveNote(ctx, caller, t, data['note']) };
+  if (Object.hasOwn(data, 'verify') && parseBool(data['verify'])) return { task: await verifyBackup(ctx, caller, t) };
+  if (Object.hasOwn(data, 'note')) return { sync: await saveNote(ctx, caller, t, data['note']) };
   return { task: await restoreBackup(ctx, caller, t, data) };
 }
 
@@ -86,7 +84,7 @@ async function verifyBackup(ctx: AppContext, caller: Caller, t: BackupTarget): P
 async function restoreBackup(ctx: AppContext, caller: Caller, t: BackupTarget, data: Readonly<Record<string, unknown>>): Promise<string> {
   const bkp = t.bkp;
   const v = validateFields(
-    { target_hostname_or_uuid: data['target_hostname_or_uuid'], target_disk_id: data['target_disk_id'], ...(own(data, 'force') ? { force: data['force'] } : {}) },
+    { target_hostname_or_uuid: data['target_hostname_or_uuid'], target_disk_id: data['target_disk_id'], ...(Object.hasOwn(data, 'force') ? { force: data['force'] } : {}) },
     {
       target_hostname_or_uuid: { kind: 'string', required: true, max: 255, pattern: NAME_RE },
       target_disk_id: { kind: 'int', required: true, min: 1, max: 6 },

@@ -47,7 +47,7 @@ export function backupLockKey(vmUuid: string, diskRealId: number): string {
   return `vm_backup vm:${vmUuid} disk:${diskRealId}`;
 }
 
-export const own = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
+const own = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
 
 function requireBackupsEnabled(caller: Caller): void {
   if (!backupSettings(caller.dc).VMS_VM_BACKUP_ENABLED) throw apiError('notFound');

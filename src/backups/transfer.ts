@@ -6,7 +6,7 @@
  */
 import type { DiskRef, StorageDriver } from '../storage/driver.js';
 import { StorageError } from '../storage/driver.js';
-import { datasetReceiverOf, diskWriterOf, snapshotReaderOf, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../storage/stream.js';
+import { datasetReceiverOf, diskWriterOf, snapshotReaderOf, type DatasetFeed, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../storage/stream.js';
 
 /**
  * Where a snapshot's image comes from for a file backup, best first: a file the commands read
@@ -62,11 +62,6 @@ export interface Transfer {
   receiveDataset(end: DiskEnd, taskId: string, received: string, feed: DatasetFeed): Promise<void>;
 }
 
-/**
- * Runs the consumer argv it is given with the backup's stream on its stdin. `onStreamSent`, when
- * given, is called once the whole stream has been handed to the consumer (the sender exited 0).
- */
-export type DatasetFeed = (consumer: readonly string[], opts?: { readonly onStreamSent?: () => void }) => Promise<void>;
 
 
 /** The transfer to use for a disk on `node` (the agent's own node: local). */

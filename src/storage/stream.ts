@@ -84,9 +84,23 @@ export function diskWriterOf(driver: StorageDriver): Pick<StreamingDriver, 'open
   return typeof (driver as Partial<StreamingDriver>).openDiskWrite === 'function' ? (driver as unknown as StreamingDriver) : null;
 }
 
+/**
+ * Runs the consumer argv it is given (`zfs recv`, `btrfs receive`, or ssh to a node's receive) with
+ * a backup's stream on its stdin, and throws when either side failed. `onStreamSent`, when given,
+ * is called once the whole stream has been handed to the consumer (the sender exited 0).
+ */
+export type DatasetFeed = (consumer: readonly string[], opts?: { readonly onStreamSent?: () => void }) => Promise<void>;
+
 /** A driver that can replace a disk by a native full stream (ZfsDriver/BtrfsDriver.receiveDisk). */
 export interface DatasetReceiver {
-  receiveDisk(dst: DiskRef, received: string, feed: (recv: readonly string[]) => Promise<void>): Promise<void>;
+  receiveDisk(dst: DiskRef, received: string, feed: DatasetFeed): Promise<void>;
+}
+
+/** A restore's backup must be of the disk's size (`dst.sizeBytes`, when given: the backup's). */
+export function assertBackupFits(dst: DiskRef, size: number): void {
+  if (dst.sizeBytes !== undefined && dst.sizeBytes !== size) {
+    throw new StorageError('size_mismatch', `Disk ${dst.path} has ${size} bytes, the backup ${dst.sizeBytes}`);
+  }
 }
 
 export function datasetReceiverOf(driver: StorageDriver): DatasetReceiver | null {

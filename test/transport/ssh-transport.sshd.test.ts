@@ -294,8 +294,15 @@ for (const backend of [zfsBackend, btrfsBackend]) {
       const backupSum = await imageChecksum(runner, env.target, 'vm1-0-3', 'is-3');
       const end = { node: 'source', storage: 'tank', disk: dst };
       const send = chainSendArgv(env.target, 'vm1-0-3', 'is-3');
-      const feed = (producer: readonly string[]) => async (consumer: readonly string[]) => {
-        const r = await runner.pipe!(producer, consumer, { timeoutMs: 300_000 });
+      // `onSent`: what runs once the whole stream is sent, after the transfer's own onStreamSent.
+      const feed = (producer: readonly string[], onSent?: () => void) => async (consumer: readonly string[], opts?: { readonly onStreamSent?: () => void }) => {
+        const onProducerDone = onSent
+          ? (): void => {
+              opts?.onStreamSent?.();
+              onSent();
+            }
+          : undefined;
+        const r = await runner.pipe!(producer, consumer, { timeoutMs: 300_000, onProducerDone });
         if (r.producer.code !== 0 || r.consumer.code !== 0) throw new Error(`exit ${r.producer.code}/${r.consumer.code}: ${r.consumer.stderr.trim()}`);
       };
       const unchanged = async (): Promise<void> => {
@@ -362,14 +369,14 @@ for (const backend of [zfsBackend, btrfsBackend]) {
       const scope = new OpScope();
       let answer: string | null = null;
       await runInScope(scope, () =>
-        transfer.receiveDataset(end, TASK, 'is-3', async (consumer, opts) => {
-          const onProducerDone = (): void => {
-            opts?.onStreamSent?.();
+        transfer.receiveDataset(
+          end,
+          TASK,
+          'is-3',
+          feed(send, () => {
             answer = scope.cancel();
-          };
-          const r = await runner.pipe!(send, consumer, { timeoutMs: 300_000, onProducerDone });
-          if (r.producer.code !== 0 || r.consumer.code !== 0) throw new Error(`exit ${r.producer.code}/${r.consumer.code}: ${r.consumer.stderr.trim()}`);
-        }),
+          }),
+        ),
       );
       expect(answer).toBe('committed');
       expect(await sha256(dstImage)).toBe(backupSum);

@@ -45,7 +45,7 @@ import { code, diskPathTaken, isPathTaken, removeEmptyParents, rootStats } from 
 import type { CommandRunner } from '../runner.js';
 import { createReadStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import { lazyWriteStream, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../stream.js';
+import { assertBackupFits, lazyWriteStream, type DatasetFeed, type DiskWritable, type SnapshotReadable, type StreamingDriver } from '../stream.js';
 import { BtrfsCommands } from './btrfs.commands.js';
 import { recoverSwap, recoverSwaps, swapIn, swapPaths, swapPrepared, type SwapPaths } from './btrfs.swap.js';
 import { receiveInto, removeReceiveLeftovers } from './btrfs.receive.js';
@@ -306,13 +306,11 @@ export class BtrfsDriver implements StorageDriver, StreamingDriver {
    * Replaces a disk by a native full stream (the restore of a dataset backup; btrfs.receive.ts):
    * the disk's snapshots stay (they are subvolumes of their own).
    */
-  async receiveDisk(dst: DiskRef, received: string, feed: (recv: readonly string[]) => Promise<void>): Promise<void> {
+  async receiveDisk(dst: DiskRef, received: string, feed: DatasetFeed): Promise<void> {
     assertSnapshotId(received);
     const pd = this.paths(dst);
     const target = this.requireDisk(pd, dst);
-    if (dst.sizeBytes !== undefined && dst.sizeBytes !== target.size) {
-      throw new StorageError('size_mismatch', `Disk ${dst.path} has ${target.size} bytes, the backup ${dst.sizeBytes}`);
-    }
+    assertBackupFits(dst, target.size);
     await receiveInto(this.cmd, this.root, pd, { disk: dst.path, size: target.size, image: IMAGE, received, feed });
   }
 

@@ -50,7 +50,7 @@ import {
 import { asStorageError, isMissing, zfsError, ZfsError } from './zfs.errors.js';
 import { IMAGE_NAME, ZfsCommands } from './zfs.commands.js';
 import { ASIDE_RE, openRestoreWrite, repairRestores, repairRestoreWrites, replaceableSize, replaceDataset, restoreInto } from './zfs.restore.js';
-import type { DiskWritable, SnapshotReadable } from '../stream.js';
+import { assertBackupFits, type DatasetFeed, type DiskWritable, type SnapshotReadable } from '../stream.js';
 import { readThroughClone, repairReadClones } from './zfs.read.js';
 
 export interface ZfsDriverOptions {
@@ -386,13 +386,11 @@ export class ZfsDriver implements StorageDriver, AtomicSnapshots {
    * new bytes after any crash, and the disk's snapshots go with the old dataset. `received` is the
    * snapshot the stream carries; `sizeBytes` of `dst`, when given, must be the disk's image size.
    */
-  async receiveDisk(dst: DiskRef, received: string, feed: (recv: readonly string[]) => Promise<void>): Promise<void> {
+  async receiveDisk(dst: DiskRef, received: string, feed: DatasetFeed): Promise<void> {
     const dstDs = this.diskDataset(dst);
     assertSnapshotId(received);
     const size = await replaceableSize(this.cmd, dstDs, dst);
-    if (dst.sizeBytes !== undefined && dst.sizeBytes !== size) {
-      throw new StorageError('size_mismatch', `Disk ${dst.path} has ${size} bytes, the backup ${dst.sizeBytes}`);
-    }
+    assertBackupFits(dst, size);
     await replaceDataset(this.cmd, dstDs, dst, { size, received, what: `backup ${received}`, receive: feed });
   }
 
